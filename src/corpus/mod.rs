@@ -1,0 +1,450 @@
+//! Corpus readers: shards given as files, directories or globs, streamed one document at a time.
+//!
+//! Formats, chosen by file name:
+//! - JSONL, one JSON object per line: `.jsonl`, `.ndjson`, `.json` (Dolma names its JSONL shards
+//!   `.json.gz`), each optionally compressed with zstd (`.zst`, `.zstd`) or gzip (`.gz`);
+//! - Parquet (`.parquet`), one document per row;
+//! - plain text (`.txt`), one document per file.
+//!
+//! Fields are Dolma's by default (`id`, `text`, `source`, `metadata`) and can be renamed. Records
+//! carry their file and 1-based line (or row) so every error names where it happened. Blank JSONL
+//! lines are not records. Malformed records fail the read unless the caller asked to skip them, in
+//! which case they are counted (see [`CorpusReader::skipped`]).
+
+mod jsonl;
+mod parquet_reader;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::InputCursor;
+
+/// How a file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// JSON lines, uncompressed.
+    Jsonl,
+    /// JSON lines, zstd-compressed.
+    JsonlZst,
+    /// JSON lines, gzip-compressed.
+    JsonlGz,
+    /// Apache Parquet.
+    Parquet,
+    /// Plain UTF-8 text, one document per file.
+    Text,
+}
+
+impl InputFormat {
+    /// The format a file name implies, if any.
+    pub fn from_path(path: &Path) -> Option<InputFormat> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        let (stem, compression) = if let Some(s) = name.strip_suffix(".zst").or_else(|| name.strip_suffix(".zstd")) {
+            (s, Some(InputFormat::JsonlZst))
+        } else if let Some(s) = name.strip_suffix(".gz") {
+            (s, Some(InputFormat::JsonlGz))
+        } else {
+            (name.as_str(), None)
+        };
+        let is_json = stem.ends_with(".jsonl") || stem.ends_with(".ndjson") || stem.ends_with(".json");
+        match compression {
+            Some(c) if is_json => Some(c),
+            Some(_) => None,
+            None if is_json => Some(InputFormat::Jsonl),
+            None if stem.ends_with(".parquet") => Some(InputFormat::Parquet),
+            None if stem.ends_with(".txt") => Some(InputFormat::Text),
+            None => None,
+        }
+    }
+}
+
+/// One input file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputFile {
+    /// The path.
+    pub path: PathBuf,
+    /// How to read it.
+    pub format: InputFormat,
+    /// Size on disk.
+    pub bytes: u64,
+}
+
+/// The result of expanding the command line's inputs.
+#[derive(Debug, Default)]
+pub struct ExpandedInputs {
+    /// Files to read, in order.
+    pub files: Vec<InputFile>,
+    /// Files found inside directories whose names have no recognized extension: not read, and
+    /// reported so that nothing is skipped silently.
+    pub ignored: Vec<PathBuf>,
+}
+
+const SUPPORTED: &str = ".jsonl/.ndjson/.json (optionally .zst, .zstd or .gz), .parquet or .txt";
+
+/// Expands files, directories (recursively, in name order) and glob patterns into input files.
+///
+/// Explicit files must have a recognized extension; inside directories, unrecognized files are
+/// listed in [`ExpandedInputs::ignored`]. The same file twice is an error.
+pub fn expand_inputs<S: AsRef<str>>(specs: &[S]) -> Result<ExpandedInputs> {
+    let mut out = ExpandedInputs::default();
+    let mut seen = std::collections::BTreeSet::new();
+    for spec in specs {
+        let spec = spec.as_ref();
+        let path = Path::new(spec);
+        let mut found = Vec::new();
+        if path.is_dir() {
+            walk_dir(path, &mut found, &mut out.ignored)?;
+            if found.is_empty() {
+                return Err(Error::input(path, 0, format!("directory holds no corpus files ({SUPPORTED})")));
+            }
+        } else if path.exists() {
+            found.push(path.to_path_buf());
+        } else if spec.contains(['*', '?', '[']) {
+            let entries = glob::glob(spec).map_err(|e| Error::Config(format!("bad glob pattern {spec:?}: {e}")))?;
+            let mut matched = Vec::new();
+            for e in entries {
+                let p = e.map_err(|e| Error::io(e.path().to_path_buf(), std::io::Error::other(e.to_string())))?;
+                if p.is_dir() {
+                    walk_dir(&p, &mut matched, &mut out.ignored)?;
+                } else {
+                    matched.push(p);
+                }
+            }
+            if matched.is_empty() {
+                return Err(Error::Config(format!("glob pattern {spec:?} matched no files")));
+            }
+            matched.sort();
+            found.extend(matched);
+        } else {
+            return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")));
+        }
+        for p in found {
+            let format = InputFormat::from_path(&p).ok_or_else(|| {
+                Error::input(&p, 0, format!("unrecognized file type; expected {SUPPORTED}"))
+            })?;
+            let meta = std::fs::metadata(&p).at(&p)?;
+            let canonical = std::fs::canonicalize(&p).at(&p)?;
+            if !seen.insert(canonical) {
+                return Err(Error::Config(format!("input {} is given more than once", p.display())));
+            }
+            out.files.push(InputFile { path: p, format, bytes: meta.len() });
+        }
+    }
+    if out.files.is_empty() {
+        return Err(Error::Config("no input files given".into()));
+    }
+    Ok(out)
+}
+
+fn walk_dir(dir: &Path, found: &mut Vec<PathBuf>, ignored: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(dir).at(dir)?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>().at(dir)?;
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk_dir(&p, found, ignored)?;
+        } else if InputFormat::from_path(&p).is_some() {
+            found.push(p);
+        } else {
+            ignored.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Names of the fields (JSONL keys, Parquet columns) a reader takes documents from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fields {
+    /// The document text (required).
+    pub text: String,
+    /// The external document id (optional; defaults to `file:line`).
+    pub id: String,
+    /// The source name (optional).
+    pub source: String,
+    /// A JSON object of metadata, flattened (optional).
+    pub metadata: String,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields { text: "text".into(), id: "id".into(), source: "source".into(), metadata: "metadata".into() }
+    }
+}
+
+/// One document read from a corpus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// The text.
+    pub text: String,
+    /// External id from the corpus (or `file:line` when the record has none).
+    pub external_id: String,
+    /// Source name, if the record has one.
+    pub source: Option<String>,
+    /// Metadata flattened to `key → value` strings: nested objects as dotted keys, arrays as JSON.
+    pub metadata: Vec<(String, String)>,
+    /// Index of the input file in the reader's list.
+    pub file: usize,
+    /// 1-based line (JSONL), row (Parquet), or 1 (text file).
+    pub record: u64,
+}
+
+/// Reads records of one file.
+trait RecordSource: Send {
+    /// The next document, `None` at the end. Record-level problems are `Err(Error::Input)`.
+    fn next_record(&mut self) -> Option<Result<Document>>;
+    /// Records consumed so far (lines or rows), which a cursor can skip back to.
+    fn consumed(&self) -> u64;
+}
+
+/// Streams documents from a list of input files, starting at a cursor.
+pub struct CorpusReader {
+    files: Vec<InputFile>,
+    fields: Fields,
+    skip_invalid: bool,
+    allow_empty: bool,
+    next_file: usize,
+    start_record: u64,
+    current: Option<(usize, Box<dyn RecordSource>, u64)>,
+    skipped: u64,
+    empty_inputs: Vec<PathBuf>,
+    bytes_read: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for CorpusReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CorpusReader").field("files", &self.files.len()).field("cursor", &self.cursor()).finish()
+    }
+}
+
+/// Options of a [`CorpusReader`].
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// Field names.
+    pub fields: Fields,
+    /// Skip (and count) malformed records instead of failing.
+    pub skip_invalid: bool,
+    /// Accept input files without documents (counted) instead of failing.
+    pub allow_empty: bool,
+}
+
+impl CorpusReader {
+    /// A reader over `files` starting at `cursor`.
+    pub fn new(files: Vec<InputFile>, options: ReadOptions, cursor: InputCursor) -> CorpusReader {
+        CorpusReader {
+            files,
+            fields: options.fields,
+            skip_invalid: options.skip_invalid,
+            allow_empty: options.allow_empty,
+            next_file: cursor.file,
+            start_record: cursor.record,
+            current: None,
+            skipped: 0,
+            empty_inputs: Vec::new(),
+            bytes_read: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Where the next document will be read from: everything before it has been consumed.
+    pub fn cursor(&self) -> InputCursor {
+        match &self.current {
+            Some((file, src, _)) => InputCursor { file: *file, record: src.consumed() },
+            None => InputCursor { file: self.next_file, record: self.start_record },
+        }
+    }
+
+    /// Malformed records skipped so far (only with `skip_invalid`).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Input files that held no documents (only with `allow_empty`).
+    pub fn empty_inputs(&self) -> &[PathBuf] {
+        &self.empty_inputs
+    }
+
+    /// A counter of compressed bytes read from disk so far, for progress bars.
+    pub fn bytes_read(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.bytes_read)
+    }
+
+    fn open(&self, index: usize, skip: u64) -> Result<Box<dyn RecordSource>> {
+        let input = &self.files[index];
+        let counter = Arc::clone(&self.bytes_read);
+        Ok(match input.format {
+            InputFormat::Parquet => {
+                Box::new(parquet_reader::ParquetSource::open(&input.path, index, &self.fields, skip, counter)?)
+            }
+            InputFormat::Text => Box::new(TextSource::open(&input.path, index, skip, counter)?),
+            f => Box::new(jsonl::JsonlSource::open(&input.path, f, index, &self.fields, skip, counter)?),
+        })
+    }
+}
+
+impl Iterator for CorpusReader {
+    type Item = Result<Document>;
+
+    fn next(&mut self) -> Option<Result<Document>> {
+        loop {
+            if self.current.is_none() {
+                if self.next_file >= self.files.len() {
+                    return None;
+                }
+                let skip = std::mem::take(&mut self.start_record);
+                match self.open(self.next_file, skip) {
+                    Ok(src) => self.current = Some((self.next_file, src, 0)),
+                    Err(e) => {
+                        self.next_file = self.files.len();
+                        return Some(Err(e));
+                    }
+                }
+                self.next_file += 1;
+            }
+            let Some((index, src, docs)) = self.current.as_mut() else { continue };
+            match src.next_record() {
+                Some(Ok(doc)) => {
+                    *docs += 1;
+                    return Some(Ok(doc));
+                }
+                Some(Err(e @ Error::Input { .. })) if self.skip_invalid => {
+                    self.skipped += 1;
+                    let _ = e;
+                }
+                Some(Err(e)) => {
+                    self.next_file = self.files.len();
+                    self.current = None;
+                    return Some(Err(e));
+                }
+                None => {
+                    let (index, consumed, docs) = (*index, src.consumed(), *docs);
+                    self.current = None;
+                    // A file is empty if it held no records at all; a file resumed part-way is not.
+                    if docs == 0 && consumed == 0 {
+                        let path = self.files[index].path.clone();
+                        if !self.allow_empty {
+                            self.next_file = self.files.len();
+                            return Some(Err(Error::input(
+                                path,
+                                0,
+                                "holds no documents (an empty shard); pass --allow-empty to accept empty inputs",
+                            )));
+                        }
+                        self.empty_inputs.push(path);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A `Read` that adds the bytes it reads to a shared counter.
+pub(crate) struct CountingReader<R> {
+    inner: R,
+    counter: Arc<AtomicU64>,
+}
+
+impl<R> CountingReader<R> {
+    pub(crate) fn new(inner: R, counter: Arc<AtomicU64>) -> Self {
+        CountingReader { inner, counter }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// A plain-text file: one document whose id is the path.
+struct TextSource {
+    doc: Option<Result<Document>>,
+    consumed: u64,
+}
+
+impl TextSource {
+    fn open(path: &Path, index: usize, skip: u64, counter: Arc<AtomicU64>) -> Result<TextSource> {
+        if skip > 0 {
+            return Ok(TextSource { doc: None, consumed: 1 });
+        }
+        let bytes = std::fs::read(path).at(path)?;
+        counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let doc = match String::from_utf8(bytes) {
+            Ok(text) => Ok(Document {
+                text,
+                external_id: path.display().to_string(),
+                source: None,
+                metadata: Vec::new(),
+                file: index,
+                record: 1,
+            }),
+            Err(e) => Err(Error::input(
+                path,
+                1,
+                format!("invalid UTF-8 at byte offset {} of the file", e.utf8_error().valid_up_to()),
+            )),
+        };
+        Ok(TextSource { doc: Some(doc), consumed: 0 })
+    }
+}
+
+impl RecordSource for TextSource {
+    fn next_record(&mut self) -> Option<Result<Document>> {
+        let d = self.doc.take()?;
+        self.consumed = 1;
+        Some(d)
+    }
+    fn consumed(&self) -> u64 {
+        self.consumed
+    }
+}
+
+/// Flattens a JSON metadata value into `key → string` pairs (dotted keys for nested objects).
+pub fn flatten_metadata(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten_metadata(&key, v, out);
+            }
+        }
+        Value::Null => {}
+        Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_from_names() {
+        let f = |s: &str| InputFormat::from_path(Path::new(s));
+        assert_eq!(f("a.jsonl"), Some(InputFormat::Jsonl));
+        assert_eq!(f("a.json.gz"), Some(InputFormat::JsonlGz));
+        assert_eq!(f("a.JSONL.ZST"), Some(InputFormat::JsonlZst));
+        assert_eq!(f("a.parquet"), Some(InputFormat::Parquet));
+        assert_eq!(f("a.txt"), Some(InputFormat::Text));
+        assert_eq!(f("a.txt.gz"), None);
+        assert_eq!(f("README.md"), None);
+    }
+
+    #[test]
+    fn metadata_is_flattened() {
+        let v: serde_json::Value = serde_json::json!({"title": "T", "n": 3, "a": {"b": true}, "l": [1, 2], "z": null});
+        let mut out = Vec::new();
+        flatten_metadata("", &v, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                ("a.b".to_string(), "true".to_string()),
+                ("l".into(), "[1,2]".into()),
+                ("n".into(), "3".into()),
+                ("title".into(), "T".into())
+            ]
+        );
+    }
+}

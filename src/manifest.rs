@@ -1,0 +1,226 @@
+//! Manifests: `manifest.json` of an index and of each shard, and `build.json`, the build plan that
+//! lets an interrupted build resume.
+//!
+//! All are JSON with fixed field order (structs and `BTreeMap`s), so the same build writes the same
+//! bytes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::FORMAT_VERSION;
+use crate::token::TokenWidth;
+
+/// Name of a manifest file in an index or shard directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Name of the build plan in an index directory.
+pub const BUILD_PLAN_FILE: &str = "build.json";
+/// Name of the tokenizer copy kept in an index directory.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// Token file of a shard.
+pub const TOKENS_FILE: &str = "tokens.bin";
+/// Suffix-array file of a shard.
+pub const SUFFIX_ARRAY_FILE: &str = "suffix_array.bin";
+/// Document-offset file of a shard.
+pub const DOC_OFFSETS_FILE: &str = "doc_offsets.bin";
+/// Documents table of a shard.
+pub const DOCUMENTS_FILE: &str = "documents.parquet";
+
+/// A position in the ordered list of input files: `record` records of file `file` have been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+pub struct InputCursor {
+    /// Index into the build's input list.
+    pub file: usize,
+    /// Records (JSONL lines, Parquet rows, text files) of that file already consumed.
+    pub record: u64,
+}
+
+/// Size and checksum of one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Length in bytes.
+    pub bytes: u64,
+    /// `xxh3:<hex>` of the contents.
+    pub checksum: String,
+}
+
+/// `manifest.json` of one shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardManifest {
+    /// Always `familiar-shard`.
+    pub format: String,
+    /// Format version of the shard's files.
+    pub format_version: u32,
+    /// Shard number, from 0.
+    pub shard: u32,
+    /// Hash of the tokenizer.json the tokens come from.
+    pub tokenizer_hash: String,
+    /// Width of the stored token ids.
+    pub token_width: TokenWidth,
+    /// Id that ends each document (= vocabulary size).
+    pub separator: u32,
+    /// Token positions in the shard, separators included.
+    pub tokens: u64,
+    /// Documents in the shard.
+    pub documents: u64,
+    /// Global id of the shard's first document.
+    pub first_doc: u64,
+    /// Bytes per suffix-array entry.
+    pub suffix_array_width: u32,
+    /// Where in the inputs the shard's first document was read.
+    pub input_start: InputCursor,
+    /// Where the next shard starts reading.
+    pub input_end: InputCursor,
+    /// Every file of the shard, by name.
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+/// A shard as listed in the index manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    /// Directory name inside the index.
+    pub dir: String,
+    /// Token positions, separators included.
+    pub tokens: u64,
+    /// Documents.
+    pub documents: u64,
+    /// Global id of the first document.
+    pub first_doc: u64,
+    /// Checksum of the shard's manifest.json.
+    pub manifest_checksum: String,
+}
+
+/// The tokenizer an index was built with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenizerEntry {
+    /// File name of the copy inside the index directory.
+    pub file: String,
+    /// `xxh3:<hex>` of the tokenizer.json bytes.
+    pub hash: String,
+    /// Number of ids (largest id + 1); the separator takes this id.
+    pub vocab_size: u32,
+}
+
+/// `manifest.json` of an index: written last, so its presence means the build finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexManifest {
+    /// Always `familiar-index`.
+    pub format: String,
+    /// Format version.
+    pub format_version: u32,
+    /// The tokenizer.
+    pub tokenizer: TokenizerEntry,
+    /// Width of stored token ids.
+    pub token_width: TokenWidth,
+    /// Separator id.
+    pub separator: u32,
+    /// Total token positions over all shards, separators included.
+    pub tokens: u64,
+    /// Total documents.
+    pub documents: u64,
+    /// The shards, in document order.
+    pub shards: Vec<ShardEntry>,
+}
+
+/// One input file of a build plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedInput {
+    /// Path as resolved from the command line.
+    pub path: String,
+    /// Size in bytes when the build started.
+    pub bytes: u64,
+}
+
+/// `build.json`: what a build reads and how it cuts shards, recorded before the first shard is
+/// written so that a re-run resumes the same build (or refuses a different one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildPlan {
+    /// Always `familiar-build`.
+    pub format: String,
+    /// Format version.
+    pub format_version: u32,
+    /// Hash of the tokenizer.
+    pub tokenizer_hash: String,
+    /// Field holding the text (JSONL) or column (Parquet).
+    pub text_field: String,
+    /// Field holding the external document id.
+    pub id_field: String,
+    /// Field holding the source name.
+    pub source_field: String,
+    /// Maximum token positions per shard.
+    pub shard_tokens: u64,
+    /// Whether malformed records are skipped (and counted) instead of failing the build.
+    pub skip_invalid: bool,
+    /// The input files, in reading order.
+    pub inputs: Vec<PlannedInput>,
+}
+
+impl ShardManifest {
+    /// The format tag.
+    pub const FORMAT: &'static str = "familiar-shard";
+}
+impl IndexManifest {
+    /// The format tag.
+    pub const FORMAT: &'static str = "familiar-index";
+}
+impl BuildPlan {
+    /// The format tag.
+    pub const FORMAT: &'static str = "familiar-build";
+}
+
+/// Reads a JSON manifest of type `M`, checking its `format` tag and version.
+pub fn read<M: for<'de> Deserialize<'de>>(path: &Path, format: &str) -> Result<M> {
+    let bytes = std::fs::read(path).at(path)?;
+    parse(&bytes, format, path)
+}
+
+/// Parses manifest bytes (see [`read`]); `path` names the file in errors.
+pub fn parse<M: for<'de> Deserialize<'de>>(bytes: &[u8], format: &str, path: &Path) -> Result<M> {
+    #[derive(Deserialize)]
+    struct Tag {
+        format: Option<String>,
+        format_version: Option<u32>,
+    }
+    let tag: Tag = serde_json::from_slice(bytes)
+        .map_err(|e| Error::corrupt(path, format!("not a valid JSON manifest: {e}")))?;
+    if tag.format.as_deref() != Some(format) {
+        return Err(Error::corrupt(
+            path,
+            format!("expected a `{format}` manifest, found format {:?}", tag.format.unwrap_or_default()),
+        ));
+    }
+    let version = tag.format_version.unwrap_or(0);
+    if !(crate::format::OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
+        return Err(Error::Version {
+            path: path.to_path_buf(),
+            got: version,
+            oldest: crate::format::OLDEST_READABLE_VERSION,
+            current: FORMAT_VERSION,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|e| Error::corrupt(path, format!("invalid manifest: {e}")))
+}
+
+/// Serializes a manifest: pretty JSON with a trailing newline.
+pub fn to_bytes<M: Serialize>(m: &M) -> Result<Vec<u8>> {
+    let mut v = serde_json::to_vec_pretty(m).map_err(|e| Error::Bug(format!("manifest serialization: {e}")))?;
+    v.push(b'\n');
+    Ok(v)
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced, then
+/// renamed over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".tmp-{name}"));
+    {
+        let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+        f.write_all(bytes).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+    }
+    std::fs::rename(&tmp, path).at(path)
+}

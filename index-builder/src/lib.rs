@@ -15,5 +15,6 @@
 
 pub mod build;
 pub mod documents;
+pub mod fixtures;
 pub mod memory;
 pub mod sa;

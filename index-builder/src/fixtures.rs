@@ -1,0 +1,437 @@
+//! Synthetic corpora with planted ground truth, and a BPE tokenizer trained on them.
+//!
+//! The filler text is sentences of pseudo-words drawn from a Zipf distribution (exponent
+//! [`FixtureSpec::zipf_exponent`]) over a vocabulary built from one set of syllables. Concepts
+//! (capitalized two-word names) and n-grams (lowercase three-word phrases) are built from a disjoint
+//! set of syllables and planted a chosen number of times, always preceded by a space and followed by
+//! a space or punctuation. Because filler never contains their syllables, and byte-level BPE
+//! tokenizes each space-prefixed word on its own, every planted occurrence is exactly one occurrence
+//! of the phrase's token sequence and there are no others: the ground truth is exact.
+//!
+//! Everything is a function of the seed (a SplitMix64 generator written here, stable across
+//! platforms and crate versions).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use familiar::error::IoContext;
+use familiar::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// A small, stable pseudo-random generator (SplitMix64).
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct FixtureSpec {
+    /// Seed of everything.
+    pub seed: u64,
+    /// Documents (a few of them empty).
+    pub documents: usize,
+    /// Distinct filler words.
+    pub vocabulary: usize,
+    /// Zipf exponent of filler word frequencies.
+    pub zipf_exponent: f64,
+    /// Shortest and longest document, in words (log-uniform between).
+    pub doc_words: (usize, usize),
+    /// Occurrence counts to plant, one concept per entry.
+    pub concept_counts: Vec<u64>,
+    /// Occurrence counts to plant, one n-gram per entry.
+    pub ngram_counts: Vec<u64>,
+    /// Input files the corpus is split into (`.jsonl.zst`, then `.jsonl.gz`, alternating).
+    pub files: usize,
+    /// Vocabulary size of the trained tokenizer.
+    pub tokenizer_vocab: usize,
+}
+
+impl Default for FixtureSpec {
+    fn default() -> Self {
+        FixtureSpec {
+            seed: 20241124,
+            documents: 1200,
+            vocabulary: 3000,
+            zipf_exponent: 1.1,
+            doc_words: (8, 1200),
+            concept_counts: vec![1, 2, 3, 4, 6, 8, 11, 16, 22, 32, 45, 64, 90, 128, 180, 256, 360, 512],
+            ngram_counts: vec![1, 5, 25, 125],
+            files: 2,
+            tokenizer_vocab: 2048,
+        }
+    }
+}
+
+/// A planted phrase and its exact counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Planted {
+    /// `concept` or `ngram`.
+    pub kind: String,
+    /// The phrase as it appears in the text (preceded by a space there).
+    pub text: String,
+    /// Occurrences in the corpus.
+    pub occurrences: u64,
+    /// Documents containing it.
+    pub documents: u64,
+}
+
+/// `planted.json`: the ground truth of a generated corpus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroundTruth {
+    /// Seed used.
+    pub seed: u64,
+    /// Documents generated.
+    pub documents: u64,
+    /// Planted phrases.
+    pub planted: Vec<Planted>,
+    /// Corpus files, relative to the corpus directory.
+    pub files: Vec<String>,
+}
+
+const FILLER_SYLLABLES: &[&str] = &[
+    "ba", "be", "bo", "da", "de", "di", "do", "fa", "fe", "ga", "go", "ha", "he", "hi", "ka", "ke", "ko", "la", "le",
+    "li", "lo", "ma", "me", "mi", "mo", "na", "ne", "ni", "no", "pa", "pe", "po", "ra", "re", "ri", "ro", "sa", "se",
+    "si", "so", "ta", "te", "ti", "to", "va", "ve", "wa", "we", "an", "en", "in", "on", "el", "al", "ar", "er", "or",
+    "is", "as", "es", "us", "ath", "ith", "ent", "ant", "ong", "ing", "ers", "ald", "ost",
+];
+// Disjoint letters: every planted word contains x, z or q, which filler never does.
+const PLANT_SYLLABLES: &[&str] = &["zor", "vex", "qui", "xan", "zel", "quo", "xir", "zam", "qen", "oxa", "azu", "iqu", "zyn", "exo"];
+const SOURCES: &[(&str, u64)] = &[("encyclopedia", 5), ("fiction", 3), ("forum", 2), ("news", 2)];
+
+fn word(rng: &mut SplitMix64, syllables: &[&str], min: u64, max: u64) -> String {
+    let n = min + rng.below(max - min + 1);
+    (0..n).map(|_| syllables[rng.below(syllables.len() as u64) as usize]).collect()
+}
+
+fn capitalize(w: &str) -> String {
+    let mut c = w.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+fn unique_words(rng: &mut SplitMix64, n: usize, syllables: &[&str], min: u64, max: u64) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let w = word(rng, syllables, min, max);
+        if seen.insert(w.clone()) {
+            out.push(w);
+        }
+    }
+    out
+}
+
+/// Counts occurrences of ` phrase` followed by a space, punctuation or the end, in `text`.
+pub fn count_phrase(text: &str, phrase: &str) -> u64 {
+    let needle = format!(" {phrase}");
+    let mut n = 0;
+    let mut from = 0;
+    while let Some(i) = text[from..].find(&needle) {
+        let end = from + i + needle.len();
+        if text[end..].chars().next().is_none_or(|c| !c.is_alphanumeric()) {
+            n += 1;
+        }
+        from = from + i + 1;
+    }
+    n
+}
+
+/// Generates the corpus texts and the ground truth (no files written).
+pub fn generate_documents(spec: &FixtureSpec) -> (Vec<serde_json::Value>, Vec<Planted>) {
+    let mut rng = SplitMix64::new(spec.seed);
+    let vocab = unique_words(&mut rng, spec.vocabulary, FILLER_SYLLABLES, 1, 3);
+    // Zipf CDF over ranks.
+    let weights: Vec<f64> = (1..=vocab.len()).map(|r| 1.0 / (r as f64).powf(spec.zipf_exponent)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut cdf = Vec::with_capacity(weights.len());
+    let mut acc = 0.0;
+    for w in &weights {
+        acc += w / total;
+        cdf.push(acc);
+    }
+    let draw = |rng: &mut SplitMix64| -> usize {
+        let u = rng.unit();
+        cdf.partition_point(|&c| c < u).min(vocab.len() - 1)
+    };
+    // Documents as lists of words; sentences end with '.'.
+    let (lo, hi) = (spec.doc_words.0 as f64, spec.doc_words.1 as f64);
+    let mut docs: Vec<Vec<String>> = Vec::with_capacity(spec.documents);
+    for d in 0..spec.documents {
+        // Two empty documents: the index must handle them.
+        if d == 7 || d == spec.documents / 2 {
+            docs.push(Vec::new());
+            continue;
+        }
+        let len = (lo * (hi / lo).powf(rng.unit())).round() as usize;
+        let mut words = Vec::with_capacity(len);
+        let mut sentence = 0;
+        for _ in 0..len {
+            let mut w = vocab[draw(&mut rng)].clone();
+            if sentence == 0 {
+                w = capitalize(&w);
+            }
+            sentence += 1;
+            if sentence > 4 && rng.below(10) == 0 {
+                w.push('.');
+                sentence = 0;
+            } else if rng.below(25) == 0 {
+                w.push(',');
+            }
+            words.push(w);
+        }
+        if let Some(last) = words.last_mut() {
+            if !last.ends_with('.') {
+                last.push('.');
+            }
+        }
+        docs.push(words);
+    }
+    // Planted phrases, inserted mid-sentence (never as a document's first word).
+    let plant_words = unique_words(&mut rng, 2 * spec.concept_counts.len() + 3 * spec.ngram_counts.len(), PLANT_SYLLABLES, 2, 3);
+    let mut phrases = Vec::new();
+    let mut it = plant_words.into_iter();
+    for &c in &spec.concept_counts {
+        let (a, b) = (it.next().unwrap_or_default(), it.next().unwrap_or_default());
+        phrases.push(("concept", format!("{} {}", capitalize(&a), capitalize(&b)), c));
+    }
+    for &c in &spec.ngram_counts {
+        let ws: Vec<String> = (0..3).map(|_| it.next().unwrap_or_default()).collect();
+        phrases.push(("ngram", ws.join(" "), c));
+    }
+    let nonempty: Vec<usize> = (0..docs.len()).filter(|&d| !docs[d].is_empty()).collect();
+    for (_, phrase, count) in &phrases {
+        for _ in 0..*count {
+            let d = nonempty[rng.below(nonempty.len() as u64) as usize];
+            let at = 1 + rng.below(docs[d].len() as u64) as usize;
+            docs[d].insert(at, phrase.clone());
+        }
+    }
+    let mut values = Vec::with_capacity(docs.len());
+    let mut texts = Vec::with_capacity(docs.len());
+    for (d, words) in docs.iter().enumerate() {
+        let text = words.join(" ");
+        let mut pick = rng.below(SOURCES.iter().map(|s| s.1).sum());
+        let source = SOURCES.iter().find(|s| if pick < s.1 { true } else { pick -= s.1; false }).map_or("news", |s| s.0);
+        let title: String = words.iter().take(3).map(|w| w.trim_end_matches(['.', ','])).collect::<Vec<_>>().join(" ");
+        values.push(serde_json::json!({
+            "id": format!("fx-{d:05}"),
+            "text": text,
+            "source": source,
+            "metadata": {"title": title, "year": 1990 + rng.below(35), "generator": {"seed": spec.seed}},
+        }));
+        texts.push(text);
+    }
+    let planted = phrases
+        .into_iter()
+        .map(|(kind, text, _)| {
+            let per_doc: Vec<u64> = texts.iter().map(|t| count_phrase(t, &text)).collect();
+            Planted {
+                kind: kind.into(),
+                occurrences: per_doc.iter().sum(),
+                documents: per_doc.iter().filter(|&&n| n > 0).count() as u64,
+                text,
+            }
+        })
+        .collect();
+    (values, planted)
+}
+
+/// Trains a byte-level BPE tokenizer on `texts` and returns its `tokenizer.json` text.
+pub fn train_tokenizer<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_size: usize) -> Result<String> {
+    use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::{AddedToken, NormalizerWrapper, TokenizerBuilder};
+    let err = |e: &dyn std::fmt::Display| Error::Config(format!("training the fixture tokenizer failed: {e}"));
+    let mut trainer = BpeTrainerBuilder::new()
+        .show_progress(false)
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .special_tokens(vec![AddedToken::from("<|endoftext|>", true)])
+        .build();
+    let mut tokenizer = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
+        .with_model(BPE::default())
+        .with_normalizer(None)
+        .with_pre_tokenizer(Some(ByteLevel::default()))
+        .with_post_processor(Some(ByteLevel::default()))
+        .with_decoder(Some(ByteLevel::default()))
+        .build()
+        .map_err(|e| err(&e))?;
+    tokenizer.train(&mut trainer, texts).map_err(|e| err(&e))?;
+    let t: tokenizers::Tokenizer = tokenizer.into();
+    t.to_string(true).map_err(|e| err(&e))
+}
+
+/// Writes the corpus files and `planted.json` into `dir`; returns the ground truth.
+pub fn write_corpus(dir: &Path, spec: &FixtureSpec, values: &[serde_json::Value], planted: Vec<Planted>) -> Result<GroundTruth> {
+    std::fs::create_dir_all(dir).at(dir)?;
+    let files = spec.files.max(1);
+    let per = values.len().div_ceil(files);
+    let mut names = Vec::new();
+    for (i, chunk) in values.chunks(per.max(1)).enumerate() {
+        let name = if i % 2 == 0 { format!("part-{i:04}.jsonl.zst") } else { format!("part-{i:04}.jsonl.gz") };
+        let path = dir.join(&name);
+        let mut raw = Vec::new();
+        for v in chunk {
+            serde_json::to_writer(&mut raw, v).map_err(|e| Error::Bug(e.to_string()))?;
+            raw.push(b'\n');
+        }
+        let bytes = if i % 2 == 0 {
+            zstd::encode_all(&raw[..], 19).at(&path)?
+        } else {
+            let mut enc = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
+            enc.write_all(&raw).at(&path)?;
+            enc.finish().at(&path)?
+        };
+        std::fs::write(&path, bytes).at(&path)?;
+        names.push(name);
+    }
+    let truth = GroundTruth { seed: spec.seed, documents: values.len() as u64, planted, files: names };
+    let path = dir.join("planted.json");
+    let mut json = serde_json::to_vec_pretty(&truth).map_err(|e| Error::Bug(e.to_string()))?;
+    json.push(b'\n');
+    std::fs::write(&path, json).at(&path)?;
+    Ok(truth)
+}
+
+/// Paths of a generated fixture set.
+#[derive(Debug, Clone)]
+pub struct FixturePaths {
+    /// Directory of corpus files and `planted.json`.
+    pub corpus: PathBuf,
+    /// The trained tokenizer.
+    pub tokenizer: PathBuf,
+    /// The ground truth.
+    pub truth: GroundTruth,
+}
+
+/// Generates the corpus into `dir/corpus` and trains `dir/tokenizer.json` on it.
+pub fn generate(dir: &Path, spec: &FixtureSpec) -> Result<FixturePaths> {
+    let (values, planted) = generate_documents(spec);
+    let corpus = dir.join("corpus");
+    let truth = write_corpus(&corpus, spec, &values, planted)?;
+    let texts: Vec<&str> = values.iter().filter_map(|v| v["text"].as_str()).collect();
+    let json = train_tokenizer(texts.into_iter(), spec.tokenizer_vocab)?;
+    let tokenizer = dir.join("tokenizer.json");
+    std::fs::write(&tokenizer, json.as_bytes()).at(&tokenizer)?;
+    Ok(FixturePaths { corpus, tokenizer, truth })
+}
+
+/// Documents of the golden index (a prefix of the fixture corpus).
+const GOLDEN_DOCS: usize = 30;
+/// Directory name of the golden index of format version 1.
+pub const GOLDEN_V1: &str = "golden-v1";
+
+/// Expected answers stored beside the golden index, computed by brute force over the tokenized
+/// source documents (not by the index).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GoldenExpected {
+    /// `(tokens, count)` pairs.
+    pub counts: Vec<(Vec<u32>, u64)>,
+    /// `(prefix, [(next, count)] sorted by id, end_of_document)`.
+    pub next_tokens: Vec<(Vec<u32>, Vec<(u32, u64)>, u64)>,
+    /// Documents and token positions (separators included).
+    pub documents: u64,
+    /// Token positions.
+    pub tokens: u64,
+}
+
+/// Occurrences of `pattern` in `docs`, never across documents, overlapping ones included.
+pub fn naive_count(docs: &[Vec<u32>], pattern: &[u32]) -> u64 {
+    docs.iter().map(|d| if pattern.len() > d.len() { 0 } else { d.windows(pattern.len()).filter(|w| *w == pattern).count() as u64 }).sum()
+}
+
+/// Writes the whole fixture set into `out`: corpus, tokenizer, and (if absent) the golden index.
+/// Returns the paths written. The golden index is never overwritten: it pins format version 1.
+pub fn write_all(out: &Path) -> Result<Vec<PathBuf>> {
+    let spec = FixtureSpec::default();
+    let paths = generate(out, &spec)?;
+    let mut written: Vec<PathBuf> = paths.truth.files.iter().map(|f| paths.corpus.join(f)).collect();
+    written.push(paths.corpus.join("planted.json"));
+    written.push(paths.tokenizer.clone());
+    let golden = out.join(GOLDEN_V1);
+    if golden.exists() {
+        return Ok(written);
+    }
+    let (values, _) = generate_documents(&spec);
+    let source = out.join(format!("{GOLDEN_V1}-source.jsonl"));
+    let mut raw = Vec::new();
+    for v in values.iter().take(GOLDEN_DOCS) {
+        serde_json::to_writer(&mut raw, v).map_err(|e| Error::Bug(e.to_string()))?;
+        raw.push(b'\n');
+    }
+    std::fs::write(&source, &raw).at(&source)?;
+    let mut options = crate::build::BuildOptions::new(&paths.tokenizer, &golden, vec![source.display().to_string()]);
+    options.shard_tokens = Some(4000);
+    options.threads = Some(1);
+    crate::build::build(&options)?;
+    // Brute force over the tokenized source.
+    let tokenizer = familiar::tokenizer::Tokenizer::from_file(&paths.tokenizer)?;
+    let docs: Vec<Vec<u32>> =
+        values.iter().take(GOLDEN_DOCS).map(|v| tokenizer.encode(v["text"].as_str().unwrap_or(""))).collect::<Result<_>>()?;
+    let mut queries: Vec<Vec<u32>> = Vec::new();
+    for d in docs.iter().filter(|d| d.len() > 40).take(3) {
+        for start in [0, 5, 17, 33] {
+            for len in 1..=4 {
+                queries.push(d[start..start + len].to_vec());
+            }
+        }
+    }
+    for p in &paths.truth.planted {
+        queries.push(tokenizer.encode(&format!(" {}", p.text))?);
+    }
+    queries.push(vec![tokenizer.vocab_size() - 1]);
+    let counts = queries.iter().map(|q| (q.clone(), naive_count(&docs, q))).collect();
+    let mut next_tokens = Vec::new();
+    for prefix in queries.iter().take(6) {
+        let mut next = std::collections::BTreeMap::new();
+        let mut end = 0;
+        for d in &docs {
+            for i in 0..d.len().saturating_sub(prefix.len() - 1) {
+                if d[i..].starts_with(prefix) {
+                    match d.get(i + prefix.len()) {
+                        Some(&t) => *next.entry(t).or_insert(0u64) += 1,
+                        None => end += 1,
+                    }
+                }
+            }
+        }
+        next_tokens.push((prefix.clone(), next.into_iter().collect(), end));
+    }
+    let expected = GoldenExpected {
+        counts,
+        next_tokens,
+        documents: docs.len() as u64,
+        tokens: docs.iter().map(|d| d.len() as u64 + 1).sum(),
+    };
+    let path = out.join(format!("{GOLDEN_V1}.expected.json"));
+    let mut json = serde_json::to_vec_pretty(&expected).map_err(|e| Error::Bug(e.to_string()))?;
+    json.push(b'\n');
+    std::fs::write(&path, json).at(&path)?;
+    written.extend([source, golden, path]);
+    Ok(written)
+}

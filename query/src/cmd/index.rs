@@ -1,0 +1,199 @@
+//! `familiar index build | info | verify`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use familiar::corpus::Fields;
+use familiar_index_builder::build::{build, BuildOptions};
+
+/// `familiar index` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum IndexCommand {
+    /// Tokenize corpus files and build the suffix-array index (resumes an interrupted build).
+    Build(BuildArgs),
+    /// Describe an index.
+    Info(InfoArgs),
+    /// Check checksums, structure and suffix order; exit 1 if anything is wrong.
+    Verify(VerifyArgs),
+}
+
+/// Arguments of `familiar index build`.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Hugging Face tokenizer.json.
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Index directory to create (or to resume).
+    #[arg(long)]
+    out: PathBuf,
+    /// Corpus files, directories or glob patterns: .jsonl/.json/.ndjson (optionally .zst or .gz),
+    /// .parquet, .txt.
+    #[arg(required = true)]
+    inputs: Vec<String>,
+    /// Field (JSONL) or column (Parquet) holding the text.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// Field holding the document id.
+    #[arg(long, default_value = "id")]
+    id_field: String,
+    /// Field holding the source name.
+    #[arg(long, default_value = "source")]
+    source_field: String,
+    /// Field holding a metadata object.
+    #[arg(long, default_value = "metadata")]
+    metadata_field: String,
+    /// Token positions per shard (default: half the available memory at 6–8 bytes per token).
+    #[arg(long)]
+    shard_tokens: Option<u64>,
+    /// Skip malformed records (counted and reported) instead of failing.
+    #[arg(long)]
+    skip_invalid: bool,
+    /// Accept input files without documents (counted and reported) instead of failing.
+    #[arg(long)]
+    allow_empty: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Arguments of `familiar index info`.
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    /// The index directory.
+    index: PathBuf,
+    /// Print the index manifest as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `familiar index verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The index directory.
+    index: PathBuf,
+    /// Check every adjacent suffix pair and that the suffix array is a permutation.
+    #[arg(long)]
+    full: bool,
+    /// Adjacent suffix pairs sampled per shard otherwise.
+    #[arg(long, default_value_t = 100_000)]
+    samples: u64,
+}
+
+pub fn run(c: IndexCommand) -> Result<i32> {
+    match c {
+        IndexCommand::Build(a) => run_build(a),
+        IndexCommand::Info(a) => run_info(a),
+        IndexCommand::Verify(a) => run_verify(a),
+    }
+}
+
+fn run_build(a: BuildArgs) -> Result<i32> {
+    let options = BuildOptions {
+        fields: Fields { text: a.text_field, id: a.id_field, source: a.source_field, metadata: a.metadata_field },
+        shard_tokens: a.shard_tokens,
+        skip_invalid: a.skip_invalid,
+        allow_empty: a.allow_empty,
+        threads: a.threads,
+        progress: !a.quiet,
+        ..BuildOptions::new(a.tokenizer, a.out.clone(), a.inputs)
+    };
+    let r = build(&options).with_context(|| format!("building {}", a.out.display()))?;
+    let mut lines = Vec::new();
+    if r.already_complete {
+        lines.push(format!("{} is already complete: {} shards verified, nothing to do", a.out.display(), r.shards_reused));
+    } else {
+        lines.push(format!(
+            "built {}: {} documents, {} tokens in {} shards ({} built now, {} kept from an interrupted run)",
+            a.out.display(),
+            r.documents,
+            r.tokens,
+            r.shards_built + r.shards_reused,
+            r.shards_built,
+            r.shards_reused
+        ));
+        let secs = r.total_time.as_secs_f64();
+        lines.push(format!(
+            "time {:.2}s: tokenize {:.2}s, suffix arrays {:.2}s, write {:.2}s; {:.2} M tokens/s end to end",
+            secs,
+            r.tokenize_time.as_secs_f64(),
+            r.suffix_array_time.as_secs_f64(),
+            r.write_time.as_secs_f64(),
+            r.tokens_tokenized as f64 / secs.max(1e-9) / 1e6
+        ));
+    }
+    if r.skipped_records > 0 {
+        lines.push(format!("skipped {} malformed records (--skip-invalid)", r.skipped_records));
+    }
+    if !r.empty_inputs.is_empty() {
+        lines.push(format!("{} input files held no documents (--allow-empty)", r.empty_inputs.len()));
+    }
+    if !r.ignored_files.is_empty() {
+        let names: Vec<String> = r.ignored_files.iter().take(5).map(|p| p.display().to_string()).collect();
+        lines.push(format!(
+            "ignored {} files with unrecognized names in input directories: {}{}",
+            r.ignored_files.len(),
+            names.join(", "),
+            if r.ignored_files.len() > 5 { ", …" } else { "" }
+        ));
+    }
+    for l in lines {
+        eprintln!("{l}");
+    }
+    Ok(0)
+}
+
+fn run_info(a: InfoArgs) -> Result<i32> {
+    let index = familiar::index::Index::open(&a.index)?;
+    let m = index.manifest();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(m)?);
+        return Ok(0);
+    }
+    let mut disk = 0u64;
+    for s in index.shards() {
+        disk += s.manifest.files.values().map(|f| f.bytes).sum::<u64>();
+    }
+    println!("index       {}", a.index.display());
+    println!("format      version {}", m.format_version);
+    println!("tokenizer   {} ({} ids, {})", m.tokenizer.hash, m.tokenizer.vocab_size, match m.token_width {
+        familiar::token::TokenWidth::U16 => "u16 tokens",
+        familiar::token::TokenWidth::U32 => "u32 tokens",
+    });
+    println!("documents   {}", m.documents);
+    println!("tokens      {} (with one separator per document)", m.tokens);
+    println!("on disk     {} bytes, {:.2} bytes per token", disk, disk as f64 / m.tokens.max(1) as f64);
+    println!("shards      {}", m.shards.len());
+    for s in index.shards() {
+        println!(
+            "  {}  documents {}..{}  tokens {}  suffix-array entries of {} bytes",
+            s.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            s.manifest.first_doc,
+            s.manifest.first_doc + s.manifest.documents,
+            s.manifest.tokens,
+            s.manifest.suffix_array_width
+        );
+    }
+    Ok(0)
+}
+
+fn run_verify(a: VerifyArgs) -> Result<i32> {
+    let r = familiar_query::verify::verify(&a.index, familiar_query::verify::VerifyOptions { full: a.full, samples: a.samples });
+    if r.problems.is_empty() {
+        println!(
+            "ok: {} shards; checksums match; {} suffix pairs in order{}",
+            r.shards,
+            r.pairs_checked,
+            if a.full { " (all of them; the suffix array is a permutation)" } else { " (sampled; --full checks all)" }
+        );
+        Ok(0)
+    } else {
+        for p in &r.problems {
+            println!("problem: {p}");
+        }
+        println!("{} problems found", r.problems.len());
+        Ok(1)
+    }
+}

@@ -1,0 +1,102 @@
+//! Documents by id: their row of the documents table and their text (decoded from the tokens).
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::UInt64Type;
+use arrow_array::Array;
+use familiar::index::Index;
+use familiar::token::Token;
+use familiar::{with_view, Error, Result};
+
+/// A document: its documents-table row and its text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DocRecord {
+    /// Global id.
+    pub doc_id: u64,
+    /// Shard.
+    pub shard: u32,
+    /// The corpus's id.
+    pub external_id: String,
+    /// Source name.
+    pub source: Option<String>,
+    /// Input file.
+    pub input_file: String,
+    /// Tokens, separator excluded.
+    pub token_count: u64,
+    /// Bytes of the original text.
+    pub byte_length: u64,
+    /// Flattened metadata.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// The documents-table row of `doc_id`.
+pub fn record(index: &Index, doc_id: u64) -> Result<DocRecord> {
+    let (shard, local) = index.locate_doc(doc_id)?;
+    let path = shard.dir.join(familiar::manifest::DOCUMENTS_FILE);
+    let err = |e: &dyn std::fmt::Display| Error::corrupt(&path, e.to_string());
+    let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| err(&e))?
+        .with_offset(local as usize)
+        .with_limit(1)
+        .build()
+        .map_err(|e| err(&e))?;
+    let batch = reader.into_iter().next().ok_or_else(|| err(&"row missing"))?.map_err(|e| err(&e))?;
+    let col = |name: &str| batch.column_by_name(name).ok_or_else(|| err(&format!("no column {name}")));
+    let u64_at = |name: &str| -> Result<u64> {
+        let c = col(name)?;
+        let a = c.as_primitive_opt::<UInt64Type>().ok_or_else(|| err(&format!("{name} is not uint64")))?;
+        Ok(a.value(0))
+    };
+    let str_at = |name: &str| -> Result<Option<String>> {
+        let c = col(name)?;
+        let a = c.as_string_opt::<i32>().ok_or_else(|| err(&format!("{name} is not a string")))?;
+        Ok(a.is_valid(0).then(|| a.value(0).to_string()))
+    };
+    let got = u64_at("doc_id")?;
+    if got != doc_id {
+        return Err(err(&format!("row {local} holds document {got}, not {doc_id}")));
+    }
+    let meta_col = col("metadata")?;
+    let map = meta_col.as_map_opt().ok_or_else(|| err(&"metadata is not a map"))?;
+    let entries = map.value(0);
+    let keys = entries.column(0).as_string_opt::<i32>().ok_or_else(|| err(&"metadata keys"))?;
+    let values = entries.column(1).as_string_opt::<i32>().ok_or_else(|| err(&"metadata values"))?;
+    let metadata = (0..entries.len()).map(|i| (keys.value(i).to_string(), values.value(i).to_string())).collect();
+    Ok(DocRecord {
+        doc_id,
+        shard: shard.manifest.shard,
+        external_id: str_at("external_id")?.unwrap_or_default(),
+        source: str_at("source")?,
+        input_file: str_at("input_file")?.unwrap_or_default(),
+        token_count: u64_at("token_count")?,
+        byte_length: u64_at("byte_length")?,
+        metadata,
+    })
+}
+
+/// Token ids of document `doc_id`, restricted to the token range `from..to` (clamped).
+pub fn tokens(index: &Index, doc_id: u64, from: u64, to: u64) -> Result<Vec<u32>> {
+    let (shard, local) = index.locate_doc(doc_id)?;
+    with_view!(shard, |v| {
+        let (s, e) = v.doc_span(local)?;
+        let a = (s + from as usize).min(e);
+        let b = (s + to.min(usize::MAX as u64) as usize).min(e).max(a);
+        Ok(v.tokens[a..b].iter().map(|t| t.to_u32()).collect())
+    })
+}
+
+/// Text of document `doc_id`, decoded from its tokens with the index's tokenizer.
+pub fn text(index: &Index, doc_id: u64) -> Result<String> {
+    let ids = tokens(index, doc_id, 0, u64::MAX)?;
+    index.tokenizer()?.decode(&ids)
+}
+
+/// Text around an occurrence: `before` tokens before `offset_in_doc`, the `len` tokens of the
+/// match, and `after` tokens after it, never past the document's ends. Returns (left, match, right).
+pub fn window(index: &Index, doc_id: u64, offset_in_doc: u64, len: u64, before: u64, after: u64) -> Result<(String, String, String)> {
+    let t = index.tokenizer()?;
+    let left = tokens(index, doc_id, offset_in_doc.saturating_sub(before), offset_in_doc)?;
+    let mid = tokens(index, doc_id, offset_in_doc, offset_in_doc + len)?;
+    let right = tokens(index, doc_id, offset_in_doc + len, offset_in_doc + len + after)?;
+    Ok((t.decode(&left)?, t.decode(&mid)?, t.decode(&right)?))
+}

@@ -1,0 +1,387 @@
+//! Exact n-gram queries over every shard of an index, in parallel.
+//!
+//! What a count includes: every occurrence of the token sequence, overlapping ones too
+//! (`a a` occurs twice in `a a a`), and none that crosses a document boundary (documents are
+//! separated by a reserved id that no query may contain).
+
+use std::collections::{BTreeMap, HashMap};
+
+use familiar::index::{Index, Shard, ShardView};
+use familiar::token::Token;
+use familiar::{with_view, Error, Result};
+use rayon::prelude::*;
+
+fn convert<T: Token>(ids: &[u32]) -> Result<Vec<T>> {
+    ids.iter()
+        .map(|&id| T::from_u32(id).ok_or_else(|| Error::Bug(format!("id {id} passed the vocabulary check but does not fit"))))
+        .collect()
+}
+
+fn check(index: &Index, ids: &[u32]) -> Result<()> {
+    if ids.is_empty() {
+        return Err(Error::Query("the query is empty (no tokens)".into()));
+    }
+    index.check_ids(ids)
+}
+
+/// Runs `f` on every shard, in parallel when there are several, collecting results in shard order.
+fn per_shard<R: Send>(index: &Index, f: impl Fn(&Shard) -> Result<R> + Sync + Send) -> Result<Vec<R>> {
+    if index.shards().len() == 1 {
+        return index.shards().iter().map(f).collect();
+    }
+    index.shards().par_iter().map(f).collect()
+}
+
+/// Exact number of occurrences of `ids` in the index.
+pub fn count(index: &Index, ids: &[u32]) -> Result<u64> {
+    check(index, ids)?;
+    Ok(per_shard(index, |shard| {
+        with_view!(shard, |v| {
+            let (lo, hi) = v.range(&convert(ids)?)?;
+            Ok(hi - lo)
+        })
+    })?
+    .into_iter()
+    .sum())
+}
+
+/// One occurrence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Hit {
+    /// Global document id.
+    pub doc_id: u64,
+    /// Shard number.
+    pub shard: u32,
+    /// Token position in the shard.
+    pub position: u64,
+    /// Token offset of the occurrence inside its document.
+    pub offset_in_doc: u64,
+}
+
+/// A page of occurrences.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LocatePage {
+    /// All occurrences in the index.
+    pub total: u64,
+    /// Occurrences `offset..offset + limit`: shards in order, and within a shard in suffix-array
+    /// order (stable across runs, not document order).
+    pub hits: Vec<Hit>,
+}
+
+fn hit<T: Token>(v: &ShardView<'_, T>, shard: u32, entry: u64) -> Result<Hit> {
+    let pos = v.suffix(entry)? as u64;
+    let doc = v.doc_of(pos)?;
+    let (start, _) = v.doc_span(doc)?;
+    Ok(Hit { doc_id: v.first_doc + doc, shard, position: pos, offset_in_doc: pos - start as u64 })
+}
+
+/// Occurrences of `ids`, paged by `offset` and `limit`.
+pub fn locate(index: &Index, ids: &[u32], offset: u64, limit: u64) -> Result<LocatePage> {
+    check(index, ids)?;
+    let ranges = per_shard(index, |shard| with_view!(shard, |v| v.range(&convert(ids)?)))?;
+    let total = ranges.iter().map(|(lo, hi)| hi - lo).sum();
+    let mut hits = Vec::new();
+    let mut skip = offset;
+    for (shard, &(lo, hi)) in index.shards().iter().zip(&ranges) {
+        let n = hi - lo;
+        if skip >= n {
+            skip -= n;
+            continue;
+        }
+        let start = lo + skip;
+        skip = 0;
+        let want = limit - hits.len() as u64;
+        let end = hi.min(start + want);
+        with_view!(shard, |v| {
+            for e in start..end {
+                hits.push(hit(&v, shard.manifest.shard, e)?);
+            }
+            Ok::<(), Error>(())
+        })?;
+        if hits.len() as u64 >= limit {
+            break;
+        }
+    }
+    Ok(LocatePage { total, hits })
+}
+
+/// The next-token distribution after a prefix.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NextTokens {
+    /// Occurrences of the prefix.
+    pub prefix_count: u64,
+    /// Occurrences of the prefix at the very end of a document (followed by no token).
+    pub end_of_document: u64,
+    /// `(token id, count)` for every token that follows the prefix, most frequent first (ties by
+    /// id). The counts and `end_of_document` add up to `prefix_count`.
+    pub next: Vec<(u32, u64)>,
+}
+
+fn next_in_shard<T: Token>(v: &ShardView<'_, T>, prefix: &[T]) -> Result<(u64, u64, Vec<(u32, u64)>)> {
+    let (lo, hi) = v.range(prefix)?;
+    let mut out = Vec::new();
+    let mut end_of_doc = 0;
+    let mut pattern = prefix.to_vec();
+    pattern.push(bytemuck::Zeroable::zeroed());
+    let m = prefix.len();
+    let mut i = lo;
+    // Suffixes in lo..hi are sorted, so the tokens after the prefix come in runs: one binary
+    // search per distinct next token, not one step per occurrence.
+    while i < hi {
+        let pos = v.suffix(i)?;
+        let next = *v.tokens.get(pos + m).ok_or_else(|| {
+            Error::corrupt(v.dir, format!("an occurrence at {pos} runs past the end of the text"))
+        })?;
+        pattern[m] = next;
+        let (_, end) = v.range_within(&pattern, i, hi)?;
+        if end <= i {
+            return Err(Error::corrupt(v.dir.join(familiar::manifest::SUFFIX_ARRAY_FILE), format!("suffixes out of order near entry {i}")));
+        }
+        if next.to_u32() == v.separator {
+            end_of_doc += end - i;
+        } else {
+            out.push((next.to_u32(), end - i));
+        }
+        i = end;
+    }
+    Ok((hi - lo, end_of_doc, out))
+}
+
+/// The exact distribution of the token that follows `prefix`. An empty prefix gives the unigram
+/// distribution of the whole index.
+pub fn next_tokens(index: &Index, prefix: &[u32]) -> Result<NextTokens> {
+    index.check_ids(prefix)?;
+    let parts = per_shard(index, |shard| {
+        with_view!(shard, |v| if v.is_empty() { Ok((0, 0, Vec::new())) } else { next_in_shard(&v, &convert(prefix)?) })
+    })?;
+    let mut merged: HashMap<u32, u64> = HashMap::new();
+    let (mut prefix_count, mut end_of_document) = (0, 0);
+    for (c, e, next) in parts {
+        prefix_count += c;
+        end_of_document += e;
+        for (t, n) in next {
+            *merged.entry(t).or_default() += n;
+        }
+    }
+    let mut next: Vec<(u32, u64)> = merged.into_iter().collect();
+    next.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(NextTokens { prefix_count, end_of_document, next })
+}
+
+/// P(next | prefix) from exact counts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Probability {
+    /// Occurrences of the prefix.
+    pub prefix_count: u64,
+    /// Occurrences of the prefix followed by the next token.
+    pub count: u64,
+    /// `count / prefix_count`; `None` when the prefix never occurs.
+    pub probability: Option<f64>,
+}
+
+/// P(`next` | `prefix`) = count(prefix + next) / count(prefix).
+pub fn probability(index: &Index, prefix: &[u32], next: u32) -> Result<Probability> {
+    let mut joint = prefix.to_vec();
+    joint.push(next);
+    index.check_ids(&joint)?;
+    let prefix_count = if prefix.is_empty() {
+        // The unigram case: every position that is not a document separator.
+        index.manifest().tokens - index.manifest().documents
+    } else {
+        count(index, prefix)?
+    };
+    let count = count(index, &joint)?;
+    let probability = (prefix_count > 0).then(|| count as f64 / prefix_count as f64);
+    Ok(Probability { prefix_count, count, probability })
+}
+
+/// A conjunction of disjunctions of n-grams: documents that contain, for every clause, at least
+/// one of its n-grams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cnf {
+    /// The clauses; each a list of token sequences.
+    pub clauses: Vec<Vec<Vec<u32>>>,
+}
+
+/// Options for [`cnf`].
+#[derive(Debug, Clone, Copy)]
+pub struct CnfOptions {
+    /// Largest number of occurrences of the rarest clause enumerated exactly (per shard); above it
+    /// that many occurrences are sampled (evenly spaced in suffix order) and the result is flagged
+    /// approximate. `None`: never sample.
+    pub max_occurrences: Option<u64>,
+    /// How many matching document ids to return.
+    pub list_documents: usize,
+}
+
+impl Default for CnfOptions {
+    fn default() -> Self {
+        CnfOptions { max_occurrences: None, list_documents: 10 }
+    }
+}
+
+/// The answer to a CNF query.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CnfResult {
+    /// Documents matching every clause (in the sample, when `approximate`).
+    pub documents: u64,
+    /// For each clause, occurrences of its n-grams inside the matching documents.
+    pub clause_occurrences: Vec<u64>,
+    /// Sum of `clause_occurrences`.
+    pub occurrences: u64,
+    /// For each clause, its occurrences in the whole index.
+    pub clause_totals: Vec<u64>,
+    /// Whether occurrences were sampled (see [`CnfOptions::max_occurrences`]).
+    pub approximate: bool,
+    /// Global ids of the first matching documents, in document order.
+    pub doc_ids: Vec<u64>,
+}
+
+/// Occurrences of `pattern` in `text`, overlapping ones included.
+fn occurrences_in<T: Token>(text: &[T], pattern: &[T]) -> u64 {
+    if pattern.len() > text.len() {
+        return 0;
+    }
+    text.windows(pattern.len()).filter(|w| *w == pattern).count() as u64
+}
+
+struct ShardCnf {
+    docs: Vec<(u64, Vec<u64>)>,
+    totals: Vec<u64>,
+    approximate: bool,
+}
+
+fn cnf_in_shard<T: Token>(v: &ShardView<'_, T>, clauses: &[Vec<Vec<T>>], options: &CnfOptions) -> Result<ShardCnf> {
+    let ranges: Vec<Vec<(u64, u64)>> =
+        clauses.iter().map(|c| c.iter().map(|t| v.range(t)).collect::<Result<Vec<_>>>()).collect::<Result<_>>()?;
+    let totals: Vec<u64> = ranges.iter().map(|r| r.iter().map(|(lo, hi)| hi - lo).sum()).collect();
+    // Start from the rarest clause: its documents are the candidates.
+    let mut order: Vec<usize> = (0..clauses.len()).collect();
+    order.sort_by_key(|&c| (totals[c], c));
+    let first = order[0];
+    let mut approximate = false;
+    let mut candidates: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let budget = options.max_occurrences.unwrap_or(u64::MAX).max(1);
+    let total_first = totals[first];
+    for &(lo, hi) in &ranges[first] {
+        let n = hi - lo;
+        // Sample evenly when the clause has more occurrences than the budget.
+        let take = if total_first > budget {
+            approximate = true;
+            ((n as u128 * budget as u128).div_ceil(total_first as u128)) as u64
+        } else {
+            n
+        };
+        for k in 0..take {
+            let e = if take == n { lo + k } else { lo + (k as u128 * n as u128 / take as u128) as u64 };
+            let doc = v.doc_of(v.suffix(e)? as u64)?;
+            candidates.entry(doc).or_insert_with(|| vec![0; clauses.len()])[first] += 1;
+        }
+    }
+    // Every other clause: enumerate its occurrences when that is cheaper than scanning the
+    // candidate documents, else scan them. Both are exact.
+    for &c in &order[1..] {
+        if candidates.is_empty() {
+            break;
+        }
+        let mut cand_tokens = 0u64;
+        for &d in candidates.keys() {
+            let (s, e) = v.doc_span(d)?;
+            cand_tokens += (e - s) as u64;
+        }
+        let enumerate_cost = totals[c].saturating_mul(24);
+        let scan_cost = cand_tokens.saturating_mul(clauses[c].len() as u64);
+        let mut found: HashMap<u64, u64> = HashMap::new();
+        if enumerate_cost < scan_cost {
+            for &(lo, hi) in &ranges[c] {
+                for e in lo..hi {
+                    let doc = v.doc_of(v.suffix(e)? as u64)?;
+                    if candidates.contains_key(&doc) {
+                        *found.entry(doc).or_default() += 1;
+                    }
+                }
+            }
+        } else {
+            for &d in candidates.keys() {
+                let (s, e) = v.doc_span(d)?;
+                let text = &v.tokens[s..e];
+                let n: u64 = clauses[c].iter().map(|t| occurrences_in(text, t)).sum();
+                if n > 0 {
+                    found.insert(d, n);
+                }
+            }
+        }
+        candidates.retain(|d, occ| match found.get(d) {
+            Some(&n) => {
+                occ[c] = n;
+                true
+            }
+            None => false,
+        });
+    }
+    // With sampling, the rarest clause's counts cover only the sampled occurrences; count them
+    // exactly in the surviving documents.
+    if approximate {
+        for (&d, occ) in candidates.iter_mut() {
+            let (s, e) = v.doc_span(d)?;
+            occ[first] = clauses[first].iter().map(|t| occurrences_in(&v.tokens[s..e], t)).sum();
+        }
+    }
+    Ok(ShardCnf {
+        docs: candidates.into_iter().map(|(d, occ)| (v.first_doc + d, occ)).collect(),
+        totals,
+        approximate,
+    })
+}
+
+/// Documents matching a CNF of n-grams, with exact counts of documents and occurrences (unless the
+/// sampling limit is reached, which is flagged).
+pub fn cnf(index: &Index, query: &Cnf, options: &CnfOptions) -> Result<CnfResult> {
+    if query.clauses.is_empty() {
+        return Err(Error::Query("a CNF query needs at least one clause".into()));
+    }
+    for (i, clause) in query.clauses.iter().enumerate() {
+        if clause.is_empty() {
+            return Err(Error::Query(format!("clause {} has no n-grams", i + 1)));
+        }
+        for ids in clause {
+            check(index, ids).map_err(|e| Error::Query(format!("clause {}: {e}", i + 1)))?;
+        }
+    }
+    let parts = per_shard(index, |shard| {
+        with_view!(shard, |v| {
+            let clauses: Vec<Vec<Vec<_>>> = query
+                .clauses
+                .iter()
+                .map(|c| c.iter().map(|t| convert(t)).collect::<Result<Vec<_>>>())
+                .collect::<Result<_>>()?;
+            cnf_in_shard(&v, &clauses, options)
+        })
+    })?;
+    let k = query.clauses.len();
+    let mut result = CnfResult {
+        documents: 0,
+        clause_occurrences: vec![0; k],
+        occurrences: 0,
+        clause_totals: vec![0; k],
+        approximate: false,
+        doc_ids: Vec::new(),
+    };
+    for part in parts {
+        result.approximate |= part.approximate;
+        for (t, p) in result.clause_totals.iter_mut().zip(&part.totals) {
+            *t += p;
+        }
+        result.documents += part.docs.len() as u64;
+        for (doc, occ) in part.docs {
+            for (t, o) in result.clause_occurrences.iter_mut().zip(&occ) {
+                *t += o;
+            }
+            if result.doc_ids.len() < options.list_documents {
+                result.doc_ids.push(doc);
+            }
+        }
+    }
+    result.occurrences = result.clause_occurrences.iter().sum();
+    Ok(result)
+}

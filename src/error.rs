@@ -119,17 +119,27 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Error {
-        Error::Io { path: path.as_ref().to_path_buf(), source }
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
     }
 
     /// A corrupt-file error.
     pub fn corrupt(path: impl AsRef<Path>, reason: impl Into<String>) -> Error {
-        Error::Corrupt { path: path.as_ref().to_path_buf(), reason: reason.into() }
+        Error::Corrupt {
+            path: path.as_ref().to_path_buf(),
+            reason: reason.into(),
+        }
     }
 
     /// A malformed-corpus-record error.
     pub fn input(path: impl AsRef<Path>, line: u64, reason: impl Into<String>) -> Error {
-        Error::Input { path: path.as_ref().to_path_buf(), line, reason: reason.into() }
+        Error::Input {
+            path: path.as_ref().to_path_buf(),
+            line,
+            reason: reason.into(),
+        }
     }
 }
 

@@ -82,7 +82,14 @@ pub struct Header {
 impl Header {
     /// A header for the current format version.
     pub fn new(kind: FileKind, width: u32, count: u64, aux0: u64, aux1: u64) -> Header {
-        Header { kind, version: FORMAT_VERSION, width, count, aux0, aux1 }
+        Header {
+            kind,
+            version: FORMAT_VERSION,
+            width,
+            count,
+            aux0,
+            aux1,
+        }
     }
 
     /// Serializes the header.
@@ -103,7 +110,9 @@ impl Header {
 
     /// Total file length this header implies, or `None` on overflow.
     pub fn file_len(&self) -> Option<u64> {
-        self.count.checked_mul(u64::from(self.width))?.checked_add(HEADER_LEN as u64)
+        self.count
+            .checked_mul(u64::from(self.width))?
+            .checked_add(HEADER_LEN as u64)
     }
 
     /// Parses and checks the header at the start of `file`, whose full contents are `file`.
@@ -144,22 +153,42 @@ impl Header {
         let stored_check = u64_at(48);
         let check = xxhash_rust::xxh3::xxh3_64(&b[0..48]);
         if stored_check != check {
-            return Err(Error::corrupt(path, "header checksum mismatch (the first 64 bytes are damaged)"));
+            return Err(Error::corrupt(
+                path,
+                "header checksum mismatch (the first 64 bytes are damaged)",
+            ));
         }
         let flags = u32_at(20);
         if flags != 0 {
-            return Err(Error::corrupt(path, format!("unknown header flags {flags:#x}")));
+            return Err(Error::corrupt(
+                path,
+                format!("unknown header flags {flags:#x}"),
+            ));
         }
         let width = u32_at(16);
         if !(1..=8).contains(&width) {
-            return Err(Error::corrupt(path, format!("element width {width} is not between 1 and 8 bytes")));
+            return Err(Error::corrupt(
+                path,
+                format!("element width {width} is not between 1 and 8 bytes"),
+            ));
         }
-        let header = Header { kind: expected, version, width, count: u64_at(24), aux0: u64_at(32), aux1: u64_at(40) };
+        let header = Header {
+            kind: expected,
+            version,
+            width,
+            count: u64_at(24),
+            aux0: u64_at(32),
+            aux1: u64_at(40),
+        };
         let expected_len = header
             .file_len()
             .ok_or_else(|| Error::corrupt(path, "element count overflows the file size"))?;
         if expected_len != file.len() as u64 {
-            return Err(Error::Size { path: path.to_path_buf(), expected: expected_len, actual: file.len() as u64 });
+            return Err(Error::Size {
+                path: path.to_path_buf(),
+                expected: expected_len,
+                actual: file.len() as u64,
+            });
         }
         Ok(header)
     }
@@ -258,7 +287,9 @@ mod tests {
     use super::*;
 
     fn file(kind: FileKind, width: u32, values: &[u64]) -> Vec<u8> {
-        let mut v = Header::new(kind, width, values.len() as u64, 7, 9).to_bytes().to_vec();
+        let mut v = Header::new(kind, width, values.len() as u64, 7, 9)
+            .to_bytes()
+            .to_vec();
         write_packed(&mut v, width, values.iter().copied()).unwrap();
         v
     }
@@ -276,7 +307,11 @@ mod tests {
     #[test]
     fn packed_roundtrip_every_width() {
         for width in 1..=8u32 {
-            let max = if width == 8 { u64::MAX } else { (1u64 << (8 * width)) - 1 };
+            let max = if width == 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * width)) - 1
+            };
             let values = [0, 1, max / 3, max];
             let f = file(FileKind::SuffixArray, width, &values);
             let a = PackedArray::new(f, FileKind::SuffixArray, Path::new("x")).unwrap();
@@ -290,12 +325,24 @@ mod tests {
     fn header_damage_is_reported() {
         let good = file(FileKind::DocOffsets, 4, &[1, 2, 3]);
         let p = Path::new("offsets.bin");
-        assert!(matches!(Header::parse(&good[..10], FileKind::DocOffsets, p), Err(Error::Size { .. })));
-        assert!(matches!(Header::parse(&good[..good.len() - 1], FileKind::DocOffsets, p), Err(Error::Size { .. })));
-        assert!(matches!(Header::parse(&good, FileKind::Tokens, p), Err(Error::Magic { .. })));
+        assert!(matches!(
+            Header::parse(&good[..10], FileKind::DocOffsets, p),
+            Err(Error::Size { .. })
+        ));
+        assert!(matches!(
+            Header::parse(&good[..good.len() - 1], FileKind::DocOffsets, p),
+            Err(Error::Size { .. })
+        ));
+        assert!(matches!(
+            Header::parse(&good, FileKind::Tokens, p),
+            Err(Error::Magic { .. })
+        ));
         let mut bad = good.clone();
         bad[30] ^= 1;
-        assert!(matches!(Header::parse(&bad, FileKind::DocOffsets, p), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            Header::parse(&bad, FileKind::DocOffsets, p),
+            Err(Error::Corrupt { .. })
+        ));
         let mut future = Header::new(FileKind::DocOffsets, 4, 0, 0, 0);
         future.version = 99;
         let err = Header::parse(&future.to_bytes(), FileKind::DocOffsets, p).unwrap_err();

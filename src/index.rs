@@ -75,7 +75,11 @@ unsafe fn map_readonly(path: &Path, min_len: u64) -> Result<Mmap> {
     let file = std::fs::File::open(path).at(path)?;
     let len = file.metadata().at(path)?.len();
     if len < min_len {
-        return Err(Error::Size { path: path.to_path_buf(), expected: min_len, actual: len });
+        return Err(Error::Size {
+            path: path.to_path_buf(),
+            expected: min_len,
+            actual: len,
+        });
     }
     // SAFETY: forwarded to the caller of this function.
     unsafe { Mmap::map(&file) }.at(path)
@@ -97,26 +101,50 @@ impl Index {
             } else {
                 "not an index directory"
             };
-            return Err(Error::io(&mpath, std::io::Error::new(std::io::ErrorKind::NotFound, hint)));
+            return Err(Error::io(
+                &mpath,
+                std::io::Error::new(std::io::ErrorKind::NotFound, hint),
+            ));
         }
         let manifest: IndexManifest = manifest::read(&mpath, IndexManifest::FORMAT)?;
         let mut shards = Vec::with_capacity(manifest.shards.len());
         let mut next_doc = 0u64;
         for entry in &manifest.shards {
             if entry.first_doc != next_doc {
-                return Err(Error::corrupt(&mpath, format!("shard {} starts at document {} but {next_doc} was expected", entry.dir, entry.first_doc)));
+                return Err(Error::corrupt(
+                    &mpath,
+                    format!(
+                        "shard {} starts at document {} but {next_doc} was expected",
+                        entry.dir, entry.first_doc
+                    ),
+                ));
             }
             next_doc += entry.documents;
             let shard = Shard::open(&dir.join(&entry.dir), &manifest, options)?;
-            if shard.manifest.tokens != entry.tokens || shard.manifest.documents != entry.documents {
-                return Err(Error::corrupt(&mpath, format!("shard {} does not match its entry in the index manifest", entry.dir)));
+            if shard.manifest.tokens != entry.tokens || shard.manifest.documents != entry.documents
+            {
+                return Err(Error::corrupt(
+                    &mpath,
+                    format!(
+                        "shard {} does not match its entry in the index manifest",
+                        entry.dir
+                    ),
+                ));
             }
             shards.push(shard);
         }
         if next_doc != manifest.documents {
-            return Err(Error::corrupt(&mpath, "document total does not match the shards"));
+            return Err(Error::corrupt(
+                &mpath,
+                "document total does not match the shards",
+            ));
         }
-        Ok(Index { dir, manifest, shards, tokenizer: OnceLock::new() })
+        Ok(Index {
+            dir,
+            manifest,
+            shards,
+            tokenizer: OnceLock::new(),
+        })
     }
 
     /// The index directory.
@@ -152,7 +180,11 @@ impl Index {
         let path = self.dir.join(&self.manifest.tokenizer.file);
         let t = Tokenizer::from_file(&path)?;
         if t.hash() != self.manifest.tokenizer.hash {
-            return Err(Error::TokenizerMismatch { path, index: self.manifest.tokenizer.hash.clone(), given: t.hash().into() });
+            return Err(Error::TokenizerMismatch {
+                path,
+                index: self.manifest.tokenizer.hash.clone(),
+                given: t.hash().into(),
+            });
         }
         Ok(self.tokenizer.get_or_init(|| t))
     }
@@ -183,10 +215,15 @@ impl Index {
 
     /// The shard holding global document `doc`, and the document's index within it.
     pub fn locate_doc(&self, doc: u64) -> Result<(&Shard, u64)> {
-        let i = self.shards.partition_point(|s| s.manifest.first_doc + s.manifest.documents <= doc);
+        let i = self
+            .shards
+            .partition_point(|s| s.manifest.first_doc + s.manifest.documents <= doc);
         match self.shards.get(i) {
             Some(s) if doc >= s.manifest.first_doc => Ok((s, doc - s.manifest.first_doc)),
-            _ => Err(Error::Query(format!("document {doc} does not exist (the index has {} documents)", self.documents()))),
+            _ => Err(Error::Query(format!(
+                "document {doc} does not exist (the index has {} documents)",
+                self.documents()
+            ))),
         }
     }
 }
@@ -195,10 +232,21 @@ impl Shard {
     fn open(dir: &Path, index: &IndexManifest, options: OpenOptions) -> Result<Shard> {
         let mpath = dir.join(manifest::MANIFEST_FILE);
         let m: ShardManifest = manifest::read(&mpath, ShardManifest::FORMAT)?;
-        if m.tokenizer_hash != index.tokenizer.hash || m.token_width != index.token_width || m.separator != index.separator {
-            return Err(Error::corrupt(&mpath, "tokenizer, token width or separator differs from the index manifest"));
+        if m.tokenizer_hash != index.tokenizer.hash
+            || m.token_width != index.token_width
+            || m.separator != index.separator
+        {
+            return Err(Error::corrupt(
+                &mpath,
+                "tokenizer, token width or separator differs from the index manifest",
+            ));
         }
-        let file_len = |name: &str| m.files.get(name).map(|f| f.bytes).ok_or_else(|| Error::corrupt(&mpath, format!("no entry for {name}")));
+        let file_len = |name: &str| {
+            m.files
+                .get(name)
+                .map(|f| f.bytes)
+                .ok_or_else(|| Error::corrupt(&mpath, format!("no entry for {name}")))
+        };
         let open = |name: &str| -> Result<(PathBuf, Mmap)> {
             let path = dir.join(name);
             // SAFETY: index files are write-once, and `Index`'s contract is that they are not
@@ -206,9 +254,17 @@ impl Shard {
             let map = unsafe { map_readonly(&path, HEADER_LEN as u64)? };
             let expected = file_len(name)?;
             if map.len() as u64 != expected {
-                return Err(Error::Size { path: path.clone(), expected, actual: map.len() as u64 });
+                return Err(Error::Size {
+                    path: path.clone(),
+                    expected,
+                    actual: map.len() as u64,
+                });
             }
-            let advice = if options.preload { memmap2::Advice::WillNeed } else { memmap2::Advice::Random };
+            let advice = if options.preload {
+                memmap2::Advice::WillNeed
+            } else {
+                memmap2::Advice::Random
+            };
             // Advice is a hint; failing to give it is harmless.
             let _ = map.advise(advice);
             Ok((path, map))
@@ -219,20 +275,44 @@ impl Shard {
             TokenWidth::U32 => ShardTokens::U32(TokenText::new(tmap, &tpath)?),
         };
         let theader = *tokens.header();
-        if theader.count != m.tokens || theader.aux0 != u64::from(m.separator) || theader.aux1 != u64::from(index.tokenizer.vocab_size) {
-            return Err(Error::corrupt(&tpath, "header does not match the shard manifest (count, separator or vocabulary size)"));
+        if theader.count != m.tokens
+            || theader.aux0 != u64::from(m.separator)
+            || theader.aux1 != u64::from(index.tokenizer.vocab_size)
+        {
+            return Err(Error::corrupt(
+                &tpath,
+                "header does not match the shard manifest (count, separator or vocabulary size)",
+            ));
         }
         let (spath, smap) = open(manifest::SUFFIX_ARRAY_FILE)?;
         let suffix_array = PackedArray::new(smap, FileKind::SuffixArray, &spath)?;
-        if suffix_array.len() != m.tokens || suffix_array.header().width != m.suffix_array_width || suffix_array.header().aux0 != m.tokens {
-            return Err(Error::corrupt(&spath, "header does not match the shard manifest"));
+        if suffix_array.len() != m.tokens
+            || suffix_array.header().width != m.suffix_array_width
+            || suffix_array.header().aux0 != m.tokens
+        {
+            return Err(Error::corrupt(
+                &spath,
+                "header does not match the shard manifest",
+            ));
         }
         let (opath, omap) = open(manifest::DOC_OFFSETS_FILE)?;
         let doc_offsets = PackedArray::new(omap, FileKind::DocOffsets, &opath)?;
-        if doc_offsets.len() != m.documents + 1 || doc_offsets.header().aux0 != m.tokens || doc_offsets.header().aux1 != m.first_doc {
-            return Err(Error::corrupt(&opath, "header does not match the shard manifest"));
+        if doc_offsets.len() != m.documents + 1
+            || doc_offsets.header().aux0 != m.tokens
+            || doc_offsets.header().aux1 != m.first_doc
+        {
+            return Err(Error::corrupt(
+                &opath,
+                "header does not match the shard manifest",
+            ));
         }
-        let shard = Shard { dir: dir.to_path_buf(), manifest: m, tokens, suffix_array, doc_offsets };
+        let shard = Shard {
+            dir: dir.to_path_buf(),
+            manifest: m,
+            tokens,
+            suffix_array,
+            doc_offsets,
+        };
         shard.check_offsets(&opath)?;
         Ok(shard)
     }
@@ -241,8 +321,12 @@ impl Shard {
     /// separator: O(documents), cheap next to the text.
     fn check_offsets(&self, path: &Path) -> Result<()> {
         match &self.tokens {
-            ShardTokens::U16(t) => check_offsets_generic(t.tokens(), &self.doc_offsets, self.manifest.separator, path),
-            ShardTokens::U32(t) => check_offsets_generic(t.tokens(), &self.doc_offsets, self.manifest.separator, path),
+            ShardTokens::U16(t) => {
+                check_offsets_generic(t.tokens(), &self.doc_offsets, self.manifest.separator, path)
+            }
+            ShardTokens::U32(t) => {
+                check_offsets_generic(t.tokens(), &self.doc_offsets, self.manifest.separator, path)
+            }
         }
     }
 
@@ -252,24 +336,44 @@ impl Shard {
     }
 }
 
-fn check_offsets_generic<T: Token>(tokens: &[T], offsets: &PackedArray<Mmap>, separator: u32, path: &Path) -> Result<()> {
+fn check_offsets_generic<T: Token>(
+    tokens: &[T],
+    offsets: &PackedArray<Mmap>,
+    separator: u32,
+    path: &Path,
+) -> Result<()> {
     let mut prev = 0u64;
     let n = offsets.len();
     for i in 0..n {
-        let off = offsets.get(i).ok_or_else(|| Error::Bug("offset index in range".into()))?;
+        let off = offsets
+            .get(i)
+            .ok_or_else(|| Error::Bug("offset index in range".into()))?;
         if (i == 0 && off != 0) || off < prev || (i > 0 && off == prev) {
-            return Err(Error::corrupt(path, format!("document offset {i} ({off}) is out of order")));
+            return Err(Error::corrupt(
+                path,
+                format!("document offset {i} ({off}) is out of order"),
+            ));
         }
         if i > 0 {
             let sep = tokens.get(off as usize - 1).map(|t| t.to_u32());
             if sep != Some(separator) {
-                return Err(Error::corrupt(path, format!("document {} does not end with the separator at position {}", i - 1, off - 1)));
+                return Err(Error::corrupt(
+                    path,
+                    format!(
+                        "document {} does not end with the separator at position {}",
+                        i - 1,
+                        off - 1
+                    ),
+                ));
             }
         }
         prev = off;
     }
     if prev != tokens.len() as u64 {
-        return Err(Error::corrupt(path, format!("last offset {prev} is not the token count {}", tokens.len())));
+        return Err(Error::corrupt(
+            path,
+            format!("last offset {prev} is not the token count {}", tokens.len()),
+        ));
     }
     Ok(())
 }
@@ -350,7 +454,10 @@ impl<'a, T: Token> ShardView<'a, T> {
     pub fn suffix(&self, i: u64) -> Result<usize> {
         match self.suffix_array.get(i) {
             Some(p) if p < self.tokens.len() as u64 => Ok(p as usize),
-            Some(p) => Err(Error::corrupt(self.dir.join(crate::manifest::SUFFIX_ARRAY_FILE), format!("entry {i} points to position {p}, past the text"))),
+            Some(p) => Err(Error::corrupt(
+                self.dir.join(crate::manifest::SUFFIX_ARRAY_FILE),
+                format!("entry {i} points to position {p}, past the text"),
+            )),
             None => Err(Error::Bug(format!("suffix-array index {i} out of range"))),
         }
     }
@@ -409,7 +516,10 @@ impl<'a, T: Token> ShardView<'a, T> {
         let (mut lo, mut hi) = (0u64, self.doc_offsets.len().saturating_sub(1));
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
-            let off = self.doc_offsets.get(mid).ok_or_else(|| Error::Bug("offset in range".into()))?;
+            let off = self
+                .doc_offsets
+                .get(mid)
+                .ok_or_else(|| Error::Bug("offset in range".into()))?;
             if off <= pos {
                 lo = mid;
             } else {
@@ -425,7 +535,10 @@ impl<'a, T: Token> ShardView<'a, T> {
         let end = self.doc_offsets.get(doc + 1);
         match (start, end) {
             (Some(s), Some(e)) => Ok((s as usize, e as usize - 1)),
-            _ => Err(Error::Query(format!("no local document {doc} in {}", self.dir.display()))),
+            _ => Err(Error::Query(format!(
+                "no local document {doc} in {}",
+                self.dir.display()
+            ))),
         }
     }
 }

@@ -188,7 +188,10 @@ pub fn parse<M: for<'de> Deserialize<'de>>(bytes: &[u8], format: &str, path: &Pa
     if tag.format.as_deref() != Some(format) {
         return Err(Error::corrupt(
             path,
-            format!("expected a `{format}` manifest, found format {:?}", tag.format.unwrap_or_default()),
+            format!(
+                "expected a `{format}` manifest, found format {:?}",
+                tag.format.unwrap_or_default()
+            ),
         ));
     }
     let version = tag.format_version.unwrap_or(0);
@@ -200,12 +203,14 @@ pub fn parse<M: for<'de> Deserialize<'de>>(bytes: &[u8], format: &str, path: &Pa
             current: FORMAT_VERSION,
         });
     }
-    serde_json::from_slice(bytes).map_err(|e| Error::corrupt(path, format!("invalid manifest: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::corrupt(path, format!("invalid manifest: {e}")))
 }
 
 /// Serializes a manifest: pretty JSON with a trailing newline.
 pub fn to_bytes<M: Serialize>(m: &M) -> Result<Vec<u8>> {
-    let mut v = serde_json::to_vec_pretty(m).map_err(|e| Error::Bug(format!("manifest serialization: {e}")))?;
+    let mut v = serde_json::to_vec_pretty(m)
+        .map_err(|e| Error::Bug(format!("manifest serialization: {e}")))?;
     v.push(b'\n');
     Ok(v)
 }
@@ -215,7 +220,10 @@ pub fn to_bytes<M: Serialize>(m: &M) -> Result<Vec<u8>> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".tmp-{name}"));
     {
         let mut f = std::fs::File::create(&tmp).at(&tmp)?;

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// The schema files compiled into the library, by table name.
-pub const SCHEMA_FILES: &[(&str, &str)] = &[("documents", include_str!("../schemas/documents.json"))];
+pub const SCHEMA_FILES: &[(&str, &str)] =
+    &[("documents", include_str!("../schemas/documents.json"))];
 
 #[derive(Deserialize)]
 struct TableSpec {
@@ -44,7 +45,11 @@ pub fn parse_type(ty: &str) -> Result<DataType> {
         "utf8" => DataType::Utf8,
         "map<utf8,utf8>" => map_type(),
         "list<uint32>" => DataType::List(Arc::new(Field::new("item", DataType::UInt32, false))),
-        other => return Err(Error::Bug(format!("unknown column type {other:?} in schemas/"))),
+        other => {
+            return Err(Error::Bug(format!(
+                "unknown column type {other:?} in schemas/"
+            )))
+        }
     })
 }
 
@@ -53,7 +58,11 @@ pub fn map_type() -> DataType {
     let entries = Field::new(
         "entries",
         DataType::Struct(
-            vec![Field::new("keys", DataType::Utf8, false), Field::new("values", DataType::Utf8, true)].into(),
+            vec![
+                Field::new("keys", DataType::Utf8, false),
+                Field::new("values", DataType::Utf8, true),
+            ]
+            .into(),
         ),
         false,
     );
@@ -66,10 +75,13 @@ pub fn table(name: &str) -> Result<Arc<Schema>> {
         .iter()
         .find(|(n, _)| *n == name)
         .ok_or_else(|| Error::Bug(format!("no schema file for table {name:?}")))?;
-    let spec: TableSpec =
-        serde_json::from_str(text).map_err(|e| Error::Bug(format!("schemas/{name}.json is invalid: {e}")))?;
+    let spec: TableSpec = serde_json::from_str(text)
+        .map_err(|e| Error::Bug(format!("schemas/{name}.json is invalid: {e}")))?;
     if spec.table != name {
-        return Err(Error::Bug(format!("schemas/{name}.json names table {:?}", spec.table)));
+        return Err(Error::Bug(format!(
+            "schemas/{name}.json names table {:?}",
+            spec.table
+        )));
     }
     let fields = spec
         .columns
@@ -79,7 +91,9 @@ pub fn table(name: &str) -> Result<Arc<Schema>> {
                 .with_metadata(HashMap::from([("doc".to_string(), c.doc)])))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Arc::new(Schema::new(fields).with_metadata(HashMap::from([("doc".to_string(), spec.doc)]))))
+    Ok(Arc::new(Schema::new(fields).with_metadata(HashMap::from(
+        [("doc".to_string(), spec.doc)],
+    ))))
 }
 
 #[cfg(test)]
@@ -89,7 +103,10 @@ mod tests {
         for (name, _) in super::SCHEMA_FILES {
             let s = super::table(name).unwrap();
             assert!(!s.fields().is_empty());
-            assert!(s.fields().iter().all(|f| !f.metadata()["doc"].is_empty()), "{name}: column without doc");
+            assert!(
+                s.fields().iter().all(|f| !f.metadata()["doc"].is_empty()),
+                "{name}: column without doc"
+            );
         }
     }
 }

@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::format::{FileKind, Header, HEADER_LEN};
 
 /// A token id type stored in an index: `u16` or `u32`.
-pub trait Token: Copy + Ord + Eq + std::hash::Hash + std::fmt::Debug + Send + Sync + bytemuck::Pod + 'static {
+pub trait Token:
+    Copy + Ord + Eq + std::hash::Hash + std::fmt::Debug + Send + Sync + bytemuck::Pod + 'static
+{
     /// Bytes per token.
     const WIDTH: u32;
     /// Converts from a `u32` id, or `None` if it does not fit.
@@ -87,14 +89,25 @@ impl<D: AsRef<[u8]>, T: Token> TokenText<D, T> {
         if header.width != T::WIDTH {
             return Err(Error::corrupt(
                 path,
-                format!("token width {} in the header, but the manifest says {}", header.width, T::WIDTH),
+                format!(
+                    "token width {} in the header, but the manifest says {}",
+                    header.width,
+                    T::WIDTH
+                ),
             ));
         }
         let body = &data.as_ref()[HEADER_LEN..];
         if bytemuck::try_cast_slice::<u8, T>(body).is_err() {
-            return Err(Error::Bug(format!("{}: token data is not aligned in memory", path.display())));
+            return Err(Error::Bug(format!(
+                "{}: token data is not aligned in memory",
+                path.display()
+            )));
         }
-        Ok(TokenText { data, header, _token: std::marker::PhantomData })
+        Ok(TokenText {
+            data,
+            header,
+            _token: std::marker::PhantomData,
+        })
     }
 
     /// The token ids.

@@ -44,7 +44,10 @@ impl Tokenizer {
                 reason: "a token id is u32::MAX; no id is left for the document separator".into(),
             })?,
             None => {
-                return Err(Error::Tokenizer { path: path.to_path_buf(), reason: "the vocabulary is empty".into() })
+                return Err(Error::Tokenizer {
+                    path: path.to_path_buf(),
+                    reason: "the vocabulary is empty".into(),
+                })
             }
         };
         if vocab_size >= i32::MAX as u32 {
@@ -53,7 +56,12 @@ impl Tokenizer {
                 reason: format!("vocabulary of {vocab_size} ids is too large (at most 2^31 - 2)"),
             });
         }
-        Ok(Tokenizer { inner, path: path.to_path_buf(), hash: crate::checksum::of_bytes(bytes), vocab_size })
+        Ok(Tokenizer {
+            inner,
+            path: path.to_path_buf(),
+            hash: crate::checksum::of_bytes(bytes),
+            vocab_size,
+        })
     }
 
     /// `xxh3:<hex>` of the tokenizer.json bytes.
@@ -78,10 +86,13 @@ impl Tokenizer {
 
     /// Token ids of `text`, without special tokens (no BOS/EOS added).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode_fast(text, false).map_err(|e| Error::Tokenizer {
-            path: self.path.clone(),
-            reason: format!("encoding failed: {e}"),
-        })?;
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                reason: format!("encoding failed: {e}"),
+            })?;
         Ok(enc.get_ids().to_vec())
     }
 

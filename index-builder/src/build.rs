@@ -17,11 +17,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use familiar::corpus::{self, CorpusReader, Document, Fields, InputFile, ReadOptions};
+use familiar::error::IoContext;
 use familiar::format::{self, FileKind, Header};
 use familiar::manifest::{
-    self, BuildPlan, FileEntry, IndexManifest, InputCursor, PlannedInput, ShardEntry, ShardManifest, TokenizerEntry,
+    self, BuildPlan, FileEntry, IndexManifest, InputCursor, PlannedInput, ShardEntry,
+    ShardManifest, TokenizerEntry,
 };
-use familiar::error::IoContext;
 use familiar::token::TokenWidth;
 use familiar::tokenizer::Tokenizer;
 use familiar::{Error, Result};
@@ -56,7 +57,11 @@ pub struct BuildOptions {
 
 impl BuildOptions {
     /// Options with defaults for everything but the tokenizer, output and inputs.
-    pub fn new(tokenizer: impl Into<PathBuf>, out: impl Into<PathBuf>, inputs: Vec<String>) -> BuildOptions {
+    pub fn new(
+        tokenizer: impl Into<PathBuf>,
+        out: impl Into<PathBuf>,
+        inputs: Vec<String>,
+    ) -> BuildOptions {
         BuildOptions {
             tokenizer: tokenizer.into(),
             out: out.into(),
@@ -110,7 +115,10 @@ fn shard_dir_name(i: u32) -> String {
 
 /// Builds (or resumes, or confirms) the index described by `options`.
 pub fn build(options: &BuildOptions) -> Result<BuildReport> {
-    let threads = options.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let threads = options
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("familiar-tokenize-{i}"))
@@ -127,14 +135,23 @@ fn build_in_pool(options: &BuildOptions, threads: usize) -> Result<BuildReport> 
     let out = &options.out;
     std::fs::create_dir_all(out).at(out)?;
     let plan = settle_plan(options, &tokenizer, &expanded.files)?;
-    let mut report = BuildReport { ignored_files: expanded.ignored.clone(), shard_tokens: plan.shard_tokens, ..Default::default() };
+    let mut report = BuildReport {
+        ignored_files: expanded.ignored.clone(),
+        shard_tokens: plan.shard_tokens,
+        ..Default::default()
+    };
 
     let manifest_path = out.join(manifest::MANIFEST_FILE);
     let done = reusable_shards(out, &plan)?;
     if manifest_path.exists() {
         // A finished build: confirm the manifest lists exactly the verified shards.
         let m: IndexManifest = manifest::read(&manifest_path, IndexManifest::FORMAT)?;
-        if m.shards.len() == done.len() && m.shards.iter().zip(&done).all(|(e, s)| e.dir == shard_dir_name(s.shard)) {
+        if m.shards.len() == done.len()
+            && m.shards
+                .iter()
+                .zip(&done)
+                .all(|(e, s)| e.dir == shard_dir_name(s.shard))
+        {
             report.already_complete = true;
             report.shards_reused = done.len();
             report.documents = m.documents;
@@ -146,17 +163,45 @@ fn build_in_pool(options: &BuildOptions, threads: usize) -> Result<BuildReport> 
     }
     report.shards_reused = done.len();
     match tokenizer.token_width() {
-        TokenWidth::U16 => run_shards::<u16>(options, &plan, &tokenizer, expanded.files, done, threads, &mut report)?,
-        TokenWidth::U32 => run_shards::<u32>(options, &plan, &tokenizer, expanded.files, done, threads, &mut report)?,
+        TokenWidth::U16 => run_shards::<u16>(
+            options,
+            &plan,
+            &tokenizer,
+            expanded.files,
+            done,
+            threads,
+            &mut report,
+        )?,
+        TokenWidth::U32 => run_shards::<u32>(
+            options,
+            &plan,
+            &tokenizer,
+            expanded.files,
+            done,
+            threads,
+            &mut report,
+        )?,
     }
-    manifest::write_atomic(&out.join(manifest::TOKENIZER_FILE), &tokenizer_bytes)?;
-    let all = reusable_shards(out, &plan)?;
+    finish_index(out, &plan, &tokenizer, &tokenizer_bytes, &mut report)?;
+    report.total_time = started.elapsed();
+    Ok(report)
+}
+
+/// Writes the tokenizer copy and `manifest.json` over the verified shards: the index is complete.
+fn finish_index(
+    out: &Path,
+    plan: &BuildPlan,
+    tokenizer: &Tokenizer,
+    tokenizer_bytes: &[u8],
+    report: &mut BuildReport,
+) -> Result<()> {
+    manifest::write_atomic(&out.join(manifest::TOKENIZER_FILE), tokenizer_bytes)?;
+    let all = reusable_shards(out, plan)?;
     let mut shards = Vec::with_capacity(all.len());
     for s in &all {
-        let dir = shard_dir_name(s.shard);
         let bytes = manifest::to_bytes(s)?;
         shards.push(ShardEntry {
-            dir,
+            dir: shard_dir_name(s.shard),
             tokens: s.tokens,
             documents: s.documents,
             first_doc: s.first_doc,
@@ -182,18 +227,25 @@ fn build_in_pool(options: &BuildOptions, threads: usize) -> Result<BuildReport> 
     };
     report.documents = index_manifest.documents;
     report.tokens = index_manifest.tokens;
-    manifest::write_atomic(&manifest_path, &manifest::to_bytes(&index_manifest)?)?;
-    sync_dir(out)?;
-    report.total_time = started.elapsed();
-    Ok(report)
+    manifest::write_atomic(
+        &out.join(manifest::MANIFEST_FILE),
+        &manifest::to_bytes(&index_manifest)?,
+    )?;
+    sync_dir(out)
 }
 
 /// Writes `build.json` for a new build, or checks that a resumed build is the same build.
-fn settle_plan(options: &BuildOptions, tokenizer: &Tokenizer, files: &[InputFile]) -> Result<BuildPlan> {
+fn settle_plan(
+    options: &BuildOptions,
+    tokenizer: &Tokenizer,
+    files: &[InputFile],
+) -> Result<BuildPlan> {
     let out = &options.out;
     if let Some(n) = options.shard_tokens {
         if n < 2 || n > MAX_SHARD_TOKENS {
-            return Err(Error::Config(format!("--shard-tokens must be between 2 and {MAX_SHARD_TOKENS}, got {n}")));
+            return Err(Error::Config(format!(
+                "--shard-tokens must be between 2 and {MAX_SHARD_TOKENS}, got {n}"
+            )));
         }
     }
     let plan_path = out.join(manifest::BUILD_PLAN_FILE);
@@ -206,7 +258,13 @@ fn settle_plan(options: &BuildOptions, tokenizer: &Tokenizer, files: &[InputFile
         source_field: options.fields.source.clone(),
         shard_tokens: options.shard_tokens.unwrap_or(0),
         skip_invalid: options.skip_invalid,
-        inputs: files.iter().map(|f| PlannedInput { path: f.path.display().to_string(), bytes: f.bytes }).collect(),
+        inputs: files
+            .iter()
+            .map(|f| PlannedInput {
+                path: f.path.display().to_string(),
+                bytes: f.bytes,
+            })
+            .collect(),
     };
     if plan_path.exists() {
         let existing: BuildPlan = manifest::read(&plan_path, BuildPlan::FORMAT)?;
@@ -215,11 +273,17 @@ fn settle_plan(options: &BuildOptions, tokenizer: &Tokenizer, files: &[InputFile
         }
         if existing != plan {
             let what = if existing.tokenizer_hash != plan.tokenizer_hash {
-                format!("a different tokenizer (hash {} there, {} given)", existing.tokenizer_hash, plan.tokenizer_hash)
+                format!(
+                    "a different tokenizer (hash {} there, {} given)",
+                    existing.tokenizer_hash, plan.tokenizer_hash
+                )
             } else if existing.inputs != plan.inputs {
                 "different input files (or files that changed size since)".to_string()
             } else if existing.shard_tokens != plan.shard_tokens {
-                format!("a shard size of {} tokens, not {}", existing.shard_tokens, plan.shard_tokens)
+                format!(
+                    "a shard size of {} tokens, not {}",
+                    existing.shard_tokens, plan.shard_tokens
+                )
             } else {
                 "different field names or options".to_string()
             };
@@ -269,11 +333,18 @@ fn reusable_shards(out: &Path, plan: &BuildPlan) -> Result<Vec<ShardManifest>> {
         let dir = out.join(name);
         if !broken {
             match verify_shard_files(&dir) {
-                Ok(m) if name == &shard_dir_name(i as u32)
-                    && m.shard as usize == i
-                    && m.tokenizer_hash == plan.tokenizer_hash
-                    && m.first_doc == good.last().map_or(0, |p: &ShardManifest| p.first_doc + p.documents)
-                    && good.last().map_or(InputCursor::default(), |p: &ShardManifest| p.input_end) == m.input_start =>
+                Ok(m)
+                    if name == &shard_dir_name(i as u32)
+                        && m.shard as usize == i
+                        && m.tokenizer_hash == plan.tokenizer_hash
+                        && m.first_doc
+                            == good
+                                .last()
+                                .map_or(0, |p: &ShardManifest| p.first_doc + p.documents)
+                        && good
+                            .last()
+                            .map_or(InputCursor::default(), |p: &ShardManifest| p.input_end)
+                            == m.input_start =>
                 {
                     good.push(m);
                     continue;
@@ -294,10 +365,18 @@ pub fn verify_shard_files(dir: &Path) -> Result<ShardManifest> {
         let path = dir.join(name);
         let (checksum, bytes) = familiar::checksum::of_file(&path)?;
         if bytes != entry.bytes {
-            return Err(Error::Size { path, expected: entry.bytes, actual: bytes });
+            return Err(Error::Size {
+                path,
+                expected: entry.bytes,
+                actual: bytes,
+            });
         }
         if checksum != entry.checksum {
-            return Err(Error::Checksum { path, expected: entry.checksum.clone(), got: checksum });
+            return Err(Error::Checksum {
+                path,
+                expected: entry.checksum.clone(),
+                got: checksum,
+            });
         }
     }
     Ok(m)
@@ -312,10 +391,17 @@ struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: xxhash_rust::xxh3::Xxh3::new(), bytes: 0 }
+        HashingWriter {
+            inner,
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+            bytes: 0,
+        }
     }
     fn entry(&self) -> FileEntry {
-        FileEntry { bytes: self.bytes, checksum: format!("xxh3:{:016x}", self.hasher.digest()) }
+        FileEntry {
+            bytes: self.bytes,
+            checksum: format!("xxh3:{:016x}", self.hasher.digest()),
+        }
     }
 }
 
@@ -335,12 +421,18 @@ type FileWriter = HashingWriter<std::io::BufWriter<std::fs::File>>;
 
 fn create(path: &Path) -> Result<FileWriter> {
     let f = std::fs::File::create(path).at(path)?;
-    Ok(HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, f)))
+    Ok(HashingWriter::new(std::io::BufWriter::with_capacity(
+        1 << 20,
+        f,
+    )))
 }
 
 fn close(w: FileWriter, path: &Path) -> Result<FileEntry> {
     let entry = w.entry();
-    let f = w.inner.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
+    let f = w
+        .inner
+        .into_inner()
+        .map_err(|e| Error::io(path, e.into_error()))?;
     f.sync_all().at(path)?;
     Ok(entry)
 }
@@ -386,7 +478,9 @@ impl<T: SaInput> ShardBuilder<T> {
         self.offsets.push(self.tokens.len() as u64);
         self.tokens.reserve(ids.len() + 1);
         for &id in ids {
-            self.tokens.push(T::from_u32(id).ok_or_else(|| Error::Bug(format!("token id {id} does not fit the index width")))?);
+            self.tokens.push(T::from_u32(id).ok_or_else(|| {
+                Error::Bug(format!("token id {id} does not fit the index width"))
+            })?);
         }
         self.tokens.push(separator);
         self.documents.push(&DocumentRow {
@@ -399,7 +493,10 @@ impl<T: SaInput> ShardBuilder<T> {
             byte_length: doc.text.len() as u64,
             metadata: &doc.metadata,
         })?;
-        self.input_end = InputCursor { file: doc.file, record: doc.record };
+        self.input_end = InputCursor {
+            file: doc.file,
+            record: doc.record,
+        };
         Ok(())
     }
 
@@ -417,25 +514,40 @@ impl<T: SaInput> ShardBuilder<T> {
         let t0 = Instant::now();
         let tokens_path = self.tmp.join(manifest::TOKENS_FILE);
         let mut w = create(&tokens_path)?;
-        let header = Header::new(FileKind::Tokens, T::WIDTH, n, u64::from(tokenizer.vocab_size()), u64::from(tokenizer.vocab_size()));
+        let header = Header::new(
+            FileKind::Tokens,
+            T::WIDTH,
+            n,
+            u64::from(tokenizer.vocab_size()),
+            u64::from(tokenizer.vocab_size()),
+        );
         w.write_all(&header.to_bytes()).at(&tokens_path)?;
-        w.write_all(bytemuck::cast_slice(&self.tokens)).at(&tokens_path)?;
+        w.write_all(bytemuck::cast_slice(&self.tokens))
+            .at(&tokens_path)?;
         files.insert(manifest::TOKENS_FILE.to_string(), close(w, &tokens_path)?);
 
         let offsets_path = self.tmp.join(manifest::DOC_OFFSETS_FILE);
         let mut w = create(&offsets_path)?;
         let width = format::width_for(n);
         let count = self.offsets.len() as u64 + 1;
-        w.write_all(&Header::new(FileKind::DocOffsets, width, count, n, self.first_doc).to_bytes()).at(&offsets_path)?;
-        format::write_packed(&mut w, width, self.offsets.iter().copied().chain([n])).at(&offsets_path)?;
-        files.insert(manifest::DOC_OFFSETS_FILE.to_string(), close(w, &offsets_path)?);
+        w.write_all(&Header::new(FileKind::DocOffsets, width, count, n, self.first_doc).to_bytes())
+            .at(&offsets_path)?;
+        format::write_packed(&mut w, width, self.offsets.iter().copied().chain([n]))
+            .at(&offsets_path)?;
+        files.insert(
+            manifest::DOC_OFFSETS_FILE.to_string(),
+            close(w, &offsets_path)?,
+        );
 
         let docs_path = self.tmp.join(manifest::DOCUMENTS_FILE);
         let w = self.documents.finish()?;
         files.insert(manifest::DOCUMENTS_FILE.to_string(), close(w, &docs_path)?);
         report.write_time += t0.elapsed();
 
-        progress.set_message(format!("shard {}: sorting the suffixes of {} tokens", self.shard, n));
+        progress.set_message(format!(
+            "shard {}: sorting the suffixes of {} tokens",
+            self.shard, n
+        ));
         let t1 = Instant::now();
         let sa = T::suffix_array(&mut self.tokens, tokenizer.vocab_size() + 1, threads)?;
         report.suffix_array_time += t1.elapsed();
@@ -445,7 +557,8 @@ impl<T: SaInput> ShardBuilder<T> {
         let sa_path = self.tmp.join(manifest::SUFFIX_ARRAY_FILE);
         let mut w = create(&sa_path)?;
         let sa_width = format::width_for(n.saturating_sub(1));
-        w.write_all(&Header::new(FileKind::SuffixArray, sa_width, n, n, 0).to_bytes()).at(&sa_path)?;
+        w.write_all(&Header::new(FileKind::SuffixArray, sa_width, n, n, 0).to_bytes())
+            .at(&sa_path)?;
         format::write_packed(&mut w, sa_width, sa.iter().map(|&p| p as u64)).at(&sa_path)?;
         files.insert(manifest::SUFFIX_ARRAY_FILE.to_string(), close(w, &sa_path)?);
         drop(sa);
@@ -477,6 +590,105 @@ impl<T: SaInput> ShardBuilder<T> {
     }
 }
 
+/// Receives tokenized documents in order and cuts, builds and publishes shards.
+struct ShardSink<'a, T> {
+    out: &'a Path,
+    shard_tokens: u64,
+    tokenizer: &'a Tokenizer,
+    threads: usize,
+    separator: T,
+    current: Option<ShardBuilder<T>>,
+    next_shard: u32,
+    next_doc: u64,
+    next_start: InputCursor,
+    /// Time spent sorting and writing (to subtract from tokenization time).
+    busy: Duration,
+}
+
+impl<'a, T: SaInput> ShardSink<'a, T> {
+    fn new(
+        out: &'a Path,
+        plan: &BuildPlan,
+        tokenizer: &'a Tokenizer,
+        threads: usize,
+        done: &[ShardManifest],
+    ) -> Result<Self> {
+        let (next_shard, next_doc, next_start) = match done.last() {
+            Some(m) => (m.shard + 1, m.first_doc + m.documents, m.input_end),
+            None => (0, 0, InputCursor::default()),
+        };
+        let separator = T::from_u32(tokenizer.vocab_size())
+            .ok_or_else(|| Error::Bug("separator does not fit".into()))?;
+        Ok(ShardSink {
+            out,
+            shard_tokens: plan.shard_tokens,
+            tokenizer,
+            threads,
+            separator,
+            current: None,
+            next_shard,
+            next_doc,
+            next_start,
+            busy: Duration::ZERO,
+        })
+    }
+
+    /// Adds a document; `where_` names it in errors.
+    fn push(
+        &mut self,
+        doc: &Document,
+        ids: &[u32],
+        input_file: &str,
+        report: &mut BuildReport,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<()> {
+        let need = ids.len() as u64 + 1;
+        if need > MAX_SHARD_TOKENS {
+            return Err(Error::input(
+                input_file,
+                doc.record,
+                format!(
+                    "document has {} tokens; a shard holds at most {MAX_SHARD_TOKENS}",
+                    ids.len()
+                ),
+            ));
+        }
+        if let Some(b) = &self.current {
+            if b.tokens.len() as u64 + need > self.shard_tokens {
+                self.cut(report, progress)?;
+            }
+        }
+        if self.current.is_none() {
+            self.current = Some(ShardBuilder::start(
+                self.out,
+                self.next_shard,
+                self.next_doc,
+                self.next_start,
+            )?);
+        }
+        let b = self
+            .current
+            .as_mut()
+            .ok_or_else(|| Error::Bug("no shard".into()))?;
+        b.push(doc, ids, self.separator, input_file)?;
+        report.tokens_tokenized += ids.len() as u64;
+        Ok(())
+    }
+
+    /// Publishes the current shard, if any.
+    fn cut(&mut self, report: &mut BuildReport, progress: &indicatif::ProgressBar) -> Result<()> {
+        if let Some(b) = self.current.take() {
+            let t = Instant::now();
+            let m = b.finish(self.out, self.tokenizer, self.threads, report, progress)?;
+            self.busy += t.elapsed();
+            self.next_shard = m.shard + 1;
+            self.next_doc = m.first_doc + m.documents;
+            self.next_start = m.input_end;
+        }
+        Ok(())
+    }
+}
+
 /// Documents read and tokenized together.
 const BATCH_TEXT_BYTES: usize = 8 << 20;
 const BATCH_DOCS: usize = 4096;
@@ -491,20 +703,24 @@ fn run_shards<T: SaInput>(
     report: &mut BuildReport,
 ) -> Result<()> {
     let out = &options.out;
-    let (mut next_shard, mut next_doc, cursor) = match done.last() {
-        Some(m) => (m.shard + 1, m.first_doc + m.documents, m.input_end),
-        None => (0, 0, InputCursor::default()),
-    };
-    let separator = T::from_u32(tokenizer.vocab_size()).ok_or_else(|| Error::Bug("separator does not fit".into()))?;
+    let cursor = done.last().map_or(InputCursor::default(), |m| m.input_end);
+    let mut sink = ShardSink::<T>::new(out, plan, tokenizer, threads, &done)?;
     let total_bytes: u64 = files.iter().map(|f| f.bytes).sum();
     let done_bytes: u64 = files.iter().take(cursor.file).map(|f| f.bytes).sum();
     let names: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
-    let read_options = ReadOptions { fields: options.fields.clone(), skip_invalid: options.skip_invalid, allow_empty: options.allow_empty };
+    let read_options = ReadOptions {
+        fields: options.fields.clone(),
+        skip_invalid: options.skip_invalid,
+        allow_empty: options.allow_empty,
+    };
     let reader = CorpusReader::new(files, read_options, cursor);
     let bytes_read = reader.bytes_read();
 
     let progress = if options.progress {
-        let bar = indicatif::ProgressBar::with_draw_target(Some(total_bytes), indicatif::ProgressDrawTarget::stderr());
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(total_bytes),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} ({eta}) {msg}",
@@ -550,65 +766,146 @@ fn run_shards<T: SaInput>(
             })
             .map_err(|e| Error::Config(format!("cannot start the reader thread: {e}")))?;
 
-        let mut current: Option<ShardBuilder<T>> = None;
-        let mut next_start = cursor;
         let tokenize_started = Instant::now();
-        let mut sa_and_write = Duration::ZERO;
         let result = (|| -> Result<()> {
             for batch in rx.iter() {
                 let batch = batch?;
-                let ids: Vec<Result<Vec<u32>>> = batch.par_iter().map(|d| tokenizer.encode(&d.text)).collect();
+                let ids: Vec<Result<Vec<u32>>> = batch
+                    .par_iter()
+                    .map(|d| tokenizer.encode(&d.text))
+                    .collect();
                 for (doc, ids) in batch.iter().zip(ids) {
                     let ids = ids.map_err(|e| match e {
-                        Error::Tokenizer { reason, .. } => {
-                            Error::input(&names[doc.file], doc.record, format!("cannot tokenize: {reason}"))
-                        }
+                        Error::Tokenizer { reason, .. } => Error::input(
+                            &names[doc.file],
+                            doc.record,
+                            format!("cannot tokenize: {reason}"),
+                        ),
                         other => other,
                     })?;
-                    let need = ids.len() as u64 + 1;
-                    if need > MAX_SHARD_TOKENS {
-                        return Err(Error::input(&names[doc.file], doc.record, format!("document has {} tokens; a shard holds at most {MAX_SHARD_TOKENS}", ids.len())));
-                    }
-                    if let Some(b) = &current {
-                        if b.tokens.len() as u64 + need > plan.shard_tokens {
-                            let b = current.take().ok_or_else(|| Error::Bug("no shard".into()))?;
-                            let t = Instant::now();
-                            let m = b.finish(out, tokenizer, threads, report, &progress)?;
-                            sa_and_write += t.elapsed();
-                            next_shard = m.shard + 1;
-                            next_doc = m.first_doc + m.documents;
-                            next_start = m.input_end;
-                        }
-                    }
-                    if current.is_none() {
-                        current = Some(ShardBuilder::start(out, next_shard, next_doc, next_start)?);
-                    }
-                    let b = current.as_mut().ok_or_else(|| Error::Bug("no shard".into()))?;
-                    b.push(doc, &ids, separator, &names[doc.file])?;
-                    report.tokens_tokenized += ids.len() as u64;
+                    sink.push(doc, &ids, &names[doc.file], report, &progress)?;
                 }
                 progress.set_position(done_bytes + bytes_read.load(Ordering::Relaxed));
-                let secs = tokenize_started.elapsed().saturating_sub(sa_and_write).as_secs_f64().max(1e-9);
+                let secs = tokenize_started
+                    .elapsed()
+                    .saturating_sub(sink.busy)
+                    .as_secs_f64()
+                    .max(1e-9);
                 progress.set_message(format!(
-                    "shard {next_shard} · {} tokens · {:.2} M tokens/s",
+                    "shard {} · {} tokens · {:.2} M tokens/s",
+                    sink.next_shard,
                     report.tokens_tokenized,
                     report.tokens_tokenized as f64 / secs / 1e6
                 ));
             }
-            if let Some(b) = current.take() {
-                let t = Instant::now();
-                b.finish(out, tokenizer, threads, report, &progress)?;
-                sa_and_write += t.elapsed();
-            }
-            Ok(())
+            sink.cut(report, &progress)
         })();
         drop(rx);
-        let reader = reader_thread.join().map_err(|_| Error::Bug("the reader thread panicked".into()))?;
-        report.tokenize_time = tokenize_started.elapsed().saturating_sub(sa_and_write);
+        let reader = reader_thread
+            .join()
+            .map_err(|_| Error::Bug("the reader thread panicked".into()))?;
+        report.tokenize_time = tokenize_started.elapsed().saturating_sub(sink.busy);
         report.skipped_records = reader.skipped();
         report.empty_inputs = reader.empty_inputs().to_vec();
         result
     })?;
     progress.finish_and_clear();
     Ok(())
+}
+
+/// Builds an index directly from token ids, one `Vec<u32>` per document, bypassing corpus files
+/// and tokenization: for tests and benchmarks over generated token streams. `tokenizer` must cover
+/// every id (see [`crate::fixtures::word_level_tokenizer`]). Not resumable: `out` must not exist.
+pub fn build_from_tokens(
+    tokenizer_path: &Path,
+    out: &Path,
+    docs: impl IntoIterator<Item = Vec<u32>>,
+    shard_tokens: u64,
+    threads: usize,
+) -> Result<BuildReport> {
+    let started = Instant::now();
+    let tokenizer_bytes = std::fs::read(tokenizer_path).at(tokenizer_path)?;
+    let tokenizer = Tokenizer::from_bytes(&tokenizer_bytes, tokenizer_path)?;
+    if out.exists() {
+        return Err(Error::Config(format!("{} already exists", out.display())));
+    }
+    if !(2..=MAX_SHARD_TOKENS).contains(&shard_tokens) {
+        return Err(Error::Config(format!(
+            "shard size must be between 2 and {MAX_SHARD_TOKENS}, got {shard_tokens}"
+        )));
+    }
+    std::fs::create_dir_all(out).at(out)?;
+    let plan = BuildPlan {
+        format: BuildPlan::FORMAT.into(),
+        format_version: format::FORMAT_VERSION,
+        tokenizer_hash: tokenizer.hash().into(),
+        text_field: String::new(),
+        id_field: String::new(),
+        source_field: String::new(),
+        shard_tokens,
+        skip_invalid: false,
+        inputs: Vec::new(),
+    };
+    manifest::write_atomic(
+        &out.join(manifest::BUILD_PLAN_FILE),
+        &manifest::to_bytes(&plan)?,
+    )?;
+    let mut report = BuildReport {
+        shard_tokens,
+        ..Default::default()
+    };
+    let progress = indicatif::ProgressBar::hidden();
+    let threads = threads.max(1);
+    fn run<T: SaInput>(
+        out: &Path,
+        plan: &BuildPlan,
+        tokenizer: &Tokenizer,
+        threads: usize,
+        docs: impl IntoIterator<Item = Vec<u32>>,
+        report: &mut BuildReport,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<()> {
+        let mut sink = ShardSink::<T>::new(out, plan, tokenizer, threads, &[])?;
+        for (i, ids) in docs.into_iter().enumerate() {
+            if let Some(bad) = ids.iter().find(|&&t| t >= tokenizer.vocab_size()) {
+                return Err(Error::Query(format!(
+                    "document {i}: token {bad} is outside the vocabulary of {}",
+                    tokenizer.vocab_size()
+                )));
+            }
+            let doc = Document {
+                text: String::new(),
+                external_id: format!("doc-{i}"),
+                source: None,
+                metadata: Vec::new(),
+                file: 0,
+                record: i as u64 + 1,
+            };
+            sink.push(&doc, &ids, "<tokens>", report, progress)?;
+        }
+        sink.cut(report, progress)
+    }
+    match tokenizer.token_width() {
+        TokenWidth::U16 => run::<u16>(
+            out,
+            &plan,
+            &tokenizer,
+            threads,
+            docs,
+            &mut report,
+            &progress,
+        )?,
+        TokenWidth::U32 => run::<u32>(
+            out,
+            &plan,
+            &tokenizer,
+            threads,
+            docs,
+            &mut report,
+            &progress,
+        )?,
+    }
+    finish_index(out, &plan, &tokenizer, &tokenizer_bytes, &mut report)?;
+    report.total_time = started.elapsed();
+    Ok(report)
 }

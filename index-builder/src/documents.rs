@@ -52,12 +52,18 @@ pub struct DocumentsWriter<W: Write + Send> {
 
 impl<W: Write + Send> std::fmt::Debug for DocumentsWriter<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DocumentsWriter").field("shard", &self.shard).field("rows", &self.rows).finish()
+        f.debug_struct("DocumentsWriter")
+            .field("shard", &self.shard)
+            .field("rows", &self.rows)
+            .finish()
     }
 }
 
 fn pq(e: parquet::errors::ParquetError) -> Error {
-    Error::Io { path: "documents.parquet".into(), source: std::io::Error::other(e.to_string()) }
+    Error::Io {
+        path: "documents.parquet".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
 }
 
 impl<W: Write + Send> DocumentsWriter<W> {
@@ -69,10 +75,19 @@ impl<W: Write + Send> DocumentsWriter<W> {
             .set_max_row_group_row_count(Some(1 << 20))
             .build();
         let writer = ArrowWriter::try_new(out, Arc::clone(&schema), Some(props)).map_err(pq)?;
-        let (keys, values) = match schema.field_with_name("metadata").map(|f| f.data_type().clone()) {
+        let (keys, values) = match schema
+            .field_with_name("metadata")
+            .map(|f| f.data_type().clone())
+        {
             Ok(arrow_schema::DataType::Map(entries, _)) => match entries.data_type() {
-                arrow_schema::DataType::Struct(fields) if fields.len() == 2 => (Arc::clone(&fields[0]), Arc::clone(&fields[1])),
-                _ => return Err(Error::Bug("metadata map entries are not a 2-field struct".into())),
+                arrow_schema::DataType::Struct(fields) if fields.len() == 2 => {
+                    (Arc::clone(&fields[0]), Arc::clone(&fields[1]))
+                }
+                _ => {
+                    return Err(Error::Bug(
+                        "metadata map entries are not a 2-field struct".into(),
+                    ))
+                }
             },
             _ => return Err(Error::Bug("documents.metadata is not a map".into())),
         };
@@ -110,7 +125,9 @@ impl<W: Write + Send> DocumentsWriter<W> {
             self.metadata.keys().append_value(k);
             self.metadata.values().append_value(v);
         }
-        self.metadata.append(true).map_err(|e| Error::Bug(format!("metadata map: {e}")))?;
+        self.metadata
+            .append(true)
+            .map_err(|e| Error::Bug(format!("metadata map: {e}")))?;
         self.rows += 1;
         if self.rows == ROWS_PER_BATCH {
             self.flush()?;
@@ -133,8 +150,11 @@ impl<W: Write + Send> DocumentsWriter<W> {
             Arc::new(self.byte_length.finish()),
             Arc::new(self.metadata.finish()),
         ];
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)
-            .map_err(|e| Error::Bug(format!("documents batch does not match schemas/documents.json: {e}")))?;
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(|e| {
+            Error::Bug(format!(
+                "documents batch does not match schemas/documents.json: {e}"
+            ))
+        })?;
         self.writer.write(&batch).map_err(pq)?;
         self.rows = 0;
         Ok(())

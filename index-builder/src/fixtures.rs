@@ -76,7 +76,9 @@ impl Default for FixtureSpec {
             vocabulary: 3000,
             zipf_exponent: 1.1,
             doc_words: (8, 1200),
-            concept_counts: vec![1, 2, 3, 4, 6, 8, 11, 16, 22, 32, 45, 64, 90, 128, 180, 256, 360, 512],
+            concept_counts: vec![
+                1, 2, 3, 4, 6, 8, 11, 16, 22, 32, 45, 64, 90, 128, 180, 256, 360, 512,
+            ],
             ngram_counts: vec![1, 5, 25, 125],
             files: 2,
             tokenizer_vocab: 2048,
@@ -111,18 +113,29 @@ pub struct GroundTruth {
 }
 
 const FILLER_SYLLABLES: &[&str] = &[
-    "ba", "be", "bo", "da", "de", "di", "do", "fa", "fe", "ga", "go", "ha", "he", "hi", "ka", "ke", "ko", "la", "le",
-    "li", "lo", "ma", "me", "mi", "mo", "na", "ne", "ni", "no", "pa", "pe", "po", "ra", "re", "ri", "ro", "sa", "se",
-    "si", "so", "ta", "te", "ti", "to", "va", "ve", "wa", "we", "an", "en", "in", "on", "el", "al", "ar", "er", "or",
-    "is", "as", "es", "us", "ath", "ith", "ent", "ant", "ong", "ing", "ers", "ald", "ost",
+    "ba", "be", "bo", "da", "de", "di", "do", "fa", "fe", "ga", "go", "ha", "he", "hi", "ka", "ke",
+    "ko", "la", "le", "li", "lo", "ma", "me", "mi", "mo", "na", "ne", "ni", "no", "pa", "pe", "po",
+    "ra", "re", "ri", "ro", "sa", "se", "si", "so", "ta", "te", "ti", "to", "va", "ve", "wa", "we",
+    "an", "en", "in", "on", "el", "al", "ar", "er", "or", "is", "as", "es", "us", "ath", "ith",
+    "ent", "ant", "ong", "ing", "ers", "ald", "ost",
 ];
 // Disjoint letters: every planted word contains x, z or q, which filler never does.
-const PLANT_SYLLABLES: &[&str] = &["zor", "vex", "qui", "xan", "zel", "quo", "xir", "zam", "qen", "oxa", "azu", "iqu", "zyn", "exo"];
-const SOURCES: &[(&str, u64)] = &[("encyclopedia", 5), ("fiction", 3), ("forum", 2), ("news", 2)];
+const PLANT_SYLLABLES: &[&str] = &[
+    "zor", "vex", "qui", "xan", "zel", "quo", "xir", "zam", "qen", "oxa", "azu", "iqu", "zyn",
+    "exo",
+];
+const SOURCES: &[(&str, u64)] = &[
+    ("encyclopedia", 5),
+    ("fiction", 3),
+    ("forum", 2),
+    ("news", 2),
+];
 
 fn word(rng: &mut SplitMix64, syllables: &[&str], min: u64, max: u64) -> String {
     let n = min + rng.below(max - min + 1);
-    (0..n).map(|_| syllables[rng.below(syllables.len() as u64) as usize]).collect()
+    (0..n)
+        .map(|_| syllables[rng.below(syllables.len() as u64) as usize])
+        .collect()
 }
 
 fn capitalize(w: &str) -> String {
@@ -133,7 +146,13 @@ fn capitalize(w: &str) -> String {
     }
 }
 
-fn unique_words(rng: &mut SplitMix64, n: usize, syllables: &[&str], min: u64, max: u64) -> Vec<String> {
+fn unique_words(
+    rng: &mut SplitMix64,
+    n: usize,
+    syllables: &[&str],
+    min: u64,
+    max: u64,
+) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
@@ -152,7 +171,11 @@ pub fn count_phrase(text: &str, phrase: &str) -> u64 {
     let mut from = 0;
     while let Some(i) = text[from..].find(&needle) {
         let end = from + i + needle.len();
-        if text[end..].chars().next().is_none_or(|c| !c.is_alphanumeric()) {
+        if text[end..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_alphanumeric())
+        {
             n += 1;
         }
         from = from + i + 1;
@@ -165,7 +188,9 @@ pub fn generate_documents(spec: &FixtureSpec) -> (Vec<serde_json::Value>, Vec<Pl
     let mut rng = SplitMix64::new(spec.seed);
     let vocab = unique_words(&mut rng, spec.vocabulary, FILLER_SYLLABLES, 1, 3);
     // Zipf CDF over ranks.
-    let weights: Vec<f64> = (1..=vocab.len()).map(|r| 1.0 / (r as f64).powf(spec.zipf_exponent)).collect();
+    let weights: Vec<f64> = (1..=vocab.len())
+        .map(|r| 1.0 / (r as f64).powf(spec.zipf_exponent))
+        .collect();
     let total: f64 = weights.iter().sum();
     let mut cdf = Vec::with_capacity(weights.len());
     let mut acc = 0.0;
@@ -211,12 +236,22 @@ pub fn generate_documents(spec: &FixtureSpec) -> (Vec<serde_json::Value>, Vec<Pl
         docs.push(words);
     }
     // Planted phrases, inserted mid-sentence (never as a document's first word).
-    let plant_words = unique_words(&mut rng, 2 * spec.concept_counts.len() + 3 * spec.ngram_counts.len(), PLANT_SYLLABLES, 2, 3);
+    let plant_words = unique_words(
+        &mut rng,
+        2 * spec.concept_counts.len() + 3 * spec.ngram_counts.len(),
+        PLANT_SYLLABLES,
+        2,
+        3,
+    );
     let mut phrases = Vec::new();
     let mut it = plant_words.into_iter();
     for &c in &spec.concept_counts {
         let (a, b) = (it.next().unwrap_or_default(), it.next().unwrap_or_default());
-        phrases.push(("concept", format!("{} {}", capitalize(&a), capitalize(&b)), c));
+        phrases.push((
+            "concept",
+            format!("{} {}", capitalize(&a), capitalize(&b)),
+            c,
+        ));
     }
     for &c in &spec.ngram_counts {
         let ws: Vec<String> = (0..3).map(|_| it.next().unwrap_or_default()).collect();
@@ -235,8 +270,23 @@ pub fn generate_documents(spec: &FixtureSpec) -> (Vec<serde_json::Value>, Vec<Pl
     for (d, words) in docs.iter().enumerate() {
         let text = words.join(" ");
         let mut pick = rng.below(SOURCES.iter().map(|s| s.1).sum());
-        let source = SOURCES.iter().find(|s| if pick < s.1 { true } else { pick -= s.1; false }).map_or("news", |s| s.0);
-        let title: String = words.iter().take(3).map(|w| w.trim_end_matches(['.', ','])).collect::<Vec<_>>().join(" ");
+        let source = SOURCES
+            .iter()
+            .find(|s| {
+                if pick < s.1 {
+                    true
+                } else {
+                    pick -= s.1;
+                    false
+                }
+            })
+            .map_or("news", |s| s.0);
+        let title: String = words
+            .iter()
+            .take(3)
+            .map(|w| w.trim_end_matches(['.', ',']))
+            .collect::<Vec<_>>()
+            .join(" ");
         values.push(serde_json::json!({
             "id": format!("fx-{d:05}"),
             "text": text,
@@ -261,11 +311,16 @@ pub fn generate_documents(spec: &FixtureSpec) -> (Vec<serde_json::Value>, Vec<Pl
 }
 
 /// Trains a byte-level BPE tokenizer on `texts` and returns its `tokenizer.json` text.
-pub fn train_tokenizer<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_size: usize) -> Result<String> {
+pub fn train_tokenizer<'a>(
+    texts: impl Iterator<Item = &'a str> + Send,
+    vocab_size: usize,
+) -> Result<String> {
     use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::{AddedToken, NormalizerWrapper, TokenizerBuilder};
-    let err = |e: &dyn std::fmt::Display| Error::Config(format!("training the fixture tokenizer failed: {e}"));
+    let err = |e: &dyn std::fmt::Display| {
+        Error::Config(format!("training the fixture tokenizer failed: {e}"))
+    };
     let mut trainer = BpeTrainerBuilder::new()
         .show_progress(false)
         .vocab_size(vocab_size)
@@ -273,27 +328,37 @@ pub fn train_tokenizer<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_si
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
         .special_tokens(vec![AddedToken::from("<|endoftext|>", true)])
         .build();
-    let mut tokenizer = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
-        .with_model(BPE::default())
-        .with_normalizer(None)
-        .with_pre_tokenizer(Some(ByteLevel::default()))
-        .with_post_processor(Some(ByteLevel::default()))
-        .with_decoder(Some(ByteLevel::default()))
-        .build()
-        .map_err(|e| err(&e))?;
+    let mut tokenizer =
+        TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
+            .with_model(BPE::default())
+            .with_normalizer(None)
+            .with_pre_tokenizer(Some(ByteLevel::default()))
+            .with_post_processor(Some(ByteLevel::default()))
+            .with_decoder(Some(ByteLevel::default()))
+            .build()
+            .map_err(|e| err(&e))?;
     tokenizer.train(&mut trainer, texts).map_err(|e| err(&e))?;
     let t: tokenizers::Tokenizer = tokenizer.into();
     t.to_string(true).map_err(|e| err(&e))
 }
 
 /// Writes the corpus files and `planted.json` into `dir`; returns the ground truth.
-pub fn write_corpus(dir: &Path, spec: &FixtureSpec, values: &[serde_json::Value], planted: Vec<Planted>) -> Result<GroundTruth> {
+pub fn write_corpus(
+    dir: &Path,
+    spec: &FixtureSpec,
+    values: &[serde_json::Value],
+    planted: Vec<Planted>,
+) -> Result<GroundTruth> {
     std::fs::create_dir_all(dir).at(dir)?;
     let files = spec.files.max(1);
     let per = values.len().div_ceil(files);
     let mut names = Vec::new();
     for (i, chunk) in values.chunks(per.max(1)).enumerate() {
-        let name = if i % 2 == 0 { format!("part-{i:04}.jsonl.zst") } else { format!("part-{i:04}.jsonl.gz") };
+        let name = if i % 2 == 0 {
+            format!("part-{i:04}.jsonl.zst")
+        } else {
+            format!("part-{i:04}.jsonl.gz")
+        };
         let path = dir.join(&name);
         let mut raw = Vec::new();
         for v in chunk {
@@ -303,14 +368,21 @@ pub fn write_corpus(dir: &Path, spec: &FixtureSpec, values: &[serde_json::Value]
         let bytes = if i % 2 == 0 {
             zstd::encode_all(&raw[..], 19).at(&path)?
         } else {
-            let mut enc = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
+            let mut enc = flate2::GzBuilder::new()
+                .mtime(0)
+                .write(Vec::new(), flate2::Compression::best());
             enc.write_all(&raw).at(&path)?;
             enc.finish().at(&path)?
         };
         std::fs::write(&path, bytes).at(&path)?;
         names.push(name);
     }
-    let truth = GroundTruth { seed: spec.seed, documents: values.len() as u64, planted, files: names };
+    let truth = GroundTruth {
+        seed: spec.seed,
+        documents: values.len() as u64,
+        planted,
+        files: names,
+    };
     let path = dir.join("planted.json");
     let mut json = serde_json::to_vec_pretty(&truth).map_err(|e| Error::Bug(e.to_string()))?;
     json.push(b'\n');
@@ -338,7 +410,11 @@ pub fn generate(dir: &Path, spec: &FixtureSpec) -> Result<FixturePaths> {
     let json = train_tokenizer(texts.into_iter(), spec.tokenizer_vocab)?;
     let tokenizer = dir.join("tokenizer.json");
     std::fs::write(&tokenizer, json.as_bytes()).at(&tokenizer)?;
-    Ok(FixturePaths { corpus, tokenizer, truth })
+    Ok(FixturePaths {
+        corpus,
+        tokenizer,
+        truth,
+    })
 }
 
 /// Documents of the golden index (a prefix of the fixture corpus).
@@ -362,7 +438,15 @@ pub struct GoldenExpected {
 
 /// Occurrences of `pattern` in `docs`, never across documents, overlapping ones included.
 pub fn naive_count(docs: &[Vec<u32>], pattern: &[u32]) -> u64 {
-    docs.iter().map(|d| if pattern.len() > d.len() { 0 } else { d.windows(pattern.len()).filter(|w| *w == pattern).count() as u64 }).sum()
+    docs.iter()
+        .map(|d| {
+            if pattern.len() > d.len() {
+                0
+            } else {
+                d.windows(pattern.len()).filter(|w| *w == pattern).count() as u64
+            }
+        })
+        .sum()
 }
 
 /// Writes the whole fixture set into `out`: corpus, tokenizer, and (if absent) the golden index.
@@ -370,7 +454,12 @@ pub fn naive_count(docs: &[Vec<u32>], pattern: &[u32]) -> u64 {
 pub fn write_all(out: &Path) -> Result<Vec<PathBuf>> {
     let spec = FixtureSpec::default();
     let paths = generate(out, &spec)?;
-    let mut written: Vec<PathBuf> = paths.truth.files.iter().map(|f| paths.corpus.join(f)).collect();
+    let mut written: Vec<PathBuf> = paths
+        .truth
+        .files
+        .iter()
+        .map(|f| paths.corpus.join(f))
+        .collect();
     written.push(paths.corpus.join("planted.json"));
     written.push(paths.tokenizer.clone());
     let golden = out.join(GOLDEN_V1);
@@ -385,14 +474,21 @@ pub fn write_all(out: &Path) -> Result<Vec<PathBuf>> {
         raw.push(b'\n');
     }
     std::fs::write(&source, &raw).at(&source)?;
-    let mut options = crate::build::BuildOptions::new(&paths.tokenizer, &golden, vec![source.display().to_string()]);
+    let mut options = crate::build::BuildOptions::new(
+        &paths.tokenizer,
+        &golden,
+        vec![source.display().to_string()],
+    );
     options.shard_tokens = Some(4000);
     options.threads = Some(1);
     crate::build::build(&options)?;
     // Brute force over the tokenized source.
     let tokenizer = familiar::tokenizer::Tokenizer::from_file(&paths.tokenizer)?;
-    let docs: Vec<Vec<u32>> =
-        values.iter().take(GOLDEN_DOCS).map(|v| tokenizer.encode(v["text"].as_str().unwrap_or(""))).collect::<Result<_>>()?;
+    let docs: Vec<Vec<u32>> = values
+        .iter()
+        .take(GOLDEN_DOCS)
+        .map(|v| tokenizer.encode(v["text"].as_str().unwrap_or("")))
+        .collect::<Result<_>>()?;
     let mut queries: Vec<Vec<u32>> = Vec::new();
     for d in docs.iter().filter(|d| d.len() > 40).take(3) {
         for start in [0, 5, 17, 33] {
@@ -405,7 +501,10 @@ pub fn write_all(out: &Path) -> Result<Vec<PathBuf>> {
         queries.push(tokenizer.encode(&format!(" {}", p.text))?);
     }
     queries.push(vec![tokenizer.vocab_size() - 1]);
-    let counts = queries.iter().map(|q| (q.clone(), naive_count(&docs, q))).collect();
+    let counts = queries
+        .iter()
+        .map(|q| (q.clone(), naive_count(&docs, q)))
+        .collect();
     let mut next_tokens = Vec::new();
     for prefix in queries.iter().take(6) {
         let mut next = std::collections::BTreeMap::new();
@@ -434,4 +533,25 @@ pub fn write_all(out: &Path) -> Result<Vec<PathBuf>> {
     std::fs::write(&path, json).at(&path)?;
     written.extend([source, golden, path]);
     Ok(written)
+}
+
+/// A word-level `tokenizer.json` whose vocabulary is `t0 … t{n-1}` (ids 0..n), for indexes built
+/// from generated token ids: queries by id need no real tokenizer, and decoding still works.
+pub fn word_level_tokenizer(vocab_size: u32) -> String {
+    let mut vocab = serde_json::Map::new();
+    for i in 0..vocab_size {
+        vocab.insert(format!("t{i}"), serde_json::Value::from(i));
+    }
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}
+    });
+    json.to_string()
 }

@@ -24,6 +24,8 @@ pub fn available_memory() -> Option<u64> {
 /// Shard size (token positions) for this machine: half the available memory, capped at what
 /// libsais's 32-bit output can sort. Falls back to 2^28 tokens when memory cannot be read.
 pub fn auto_shard_tokens(width: TokenWidth) -> u64 {
-    let budget = available_memory().map(|m| m / 2 / build_bytes_per_token(width)).unwrap_or(1 << 28);
+    let budget = available_memory()
+        .map(|m| m / 2 / build_bytes_per_token(width))
+        .unwrap_or(1 << 28);
     budget.clamp(1 << 20, MAX_SHARD_TOKENS)
 }

@@ -43,7 +43,10 @@ impl SaInput for u16 {
         check_len(text.len())?;
         let construction = SuffixArrayConstruction::for_text(&*text).in_owned_buffer32();
         let result = if threads > 1 {
-            construction.multi_threaded(thread_count(threads)).run().map(|r| r.into_vec())
+            construction
+                .multi_threaded(thread_count(threads))
+                .run()
+                .map(|r| r.into_vec())
         } else {
             construction.single_threaded().run().map(|r| r.into_vec())
         };
@@ -56,9 +59,12 @@ impl SaInput for u32 {
         check_len(text.len())?;
         let n = text.len();
         if let Some(bad) = text.iter().find(|&&t| t >= alphabet) {
-            return Err(Error::Bug(format!("token {bad} is outside the alphabet of {alphabet}")));
+            return Err(Error::Bug(format!(
+                "token {bad} is outside the alphabet of {alphabet}"
+            )));
         }
-        let alphabet = i32::try_from(alphabet).map_err(|_| Error::Bug("alphabet exceeds i32".into()))?;
+        let alphabet =
+            i32::try_from(alphabet).map_err(|_| Error::Bug("alphabet exceeds i32".into()))?;
         // Ids are below 2^31 (the tokenizer refuses larger vocabularies), so the reinterpretation
         // as non-negative i32 keeps their order.
         let as_i32: &mut [i32] = bytemuck::cast_slice_mut(text);
@@ -67,10 +73,14 @@ impl SaInput for u32 {
         // SAFETY (both arms): every value is non-negative and below `alphabet` (checked above).
         let result = if threads > 1 {
             let c = construction.multi_threaded(thread_count(threads));
-            unsafe { c.with_alphabet_size(alphabet) }.run().map(|r| r.into_vec())
+            unsafe { c.with_alphabet_size(alphabet) }
+                .run()
+                .map(|r| r.into_vec())
         } else {
             let c = construction.single_threaded();
-            unsafe { c.with_alphabet_size(alphabet) }.run().map(|r| r.into_vec())
+            unsafe { c.with_alphabet_size(alphabet) }
+                .run()
+                .map(|r| r.into_vec())
         };
         result.map_err(|e| libsais_error(e, n))
     }
@@ -78,7 +88,9 @@ impl SaInput for u32 {
 
 fn check_len(n: usize) -> Result<()> {
     if n as u64 > MAX_SHARD_TOKENS {
-        return Err(Error::Config(format!("a shard of {n} tokens exceeds the maximum of {MAX_SHARD_TOKENS}")));
+        return Err(Error::Config(format!(
+            "a shard of {n} tokens exceeds the maximum of {MAX_SHARD_TOKENS}"
+        )));
     }
     Ok(())
 }

@@ -40,28 +40,52 @@ pub fn record(index: &Index, doc_id: u64) -> Result<DocRecord> {
         .with_limit(1)
         .build()
         .map_err(|e| err(&e))?;
-    let batch = reader.into_iter().next().ok_or_else(|| err(&"row missing"))?.map_err(|e| err(&e))?;
-    let col = |name: &str| batch.column_by_name(name).ok_or_else(|| err(&format!("no column {name}")));
+    let batch = reader
+        .into_iter()
+        .next()
+        .ok_or_else(|| err(&"row missing"))?
+        .map_err(|e| err(&e))?;
+    let col = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| err(&format!("no column {name}")))
+    };
     let u64_at = |name: &str| -> Result<u64> {
         let c = col(name)?;
-        let a = c.as_primitive_opt::<UInt64Type>().ok_or_else(|| err(&format!("{name} is not uint64")))?;
+        let a = c
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| err(&format!("{name} is not uint64")))?;
         Ok(a.value(0))
     };
     let str_at = |name: &str| -> Result<Option<String>> {
         let c = col(name)?;
-        let a = c.as_string_opt::<i32>().ok_or_else(|| err(&format!("{name} is not a string")))?;
+        let a = c
+            .as_string_opt::<i32>()
+            .ok_or_else(|| err(&format!("{name} is not a string")))?;
         Ok(a.is_valid(0).then(|| a.value(0).to_string()))
     };
     let got = u64_at("doc_id")?;
     if got != doc_id {
-        return Err(err(&format!("row {local} holds document {got}, not {doc_id}")));
+        return Err(err(&format!(
+            "row {local} holds document {got}, not {doc_id}"
+        )));
     }
     let meta_col = col("metadata")?;
-    let map = meta_col.as_map_opt().ok_or_else(|| err(&"metadata is not a map"))?;
+    let map = meta_col
+        .as_map_opt()
+        .ok_or_else(|| err(&"metadata is not a map"))?;
     let entries = map.value(0);
-    let keys = entries.column(0).as_string_opt::<i32>().ok_or_else(|| err(&"metadata keys"))?;
-    let values = entries.column(1).as_string_opt::<i32>().ok_or_else(|| err(&"metadata values"))?;
-    let metadata = (0..entries.len()).map(|i| (keys.value(i).to_string(), values.value(i).to_string())).collect();
+    let keys = entries
+        .column(0)
+        .as_string_opt::<i32>()
+        .ok_or_else(|| err(&"metadata keys"))?;
+    let values = entries
+        .column(1)
+        .as_string_opt::<i32>()
+        .ok_or_else(|| err(&"metadata values"))?;
+    let metadata = (0..entries.len())
+        .map(|i| (keys.value(i).to_string(), values.value(i).to_string()))
+        .collect();
     Ok(DocRecord {
         doc_id,
         shard: shard.manifest.shard,
@@ -93,10 +117,27 @@ pub fn text(index: &Index, doc_id: u64) -> Result<String> {
 
 /// Text around an occurrence: `before` tokens before `offset_in_doc`, the `len` tokens of the
 /// match, and `after` tokens after it, never past the document's ends. Returns (left, match, right).
-pub fn window(index: &Index, doc_id: u64, offset_in_doc: u64, len: u64, before: u64, after: u64) -> Result<(String, String, String)> {
+pub fn window(
+    index: &Index,
+    doc_id: u64,
+    offset_in_doc: u64,
+    len: u64,
+    before: u64,
+    after: u64,
+) -> Result<(String, String, String)> {
     let t = index.tokenizer()?;
-    let left = tokens(index, doc_id, offset_in_doc.saturating_sub(before), offset_in_doc)?;
+    let left = tokens(
+        index,
+        doc_id,
+        offset_in_doc.saturating_sub(before),
+        offset_in_doc,
+    )?;
     let mid = tokens(index, doc_id, offset_in_doc, offset_in_doc + len)?;
-    let right = tokens(index, doc_id, offset_in_doc + len, offset_in_doc + len + after)?;
+    let right = tokens(
+        index,
+        doc_id,
+        offset_in_doc + len,
+        offset_in_doc + len + after,
+    )?;
     Ok((t.decode(&left)?, t.decode(&mid)?, t.decode(&right)?))
 }

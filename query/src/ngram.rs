@@ -13,7 +13,13 @@ use rayon::prelude::*;
 
 fn convert<T: Token>(ids: &[u32]) -> Result<Vec<T>> {
     ids.iter()
-        .map(|&id| T::from_u32(id).ok_or_else(|| Error::Bug(format!("id {id} passed the vocabulary check but does not fit"))))
+        .map(|&id| {
+            T::from_u32(id).ok_or_else(|| {
+                Error::Bug(format!(
+                    "id {id} passed the vocabulary check but does not fit"
+                ))
+            })
+        })
         .collect()
 }
 
@@ -25,7 +31,10 @@ fn check(index: &Index, ids: &[u32]) -> Result<()> {
 }
 
 /// Runs `f` on every shard, in parallel when there are several, collecting results in shard order.
-fn per_shard<R: Send>(index: &Index, f: impl Fn(&Shard) -> Result<R> + Sync + Send) -> Result<Vec<R>> {
+fn per_shard<R: Send>(
+    index: &Index,
+    f: impl Fn(&Shard) -> Result<R> + Sync + Send,
+) -> Result<Vec<R>> {
     if index.shards().len() == 1 {
         return index.shards().iter().map(f).collect();
     }
@@ -72,13 +81,20 @@ fn hit<T: Token>(v: &ShardView<'_, T>, shard: u32, entry: u64) -> Result<Hit> {
     let pos = v.suffix(entry)? as u64;
     let doc = v.doc_of(pos)?;
     let (start, _) = v.doc_span(doc)?;
-    Ok(Hit { doc_id: v.first_doc + doc, shard, position: pos, offset_in_doc: pos - start as u64 })
+    Ok(Hit {
+        doc_id: v.first_doc + doc,
+        shard,
+        position: pos,
+        offset_in_doc: pos - start as u64,
+    })
 }
 
 /// Occurrences of `ids`, paged by `offset` and `limit`.
 pub fn locate(index: &Index, ids: &[u32], offset: u64, limit: u64) -> Result<LocatePage> {
     check(index, ids)?;
-    let ranges = per_shard(index, |shard| with_view!(shard, |v| v.range(&convert(ids)?)))?;
+    let ranges = per_shard(index, |shard| {
+        with_view!(shard, |v| v.range(&convert(ids)?))
+    })?;
     let total = ranges.iter().map(|(lo, hi)| hi - lo).sum();
     let mut hits = Vec::new();
     let mut skip = offset;
@@ -117,7 +133,10 @@ pub struct NextTokens {
     pub next: Vec<(u32, u64)>,
 }
 
-fn next_in_shard<T: Token>(v: &ShardView<'_, T>, prefix: &[T]) -> Result<(u64, u64, Vec<(u32, u64)>)> {
+fn next_in_shard<T: Token>(
+    v: &ShardView<'_, T>,
+    prefix: &[T],
+) -> Result<(u64, u64, Vec<(u32, u64)>)> {
     let (lo, hi) = v.range(prefix)?;
     let mut out = Vec::new();
     let mut end_of_doc = 0;
@@ -130,12 +149,18 @@ fn next_in_shard<T: Token>(v: &ShardView<'_, T>, prefix: &[T]) -> Result<(u64, u
     while i < hi {
         let pos = v.suffix(i)?;
         let next = *v.tokens.get(pos + m).ok_or_else(|| {
-            Error::corrupt(v.dir, format!("an occurrence at {pos} runs past the end of the text"))
+            Error::corrupt(
+                v.dir,
+                format!("an occurrence at {pos} runs past the end of the text"),
+            )
         })?;
         pattern[m] = next;
         let (_, end) = v.range_within(&pattern, i, hi)?;
         if end <= i {
-            return Err(Error::corrupt(v.dir.join(familiar::manifest::SUFFIX_ARRAY_FILE), format!("suffixes out of order near entry {i}")));
+            return Err(Error::corrupt(
+                v.dir.join(familiar::manifest::SUFFIX_ARRAY_FILE),
+                format!("suffixes out of order near entry {i}"),
+            ));
         }
         if next.to_u32() == v.separator {
             end_of_doc += end - i;
@@ -152,7 +177,11 @@ fn next_in_shard<T: Token>(v: &ShardView<'_, T>, prefix: &[T]) -> Result<(u64, u
 pub fn next_tokens(index: &Index, prefix: &[u32]) -> Result<NextTokens> {
     index.check_ids(prefix)?;
     let parts = per_shard(index, |shard| {
-        with_view!(shard, |v| if v.is_empty() { Ok((0, 0, Vec::new())) } else { next_in_shard(&v, &convert(prefix)?) })
+        with_view!(shard, |v| if v.is_empty() {
+            Ok((0, 0, Vec::new()))
+        } else {
+            next_in_shard(&v, &convert(prefix)?)
+        })
     })?;
     let mut merged: HashMap<u32, u64> = HashMap::new();
     let (mut prefix_count, mut end_of_document) = (0, 0);
@@ -165,7 +194,11 @@ pub fn next_tokens(index: &Index, prefix: &[u32]) -> Result<NextTokens> {
     }
     let mut next: Vec<(u32, u64)> = merged.into_iter().collect();
     next.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    Ok(NextTokens { prefix_count, end_of_document, next })
+    Ok(NextTokens {
+        prefix_count,
+        end_of_document,
+        next,
+    })
 }
 
 /// P(next | prefix) from exact counts.
@@ -192,7 +225,11 @@ pub fn probability(index: &Index, prefix: &[u32], next: u32) -> Result<Probabili
     };
     let count = count(index, &joint)?;
     let probability = (prefix_count > 0).then(|| count as f64 / prefix_count as f64);
-    Ok(Probability { prefix_count, count, probability })
+    Ok(Probability {
+        prefix_count,
+        count,
+        probability,
+    })
 }
 
 /// A conjunction of disjunctions of n-grams: documents that contain, for every clause, at least
@@ -216,7 +253,10 @@ pub struct CnfOptions {
 
 impl Default for CnfOptions {
     fn default() -> Self {
-        CnfOptions { max_occurrences: None, list_documents: 10 }
+        CnfOptions {
+            max_occurrences: None,
+            list_documents: 10,
+        }
     }
 }
 
@@ -242,7 +282,9 @@ fn occurrences_in<T: Token>(text: &[T], pattern: &[T]) -> u64 {
     if pattern.len() > text.len() {
         return 0;
     }
-    text.windows(pattern.len()).filter(|w| *w == pattern).count() as u64
+    text.windows(pattern.len())
+        .filter(|w| *w == pattern)
+        .count() as u64
 }
 
 struct ShardCnf {
@@ -251,10 +293,19 @@ struct ShardCnf {
     approximate: bool,
 }
 
-fn cnf_in_shard<T: Token>(v: &ShardView<'_, T>, clauses: &[Vec<Vec<T>>], options: &CnfOptions) -> Result<ShardCnf> {
-    let ranges: Vec<Vec<(u64, u64)>> =
-        clauses.iter().map(|c| c.iter().map(|t| v.range(t)).collect::<Result<Vec<_>>>()).collect::<Result<_>>()?;
-    let totals: Vec<u64> = ranges.iter().map(|r| r.iter().map(|(lo, hi)| hi - lo).sum()).collect();
+fn cnf_in_shard<T: Token>(
+    v: &ShardView<'_, T>,
+    clauses: &[Vec<Vec<T>>],
+    options: &CnfOptions,
+) -> Result<ShardCnf> {
+    let ranges: Vec<Vec<(u64, u64)>> = clauses
+        .iter()
+        .map(|c| c.iter().map(|t| v.range(t)).collect::<Result<Vec<_>>>())
+        .collect::<Result<_>>()?;
+    let totals: Vec<u64> = ranges
+        .iter()
+        .map(|r| r.iter().map(|(lo, hi)| hi - lo).sum())
+        .collect();
     // Start from the rarest clause: its documents are the candidates.
     let mut order: Vec<usize> = (0..clauses.len()).collect();
     order.sort_by_key(|&c| (totals[c], c));
@@ -273,9 +324,15 @@ fn cnf_in_shard<T: Token>(v: &ShardView<'_, T>, clauses: &[Vec<Vec<T>>], options
             n
         };
         for k in 0..take {
-            let e = if take == n { lo + k } else { lo + (k as u128 * n as u128 / take as u128) as u64 };
+            let e = if take == n {
+                lo + k
+            } else {
+                lo + (k as u128 * n as u128 / take as u128) as u64
+            };
             let doc = v.doc_of(v.suffix(e)? as u64)?;
-            candidates.entry(doc).or_insert_with(|| vec![0; clauses.len()])[first] += 1;
+            candidates
+                .entry(doc)
+                .or_insert_with(|| vec![0; clauses.len()])[first] += 1;
         }
     }
     // Every other clause: enumerate its occurrences when that is cheaper than scanning the
@@ -324,11 +381,17 @@ fn cnf_in_shard<T: Token>(v: &ShardView<'_, T>, clauses: &[Vec<Vec<T>>], options
     if approximate {
         for (&d, occ) in candidates.iter_mut() {
             let (s, e) = v.doc_span(d)?;
-            occ[first] = clauses[first].iter().map(|t| occurrences_in(&v.tokens[s..e], t)).sum();
+            occ[first] = clauses[first]
+                .iter()
+                .map(|t| occurrences_in(&v.tokens[s..e], t))
+                .sum();
         }
     }
     Ok(ShardCnf {
-        docs: candidates.into_iter().map(|(d, occ)| (v.first_doc + d, occ)).collect(),
+        docs: candidates
+            .into_iter()
+            .map(|(d, occ)| (v.first_doc + d, occ))
+            .collect(),
         totals,
         approximate,
     })

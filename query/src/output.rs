@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, UInt32Builder};
-use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array,
+};
 use arrow_schema::{DataType, Field, Schema};
 use familiar::{Error, Result};
 
@@ -63,7 +65,11 @@ impl Column {
             Column::F64(v) => v[i].map_or(String::new(), |x| format!("{x:.6}")),
             Column::Str(v) => v[i].clone().unwrap_or_default(),
             Column::Bool(v) => v[i].map_or(String::new(), |x| x.to_string()),
-            Column::Ids(v) => v[i].iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","),
+            Column::Ids(v) => v[i]
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
         }
     }
 
@@ -111,7 +117,12 @@ impl Table {
 
     /// Row `i` as a JSON object.
     pub fn row_json(&self, i: usize) -> serde_json::Value {
-        serde_json::Value::Object(self.columns.iter().map(|(n, c)| (n.clone(), c.json(i))).collect())
+        serde_json::Value::Object(
+            self.columns
+                .iter()
+                .map(|(n, c)| (n.clone(), c.json(i)))
+                .collect(),
+        )
     }
 
     /// Writes the table in `format`: to `output` when given, else to stdout.
@@ -120,17 +131,22 @@ impl Table {
             return Err(Error::Bug(format!("column {name} has a different length")));
         }
         match (format, output) {
-            (Format::Parquet, None) => Err(Error::Config("--format parquet needs --output FILE".into())),
+            (Format::Parquet, None) => {
+                Err(Error::Config("--format parquet needs --output FILE".into()))
+            }
             (Format::Parquet, Some(path)) => self.write_parquet(path),
             (_, Some(path)) => {
                 let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
                 let mut w = std::io::BufWriter::new(f);
-                self.write_text(format, &mut w).and_then(|_| w.flush()).map_err(|e| Error::io(path, e))
+                self.write_text(format, &mut w)
+                    .and_then(|_| w.flush())
+                    .map_err(|e| Error::io(path, e))
             }
             (_, None) => {
                 let stdout = std::io::stdout();
                 let mut w = stdout.lock();
-                self.write_text(format, &mut w).map_err(|e| Error::io("<stdout>", e))
+                self.write_text(format, &mut w)
+                    .map_err(|e| Error::io("<stdout>", e))
             }
         }
     }
@@ -143,27 +159,52 @@ impl Table {
                 }
             }
             _ => {
-                let cells: Vec<Vec<String>> =
-                    self.columns.iter().map(|(_, c)| (0..self.rows()).map(|i| c.text(i).replace('\n', "⏎")).collect()).collect();
+                let cells: Vec<Vec<String>> = self
+                    .columns
+                    .iter()
+                    .map(|(_, c)| {
+                        (0..self.rows())
+                            .map(|i| c.text(i).replace('\n', "⏎"))
+                            .collect()
+                    })
+                    .collect();
                 let widths: Vec<usize> = self
                     .columns
                     .iter()
                     .zip(&cells)
-                    .map(|((n, _), c)| c.iter().map(|s| s.chars().count()).chain([n.chars().count()]).max().unwrap_or(0))
+                    .map(|((n, _), c)| {
+                        c.iter()
+                            .map(|s| s.chars().count())
+                            .chain([n.chars().count()])
+                            .max()
+                            .unwrap_or(0)
+                    })
                     .collect();
-                let numeric: Vec<bool> =
-                    self.columns.iter().map(|(_, c)| matches!(c, Column::U64(_) | Column::F64(_))).collect();
+                let numeric: Vec<bool> = self
+                    .columns
+                    .iter()
+                    .map(|(_, c)| matches!(c, Column::U64(_) | Column::F64(_)))
+                    .collect();
                 let line = |w: &mut dyn Write, vals: &[String]| -> std::io::Result<()> {
                     let parts: Vec<String> = vals
                         .iter()
                         .enumerate()
-                        .map(|(j, s)| if numeric[j] { format!("{s:>width$}", width = widths[j]) } else { format!("{s:<width$}", width = widths[j]) })
+                        .map(|(j, s)| {
+                            if numeric[j] {
+                                format!("{s:>width$}", width = widths[j])
+                            } else {
+                                format!("{s:<width$}", width = widths[j])
+                            }
+                        })
                         .collect();
                     writeln!(w, "{}", parts.join("  ").trim_end())
                 };
                 let names: Vec<String> = self.columns.iter().map(|(n, _)| n.clone()).collect();
                 line(w, &names)?;
-                line(w, &widths.iter().map(|&n| "-".repeat(n)).collect::<Vec<_>>())?;
+                line(
+                    w,
+                    &widths.iter().map(|&n| "-".repeat(n)).collect::<Vec<_>>(),
+                )?;
                 for i in 0..self.rows() {
                     let row: Vec<String> = cells.iter().map(|c| c[i].clone()).collect();
                     line(w, &row)?;
@@ -180,10 +221,18 @@ impl Table {
             .iter()
             .map(|(n, c)| {
                 let (t, a) = c.arrow();
-                (Field::new(n, t, a.null_count() > 0 || matches!(c, Column::Str(_) | Column::F64(_))), a)
+                (
+                    Field::new(
+                        n,
+                        t,
+                        a.null_count() > 0 || matches!(c, Column::Str(_) | Column::F64(_)),
+                    ),
+                    a,
+                )
             })
             .unzip();
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| Error::Bug(format!("result table: {e}")))
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+            .map_err(|e| Error::Bug(format!("result table: {e}")))
     }
 
     fn write_parquet(&self, path: &Path) -> Result<()> {
@@ -191,8 +240,10 @@ impl Table {
         let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
         let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None)
             .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
-        w.write(&batch).map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
-        w.close().map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+        w.write(&batch)
+            .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+        w.close()
+            .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
         Ok(())
     }
 }

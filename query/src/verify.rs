@@ -19,7 +19,10 @@ pub struct VerifyOptions {
 
 impl Default for VerifyOptions {
     fn default() -> Self {
-        VerifyOptions { full: false, samples: 100_000 }
+        VerifyOptions {
+            full: false,
+            samples: 100_000,
+        }
     }
 }
 
@@ -52,9 +55,12 @@ pub fn verify(dir: &Path, options: VerifyOptions) -> VerifyReport {
         let sdir = dir.join(&entry.dir);
         match familiar_index_builder::build::verify_shard_files(&sdir) {
             Ok(m) => match familiar::manifest::to_bytes(&m) {
-                Ok(bytes) if familiar::checksum::of_bytes(&bytes) != entry.manifest_checksum => report
-                    .problems
-                    .push(format!("{}: shard manifest does not match the checksum in the index manifest", sdir.display())),
+                Ok(bytes) if familiar::checksum::of_bytes(&bytes) != entry.manifest_checksum => {
+                    report.problems.push(format!(
+                        "{}: shard manifest does not match the checksum in the index manifest",
+                        sdir.display()
+                    ))
+                }
                 Ok(_) => {}
                 Err(e) => report.problems.push(e.to_string()),
             },
@@ -63,9 +69,11 @@ pub fn verify(dir: &Path, options: VerifyOptions) -> VerifyReport {
     }
     let tok_path = dir.join(&manifest.tokenizer.file);
     match familiar::checksum::of_file(&tok_path) {
-        Ok((h, _)) if h != manifest.tokenizer.hash => {
-            report.problems.push(format!("{}: hash {h} differs from {} in the manifest", tok_path.display(), manifest.tokenizer.hash))
-        }
+        Ok((h, _)) if h != manifest.tokenizer.hash => report.problems.push(format!(
+            "{}: hash {h} differs from {} in the manifest",
+            tok_path.display(),
+            manifest.tokenizer.hash
+        )),
         Ok(_) => {}
         Err(e) => report.problems.push(e.to_string()),
     }
@@ -82,7 +90,12 @@ pub fn verify(dir: &Path, options: VerifyOptions) -> VerifyReport {
     };
     for shard in index.shards() {
         report.shards += 1;
-        let result = with_view!(shard, |v| check_shard(&v, shard.manifest.separator, options, &mut report));
+        let result = with_view!(shard, |v| check_shard(
+            &v,
+            shard.manifest.separator,
+            options,
+            &mut report
+        ));
         if let Err(e) = result {
             report.problems.push(e.to_string());
         }
@@ -93,11 +106,25 @@ pub fn verify(dir: &Path, options: VerifyOptions) -> VerifyReport {
     report
 }
 
-fn check_shard<T: Token>(v: &ShardView<'_, T>, separator: u32, options: VerifyOptions, report: &mut VerifyReport) -> Result<()> {
+fn check_shard<T: Token>(
+    v: &ShardView<'_, T>,
+    separator: u32,
+    options: VerifyOptions,
+    report: &mut VerifyReport,
+) -> Result<()> {
     let sa_path = v.dir.join(familiar::manifest::SUFFIX_ARRAY_FILE);
     let tok_path = v.dir.join(familiar::manifest::TOKENS_FILE);
-    if let Some((i, t)) = v.tokens.iter().enumerate().find(|(_, t)| t.to_u32() > separator) {
-        report.problems.push(format!("{}: token {} at position {i} is outside the vocabulary", tok_path.display(), t.to_u32()));
+    if let Some((i, t)) = v
+        .tokens
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.to_u32() > separator)
+    {
+        report.problems.push(format!(
+            "{}: token {} at position {i} is outside the vocabulary",
+            tok_path.display(),
+            t.to_u32()
+        ));
     }
     let n = v.len();
     if n < 2 {
@@ -110,7 +137,11 @@ fn check_shard<T: Token>(v: &ShardView<'_, T>, separator: u32, options: VerifyOp
         let k = options.samples.max(2);
         Box::new((0..k).map(move |j| j * (n - 2) / (k - 1)))
     };
-    let mut seen = if options.full { vec![0u64; (n as usize).div_ceil(64)] } else { Vec::new() };
+    let mut seen = if options.full {
+        vec![0u64; (n as usize).div_ceil(64)]
+    } else {
+        Vec::new()
+    };
     let mut bad = 0u64;
     for i in pairs {
         let a = v.suffix(i)?;
@@ -119,14 +150,20 @@ fn check_shard<T: Token>(v: &ShardView<'_, T>, separator: u32, options: VerifyOp
         if v.tokens[a..].cmp(&v.tokens[b..]) != Ordering::Less {
             bad += 1;
             if bad <= 5 {
-                report.problems.push(format!("{}: suffixes at entries {i} and {} are out of order", sa_path.display(), i + 1));
+                report.problems.push(format!(
+                    "{}: suffixes at entries {i} and {} are out of order",
+                    sa_path.display(),
+                    i + 1
+                ));
             }
         }
         if options.full {
             let mut mark = |p: usize| {
                 let (w, bit) = (p / 64, p % 64);
                 if seen[w] >> bit & 1 == 1 {
-                    report.problems.push(format!("{}: position {p} appears twice", sa_path.display()));
+                    report
+                        .problems
+                        .push(format!("{}: position {p} appears twice", sa_path.display()));
                 }
                 seen[w] |= 1 << bit;
             };
@@ -137,7 +174,10 @@ fn check_shard<T: Token>(v: &ShardView<'_, T>, separator: u32, options: VerifyOp
         }
     }
     if bad > 5 {
-        report.problems.push(format!("{}: {bad} adjacent pairs out of order in all", sa_path.display()));
+        report.problems.push(format!(
+            "{}: {bad} adjacent pairs out of order in all",
+            sa_path.display()
+        ));
     }
     Ok(())
 }
@@ -148,23 +188,32 @@ fn check_documents(shard: &familiar::index::Shard) -> std::result::Result<(), St
     let path = shard.dir.join(familiar::manifest::DOCUMENTS_FILE);
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let file = std::fs::File::open(&path).map_err(|e| err(&e))?;
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| err(&e))?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| err(&e))?;
     let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), ["doc_id"]);
     let reader = builder.with_projection(mask).build().map_err(|e| err(&e))?;
     let mut expected = shard.manifest.first_doc;
     for batch in reader {
         let batch = batch.map_err(|e| err(&e))?;
-        let ids = batch.column(0).as_primitive_opt::<UInt64Type>().ok_or_else(|| err(&"doc_id is not uint64"))?;
+        let ids = batch
+            .column(0)
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| err(&"doc_id is not uint64"))?;
         for id in ids.iter() {
             if id != Some(expected) {
-                return Err(err(&format!("row for document {expected} has doc_id {id:?}")));
+                return Err(err(&format!(
+                    "row for document {expected} has doc_id {id:?}"
+                )));
             }
             expected += 1;
         }
     }
     let rows = expected - shard.manifest.first_doc;
     if rows != shard.manifest.documents {
-        return Err(err(&format!("{rows} rows, but the shard has {} documents", shard.manifest.documents)));
+        return Err(err(&format!(
+            "{rows} rows, but the shard has {} documents",
+            shard.manifest.documents
+        )));
     }
     Ok(())
 }

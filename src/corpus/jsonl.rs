@@ -32,16 +32,21 @@ impl JsonlSource {
         let raw = CountingReader::new(file, counter);
         let reader: Box<dyn BufRead + Send> = match format {
             InputFormat::JsonlZst => {
-                let dec = zstd::Decoder::new(raw)
-                    .map_err(|e| Error::input(path, 0, format!("cannot start zstd decoding: {e}")))?;
+                let dec = zstd::Decoder::new(raw).map_err(|e| {
+                    Error::input(path, 0, format!("cannot start zstd decoding: {e}"))
+                })?;
                 Box::new(BufReader::with_capacity(1 << 20, dec))
             }
-            InputFormat::JsonlGz => {
-                Box::new(BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(raw)))
-            }
+            InputFormat::JsonlGz => Box::new(BufReader::with_capacity(
+                1 << 20,
+                flate2::read::MultiGzDecoder::new(raw),
+            )),
             _ => Box::new(BufReader::with_capacity(1 << 20, raw)),
         };
-        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let mut src = JsonlSource {
             reader,
             path: path.to_path_buf(),
@@ -71,7 +76,9 @@ impl JsonlSource {
     fn read_line(&mut self) -> Result<usize> {
         let n = self.reader.read_until(b'\n', &mut self.buf).map_err(|e| {
             let what = match e.kind() {
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::Other => "corrupt or truncated compressed data",
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::Other => {
+                    "corrupt or truncated compressed data"
+                }
                 _ => "read error",
             };
             Error::input(&self.path, self.line + 1, format!("{what}: {e}"))
@@ -83,67 +90,115 @@ impl JsonlSource {
     }
 
     fn parse(&self, bytes: &[u8]) -> Result<Document> {
-        let line = self.line;
-        let text = std::str::from_utf8(bytes).map_err(|e| {
-            Error::input(&self.path, line, format!("invalid UTF-8 at byte offset {} of the line", e.valid_up_to()))
-        })?;
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| Error::input(&self.path, line, format!("invalid JSON: {e}")))?;
-        let serde_json::Value::Object(mut map) = value else {
-            return Err(Error::input(&self.path, line, "expected a JSON object per line"));
-        };
-        let f = &self.fields;
-        let text = match map.remove(&f.text) {
-            Some(serde_json::Value::String(s)) => s,
-            Some(other) => {
-                return Err(Error::input(
-                    &self.path,
-                    line,
-                    format!("field `{}` is {}, expected a string", f.text, json_kind(&other)),
-                ))
-            }
-            None => {
-                let keys: Vec<&str> = map.keys().map(String::as_str).collect();
-                return Err(Error::input(
-                    &self.path,
-                    line,
-                    format!(
-                        "no `{}` field (the record has: {}); name the text field with --text-field",
-                        f.text,
-                        if keys.is_empty() { "no fields".to_string() } else { keys.join(", ") }
-                    ),
-                ));
-            }
-        };
-        let external_id = match map.remove(&f.id) {
-            Some(serde_json::Value::String(s)) => s,
-            Some(serde_json::Value::Number(n)) => n.to_string(),
-            Some(serde_json::Value::Null) | None => format!("{}:{line}", self.file_name),
-            Some(other) => {
-                return Err(Error::input(
-                    &self.path,
-                    line,
-                    format!("field `{}` is {}, expected a string or number", f.id, json_kind(&other)),
-                ))
-            }
-        };
-        let source = match map.remove(&f.source) {
-            Some(serde_json::Value::String(s)) => Some(s),
-            Some(serde_json::Value::Null) | None => None,
-            Some(other) => {
-                return Err(Error::input(
-                    &self.path,
-                    line,
-                    format!("field `{}` is {}, expected a string", f.source, json_kind(&other)),
-                ))
-            }
-        };
-        let mut metadata = Vec::new();
-        if let Some(m) = map.remove(&f.metadata) {
-            flatten_metadata("", &m, &mut metadata);
-        }
-        Ok(Document { text, external_id, source, metadata, file: self.index, record: line })
+        parse_record(
+            bytes,
+            &self.fields,
+            &self.path,
+            &self.file_name,
+            self.index,
+            self.line,
+        )
     }
+}
+
+/// Parses one JSONL record (a line without its newline) into a document. `path` and `line` name
+/// it in errors; `file_name` makes the default id (`file_name:line`) for records without one.
+pub fn parse_record(
+    bytes: &[u8],
+    f: &Fields,
+    path: &Path,
+    file_name: &str,
+    index: usize,
+    line: u64,
+) -> Result<Document> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Error::input(
+            path,
+            line,
+            format!(
+                "invalid UTF-8 at byte offset {} of the line",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Error::input(path, line, format!("invalid JSON: {e}")))?;
+    let serde_json::Value::Object(mut map) = value else {
+        return Err(Error::input(path, line, "expected a JSON object per line"));
+    };
+    let text = match map.remove(&f.text) {
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => {
+            return Err(Error::input(
+                path,
+                line,
+                format!(
+                    "field `{}` is {}, expected a string",
+                    f.text,
+                    json_kind(&other)
+                ),
+            ))
+        }
+        None => {
+            let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+            return Err(Error::input(
+                path,
+                line,
+                format!(
+                    "no `{}` field (the record has: {}); name the text field with --text-field",
+                    f.text,
+                    if keys.is_empty() {
+                        "no fields".to_string()
+                    } else {
+                        keys.join(", ")
+                    }
+                ),
+            ));
+        }
+    };
+    let external_id = match map.remove(&f.id) {
+        Some(serde_json::Value::String(s)) => s,
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        Some(serde_json::Value::Null) | None => format!("{}:{line}", file_name),
+        Some(other) => {
+            return Err(Error::input(
+                path,
+                line,
+                format!(
+                    "field `{}` is {}, expected a string or number",
+                    f.id,
+                    json_kind(&other)
+                ),
+            ))
+        }
+    };
+    let source = match map.remove(&f.source) {
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Null) | None => None,
+        Some(other) => {
+            return Err(Error::input(
+                path,
+                line,
+                format!(
+                    "field `{}` is {}, expected a string",
+                    f.source,
+                    json_kind(&other)
+                ),
+            ))
+        }
+    };
+    let mut metadata = Vec::new();
+    if let Some(m) = map.remove(&f.metadata) {
+        flatten_metadata("", &m, &mut metadata);
+    }
+    Ok(Document {
+        text,
+        external_id,
+        source,
+        metadata,
+        file: index,
+        record: line,
+    })
 }
 
 fn json_kind(v: &serde_json::Value) -> &'static str {
@@ -173,7 +228,10 @@ impl RecordSource for JsonlSource {
                     return Some(Err(match e {
                         Error::Input { path, line, reason } => Error::Io {
                             path: path.clone(),
-                            source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("line {line}: {reason}")),
+                            source: std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!("line {line}: {reason}"),
+                            ),
                         },
                         other => other,
                     }));
@@ -197,7 +255,13 @@ impl RecordSource for JsonlSource {
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
     &b[start..end]
 }

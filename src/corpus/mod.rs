@@ -12,6 +12,7 @@
 //! which case they are counted (see [`CorpusReader::skipped`]).
 
 mod jsonl;
+pub use jsonl::parse_record;
 mod parquet_reader;
 
 use std::path::{Path, PathBuf};
@@ -40,14 +41,18 @@ impl InputFormat {
     /// The format a file name implies, if any.
     pub fn from_path(path: &Path) -> Option<InputFormat> {
         let name = path.file_name()?.to_str()?.to_ascii_lowercase();
-        let (stem, compression) = if let Some(s) = name.strip_suffix(".zst").or_else(|| name.strip_suffix(".zstd")) {
+        let (stem, compression) = if let Some(s) = name
+            .strip_suffix(".zst")
+            .or_else(|| name.strip_suffix(".zstd"))
+        {
             (s, Some(InputFormat::JsonlZst))
         } else if let Some(s) = name.strip_suffix(".gz") {
             (s, Some(InputFormat::JsonlGz))
         } else {
             (name.as_str(), None)
         };
-        let is_json = stem.ends_with(".jsonl") || stem.ends_with(".ndjson") || stem.ends_with(".json");
+        let is_json =
+            stem.ends_with(".jsonl") || stem.ends_with(".ndjson") || stem.ends_with(".json");
         match compression {
             Some(c) if is_json => Some(c),
             Some(_) => None,
@@ -96,15 +101,22 @@ pub fn expand_inputs<S: AsRef<str>>(specs: &[S]) -> Result<ExpandedInputs> {
         if path.is_dir() {
             walk_dir(path, &mut found, &mut out.ignored)?;
             if found.is_empty() {
-                return Err(Error::input(path, 0, format!("directory holds no corpus files ({SUPPORTED})")));
+                return Err(Error::input(
+                    path,
+                    0,
+                    format!("directory holds no corpus files ({SUPPORTED})"),
+                ));
             }
         } else if path.exists() {
             found.push(path.to_path_buf());
         } else if spec.contains(['*', '?', '[']) {
-            let entries = glob::glob(spec).map_err(|e| Error::Config(format!("bad glob pattern {spec:?}: {e}")))?;
+            let entries = glob::glob(spec)
+                .map_err(|e| Error::Config(format!("bad glob pattern {spec:?}: {e}")))?;
             let mut matched = Vec::new();
             for e in entries {
-                let p = e.map_err(|e| Error::io(e.path().to_path_buf(), std::io::Error::other(e.to_string())))?;
+                let p = e.map_err(|e| {
+                    Error::io(e.path().to_path_buf(), std::io::Error::other(e.to_string()))
+                })?;
                 if p.is_dir() {
                     walk_dir(&p, &mut matched, &mut out.ignored)?;
                 } else {
@@ -112,23 +124,39 @@ pub fn expand_inputs<S: AsRef<str>>(specs: &[S]) -> Result<ExpandedInputs> {
                 }
             }
             if matched.is_empty() {
-                return Err(Error::Config(format!("glob pattern {spec:?} matched no files")));
+                return Err(Error::Config(format!(
+                    "glob pattern {spec:?} matched no files"
+                )));
             }
             matched.sort();
             found.extend(matched);
         } else {
-            return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")));
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+            ));
         }
         for p in found {
             let format = InputFormat::from_path(&p).ok_or_else(|| {
-                Error::input(&p, 0, format!("unrecognized file type; expected {SUPPORTED}"))
+                Error::input(
+                    &p,
+                    0,
+                    format!("unrecognized file type; expected {SUPPORTED}"),
+                )
             })?;
             let meta = std::fs::metadata(&p).at(&p)?;
             let canonical = std::fs::canonicalize(&p).at(&p)?;
             if !seen.insert(canonical) {
-                return Err(Error::Config(format!("input {} is given more than once", p.display())));
+                return Err(Error::Config(format!(
+                    "input {} is given more than once",
+                    p.display()
+                )));
             }
-            out.files.push(InputFile { path: p, format, bytes: meta.len() });
+            out.files.push(InputFile {
+                path: p,
+                format,
+                bytes: meta.len(),
+            });
         }
     }
     if out.files.is_empty() {
@@ -138,8 +166,11 @@ pub fn expand_inputs<S: AsRef<str>>(specs: &[S]) -> Result<ExpandedInputs> {
 }
 
 fn walk_dir(dir: &Path, found: &mut Vec<PathBuf>, ignored: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> =
-        std::fs::read_dir(dir).at(dir)?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>().at(dir)?;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .at(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()
+        .at(dir)?;
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -168,7 +199,12 @@ pub struct Fields {
 
 impl Default for Fields {
     fn default() -> Self {
-        Fields { text: "text".into(), id: "id".into(), source: "source".into(), metadata: "metadata".into() }
+        Fields {
+            text: "text".into(),
+            id: "id".into(),
+            source: "source".into(),
+            metadata: "metadata".into(),
+        }
     }
 }
 
@@ -213,7 +249,10 @@ pub struct CorpusReader {
 
 impl std::fmt::Debug for CorpusReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CorpusReader").field("files", &self.files.len()).field("cursor", &self.cursor()).finish()
+        f.debug_struct("CorpusReader")
+            .field("files", &self.files.len())
+            .field("cursor", &self.cursor())
+            .finish()
     }
 }
 
@@ -248,8 +287,14 @@ impl CorpusReader {
     /// Where the next document will be read from: everything before it has been consumed.
     pub fn cursor(&self) -> InputCursor {
         match &self.current {
-            Some((file, src, _)) => InputCursor { file: *file, record: src.consumed() },
-            None => InputCursor { file: self.next_file, record: self.start_record },
+            Some((file, src, _)) => InputCursor {
+                file: *file,
+                record: src.consumed(),
+            },
+            None => InputCursor {
+                file: self.next_file,
+                record: self.start_record,
+            },
         }
     }
 
@@ -272,11 +317,22 @@ impl CorpusReader {
         let input = &self.files[index];
         let counter = Arc::clone(&self.bytes_read);
         Ok(match input.format {
-            InputFormat::Parquet => {
-                Box::new(parquet_reader::ParquetSource::open(&input.path, index, &self.fields, skip, counter)?)
-            }
+            InputFormat::Parquet => Box::new(parquet_reader::ParquetSource::open(
+                &input.path,
+                index,
+                &self.fields,
+                skip,
+                counter,
+            )?),
             InputFormat::Text => Box::new(TextSource::open(&input.path, index, skip, counter)?),
-            f => Box::new(jsonl::JsonlSource::open(&input.path, f, index, &self.fields, skip, counter)?),
+            f => Box::new(jsonl::JsonlSource::open(
+                &input.path,
+                f,
+                index,
+                &self.fields,
+                skip,
+                counter,
+            )?),
         })
     }
 }
@@ -300,7 +356,9 @@ impl Iterator for CorpusReader {
                 }
                 self.next_file += 1;
             }
-            let Some((index, src, docs)) = self.current.as_mut() else { continue };
+            let Some((index, src, docs)) = self.current.as_mut() else {
+                continue;
+            };
             match src.next_record() {
                 Some(Ok(doc)) => {
                     *docs += 1;
@@ -366,7 +424,10 @@ struct TextSource {
 impl TextSource {
     fn open(path: &Path, index: usize, skip: u64, counter: Arc<AtomicU64>) -> Result<TextSource> {
         if skip > 0 {
-            return Ok(TextSource { doc: None, consumed: 1 });
+            return Ok(TextSource {
+                doc: None,
+                consumed: 1,
+            });
         }
         let bytes = std::fs::read(path).at(path)?;
         counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -382,10 +443,16 @@ impl TextSource {
             Err(e) => Err(Error::input(
                 path,
                 1,
-                format!("invalid UTF-8 at byte offset {} of the file", e.utf8_error().valid_up_to()),
+                format!(
+                    "invalid UTF-8 at byte offset {} of the file",
+                    e.utf8_error().valid_up_to()
+                ),
             )),
         };
-        Ok(TextSource { doc: Some(doc), consumed: 0 })
+        Ok(TextSource {
+            doc: Some(doc),
+            consumed: 0,
+        })
     }
 }
 
@@ -406,7 +473,11 @@ pub fn flatten_metadata(prefix: &str, value: &serde_json::Value, out: &mut Vec<(
     match value {
         Value::Object(map) => {
             for (k, v) in map {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten_metadata(&key, v, out);
             }
         }
@@ -434,7 +505,8 @@ mod tests {
 
     #[test]
     fn metadata_is_flattened() {
-        let v: serde_json::Value = serde_json::json!({"title": "T", "n": 3, "a": {"b": true}, "l": [1, 2], "z": null});
+        let v: serde_json::Value =
+            serde_json::json!({"title": "T", "n": 3, "a": {"b": true}, "l": [1, 2], "z": null});
         let mut out = Vec::new();
         flatten_metadata("", &v, &mut out);
         assert_eq!(

@@ -43,7 +43,11 @@ impl ParquetSource {
                 return Err(Error::input(
                     path,
                     0,
-                    format!("column `{}` has type {}, expected a string column", fields.text, f.data_type()),
+                    format!(
+                        "column `{}` has type {}, expected a string column",
+                        fields.text,
+                        f.data_type()
+                    ),
                 ))
             }
             Err(_) => {
@@ -74,7 +78,10 @@ impl ParquetSource {
             .map_err(|e| Error::input(path, 0, format!("cannot read Parquet: {e}")))?;
         // Parquet is read in column chunks; count the file once, up front, for progress.
         counter.fetch_add(bytes, Ordering::Relaxed);
-        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Ok(ParquetSource {
             reader,
             path: path.to_path_buf(),
@@ -94,19 +101,35 @@ impl ParquetSource {
         let text = string_at(batch.column_by_name(&f.text), i)
             .ok_or_else(|| Error::input(&self.path, line, format!("`{}` is null", f.text)))?;
         let external_id = match batch.column_by_name(&f.id) {
-            Some(col) if col.is_valid(i) => scalar_to_string(col, i)
-                .ok_or_else(|| Error::input(&self.path, line, format!("column `{}` is not a string or integer", f.id)))?,
+            Some(col) if col.is_valid(i) => scalar_to_string(col, i).ok_or_else(|| {
+                Error::input(
+                    &self.path,
+                    line,
+                    format!("column `{}` is not a string or integer", f.id),
+                )
+            })?,
             _ => format!("{}:{line}", self.file_name),
         };
         let source = string_at(batch.column_by_name(&f.source), i);
         let mut metadata = Vec::new();
         if let Some(m) = string_at(batch.column_by_name(&f.metadata), i) {
             let v: serde_json::Value = serde_json::from_str(&m).map_err(|e| {
-                Error::input(&self.path, line, format!("column `{}` is not valid JSON: {e}", f.metadata))
+                Error::input(
+                    &self.path,
+                    line,
+                    format!("column `{}` is not valid JSON: {e}", f.metadata),
+                )
             })?;
             flatten_metadata("", &v, &mut metadata);
         }
-        Ok(Document { text, external_id, source, metadata, file: self.index, record: line })
+        Ok(Document {
+            text,
+            external_id,
+            source,
+            metadata,
+            file: self.index,
+            record: line,
+        })
     }
 }
 

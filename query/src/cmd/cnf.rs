@@ -39,7 +39,11 @@ pub fn run(a: Args) -> Result<i32> {
         let mut alts = Vec::new();
         for alt in c.split('|') {
             if a.ids {
-                alts.push(alt.parse::<super::TokenList>().map_err(anyhow::Error::msg)?.0);
+                alts.push(
+                    alt.parse::<super::TokenList>()
+                        .map_err(anyhow::Error::msg)?
+                        .0,
+                );
             } else {
                 alts.push(index.tokenizer()?.encode(alt)?);
             }
@@ -49,15 +53,31 @@ pub fn run(a: Args) -> Result<i32> {
     let r = ngram::cnf(
         &index,
         &Cnf { clauses },
-        &CnfOptions { max_occurrences: a.max_occurrences, list_documents: a.list },
+        &CnfOptions {
+            max_occurrences: a.max_occurrences,
+            list_documents: a.list,
+        },
     )?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
-        println!("documents:   {}{}", r.documents, if r.approximate { "  (approximate: occurrences were sampled)" } else { "" });
+        println!(
+            "documents:   {}{}",
+            r.documents,
+            if r.approximate {
+                "  (approximate: occurrences were sampled)"
+            } else {
+                ""
+            }
+        );
         println!("occurrences: {} in matching documents", r.occurrences);
         for (i, c) in a.clauses.iter().enumerate() {
-            println!("  clause {} {c:?}: {} in matching documents, {} in the index", i + 1, r.clause_occurrences[i], r.clause_totals[i]);
+            println!(
+                "  clause {} {c:?}: {} in matching documents, {} in the index",
+                i + 1,
+                r.clause_occurrences[i],
+                r.clause_totals[i]
+            );
         }
         println!("first documents: {:?}", r.doc_ids);
     }

@@ -25,11 +25,13 @@ pub struct Args {
 pub fn run(a: Args) -> Result<i32> {
     let index = a.query.open()?;
     if let Some(path) = &a.batch {
-        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.with_context(|| format!("{}:{}: cannot read line", path.display(), i + 1))?;
+            let line =
+                line.with_context(|| format!("{}:{}: cannot read line", path.display(), i + 1))?;
             if line.trim().is_empty() {
                 continue;
             }
@@ -38,14 +40,25 @@ pub fn run(a: Args) -> Result<i32> {
             let (ids, text) = match (v.get("tokens"), v.get("text")) {
                 (Some(t), _) => {
                     let ids: Vec<u32> = serde_json::from_value(t.clone()).with_context(|| {
-                        format!("{}:{}: `tokens` must be an array of token ids", path.display(), i + 1)
+                        format!(
+                            "{}:{}: `tokens` must be an array of token ids",
+                            path.display(),
+                            i + 1
+                        )
                     })?;
                     (ids, None)
                 }
-                (None, Some(serde_json::Value::String(s))) => (index.tokenizer()?.encode(s)?, Some(s.clone())),
-                _ => bail!("{}:{}: expected {{\"text\": \"…\"}} or {{\"tokens\": [...]}}", path.display(), i + 1),
+                (None, Some(serde_json::Value::String(s))) => {
+                    (index.tokenizer()?.encode(s)?, Some(s.clone()))
+                }
+                _ => bail!(
+                    "{}:{}: expected {{\"text\": \"…\"}} or {{\"tokens\": [...]}}",
+                    path.display(),
+                    i + 1
+                ),
             };
-            let count = ngram::count(&index, &ids).with_context(|| format!("{}:{}", path.display(), i + 1))?;
+            let count = ngram::count(&index, &ids)
+                .with_context(|| format!("{}:{}", path.display(), i + 1))?;
             let mut obj = serde_json::json!({"tokens": ids, "count": count});
             if let Some(t) = text {
                 obj["text"] = t.into();

@@ -12,10 +12,22 @@ use familiar_query::output::{Column, Format, Table};
 
 /// The fixture corpus and tokenizer, compiled into the binary (regenerate with `familiar fixtures`).
 const EMBEDDED: &[(&str, &[u8])] = &[
-    ("corpus/part-0000.jsonl.zst", include_bytes!("../../../fixtures/corpus/part-0000.jsonl.zst")),
-    ("corpus/part-0001.jsonl.gz", include_bytes!("../../../fixtures/corpus/part-0001.jsonl.gz")),
-    ("corpus/planted.json", include_bytes!("../../../fixtures/corpus/planted.json")),
-    ("tokenizer.json", include_bytes!("../../../fixtures/tokenizer.json")),
+    (
+        "corpus/part-0000.jsonl.zst",
+        include_bytes!("../../../fixtures/corpus/part-0000.jsonl.zst"),
+    ),
+    (
+        "corpus/part-0001.jsonl.gz",
+        include_bytes!("../../../fixtures/corpus/part-0001.jsonl.gz"),
+    ),
+    (
+        "corpus/planted.json",
+        include_bytes!("../../../fixtures/corpus/planted.json"),
+    ),
+    (
+        "tokenizer.json",
+        include_bytes!("../../../fixtures/tokenizer.json"),
+    ),
 ];
 
 /// Arguments of `familiar demo`.
@@ -33,10 +45,12 @@ fn write_fixtures(out: &Path) -> Result<()> {
     for (name, bytes) in EMBEDDED {
         let path = out.join(name);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         if std::fs::read(&path).ok().as_deref() != Some(*bytes) {
-            std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(&path, bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
     }
     Ok(())
@@ -45,13 +59,22 @@ fn write_fixtures(out: &Path) -> Result<()> {
 pub fn run(a: Args) -> Result<i32> {
     let out = &a.out;
     write_fixtures(out)?;
-    let truth: GroundTruth = serde_json::from_slice(&std::fs::read(out.join("corpus/planted.json"))?)?;
+    let truth: GroundTruth =
+        serde_json::from_slice(&std::fs::read(out.join("corpus/planted.json"))?)?;
     let index_dir = out.join("index");
-    println!("== 1. build the index of the fixture corpus ({} documents in {} files)", truth.documents, truth.files.len());
+    println!(
+        "== 1. build the index of the fixture corpus ({} documents in {} files)",
+        truth.documents,
+        truth.files.len()
+    );
     let mut options = BuildOptions::new(
         out.join("tokenizer.json"),
         &index_dir,
-        truth.files.iter().map(|f| out.join("corpus").join(f).display().to_string()).collect(),
+        truth
+            .files
+            .iter()
+            .map(|f| out.join("corpus").join(f).display().to_string())
+            .collect(),
     );
     options.progress = !a.quiet;
     // Several shards even for a small corpus, so the demo exercises the cross-shard paths.
@@ -65,7 +88,11 @@ pub fn run(a: Args) -> Result<i32> {
         index.manifest().tokens,
         index.shards().len(),
         r.total_time.as_secs_f64(),
-        if r.already_complete { ", already built" } else { "" }
+        if r.already_complete {
+            ", already built"
+        } else {
+            ""
+        }
     );
 
     println!("\n== 2. exact counts of the planted concepts and n-grams (count = suffix-array range; documents = CNF)");
@@ -75,18 +102,53 @@ pub fn run(a: Args) -> Result<i32> {
     for p in &truth.planted {
         let ids = tok.encode(&format!(" {}", p.text))?;
         let count = ngram::count(&index, &ids)?;
-        let docs = ngram::cnf(&index, &Cnf { clauses: vec![vec![ids]] }, &CnfOptions::default())?.documents;
+        let docs = ngram::cnf(
+            &index,
+            &Cnf {
+                clauses: vec![vec![ids]],
+            },
+            &CnfOptions::default(),
+        )?
+        .documents;
         all_exact &= count == p.occurrences && docs == p.documents;
-        rows.push((format!(" {}", p.text), p.occurrences, count, p.documents, docs));
+        rows.push((
+            format!(" {}", p.text),
+            p.occurrences,
+            count,
+            p.documents,
+            docs,
+        ));
     }
     Table::new()
-        .column("phrase", Column::Str(rows.iter().map(|r| Some(r.0.clone())).collect()))
-        .column("planted", Column::U64(rows.iter().map(|r| Some(r.1)).collect()))
-        .column("count", Column::U64(rows.iter().map(|r| Some(r.2)).collect()))
-        .column("planted_docs", Column::U64(rows.iter().map(|r| Some(r.3)).collect()))
-        .column("documents", Column::U64(rows.iter().map(|r| Some(r.4)).collect()))
+        .column(
+            "phrase",
+            Column::Str(rows.iter().map(|r| Some(r.0.clone())).collect()),
+        )
+        .column(
+            "planted",
+            Column::U64(rows.iter().map(|r| Some(r.1)).collect()),
+        )
+        .column(
+            "count",
+            Column::U64(rows.iter().map(|r| Some(r.2)).collect()),
+        )
+        .column(
+            "planted_docs",
+            Column::U64(rows.iter().map(|r| Some(r.3)).collect()),
+        )
+        .column(
+            "documents",
+            Column::U64(rows.iter().map(|r| Some(r.4)).collect()),
+        )
         .write(Format::Table, None)?;
-    println!("   {}", if all_exact { "every count equals the planted ground truth" } else { "MISMATCH against the planted ground truth" });
+    println!(
+        "   {}",
+        if all_exact {
+            "every count equals the planted ground truth"
+        } else {
+            "MISMATCH against the planted ground truth"
+        }
+    );
 
     let unigrams = ngram::next_tokens(&index, &[])?;
     let top = unigrams.next.first().map(|p| p.0).context("empty index")?;
@@ -95,32 +157,76 @@ pub fn run(a: Args) -> Result<i32> {
     let d = ngram::next_tokens(&index, &[top])?;
     for (id, n) in d.next.iter().take(5) {
         let shown = format!("{:?}", tok.decode(&[*id])?);
-        println!("   {shown:>12}  {n:>6}  p = {:.4}", *n as f64 / d.prefix_count as f64);
+        println!(
+            "   {shown:>12}  {n:>6}  p = {:.4}",
+            *n as f64 / d.prefix_count as f64
+        );
     }
 
-    let (a_text, b_text) = (&truth.planted[truth.planted.len() - 5].text, &truth.planted[truth.planted.len() - 6].text);
+    let (a_text, b_text) = (
+        &truth.planted[truth.planted.len() - 5].text,
+        &truth.planted[truth.planted.len() - 6].text,
+    );
     println!("\n== 4. documents containing \" {a_text}\" AND \" {b_text}\"");
-    let q = Cnf { clauses: vec![vec![tok.encode(&format!(" {a_text}"))?], vec![tok.encode(&format!(" {b_text}"))?]] };
+    let q = Cnf {
+        clauses: vec![
+            vec![tok.encode(&format!(" {a_text}"))?],
+            vec![tok.encode(&format!(" {b_text}"))?],
+        ],
+    };
     let c = ngram::cnf(&index, &q, &CnfOptions::default())?;
-    println!("   {} documents, {} occurrences in them; first: {:?}", c.documents, c.occurrences, c.doc_ids);
+    println!(
+        "   {} documents, {} occurrences in them; first: {:?}",
+        c.documents, c.occurrences, c.doc_ids
+    );
 
     let ids = tok.encode(&format!(" {a_text}"))?;
-    println!("\n== 5. where \" {a_text}\" occurs (first 3 of {})", ngram::count(&index, &ids)?);
+    println!(
+        "\n== 5. where \" {a_text}\" occurs (first 3 of {})",
+        ngram::count(&index, &ids)?
+    );
     let page = ngram::locate(&index, &ids, 0, 3)?;
     for h in &page.hits {
-        let (l, m, r) = familiar_query::docs::window(&index, h.doc_id, h.offset_in_doc, ids.len() as u64, 6, 6)?;
-        println!("   doc {:>5} @ {:>4}: …{l}[{m}]{r}…", h.doc_id, h.offset_in_doc);
+        let (l, m, r) = familiar_query::docs::window(
+            &index,
+            h.doc_id,
+            h.offset_in_doc,
+            ids.len() as u64,
+            6,
+            6,
+        )?;
+        println!(
+            "   doc {:>5} @ {:>4}: …{l}[{m}]{r}…",
+            h.doc_id, h.offset_in_doc
+        );
     }
 
     println!("\n== 6. verify");
-    let v = familiar_query::verify::verify(&index_dir, familiar_query::verify::VerifyOptions { full: true, samples: 0 });
+    let v = familiar_query::verify::verify(
+        &index_dir,
+        familiar_query::verify::VerifyOptions {
+            full: true,
+            samples: 0,
+        },
+    );
     if v.problems.is_empty() {
-        println!("   ok: checksums match, {} suffix pairs in order, the suffix arrays are permutations", v.pairs_checked);
+        println!(
+            "   ok: checksums match, {} suffix pairs in order, the suffix arrays are permutations",
+            v.pairs_checked
+        );
     } else {
         for p in &v.problems {
             println!("   problem: {p}");
         }
     }
-    println!("\nindex: {}\ntry:   familiar count {} \" {a_text}\"", index_dir.display(), index_dir.display());
-    Ok(if all_exact && v.problems.is_empty() { 0 } else { 1 })
+    println!(
+        "\nindex: {}\ntry:   familiar count {} \" {a_text}\"",
+        index_dir.display(),
+        index_dir.display()
+    );
+    Ok(if all_exact && v.problems.is_empty() {
+        0
+    } else {
+        1
+    })
 }

@@ -41,7 +41,11 @@ pub fn run(a: Args) -> Result<i32> {
                 rec.source.as_deref().unwrap_or("-"),
                 rec.token_count,
                 rec.input_file,
-                rec.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+                rec.metadata
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             );
             println!("{text}");
         }

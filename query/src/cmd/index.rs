@@ -92,7 +92,12 @@ pub fn run(c: IndexCommand) -> Result<i32> {
 
 fn run_build(a: BuildArgs) -> Result<i32> {
     let options = BuildOptions {
-        fields: Fields { text: a.text_field, id: a.id_field, source: a.source_field, metadata: a.metadata_field },
+        fields: Fields {
+            text: a.text_field,
+            id: a.id_field,
+            source: a.source_field,
+            metadata: a.metadata_field,
+        },
         shard_tokens: a.shard_tokens,
         skip_invalid: a.skip_invalid,
         allow_empty: a.allow_empty,
@@ -103,7 +108,11 @@ fn run_build(a: BuildArgs) -> Result<i32> {
     let r = build(&options).with_context(|| format!("building {}", a.out.display()))?;
     let mut lines = Vec::new();
     if r.already_complete {
-        lines.push(format!("{} is already complete: {} shards verified, nothing to do", a.out.display(), r.shards_reused));
+        lines.push(format!(
+            "{} is already complete: {} shards verified, nothing to do",
+            a.out.display(),
+            r.shards_reused
+        ));
     } else {
         lines.push(format!(
             "built {}: {} documents, {} tokens in {} shards ({} built now, {} kept from an interrupted run)",
@@ -125,18 +134,33 @@ fn run_build(a: BuildArgs) -> Result<i32> {
         ));
     }
     if r.skipped_records > 0 {
-        lines.push(format!("skipped {} malformed records (--skip-invalid)", r.skipped_records));
+        lines.push(format!(
+            "skipped {} malformed records (--skip-invalid)",
+            r.skipped_records
+        ));
     }
     if !r.empty_inputs.is_empty() {
-        lines.push(format!("{} input files held no documents (--allow-empty)", r.empty_inputs.len()));
+        lines.push(format!(
+            "{} input files held no documents (--allow-empty)",
+            r.empty_inputs.len()
+        ));
     }
     if !r.ignored_files.is_empty() {
-        let names: Vec<String> = r.ignored_files.iter().take(5).map(|p| p.display().to_string()).collect();
+        let names: Vec<String> = r
+            .ignored_files
+            .iter()
+            .take(5)
+            .map(|p| p.display().to_string())
+            .collect();
         lines.push(format!(
             "ignored {} files with unrecognized names in input directories: {}{}",
             r.ignored_files.len(),
             names.join(", "),
-            if r.ignored_files.len() > 5 { ", …" } else { "" }
+            if r.ignored_files.len() > 5 {
+                ", …"
+            } else {
+                ""
+            }
         ));
     }
     for l in lines {
@@ -158,18 +182,30 @@ fn run_info(a: InfoArgs) -> Result<i32> {
     }
     println!("index       {}", a.index.display());
     println!("format      version {}", m.format_version);
-    println!("tokenizer   {} ({} ids, {})", m.tokenizer.hash, m.tokenizer.vocab_size, match m.token_width {
-        familiar::token::TokenWidth::U16 => "u16 tokens",
-        familiar::token::TokenWidth::U32 => "u32 tokens",
-    });
+    println!(
+        "tokenizer   {} ({} ids, {})",
+        m.tokenizer.hash,
+        m.tokenizer.vocab_size,
+        match m.token_width {
+            familiar::token::TokenWidth::U16 => "u16 tokens",
+            familiar::token::TokenWidth::U32 => "u32 tokens",
+        }
+    );
     println!("documents   {}", m.documents);
     println!("tokens      {} (with one separator per document)", m.tokens);
-    println!("on disk     {} bytes, {:.2} bytes per token", disk, disk as f64 / m.tokens.max(1) as f64);
+    println!(
+        "on disk     {} bytes, {:.2} bytes per token",
+        disk,
+        disk as f64 / m.tokens.max(1) as f64
+    );
     println!("shards      {}", m.shards.len());
     for s in index.shards() {
         println!(
             "  {}  documents {}..{}  tokens {}  suffix-array entries of {} bytes",
-            s.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            s.dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             s.manifest.first_doc,
             s.manifest.first_doc + s.manifest.documents,
             s.manifest.tokens,
@@ -180,13 +216,23 @@ fn run_info(a: InfoArgs) -> Result<i32> {
 }
 
 fn run_verify(a: VerifyArgs) -> Result<i32> {
-    let r = familiar_query::verify::verify(&a.index, familiar_query::verify::VerifyOptions { full: a.full, samples: a.samples });
+    let r = familiar_query::verify::verify(
+        &a.index,
+        familiar_query::verify::VerifyOptions {
+            full: a.full,
+            samples: a.samples,
+        },
+    );
     if r.problems.is_empty() {
         println!(
             "ok: {} shards; checksums match; {} suffix pairs in order{}",
             r.shards,
             r.pairs_checked,
-            if a.full { " (all of them; the suffix array is a permutation)" } else { " (sampled; --full checks all)" }
+            if a.full {
+                " (all of them; the suffix array is a permutation)"
+            } else {
+                " (sampled; --full checks all)"
+            }
         );
         Ok(0)
     } else {

@@ -37,16 +37,34 @@ pub fn run(a: Args) -> Result<i32> {
     let mut snippets = Vec::new();
     if a.context > 0 {
         for h in &page.hits {
-            let (l, m, r) =
-                familiar_query::docs::window(&index, h.doc_id, h.offset_in_doc, ids.len() as u64, a.context, a.context)?;
+            let (l, m, r) = familiar_query::docs::window(
+                &index,
+                h.doc_id,
+                h.offset_in_doc,
+                ids.len() as u64,
+                a.context,
+                a.context,
+            )?;
             snippets.push(Some(format!("{l}[{m}]{r}")));
         }
     }
     let mut table = Table::new()
-        .column("doc_id", Column::U64(page.hits.iter().map(|h| Some(h.doc_id)).collect()))
-        .column("shard", Column::U64(page.hits.iter().map(|h| Some(u64::from(h.shard))).collect()))
-        .column("position", Column::U64(page.hits.iter().map(|h| Some(h.position)).collect()))
-        .column("offset_in_doc", Column::U64(page.hits.iter().map(|h| Some(h.offset_in_doc)).collect()));
+        .column(
+            "doc_id",
+            Column::U64(page.hits.iter().map(|h| Some(h.doc_id)).collect()),
+        )
+        .column(
+            "shard",
+            Column::U64(page.hits.iter().map(|h| Some(u64::from(h.shard))).collect()),
+        )
+        .column(
+            "position",
+            Column::U64(page.hits.iter().map(|h| Some(h.position)).collect()),
+        )
+        .column(
+            "offset_in_doc",
+            Column::U64(page.hits.iter().map(|h| Some(h.offset_in_doc)).collect()),
+        );
     if a.context > 0 {
         table = table.column("context", Column::Str(snippets));
     }

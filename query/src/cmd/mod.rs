@@ -73,7 +73,11 @@ impl std::str::FromStr for TokenList {
             return Ok(TokenList(Vec::new()));
         }
         s.split(',')
-            .map(|p| p.trim().parse::<u32>().map_err(|_| format!("{p:?} is not a token id (expected e.g. 464,3290)")))
+            .map(|p| {
+                p.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("{p:?} is not a token id (expected e.g. 464,3290)"))
+            })
             .collect::<std::result::Result<_, _>>()
             .map(TokenList)
     }
@@ -134,5 +138,8 @@ pub struct OutputArgs {
 /// Renders token ids as their vocabulary strings, for display.
 pub fn token_strings(index: &Index, ids: &[u32]) -> Result<Vec<String>> {
     let t = index.tokenizer()?;
-    Ok(ids.iter().map(|&id| t.id_to_token(id).unwrap_or_else(|| format!("<{id}>"))).collect())
+    Ok(ids
+        .iter()
+        .map(|&id| t.id_to_token(id).unwrap_or_else(|| format!("<{id}>")))
+        .collect())
 }

@@ -29,15 +29,31 @@ pub fn run(a: Args) -> Result<i32> {
         d.next.len(),
         d.end_of_document
     );
-    let shown: Vec<(u32, u64)> = if a.top == 0 { d.next.clone() } else { d.next.iter().take(a.top).copied().collect() };
+    let shown: Vec<(u32, u64)> = if a.top == 0 {
+        d.next.clone()
+    } else {
+        d.next.iter().take(a.top).copied().collect()
+    };
     let ids_shown: Vec<u32> = shown.iter().map(|p| p.0).collect();
     let strings = token_strings(&index, &ids_shown)?;
     let denom = d.prefix_count.max(1) as f64;
     Table::new()
-        .column("token_id", Column::U64(shown.iter().map(|p| Some(u64::from(p.0))).collect()))
-        .column("token", Column::Str(strings.into_iter().map(Some).collect()))
-        .column("count", Column::U64(shown.iter().map(|p| Some(p.1)).collect()))
-        .column("probability", Column::F64(shown.iter().map(|p| Some(p.1 as f64 / denom)).collect()))
+        .column(
+            "token_id",
+            Column::U64(shown.iter().map(|p| Some(u64::from(p.0))).collect()),
+        )
+        .column(
+            "token",
+            Column::Str(strings.into_iter().map(Some).collect()),
+        )
+        .column(
+            "count",
+            Column::U64(shown.iter().map(|p| Some(p.1)).collect()),
+        )
+        .column(
+            "probability",
+            Column::F64(shown.iter().map(|p| Some(p.1 as f64 / denom)).collect()),
+        )
         .write(a.out.format, a.out.output.as_deref())?;
     Ok(0)
 }

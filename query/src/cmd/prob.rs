@@ -30,7 +30,10 @@ pub fn run(a: Args) -> Result<i32> {
         (Some(s), None) => {
             let ids = index.tokenizer()?.encode(s)?;
             if ids.len() != 1 {
-                bail!("--next {s:?} is {} tokens ({ids:?}); give exactly one token", ids.len());
+                bail!(
+                    "--next {s:?} is {} tokens ({ids:?}); give exactly one token",
+                    ids.len()
+                );
             }
             ids[0]
         }
@@ -38,7 +41,10 @@ pub fn run(a: Args) -> Result<i32> {
     };
     let p = ngram::probability(&index, &prefix, next)?;
     if a.json {
-        println!("{}", serde_json::json!({"prefix": prefix, "next": next, "prefix_count": p.prefix_count, "count": p.count, "probability": p.probability}));
+        println!(
+            "{}",
+            serde_json::json!({"prefix": prefix, "next": next, "prefix_count": p.prefix_count, "count": p.count, "probability": p.probability})
+        );
     } else {
         match p.probability {
             Some(x) => println!("{x} ({} / {})", p.count, p.prefix_count),

@@ -62,7 +62,7 @@ impl<W: Write + Send> std::fmt::Debug for DocumentsWriter<W> {
 fn pq(e: parquet::errors::ParquetError) -> Error {
     Error::Io {
         path: "documents.parquet".into(),
-        source: std::io::Error::other(e.to_string()),
+        error: std::io::Error::other(e.to_string()),
     }
 }
 

@@ -30,6 +30,6 @@ fn main() {
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            || matches!(c.downcast_ref::<familiar::Error>(), Some(familiar::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe)
+            || matches!(c.downcast_ref::<familiar::Error>(), Some(familiar::Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }

@@ -228,7 +228,7 @@ impl RecordSource for JsonlSource {
                     return Some(Err(match e {
                         Error::Input { path, line, reason } => Error::Io {
                             path: path.clone(),
-                            source: std::io::Error::new(
+                            error: std::io::Error::new(
                                 std::io::ErrorKind::InvalidData,
                                 format!("line {line}: {reason}"),
                             ),

@@ -1,8 +1,10 @@
 //! Corpus readers: shards given as files, directories or globs, streamed one document at a time.
 //!
 //! Formats, chosen by file name:
-//! - JSONL, one JSON object per line: `.jsonl`, `.ndjson`, `.json` (Dolma names its JSONL shards
-//!   `.json.gz`), each optionally compressed with zstd (`.zst`, `.zstd`) or gzip (`.gz`);
+//! - JSONL, one JSON object per line: `.jsonl` and `.ndjson`, plain or compressed with zstd (`.zst`,
+//!   `.zstd`) or gzip (`.gz`); also `.json.gz`/`.json.zst` (Dolma's names for JSONL shards), and a
+//!   plain `.json` file when named explicitly (inside directories a plain `.json` is more likely a
+//!   configuration file, so it is listed as ignored);
 //! - Parquet (`.parquet`), one document per row;
 //! - plain text (`.txt`), one document per file.
 //!
@@ -175,13 +177,17 @@ fn walk_dir(dir: &Path, found: &mut Vec<PathBuf>, ignored: &mut Vec<PathBuf>) ->
     for p in entries {
         if p.is_dir() {
             walk_dir(&p, found, ignored)?;
-        } else if InputFormat::from_path(&p).is_some() {
+        } else if InputFormat::from_path(&p).is_some() && !is_plain_json(&p) {
             found.push(p);
         } else {
             ignored.push(p);
         }
     }
     Ok(())
+}
+
+fn is_plain_json(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
 /// Names of the fields (JSONL keys, Parquet columns) a reader takes documents from.

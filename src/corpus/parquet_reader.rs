@@ -184,7 +184,7 @@ impl RecordSource for ParquetSource {
                     self.failed = true;
                     return Some(Err(Error::Io {
                         path: self.path.clone(),
-                        source: std::io::Error::new(
+                        error: std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
                             format!("after row {}: corrupt Parquet data: {e}", self.row),
                         ),

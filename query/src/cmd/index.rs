@@ -115,7 +115,7 @@ fn run_build(a: BuildArgs) -> Result<i32> {
         ));
     } else {
         lines.push(format!(
-            "built {}: {} documents, {} tokens in {} shards ({} built now, {} kept from an interrupted run)",
+            "built {}: {} documents, {} tokens in {} shard(s) ({} built now, {} kept from an interrupted run)",
             a.out.display(),
             r.documents,
             r.tokens,
@@ -153,7 +153,7 @@ fn run_build(a: BuildArgs) -> Result<i32> {
             .map(|p| p.display().to_string())
             .collect();
         lines.push(format!(
-            "ignored {} files with unrecognized names in input directories: {}{}",
+            "ignored {} file(s) with unrecognized names in input directories: {}{}",
             r.ignored_files.len(),
             names.join(", "),
             if r.ignored_files.len() > 5 {
@@ -225,7 +225,7 @@ fn run_verify(a: VerifyArgs) -> Result<i32> {
     );
     if r.problems.is_empty() {
         println!(
-            "ok: {} shards; checksums match; {} suffix pairs in order{}",
+            "ok: {} shard(s); checksums match; {} suffix pairs in order{}",
             r.shards,
             r.pairs_checked,
             if a.full {
@@ -239,7 +239,7 @@ fn run_verify(a: VerifyArgs) -> Result<i32> {
         for p in &r.problems {
             println!("problem: {p}");
         }
-        println!("{} problems found", r.problems.len());
+        println!("{} problem{} found", r.problems.len(), if r.problems.len() == 1 { "" } else { "s" });
         Ok(1)
     }
 }

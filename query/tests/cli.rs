@@ -1,0 +1,1513 @@
+//! End-to-end tests of the `familiar` command line: the real binary, run in temporary
+//! directories, on the fixture corpus and on small generated corpora.
+
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use util::*;
+
+// =============================================================================================
+// The scripts' interface: index build / info / verify, count.
+
+#[test]
+fn build_from_files_then_info_and_info_json() {
+    let t = TestDir::new();
+    let out = t.join("idx");
+    let o = build(&out, &fixture_inputs(), &[]);
+    o.stderr_has(&["built ", "1200 documents", "1 built now"]);
+    assert!(o.stdout.is_empty(), "a build prints its report on stderr\n{o}");
+    for f in ["build.json", "manifest.json", "tokenizer.json", "shard-00000"] {
+        assert!(out.join(f).exists(), "{f} missing after a build");
+    }
+
+    let info = familiar(["index".as_ref(), "info".as_ref(), out.as_os_str()]);
+    info.success().stdout_has(&[
+        "format      version 1",
+        "documents   1200",
+        "shards      1",
+        "shard-00000",
+        "2048 ids",
+    ]);
+
+    let j = familiar([
+        "index".as_ref(),
+        "info".as_ref(),
+        out.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    let m = j.success().json();
+    assert_eq!(m["format"], "familiar-index");
+    assert_eq!(m["documents"], 1200);
+    assert_eq!(m["tokenizer"]["vocab_size"], 2048);
+    assert!(m["tokenizer"]["hash"].as_str().unwrap().starts_with("xxh3:"));
+    let shards = m["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 1);
+    let tokens: u64 = shards.iter().map(|s| s["tokens"].as_u64().unwrap()).sum();
+    assert_eq!(m["tokens"].as_u64().unwrap(), tokens);
+    // The text form reports the same token total.
+    info.stdout_has(&[&format!("tokens      {tokens} ")]);
+}
+
+/// Two corpora files per format; every format is read and each document is findable.
+fn write_all_formats(t: &TestDir, dir: &str) -> PathBuf {
+    let d = t.mkdir(dir);
+    t.write_jsonl(
+        d.join("a.jsonl"),
+        &[
+            doc("a1", "alpha marker one keeps the first line"),
+            doc("a2", "another alpha line follows it"),
+        ],
+    );
+    t.write_jsonl_zst(d.join("b.jsonl.zst"), &[doc("b1", "bravo marker two in zstd")]);
+    t.write_jsonl_gz(d.join("c.jsonl.gz"), &[doc("c1", "charlie marker three in gzip")]);
+    t.write_txt(d.join("d.txt"), "delta marker four as plain text");
+    t.write_parquet(d.join("e.parquet"), &[("e1", "echo marker five from parquet")]);
+    t.write(d.join("notes.md"), "not a corpus file");
+    d
+}
+
+#[test]
+fn build_reads_jsonl_zst_gz_txt_and_parquet_files() {
+    let t = TestDir::new();
+    let d = write_all_formats(&t, "corpus");
+    let inputs: Vec<PathBuf> = ["a.jsonl", "b.jsonl.zst", "c.jsonl.gz", "d.txt", "e.parquet"]
+        .iter()
+        .map(|n| d.join(n))
+        .collect();
+    let out = t.join("idx");
+    build(&out, &inputs, &[]).stderr_has(&["6 documents"]);
+    let idx = out.as_os_str();
+    let count = |q: &str| {
+        let o = familiar([
+            "count".as_ref(),
+            idx,
+            std::ffi::OsStr::new(q),
+        ]);
+        o.success().number()
+    };
+    assert_eq!(count(" alpha marker one"), 1);
+    assert_eq!(count(" bravo marker two"), 1);
+    assert_eq!(count(" charlie marker three"), 1);
+    assert_eq!(count(" delta marker four"), 1);
+    assert_eq!(count(" echo marker five"), 1);
+    assert_eq!(count(" marker"), 5);
+    assert_eq!(count(" alpha"), 2);
+
+    // Each document remembers where it came from (window keeps `docs` clear of a known bug).
+    let txt_id = d.join("d.txt").display().to_string();
+    let expect = [
+        ("a1", "a.jsonl"),
+        ("a2", "a.jsonl"),
+        ("b1", "b.jsonl.zst"),
+        ("c1", "c.jsonl.gz"),
+        (txt_id.as_str(), "d.txt"),
+        ("e1", "e.parquet"),
+    ];
+    for (i, (id, file)) in expect.iter().enumerate() {
+        let o = familiar([
+            "docs".as_ref(),
+            idx,
+            i.to_string().as_ref(),
+            "--json".as_ref(),
+            "--window".as_ref(),
+            "0".as_ref(),
+            "1000".as_ref(),
+        ]);
+        let v = o.success().json();
+        assert_eq!(v["external_id"], *id, "{o}");
+        assert!(v["input_file"].as_str().unwrap().ends_with(file), "{o}");
+    }
+}
+
+#[test]
+fn build_accepts_a_directory_and_a_glob() {
+    let t = TestDir::new();
+    let d = write_all_formats(&t, "corpus");
+
+    // A directory: every recognized file, in name order; the rest is reported, not read.
+    let by_dir = t.join("by-dir");
+    let o = familiar(build_args(&by_dir, &[d.clone()], &[]));
+    o.success()
+        .stderr_has(&["6 documents", "ignored 1 files", "notes.md"]);
+
+    // A glob pattern, expanded by familiar (not the shell).
+    let by_glob = t.join("by-glob");
+    let pattern = PathBuf::from(format!("{}/*.jsonl*", d.display()));
+    build(&by_glob, &[pattern], &[]).stderr_has(&["4 documents"]);
+    let o = familiar(["count".as_ref(), by_glob.as_os_str(), " marker".as_ref()]);
+    assert_eq!(o.success().number(), 3);
+
+    // A glob matching nothing is an error naming the pattern.
+    let none = PathBuf::from(format!("{}/*.nothing", d.display()));
+    familiar(build_args(&t.join("none"), &[none], &[]))
+        .failure()
+        .stderr_has(&["matched no files", "*.nothing"]);
+
+    // The fixture corpus given as a directory reads planted.json too (a `.json` file is JSONL),
+    // so scripts pass the parts or a glob; a glob over the parts gives the full corpus.
+    let parts = PathBuf::from(format!(
+        "{}/part-*",
+        fixtures().join("corpus").display()
+    ));
+    let out = t.join("fixture-glob");
+    build(&out, &[parts], &["--shard-tokens", SHARDED_TOKENS]).stderr_has(&["1200 documents"]);
+    let o = familiar(["count".as_ref(), out.as_os_str(), " Zelxir Exoexo".as_ref()]);
+    assert_eq!(o.success().number(), 512);
+}
+
+#[test]
+fn verify_passes_on_a_sound_index_and_fails_after_corruption() {
+    let idx = fixture_index_sharded();
+    familiar(["index".as_ref(), "verify".as_ref(), idx.as_os_str()])
+        .success()
+        .stdout_has(&["ok: ", "checksums match"]);
+    familiar([
+        "index".as_ref(),
+        "verify".as_ref(),
+        idx.as_os_str(),
+        "--full".as_ref(),
+    ])
+    .success()
+    .stdout_has(&["ok: ", "the suffix array is a permutation"]);
+
+    for file in ["tokens.bin", "suffix_array.bin", "doc_offsets.bin", "documents.parquet"] {
+        let t = TestDir::new();
+        let copy = t.copy_tree(idx, "idx");
+        let target = copy.join("shard-00001").join(file);
+        let mut bytes = std::fs::read(&target).unwrap();
+        let at = bytes.len() - 9;
+        bytes[at] ^= 0x5a;
+        std::fs::write(&target, bytes).unwrap();
+        for full in [false, true] {
+            let mut args = vec!["index".as_ref(), "verify".as_ref(), copy.as_os_str()];
+            if full {
+                args.push("--full".as_ref());
+            }
+            let o = familiar(args);
+            o.failure();
+            let problems: Vec<&str> = o
+                .stdout
+                .lines()
+                .filter(|l| l.starts_with("problem:"))
+                .collect();
+            assert!(!problems.is_empty(), "no problem: lines\n{o}");
+            assert!(
+                problems.iter().any(|l| l.contains(file) && l.contains("shard-00001")),
+                "no problem names {file}\n{o}"
+            );
+        }
+    }
+
+    // A missing shard directory is a problem too.
+    let t = TestDir::new();
+    let copy = t.copy_tree(idx, "idx");
+    std::fs::remove_dir_all(copy.join("shard-00001")).unwrap();
+    let o = familiar(["index".as_ref(), "verify".as_ref(), copy.as_os_str()]);
+    o.failure().stdout_has(&["problem:", "shard-00001"]);
+}
+
+fn count_json(idx: &Path, text: &str) -> Value {
+    familiar([
+        "count".as_ref(),
+        idx.as_os_str(),
+        text.as_ref(),
+        "--json".as_ref(),
+    ])
+    .success()
+    .json()
+}
+
+fn ids_of(v: &Value) -> Vec<u64> {
+    v["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
+
+fn id_list(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[test]
+fn count_prints_just_the_count_and_takes_tokens_and_json() {
+    let idx = fixture_index();
+    let o = familiar(["count".as_ref(), idx.as_os_str(), " Zelxir Exoexo".as_ref()]);
+    assert_eq!(o.success().stdout, "512\n", "{o}");
+
+    let v = count_json(idx, " Zelxir Exoexo");
+    assert!(v.is_object());
+    assert_eq!(v["count"], 512);
+    assert_eq!(v["text"], " Zelxir Exoexo");
+    let ids = ids_of(&v);
+    assert!(!ids.is_empty());
+
+    let o = familiar([
+        "count".as_ref(),
+        idx.as_os_str(),
+        "--tokens".as_ref(),
+        id_list(&ids).as_ref(),
+    ]);
+    assert_eq!(o.success().stdout, "512\n", "{o}");
+    let o = familiar([
+        "count".as_ref(),
+        idx.as_os_str(),
+        "--tokens".as_ref(),
+        id_list(&ids).as_ref(),
+        "--json".as_ref(),
+    ]);
+    let v = o.success().json();
+    assert_eq!(v["count"], 512);
+    assert_eq!(ids_of(&v), ids);
+
+    // A sequence that never occurs counts 0 (the first id alone, then reversed).
+    let mut rev = ids.clone();
+    rev.reverse();
+    let o = familiar([
+        "count".as_ref(),
+        idx.as_os_str(),
+        "--tokens".as_ref(),
+        id_list(&rev).as_ref(),
+    ]);
+    assert_eq!(o.success().number(), 0);
+
+    // The scripts' spelling `--tokens 464,3290` parses (it is not a usage error, exit 2); with
+    // this 2048-id vocabulary 3290 is unknown, which fails cleanly naming it.
+    familiar([
+        "count".as_ref(),
+        idx.as_os_str(),
+        "--tokens".as_ref(),
+        "464,3290".as_ref(),
+    ])
+    .failure()
+    .stderr_has(&["3290", "vocabulary"]);
+    // A malformed token list is a usage error.
+    let o = familiar([
+        "count".as_ref(),
+        idx.as_os_str(),
+        "--tokens".as_ref(),
+        "464,abc".as_ref(),
+    ]);
+    o.clean_exit();
+    assert_eq!(o.code(), Some(2), "{o}");
+    o.stderr_has(&["abc"]);
+}
+
+#[test]
+fn count_batch_answers_each_line_in_order() {
+    let idx = fixture_index();
+    let t = TestDir::new();
+    let a = ids_of(&count_json(idx, " Azuoxa Zamzor"));
+    let batch = t.write(
+        "batch.jsonl",
+        format!(
+            "{}\n{}\n\n{}\n{}\n{}\n",
+            json!({"text": " Zelxir Exoexo"}),
+            json!({"tokens": a}),
+            json!({"text": " Azuoxa Zamzor"}),
+            json!({"text": " no such planted phrase qqq"}),
+            json!({"tokens": [a[0]]}),
+        ),
+    );
+    let o = familiar([
+        "count".as_ref(),
+        idx.as_os_str(),
+        "--batch".as_ref(),
+        batch.as_os_str(),
+    ]);
+    let lines = o.success().json_lines();
+    assert_eq!(lines.len(), 5, "one answer per non-blank line\n{o}");
+    assert_eq!(lines[0]["count"], 512);
+    assert_eq!(lines[0]["text"], " Zelxir Exoexo");
+    assert_eq!(lines[1]["count"], 32);
+    assert_eq!(ids_of(&lines[1]), a);
+    assert_eq!(lines[2]["count"], 32);
+    assert_eq!(lines[2]["text"], " Azuoxa Zamzor");
+    assert_eq!(lines[3]["count"], 0);
+    let single = familiar([
+        "count".as_ref(),
+        idx.as_os_str(),
+        "--tokens".as_ref(),
+        a[0].to_string().as_ref(),
+    ])
+    .success()
+    .number();
+    assert_eq!(lines[4]["count"].as_u64().unwrap(), single);
+    assert!(single >= 32);
+
+    // A bad line fails naming the file and line.
+    let bad = t.write(
+        "bad.jsonl",
+        format!("{}\nnot json\n", json!({"text": " Zelxir"})),
+    );
+    familiar([
+        "count".as_ref(),
+        idx.as_os_str(),
+        "--batch".as_ref(),
+        bad.as_os_str(),
+    ])
+    .failure()
+    .stderr_has(&["bad.jsonl:2", "invalid JSON"]);
+    let wrong = t.write("wrong.jsonl", format!("{}\n", json!({"query": "x"})));
+    familiar([
+        "count".as_ref(),
+        idx.as_os_str(),
+        "--batch".as_ref(),
+        wrong.as_os_str(),
+    ])
+    .failure()
+    .stderr_has(&["wrong.jsonl:1", "\"text\"", "\"tokens\""]);
+    let unknown = t.write("unknown.jsonl", format!("{}\n", json!({"tokens": [999999]})));
+    familiar([
+        "count".as_ref(),
+        idx.as_os_str(),
+        "--batch".as_ref(),
+        unknown.as_os_str(),
+    ])
+    .failure()
+    .stderr_has(&["unknown.jsonl:1", "999999"]);
+}
+
+// =============================================================================================
+// The fixture corpus: ground truth.
+
+#[test]
+fn planted_phrase_counts_match_ground_truth() {
+    let (documents, planted) = planted();
+    assert!(planted.len() >= 10);
+    let idx = fixture_index();
+    for p in &planted {
+        let o = familiar(["count".as_ref(), idx.as_os_str(), p.query().as_ref()]);
+        assert_eq!(o.success().number(), p.occurrences, "count of {:?}\n{o}", p.text);
+    }
+    let info = familiar([
+        "index".as_ref(),
+        "info".as_ref(),
+        idx.as_os_str(),
+        "--json".as_ref(),
+    ])
+    .success()
+    .json();
+    assert_eq!(info["documents"].as_u64().unwrap(), documents);
+
+    // The same through --batch on the index cut into several shards.
+    let sharded = fixture_index_sharded();
+    let t = TestDir::new();
+    let mut lines = String::new();
+    for p in &planted {
+        lines.push_str(&json!({"text": p.query()}).to_string());
+        lines.push('\n');
+    }
+    let batch = t.write("planted.jsonl", lines);
+    let o = familiar([
+        "count".as_ref(),
+        sharded.as_os_str(),
+        "--batch".as_ref(),
+        batch.as_os_str(),
+    ]);
+    let answers = o.success().json_lines();
+    assert_eq!(answers.len(), planted.len());
+    for (p, a) in planted.iter().zip(&answers) {
+        assert_eq!(a["text"], p.query().as_str());
+        assert_eq!(a["count"].as_u64().unwrap(), p.occurrences, "{:?}", p.text);
+    }
+    let info = familiar([
+        "index".as_ref(),
+        "info".as_ref(),
+        sharded.as_os_str(),
+        "--json".as_ref(),
+    ])
+    .success()
+    .json();
+    assert!(info["shards"].as_array().unwrap().len() >= 5, "{info}");
+    assert_eq!(info["documents"].as_u64().unwrap(), documents);
+}
+
+#[test]
+fn cnf_documents_match_planted_documents() {
+    let (_, planted) = planted();
+    for idx in [fixture_index(), fixture_index_sharded()] {
+        for p in &planted {
+            let o = familiar([
+                "cnf".as_ref(),
+                idx.as_os_str(),
+                "--clause".as_ref(),
+                p.query().as_ref(),
+                "--json".as_ref(),
+            ]);
+            let v = o.success().json();
+            assert_eq!(v["documents"].as_u64().unwrap(), p.documents, "{:?}\n{o}", p.text);
+            assert_eq!(v["occurrences"].as_u64().unwrap(), p.occurrences, "{o}");
+            assert_eq!(v["approximate"], false);
+            let listed = v["doc_ids"].as_array().unwrap();
+            assert_eq!(listed.len() as u64, p.documents.min(10), "{o}");
+        }
+    }
+
+    // Two clauses: documents with both phrases; an OR clause: documents with either.
+    let idx = fixture_index();
+    let (a, b) = (&planted[planted.len() - 5], &planted[planted.len() - 6]);
+    let and = familiar([
+        "cnf".as_ref(),
+        idx.as_os_str(),
+        "--clause".as_ref(),
+        a.query().as_ref(),
+        "--clause".as_ref(),
+        b.query().as_ref(),
+        "--json".as_ref(),
+        "--list".as_ref(),
+        "100000".as_ref(),
+    ])
+    .success()
+    .json();
+    let or = familiar([
+        "cnf".as_ref(),
+        idx.as_os_str(),
+        "--clause".as_ref(),
+        format!("{}|{}", a.query(), b.query()).as_ref(),
+        "--json".as_ref(),
+    ])
+    .success()
+    .json();
+    let (n_and, n_or) = (
+        and["documents"].as_u64().unwrap(),
+        or["documents"].as_u64().unwrap(),
+    );
+    assert!(n_and <= a.documents.min(b.documents));
+    assert_eq!(n_or + n_and, a.documents + b.documents, "inclusion–exclusion");
+    assert_eq!(and["doc_ids"].as_array().unwrap().len() as u64, n_and);
+}
+
+fn locate_jsonl(idx: &Path, text: &str, offset: u64, limit: u64) -> (Vec<Value>, String) {
+    let o = familiar([
+        "locate".as_ref(),
+        idx.as_os_str(),
+        text.as_ref(),
+        "--format".as_ref(),
+        "jsonl".as_ref(),
+        "--offset".as_ref(),
+        offset.to_string().as_ref(),
+        "--limit".as_ref(),
+        limit.to_string().as_ref(),
+    ]);
+    o.success();
+    (o.json_lines(), o.stderr.clone())
+}
+
+#[test]
+fn locate_pages_consistently() {
+    let (_, planted) = planted();
+    let p = planted
+        .iter()
+        .find(|p| p.occurrences > 30 && p.occurrences < 100 && p.documents < p.occurrences)
+        .unwrap();
+    for idx in [fixture_index(), fixture_index_sharded()] {
+        let (all, stderr) = locate_jsonl(idx, &p.query(), 0, 100_000);
+        assert!(stderr.contains(&format!("{} occurrences", p.occurrences)), "{stderr}");
+        assert_eq!(all.len() as u64, p.occurrences);
+        let docs: BTreeSet<u64> = all.iter().map(|h| h["doc_id"].as_u64().unwrap()).collect();
+        assert_eq!(docs.len() as u64, p.documents);
+        let places: BTreeSet<(u64, u64)> = all
+            .iter()
+            .map(|h| (h["shard"].as_u64().unwrap(), h["position"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(places.len(), all.len(), "every hit is a distinct position");
+        for h in &all {
+            let ctx = h["context"].as_str().unwrap();
+            assert!(ctx.contains(&format!("[{}]", p.query())), "{h}");
+        }
+
+        // Pages of 7 put together are the whole list, in the same order.
+        let mut paged = Vec::new();
+        let mut offset = 0;
+        loop {
+            let (page, stderr) = locate_jsonl(idx, &p.query(), offset, 7);
+            assert!(stderr.contains(&format!("from offset {offset}")), "{stderr}");
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 7);
+            offset += page.len() as u64;
+            paged.extend(page);
+        }
+        assert_eq!(paged, all);
+        // Past the end: nothing, successfully.
+        let (page, _) = locate_jsonl(idx, &p.query(), p.occurrences + 5, 10);
+        assert!(page.is_empty());
+        // --limit 1 --offset k is the k-th hit.
+        let (one, _) = locate_jsonl(idx, &p.query(), 3, 1);
+        assert_eq!(one, vec![all[3].clone()]);
+    }
+
+    // The text table has a header and one row per hit.
+    let o = familiar([
+        "locate".as_ref(),
+        fixture_index().as_os_str(),
+        p.query().as_ref(),
+        "--limit".as_ref(),
+        "4".as_ref(),
+    ]);
+    o.success().stdout_has(&["doc_id", "offset_in_doc", "context"]);
+    assert_eq!(o.stdout.lines().count(), 2 + 4, "{o}");
+}
+
+#[test]
+fn locate_writes_parquet() {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let idx = fixture_index();
+    let t = TestDir::new();
+    let f = t.join("hits.parquet");
+    familiar([
+        "locate".as_ref(),
+        idx.as_os_str(),
+        " Zelxir Exoexo".as_ref(),
+        "--limit".as_ref(),
+        "1000".as_ref(),
+        "--format".as_ref(),
+        "parquet".as_ref(),
+        "--output".as_ref(),
+        f.as_os_str(),
+    ])
+    .success();
+    let bytes = std::fs::read(&f).unwrap();
+    assert_eq!(&bytes[..4], b"PAR1");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut rows = 0;
+    for batch in reader {
+        let batch = batch.unwrap();
+        for col in ["doc_id", "shard", "position", "offset_in_doc", "context"] {
+            assert!(batch.column_by_name(col).is_some(), "no column {col}");
+        }
+        rows += batch.num_rows();
+    }
+    assert_eq!(rows, 512);
+
+    // Parquet needs a file.
+    familiar([
+        "locate".as_ref(),
+        idx.as_os_str(),
+        " Zelxir Exoexo".as_ref(),
+        "--format".as_ref(),
+        "parquet".as_ref(),
+    ])
+    .failure()
+    .stderr_has(&["--output"]);
+
+    // ntd writes Parquet too.
+    let g = t.join("ntd.parquet");
+    familiar([
+        "ntd".as_ref(),
+        idx.as_os_str(),
+        " Zelxir".as_ref(),
+        "--format".as_ref(),
+        "parquet".as_ref(),
+        "-o".as_ref(),
+        g.as_os_str(),
+    ])
+    .success();
+    assert_eq!(&std::fs::read(&g).unwrap()[..4], b"PAR1");
+}
+
+#[test]
+fn docs_prints_the_document() {
+    let idx = fixture_index();
+    let records = fixture_records();
+    let first = &records[0];
+    let o = familiar(["docs".as_ref(), idx.as_os_str(), "0".as_ref()]);
+    o.success();
+    let mut lines = o.stdout.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("== document 0 ("), "{o}");
+    assert!(header.contains(first["id"].as_str().unwrap()), "{o}");
+    assert!(header.contains(first["source"].as_str().unwrap()), "{o}");
+    assert!(header.contains("part-0000.jsonl.zst"), "{o}");
+    let text: String = lines.collect::<Vec<_>>().join("\n");
+    // The byte-level tokenizer adds a prefix space, which decoding keeps.
+    assert_eq!(text.trim_start(), first["text"].as_str().unwrap(), "{o}");
+
+    let v = familiar([
+        "docs".as_ref(),
+        idx.as_os_str(),
+        "0".as_ref(),
+        "--json".as_ref(),
+    ])
+    .success()
+    .json();
+    assert_eq!(v["doc_id"], 0);
+    assert_eq!(v["external_id"], first["id"]);
+    assert_eq!(v["source"], first["source"]);
+    assert_eq!(
+        v["input_file"],
+        fixture_inputs()[0].display().to_string().as_str()
+    );
+    assert_eq!(v["byte_length"].as_u64().unwrap() as usize, first["text"].as_str().unwrap().len());
+    assert_eq!(v["text"].as_str().unwrap().trim_start(), first["text"].as_str().unwrap());
+    let meta = v["metadata"].to_string();
+    assert!(meta.contains("title"), "{v}");
+
+    // A window of tokens of another document: where locate says a phrase is.
+    let (hits, _) = locate_jsonl(idx, " Xirqenoxa Qenoxazam", 0, 10);
+    assert_eq!(hits.len(), 1);
+    let (doc_id, off) = (
+        hits[0]["doc_id"].as_u64().unwrap(),
+        hits[0]["offset_in_doc"].as_u64().unwrap(),
+    );
+    let n = ids_of(&count_json(idx, " Xirqenoxa Qenoxazam")).len() as u64;
+    let v = familiar([
+        "docs".as_ref(),
+        idx.as_os_str(),
+        doc_id.to_string().as_ref(),
+        "--json".as_ref(),
+        "--window".as_ref(),
+        off.to_string().as_ref(),
+        (off + n).to_string().as_ref(),
+    ])
+    .success()
+    .json();
+    assert_eq!(v["text"], " Xirqenoxa Qenoxazam");
+    let record = &records[doc_id as usize];
+    assert_eq!(v["external_id"], record["id"]);
+    assert!(record["text"].as_str().unwrap().contains("Xirqenoxa Qenoxazam"));
+
+    // Several ids at once, and an unknown id fails cleanly.
+    let o = familiar([
+        "docs".as_ref(),
+        idx.as_os_str(),
+        "0".as_ref(),
+        "99999".as_ref(),
+    ]);
+    o.failure().stderr_has(&["99999", "1200 documents"]);
+}
+
+#[test]
+#[ignore = "bug: `familiar docs IDX ID` panics ('attempt to add with overflow' at query/src/docs.rs:107) for every document that is not the first of its shard"]
+fn docs_prints_any_document() {
+    let idx = fixture_index();
+    let records = fixture_records();
+    for id in [1usize, 5, 1199] {
+        let o = familiar(["docs".as_ref(), idx.as_os_str(), id.to_string().as_ref()]);
+        o.success();
+        assert!(o.stdout.contains(records[id]["text"].as_str().unwrap()), "{o}");
+    }
+}
+
+#[test]
+fn ntd_and_prob_agree_with_counts() {
+    let idx = fixture_index();
+    // " Zelxir" is always followed by " Exoexo".
+    let o = familiar([
+        "ntd".as_ref(),
+        idx.as_os_str(),
+        " Zelxir".as_ref(),
+        "--format".as_ref(),
+        "jsonl".as_ref(),
+    ]);
+    let rows = o.success().json_lines();
+    assert_eq!(rows.len(), 1, "{o}");
+    let exoexo = ids_of(&count_json(idx, " Exoexo"));
+    assert_eq!(exoexo.len(), 1);
+    assert_eq!(rows[0]["token_id"].as_u64().unwrap(), exoexo[0]);
+    assert_eq!(rows[0]["count"], 512);
+    assert_eq!(rows[0]["probability"], 1.0);
+    o.stderr_has(&["prefix occurs 512 times"]);
+
+    let o = familiar([
+        "prob".as_ref(),
+        idx.as_os_str(),
+        " Zelxir".as_ref(),
+        "--next".as_ref(),
+        " Exoexo".as_ref(),
+    ]);
+    assert_eq!(o.success().stdout.trim(), "1 (512 / 512)");
+    let v = familiar([
+        "prob".as_ref(),
+        idx.as_os_str(),
+        " Zelxir".as_ref(),
+        "--next-id".as_ref(),
+        exoexo[0].to_string().as_ref(),
+        "--json".as_ref(),
+    ])
+    .success()
+    .json();
+    assert_eq!(v["count"], 512);
+    assert_eq!(v["prefix_count"], 512);
+    assert_eq!(v["probability"], 1.0);
+
+    // A common prefix: the distribution adds up and prob agrees with it.
+    let prefix = " tiriwe";
+    let prefix_count = count_json(idx, prefix)["count"].as_u64().unwrap();
+    let o = familiar([
+        "ntd".as_ref(),
+        idx.as_os_str(),
+        prefix.as_ref(),
+        "--top".as_ref(),
+        "0".as_ref(),
+        "--format".as_ref(),
+        "jsonl".as_ref(),
+    ]);
+    let rows = o.success().json_lines();
+    assert!(rows.len() > 3, "{o}");
+    let sum: u64 = rows.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    let eod: u64 = o
+        .stderr
+        .split("; ")
+        .find(|s| s.contains("at the end of a document"))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no end-of-document count\n{o}"));
+    assert_eq!(sum + eod, prefix_count, "{o}");
+    o.stderr_has(&[&format!("prefix occurs {prefix_count} times")]);
+    let counts: Vec<u64> = rows.iter().map(|r| r["count"].as_u64().unwrap()).collect();
+    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "most frequent first");
+    let top = &rows[0];
+    let v = familiar([
+        "prob".as_ref(),
+        idx.as_os_str(),
+        prefix.as_ref(),
+        "--next-id".as_ref(),
+        top["token_id"].to_string().as_ref(),
+        "--json".as_ref(),
+    ])
+    .success()
+    .json();
+    assert_eq!(v["count"], top["count"]);
+    assert_eq!(v["prefix_count"].as_u64().unwrap(), prefix_count);
+    let p = v["probability"].as_f64().unwrap();
+    assert!((p - top["probability"].as_f64().unwrap()).abs() < 1e-12);
+    // --top limits the rows.
+    let o = familiar([
+        "ntd".as_ref(),
+        idx.as_os_str(),
+        prefix.as_ref(),
+        "--top".as_ref(),
+        "2".as_ref(),
+        "--format".as_ref(),
+        "jsonl".as_ref(),
+    ]);
+    assert_eq!(o.success().json_lines().len(), 2);
+    // The table form.
+    familiar(["ntd".as_ref(), idx.as_os_str(), " Zelxir".as_ref()])
+        .success()
+        .stdout_has(&["token_id", "probability", "512"]);
+    // --next that is several tokens is refused.
+    familiar([
+        "prob".as_ref(),
+        idx.as_os_str(),
+        " Zelxir".as_ref(),
+        "--next".as_ref(),
+        " Exoexo Zelxir".as_ref(),
+    ])
+    .failure()
+    .stderr_has(&["exactly one token"]);
+    // A prefix that never occurs.
+    familiar([
+        "prob".as_ref(),
+        idx.as_os_str(),
+        " Qqqqqqzzzz".as_ref(),
+        "--next".as_ref(),
+        " Zelxir".as_ref(),
+    ])
+    .success()
+    .stdout_has(&["undefined"]);
+}
+
+// =============================================================================================
+// Bad input: clean nonzero exits with messages that say where and what.
+
+fn good_records() -> Vec<Value> {
+    vec![
+        doc("g1", "good document number one"),
+        doc("g2", "good document number two"),
+    ]
+}
+
+#[track_caller]
+fn build_fails(t: &TestDir, inputs: &[PathBuf], extra: &[&str], needles: &[&str]) -> Out {
+    let out = t.join(format!("out-{}", t.path().read_dir().unwrap().count()));
+    let o = familiar(build_args(&out, inputs, extra));
+    o.failure().stderr_has(needles);
+    o
+}
+
+#[test]
+fn corrupt_compressed_input_fails_naming_the_file() {
+    let t = TestDir::new();
+    let good = t.write_jsonl("good.jsonl", &good_records());
+    let garbage = t.write("garbage.jsonl.zst", b"this is not a zstd frame at all");
+    build_fails(
+        &t,
+        &[good.clone(), garbage],
+        &[],
+        &["garbage.jsonl.zst", "line 1", "corrupt or truncated compressed data"],
+    );
+    // A zstd file cut short in the middle of a frame.
+    let full = zst(&jsonl_bytes(
+        &(0..400)
+            .map(|i| doc(&format!("d{i}"), &format!("line {i} with a few more words in it")))
+            .collect::<Vec<_>>(),
+    ));
+    let cut = t.write("cut.jsonl.zst", &full[..full.len() / 2]);
+    let o = build_fails(&t, &[good.clone(), cut], &[], &["cut.jsonl.zst", "line "]);
+    assert!(o.stderr.contains("frame") || o.stderr.contains("compressed"), "{o}");
+    // A corrupt gzip file.
+    let badgz = t.write("bad.jsonl.gz", b"\x1f\x8b not really gzip");
+    build_fails(&t, &[good.clone(), badgz], &[], &["bad.jsonl.gz", "line 1"]);
+    // --skip-invalid does not paper over a broken stream.
+    let garbage2 = t.write("garbage2.jsonl.zst", b"still not zstd");
+    build_fails(&t, &[good, garbage2], &["--skip-invalid"], &["garbage2.jsonl.zst"]);
+}
+
+#[test]
+fn invalid_json_names_file_and_line() {
+    let t = TestDir::new();
+    let bad = t.write(
+        "bad.jsonl",
+        format!(
+            "{}\n{}\n{{\"text\": oops}}\n{}\n",
+            doc("1", "fine"),
+            doc("2", "fine too"),
+            doc("4", "never read")
+        ),
+    );
+    build_fails(&t, &[bad.clone()], &[], &["bad.jsonl:3", "invalid JSON"]);
+    // The same inside a compressed file: line numbers are of the decompressed text.
+    let raw = std::fs::read(&bad).unwrap();
+    let z = t.write("bad.jsonl.zst", zst(&raw));
+    build_fails(&t, &[z], &[], &["bad.jsonl.zst:3", "invalid JSON"]);
+    let g = t.write("bad.jsonl.gz", gz(&raw));
+    build_fails(&t, &[g], &[], &["bad.jsonl.gz:3", "invalid JSON"]);
+    // A line that is JSON but not an object.
+    let arr = t.write("arr.jsonl", "[1, 2, 3]\n");
+    build_fails(&t, &[arr], &[], &["arr.jsonl:1", "JSON object"]);
+}
+
+#[test]
+fn missing_text_field_is_named_and_text_field_renames_it() {
+    let t = TestDir::new();
+    let records = vec![
+        json!({"id": "x1", "body": "the body field holds this text"}),
+        json!({"id": "x2", "body": "and this one as well"}),
+    ];
+    let f = t.write_jsonl("body.jsonl", &records);
+    build_fails(
+        &t,
+        &[f.clone()],
+        &[],
+        &["body.jsonl:1", "no `text` field", "body", "--text-field"],
+    );
+    let out = t.join("renamed");
+    build(&out, &[f.clone()], &["--text-field", "body"]).stderr_has(&["2 documents"]);
+    let o = familiar(["count".as_ref(), out.as_os_str(), " body field holds".as_ref()]);
+    assert_eq!(o.success().number(), 1);
+    // A text field that is not a string.
+    let n = t.write_jsonl("num.jsonl", &[json!({"text": 42})]);
+    build_fails(&t, &[n], &[], &["num.jsonl:1", "`text`", "expected a string"]);
+    // --text-field names a field that is missing.
+    build_fails(&t, &[f], &["--text-field", "content"], &["body.jsonl:1", "no `content` field"]);
+}
+
+#[test]
+fn invalid_utf8_names_file_line_and_offset() {
+    let t = TestDir::new();
+    let mut bytes = jsonl_bytes(&good_records());
+    bytes.extend_from_slice(b"{\"text\": \"bad \xff\xfe bytes\"}\n");
+    let f = t.write("utf.jsonl", &bytes);
+    build_fails(&t, &[f], &[], &["utf.jsonl:3", "invalid UTF-8", "offset 11"]);
+    let txt = t.write("utf.txt", b"plain text \xc3\x28 broken");
+    build_fails(&t, &[txt], &[], &["utf.txt", "invalid UTF-8", "offset 11"]);
+    let z = t.write("utf.jsonl.zst", zst(&bytes));
+    build_fails(&t, &[z], &[], &["utf.jsonl.zst:3", "invalid UTF-8"]);
+}
+
+#[test]
+fn empty_input_needs_allow_empty() {
+    let t = TestDir::new();
+    let good = t.write_jsonl("good.jsonl", &good_records());
+    let empty = t.write("empty.jsonl", b"");
+    build_fails(
+        &t,
+        &[good.clone(), empty.clone()],
+        &[],
+        &["empty.jsonl", "no documents", "--allow-empty"],
+    );
+    // An empty zstd stream (a valid frame holding nothing) is an empty input too.
+    let empty_zst = t.write("empty.jsonl.zst", zst(b""));
+    build_fails(
+        &t,
+        &[good.clone(), empty_zst.clone()],
+        &[],
+        &["empty.jsonl.zst", "--allow-empty"],
+    );
+    let out = t.join("allowed");
+    build(&out, &[good, empty, empty_zst], &["--allow-empty"])
+        .stderr_has(&["2 documents", "2 input files held no documents (--allow-empty)"]);
+    let info = familiar(["index".as_ref(), "info".as_ref(), out.as_os_str(), "--json".as_ref()]);
+    assert_eq!(info.success().json()["documents"], 2);
+    // Only empty inputs: nothing to index, even when allowed.
+    let only = t.write("only.jsonl", b"");
+    build_fails(&t, &[only], &["--allow-empty"], &["no documents"]);
+}
+
+#[test]
+#[ignore = "bug: a JSONL file holding only blank lines has no documents but is accepted silently, without --allow-empty and without being reported as empty"]
+fn blank_lines_only_is_an_empty_input() {
+    let t = TestDir::new();
+    let good = t.write_jsonl("good.jsonl", &good_records());
+    let blank = t.write("blank.jsonl", b"\n\n   \n");
+    build_fails(&t, &[good, blank], &[], &["blank.jsonl", "--allow-empty"]);
+}
+
+#[test]
+#[ignore = "bug: an empty (0-byte) .txt input is indexed as a document with no tokens instead of being an empty input that needs --allow-empty"]
+fn empty_txt_is_an_empty_input() {
+    let t = TestDir::new();
+    let good = t.write_jsonl("good.jsonl", &good_records());
+    let empty = t.write("empty.txt", b"");
+    build_fails(&t, &[good, empty], &[], &["empty.txt", "--allow-empty"]);
+}
+
+#[test]
+#[ignore = "bug: a 0-byte .jsonl.zst / .jsonl.gz fails as corrupt ('incomplete frame' / 'unexpected end of file'), even with --allow-empty, instead of counting as an empty input"]
+fn zero_byte_compressed_file_is_an_empty_input() {
+    let t = TestDir::new();
+    let good = t.write_jsonl("good.jsonl", &good_records());
+    let z = t.write("zero.jsonl.zst", b"");
+    let g = t.write("zero.jsonl.gz", b"");
+    build_fails(&t, &[good.clone(), z.clone()], &[], &["zero.jsonl.zst", "--allow-empty"]);
+    build(&t.join("allowed"), &[good, z, g], &["--allow-empty"])
+        .stderr_has(&["2 input files held no documents"]);
+}
+
+#[test]
+fn skip_invalid_skips_and_reports_the_count() {
+    let t = TestDir::new();
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&jsonl_bytes(&[doc("1", "kept record one")]));
+    bytes.extend_from_slice(b"{not json}\n");
+    bytes.extend_from_slice(&jsonl_bytes(&[json!({"body": "no text field"})]));
+    bytes.extend_from_slice(b"{\"text\": \"bad \xff utf8\"}\n");
+    bytes.extend_from_slice(&jsonl_bytes(&[json!({"text": ["not", "a", "string"]})]));
+    bytes.extend_from_slice(&jsonl_bytes(&[doc("6", "kept record two")]));
+    let f = t.write("mixed.jsonl", &bytes);
+    build_fails(&t, &[f.clone()], &[], &["mixed.jsonl:2"]);
+    let out = t.join("skipped");
+    build(&out, &[f], &["--skip-invalid"])
+        .stderr_has(&["2 documents", "skipped 4 malformed records (--skip-invalid)"]);
+    let o = familiar(["count".as_ref(), out.as_os_str(), " kept record".as_ref()]);
+    assert_eq!(o.success().number(), 2);
+}
+
+fn other_tokenizer(t: &TestDir) -> PathBuf {
+    // The same tokenizer re-serialized: equivalent, but its bytes (and so its hash) differ.
+    let v: Value = serde_json::from_slice(&std::fs::read(tokenizer()).unwrap()).unwrap();
+    t.write("other-tokenizer.json", serde_json::to_vec(&v).unwrap())
+}
+
+#[test]
+fn tokenizer_with_a_different_hash_is_refused() {
+    let t = TestDir::new();
+    let other = other_tokenizer(&t);
+    let idx = fixture_index();
+    let o = familiar([
+        "count".as_ref(),
+        idx.as_os_str(),
+        " Zelxir Exoexo".as_ref(),
+        "--tokenizer".as_ref(),
+        other.as_os_str(),
+    ]);
+    o.failure()
+        .stderr_has(&["other-tokenizer.json", "hash", "built with a tokenizer"]);
+    assert!(o.stdout.is_empty());
+    familiar([
+        "cnf".as_ref(),
+        idx.as_os_str(),
+        "--clause".as_ref(),
+        " Zelxir".as_ref(),
+        "--tokenizer".as_ref(),
+        other.as_os_str(),
+    ])
+    .failure()
+    .stderr_has(&["hash"]);
+    // The same tokenizer file is accepted.
+    let o = familiar([
+        "count".as_ref(),
+        idx.as_os_str(),
+        " Zelxir Exoexo".as_ref(),
+        "--tokenizer".as_ref(),
+        tokenizer().as_os_str(),
+    ]);
+    assert_eq!(o.success().number(), 512);
+    // A tokenizer that does not exist.
+    familiar([
+        "count".as_ref(),
+        idx.as_os_str(),
+        " Zelxir".as_ref(),
+        "--tokenizer".as_ref(),
+        t.join("missing.json").as_os_str(),
+    ])
+    .failure()
+    .stderr_has(&["missing.json"]);
+}
+
+#[test]
+fn second_build_into_the_same_out_with_other_settings_is_refused() {
+    let t = TestDir::new();
+    let a = t.write_jsonl("a.jsonl", &good_records());
+    let b = t.write_jsonl("b.jsonl", &[doc("b", "another input file")]);
+    let out = t.join("idx");
+    build(&out, &[a.clone()], &[]);
+    let before = tree(&out);
+
+    // Re-running the same build: already complete, nothing changes.
+    build(&out, &[a.clone()], &[]).stderr_has(&["already complete"]);
+
+    let other = other_tokenizer(&t);
+    let mut args = build_args(&out, &[a.clone()], &[]);
+    args[4] = other.clone().into();
+    familiar(args)
+        .failure()
+        .stderr_has(&["different tokenizer", "another --out"]);
+    familiar(build_args(&out, &[a.clone(), b.clone()], &[]))
+        .failure()
+        .stderr_has(&["different input files"]);
+    familiar(build_args(&out, &[b], &[]))
+        .failure()
+        .stderr_has(&["different input files"]);
+    familiar(build_args(&out, &[a.clone()], &["--shard-tokens", "100"]))
+        .failure()
+        .stderr_has(&["shard size"]);
+    familiar(build_args(&out, &[a.clone()], &["--text-field", "body"]))
+        .failure()
+        .stderr_has(&["different field names or options"]);
+    // An input that changed size since.
+    std::fs::write(&a, jsonl_bytes(&[doc("g1", "changed")])).unwrap();
+    familiar(build_args(&out, &[a], &[]))
+        .failure()
+        .stderr_has(&["changed size"]);
+    assert_eq!(tree(&out), before, "a refused build must not touch the index");
+
+    // A directory that is not empty and holds no build is not written into.
+    let foreign = t.mkdir("foreign");
+    t.write("foreign/keep.txt", "precious");
+    let a2 = t.write_jsonl("a2.jsonl", &good_records());
+    familiar(build_args(&foreign, &[a2], &[]))
+        .failure()
+        .stderr_has(&["not empty"]);
+    assert_eq!(entries(&foreign), vec!["keep.txt".to_string()]);
+}
+
+#[test]
+#[ignore = "bug: --metadata-field is not recorded in build.json, so rebuilding/resuming with another --metadata-field is accepted ('already complete') instead of refused like --text-field/--id-field"]
+fn second_build_with_another_metadata_field_is_refused() {
+    let t = TestDir::new();
+    let a = t.write_jsonl("a.jsonl", &good_records());
+    let out = t.join("idx");
+    build(&out, &[a.clone()], &[]);
+    familiar(build_args(&out, &[a], &["--metadata-field", "meta"]))
+        .failure()
+        .stderr_has(&["different field names or options"]);
+}
+
+#[test]
+fn unknown_token_ids_and_empty_queries_fail_cleanly() {
+    let idx = fixture_index();
+    let i = idx.as_os_str();
+    familiar(["count".as_ref(), i, "--tokens".as_ref(), "999999".as_ref()])
+        .failure()
+        .stderr_has(&["999999", "vocabulary"]);
+    familiar(["count".as_ref(), i, "--tokens".as_ref(), "5,2048".as_ref()])
+        .failure()
+        .stderr_has(&["2048"]);
+    familiar(["locate".as_ref(), i, "--tokens".as_ref(), "999999".as_ref()])
+        .failure()
+        .stderr_has(&["999999"]);
+    familiar(["ntd".as_ref(), i, "--tokens".as_ref(), "999999".as_ref()])
+        .failure()
+        .stderr_has(&["999999"]);
+    familiar(["prob".as_ref(), i, " Zelxir".as_ref(), "--next-id".as_ref(), "999999".as_ref()])
+        .failure()
+        .stderr_has(&["999999"]);
+    familiar(["cnf".as_ref(), i, "--ids".as_ref(), "--clause".as_ref(), "999999".as_ref()])
+        .failure()
+        .stderr_has(&["999999"]);
+    familiar(["count".as_ref(), i, "".as_ref()])
+        .failure()
+        .stderr_has(&["empty"]);
+    familiar(["count".as_ref(), i, "--tokens".as_ref(), "".as_ref()])
+        .failure()
+        .stderr_has(&["empty"]);
+    familiar(["count".as_ref(), i])
+        .failure()
+        .stderr_has(&["--tokens"]);
+    familiar(["locate".as_ref(), i, "".as_ref()])
+        .failure()
+        .stderr_has(&["empty"]);
+    familiar(["cnf".as_ref(), i, "--clause".as_ref(), "".as_ref()])
+        .failure()
+        .stderr_has(&["empty"]);
+}
+
+#[test]
+#[ignore = "bug: `familiar locate IDX TEXT --limit 18446744073709551615` panics ('attempt to add with overflow' at query/src/ngram.rs:110); so does `docs --window 0 18446744073709551615`"]
+fn huge_limits_do_not_panic() {
+    let idx = fixture_index();
+    let o = familiar([
+        "locate".as_ref(),
+        idx.as_os_str(),
+        " Zelxir Exoexo".as_ref(),
+        "--limit".as_ref(),
+        u64::MAX.to_string().as_ref(),
+        "--format".as_ref(),
+        "jsonl".as_ref(),
+    ]);
+    assert_eq!(o.success().json_lines().len(), 512);
+    familiar([
+        "docs".as_ref(),
+        idx.as_os_str(),
+        "3".as_ref(),
+        "--window".as_ref(),
+        "0".as_ref(),
+        u64::MAX.to_string().as_ref(),
+    ])
+    .success();
+}
+
+#[test]
+fn a_directory_that_is_not_an_index_fails_cleanly() {
+    let t = TestDir::new();
+    let junk = t.mkdir("junk");
+    t.write("junk/notes.txt", "hello");
+    let missing = t.join("missing");
+    let file = t.write("file.bin", b"not a directory");
+    let garbage = t.mkdir("garbage-manifest");
+    t.write("garbage-manifest/manifest.json", "{ not json");
+    for dir in [&junk, &missing, &file, &garbage] {
+        let d = dir.as_os_str();
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        for args in [
+            vec!["count".as_ref(), d, " a".as_ref()],
+            vec!["locate".as_ref(), d, " a".as_ref()],
+            vec!["ntd".as_ref(), d],
+            vec!["docs".as_ref(), d, "0".as_ref()],
+            vec!["cnf".as_ref(), d, "--clause".as_ref(), " a".as_ref()],
+            vec!["index".as_ref(), "info".as_ref(), d],
+        ] {
+            familiar(&args).failure().stderr_has(&[name]);
+        }
+        let o = familiar(["index".as_ref(), "verify".as_ref(), d]);
+        o.failure().stdout_has(&["problem:", name]);
+    }
+    familiar(["count".as_ref(), junk.as_os_str(), " a".as_ref()])
+        .failure()
+        .stderr_has(&["not an index directory"]);
+}
+
+#[test]
+#[ignore = "bug: I/O errors repeat their message, e.g. 'junk/manifest.json: not an index directory: not an index directory' (Error::Io's Display includes its `source`, and anyhow prints the chain again)"]
+fn error_messages_do_not_repeat_themselves() {
+    let t = TestDir::new();
+    let junk = t.mkdir("junk");
+    let o = familiar(["count".as_ref(), junk.as_os_str(), " a".as_ref()]);
+    o.failure();
+    assert_eq!(
+        o.stderr.matches("not an index directory").count(),
+        1,
+        "{o}"
+    );
+}
+
+/// A small index built from generated records.
+fn small_index(t: &TestDir, name: &str) -> PathBuf {
+    let words = ["alpha", "beta", "gamma", "delta", "tiriwe", "rohi", "ve", "se"];
+    let mut rng = Rng::new(7);
+    let records: Vec<Value> = (0..80)
+        .map(|i| {
+            let n = rng.range(5, 30) as usize;
+            let text: Vec<&str> = (0..n)
+                .map(|_| words[rng.range(0, words.len() as u64 - 1) as usize])
+                .collect();
+            doc(&format!("s{i}"), &text.join(" "))
+        })
+        .collect();
+    let f = t.write_jsonl(format!("{name}.jsonl"), &records);
+    let out = t.join(name);
+    build(&out, &[f], &[]);
+    out
+}
+
+#[test]
+fn truncated_index_files_fail_cleanly() {
+    let t = TestDir::new();
+    let idx = small_index(&t, "small");
+    let shard = idx.join("shard-00000");
+    for file in ["tokens.bin", "suffix_array.bin", "doc_offsets.bin"] {
+        let len = std::fs::metadata(shard.join(file)).unwrap().len();
+        assert!(len > 80);
+        for cut in [0, 10, 64, 70, len - 1] {
+            let copy = t.copy_tree(&idx, format!("cut-{file}-{cut}"));
+            let target = copy.join("shard-00000").join(file);
+            let f = std::fs::OpenOptions::new().write(true).open(&target).unwrap();
+            f.set_len(cut).unwrap();
+            drop(f);
+            let c = copy.as_os_str();
+            for args in [
+                vec!["count".as_ref(), c, " alpha beta".as_ref()],
+                vec!["locate".as_ref(), c, " alpha".as_ref()],
+                vec!["ntd".as_ref(), c, " alpha".as_ref()],
+                vec!["prob".as_ref(), c, " alpha".as_ref(), "--next".as_ref(), " beta".as_ref()],
+                vec!["cnf".as_ref(), c, "--clause".as_ref(), " alpha".as_ref()],
+                vec!["docs".as_ref(), c, "0".as_ref()],
+                vec!["index".as_ref(), "info".as_ref(), c],
+            ] {
+                let o = familiar(&args);
+                o.failure().stderr_has(&[file]);
+            }
+            for full in [false, true] {
+                let mut args = vec!["index".as_ref(), "verify".as_ref(), c];
+                if full {
+                    args.push("--full".as_ref());
+                }
+                familiar(&args).failure().stdout_has(&["problem:", file]);
+            }
+        }
+    }
+}
+
+#[test]
+fn query_on_an_unfinished_build_says_so() {
+    let t = TestDir::new();
+    let idx = small_index(&t, "small");
+    std::fs::remove_file(idx.join("manifest.json")).unwrap();
+    familiar(["count".as_ref(), idx.as_os_str(), " alpha".as_ref()])
+        .failure()
+        .stderr_has(&["has not finished", "index build"]);
+    // Running the build again finishes it.
+    let inputs = vec![t.join("small.jsonl")];
+    build(&idx, &inputs, &[]);
+    let o = familiar(["count".as_ref(), idx.as_os_str(), " alpha".as_ref()]);
+    assert!(o.success().number() > 0);
+}
+
+// =============================================================================================
+// Determinism and resumability.
+
+#[test]
+fn a_build_run_twice_gives_identical_bytes() {
+    let t = TestDir::new();
+    let inputs = fixture_inputs();
+    let (a, b) = (t.join("a"), t.join("b"));
+    build(&a, &inputs, &["--shard-tokens", "60000", "--threads", "1"]);
+    build(&b, &inputs, &["--shard-tokens", "60000", "--threads", "2"]);
+    assert!(entries(&a).iter().filter(|n| n.starts_with("shard-")).count() >= 3);
+    assert_same_tree(&a, &b);
+    // Also from a relative path in another working directory: the out path is not recorded.
+    let c = t.mkdir("elsewhere");
+    let o = familiar_in(&c, build_args(Path::new("c"), &inputs, &["--shard-tokens", "60000"]));
+    o.success();
+    assert_same_tree(&a, &c.join("c"));
+}
+
+#[test]
+#[ignore = "bug: without --shard-tokens, build.json records a shard size derived from MemAvailable at build time, so two identical builds differ in build.json"]
+fn a_default_build_run_twice_gives_identical_bytes() {
+    let t = TestDir::new();
+    let inputs = fixture_inputs();
+    let (a, b) = (t.join("a"), t.join("b"));
+    build(&a, &inputs, &[]);
+    // Allocate and touch some memory between the builds, as any other process might.
+    let hog = vec![1u8; 64 << 20];
+    build(&b, &inputs, &[]);
+    drop(hog);
+    assert_same_tree(&a, &b);
+}
+
+/// Outcome of one interrupted build (printed with Debug).
+#[allow(dead_code)]
+#[derive(Debug)]
+struct Kill {
+    delay: Duration,
+    killed: bool,
+    finished: bool,
+    shards_left: usize,
+}
+
+/// Starts a build, SIGKILLs it after `delay`, and reports the state it left.
+fn build_and_kill(out: &Path, inputs: &[PathBuf], extra: &[&str], delay: Duration) -> Kill {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = command()
+        .args(build_args(out, inputs, extra))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    child.kill().unwrap(); // SIGKILL on Unix
+    let status = child.wait().unwrap();
+    let killed = status.signal() == Some(9);
+    if !killed {
+        assert_eq!(status.code(), Some(0), "the build failed by itself: {status:?}");
+    }
+    Kill {
+        delay,
+        killed,
+        finished: out.join("manifest.json").exists(),
+        shards_left: entries(out).iter().filter(|n| n.starts_with("shard-")).count(),
+    }
+}
+
+#[test]
+fn killed_builds_resume_to_the_bytes_of_a_clean_build() {
+    let t = TestDir::new();
+    // The same input path strings everywhere: documents.parquet records them.
+    let inputs = fixture_inputs();
+    let extra = ["--shard-tokens", "8000", "--threads", "1"];
+
+    let clean = t.join("clean");
+    let started = Instant::now();
+    build(&clean, &inputs, &extra);
+    let clean_time = started.elapsed();
+    let shards = entries(&clean).iter().filter(|n| n.starts_with("shard-")).count();
+    assert!(shards >= 10, "want many shards, got {shards}");
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut rng = Rng::new(seed);
+    // Kill points spread over the build (its time measured just now), with jitter.
+    let fractions = [0.03, 0.2, 0.4, 0.55, 0.7, 0.85];
+    let mut outcomes = Vec::new();
+    let mut interrupted_with_shards = 0;
+    let mut round = 0;
+    while round < fractions.len() + 4 {
+        let frac = if round < fractions.len() {
+            fractions[round]
+        } else if interrupted_with_shards == 0 {
+            // No kill has yet landed after the first shard: aim later.
+            0.5 + 0.1 * (round - fractions.len()) as f64
+        } else {
+            break;
+        };
+        let jitter = 0.9 + (rng.range(0, 200) as f64) / 1000.0;
+        let delay = clean_time.mul_f64(frac * jitter).max(Duration::from_millis(20));
+        let out = t.join(format!("run-{round}"));
+        let first = build_and_kill(&out, &inputs, &extra, delay);
+        if first.killed && !first.finished {
+            if out.join("build.json").exists() {
+                familiar(["count".as_ref(), out.as_os_str(), " Zelxir".as_ref()])
+                    .failure()
+                    .stderr_has(&["has not finished"]);
+            }
+            if first.shards_left > 0 {
+                interrupted_with_shards += 1;
+            }
+            // Every other round, interrupt the resumed build too.
+            if round % 2 == 1 {
+                let second = build_and_kill(
+                    &out,
+                    &inputs,
+                    &extra,
+                    clean_time.mul_f64(0.3).max(Duration::from_millis(20)),
+                );
+                outcomes.push(format!("round {round}: second kill {second:?}"));
+            }
+        }
+        let resumed = familiar(build_args(&out, &inputs, &extra));
+        if resumed.code() == Some(1)
+            && resumed.stderr.contains("holds no familiar build")
+            && entries(&out) == vec![".tmp-build.json".to_string()]
+        {
+            // The kill landed while build.json was being written: a known bug, covered by
+            // `a_kill_while_build_json_is_written_leaves_a_resumable_directory`.
+            outcomes.push(format!("round {round}: {first:?} hit the build.json bug"));
+            round += 1;
+            continue;
+        }
+        resumed.success();
+        if first.finished {
+            resumed.stderr_has(&["already complete"]);
+        } else {
+            resumed.stderr_has(&["built "]);
+        }
+        if first.shards_left > 0 && !first.finished && round % 2 == 0 {
+            resumed.stderr_has(&[&format!("{} kept from an interrupted run", first.shards_left)]);
+        }
+        assert_same_tree(&clean, &out);
+        outcomes.push(format!("round {round}: {first:?}"));
+        if round == 0 || round == fractions.len() - 1 {
+            // Re-running a complete build says so and changes nothing.
+            build(&out, &inputs, &extra).stderr_has(&["already complete"]);
+            assert_same_tree(&clean, &out);
+        }
+        std::fs::remove_dir_all(&out).unwrap();
+        round += 1;
+    }
+    eprintln!("clean build {clean_time:?}, {shards} shards\n{}", outcomes.join("\n"));
+    let interrupted = outcomes
+        .iter()
+        .filter(|o| o.contains("killed: true, finished: false"))
+        .count();
+    assert!(interrupted >= 2, "too few kills landed mid-build:\n{}", outcomes.join("\n"));
+    assert!(
+        interrupted_with_shards >= 1,
+        "no kill landed after the first shard was published:\n{}",
+        outcomes.join("\n")
+    );
+}
+
+#[test]
+#[ignore = "bug: a build killed while writing build.json leaves only .tmp-build.json, and every later build into that --out is refused ('is not empty and holds no familiar build')"]
+fn a_kill_while_build_json_is_written_leaves_a_resumable_directory() {
+    let t = TestDir::new();
+    let a = t.write_jsonl("a.jsonl", &good_records());
+    let out = t.mkdir("idx");
+    // The state such a kill leaves: the temporary file of write_atomic, not yet renamed.
+    t.write("idx/.tmp-build.json", b"{\"format\": \"familiar-bu");
+    build(&out, &[a], &[]);
+}
+
+#[test]
+fn interrupted_build_leftovers_are_cleaned_on_resume() {
+    // A half-written shard (a .tmp- directory) and a damaged last shard are rebuilt.
+    let t = TestDir::new();
+    let inputs = fixture_inputs();
+    let extra = ["--shard-tokens", "60000"];
+    let clean = t.join("clean");
+    build(&clean, &inputs, &extra);
+
+    let out = t.copy_tree(&clean, "damaged");
+    std::fs::remove_file(out.join("manifest.json")).unwrap();
+    let shards: Vec<String> = entries(&out)
+        .into_iter()
+        .filter(|n| n.starts_with("shard-"))
+        .collect();
+    assert!(shards.len() >= 3);
+    let last = out.join(shards.last().unwrap());
+    let middle = out.join(&shards[1]);
+    // Corrupt the second shard: it and every later one must be rebuilt.
+    let tb = middle.join("tokens.bin");
+    let mut bytes = std::fs::read(&tb).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    std::fs::write(&tb, bytes).unwrap();
+    std::fs::remove_dir_all(&last).unwrap();
+    t.write(format!("damaged/.tmp-{}/tokens.bin", shards.last().unwrap()), b"partial");
+    let o = build(&out, &inputs, &extra);
+    o.stderr_has(&[&format!(
+        "({} built now, 1 kept from an interrupted run)",
+        shards.len() - 1
+    )]);
+    assert_same_tree(&clean, &out);
+}

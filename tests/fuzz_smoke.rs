@@ -1,0 +1,250 @@
+//! Smoke test of the fuzz targets in `fuzz/`, in the normal test suite: every parser of untrusted
+//! bytes gets valid inputs (which must parse), valid inputs with bytes flipped, set, inserted,
+//! removed or cut off, and random bytes, through the same checks the fuzz targets run
+//! (`fuzz/src/lib.rs`, included below). Nothing may panic, and every verdict must match the
+//! format. Real fuzzing: see `fuzz/README.md`.
+
+#[path = "../fuzz/src/lib.rs"]
+mod oracles;
+
+use std::path::Path;
+
+use familiar::corpus::{parse_record, Fields};
+use familiar::format::{write_packed, FileKind, Header, PackedArray};
+use familiar::manifest::{BuildPlan, IndexManifest, ShardManifest};
+use familiar::token::TokenText;
+use familiar::tokenizer::Tokenizer;
+use proptest::prelude::*;
+use proptest::sample::select;
+
+const INDEX_MANIFEST: &[u8] = include_bytes!("../fixtures/golden-v1/manifest.json");
+const SHARD_MANIFEST: &[u8] = include_bytes!("../fixtures/golden-v1/shard-00000/manifest.json");
+const BUILD_PLAN: &[u8] = include_bytes!("../fixtures/golden-v1/build.json");
+const TOKENS: &[u8] = include_bytes!("../fixtures/golden-v1/shard-00000/tokens.bin");
+const SUFFIX_ARRAY: &[u8] = include_bytes!("../fixtures/golden-v1/shard-00000/suffix_array.bin");
+const DOC_OFFSETS: &[u8] = include_bytes!("../fixtures/golden-v1/shard-00000/doc_offsets.bin");
+const SOURCE_JSONL: &str = include_str!("../fixtures/golden-v1-source.jsonl");
+const TOKENIZER: &[u8] = include_bytes!("../fixtures/tokenizer.json");
+
+/// A small tokenizer.json (word level, with an added token), quick to parse in a debug build.
+const SMALL_TOKENIZER: &str = r#"{"version":"1.0","truncation":null,"padding":null,
+"added_tokens":[{"id":5,"content":"<|endoftext|>","single_word":false,"lstrip":false,
+"rstrip":false,"normalized":false,"special":true}],"normalizer":null,
+"pre_tokenizer":{"type":"WhitespaceSplit"},"post_processor":null,"decoder":null,
+"model":{"type":"WordLevel","vocab":{"<unk>":0,"the":1,"cat":2,"sat":3,"mat":4},
+"unk_token":"<unk>"}}"#;
+
+/// Records beyond the fixture's: numeric, null and missing ids, nested and odd metadata, escapes.
+const EXTRA_LINES: [&str; 6] = [
+    r#"{"text":"a","id":42}"#,
+    r#"{"text":"","id":null,"source":null,"metadata":null}"#,
+    r#"{"text":"caf\u00e9 \ud83e\udd80","metadata":{"a":{"b":[1,2],"c":true},"d":1.5}}"#,
+    r#"{"metadata":"flat","text":"t","extra":[{"x":1}],"id":"-1e5"}"#,
+    r#"  {"text":"lead and trail"}  "#,
+    r#"{"text":"x","id":1.25e3,"source":"s","metadata":{"":{"":""}}}"#,
+];
+
+fn jsonl_lines() -> Vec<&'static str> {
+    SOURCE_JSONL
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(8)
+        .chain(EXTRA_LINES)
+        .collect()
+}
+
+fn kind_of(i: usize) -> FileKind {
+    oracles::KINDS[i % oracles::KINDS.len()]
+}
+
+/// A valid array file.
+fn array_file(kind: FileKind, width: u32, values: &[u64], aux0: u64, aux1: u64) -> Vec<u8> {
+    let mut file = Header::new(kind, width, values.len() as u64, aux0, aux1)
+        .to_bytes()
+        .to_vec();
+    write_packed(&mut file, width, values.iter().copied()).expect("writing to a Vec");
+    file
+}
+
+/// One edit of a byte string; positions are taken modulo its length.
+#[derive(Debug, Clone)]
+enum Edit {
+    Flip(usize, u8),
+    Set(usize, u8),
+    Insert(usize, Vec<u8>),
+    Remove(usize, usize),
+    Truncate(usize),
+}
+
+/// Bytes that matter to the formats: JSON punctuation, digits, escapes, invalid UTF-8, and the
+/// small integers of header fields.
+const INTERESTING: &[u8] = b"{}[]\":,.-+eE0123456789\\u nt\n\x00\x01\x02\x04\x08\x80\xc3\xff";
+
+fn byte() -> impl Strategy<Value = u8> {
+    prop_oneof![any::<u8>(), select(INTERESTING)]
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        3 => (any::<usize>(), 0..8u8).prop_map(|(i, bit)| Edit::Flip(i, bit)),
+        3 => (any::<usize>(), byte()).prop_map(|(i, b)| Edit::Set(i, b)),
+        1 => (any::<usize>(), prop::collection::vec(byte(), 1..8)).prop_map(|(i, b)| Edit::Insert(i, b)),
+        1 => (any::<usize>(), 1..16usize).prop_map(|(i, n)| Edit::Remove(i, n)),
+        1 => any::<usize>().prop_map(Edit::Truncate),
+    ]
+}
+
+fn edits() -> impl Strategy<Value = Vec<Edit>> {
+    prop::collection::vec(edit(), 1..6)
+}
+
+fn apply(mut v: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
+    for e in edits {
+        let n = v.len();
+        match e {
+            Edit::Flip(i, bit) if n > 0 => v[i % n] ^= 1 << bit,
+            Edit::Set(i, b) if n > 0 => v[i % n] = *b,
+            Edit::Insert(i, bytes) => {
+                let at = i % (n + 1);
+                v.splice(at..at, bytes.iter().copied());
+            }
+            Edit::Remove(i, k) if n > 0 => {
+                let at = i % n;
+                v.drain(at..(at + k).min(n));
+            }
+            Edit::Truncate(i) => v.truncate(i % (n + 1)),
+            _ => {}
+        }
+    }
+    v
+}
+
+/// Values of at most `width` bytes.
+fn packed_values() -> impl Strategy<Value = (u32, Vec<u64>)> {
+    (1..=8u32).prop_flat_map(|width| {
+        let max = if width == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * width)) - 1
+        };
+        (Just(width), prop::collection::vec(0..=max, 0..40))
+    })
+}
+
+#[test]
+fn fixture_inputs_parse() {
+    let path = Path::new("fixture");
+    for (bytes, kind) in [
+        (TOKENS, FileKind::Tokens),
+        (SUFFIX_ARRAY, FileKind::SuffixArray),
+        (DOC_OFFSETS, FileKind::DocOffsets),
+    ] {
+        let array = PackedArray::new(bytes, kind, path).expect("fixture array file opens");
+        assert!(!array.is_empty());
+        oracles::header(bytes);
+        oracles::token_file(bytes);
+    }
+    let placed = oracles::Placed::new(TOKENS, 0);
+    let text = TokenText::<_, u16>::new(placed.as_ref(), path).expect("fixture token file opens");
+    assert_eq!(text.tokens().len() as u64, text.header().count);
+
+    familiar::manifest::parse::<IndexManifest>(INDEX_MANIFEST, IndexManifest::FORMAT, path)
+        .expect("fixture index manifest parses");
+    familiar::manifest::parse::<ShardManifest>(SHARD_MANIFEST, ShardManifest::FORMAT, path)
+        .expect("fixture shard manifest parses");
+    familiar::manifest::parse::<BuildPlan>(BUILD_PLAN, BuildPlan::FORMAT, path)
+        .expect("fixture build plan parses");
+    for m in [INDEX_MANIFEST, SHARD_MANIFEST, BUILD_PLAN] {
+        oracles::manifest(m);
+    }
+
+    for line in jsonl_lines() {
+        let doc = parse_record(line.trim().as_bytes(), &Fields::default(), path, "f", 0, 1)
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(oracles::record_model(line.as_bytes()).is_some());
+        assert_eq!(doc.file, 0);
+        oracles::corpus_line(line.as_bytes());
+    }
+
+    for t in [TOKENIZER, SMALL_TOKENIZER.as_bytes()] {
+        Tokenizer::from_bytes(t, path).expect("fixture tokenizer loads");
+        oracles::tokenizer_json(t);
+    }
+    let small = Tokenizer::from_bytes(SMALL_TOKENIZER.as_bytes(), path).expect("small tokenizer");
+    assert_eq!(small.vocab_size(), 6);
+    assert_eq!(small.encode("the cat").expect("encodes"), vec![1, 2]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(192))]
+
+    #[test]
+    fn valid_array_files_parse(
+        kind in 0..3usize,
+        (width, values) in packed_values(),
+        aux0 in any::<u64>(),
+        aux1 in any::<u64>(),
+    ) {
+        let kind = kind_of(kind);
+        let file = array_file(kind, width, &values, aux0, aux1);
+        let array = PackedArray::new(&file[..], kind, Path::new("a.bin")).expect("valid file opens");
+        let got: Vec<u64> = (0..array.len()).map(|i| array.get(i).expect("in range")).collect();
+        prop_assert_eq!(got, values);
+        prop_assert_eq!(*array.header(), Header::new(kind, width, array.len(), aux0, aux1));
+        oracles::header(&file);
+        oracles::token_file(&file);
+    }
+
+    #[test]
+    fn mutated_array_files(
+        kind in 0..3usize,
+        (width, values) in packed_values(),
+        aux0 in any::<u64>(),
+        edits in edits(),
+    ) {
+        // Token-file widths half the time, so the token checks get past the width check.
+        let width = if kind == 0 && width > 4 { [2, 4][width as usize % 2] } else { width };
+        let values: Vec<u64> = values.iter().map(|v| if width == 8 { *v } else { v & ((1 << (8 * width)) - 1) }).collect();
+        let file = apply(array_file(kind_of(kind), width, &values, aux0, 7), &edits);
+        oracles::header(&file);
+        oracles::token_file(&file);
+    }
+
+    #[test]
+    fn mutated_manifests(which in 0..3usize, edits in edits()) {
+        let m = [INDEX_MANIFEST, SHARD_MANIFEST, BUILD_PLAN][which];
+        oracles::manifest(&apply(m.to_vec(), &edits));
+    }
+
+    #[test]
+    fn mutated_corpus_lines(which in any::<prop::sample::Index>(), edits in edits()) {
+        let lines = jsonl_lines();
+        let line = lines[which.index(lines.len())];
+        oracles::corpus_line(&apply(line.as_bytes().to_vec(), &edits));
+    }
+
+    #[test]
+    fn random_bytes(data in prop::collection::vec(any::<u8>(), 0..300)) {
+        oracles::header(&data);
+        oracles::token_file(&data);
+        oracles::manifest(&data);
+        oracles::corpus_line(&data);
+        oracles::tokenizer_json(&data);
+    }
+
+    #[test]
+    fn random_json_ish(s in r#"[{}\[\]":,0-9a-z_ .\\-]{0,120}"#) {
+        oracles::manifest(s.as_bytes());
+        oracles::corpus_line(s.as_bytes());
+        oracles::tokenizer_json(s.as_bytes());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn mutated_tokenizers(edits in edits()) {
+        oracles::tokenizer_json(&apply(SMALL_TOKENIZER.as_bytes().to_vec(), &edits));
+    }
+}

@@ -247,7 +247,9 @@ pub struct CorpusReader {
     allow_empty: bool,
     next_file: usize,
     start_record: u64,
-    current: Option<(usize, Box<dyn RecordSource>, u64)>,
+    /// The open file: index, source, documents read from it, and whether it counts as empty if it
+    /// yields none (false when resumed part-way).
+    current: Option<(usize, Box<dyn RecordSource>, u64, bool)>,
     skipped: u64,
     empty_inputs: Vec<PathBuf>,
     bytes_read: Arc<AtomicU64>,
@@ -293,7 +295,7 @@ impl CorpusReader {
     /// Where the next document will be read from: everything before it has been consumed.
     pub fn cursor(&self) -> InputCursor {
         match &self.current {
-            Some((file, src, _)) => InputCursor {
+            Some((file, src, _, _)) => InputCursor {
                 file: *file,
                 record: src.consumed(),
             },
@@ -354,7 +356,7 @@ impl Iterator for CorpusReader {
                 }
                 let skip = std::mem::take(&mut self.start_record);
                 match self.open(self.next_file, skip) {
-                    Ok(src) => self.current = Some((self.next_file, src, 0)),
+                    Ok(src) => self.current = Some((self.next_file, src, 0, skip == 0)),
                     Err(e) => {
                         self.next_file = self.files.len();
                         return Some(Err(e));
@@ -362,7 +364,7 @@ impl Iterator for CorpusReader {
                 }
                 self.next_file += 1;
             }
-            let Some((index, src, docs)) = self.current.as_mut() else {
+            let Some((index, src, docs, from_start)) = self.current.as_mut() else {
                 continue;
             };
             match src.next_record() {
@@ -370,9 +372,10 @@ impl Iterator for CorpusReader {
                     *docs += 1;
                     return Some(Ok(doc));
                 }
-                Some(Err(e @ Error::Input { .. })) if self.skip_invalid => {
+                Some(Err(Error::Input { .. })) if self.skip_invalid => {
                     self.skipped += 1;
-                    let _ = e;
+                    // A file of only malformed records is not an empty file.
+                    *from_start = false;
                 }
                 Some(Err(e)) => {
                     self.next_file = self.files.len();
@@ -380,10 +383,10 @@ impl Iterator for CorpusReader {
                     return Some(Err(e));
                 }
                 None => {
-                    let (index, consumed, docs) = (*index, src.consumed(), *docs);
+                    let (index, docs, from_start) = (*index, *docs, *from_start);
                     self.current = None;
-                    // A file is empty if it held no records at all; a file resumed part-way is not.
-                    if docs == 0 && consumed == 0 {
+                    // A file read from its start that held no records (blank lines aside) is empty.
+                    if docs == 0 && from_start {
                         let path = self.files[index].path.clone();
                         if !self.allow_empty {
                             self.next_file = self.files.len();

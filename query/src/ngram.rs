@@ -133,35 +133,50 @@ pub struct NextTokens {
     pub next: Vec<(u32, u64)>,
 }
 
-fn next_in_shard<T: Token>(
-    v: &ShardView<'_, T>,
-    prefix: &[T],
-) -> Result<(u64, u64, Vec<(u32, u64)>)> {
+fn next_in_shard<T: Token>(v: &ShardView<'_, T>, prefix: &[T]) -> Result<(u64, u64, Vec<(u32, u64)>)> {
     let (lo, hi) = v.range(prefix)?;
+    let m = prefix.len();
+    // Within lo..hi every suffix starts with the prefix, so the token after it is non-decreasing:
+    // the distribution is a sequence of runs. The token after a prefix always exists, because the
+    // text ends with a separator and no prefix contains one.
+    let next_at = |j: u64| -> Result<T> {
+        let pos = v.suffix(j)?;
+        v.tokens.get(pos + m).copied().ok_or_else(|| {
+            Error::corrupt(v.dir.join(familiar::manifest::SUFFIX_ARRAY_FILE), format!("entry {j} points too close to the end of the text"))
+        })
+    };
     let mut out = Vec::new();
     let mut end_of_doc = 0;
-    let mut pattern = prefix.to_vec();
-    pattern.push(bytemuck::Zeroable::zeroed());
-    let m = prefix.len();
     let mut i = lo;
-    // Suffixes in lo..hi are sorted, so the tokens after the prefix come in runs: one binary
-    // search per distinct next token, not one step per occurrence.
     while i < hi {
-        let pos = v.suffix(i)?;
-        let next = *v.tokens.get(pos + m).ok_or_else(|| {
-            Error::corrupt(
-                v.dir,
-                format!("an occurrence at {pos} runs past the end of the text"),
-            )
-        })?;
-        pattern[m] = next;
-        let (_, end) = v.range_within(&pattern, i, hi)?;
-        if end <= i {
-            return Err(Error::corrupt(
-                v.dir.join(familiar::manifest::SUFFIX_ARRAY_FILE),
-                format!("suffixes out of order near entry {i}"),
-            ));
+        let next = next_at(i)?;
+        // Gallop to the end of the run (runs are short for most tokens), then bisect.
+        let (mut a, mut step) = (i, 1u64);
+        let mut b = loop {
+            let probe = i.saturating_add(step);
+            if probe >= hi {
+                break hi;
+            }
+            let t = next_at(probe)?;
+            if t < next {
+                return Err(Error::corrupt(v.dir.join(familiar::manifest::SUFFIX_ARRAY_FILE), format!("suffixes out of order near entry {probe}")));
+            }
+            if t != next {
+                break probe;
+            }
+            a = probe;
+            step *= 2;
+        };
+        // Now next_at(a) == next and (b == hi or next_at(b) > next): find the first entry after the run.
+        while b - a > 1 {
+            let mid = a + (b - a) / 2;
+            if next_at(mid)? == next {
+                a = mid;
+            } else {
+                b = mid;
+            }
         }
+        let end = b;
         if next.to_u32() == v.separator {
             end_of_doc += end - i;
         } else {

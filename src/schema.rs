@@ -12,8 +12,10 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// The schema files compiled into the library, by table name.
-pub const SCHEMA_FILES: &[(&str, &str)] =
-    &[("documents", include_str!("../schemas/documents.json"))];
+pub const SCHEMA_FILES: &[(&str, &str)] = &[
+    ("documents", include_str!("../schemas/documents.json")),
+    ("ngram_counts", include_str!("../schemas/ngram_counts.json")),
+];
 
 #[derive(Deserialize)]
 struct TableSpec {
@@ -44,7 +46,7 @@ pub fn parse_type(ty: &str) -> Result<DataType> {
         "bool" => DataType::Boolean,
         "utf8" => DataType::Utf8,
         "map<utf8,utf8>" => map_type(),
-        "list<uint32>" => DataType::List(Arc::new(Field::new("item", DataType::UInt32, false))),
+        "list<uint32>" => DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
         other => {
             return Err(Error::Bug(format!(
                 "unknown column type {other:?} in schemas/"

@@ -96,6 +96,7 @@ impl Column {
 #[derive(Debug, Clone, Default)]
 pub struct Table {
     columns: Vec<(String, Column)>,
+    schema: Option<arrow_schema::SchemaRef>,
 }
 
 impl Table {
@@ -123,6 +124,13 @@ impl Table {
                 .map(|(n, c)| (n.clone(), c.json(i)))
                 .collect(),
         )
+    }
+
+    /// Declares the table's schema (from `schemas/`): Parquet output then has exactly these
+    /// column types and docs, and a mismatch is reported as a bug.
+    pub fn with_schema(mut self, schema: arrow_schema::SchemaRef) -> Table {
+        self.schema = Some(schema);
+        self
     }
 
     /// Writes the table in `format`: to `output` when given, else to stdout.
@@ -216,6 +224,11 @@ impl Table {
 
     /// The table as an Arrow record batch.
     pub fn to_record_batch(&self) -> Result<RecordBatch> {
+        if let Some(schema) = &self.schema {
+            let arrays: Vec<ArrayRef> = self.columns.iter().map(|(_, c)| c.arrow().1).collect();
+            return RecordBatch::try_new(Arc::clone(schema), arrays)
+                .map_err(|e| Error::Bug(format!("result table does not match its schema: {e}")));
+        }
         let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = self
             .columns
             .iter()

@@ -49,7 +49,10 @@ fn golden_opens_and_manifest_totals_match() {
     assert_eq!(index.documents(), want.documents);
     assert_eq!(m.separator, m.tokenizer.vocab_size);
     assert_eq!(m.shards.len(), index.shards().len());
-    assert!(index.shards().len() > 1, "the golden index has several shards");
+    assert!(
+        index.shards().len() > 1,
+        "the golden index has several shards"
+    );
     let mut next_doc = 0;
     for (entry, shard) in m.shards.iter().zip(index.shards()) {
         assert_eq!(entry.first_doc, next_doc);
@@ -81,8 +84,13 @@ fn golden_counts_match() {
         assert_eq!(page.total, *count, "locate total of {ids:?}");
         assert_eq!(page.hits.len() as u64, *count, "locate hits of {ids:?}");
         for h in page.hits.iter().take(3) {
-            let at = docs::tokens(&index, h.doc_id, h.offset_in_doc, h.offset_in_doc + ids.len() as u64)
-                .expect("tokens of a hit");
+            let at = docs::tokens(
+                &index,
+                h.doc_id,
+                h.offset_in_doc,
+                h.offset_in_doc + ids.len() as u64,
+            )
+            .expect("tokens of a hit");
             assert_eq!(&at, ids, "tokens at hit {h:?}");
         }
     }
@@ -100,10 +108,16 @@ fn golden_next_tokens_match() {
         let mut by_id = got.next.clone();
         by_id.sort_by_key(|&(t, _)| t);
         assert_eq!(&by_id, next, "next tokens after {prefix:?}");
-        assert_eq!(got.end_of_document, *end, "end_of_document after {prefix:?}");
+        assert_eq!(
+            got.end_of_document, *end,
+            "end_of_document after {prefix:?}"
+        );
         let total: u64 = next.iter().map(|x| x.1).sum::<u64>() + end;
         assert_eq!(got.prefix_count, total, "prefix count of {prefix:?}");
-        assert_eq!(got.prefix_count, ngram::count(&index, prefix).expect("count"));
+        assert_eq!(
+            got.prefix_count,
+            ngram::count(&index, prefix).expect("count")
+        );
         assert!(got
             .next
             .windows(2)
@@ -127,7 +141,11 @@ fn golden_verifies_clean() {
             samples: 0,
         },
     );
-    assert!(report.problems.is_empty(), "problems: {:#?}", report.problems);
+    assert!(
+        report.problems.is_empty(),
+        "problems: {:#?}",
+        report.problems
+    );
     assert_eq!(report.shards, index.shards().len());
     // Every adjacent pair of every shard.
     let pairs: u64 = index.shards().iter().map(|s| s.manifest.tokens - 1).sum();
@@ -141,14 +159,21 @@ fn golden_tokenizer_matches() {
     assert_eq!(t.hash(), index.manifest().tokenizer.hash);
     assert_eq!(t.vocab_size(), index.vocab_size());
     // The fixture tokenizer beside the index is the same file.
-    let same = familiar::tokenizer::Tokenizer::from_file(&Path::new(FIXTURES).join("tokenizer.json"))
-        .expect("fixture tokenizer");
-    index.set_tokenizer(same).expect("the same tokenizer is accepted");
+    let same =
+        familiar::tokenizer::Tokenizer::from_file(&Path::new(FIXTURES).join("tokenizer.json"))
+            .expect("fixture tokenizer");
+    index
+        .set_tokenizer(same)
+        .expect("the same tokenizer is accepted");
 }
 
 /// Global ids of the first document of each shard (whose text starts at position 0).
 fn shard_first_docs(index: &Index) -> Vec<u64> {
-    index.shards().iter().map(|s| s.manifest.first_doc).collect()
+    index
+        .shards()
+        .iter()
+        .map(|s| s.manifest.first_doc)
+        .collect()
 }
 
 fn check_document(index: &Index, src: &[serde_json::Value], d: u64, with_text: bool) {
@@ -160,7 +185,8 @@ fn check_document(index: &Index, src: &[serde_json::Value], d: u64, with_text: b
     assert_eq!(rec.source.as_deref(), s["source"].as_str());
     assert_eq!(rec.byte_length, text.len() as u64, "byte length of {d}");
     assert!(
-        rec.input_file.ends_with(&format!("{GOLDEN_V1}-source.jsonl")),
+        rec.input_file
+            .ends_with(&format!("{GOLDEN_V1}-source.jsonl")),
         "input file {}",
         rec.input_file
     );
@@ -186,9 +212,16 @@ fn check_document(index: &Index, src: &[serde_json::Value], d: u64, with_text: b
     assert_eq!(mid, want[2.min(want.len())..5.min(want.len())]);
     if with_text {
         let got = docs::text(index, d).unwrap_or_else(|e| panic!("text {d}: {e}"));
-        assert_eq!(got, tokenizer.decode(&want).expect("decode"), "text of document {d}");
+        assert_eq!(
+            got,
+            tokenizer.decode(&want).expect("decode"),
+            "text of document {d}"
+        );
         // The byte-level tokenizer adds a prefix space when encoding; decoding keeps it.
-        assert!(got == text || got.strip_prefix(' ') == Some(text), "text of {d}: {got:?}");
+        assert!(
+            got == text || got.strip_prefix(' ') == Some(text),
+            "text of {d}: {got:?}"
+        );
     }
 }
 
@@ -220,7 +253,14 @@ fn golden_documents_by_id() {
         .expect("a trigram with occurrences");
     let hit = ngram::locate(&index, &q, 0, 1).expect("locate").hits[0];
     let (_, m, _) = docs::window(&index, hit.doc_id, hit.offset_in_doc, 3, 4, 4).expect("window");
-    assert_eq!(m, index.tokenizer().expect("tokenizer").decode(&q).expect("decode"));
+    assert_eq!(
+        m,
+        index
+            .tokenizer()
+            .expect("tokenizer")
+            .decode(&q)
+            .expect("decode")
+    );
 }
 
 /// `docs::text` (what `familiar docs ID` prints) must work for every document. Fails today for any
@@ -235,7 +275,9 @@ fn golden_text_of_every_document() {
     let tokenizer = index.tokenizer().expect("tokenizer");
     for d in 0..index.documents() {
         let text = src[d as usize]["text"].as_str().expect("text");
-        let want = tokenizer.decode(&tokenizer.encode(text).expect("encode")).expect("decode");
+        let want = tokenizer
+            .decode(&tokenizer.encode(text).expect("encode"))
+            .expect("decode");
         let got = std::panic::catch_unwind(|| docs::text(&index, d))
             .unwrap_or_else(|_| panic!("docs::text({d}) panicked"))
             .unwrap_or_else(|e| panic!("text {d}: {e}"));

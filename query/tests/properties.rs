@@ -130,7 +130,13 @@ fn run(vocab: u32, alphabet: Vec<u32>, default_cases: u32) {
     });
     let result = runner.run(&case_strategy(alphabet.clone()), |case| {
         let dir = tempfile::tempdir_in(tmp.path()).expect("tempdir");
-        check_case(&tokenizer, &dir.path().join("index"), vocab, &alphabet, &case);
+        check_case(
+            &tokenizer,
+            &dir.path().join("index"),
+            vocab,
+            &alphabet,
+            &case,
+        );
         Ok(())
     });
     if let Err(e) = result {
@@ -167,7 +173,12 @@ fn check_case(tokenizer: &Path, out: &Path, vocab: u32, alphabet: &[u32], case: 
         .collect();
     for (i, p) in patterns.iter().enumerate() {
         check_count(&index, &model, p);
-        check_locate(&index, &model, p, case.page_sizes[i % case.page_sizes.len()]);
+        check_locate(
+            &index,
+            &model,
+            p,
+            case.page_sizes[i % case.page_sizes.len()],
+        );
         check_next_tokens(&index, &model, p);
         let next = alphabet[case.nexts[i % case.nexts.len()]];
         check_probability(&index, &model, p, next);
@@ -181,7 +192,11 @@ fn check_case(tokenizer: &Path, out: &Path, vocab: u32, alphabet: &[u32], case: 
         let clauses: Vec<Vec<Vec<u32>>> = seed
             .clauses
             .iter()
-            .map(|c| c.iter().map(|&k| patterns[k % patterns.len()].clone()).collect())
+            .map(|c| {
+                c.iter()
+                    .map(|&k| patterns[k % patterns.len()].clone())
+                    .collect()
+            })
             .collect();
         check_cnf(&index, &model, &clauses, seed);
     }
@@ -198,7 +213,13 @@ fn check_layout(index: &Index, model: &Model) {
     let got: Vec<(u64, u64, u64)> = index
         .shards()
         .iter()
-        .map(|s| (s.manifest.first_doc, s.manifest.documents, s.manifest.tokens))
+        .map(|s| {
+            (
+                s.manifest.first_doc,
+                s.manifest.documents,
+                s.manifest.tokens,
+            )
+        })
         .collect();
     let want: Vec<(u64, u64, u64)> = model
         .shards
@@ -241,7 +262,11 @@ fn check_locate(index: &Index, model: &Model, p: &[u32], page: u64) {
         offset += page;
     }
     let set: BTreeSet<(u64, u64)> = all.iter().map(|h| (h.doc_id, h.offset_in_doc)).collect();
-    assert_eq!(set.len(), all.len(), "duplicate hits across pages of {p:?}: {all:?}");
+    assert_eq!(
+        set.len(),
+        all.len(),
+        "duplicate hits across pages of {p:?}: {all:?}"
+    );
     let want_set: BTreeSet<(u64, u64)> = want.iter().copied().collect();
     assert_eq!(set, want_set, "occurrences of {p:?}");
     // Each hit's shard and shard position, and the order: shards in order, suffix order within.
@@ -265,7 +290,10 @@ fn check_locate(index: &Index, model: &Model, p: &[u32], page: u64) {
     }
     // One page with everything is the concatenation of the small pages.
     let one = ngram::locate(index, p, 0, total + 3).expect("locate all");
-    assert_eq!(one.hits, all, "one big page differs from the small pages of {p:?}");
+    assert_eq!(
+        one.hits, all,
+        "one big page differs from the small pages of {p:?}"
+    );
     let none = ngram::locate(index, p, 0, 0).expect("locate limit 0");
     assert_eq!((none.total, none.hits.len()), (total, 0));
     let past = ngram::locate(index, p, total + 100, 5).expect("locate past the end");
@@ -280,13 +308,18 @@ fn check_locate(index: &Index, model: &Model, p: &[u32], page: u64) {
 }
 
 fn check_next_tokens(index: &Index, model: &Model, prefix: &[u32]) {
-    let got = ngram::next_tokens(index, prefix)
-        .unwrap_or_else(|e| panic!("next_tokens {prefix:?}: {e}"));
+    let got =
+        ngram::next_tokens(index, prefix).unwrap_or_else(|e| panic!("next_tokens {prefix:?}: {e}"));
     let (total, end, next) = model.next_tokens(prefix);
     assert_eq!(got.prefix_count, total, "prefix count of {prefix:?}");
     assert_eq!(got.end_of_document, end, "end_of_document after {prefix:?}");
     let got_map: BTreeMap<u32, u64> = got.next.iter().copied().collect();
-    assert_eq!(got_map.len(), got.next.len(), "repeated next tokens: {:?}", got.next);
+    assert_eq!(
+        got_map.len(),
+        got.next.len(),
+        "repeated next tokens: {:?}",
+        got.next
+    );
     assert_eq!(got_map, next, "next tokens after {prefix:?}");
     assert!(got.next.iter().all(|&(_, c)| c > 0));
     for w in got.next.windows(2) {
@@ -297,12 +330,18 @@ fn check_next_tokens(index: &Index, model: &Model, prefix: &[u32]) {
         );
     }
     let sum: u64 = got.next.iter().map(|x| x.1).sum::<u64>() + got.end_of_document;
-    assert_eq!(sum, got.prefix_count, "next counts do not add up after {prefix:?}");
+    assert_eq!(
+        sum, got.prefix_count,
+        "next counts do not add up after {prefix:?}"
+    );
     if prefix.is_empty() {
         assert_eq!(got.prefix_count, index.manifest().tokens);
         assert_eq!(got.end_of_document, index.documents());
     } else {
-        assert_eq!(got.prefix_count, ngram::count(index, prefix).expect("count"));
+        assert_eq!(
+            got.prefix_count,
+            ngram::count(index, prefix).expect("count")
+        );
     }
 }
 
@@ -317,7 +356,10 @@ fn check_probability(index: &Index, model: &Model, prefix: &[u32], next: u32) {
     let mut joint = prefix.to_vec();
     joint.push(next);
     let count = model.count(&joint);
-    assert_eq!(got.prefix_count, prefix_count, "P({next} | {prefix:?}) prefix count");
+    assert_eq!(
+        got.prefix_count, prefix_count,
+        "P({next} | {prefix:?}) prefix count"
+    );
     assert_eq!(got.count, count, "P({next} | {prefix:?}) count");
     let want = (prefix_count > 0).then(|| count as f64 / prefix_count as f64);
     assert_eq!(got.probability, want, "P({next} | {prefix:?})");
@@ -341,8 +383,7 @@ fn check_cnf(index: &Index, model: &Model, clauses: &[Vec<Vec<u32>>], seed: &Cnf
         max_occurrences: None,
         list_documents: list,
     };
-    let got = ngram::cnf(index, &query, &opts)
-        .unwrap_or_else(|e| panic!("cnf {clauses:?}: {e}"));
+    let got = ngram::cnf(index, &query, &opts).unwrap_or_else(|e| panic!("cnf {clauses:?}: {e}"));
     assert_eq!(got, exact, "cnf {clauses:?} (no sampling), list {list}");
 
     // With a budget: sampled exactly when, in some shard, the rarest clause has more occurrences
@@ -364,7 +405,10 @@ fn check_cnf(index: &Index, model: &Model, clauses: &[Vec<Vec<u32>>], seed: &Cnf
         want.shard_totals
     );
     if !sampled {
-        assert_eq!(got, exact, "cnf {clauses:?} budget {budget} (not sampled), list {list}");
+        assert_eq!(
+            got, exact,
+            "cnf {clauses:?} budget {budget} (not sampled), list {list}"
+        );
         return;
     }
     // Sampled: a subset of the matching documents, each with exact counts; totals exact.
@@ -372,15 +416,26 @@ fn check_cnf(index: &Index, model: &Model, clauses: &[Vec<Vec<u32>>], seed: &Cnf
     assert_eq!(got.clause_totals, want.clause_totals, "{ctx}");
     assert!(got.documents <= want.documents, "{ctx}");
     assert!(got.doc_ids.len() <= list, "{ctx}");
-    assert_eq!(got.doc_ids.len() as u64, got.documents.min(list as u64), "{ctx}");
+    assert_eq!(
+        got.doc_ids.len() as u64,
+        got.documents.min(list as u64),
+        "{ctx}"
+    );
     assert!(got.doc_ids.windows(2).all(|w| w[0] < w[1]), "{ctx}");
     for d in &got.doc_ids {
         assert!(want.matching.contains(d), "{ctx}: {d} does not match");
     }
     for c in 0..clauses.len() {
-        assert!(got.clause_occurrences[c] <= want.clause_occurrences[c], "{ctx}");
+        assert!(
+            got.clause_occurrences[c] <= want.clause_occurrences[c],
+            "{ctx}"
+        );
     }
-    assert_eq!(got.occurrences, got.clause_occurrences.iter().sum::<u64>(), "{ctx}");
+    assert_eq!(
+        got.occurrences,
+        got.clause_occurrences.iter().sum::<u64>(),
+        "{ctx}"
+    );
     if got.doc_ids.len() as u64 == got.documents {
         // Every found document is listed: its counts must be exact.
         let mut occ = vec![0u64; clauses.len()];
@@ -401,20 +456,47 @@ fn check_bad_queries(index: &Index, vocab: u32) {
     let bad_ids = [vocab, vocab + 1, 65_535, 65_536, u32::MAX];
     for bad in bad_ids.into_iter().filter(|&b| b >= vocab) {
         assert!(is_query_error(ngram::count(index, &[bad])), "count [{bad}]");
-        assert!(is_query_error(ngram::count(index, &[0, bad])), "count [0, {bad}]");
-        assert!(is_query_error(ngram::locate(index, &[bad], 0, 10)), "locate [{bad}]");
-        assert!(is_query_error(ngram::next_tokens(index, &[bad])), "next [{bad}]");
-        assert!(is_query_error(ngram::next_tokens(index, &[0, bad])), "next [0, {bad}]");
-        assert!(is_query_error(ngram::probability(index, &[], bad)), "P({bad})");
-        assert!(is_query_error(ngram::probability(index, &[bad], 0)), "P(0 | {bad})");
-        assert!(is_query_error(ngram::probability(index, &[0], bad)), "P({bad} | 0)");
+        assert!(
+            is_query_error(ngram::count(index, &[0, bad])),
+            "count [0, {bad}]"
+        );
+        assert!(
+            is_query_error(ngram::locate(index, &[bad], 0, 10)),
+            "locate [{bad}]"
+        );
+        assert!(
+            is_query_error(ngram::next_tokens(index, &[bad])),
+            "next [{bad}]"
+        );
+        assert!(
+            is_query_error(ngram::next_tokens(index, &[0, bad])),
+            "next [0, {bad}]"
+        );
+        assert!(
+            is_query_error(ngram::probability(index, &[], bad)),
+            "P({bad})"
+        );
+        assert!(
+            is_query_error(ngram::probability(index, &[bad], 0)),
+            "P(0 | {bad})"
+        );
+        assert!(
+            is_query_error(ngram::probability(index, &[0], bad)),
+            "P({bad} | 0)"
+        );
         let q = Cnf {
             clauses: vec![vec![vec![0]], vec![vec![1], vec![bad]]],
         };
-        assert!(is_query_error(ngram::cnf(index, &q, &CnfOptions::default())), "cnf {bad}");
+        assert!(
+            is_query_error(ngram::cnf(index, &q, &CnfOptions::default())),
+            "cnf {bad}"
+        );
     }
     assert!(is_query_error(ngram::count(index, &[])), "empty count");
-    assert!(is_query_error(ngram::locate(index, &[], 0, 10)), "empty locate");
+    assert!(
+        is_query_error(ngram::locate(index, &[], 0, 10)),
+        "empty locate"
+    );
     let opts = CnfOptions::default();
     for clauses in [
         vec![],
@@ -425,7 +507,10 @@ fn check_bad_queries(index: &Index, vocab: u32) {
         let q = Cnf {
             clauses: clauses.clone(),
         };
-        assert!(is_query_error(ngram::cnf(index, &q, &opts)), "cnf {clauses:?}");
+        assert!(
+            is_query_error(ngram::cnf(index, &q, &opts)),
+            "cnf {clauses:?}"
+        );
     }
 }
 
@@ -444,7 +529,10 @@ fn fixed_corner_cases() {
             // A run of one token (overlapping occurrences), split across shards.
             (vec![vec![0; 9], vec![], vec![0, 0], vec![0; 3]], 4),
             // Documents longer than the shard size, each in its own shard.
-            (vec![vec![1, 0, 1, 0, 1], vec![top, top], vec![0, 1, top, 0, 1]], 3),
+            (
+                vec![vec![1, 0, 1, 0, 1], vec![top, top], vec![0, 1, top, 0, 1]],
+                3,
+            ),
             (vec![vec![top], vec![top, 0, top], vec![]], 1_000_000),
         ];
         for (k, (docs, shard_tokens)) in corpora.into_iter().enumerate() {

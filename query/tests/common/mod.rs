@@ -203,15 +203,15 @@ impl Model {
         };
         for (d, occ) in per_doc.iter().enumerate() {
             let s = self.shard_of(d as u64);
-            for c in 0..k {
-                out.clause_totals[c] += occ[c];
-                out.shard_totals[s][c] += occ[c];
+            for (c, &n) in occ.iter().enumerate() {
+                out.clause_totals[c] += n;
+                out.shard_totals[s][c] += n;
             }
             if occ.iter().all(|&n| n > 0) {
                 out.documents += 1;
                 out.matching.push(d as u64);
-                for c in 0..k {
-                    out.clause_occurrences[c] += occ[c];
+                for (total, &n) in out.clause_occurrences.iter_mut().zip(occ) {
+                    *total += n;
                 }
             }
         }

@@ -46,12 +46,12 @@ pub enum Error {
         /// The version this build writes.
         current: u32,
     },
-    /// A file is shorter or longer than its header says.
-    #[error("{}: {actual} bytes on disk but the header promises {expected} (truncated or appended to)", path.display())]
+    /// A file is shorter or longer than its header or manifest says.
+    #[error("{}: {actual} bytes on disk but {expected} expected (truncated or appended to)", path.display())]
     Size {
         /// The file.
         path: PathBuf,
-        /// Size the header implies.
+        /// Size the header or manifest implies.
         expected: u64,
         /// Size found.
         actual: u64,

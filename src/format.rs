@@ -158,6 +158,12 @@ impl Header {
                 "header checksum mismatch (the first 64 bytes are damaged)",
             ));
         }
+        if b[56..64].iter().any(|&x| x != 0) {
+            return Err(Error::corrupt(
+                path,
+                "reserved header bytes 56..64 are not zero",
+            ));
+        }
         let flags = u32_at(20);
         if flags != 0 {
             return Err(Error::corrupt(

@@ -139,6 +139,13 @@ impl Index {
                 "document total does not match the shards",
             ));
         }
+        let tokens: u64 = manifest.shards.iter().map(|s| s.tokens).sum();
+        if tokens != manifest.tokens {
+            return Err(Error::corrupt(
+                &mpath,
+                format!("token total {} does not match the shards' {tokens}", manifest.tokens),
+            ));
+        }
         Ok(Index {
             dir,
             manifest,
@@ -305,6 +312,14 @@ impl Shard {
                 &opath,
                 "header does not match the shard manifest",
             ));
+        }
+        // The documents table is read on demand; check its size now so that a damaged file is
+        // caught at open like the others.
+        let dpath = dir.join(manifest::DOCUMENTS_FILE);
+        let expected = file_len(manifest::DOCUMENTS_FILE)?;
+        let actual = std::fs::metadata(&dpath).at(&dpath)?.len();
+        if actual != expected {
+            return Err(Error::Size { path: dpath, expected, actual });
         }
         let shard = Shard {
             dir: dir.to_path_buf(),

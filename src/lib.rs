@@ -34,6 +34,7 @@ compile_error!("familiar's index files are little-endian and read in place; big-
 pub mod checksum;
 pub mod corpus;
 pub mod error;
+pub mod fast_bpe;
 pub mod format;
 pub mod index;
 pub mod manifest;

@@ -149,6 +149,8 @@ pub struct BuildPlan {
     pub id_field: String,
     /// Field holding the source name.
     pub source_field: String,
+    /// Field holding the metadata object.
+    pub metadata_field: String,
     /// Maximum token positions per shard.
     pub shard_tokens: u64,
     /// Whether malformed records are skipped (and counted) instead of failing the build.

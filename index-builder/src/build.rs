@@ -256,6 +256,7 @@ fn settle_plan(
         text_field: options.fields.text.clone(),
         id_field: options.fields.id.clone(),
         source_field: options.fields.source.clone(),
+        metadata_field: options.fields.metadata.clone(),
         shard_tokens: options.shard_tokens.unwrap_or(0),
         skip_invalid: options.skip_invalid,
         inputs: files
@@ -294,7 +295,21 @@ fn settle_plan(
         }
         return Ok(plan);
     }
-    let foreign = std::fs::read_dir(out).at(out)?.next().is_some();
+    // Leftovers of an interrupted start (e.g. `.tmp-build.json`) are ours to remove.
+    let mut foreign = false;
+    for entry in std::fs::read_dir(out).at(out)? {
+        let entry = entry.at(out)?;
+        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            let p = entry.path();
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).at(&p)?
+            } else {
+                std::fs::remove_file(&p).at(&p)?
+            }
+        } else {
+            foreign = true;
+        }
+    }
     if foreign {
         return Err(Error::Config(format!(
             "{} is not empty and holds no familiar build; choose a new or empty --out directory",
@@ -842,6 +857,7 @@ pub fn build_from_tokens(
         text_field: String::new(),
         id_field: String::new(),
         source_field: String::new(),
+        metadata_field: String::new(),
         shard_tokens,
         skip_invalid: false,
         inputs: Vec::new(),

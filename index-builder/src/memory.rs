@@ -2,7 +2,9 @@
 //!
 //! Building a shard holds its token ids and then the 32-bit suffix array in memory: 6 bytes per
 //! token for `u16` ids and 8 for `u32` ids, plus a few MB of libsais buckets and the tokenizer. The
-//! automatic shard size takes half of the memory available when the build starts.
+//! automatic shard size takes half of the machine's memory (`MemTotal`, not the momentary
+//! `MemAvailable`, so that the same build on the same machine always cuts the same shards), rounded
+//! down to a power of two and capped at libsais's 32-bit limit.
 
 use familiar::token::TokenWidth;
 

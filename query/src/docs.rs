@@ -103,8 +103,9 @@ pub fn tokens(index: &Index, doc_id: u64, from: u64, to: u64) -> Result<Vec<u32>
     let (shard, local) = index.locate_doc(doc_id)?;
     with_view!(shard, |v| {
         let (s, e) = v.doc_span(local)?;
-        let a = (s + from as usize).min(e);
-        let b = (s + to.min(usize::MAX as u64) as usize).min(e).max(a);
+        let len = (e - s) as u64;
+        let a = s + from.min(len) as usize;
+        let b = (s + to.min(len) as usize).max(a);
         Ok(v.tokens[a..b].iter().map(|t| t.to_u32()).collect())
     })
 }

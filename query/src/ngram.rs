@@ -106,8 +106,8 @@ pub fn locate(index: &Index, ids: &[u32], offset: u64, limit: u64) -> Result<Loc
         }
         let start = lo + skip;
         skip = 0;
-        let want = limit - hits.len() as u64;
-        let end = hi.min(start + want);
+        let want = limit.saturating_sub(hits.len() as u64);
+        let end = hi.min(start.saturating_add(want));
         with_view!(shard, |v| {
             for e in start..end {
                 hits.push(hit(&v, shard.manifest.shard, e)?);
@@ -133,7 +133,10 @@ pub struct NextTokens {
     pub next: Vec<(u32, u64)>,
 }
 
-fn next_in_shard<T: Token>(v: &ShardView<'_, T>, prefix: &[T]) -> Result<(u64, u64, Vec<(u32, u64)>)> {
+fn next_in_shard<T: Token>(
+    v: &ShardView<'_, T>,
+    prefix: &[T],
+) -> Result<(u64, u64, Vec<(u32, u64)>)> {
     let (lo, hi) = v.range(prefix)?;
     let m = prefix.len();
     // Within lo..hi every suffix starts with the prefix, so the token after it is non-decreasing:
@@ -142,7 +145,10 @@ fn next_in_shard<T: Token>(v: &ShardView<'_, T>, prefix: &[T]) -> Result<(u64, u
     let next_at = |j: u64| -> Result<T> {
         let pos = v.suffix(j)?;
         v.tokens.get(pos + m).copied().ok_or_else(|| {
-            Error::corrupt(v.dir.join(familiar::manifest::SUFFIX_ARRAY_FILE), format!("entry {j} points too close to the end of the text"))
+            Error::corrupt(
+                v.dir.join(familiar::manifest::SUFFIX_ARRAY_FILE),
+                format!("entry {j} points too close to the end of the text"),
+            )
         })
     };
     let mut out = Vec::new();
@@ -159,7 +165,10 @@ fn next_in_shard<T: Token>(v: &ShardView<'_, T>, prefix: &[T]) -> Result<(u64, u
             }
             let t = next_at(probe)?;
             if t < next {
-                return Err(Error::corrupt(v.dir.join(familiar::manifest::SUFFIX_ARRAY_FILE), format!("suffixes out of order near entry {probe}")));
+                return Err(Error::corrupt(
+                    v.dir.join(familiar::manifest::SUFFIX_ARRAY_FILE),
+                    format!("suffixes out of order near entry {probe}"),
+                ));
             }
             if t != next {
                 break probe;

@@ -53,19 +53,33 @@ pub fn verify(dir: &Path, options: VerifyOptions) -> VerifyReport {
         };
     for entry in &manifest.shards {
         let sdir = dir.join(&entry.dir);
-        match familiar_index_builder::build::verify_shard_files(&sdir) {
-            Ok(m) => match familiar::manifest::to_bytes(&m) {
-                Ok(bytes) if familiar::checksum::of_bytes(&bytes) != entry.manifest_checksum => {
-                    report.problems.push(format!(
-                        "{}: shard manifest does not match the checksum in the index manifest",
-                        sdir.display()
-                    ))
-                }
-                Ok(_) => {}
-                Err(e) => report.problems.push(e.to_string()),
-            },
-            Err(e) => report.problems.push(e.to_string()),
+        // The shard manifest first: if it was edited, blame it rather than the files it describes.
+        let mpath = sdir.join(familiar::manifest::MANIFEST_FILE);
+        match std::fs::read(&mpath) {
+            Ok(bytes) if familiar::checksum::of_bytes(&bytes) != entry.manifest_checksum => {
+                report.problems.push(format!(
+                    "{}: does not match the checksum recorded for it in the index manifest",
+                    mpath.display()
+                ));
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                report.problems.push(format!("{}: {e}", mpath.display()));
+                continue;
+            }
         }
+        if let Err(e) = familiar_index_builder::build::verify_shard_files(&sdir) {
+            report.problems.push(e.to_string());
+        }
+    }
+    let shard_tokens: u64 = manifest.shards.iter().map(|s| s.tokens).sum();
+    let shard_docs: u64 = manifest.shards.iter().map(|s| s.documents).sum();
+    if shard_tokens != manifest.tokens || shard_docs != manifest.documents {
+        report.problems.push(format!(
+            "{}: totals do not match the shards",
+            manifest_path.display()
+        ));
     }
     let tok_path = dir.join(&manifest.tokenizer.file);
     match familiar::checksum::of_file(&tok_path) {

@@ -268,7 +268,6 @@ fn golden_documents_by_id() {
 /// `s + usize::MAX` (query/src/docs.rs, in `tokens`), which overflows when the document starts at
 /// a position `s > 0` of its shard.
 #[test]
-#[ignore = "library bug: query/src/docs.rs `tokens` overflows `s + to` for to = u64::MAX"]
 fn golden_text_of_every_document() {
     let index = open();
     let src = source();

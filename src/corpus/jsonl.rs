@@ -29,8 +29,11 @@ impl JsonlSource {
         counter: Arc<AtomicU64>,
     ) -> Result<JsonlSource> {
         let file = std::fs::File::open(path).at(path)?;
+        // A 0-byte file is an empty input whatever its compression (a decoder would call it truncated).
+        let empty = file.metadata().at(path)?.len() == 0;
         let raw = CountingReader::new(file, counter);
         let reader: Box<dyn BufRead + Send> = match format {
+            _ if empty => Box::new(std::io::empty()),
             InputFormat::JsonlZst => {
                 let dec = zstd::Decoder::new(raw).map_err(|e| {
                     Error::input(path, 0, format!("cannot start zstd decoding: {e}"))

@@ -187,7 +187,8 @@ fn walk_dir(dir: &Path, found: &mut Vec<PathBuf>, ignored: &mut Vec<PathBuf>) ->
 }
 
 fn is_plain_json(p: &Path) -> bool {
-    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    p.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
 /// Names of the fields (JSONL keys, Parquet columns) a reader takes documents from.
@@ -440,6 +441,13 @@ impl TextSource {
         }
         let bytes = std::fs::read(path).at(path)?;
         counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if bytes.is_empty() {
+            // No document at all: an empty input, like a JSONL file without records.
+            return Ok(TextSource {
+                doc: None,
+                consumed: 0,
+            });
+        }
         let doc = match String::from_utf8(bytes) {
             Ok(text) => Ok(Document {
                 text,

@@ -37,7 +37,8 @@ pub fn run(a: Args) -> Result<i32> {
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let (mut texts, mut all_ids, mut counts) = (Vec::new(), Vec::new(), Vec::new());
         for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.with_context(|| format!("{}:{}: cannot read line", path.display(), i + 1))?;
+            let line =
+                line.with_context(|| format!("{}:{}: cannot read line", path.display(), i + 1))?;
             if line.trim().is_empty() {
                 continue;
             }
@@ -46,14 +47,25 @@ pub fn run(a: Args) -> Result<i32> {
             let (ids, text) = match (v.get("tokens"), v.get("text")) {
                 (Some(t), _) => {
                     let ids: Vec<u32> = serde_json::from_value(t.clone()).with_context(|| {
-                        format!("{}:{}: `tokens` must be an array of token ids", path.display(), i + 1)
+                        format!(
+                            "{}:{}: `tokens` must be an array of token ids",
+                            path.display(),
+                            i + 1
+                        )
                     })?;
                     (ids, None)
                 }
-                (None, Some(serde_json::Value::String(s))) => (index.tokenizer()?.encode(s)?, Some(s.clone())),
-                _ => bail!("{}:{}: expected {{\"text\": \"…\"}} or {{\"tokens\": [...]}}", path.display(), i + 1),
+                (None, Some(serde_json::Value::String(s))) => {
+                    (index.tokenizer()?.encode(s)?, Some(s.clone()))
+                }
+                _ => bail!(
+                    "{}:{}: expected {{\"text\": \"…\"}} or {{\"tokens\": [...]}}",
+                    path.display(),
+                    i + 1
+                ),
             };
-            let count = ngram::count(&index, &ids).with_context(|| format!("{}:{}", path.display(), i + 1))?;
+            let count = ngram::count(&index, &ids)
+                .with_context(|| format!("{}:{}", path.display(), i + 1))?;
             texts.push(text);
             all_ids.push(ids);
             counts.push(Some(count));

@@ -239,7 +239,11 @@ fn run_verify(a: VerifyArgs) -> Result<i32> {
         for p in &r.problems {
             println!("problem: {p}");
         }
-        println!("{} problem{} found", r.problems.len(), if r.problems.len() == 1 { "" } else { "s" });
+        println!(
+            "{} problem{} found",
+            r.problems.len(),
+            if r.problems.len() == 1 { "" } else { "s" }
+        );
         Ok(1)
     }
 }

@@ -24,7 +24,11 @@ fn gz(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-fn read_all(paths: &[PathBuf], options: ReadOptions, cursor: InputCursor) -> (Vec<Document>, Option<Error>, CorpusReader) {
+fn read_all(
+    paths: &[PathBuf],
+    options: ReadOptions,
+    cursor: InputCursor,
+) -> (Vec<Document>, Option<Error>, CorpusReader) {
     let specs: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let files = expand_inputs(&specs).unwrap().files;
     let mut reader = CorpusReader::new(files, options, cursor);
@@ -64,7 +68,13 @@ fn jsonl_plain_zstd_gzip_read_the_same() {
         assert_eq!(texts, ["alpha", "beta", "gamma"]);
         assert_eq!(docs[0].external_id, "a");
         assert_eq!(docs[0].source.as_deref(), Some("s1"));
-        assert_eq!(docs[0].metadata, vec![("n".to_string(), "3".to_string()), ("title".into(), "T".into())]);
+        assert_eq!(
+            docs[0].metadata,
+            vec![
+                ("n".to_string(), "3".to_string()),
+                ("title".into(), "T".into())
+            ]
+        );
         assert_eq!(docs[1].external_id, "7");
         // Blank line 2 is not a record, but lines keep their physical numbers.
         assert_eq!(docs.iter().map(|d| d.record).collect::<Vec<_>>(), [1, 3, 4]);
@@ -78,18 +88,41 @@ fn jsonl_plain_zstd_gzip_read_the_same() {
 fn errors_name_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&str, &[u8], u64, &str)] = &[
-        ("bad-json.jsonl", b"{\"text\": \"ok\"}\n{\"text\": oops}\n", 2, "invalid JSON"),
-        ("no-text.jsonl", b"{\"text\": \"ok\"}\n\n{\"body\": \"x\", \"id\": 1}\n", 3, "no `text` field (the record has: body, id)"),
-        ("not-string.jsonl", b"{\"text\": 5}\n", 1, "field `text` is a number, expected a string"),
+        (
+            "bad-json.jsonl",
+            b"{\"text\": \"ok\"}\n{\"text\": oops}\n",
+            2,
+            "invalid JSON",
+        ),
+        (
+            "no-text.jsonl",
+            b"{\"text\": \"ok\"}\n\n{\"body\": \"x\", \"id\": 1}\n",
+            3,
+            "no `text` field (the record has: body, id)",
+        ),
+        (
+            "not-string.jsonl",
+            b"{\"text\": 5}\n",
+            1,
+            "field `text` is a number, expected a string",
+        ),
         ("not-object.jsonl", b"[1, 2]\n", 1, "expected a JSON object"),
-        ("utf8.jsonl", b"{\"text\": \"ok\"}\n{\"text\": \"caf\xe9\"}\n", 2, "invalid UTF-8 at byte offset 13"),
+        (
+            "utf8.jsonl",
+            b"{\"text\": \"ok\"}\n{\"text\": \"caf\xe9\"}\n",
+            2,
+            "invalid UTF-8 at byte offset 13",
+        ),
     ];
     for (name, bytes, line, what) in cases {
         let p = write(dir.path(), name, bytes);
         let (_, err, _) = read_all(&[p.clone()], ReadOptions::default(), InputCursor::default());
         let err = err.expect("an error");
         let msg = err.to_string();
-        assert!(msg.starts_with(&format!("{}:{line}: ", p.display())), "{name}: {msg}");
+        assert!(
+            msg.starts_with(&format!("{}:{line}: ", p.display())),
+            "{name}: {msg}"
+        );
         assert!(msg.contains(what), "{name}: {msg}");
     }
 }
@@ -97,8 +130,15 @@ fn errors_name_file_and_line() {
 #[test]
 fn skip_invalid_counts_and_continues() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "mixed.jsonl", b"{\"text\": \"a\"}\nnot json\n{\"x\": 1}\n{\"text\": \"b\"}\n");
-    let options = ReadOptions { skip_invalid: true, ..Default::default() };
+    let p = write(
+        dir.path(),
+        "mixed.jsonl",
+        b"{\"text\": \"a\"}\nnot json\n{\"x\": 1}\n{\"text\": \"b\"}\n",
+    );
+    let options = ReadOptions {
+        skip_invalid: true,
+        ..Default::default()
+    };
     let (docs, err, reader) = read_all(&[p], options, InputCursor::default());
     assert!(err.is_none());
     assert_eq!(docs.len(), 2);
@@ -114,10 +154,16 @@ fn corrupt_zstd_is_a_stream_error_even_when_skipping() {
         *b ^= 0x5a;
     }
     let p = write(dir.path(), "broken.jsonl.zst", &bytes);
-    let options = ReadOptions { skip_invalid: true, ..Default::default() };
+    let options = ReadOptions {
+        skip_invalid: true,
+        ..Default::default()
+    };
     let (docs, err, _) = read_all(&[p.clone()], options, InputCursor::default());
     let msg = err.expect("corrupt zstd must fail").to_string();
-    assert!(msg.contains(&p.display().to_string()) && msg.contains("line"), "{msg}");
+    assert!(
+        msg.contains(&p.display().to_string()) && msg.contains("line"),
+        "{msg}"
+    );
     assert!(docs.len() < 600);
     // Truncated, too.
     let full = zst(LINES.as_bytes());
@@ -131,9 +177,16 @@ fn empty_inputs_fail_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let e = write(dir.path(), "empty.jsonl", b"\n\n");
     let ok = write(dir.path(), "ok.jsonl", b"{\"text\": \"a\"}\n");
-    let (_, err, _) = read_all(&[e.clone(), ok.clone()], ReadOptions::default(), InputCursor::default());
+    let (_, err, _) = read_all(
+        &[e.clone(), ok.clone()],
+        ReadOptions::default(),
+        InputCursor::default(),
+    );
     assert!(err.unwrap().to_string().contains("--allow-empty"));
-    let options = ReadOptions { allow_empty: true, ..Default::default() };
+    let options = ReadOptions {
+        allow_empty: true,
+        ..Default::default()
+    };
     let (docs, err, reader) = read_all(&[e.clone(), ok], options, InputCursor::default());
     assert!(err.is_none());
     assert_eq!(docs.len(), 1);
@@ -151,7 +204,10 @@ fn cursor_resumes_after_any_record() {
     assert!(err.is_none());
     assert_eq!(all.len(), 7);
     for k in 0..all.len() {
-        let cursor = InputCursor { file: all[k].file, record: all[k].record };
+        let cursor = InputCursor {
+            file: all[k].file,
+            record: all[k].record,
+        };
         let (rest, err, _) = read_all(&paths, ReadOptions::default(), cursor);
         assert!(err.is_none());
         assert_eq!(rest, all[k + 1..], "resuming after document {k}");
@@ -167,7 +223,10 @@ fn text_files_and_bad_utf8() {
     assert_eq!(docs[0].external_id, t.display().to_string());
     let bad = write(dir.path(), "bad.txt", b"ok \xff\xfe");
     let (_, err, _) = read_all(&[bad], ReadOptions::default(), InputCursor::default());
-    assert!(err.unwrap().to_string().contains("invalid UTF-8 at byte offset 3"));
+    assert!(err
+        .unwrap()
+        .to_string()
+        .contains("invalid UTF-8 at byte offset 3"));
 }
 
 #[test]
@@ -175,31 +234,68 @@ fn parquet_rows_with_renamed_columns() {
     use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("docs.parquet");
-    let body: ArrayRef = Arc::new(StringArray::from(vec![Some("one"), Some("two"), None, Some("four")]));
+    let body: ArrayRef = Arc::new(StringArray::from(vec![
+        Some("one"),
+        Some("two"),
+        None,
+        Some("four"),
+    ]));
     let ids: ArrayRef = Arc::new(Int64Array::from(vec![10, 11, 12, 13]));
-    let meta: ArrayRef = Arc::new(StringArray::from(vec![Some(r#"{"k": "v"}"#), None, None, None]));
-    let batch = RecordBatch::try_from_iter([("body", body), ("doc", ids), ("metadata", meta)]).unwrap();
+    let meta: ArrayRef = Arc::new(StringArray::from(vec![
+        Some(r#"{"k": "v"}"#),
+        None,
+        None,
+        None,
+    ]));
+    let batch =
+        RecordBatch::try_from_iter([("body", body), ("doc", ids), ("metadata", meta)]).unwrap();
     let f = std::fs::File::create(&p).unwrap();
     let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
 
-    let fields = Fields { text: "body".into(), id: "doc".into(), ..Default::default() };
-    let options = ReadOptions { fields: fields.clone(), skip_invalid: true, ..Default::default() };
+    let fields = Fields {
+        text: "body".into(),
+        id: "doc".into(),
+        ..Default::default()
+    };
+    let options = ReadOptions {
+        fields: fields.clone(),
+        skip_invalid: true,
+        ..Default::default()
+    };
     let (docs, err, reader) = read_all(&[p.clone()], options, InputCursor::default());
     assert!(err.is_none(), "{err:?}");
-    assert_eq!(docs.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(), ["one", "two", "four"]);
-    assert_eq!(docs.iter().map(|d| d.external_id.as_str()).collect::<Vec<_>>(), ["10", "11", "13"]);
+    assert_eq!(
+        docs.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(),
+        ["one", "two", "four"]
+    );
+    assert_eq!(
+        docs.iter()
+            .map(|d| d.external_id.as_str())
+            .collect::<Vec<_>>(),
+        ["10", "11", "13"]
+    );
     assert_eq!(docs[0].metadata, vec![("k".to_string(), "v".to_string())]);
     assert_eq!(reader.skipped(), 1, "the null text row");
     // Resume after row 2.
-    let options = ReadOptions { fields, skip_invalid: true, ..Default::default() };
+    let options = ReadOptions {
+        fields,
+        skip_invalid: true,
+        ..Default::default()
+    };
     let (rest, _, _) = read_all(&[p.clone()], options, InputCursor { file: 0, record: 2 });
-    assert_eq!(rest.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(), ["four"]);
+    assert_eq!(
+        rest.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(),
+        ["four"]
+    );
     // The default text column does not exist: the error lists the columns.
     let (_, err, _) = read_all(&[p], ReadOptions::default(), InputCursor::default());
     let msg = err.unwrap().to_string();
-    assert!(msg.contains("no `text` column (columns: body, doc, metadata)"), "{msg}");
+    assert!(
+        msg.contains("no `text` column (columns: body, doc, metadata)"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -211,14 +307,21 @@ fn input_expansion() {
     write(dir.path(), "notes.md", b"");
     write(dir.path(), "config.json", b"{}");
     let e = expand_inputs(&[dir.path().display().to_string()]).unwrap();
-    let names: Vec<String> = e.files.iter().map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = e
+        .files
+        .iter()
+        .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(names, ["b.jsonl", "a.jsonl.zst"]);
     assert_eq!(e.files[1].format, InputFormat::JsonlZst);
     assert_eq!(e.ignored.len(), 2);
     let glob = format!("{}/**/*.jsonl*", dir.path().display());
     assert_eq!(expand_inputs(&[glob]).unwrap().files.len(), 2);
     let twice = dir.path().join("b.jsonl").display().to_string();
-    assert!(expand_inputs(&[twice.clone(), twice]).unwrap_err().to_string().contains("more than once"));
+    assert!(expand_inputs(&[twice.clone(), twice])
+        .unwrap_err()
+        .to_string()
+        .contains("more than once"));
     assert!(expand_inputs(&[dir.path().join("notes.md").display().to_string()]).is_err());
     assert!(expand_inputs(&[dir.path().join("missing.jsonl").display().to_string()]).is_err());
     assert!(expand_inputs(&[format!("{}/*.nothing", dir.path().display())]).is_err());

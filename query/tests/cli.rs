@@ -21,8 +21,16 @@ fn build_from_files_then_info_and_info_json() {
     let out = t.join("idx");
     let o = build(&out, &fixture_inputs(), &[]);
     o.stderr_has(&["built ", "1200 documents", "1 built now"]);
-    assert!(o.stdout.is_empty(), "a build prints its report on stderr\n{o}");
-    for f in ["build.json", "manifest.json", "tokenizer.json", "shard-00000"] {
+    assert!(
+        o.stdout.is_empty(),
+        "a build prints its report on stderr\n{o}"
+    );
+    for f in [
+        "build.json",
+        "manifest.json",
+        "tokenizer.json",
+        "shard-00000",
+    ] {
         assert!(out.join(f).exists(), "{f} missing after a build");
     }
 
@@ -45,7 +53,10 @@ fn build_from_files_then_info_and_info_json() {
     assert_eq!(m["format"], "familiar-index");
     assert_eq!(m["documents"], 1200);
     assert_eq!(m["tokenizer"]["vocab_size"], 2048);
-    assert!(m["tokenizer"]["hash"].as_str().unwrap().starts_with("xxh3:"));
+    assert!(m["tokenizer"]["hash"]
+        .as_str()
+        .unwrap()
+        .starts_with("xxh3:"));
     let shards = m["shards"].as_array().unwrap();
     assert_eq!(shards.len(), 1);
     let tokens: u64 = shards.iter().map(|s| s["tokens"].as_u64().unwrap()).sum();
@@ -64,10 +75,19 @@ fn write_all_formats(t: &TestDir, dir: &str) -> PathBuf {
             doc("a2", "another alpha line follows it"),
         ],
     );
-    t.write_jsonl_zst(d.join("b.jsonl.zst"), &[doc("b1", "bravo marker two in zstd")]);
-    t.write_jsonl_gz(d.join("c.jsonl.gz"), &[doc("c1", "charlie marker three in gzip")]);
+    t.write_jsonl_zst(
+        d.join("b.jsonl.zst"),
+        &[doc("b1", "bravo marker two in zstd")],
+    );
+    t.write_jsonl_gz(
+        d.join("c.jsonl.gz"),
+        &[doc("c1", "charlie marker three in gzip")],
+    );
     t.write_txt(d.join("d.txt"), "delta marker four as plain text");
-    t.write_parquet(d.join("e.parquet"), &[("e1", "echo marker five from parquet")]);
+    t.write_parquet(
+        d.join("e.parquet"),
+        &[("e1", "echo marker five from parquet")],
+    );
     t.write(d.join("notes.md"), "not a corpus file");
     d
 }
@@ -84,11 +104,7 @@ fn build_reads_jsonl_zst_gz_txt_and_parquet_files() {
     build(&out, &inputs, &[]).stderr_has(&["6 documents"]);
     let idx = out.as_os_str();
     let count = |q: &str| {
-        let o = familiar([
-            "count".as_ref(),
-            idx,
-            std::ffi::OsStr::new(q),
-        ]);
+        let o = familiar(["count".as_ref(), idx, std::ffi::OsStr::new(q)]);
         o.success().number()
     };
     assert_eq!(count(" alpha marker one"), 1);
@@ -132,9 +148,9 @@ fn build_accepts_a_directory_and_a_glob() {
 
     // A directory: every recognized file, in name order; the rest is reported, not read.
     let by_dir = t.join("by-dir");
-    let o = familiar(build_args(&by_dir, &[d.clone()], &[]));
+    let o = familiar(build_args(&by_dir, std::slice::from_ref(&d), &[]));
     o.success()
-        .stderr_has(&["6 documents", "ignored 1 files", "notes.md"]);
+        .stderr_has(&["6 documents", "ignored 1 file(s)", "notes.md"]);
 
     // A glob pattern, expanded by familiar (not the shell).
     let by_glob = t.join("by-glob");
@@ -149,16 +165,22 @@ fn build_accepts_a_directory_and_a_glob() {
         .failure()
         .stderr_has(&["matched no files", "*.nothing"]);
 
-    // The fixture corpus given as a directory reads planted.json too (a `.json` file is JSONL),
-    // so scripts pass the parts or a glob; a glob over the parts gives the full corpus.
-    let parts = PathBuf::from(format!(
-        "{}/part-*",
-        fixtures().join("corpus").display()
-    ));
-    let out = t.join("fixture-glob");
-    build(&out, &[parts], &["--shard-tokens", SHARDED_TOKENS]).stderr_has(&["1200 documents"]);
+    // The fixture corpus as a directory: planted.json (a plain .json inside a directory) is
+    // listed as ignored, not read as JSONL.
+    let out = t.join("fixture-dir");
+    build(
+        &out,
+        &[fixtures().join("corpus")],
+        &["--shard-tokens", SHARDED_TOKENS],
+    )
+    .stderr_has(&["1200 documents", "ignored 1 file(s)", "planted.json"]);
     let o = familiar(["count".as_ref(), out.as_os_str(), " Zelxir Exoexo".as_ref()]);
     assert_eq!(o.success().number(), 512);
+    // A glob over the parts gives the same index, byte for byte.
+    let parts = PathBuf::from(format!("{}/part-*", fixtures().join("corpus").display()));
+    let by_parts = t.join("fixture-glob");
+    build(&by_parts, &[parts], &["--shard-tokens", SHARDED_TOKENS]).stderr_has(&["1200 documents"]);
+    assert_same_tree(&out, &by_parts);
 }
 
 #[test]
@@ -176,7 +198,12 @@ fn verify_passes_on_a_sound_index_and_fails_after_corruption() {
     .success()
     .stdout_has(&["ok: ", "the suffix array is a permutation"]);
 
-    for file in ["tokens.bin", "suffix_array.bin", "doc_offsets.bin", "documents.parquet"] {
+    for file in [
+        "tokens.bin",
+        "suffix_array.bin",
+        "doc_offsets.bin",
+        "documents.parquet",
+    ] {
         let t = TestDir::new();
         let copy = t.copy_tree(idx, "idx");
         let target = copy.join("shard-00001").join(file);
@@ -198,7 +225,9 @@ fn verify_passes_on_a_sound_index_and_fails_after_corruption() {
                 .collect();
             assert!(!problems.is_empty(), "no problem: lines\n{o}");
             assert!(
-                problems.iter().any(|l| l.contains(file) && l.contains("shard-00001")),
+                problems
+                    .iter()
+                    .any(|l| l.contains(file) && l.contains("shard-00001")),
                 "no problem names {file}\n{o}"
             );
         }
@@ -267,14 +296,12 @@ fn count_prints_just_the_count_and_takes_tokens_and_json() {
     assert_eq!(v["count"], 512);
     assert_eq!(ids_of(&v), ids);
 
-    // A sequence that never occurs counts 0 (the first id alone, then reversed).
-    let mut rev = ids.clone();
-    rev.reverse();
+    // A sequence that never occurs counts 0 (" Zelxir" is always followed by " Exoexo").
     let o = familiar([
         "count".as_ref(),
         idx.as_os_str(),
         "--tokens".as_ref(),
-        id_list(&rev).as_ref(),
+        id_list(&[ids[0], ids[0]]).as_ref(),
     ]);
     assert_eq!(o.success().number(), 0);
 
@@ -364,7 +391,10 @@ fn count_batch_answers_each_line_in_order() {
     ])
     .failure()
     .stderr_has(&["wrong.jsonl:1", "\"text\"", "\"tokens\""]);
-    let unknown = t.write("unknown.jsonl", format!("{}\n", json!({"tokens": [999999]})));
+    let unknown = t.write(
+        "unknown.jsonl",
+        format!("{}\n", json!({"tokens": [999999]})),
+    );
     familiar([
         "count".as_ref(),
         idx.as_os_str(),
@@ -385,7 +415,12 @@ fn planted_phrase_counts_match_ground_truth() {
     let idx = fixture_index();
     for p in &planted {
         let o = familiar(["count".as_ref(), idx.as_os_str(), p.query().as_ref()]);
-        assert_eq!(o.success().number(), p.occurrences, "count of {:?}\n{o}", p.text);
+        assert_eq!(
+            o.success().number(),
+            p.occurrences,
+            "count of {:?}\n{o}",
+            p.text
+        );
     }
     let info = familiar([
         "index".as_ref(),
@@ -443,7 +478,12 @@ fn cnf_documents_match_planted_documents() {
                 "--json".as_ref(),
             ]);
             let v = o.success().json();
-            assert_eq!(v["documents"].as_u64().unwrap(), p.documents, "{:?}\n{o}", p.text);
+            assert_eq!(
+                v["documents"].as_u64().unwrap(),
+                p.documents,
+                "{:?}\n{o}",
+                p.text
+            );
             assert_eq!(v["occurrences"].as_u64().unwrap(), p.occurrences, "{o}");
             assert_eq!(v["approximate"], false);
             let listed = v["doc_ids"].as_array().unwrap();
@@ -481,7 +521,11 @@ fn cnf_documents_match_planted_documents() {
         or["documents"].as_u64().unwrap(),
     );
     assert!(n_and <= a.documents.min(b.documents));
-    assert_eq!(n_or + n_and, a.documents + b.documents, "inclusion–exclusion");
+    assert_eq!(
+        n_or + n_and,
+        a.documents + b.documents,
+        "inclusion–exclusion"
+    );
     assert_eq!(and["doc_ids"].as_array().unwrap().len() as u64, n_and);
 }
 
@@ -510,13 +554,21 @@ fn locate_pages_consistently() {
         .unwrap();
     for idx in [fixture_index(), fixture_index_sharded()] {
         let (all, stderr) = locate_jsonl(idx, &p.query(), 0, 100_000);
-        assert!(stderr.contains(&format!("{} occurrences", p.occurrences)), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{} occurrences", p.occurrences)),
+            "{stderr}"
+        );
         assert_eq!(all.len() as u64, p.occurrences);
         let docs: BTreeSet<u64> = all.iter().map(|h| h["doc_id"].as_u64().unwrap()).collect();
         assert_eq!(docs.len() as u64, p.documents);
         let places: BTreeSet<(u64, u64)> = all
             .iter()
-            .map(|h| (h["shard"].as_u64().unwrap(), h["position"].as_u64().unwrap()))
+            .map(|h| {
+                (
+                    h["shard"].as_u64().unwrap(),
+                    h["position"].as_u64().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(places.len(), all.len(), "every hit is a distinct position");
         for h in &all {
@@ -529,7 +581,10 @@ fn locate_pages_consistently() {
         let mut offset = 0;
         loop {
             let (page, stderr) = locate_jsonl(idx, &p.query(), offset, 7);
-            assert!(stderr.contains(&format!("from offset {offset}")), "{stderr}");
+            assert!(
+                stderr.contains(&format!("from offset {offset}")),
+                "{stderr}"
+            );
             if page.is_empty() {
                 break;
             }
@@ -554,7 +609,8 @@ fn locate_pages_consistently() {
         "--limit".as_ref(),
         "4".as_ref(),
     ]);
-    o.success().stdout_has(&["doc_id", "offset_in_doc", "context"]);
+    o.success()
+        .stdout_has(&["doc_id", "offset_in_doc", "context"]);
     assert_eq!(o.stdout.lines().count(), 2 + 4, "{o}");
 }
 
@@ -651,8 +707,14 @@ fn docs_prints_the_document() {
         v["input_file"],
         fixture_inputs()[0].display().to_string().as_str()
     );
-    assert_eq!(v["byte_length"].as_u64().unwrap() as usize, first["text"].as_str().unwrap().len());
-    assert_eq!(v["text"].as_str().unwrap().trim_start(), first["text"].as_str().unwrap());
+    assert_eq!(
+        v["byte_length"].as_u64().unwrap() as usize,
+        first["text"].as_str().unwrap().len()
+    );
+    assert_eq!(
+        v["text"].as_str().unwrap().trim_start(),
+        first["text"].as_str().unwrap()
+    );
     let meta = v["metadata"].to_string();
     assert!(meta.contains("title"), "{v}");
 
@@ -678,7 +740,10 @@ fn docs_prints_the_document() {
     assert_eq!(v["text"], " Xirqenoxa Qenoxazam");
     let record = &records[doc_id as usize];
     assert_eq!(v["external_id"], record["id"]);
-    assert!(record["text"].as_str().unwrap().contains("Xirqenoxa Qenoxazam"));
+    assert!(record["text"]
+        .as_str()
+        .unwrap()
+        .contains("Xirqenoxa Qenoxazam"));
 
     // Several ids at once, and an unknown id fails cleanly.
     let o = familiar([
@@ -698,7 +763,10 @@ fn docs_prints_any_document() {
     for id in [1usize, 5, 1199] {
         let o = familiar(["docs".as_ref(), idx.as_os_str(), id.to_string().as_ref()]);
         o.success();
-        assert!(o.stdout.contains(records[id]["text"].as_str().unwrap()), "{o}");
+        assert!(
+            o.stdout.contains(records[id]["text"].as_str().unwrap()),
+            "{o}"
+        );
     }
 }
 
@@ -769,7 +837,10 @@ fn ntd_and_prob_agree_with_counts() {
     assert_eq!(sum + eod, prefix_count, "{o}");
     o.stderr_has(&[&format!("prefix occurs {prefix_count} times")]);
     let counts: Vec<u64> = rows.iter().map(|r| r["count"].as_u64().unwrap()).collect();
-    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "most frequent first");
+    assert!(
+        counts.windows(2).all(|w| w[0] >= w[1]),
+        "most frequent first"
+    );
     let top = &rows[0];
     let v = familiar([
         "prob".as_ref(),
@@ -849,23 +920,40 @@ fn corrupt_compressed_input_fails_naming_the_file() {
         &t,
         &[good.clone(), garbage],
         &[],
-        &["garbage.jsonl.zst", "line 1", "corrupt or truncated compressed data"],
+        &[
+            "garbage.jsonl.zst",
+            "line 1",
+            "corrupt or truncated compressed data",
+        ],
     );
     // A zstd file cut short in the middle of a frame.
     let full = zst(&jsonl_bytes(
         &(0..400)
-            .map(|i| doc(&format!("d{i}"), &format!("line {i} with a few more words in it")))
+            .map(|i| {
+                doc(
+                    &format!("d{i}"),
+                    &format!("line {i} with a few more words in it"),
+                )
+            })
             .collect::<Vec<_>>(),
     ));
     let cut = t.write("cut.jsonl.zst", &full[..full.len() / 2]);
     let o = build_fails(&t, &[good.clone(), cut], &[], &["cut.jsonl.zst", "line "]);
-    assert!(o.stderr.contains("frame") || o.stderr.contains("compressed"), "{o}");
+    assert!(
+        o.stderr.contains("frame") || o.stderr.contains("compressed"),
+        "{o}"
+    );
     // A corrupt gzip file.
     let badgz = t.write("bad.jsonl.gz", b"\x1f\x8b not really gzip");
     build_fails(&t, &[good.clone(), badgz], &[], &["bad.jsonl.gz", "line 1"]);
     // --skip-invalid does not paper over a broken stream.
     let garbage2 = t.write("garbage2.jsonl.zst", b"still not zstd");
-    build_fails(&t, &[good, garbage2], &["--skip-invalid"], &["garbage2.jsonl.zst"]);
+    build_fails(
+        &t,
+        &[good, garbage2],
+        &["--skip-invalid"],
+        &["garbage2.jsonl.zst"],
+    );
 }
 
 #[test]
@@ -880,7 +968,12 @@ fn invalid_json_names_file_and_line() {
             doc("4", "never read")
         ),
     );
-    build_fails(&t, &[bad.clone()], &[], &["bad.jsonl:3", "invalid JSON"]);
+    build_fails(
+        &t,
+        std::slice::from_ref(&bad),
+        &[],
+        &["bad.jsonl:3", "invalid JSON"],
+    );
     // The same inside a compressed file: line numbers are of the decompressed text.
     let raw = std::fs::read(&bad).unwrap();
     let z = t.write("bad.jsonl.zst", zst(&raw));
@@ -902,19 +995,33 @@ fn missing_text_field_is_named_and_text_field_renames_it() {
     let f = t.write_jsonl("body.jsonl", &records);
     build_fails(
         &t,
-        &[f.clone()],
+        std::slice::from_ref(&f),
         &[],
         &["body.jsonl:1", "no `text` field", "body", "--text-field"],
     );
     let out = t.join("renamed");
-    build(&out, &[f.clone()], &["--text-field", "body"]).stderr_has(&["2 documents"]);
-    let o = familiar(["count".as_ref(), out.as_os_str(), " body field holds".as_ref()]);
+    build(&out, std::slice::from_ref(&f), &["--text-field", "body"]).stderr_has(&["2 documents"]);
+    let o = familiar([
+        "count".as_ref(),
+        out.as_os_str(),
+        " body field holds".as_ref(),
+    ]);
     assert_eq!(o.success().number(), 1);
     // A text field that is not a string.
     let n = t.write_jsonl("num.jsonl", &[json!({"text": 42})]);
-    build_fails(&t, &[n], &[], &["num.jsonl:1", "`text`", "expected a string"]);
+    build_fails(
+        &t,
+        &[n],
+        &[],
+        &["num.jsonl:1", "`text`", "expected a string"],
+    );
     // --text-field names a field that is missing.
-    build_fails(&t, &[f], &["--text-field", "content"], &["body.jsonl:1", "no `content` field"]);
+    build_fails(
+        &t,
+        &[f],
+        &["--text-field", "content"],
+        &["body.jsonl:1", "no `content` field"],
+    );
 }
 
 #[test]
@@ -923,7 +1030,12 @@ fn invalid_utf8_names_file_line_and_offset() {
     let mut bytes = jsonl_bytes(&good_records());
     bytes.extend_from_slice(b"{\"text\": \"bad \xff\xfe bytes\"}\n");
     let f = t.write("utf.jsonl", &bytes);
-    build_fails(&t, &[f], &[], &["utf.jsonl:3", "invalid UTF-8", "offset 11"]);
+    build_fails(
+        &t,
+        &[f],
+        &[],
+        &["utf.jsonl:3", "invalid UTF-8", "offset 14"],
+    );
     let txt = t.write("utf.txt", b"plain text \xc3\x28 broken");
     build_fails(&t, &[txt], &[], &["utf.txt", "invalid UTF-8", "offset 11"]);
     let z = t.write("utf.jsonl.zst", zst(&bytes));
@@ -950,22 +1062,36 @@ fn empty_input_needs_allow_empty() {
         &["empty.jsonl.zst", "--allow-empty"],
     );
     let out = t.join("allowed");
-    build(&out, &[good, empty, empty_zst], &["--allow-empty"])
-        .stderr_has(&["2 documents", "2 input files held no documents (--allow-empty)"]);
-    let info = familiar(["index".as_ref(), "info".as_ref(), out.as_os_str(), "--json".as_ref()]);
+    build(&out, &[good, empty, empty_zst], &["--allow-empty"]).stderr_has(&[
+        "2 documents",
+        "2 input files held no documents (--allow-empty)",
+    ]);
+    let info = familiar([
+        "index".as_ref(),
+        "info".as_ref(),
+        out.as_os_str(),
+        "--json".as_ref(),
+    ]);
     assert_eq!(info.success().json()["documents"], 2);
     // Only empty inputs: nothing to index, even when allowed.
     let only = t.write("only.jsonl", b"");
     build_fails(&t, &[only], &["--allow-empty"], &["no documents"]);
 }
 
+/// Blank lines are not records: a file of only blank lines holds no documents.
 #[test]
-#[ignore = "bug: a JSONL file holding only blank lines has no documents but is accepted silently, without --allow-empty and without being reported as empty"]
 fn blank_lines_only_is_an_empty_input() {
     let t = TestDir::new();
     let good = t.write_jsonl("good.jsonl", &good_records());
     let blank = t.write("blank.jsonl", b"\n\n   \n");
-    build_fails(&t, &[good, blank], &[], &["blank.jsonl", "--allow-empty"]);
+    build_fails(
+        &t,
+        &[good.clone(), blank.clone()],
+        &[],
+        &["blank.jsonl", "--allow-empty"],
+    );
+    build(&t.join("allowed"), &[good, blank], &["--allow-empty"])
+        .stderr_has(&["1 input files held no documents"]);
 }
 
 #[test]
@@ -984,7 +1110,12 @@ fn zero_byte_compressed_file_is_an_empty_input() {
     let good = t.write_jsonl("good.jsonl", &good_records());
     let z = t.write("zero.jsonl.zst", b"");
     let g = t.write("zero.jsonl.gz", b"");
-    build_fails(&t, &[good.clone(), z.clone()], &[], &["zero.jsonl.zst", "--allow-empty"]);
+    build_fails(
+        &t,
+        &[good.clone(), z.clone()],
+        &[],
+        &["zero.jsonl.zst", "--allow-empty"],
+    );
     build(&t.join("allowed"), &[good, z, g], &["--allow-empty"])
         .stderr_has(&["2 input files held no documents"]);
 }
@@ -1000,10 +1131,12 @@ fn skip_invalid_skips_and_reports_the_count() {
     bytes.extend_from_slice(&jsonl_bytes(&[json!({"text": ["not", "a", "string"]})]));
     bytes.extend_from_slice(&jsonl_bytes(&[doc("6", "kept record two")]));
     let f = t.write("mixed.jsonl", &bytes);
-    build_fails(&t, &[f.clone()], &[], &["mixed.jsonl:2"]);
+    build_fails(&t, std::slice::from_ref(&f), &[], &["mixed.jsonl:2"]);
     let out = t.join("skipped");
-    build(&out, &[f], &["--skip-invalid"])
-        .stderr_has(&["2 documents", "skipped 4 malformed records (--skip-invalid)"]);
+    build(&out, &[f], &["--skip-invalid"]).stderr_has(&[
+        "2 documents",
+        "skipped 4 malformed records (--skip-invalid)",
+    ]);
     let o = familiar(["count".as_ref(), out.as_os_str(), " kept record".as_ref()]);
     assert_eq!(o.success().number(), 2);
 }
@@ -1066,14 +1199,14 @@ fn second_build_into_the_same_out_with_other_settings_is_refused() {
     let a = t.write_jsonl("a.jsonl", &good_records());
     let b = t.write_jsonl("b.jsonl", &[doc("b", "another input file")]);
     let out = t.join("idx");
-    build(&out, &[a.clone()], &[]);
+    build(&out, std::slice::from_ref(&a), &[]);
     let before = tree(&out);
 
     // Re-running the same build: already complete, nothing changes.
-    build(&out, &[a.clone()], &[]).stderr_has(&["already complete"]);
+    build(&out, std::slice::from_ref(&a), &[]).stderr_has(&["already complete"]);
 
     let other = other_tokenizer(&t);
-    let mut args = build_args(&out, &[a.clone()], &[]);
+    let mut args = build_args(&out, std::slice::from_ref(&a), &[]);
     args[4] = other.clone().into();
     familiar(args)
         .failure()
@@ -1084,18 +1217,30 @@ fn second_build_into_the_same_out_with_other_settings_is_refused() {
     familiar(build_args(&out, &[b], &[]))
         .failure()
         .stderr_has(&["different input files"]);
-    familiar(build_args(&out, &[a.clone()], &["--shard-tokens", "100"]))
-        .failure()
-        .stderr_has(&["shard size"]);
-    familiar(build_args(&out, &[a.clone()], &["--text-field", "body"]))
-        .failure()
-        .stderr_has(&["different field names or options"]);
+    familiar(build_args(
+        &out,
+        std::slice::from_ref(&a),
+        &["--shard-tokens", "100"],
+    ))
+    .failure()
+    .stderr_has(&["shard size"]);
+    familiar(build_args(
+        &out,
+        std::slice::from_ref(&a),
+        &["--text-field", "body"],
+    ))
+    .failure()
+    .stderr_has(&["different field names or options"]);
     // An input that changed size since.
     std::fs::write(&a, jsonl_bytes(&[doc("g1", "changed")])).unwrap();
     familiar(build_args(&out, &[a], &[]))
         .failure()
         .stderr_has(&["changed size"]);
-    assert_eq!(tree(&out), before, "a refused build must not touch the index");
+    assert_eq!(
+        tree(&out),
+        before,
+        "a refused build must not touch the index"
+    );
 
     // A directory that is not empty and holds no build is not written into.
     let foreign = t.mkdir("foreign");
@@ -1113,7 +1258,7 @@ fn second_build_with_another_metadata_field_is_refused() {
     let t = TestDir::new();
     let a = t.write_jsonl("a.jsonl", &good_records());
     let out = t.join("idx");
-    build(&out, &[a.clone()], &[]);
+    build(&out, std::slice::from_ref(&a), &[]);
     familiar(build_args(&out, &[a], &["--metadata-field", "meta"]))
         .failure()
         .stderr_has(&["different field names or options"]);
@@ -1135,12 +1280,24 @@ fn unknown_token_ids_and_empty_queries_fail_cleanly() {
     familiar(["ntd".as_ref(), i, "--tokens".as_ref(), "999999".as_ref()])
         .failure()
         .stderr_has(&["999999"]);
-    familiar(["prob".as_ref(), i, " Zelxir".as_ref(), "--next-id".as_ref(), "999999".as_ref()])
-        .failure()
-        .stderr_has(&["999999"]);
-    familiar(["cnf".as_ref(), i, "--ids".as_ref(), "--clause".as_ref(), "999999".as_ref()])
-        .failure()
-        .stderr_has(&["999999"]);
+    familiar([
+        "prob".as_ref(),
+        i,
+        " Zelxir".as_ref(),
+        "--next-id".as_ref(),
+        "999999".as_ref(),
+    ])
+    .failure()
+    .stderr_has(&["999999"]);
+    familiar([
+        "cnf".as_ref(),
+        i,
+        "--ids".as_ref(),
+        "--clause".as_ref(),
+        "999999".as_ref(),
+    ])
+    .failure()
+    .stderr_has(&["999999"]);
     familiar(["count".as_ref(), i, "".as_ref()])
         .failure()
         .stderr_has(&["empty"]);
@@ -1213,15 +1370,19 @@ fn a_directory_that_is_not_an_index_fails_cleanly() {
         .stderr_has(&["not an index directory"]);
 }
 
+/// I/O errors say what went wrong once (the message is not chained twice).
 #[test]
-#[ignore = "bug: I/O errors repeat their message, e.g. 'junk/manifest.json: not an index directory: not an index directory' (Error::Io's Display includes its `source`, and anyhow prints the chain again)"]
 fn error_messages_do_not_repeat_themselves() {
     let t = TestDir::new();
     let junk = t.mkdir("junk");
     let o = familiar(["count".as_ref(), junk.as_os_str(), " a".as_ref()]);
     o.failure();
+    assert_eq!(o.stderr.matches("not an index directory").count(), 1, "{o}");
+    let bad = t.write("bad.jsonl.zst", b"not zstd");
+    let o = familiar(build_args(&t.join("idx"), &[bad], &[]));
+    o.failure().stderr_has(&["bad.jsonl.zst"]);
     assert_eq!(
-        o.stderr.matches("not an index directory").count(),
+        o.stderr.matches("Unknown frame descriptor").count(),
         1,
         "{o}"
     );
@@ -1229,7 +1390,9 @@ fn error_messages_do_not_repeat_themselves() {
 
 /// A small index built from generated records.
 fn small_index(t: &TestDir, name: &str) -> PathBuf {
-    let words = ["alpha", "beta", "gamma", "delta", "tiriwe", "rohi", "ve", "se"];
+    let words = [
+        "alpha", "beta", "gamma", "delta", "tiriwe", "rohi", "ve", "se",
+    ];
     let mut rng = Rng::new(7);
     let records: Vec<Value> = (0..80)
         .map(|i| {
@@ -1257,7 +1420,10 @@ fn truncated_index_files_fail_cleanly() {
         for cut in [0, 10, 64, 70, len - 1] {
             let copy = t.copy_tree(&idx, format!("cut-{file}-{cut}"));
             let target = copy.join("shard-00000").join(file);
-            let f = std::fs::OpenOptions::new().write(true).open(&target).unwrap();
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .unwrap();
             f.set_len(cut).unwrap();
             drop(f);
             let c = copy.as_os_str();
@@ -1265,7 +1431,13 @@ fn truncated_index_files_fail_cleanly() {
                 vec!["count".as_ref(), c, " alpha beta".as_ref()],
                 vec!["locate".as_ref(), c, " alpha".as_ref()],
                 vec!["ntd".as_ref(), c, " alpha".as_ref()],
-                vec!["prob".as_ref(), c, " alpha".as_ref(), "--next".as_ref(), " beta".as_ref()],
+                vec![
+                    "prob".as_ref(),
+                    c,
+                    " alpha".as_ref(),
+                    "--next".as_ref(),
+                    " beta".as_ref(),
+                ],
                 vec!["cnf".as_ref(), c, "--clause".as_ref(), " alpha".as_ref()],
                 vec!["docs".as_ref(), c, "0".as_ref()],
                 vec!["index".as_ref(), "info".as_ref(), c],
@@ -1309,11 +1481,20 @@ fn a_build_run_twice_gives_identical_bytes() {
     let (a, b) = (t.join("a"), t.join("b"));
     build(&a, &inputs, &["--shard-tokens", "60000", "--threads", "1"]);
     build(&b, &inputs, &["--shard-tokens", "60000", "--threads", "2"]);
-    assert!(entries(&a).iter().filter(|n| n.starts_with("shard-")).count() >= 3);
+    assert!(
+        entries(&a)
+            .iter()
+            .filter(|n| n.starts_with("shard-"))
+            .count()
+            >= 3
+    );
     assert_same_tree(&a, &b);
     // Also from a relative path in another working directory: the out path is not recorded.
     let c = t.mkdir("elsewhere");
-    let o = familiar_in(&c, build_args(Path::new("c"), &inputs, &["--shard-tokens", "60000"]));
+    let o = familiar_in(
+        &c,
+        build_args(Path::new("c"), &inputs, &["--shard-tokens", "60000"]),
+    );
     o.success();
     assert_same_tree(&a, &c.join("c"));
 }
@@ -1332,38 +1513,73 @@ fn a_default_build_run_twice_gives_identical_bytes() {
     assert_same_tree(&a, &b);
 }
 
+/// When to SIGKILL a build.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    /// This long after the start.
+    Delay(Duration),
+    /// As soon as this many shards are published, plus a short extra delay.
+    Shards(usize, Duration),
+}
+
 /// Outcome of one interrupted build (printed with Debug).
 #[allow(dead_code)]
 #[derive(Debug)]
 struct Kill {
-    delay: Duration,
+    at: KillAt,
+    after: Duration,
     killed: bool,
     finished: bool,
     shards_left: usize,
 }
 
-/// Starts a build, SIGKILLs it after `delay`, and reports the state it left.
-fn build_and_kill(out: &Path, inputs: &[PathBuf], extra: &[&str], delay: Duration) -> Kill {
+fn shard_count(dir: &Path) -> usize {
+    entries(dir)
+        .iter()
+        .filter(|n| n.starts_with("shard-"))
+        .count()
+}
+
+/// Starts a build, SIGKILLs it at `at`, and reports the state it left.
+fn build_and_kill(out: &Path, inputs: &[PathBuf], extra: &[&str], at: KillAt) -> Kill {
     use std::os::unix::process::ExitStatusExt;
+    let log = out.with_extension("stderr.txt");
+    let started = Instant::now();
     let mut child = command()
         .args(build_args(out, inputs, extra))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    std::thread::sleep(delay);
+    match at {
+        KillAt::Delay(d) => std::thread::sleep(d),
+        KillAt::Shards(k, extra_delay) => {
+            while child.try_wait().unwrap().is_none() && shard_count(out) < k {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            std::thread::sleep(extra_delay);
+        }
+    }
     child.kill().unwrap(); // SIGKILL on Unix
+    let after = started.elapsed();
     let status = child.wait().unwrap();
     let killed = status.signal() == Some(9);
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
     if !killed {
-        assert_eq!(status.code(), Some(0), "the build failed by itself: {status:?}");
+        assert!(
+            status.code() == Some(0)
+                // The known bug of `a_kill_while_build_json_is_written_leaves_a_resumable_directory`.
+                || (status.code() == Some(1) && stderr.contains("holds no familiar build")),
+            "the build failed by itself: {status:?}\n{stderr}"
+        );
     }
     Kill {
-        delay,
+        at,
+        after,
         killed,
         finished: out.join("manifest.json").exists(),
-        shards_left: entries(out).iter().filter(|n| n.starts_with("shard-")).count(),
+        shards_left: shard_count(out),
     }
 }
 
@@ -1372,13 +1588,13 @@ fn killed_builds_resume_to_the_bytes_of_a_clean_build() {
     let t = TestDir::new();
     // The same input path strings everywhere: documents.parquet records them.
     let inputs = fixture_inputs();
-    let extra = ["--shard-tokens", "8000", "--threads", "1"];
+    let extra = ["--shard-tokens", "15000", "--threads", "1"];
 
     let clean = t.join("clean");
     let started = Instant::now();
     build(&clean, &inputs, &extra);
     let clean_time = started.elapsed();
-    let shards = entries(&clean).iter().filter(|n| n.starts_with("shard-")).count();
+    let shards = shard_count(&clean);
     assert!(shards >= 10, "want many shards, got {shards}");
 
     let seed = std::time::SystemTime::now()
@@ -1386,44 +1602,50 @@ fn killed_builds_resume_to_the_bytes_of_a_clean_build() {
         .unwrap()
         .as_nanos() as u64;
     let mut rng = Rng::new(seed);
-    // Kill points spread over the build (its time measured just now), with jitter.
-    let fractions = [0.03, 0.2, 0.4, 0.55, 0.7, 0.85];
+    let ms = |rng: &mut Rng, lo: u64, hi: u64| Duration::from_millis(rng.range(lo, hi));
+    // Random delays (which may land before, during or after the build), and kills timed by the
+    // build's progress, so that some surely land between shards, mid-build.
+    let plan: Vec<(KillAt, Option<KillAt>)> = vec![
+        (KillAt::Delay(ms(&mut rng, 20, 60)), None),
+        (
+            KillAt::Delay(ms(&mut rng, 100, 400)),
+            Some(KillAt::Delay(ms(&mut rng, 20, 400))),
+        ),
+        (KillAt::Shards(shards / 4, ms(&mut rng, 0, 20)), None),
+        (
+            KillAt::Shards(shards / 2, ms(&mut rng, 0, 20)),
+            Some(KillAt::Shards(shards / 2 + 2, ms(&mut rng, 0, 20))),
+        ),
+        (KillAt::Shards(shards * 3 / 4, ms(&mut rng, 0, 20)), None),
+        (
+            KillAt::Delay(clean_time.mul_f64(0.6 + rng.range(0, 500) as f64 / 1000.0)),
+            None,
+        ),
+    ];
     let mut outcomes = Vec::new();
-    let mut interrupted_with_shards = 0;
-    let mut round = 0;
-    while round < fractions.len() + 4 {
-        let frac = if round < fractions.len() {
-            fractions[round]
-        } else if interrupted_with_shards == 0 {
-            // No kill has yet landed after the first shard: aim later.
-            0.5 + 0.1 * (round - fractions.len()) as f64
-        } else {
-            break;
-        };
-        let jitter = 0.9 + (rng.range(0, 200) as f64) / 1000.0;
-        let delay = clean_time.mul_f64(frac * jitter).max(Duration::from_millis(20));
+    let (mut interrupted, mut interrupted_with_shards) = (0, 0);
+    for (round, (first_at, second_at)) in plan.into_iter().enumerate() {
         let out = t.join(format!("run-{round}"));
-        let first = build_and_kill(&out, &inputs, &extra, delay);
+        let first = build_and_kill(&out, &inputs, &extra, first_at);
+        let mut note = format!("round {round}: {first:?}");
         if first.killed && !first.finished {
+            interrupted += 1;
+            if first.shards_left > 0 {
+                interrupted_with_shards += 1;
+            }
             if out.join("build.json").exists() {
                 familiar(["count".as_ref(), out.as_os_str(), " Zelxir".as_ref()])
                     .failure()
                     .stderr_has(&["has not finished"]);
             }
-            if first.shards_left > 0 {
-                interrupted_with_shards += 1;
-            }
-            // Every other round, interrupt the resumed build too.
-            if round % 2 == 1 {
-                let second = build_and_kill(
-                    &out,
-                    &inputs,
-                    &extra,
-                    clean_time.mul_f64(0.3).max(Duration::from_millis(20)),
-                );
-                outcomes.push(format!("round {round}: second kill {second:?}"));
+            if let Some(at) = second_at {
+                // Interrupt the resumed build too.
+                let second = build_and_kill(&out, &inputs, &extra, at);
+                note.push_str(&format!("\n  then {second:?}"));
             }
         }
+        let finished_before = out.join("manifest.json").exists();
+        let shards_before = shard_count(&out);
         let resumed = familiar(build_args(&out, &inputs, &extra));
         if resumed.code() == Some(1)
             && resumed.stderr.contains("holds no familiar build")
@@ -1431,39 +1653,39 @@ fn killed_builds_resume_to_the_bytes_of_a_clean_build() {
         {
             // The kill landed while build.json was being written: a known bug, covered by
             // `a_kill_while_build_json_is_written_leaves_a_resumable_directory`.
-            outcomes.push(format!("round {round}: {first:?} hit the build.json bug"));
-            round += 1;
+            outcomes.push(format!("{note}\n  hit the .tmp-build.json bug"));
             continue;
         }
         resumed.success();
-        if first.finished {
+        if finished_before {
             resumed.stderr_has(&["already complete"]);
         } else {
-            resumed.stderr_has(&["built "]);
-        }
-        if first.shards_left > 0 && !first.finished && round % 2 == 0 {
-            resumed.stderr_has(&[&format!("{} kept from an interrupted run", first.shards_left)]);
+            resumed.stderr_has(&[format!(
+                "{} built now, {shards_before} kept from an interrupted run",
+                shards - shards_before
+            )]);
         }
         assert_same_tree(&clean, &out);
-        outcomes.push(format!("round {round}: {first:?}"));
-        if round == 0 || round == fractions.len() - 1 {
+        if round == 0 || round == 3 {
             // Re-running a complete build says so and changes nothing.
             build(&out, &inputs, &extra).stderr_has(&["already complete"]);
             assert_same_tree(&clean, &out);
         }
+        outcomes.push(note);
         std::fs::remove_dir_all(&out).unwrap();
-        round += 1;
     }
-    eprintln!("clean build {clean_time:?}, {shards} shards\n{}", outcomes.join("\n"));
-    let interrupted = outcomes
-        .iter()
-        .filter(|o| o.contains("killed: true, finished: false"))
-        .count();
-    assert!(interrupted >= 2, "too few kills landed mid-build:\n{}", outcomes.join("\n"));
-    assert!(
-        interrupted_with_shards >= 1,
-        "no kill landed after the first shard was published:\n{}",
+    let report = format!(
+        "clean build {clean_time:?}, {shards} shards\n{}",
         outcomes.join("\n")
+    );
+    eprintln!("{report}");
+    assert!(
+        interrupted >= 3,
+        "too few kills landed mid-build:\n{report}"
+    );
+    assert!(
+        interrupted_with_shards >= 2,
+        "too few kills landed after a shard was published:\n{report}"
     );
 }
 
@@ -1480,7 +1702,9 @@ fn a_kill_while_build_json_is_written_leaves_a_resumable_directory() {
 
 #[test]
 fn interrupted_build_leftovers_are_cleaned_on_resume() {
-    // A half-written shard (a .tmp- directory) and a damaged last shard are rebuilt.
+    // What a crash can leave: no manifest, a half-written shard (a .tmp- directory), a missing
+    // last shard, and a shard whose bytes do not match its checksums. The damaged shard and every
+    // shard after it are rebuilt; the result is the clean build's bytes.
     let t = TestDir::new();
     let inputs = fixture_inputs();
     let extra = ["--shard-tokens", "60000"];
@@ -1503,7 +1727,10 @@ fn interrupted_build_leftovers_are_cleaned_on_resume() {
     bytes[n - 1] ^= 1;
     std::fs::write(&tb, bytes).unwrap();
     std::fs::remove_dir_all(&last).unwrap();
-    t.write(format!("damaged/.tmp-{}/tokens.bin", shards.last().unwrap()), b"partial");
+    t.write(
+        format!("damaged/.tmp-{}/tokens.bin", shards.last().unwrap()),
+        b"partial",
+    );
     let o = build(&out, &inputs, &extra);
     o.stderr_has(&[&format!(
         "({} built now, 1 kept from an interrupted run)",

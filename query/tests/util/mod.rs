@@ -433,8 +433,8 @@ fn process_scratch() -> &'static Path {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if let Some(pid) = name.strip_prefix("pid-") {
-                    let alive = Path::new("/proc").join(pid).exists()
-                        || !Path::new("/proc/self").exists();
+                    let alive =
+                        Path::new("/proc").join(pid).exists() || !Path::new("/proc/self").exists();
                     if !alive {
                         let _ = std::fs::remove_dir_all(e.path());
                     }
@@ -467,11 +467,7 @@ pub fn fixture_index_sharded() -> &'static Path {
     static INDEX: OnceLock<PathBuf> = OnceLock::new();
     INDEX.get_or_init(|| {
         let out = process_scratch().join("fixture-index-sharded");
-        build(
-            &out,
-            &fixture_inputs(),
-            &["--shard-tokens", SHARDED_TOKENS],
-        );
+        build(&out, &fixture_inputs(), &["--shard-tokens", SHARDED_TOKENS]);
         out
     })
 }

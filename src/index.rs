@@ -143,7 +143,10 @@ impl Index {
         if tokens != manifest.tokens {
             return Err(Error::corrupt(
                 &mpath,
-                format!("token total {} does not match the shards' {tokens}", manifest.tokens),
+                format!(
+                    "token total {} does not match the shards' {tokens}",
+                    manifest.tokens
+                ),
             ));
         }
         Ok(Index {
@@ -319,7 +322,11 @@ impl Shard {
         let expected = file_len(manifest::DOCUMENTS_FILE)?;
         let actual = std::fs::metadata(&dpath).at(&dpath)?.len();
         if actual != expected {
-            return Err(Error::Size { path: dpath, expected, actual });
+            return Err(Error::Size {
+                path: dpath,
+                expected,
+                actual,
+            });
         }
         let shard = Shard {
             dir: dir.to_path_buf(),

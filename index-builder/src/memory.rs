@@ -15,19 +15,39 @@ pub fn build_bytes_per_token(width: TokenWidth) -> u64 {
     u64::from(width.bytes()) + 4
 }
 
-/// Memory available to new allocations, from `/proc/meminfo` (`MemAvailable`), if readable.
-pub fn available_memory() -> Option<u64> {
+/// A `/proc/meminfo` field in bytes (`MemTotal`, `MemAvailable`, …), if readable.
+pub fn meminfo(field: &str) -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let line = info.lines().find(|l| l.split(':').next() == Some(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     kb.checked_mul(1024)
 }
 
-/// Shard size (token positions) for this machine: half the available memory, capped at what
-/// libsais's 32-bit output can sort. Falls back to 2^28 tokens when memory cannot be read.
+/// Shard size (token positions) for this machine: half its memory at the build's bytes per token,
+/// rounded down to a power of two, capped at what libsais's 32-bit output can sort. Falls back to
+/// 2^28 tokens when memory cannot be read.
 pub fn auto_shard_tokens(width: TokenWidth) -> u64 {
-    let budget = available_memory()
+    let budget = meminfo("MemTotal")
         .map(|m| m / 2 / build_bytes_per_token(width))
         .unwrap_or(1 << 28);
-    budget.clamp(1 << 20, MAX_SHARD_TOKENS)
+    if budget > MAX_SHARD_TOKENS {
+        return MAX_SHARD_TOKENS;
+    }
+    let pow2 = 1u64 << (63 - budget.max(1).leading_zeros());
+    pow2.max(1 << 20)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn auto_size_is_a_power_of_two_or_the_cap() {
+        for w in [
+            familiar::token::TokenWidth::U16,
+            familiar::token::TokenWidth::U32,
+        ] {
+            let n = super::auto_shard_tokens(w);
+            assert!(n.is_power_of_two() || n == super::MAX_SHARD_TOKENS, "{n}");
+            assert_eq!(n, super::auto_shard_tokens(w));
+        }
+    }
 }

@@ -242,8 +242,9 @@ pub fn probability(index: &Index, prefix: &[u32], next: u32) -> Result<Probabili
     joint.push(next);
     index.check_ids(&joint)?;
     let prefix_count = if prefix.is_empty() {
-        // The unigram case: every position that is not a document separator.
-        index.manifest().tokens - index.manifest().documents
+        // The empty prefix occurs at every position, separators included (where the outcome is
+        // the end of a document), as in `next_tokens`.
+        index.manifest().tokens
     } else {
         count(index, prefix)?
     };

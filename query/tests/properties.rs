@@ -349,7 +349,8 @@ fn check_probability(index: &Index, model: &Model, prefix: &[u32], next: u32) {
     let got = ngram::probability(index, prefix, next)
         .unwrap_or_else(|e| panic!("probability {prefix:?} -> {next}: {e}"));
     let prefix_count = if prefix.is_empty() {
-        model.docs.iter().map(|d| d.len() as u64).sum()
+        // Every position, separators included (as in next_tokens).
+        model.docs.iter().map(|d| d.len() as u64 + 1).sum()
     } else {
         model.count(prefix)
     };

@@ -75,16 +75,25 @@ impl JsonlSource {
         Ok(src)
     }
 
-    /// Reads one physical line into `buf`, counting it. Errors are stream errors (decompression, I/O).
+    /// Reads one physical line into `buf`, counting it. Errors are stream errors (decompression,
+    /// I/O); decoding runs ahead of parsing, so they name the last line read intact.
     fn read_line(&mut self) -> Result<usize> {
         let n = self.reader.read_until(b'\n', &mut self.buf).map_err(|e| {
             let what = match e.kind() {
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::Other => {
-                    "corrupt or truncated compressed data"
-                }
+                std::io::ErrorKind::InvalidData
+                | std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::Other => "corrupt or truncated compressed data",
                 _ => "read error",
             };
-            Error::input(&self.path, self.line + 1, format!("{what}: {e}"))
+            let after = if self.line == 0 {
+                "at the start".to_string()
+            } else {
+                format!("after line {}", self.line)
+            };
+            Error::Io {
+                path: self.path.clone(),
+                error: std::io::Error::new(e.kind(), format!("{what} {after}: {e}")),
+            }
         })?;
         if n > 0 {
             self.line += 1;
@@ -228,16 +237,7 @@ impl RecordSource for JsonlSource {
                 Err(e) => {
                     // A broken stream cannot be resumed past; stop after reporting it.
                     self.failed = true;
-                    return Some(Err(match e {
-                        Error::Input { path, line, reason } => Error::Io {
-                            path: path.clone(),
-                            error: std::io::Error::new(
-                                std::io::ErrorKind::InvalidData,
-                                format!("line {line}: {reason}"),
-                            ),
-                        },
-                        other => other,
-                    }));
+                    return Some(Err(e));
                 }
             }
             let bytes = std::mem::take(&mut self.buf);

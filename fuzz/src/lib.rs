@@ -24,8 +24,8 @@ use std::fmt::Debug;
 use std::path::Path;
 
 use familiar::corpus::{parse_record, Document, Fields};
-use familiar::format::{FileKind, Header, PackedArray, FORMAT_VERSION, HEADER_LEN, MAGIC};
 use familiar::format::OLDEST_READABLE_VERSION;
+use familiar::format::{FileKind, Header, PackedArray, FORMAT_VERSION, HEADER_LEN, MAGIC};
 use familiar::manifest::{BuildPlan, IndexManifest, ShardManifest};
 use familiar::token::{Token, TokenText, TokenWidth};
 use familiar::tokenizer::Tokenizer;
@@ -35,7 +35,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Every kind of array file.
-pub const KINDS: [FileKind; 3] = [FileKind::Tokens, FileKind::SuffixArray, FileKind::DocOffsets];
+pub const KINDS: [FileKind; 3] = [
+    FileKind::Tokens,
+    FileKind::SuffixArray,
+    FileKind::DocOffsets,
+];
 
 /// Longest file the length fix-up builds (it reads every element, so keep iterations quick).
 const MAX_FITTED_LEN: u64 = 1 << 16;
@@ -70,12 +74,14 @@ pub fn header_model(file: &[u8], kind: FileKind) -> Option<Header> {
     let flags = u32_at(file, 20);
     let count = u64_at(file, 24);
     let sealed = u64_at(file, 48) == xxhash_rust::xxh3::xxh3_64(&file[0..48]);
+    let reserved_zero = file[56..64].iter().all(|&b| b == 0);
     let len_ok = count
         .checked_mul(u64::from(width))
         .and_then(|n| n.checked_add(HEADER_LEN as u64))
         == Some(file.len() as u64);
     let ok = (OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version)
         && sealed
+        && reserved_zero
         && flags == 0
         && (1..=8).contains(&width)
         && len_ok;
@@ -96,7 +102,10 @@ fn expect_file_error(e: &Error) {
     assert!(
         matches!(
             e,
-            Error::Size { .. } | Error::Magic { .. } | Error::Version { .. } | Error::Corrupt { .. }
+            Error::Size { .. }
+                | Error::Magic { .. }
+                | Error::Version { .. }
+                | Error::Corrupt { .. }
         ),
         "unexpected error kind for a damaged file: {e:?}"
     );
@@ -144,7 +153,10 @@ fn check_array(file: &[u8], kind: FileKind) {
     }
     let array = PackedArray::new(file, kind, path);
     let Ok(header) = parsed else {
-        assert!(array.is_err(), "PackedArray::new accepted what Header::parse rejects");
+        assert!(
+            array.is_err(),
+            "PackedArray::new accepted what Header::parse rejects"
+        );
         return;
     };
     let array = array.expect("PackedArray::new rejected what Header::parse accepts");
@@ -152,9 +164,12 @@ fn check_array(file: &[u8], kind: FileKind) {
     assert_eq!(array.len(), header.count);
     assert_eq!(array.is_empty(), header.count == 0);
     assert_eq!(array.bytes(), file);
-    // Writing the parsed header back gives the same bytes, up to the reserved bytes 56..64, which
-    // the reader does not check.
-    assert_eq!(header.to_bytes()[..56], file[..56], "header does not round-trip");
+    // Writing the parsed header back gives the same bytes.
+    assert_eq!(
+        header.to_bytes()[..],
+        file[..HEADER_LEN],
+        "header does not round-trip"
+    );
     let w = header.width as usize;
     for i in 0..header.count {
         let at = HEADER_LEN + i as usize * w;
@@ -233,7 +248,10 @@ fn check_tokens<T: Token>(file: &[u8]) {
             }
         }
         (Err(e), None) => expect_file_error(&e),
-        (Ok(text), None) => panic!("accepted a token file the format rejects: {:?}", text.header()),
+        (Ok(text), None) => panic!(
+            "accepted a token file the format rejects: {:?}",
+            text.header()
+        ),
         (Err(e), Some(h)) => panic!("rejected a valid token file {h:?}: {e}"),
     }
     // The same bytes at an odd address: refused (as a bug of the caller, who must align), never a
@@ -243,7 +261,10 @@ fn check_tokens<T: Token>(file: &[u8]) {
         Ok(text) => assert_eq!(text.tokens().len() as u64, text.header().count),
         Err(Error::Bug(_)) => assert!(expected.is_some(), "alignment error on an invalid file"),
         Err(e) => {
-            assert!(expected.is_none(), "rejected a valid token file at an odd address: {e}");
+            assert!(
+                expected.is_none(),
+                "rejected a valid token file at an odd address: {e}"
+            );
             expect_file_error(&e);
         }
     }
@@ -287,9 +308,18 @@ where
         }
     };
     let value: Value = serde_json::from_slice(data).expect("an accepted manifest is JSON");
-    assert!(value.is_object(), "accepted a manifest that is not a JSON object: {value}");
-    assert_eq!(value["format"], tag, "accepted a manifest with another format tag");
-    assert_eq!(value["format_version"], FORMAT_VERSION, "accepted another version");
+    assert!(
+        value.is_object(),
+        "accepted a manifest that is not a JSON object: {value}"
+    );
+    assert_eq!(
+        value["format"], tag,
+        "accepted a manifest with another format tag"
+    );
+    assert_eq!(
+        value["format_version"], FORMAT_VERSION,
+        "accepted another version"
+    );
     assert!(
         familiar::manifest::parse::<M>(data, "familiar-other", path).is_err(),
         "accepted a manifest under a tag it does not carry"
@@ -394,7 +424,10 @@ pub fn corpus_line(data: &[u8]) {
         }
         (Err(e), None) => {
             let _ = e.to_string();
-            assert!(matches!(e, Error::Input { .. }), "unexpected error kind: {e:?}");
+            assert!(
+                matches!(e, Error::Input { .. }),
+                "unexpected error kind: {e:?}"
+            );
             return;
         }
         (Ok(doc), None) => panic!("accepted an invalid record as {doc:?}"),
@@ -429,8 +462,9 @@ pub fn corpus_line(data: &[u8]) {
 }
 
 /// Texts every accepted tokenizer encodes.
-const SAMPLES: [&str; 5] = [
+const SAMPLES: [&str; 6] = [
     "",
+    "I'm here, don't  stop\n\n  42x\r\n\t'S 're",
     " the cat sat on the mat",
     "<|endoftext|>Hello, World! 123",
     "\u{0}\t\n  é 漢字 🦀",
@@ -444,23 +478,48 @@ pub fn tokenizer_json(data: &[u8]) {
         Ok(t) => t,
         Err(e) => {
             let _ = e.to_string();
-            assert!(matches!(e, Error::Tokenizer { .. }), "unexpected error kind: {e:?}");
+            assert!(
+                matches!(e, Error::Tokenizer { .. }),
+                "unexpected error kind: {e:?}"
+            );
             return;
         }
     };
     let _ = format!("{t:?}");
     let vocab = t.vocab_size();
     let max_id = t.inner().get_vocab(true).values().copied().max();
-    assert_eq!(max_id.map(|m| m + 1), Some(vocab), "vocab_size is not the largest id + 1");
+    assert_eq!(
+        max_id.map(|m| m + 1),
+        Some(vocab),
+        "vocab_size is not the largest id + 1"
+    );
     assert!(vocab < i32::MAX as u32);
     assert_eq!(t.hash(), familiar::checksum::of_bytes(data));
     assert_eq!(t.token_width(), TokenWidth::for_vocab(vocab));
     let own = String::from_utf8_lossy(&data[..data.len().min(48)]).into_owned();
     for text in SAMPLES.iter().copied().chain([own.as_str()]) {
-        let Ok(ids) = t.encode(text) else { continue };
+        // The fast byte-level BPE path (where the tokenizer qualifies) gives the ids `tokenizers`
+        // gives.
+        let reference = t
+            .inner()
+            .encode_fast(text, false)
+            .map(|e| e.get_ids().to_vec());
+        let encoded = t.encode(text);
+        if let (Ok(ours), Ok(theirs)) = (&encoded, &reference) {
+            assert_eq!(ours, theirs, "encode({text:?}) differs from tokenizers");
+        }
+        assert_eq!(
+            encoded.is_ok(),
+            reference.is_ok(),
+            "encode({text:?}) fails on one path only"
+        );
+        let Ok(ids) = encoded else { continue };
         for &id in &ids {
             // The separator takes id `vocab`: no text may encode to it or beyond.
-            assert!(id < vocab, "{text:?} encodes to id {id}, not below vocab_size {vocab}");
+            assert!(
+                id < vocab,
+                "{text:?} encodes to id {id}, not below vocab_size {vocab}"
+            );
         }
         let _ = t.decode(&ids);
     }

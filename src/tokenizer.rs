@@ -39,10 +39,17 @@ impl Tokenizer {
 
     /// Loads a `tokenizer.json` from its bytes; `path` names it in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Tokenizer> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer {
+        let invalid = |e: &dyn std::fmt::Display| Error::Tokenizer {
             path: path.to_path_buf(),
             reason: format!("not a valid Hugging Face tokenizer.json: {e}"),
-        })?;
+        };
+        // tokenizers 0.23 panics (instead of failing) on a JSON syntax error inside some sections,
+        // e.g. `{"decoder":-}`: check the syntax first, and keep any other panic of theirs from
+        // taking the process down with it.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| invalid(&e))?;
+        let inner = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes))
+            .map_err(|_| invalid(&"the tokenizers library failed on it"))?
+            .map_err(|e| invalid(&e))?;
         // The largest id in the vocabulary (added tokens included) + 1: ids may be sparse.
         let max_id = inner.get_vocab(true).values().copied().max();
         let vocab_size = match max_id {

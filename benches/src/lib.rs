@@ -112,12 +112,13 @@ pub fn shared_data() -> Option<PathBuf> {
     dir.join("corpus").is_dir().then_some(dir)
 }
 
-/// Where benches keep their data: `FAMILIAR_BENCH_DIR`, else `<target>/bench-data`.
-pub fn bench_dir() -> PathBuf {
+/// Where benches keep their data: `FAMILIAR_BENCH_DIR`, else `<target>/bench-data`. Bench binaries
+/// pass `env!("CARGO_TARGET_TMPDIR")` (`<target>/tmp`, known only when compiling them).
+pub fn bench_dir(target_tmpdir: &str) -> PathBuf {
     if let Some(d) = std::env::var_os("FAMILIAR_BENCH_DIR") {
         return PathBuf::from(d);
     }
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let tmp = Path::new(target_tmpdir);
     tmp.parent().unwrap_or(tmp).join("bench-data")
 }
 
@@ -457,7 +458,7 @@ impl Zipf {
             guide.push(r as u32);
         }
         let mut ids: Vec<u32> = (0..n).collect();
-        let mut rng = SplitMix64::new(seed ^ 0x1D5_0F_5EED);
+        let mut rng = SplitMix64::new(seed ^ 0x0001_D50F_5EED);
         for i in (1..ids.len()).rev() {
             let j = rng.below(i as u64 + 1) as usize;
             ids.swap(i, j);
@@ -760,9 +761,9 @@ impl Table {
         }
         let line = |cells: &[String]| {
             let mut s = String::new();
-            for i in 0..n {
+            for (i, width) in w.iter().enumerate() {
                 let c = cells.get(i).map_or("", |c| c.as_str());
-                let pad = w[i] - c.chars().count();
+                let pad = width - c.chars().count();
                 if i == 0 {
                     s.push_str(c);
                     s.push_str(&" ".repeat(pad));

@@ -21,10 +21,10 @@
 //!   `continuing_subword_prefix` / `end_of_word_suffix`, with or without `ignore_merges`, whose
 //!   vocabulary gives no two tokens the same id. Texts holding a byte whose byte-level character
 //!   the vocabulary lacks go to `tokenizers` (C0, C1 and F5..FF, which UTF-8 never uses, are
-//!   commonly missing and harmless). Merges are
-//!   applied to the bytes of each pre-token directly, with ranks keyed by pairs of token ids; the
-//!   lowest rank is merged first and, among equal ranks, the leftmost pair — the order of
-//!   `tokenizers`' `Word::merge_all`. Results are cached per thread, keyed by the pre-token bytes;
+//!   commonly missing and harmless). Merges are applied to the bytes of each pre-token directly,
+//!   with ranks keyed by pairs of token ids; the lowest rank is merged first and, among equal
+//!   ranks, the leftmost pair — the order of `tokenizers`' `Word::merge_all` (a rescan for short
+//!   words, a priority queue for long ones). Results are cached per thread, keyed by the bytes;
 //! - no truncation, no padding, post-processor none or `ByteLevel` (which leaves ids alone).
 //!
 //! [`FastBpe::agrees_with`] cross-checks a built encoder against the `tokenizers` tokenizer of the
@@ -234,27 +234,54 @@ static CLASSES: LazyLock<Option<CharClasses>> = LazyLock::new(CharClasses::build
 // Added tokens.
 
 /// A small set of literal patterns, matched leftmost-longest like `tokenizers`' added-token tries.
-#[derive(Default)]
 struct Patterns {
     pats: Vec<(Box<[u8]>, u32)>,
     /// Per first byte: indices into `pats`, longest first.
     by_first: Vec<Vec<usize>>,
+    /// Per first byte: whether some pattern starts with it.
+    first: [bool; 256],
+    /// Per byte: the id of the one-byte pattern made of it, if any.
+    single: [Option<u32>; 256],
     /// Bitset of the first two bytes of patterns at least two bytes long.
     pair2: Vec<u64>,
+    /// How candidate positions are found.
+    scan: Scan,
+}
+
+/// Candidate positions of a match: bytes that start a pattern, or the two bytes all patterns
+/// start with.
+enum Scan {
+    Bytes,
+    One(u8),
+    Two(u8, u8),
+    Three(u8, u8, u8),
+    Prefix(Box<memchr::memmem::Finder<'static>>),
 }
 
 impl Patterns {
-    fn new(list: Vec<(Vec<u8>, u32)>) -> Patterns {
+    /// `None` when two tokens have the same pattern.
+    fn new(list: Vec<(Vec<u8>, u32)>) -> Option<Patterns> {
         let mut by_first = vec![Vec::new(); 256];
+        let mut first = [false; 256];
+        let mut single = [None; 256];
         let mut pair2 = vec![0u64; 1024];
-        let pats: Vec<(Box<[u8]>, u32)> = list
-            .into_iter()
-            .filter(|(p, _)| !p.is_empty())
-            .map(|(p, id)| (p.into_boxed_slice(), id))
-            .collect();
-        for (k, (p, _)) in pats.iter().enumerate() {
+        let mut pats: Vec<(Box<[u8]>, u32)> = Vec::new();
+        for (p, id) in list {
+            if p.is_empty() {
+                continue;
+            }
+            match pats.iter().find(|(q, _)| **q == *p) {
+                Some((_, other)) if *other == id => continue,
+                Some(_) => return None,
+                None => pats.push((p.into_boxed_slice(), id)),
+            }
+        }
+        for (k, (p, id)) in pats.iter().enumerate() {
             by_first[p[0] as usize].push(k);
-            if p.len() >= 2 {
+            first[p[0] as usize] = true;
+            if p.len() == 1 {
+                single[p[0] as usize] = Some(*id);
+            } else {
                 let key = (p[0] as usize) << 8 | p[1] as usize;
                 pair2[key >> 6] |= 1 << (key & 63);
             }
@@ -262,10 +289,53 @@ impl Patterns {
         for v in &mut by_first {
             v.sort_by_key(|&k| Reverse(pats[k].0.len()));
         }
-        Patterns {
+        let firsts: Vec<u8> = (0..=255u8).filter(|&b| first[b as usize]).collect();
+        let scan = match firsts[..] {
+            _ if !pats.is_empty()
+                && pats
+                    .iter()
+                    .all(|(p, _)| p.len() >= 2 && p[..2] == pats[0].0[..2]) =>
+            {
+                Scan::Prefix(Box::new(
+                    memchr::memmem::Finder::new(&pats[0].0[..2]).into_owned(),
+                ))
+            }
+            [a] => Scan::One(a),
+            [a, b] => Scan::Two(a, b),
+            [a, b, c] => Scan::Three(a, b, c),
+            _ => Scan::Bytes,
+        };
+        Some(Patterns {
             pats,
             by_first,
+            first,
+            single,
             pair2,
+            scan,
+        })
+    }
+
+    /// The longest match starting at `i`, if any.
+    #[inline]
+    fn match_at(&self, hay: &[u8], i: usize) -> Option<(usize, usize, u32)> {
+        let b = hay[i];
+        if !self.first[b as usize] {
+            return None;
+        }
+        let two = i + 1 < hay.len() && {
+            let key = (b as usize) << 8 | hay[i + 1] as usize;
+            self.pair2[key >> 6] & (1 << (key & 63)) != 0
+        };
+        if two {
+            for &k in &self.by_first[b as usize] {
+                let (p, id) = &self.pats[k];
+                if hay[i..].starts_with(p) {
+                    return Some((i, i + p.len(), *id));
+                }
+            }
+            None
+        } else {
+            self.single[b as usize].map(|id| (i, i + 1, id))
         }
     }
 
@@ -278,26 +348,20 @@ impl Patterns {
         if self.pats.is_empty() {
             return None;
         }
-        let n = hay.len();
-        for i in from..n {
-            let b = hay[i];
-            let cands = &self.by_first[b as usize];
-            if cands.is_empty() {
-                continue;
+        let mut i = from;
+        while i < hay.len() {
+            let rest = &hay[i..];
+            let k = match &self.scan {
+                Scan::Bytes => rest.iter().position(|&b| self.first[b as usize]),
+                Scan::One(a) => memchr::memchr(*a, rest),
+                Scan::Two(a, b) => memchr::memchr2(*a, *b, rest),
+                Scan::Three(a, b, c) => memchr::memchr3(*a, *b, *c, rest),
+                Scan::Prefix(f) => f.find(rest),
+            }?;
+            if let Some(m) = self.match_at(hay, i + k) {
+                return Some(m);
             }
-            let two = i + 1 < n && {
-                let key = (b as usize) << 8 | hay[i + 1] as usize;
-                self.pair2[key >> 6] & (1 << (key & 63)) != 0
-            };
-            for &k in cands {
-                let (p, id) = &self.pats[k];
-                if p.len() >= 2 && !two {
-                    continue;
-                }
-                if hay[i..].starts_with(p) {
-                    return Some((i, i + p.len(), *id));
-                }
-            }
+            i += k + 1;
         }
         None
     }
@@ -306,18 +370,91 @@ impl Patterns {
 // ---------------------------------------------------------------------------------------------
 // Per-thread state: the word cache and scratch buffers.
 
-const CACHE_MAX_ENTRIES: usize = 1 << 18;
-const CACHE_MAX_IDS: usize = 1 << 21;
+const CACHE_MAX_ENTRIES: usize = 1 << 17;
+const CACHE_MAX_IDS: usize = 1 << 20;
 const CACHE_MAX_WORD: usize = 256;
 /// Words longer than this are merged with a heap (O(n log n)) instead of rescans (O(n²)).
 const SHORT_WORD: usize = 48;
 /// How many encoders' states one thread keeps.
 const STATES_PER_THREAD: usize = 4;
 
+/// Ids of the pre-tokens seen, by their bytes. Words of at most 15 bytes are keyed by their bytes
+/// and length packed in a `u128` (no allocation, one-instruction comparisons). A value is a
+/// single id with the top bit set, or the offset (high half) and length (low half) of the ids in
+/// `ids`.
+struct WordCache {
+    short: HashMap<u128, u64, Hasher>,
+    long: HashMap<Box<[u8]>, u64, Hasher>,
+    ids: Vec<u32>,
+}
+
+const SINGLE: u64 = 1 << 63;
+
+#[inline(always)]
+fn pack_short(word: &[u8]) -> u128 {
+    let mut buf = [0u8; 16];
+    buf[..word.len()].copy_from_slice(word);
+    buf[15] = word.len() as u8;
+    u128::from_le_bytes(buf)
+}
+
+impl WordCache {
+    fn new() -> WordCache {
+        WordCache {
+            short: HashMap::with_hasher(new_hasher()),
+            long: HashMap::with_hasher(new_hasher()),
+            ids: Vec::new(),
+        }
+    }
+
+    /// Appends the cached ids of `word` and returns `true`, or returns `false`.
+    #[inline(always)]
+    fn get(&self, word: &[u8], out: &mut Vec<u32>) -> bool {
+        let v = if word.len() <= 15 {
+            self.short.get(&pack_short(word))
+        } else {
+            self.long.get(word)
+        };
+        match v {
+            Some(&v) if v & SINGLE != 0 => out.push(v as u32),
+            Some(&v) => {
+                let (off, len) = ((v >> 32) as usize, (v & 0xFFFF_FFFF) as usize);
+                out.extend_from_slice(&self.ids[off..off + len]);
+            }
+            None => return false,
+        }
+        true
+    }
+
+    fn insert(&mut self, word: &[u8], ids: &[u32]) {
+        if word.len() > CACHE_MAX_WORD {
+            return;
+        }
+        if self.short.len() + self.long.len() >= CACHE_MAX_ENTRIES
+            || self.ids.len() >= CACHE_MAX_IDS
+        {
+            self.short.clear();
+            self.long.clear();
+            self.ids.clear();
+        }
+        let v = if ids.len() == 1 {
+            SINGLE | ids[0] as u64
+        } else {
+            let v = (self.ids.len() as u64) << 32 | ids.len() as u64;
+            self.ids.extend_from_slice(ids);
+            v
+        };
+        if word.len() <= 15 {
+            self.short.insert(pack_short(word), v);
+        } else {
+            self.long.insert(word.into(), v);
+        }
+    }
+}
+
 struct State {
     owner: u64,
-    cache: HashMap<Box<[u8]>, (u32, u32), Hasher>,
-    ids: Vec<u32>,
+    cache: WordCache,
     syms: Vec<u32>,
     ranks: Vec<u64>,
     prefixed: Vec<u8>,
@@ -327,8 +464,7 @@ impl State {
     fn new(owner: u64) -> State {
         State {
             owner,
-            cache: HashMap::with_hasher(new_hasher()),
-            ids: Vec::new(),
+            cache: WordCache::new(),
             syms: Vec::new(),
             ranks: Vec::new(),
             prefixed: Vec::new(),
@@ -627,9 +763,9 @@ impl FastBpe {
             whole_words,
             add_prefix_space,
             nfc,
-            raw_tokens: Patterns::new(raw_list),
-            normalized_tokens: Patterns::new(normalized_list),
-            unsupported_tokens: Patterns::new(unsupported_list),
+            raw_tokens: Patterns::new(raw_list).ok_or(DUPLICATE)?,
+            normalized_tokens: Patterns::new(normalized_list).ok_or(DUPLICATE)?,
+            unsupported_tokens: Patterns::new(unsupported_list).ok_or(DUPLICATE)?,
             added,
         })
     }
@@ -803,22 +939,12 @@ impl FastBpe {
                 }
             }
             _ => {
-                if let Some(&(off, len)) = st.cache.get(word) {
-                    out.extend_from_slice(&st.ids[off as usize..(off + len) as usize]);
+                if st.cache.get(word, out) {
                     return;
                 }
                 let first = out.len();
                 self.merge_word(word, out, st, word.len() > SHORT_WORD);
-                if word.len() <= CACHE_MAX_WORD {
-                    if st.cache.len() >= CACHE_MAX_ENTRIES || st.ids.len() >= CACHE_MAX_IDS {
-                        st.cache.clear();
-                        st.ids.clear();
-                    }
-                    let off = st.ids.len() as u32;
-                    st.ids.extend_from_slice(&out[first..]);
-                    st.cache
-                        .insert(word.into(), (off, (out.len() - first) as u32));
-                }
+                st.cache.insert(word, &out[first..]);
             }
         }
     }
@@ -910,6 +1036,8 @@ impl FastBpe {
         }
     }
 }
+
+const DUPLICATE: &str = "two added tokens have the same (normalized) content";
 
 /// `byte_ids` of bytes the vocabulary lacks.
 const MISSING: u32 = u32::MAX;
@@ -1294,6 +1422,33 @@ mod tests {
         fn fast_bpe_matches_tokenizers(text in text_strategy()) {
             for p in pairs() {
                 check(p, &text);
+            }
+        }
+
+        #[test]
+        fn fast_bpe_added_token_matcher_is_leftmost_longest(
+            pats in proptest::collection::btree_set("[abc ]{1,4}", 1..7),
+            hay in "[abcd ]{0,40}",
+        ) {
+            let list: Vec<(Vec<u8>, u32)> =
+                pats.iter().enumerate().map(|(k, p)| (p.as_bytes().to_vec(), k as u32)).collect();
+            let set = Patterns::new(list.clone()).expect("distinct patterns");
+            let hay = hay.as_bytes();
+            let mut from = 0;
+            loop {
+                // Naive: the first position with a match, the longest match there.
+                let naive = (from..hay.len()).find_map(|i| {
+                    list.iter()
+                        .filter(|(p, _)| hay[i..].starts_with(p))
+                        .max_by_key(|(p, _)| p.len())
+                        .map(|(p, id)| (i, i + p.len(), *id))
+                });
+                let got = set.find(hay, from);
+                prop_assert_eq!(got, naive);
+                match got {
+                    Some((_, e, _)) => from = e,
+                    None => break,
+                }
             }
         }
 

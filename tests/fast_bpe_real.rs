@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use familiar::fast_bpe::FastBpe;
+use rayon::prelude::*;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
 
@@ -155,27 +156,29 @@ fn fast_bpe_matches_tokenizers_on_real_documents() {
             wrapper.uses_fast_path(),
             "{name}: the wrapper does not use the fast path"
         );
-        let (mut tokens, mut fallbacks) = (0usize, 0usize);
-        let mut got = Vec::new();
-        for (id, text) in &texts {
-            got.clear();
-            let want = hf.encode_fast(text.as_str(), false).expect("hf encodes");
-            if fast.encode(text, &mut got) {
-                if got != want.get_ids() {
+        // Each text: (tokens, whether the fast path refused it); panics on the first difference.
+        let results: Vec<(usize, bool)> = texts
+            .par_iter()
+            .map(|(id, text)| {
+                let want = hf.encode_fast(text.as_str(), false).expect("hf encodes");
+                let mut got = Vec::new();
+                let refused = !fast.encode(text, &mut got);
+                if refused {
+                    assert!(got.is_empty(), "{name}: a refused text left ids behind");
+                } else if got != want.get_ids() {
                     panic!("{name}: {}", report_mismatch(&hf, id, text, &got));
                 }
-            } else {
-                fallbacks += 1;
-                assert!(got.is_empty(), "{name}: a refused text left ids behind");
-            }
-            // The wrapper, fast or falling back, gives the same ids.
-            assert_eq!(
-                wrapper.encode(text).expect("wrapper encodes"),
-                want.get_ids(),
-                "{name}: wrapper, document {id}"
-            );
-            tokens += want.len();
-        }
+                // The wrapper, fast or falling back, gives the same ids.
+                assert_eq!(
+                    wrapper.encode(text).expect("wrapper encodes"),
+                    want.get_ids(),
+                    "{name}: wrapper, document {id}"
+                );
+                (want.len(), refused)
+            })
+            .collect();
+        let tokens: usize = results.iter().map(|r| r.0).sum();
+        let fallbacks = results.iter().filter(|r| r.1).count();
         println!(
             "{name}: {} texts, {tokens} tokens identical; {fallbacks} texts fell back ({:.1} s)",
             texts.len(),

@@ -491,7 +491,13 @@ impl<T: SaInput> ShardBuilder<T> {
 
     fn push(&mut self, doc: &Document, ids: &[u32], separator: T, input_file: &str) -> Result<()> {
         self.offsets.push(self.tokens.len() as u64);
+        let capacity = self.tokens.capacity();
         self.tokens.reserve(ids.len() + 1);
+        if self.tokens.capacity() != capacity {
+            // The token buffer is what libsais will read at random: back it with huge pages.
+            let spare = self.tokens.spare_capacity_mut();
+            crate::sa::advise_huge_pages(spare);
+        }
         for &id in ids {
             self.tokens.push(T::from_u32(id).ok_or_else(|| {
                 Error::Bug(format!("token id {id} does not fit the index width"))

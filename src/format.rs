@@ -1,13 +1,14 @@
 //! The binary file format shared by every array file of an index.
 //!
-//! Each file is a 64-byte little-endian header followed by `count` elements of `width` bytes:
+//! Each file is a 64-byte little-endian header followed by `count` elements of `width` bits,
+//! packed little-endian (element `i` occupies bits `i·width .. (i+1)·width` of the body):
 //!
 //! | bytes  | field                                                         |
 //! |--------|---------------------------------------------------------------|
 //! | 0..8   | magic `FAMILIAR`                                              |
 //! | 8..12  | kind: `TOKS` tokens, `SUFA` suffix array, `DOCO` doc offsets  |
 //! | 12..16 | format version (u32)                                          |
-//! | 16..20 | element width in bytes (u32)                                  |
+//! | 16..20 | element width in bits (u32): tokens 16 or 32; others 1..=57   |
 //! | 20..24 | flags (u32, zero in version 1)                                |
 //! | 24..32 | element count (u64)                                           |
 //! | 32..40 | `aux0` (u64): tokens: separator id; SA, offsets: text length  |
@@ -110,9 +111,8 @@ impl Header {
 
     /// Total file length this header implies, or `None` on overflow.
     pub fn file_len(&self) -> Option<u64> {
-        self.count
-            .checked_mul(u64::from(self.width))?
-            .checked_add(HEADER_LEN as u64)
+        let body = (u128::from(self.count) * u128::from(self.width)).div_ceil(8);
+        u64::try_from(body).ok()?.checked_add(HEADER_LEN as u64)
     }
 
     /// Parses and checks the header at the start of `file`, whose full contents are `file`.
@@ -172,10 +172,10 @@ impl Header {
             ));
         }
         let width = u32_at(16);
-        if !(1..=8).contains(&width) {
+        if !(1..=64).contains(&width) {
             return Err(Error::corrupt(
                 path,
-                format!("element width {width} is not between 1 and 8 bytes"),
+                format!("element width {width} is not between 1 and 64 bits"),
             ));
         }
         let header = Header {
@@ -200,28 +200,53 @@ impl Header {
     }
 }
 
-/// The fewest bytes (at least 1) that hold every value in `0..=max`.
-pub fn width_for(max: u64) -> u32 {
-    let bits = 64 - max.leading_zeros();
-    bits.div_ceil(8).max(1)
+/// The fewest bits (at least 1) that hold every value in `0..=max`.
+pub fn bits_for(max: u64) -> u32 {
+    (64 - max.leading_zeros()).max(1)
 }
 
-/// An array of unsigned integers of `width` bytes each, little-endian, behind a header.
+/// The widest element a [`PackedArray`] reads with one unaligned 8-byte load (bit shift ≤ 7).
+pub const MAX_PACKED_BITS: u32 = 57;
+
+/// An array of unsigned integers of `width` bits each, packed little-endian, behind a header.
 ///
 /// Generic over its bytes, so the caller owns the memory map and this type needs no `unsafe`.
 /// Used for the suffix array and the document offsets, both stored at the narrowest width that
-/// holds their largest value.
+/// holds their largest value (28 bits for a 153 M-token shard instead of 4 bytes).
 #[derive(Debug, Clone)]
 pub struct PackedArray<D> {
     data: D,
     header: Header,
+    mask: u64,
 }
 
 impl<D: AsRef<[u8]>> PackedArray<D> {
     /// Opens an array file's bytes, checking the header.
     pub fn new(data: D, kind: FileKind, path: &Path) -> Result<Self> {
         let header = Header::parse(data.as_ref(), kind, path)?;
-        Ok(PackedArray { data, header })
+        if header.width > MAX_PACKED_BITS {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "element width {} bits exceeds {MAX_PACKED_BITS}",
+                    header.width
+                ),
+            ));
+        }
+        // One encoding per array: the unused high bits of the last byte must be zero.
+        let used = (u128::from(header.count) * u128::from(header.width) % 8) as u32;
+        if used != 0 {
+            if let Some(&last) = data.as_ref().last() {
+                if last >> used != 0 {
+                    return Err(Error::corrupt(
+                        path,
+                        "padding bits after the last element are not zero",
+                    ));
+                }
+            }
+        }
+        let mask = (1u64 << header.width) - 1;
+        Ok(PackedArray { data, header, mask })
     }
 
     /// The file's header.
@@ -246,22 +271,21 @@ impl<D: AsRef<[u8]>> PackedArray<D> {
             return None;
         }
         let body = &self.data.as_ref()[HEADER_LEN..];
-        let w = self.header.width as usize;
-        let at = usize::try_from(i).ok()? * w;
-        let bytes = body.get(at..at + w)?;
-        Some(match w {
-            4 => u64::from(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])),
-            8 => {
+        // i < count and count · width fits the file (checked at open), so no overflow here.
+        let bit = i * u64::from(self.header.width);
+        let at = usize::try_from(bit / 8).ok()?;
+        let shift = bit % 8;
+        let word = match body.get(at..at + 8) {
+            Some(b) => u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            None => {
+                // The last few elements: fewer than 8 bytes remain.
+                let tail = body.get(at..)?;
                 let mut a = [0u8; 8];
-                a.copy_from_slice(bytes);
+                a[..tail.len()].copy_from_slice(tail);
                 u64::from_le_bytes(a)
             }
-            _ => {
-                let mut a = [0u8; 8];
-                a[..w].copy_from_slice(bytes);
-                u64::from_le_bytes(a)
-            }
-        })
+        };
+        Some((word >> shift) & self.mask)
     }
 
     /// The raw bytes of the file (header included).
@@ -270,21 +294,43 @@ impl<D: AsRef<[u8]>> PackedArray<D> {
     }
 }
 
-/// Writes packed integers of `width` bytes to `out`, in chunks, for any iterator of values.
+/// Writes integers packed at `width` bits (1..=57) to `out`, for any iterator of values. A value
+/// that does not fit is an `InvalidInput` error.
 pub fn write_packed<W: std::io::Write>(
     out: &mut W,
     width: u32,
     values: impl IntoIterator<Item = u64>,
 ) -> std::io::Result<()> {
-    let w = width as usize;
-    let mut buf = Vec::with_capacity(1 << 20);
+    if !(1..=MAX_PACKED_BITS).contains(&width) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("packed width {width} is not 1..={MAX_PACKED_BITS} bits"),
+        ));
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut acc: u128 = 0;
+    let mut nbits = 0u32;
     for v in values {
-        buf.extend_from_slice(&v.to_le_bytes()[..w]);
-        if buf.len() >= (1 << 20) - 8 {
-            out.write_all(&buf)?;
-            buf.clear();
+        if v >> width != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("value {v} does not fit in {width} bits"),
+            ));
+        }
+        acc |= u128::from(v) << nbits;
+        nbits += width;
+        if nbits >= 64 {
+            buf.extend_from_slice(&(acc as u64).to_le_bytes());
+            acc >>= 64;
+            nbits -= 64;
+            if buf.len() >= (1 << 20) - 8 {
+                out.write_all(&buf)?;
+                buf.clear();
+            }
         }
     }
+    let tail = nbits.div_ceil(8) as usize;
+    buf.extend_from_slice(&(acc as u64).to_le_bytes()[..tail]);
     out.write_all(&buf)
 }
 
@@ -302,29 +348,55 @@ mod tests {
 
     #[test]
     fn widths() {
-        assert_eq!(width_for(0), 1);
-        assert_eq!(width_for(255), 1);
-        assert_eq!(width_for(256), 2);
-        assert_eq!(width_for((1 << 24) - 1), 3);
-        assert_eq!(width_for(1 << 32), 5);
-        assert_eq!(width_for(u64::MAX), 8);
+        assert_eq!(bits_for(0), 1);
+        assert_eq!(bits_for(1), 1);
+        assert_eq!(bits_for(255), 8);
+        assert_eq!(bits_for(256), 9);
+        assert_eq!(bits_for(153_000_000), 28);
+        assert_eq!(bits_for(1 << 32), 33);
+        assert_eq!(bits_for(u64::MAX), 64);
     }
 
     #[test]
     fn packed_roundtrip_every_width() {
-        for width in 1..=8u32 {
-            let max = if width == 8 {
-                u64::MAX
-            } else {
-                (1u64 << (8 * width)) - 1
-            };
-            let values = [0, 1, max / 3, max];
-            let f = file(FileKind::SuffixArray, width, &values);
-            let a = PackedArray::new(f, FileKind::SuffixArray, Path::new("x")).unwrap();
-            let got: Vec<u64> = (0..4).map(|i| a.get(i).unwrap()).collect();
-            assert_eq!(got, values);
-            assert_eq!(a.get(4), None);
+        for width in 1..=MAX_PACKED_BITS {
+            let max = (1u64 << width) - 1;
+            for n in [1usize, 2, 7, 8, 9, 64, 65, 200] {
+                let values: Vec<u64> = (0..n as u64)
+                    .map(|i| match i % 4 {
+                        0 => max,
+                        1 => 0,
+                        2 => max / 3,
+                        _ => i.wrapping_mul(0x9E37_79B9_7F4A_7C15) & max,
+                    })
+                    .collect();
+                let f = file(FileKind::SuffixArray, width, &values);
+                let expected_len = 64 + (n * width as usize).div_ceil(8);
+                assert_eq!(f.len(), expected_len, "width {width}, {n} values");
+                let a = PackedArray::new(f, FileKind::SuffixArray, Path::new("x")).unwrap();
+                let got: Vec<u64> = (0..n as u64).map(|i| a.get(i).unwrap()).collect();
+                assert_eq!(got, values, "width {width}, {n} values");
+                assert_eq!(a.get(n as u64), None);
+            }
         }
+    }
+
+    #[test]
+    fn padding_bits_must_be_zero() {
+        let mut f = file(FileKind::DocOffsets, 3, &[1, 2, 3]);
+        assert!(PackedArray::new(&f[..], FileKind::DocOffsets, Path::new("x")).is_ok());
+        *f.last_mut().unwrap() |= 0x80;
+        assert!(PackedArray::new(&f[..], FileKind::DocOffsets, Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn values_that_do_not_fit_are_refused() {
+        let mut out = Vec::new();
+        assert!(write_packed(&mut out, 3, [7, 8]).is_err());
+        assert!(write_packed(&mut out, 0, [0]).is_err());
+        assert!(write_packed(&mut out, 58, [0]).is_err());
+        let wide = Header::new(FileKind::SuffixArray, 58, 0, 0, 0).to_bytes();
+        assert!(PackedArray::new(&wide[..], FileKind::SuffixArray, Path::new("x")).is_err());
     }
 
     #[test]

@@ -297,7 +297,7 @@ impl Shard {
         let (spath, smap) = open(manifest::SUFFIX_ARRAY_FILE)?;
         let suffix_array = PackedArray::new(smap, FileKind::SuffixArray, &spath)?;
         if suffix_array.len() != m.tokens
-            || suffix_array.header().width != m.suffix_array_width
+            || suffix_array.header().width != m.suffix_array_bits
             || suffix_array.header().aux0 != m.tokens
         {
             return Err(Error::corrupt(

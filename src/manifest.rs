@@ -67,8 +67,8 @@ pub struct ShardManifest {
     pub documents: u64,
     /// Global id of the shard's first document.
     pub first_doc: u64,
-    /// Bytes per suffix-array entry.
-    pub suffix_array_width: u32,
+    /// Bits per suffix-array entry.
+    pub suffix_array_bits: u32,
     /// Where in the inputs the shard's first document was read.
     pub input_start: InputCursor,
     /// Where the next shard starts reading.

@@ -13,7 +13,7 @@ use crate::format::{FileKind, Header, HEADER_LEN};
 pub trait Token:
     Copy + Ord + Eq + std::hash::Hash + std::fmt::Debug + Send + Sync + bytemuck::Pod + 'static
 {
-    /// Bytes per token.
+    /// Bytes per token (the header records bits: `8 × WIDTH`).
     const WIDTH: u32;
     /// Converts from a `u32` id, or `None` if it does not fit.
     fn from_u32(id: u32) -> Option<Self>;
@@ -86,13 +86,13 @@ impl<D: AsRef<[u8]>, T: Token> TokenText<D, T> {
     /// Opens a token file's bytes, checking the header and the alignment.
     pub fn new(data: D, path: &Path) -> Result<Self> {
         let header = Header::parse(data.as_ref(), FileKind::Tokens, path)?;
-        if header.width != T::WIDTH {
+        if header.width != T::WIDTH * 8 {
             return Err(Error::corrupt(
                 path,
                 format!(
-                    "token width {} in the header, but the manifest says {}",
+                    "token width {} bits in the header, but the manifest says {}",
                     header.width,
-                    T::WIDTH
+                    T::WIDTH * 8
                 ),
             ));
         }

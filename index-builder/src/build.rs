@@ -537,7 +537,7 @@ impl<T: SaInput> ShardBuilder<T> {
         let mut w = create(&tokens_path)?;
         let header = Header::new(
             FileKind::Tokens,
-            T::WIDTH,
+            T::WIDTH * 8,
             n,
             u64::from(tokenizer.vocab_size()),
             u64::from(tokenizer.vocab_size()),
@@ -549,7 +549,7 @@ impl<T: SaInput> ShardBuilder<T> {
 
         let offsets_path = self.tmp.join(manifest::DOC_OFFSETS_FILE);
         let mut w = create(&offsets_path)?;
-        let width = format::width_for(n);
+        let width = format::bits_for(n);
         let count = self.offsets.len() as u64 + 1;
         w.write_all(&Header::new(FileKind::DocOffsets, width, count, n, self.first_doc).to_bytes())
             .at(&offsets_path)?;
@@ -577,7 +577,7 @@ impl<T: SaInput> ShardBuilder<T> {
         let t2 = Instant::now();
         let sa_path = self.tmp.join(manifest::SUFFIX_ARRAY_FILE);
         let mut w = create(&sa_path)?;
-        let sa_width = format::width_for(n.saturating_sub(1));
+        let sa_width = format::bits_for(n.saturating_sub(1));
         w.write_all(&Header::new(FileKind::SuffixArray, sa_width, n, n, 0).to_bytes())
             .at(&sa_path)?;
         format::write_packed(&mut w, sa_width, sa.iter().map(|&p| p as u64)).at(&sa_path)?;
@@ -594,7 +594,7 @@ impl<T: SaInput> ShardBuilder<T> {
             tokens: n,
             documents: self.offsets.len() as u64,
             first_doc: self.first_doc,
-            suffix_array_width: sa_width,
+            suffix_array_bits: sa_width,
             input_start: self.input_start,
             input_end: self.input_end,
             files,

@@ -401,48 +401,62 @@ fn array_body_scenarios(p: &Pristine) -> Vec<(String, Damage, Expect)> {
         .iter()
         .find(|s| s.dir.ends_with(TARGET_SHARD))
         .expect("target shard");
-    let sa = shard.suffix_array.header().width as usize;
-    let tw = shard.tokens.header().width as usize;
+    // Suffix-array entries are bit-packed: damage them as values and repack the whole body.
+    let bits = shard.suffix_array.header().width;
+    let tw = (shard.tokens.header().width / 8) as usize;
     let n = shard.manifest.tokens as usize;
-    let entry = |i: usize| 64 + (i * sa) as u64;
+    let values: Vec<u64> = (0..n as u64)
+        .map(|i| shard.suffix_array.get(i).expect("entry"))
+        .collect();
+    let pack = |v: &[u64]| {
+        let mut body = Vec::new();
+        familiar::format::write_packed(&mut body, bits, v.iter().copied()).expect("pack");
+        body
+    };
+    let body_len = pack(&values).len();
     let sa_rel = shard_file("suffix_array.bin");
-    let raw_sa = std::fs::read(p.dir.join(&sa_rel)).expect("read sa");
-    let sa_bytes = |i: usize| raw_sa[64 + i * sa..64 + (i + 1) * sa].to_vec();
     for i in [0, 1, n / 2, n - 2] {
         // Two entries swapped: the order is wrong but every position is valid.
-        let (a, b) = (sa_bytes(i), sa_bytes(i + 1));
-        let mut both = b.clone();
-        both.extend_from_slice(&a);
+        let mut swapped = values.clone();
+        swapped.swap(i, i + 1);
         out.push((
             sa_rel.clone(),
-            Damage::Write(entry(i), both),
+            Damage::Write(64, pack(&swapped)),
             Expect::MaySucceed,
         ));
         // An entry repeated: a position missing, another twice.
+        let mut repeated = values.clone();
+        repeated[i] = repeated[i + 1];
         out.push((
             sa_rel.clone(),
-            Damage::Write(entry(i), b),
+            Damage::Write(64, pack(&repeated)),
             Expect::MaySucceed,
         ));
-        // An entry past the end of the text.
+        // An entry past the end of the text (the largest value the width holds).
+        let mut past = values.clone();
+        past[i] = (1u64 << bits) - 1;
         out.push((
             sa_rel.clone(),
-            Damage::Write(entry(i), vec![0xff; sa]),
+            Damage::Write(64, pack(&past)),
             Expect::MaySucceed,
         ));
     }
     out.push((
         sa_rel.clone(),
-        Damage::Write(64, vec![0; n * sa]),
+        Damage::Write(64, vec![0; body_len]),
         Expect::MaySucceed,
     ));
     out.push((
         sa_rel.clone(),
-        Damage::Write(64, vec![0xff; n * sa]),
+        Damage::Write(64, vec![0xff; body_len]),
         Expect::MaySucceed,
     ));
-    let reversed: Vec<u8> = (0..n).rev().flat_map(sa_bytes).collect();
-    out.push((sa_rel, Damage::Write(64, reversed), Expect::MaySucceed));
+    let reversed: Vec<u64> = values.iter().rev().copied().collect();
+    out.push((
+        sa_rel,
+        Damage::Write(64, pack(&reversed)),
+        Expect::MaySucceed,
+    ));
     // Tokens: one inside a document set to the separator, and to an id past the separator.
     let tok_rel = shard_file("tokens.bin");
     let sep = shard.manifest.separator;
@@ -649,8 +663,8 @@ fn manifest_scenarios(p: &Pristine) -> Vec<(String, Damage, Expect)> {
         ("documents -1", |v| add(v, &["documents"], -1), Fails),
         ("first_doc +1", |v| add(v, &["first_doc"], 1), Fails),
         (
-            "suffix_array_width +1",
-            |v| add(v, &["suffix_array_width"], 1),
+            "suffix_array_bits +1",
+            |v| add(v, &["suffix_array_bits"], 1),
             Fails,
         ),
         (

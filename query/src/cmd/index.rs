@@ -201,7 +201,7 @@ fn run_info(a: InfoArgs) -> Result<i32> {
     println!("shards      {}", m.shards.len());
     for s in index.shards() {
         println!(
-            "  {}  documents {}..{}  tokens {}  suffix-array entries of {} bytes",
+            "  {}  documents {}..{}  tokens {}  suffix-array entries of {} bits",
             s.dir
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -209,7 +209,7 @@ fn run_info(a: InfoArgs) -> Result<i32> {
             s.manifest.first_doc,
             s.manifest.first_doc + s.manifest.documents,
             s.manifest.tokens,
-            s.manifest.suffix_array_width
+            s.manifest.suffix_array_bits
         );
     }
     Ok(0)

@@ -138,19 +138,19 @@ pub fn parse_record(
     let serde_json::Value::Object(mut map) = value else {
         return Err(Error::input(path, line, "expected a JSON object per line"));
     };
+    let wrong_type = |field: &str, value: &serde_json::Value, expected: &str| {
+        Error::input(
+            path,
+            line,
+            format!(
+                "field `{field}` is {}, expected {expected}",
+                json_kind(value)
+            ),
+        )
+    };
     let text = match map.remove(&f.text) {
         Some(serde_json::Value::String(s)) => s,
-        Some(other) => {
-            return Err(Error::input(
-                path,
-                line,
-                format!(
-                    "field `{}` is {}, expected a string",
-                    f.text,
-                    json_kind(&other)
-                ),
-            ))
-        }
+        Some(other) => return Err(wrong_type(&f.text, &other, "a string")),
         None => {
             let keys: Vec<&str> = map.keys().map(String::as_str).collect();
             return Err(Error::input(
@@ -172,32 +172,12 @@ pub fn parse_record(
         Some(serde_json::Value::String(s)) => s,
         Some(serde_json::Value::Number(n)) => n.to_string(),
         Some(serde_json::Value::Null) | None => format!("{}:{line}", file_name),
-        Some(other) => {
-            return Err(Error::input(
-                path,
-                line,
-                format!(
-                    "field `{}` is {}, expected a string or number",
-                    f.id,
-                    json_kind(&other)
-                ),
-            ))
-        }
+        Some(other) => return Err(wrong_type(&f.id, &other, "a string or number")),
     };
     let source = match map.remove(&f.source) {
         Some(serde_json::Value::String(s)) => Some(s),
         Some(serde_json::Value::Null) | None => None,
-        Some(other) => {
-            return Err(Error::input(
-                path,
-                line,
-                format!(
-                    "field `{}` is {}, expected a string",
-                    f.source,
-                    json_kind(&other)
-                ),
-            ))
-        }
+        Some(other) => return Err(wrong_type(&f.source, &other, "a string")),
     };
     let mut metadata = Vec::new();
     if let Some(m) = map.remove(&f.metadata) {

@@ -10,7 +10,7 @@ mod oracles;
 use std::path::Path;
 
 use familiar::corpus::{parse_record, Fields};
-use familiar::format::{write_packed, FileKind, Header, PackedArray};
+use familiar::format::{write_packed, FileKind, Header, PackedArray, MAX_PACKED_BITS};
 use familiar::manifest::{BuildPlan, IndexManifest, ShardManifest};
 use familiar::token::TokenText;
 use familiar::tokenizer::Tokenizer;
@@ -86,8 +86,9 @@ enum Edit {
 }
 
 /// Bytes that matter to the formats: JSON punctuation, digits, escapes, invalid UTF-8, and the
-/// small integers of header fields.
-const INTERESTING: &[u8] = b"{}[]\":,.-+eE0123456789\\u nt\n\x00\x01\x02\x04\x08\x80\xc3\xff";
+/// small integers of header fields (among them the bit widths 16, 32, 57, 58, 64 and 65).
+const INTERESTING: &[u8] =
+    b"{}[]\":,.-+eE0123456789\\u nt\n\x00\x01\x02\x04\x08\x10\x20\x39\x3a\x40\x41\x80\xc3\xff";
 
 fn byte() -> impl Strategy<Value = u8> {
     prop_oneof![any::<u8>(), select(INTERESTING)]
@@ -128,16 +129,34 @@ fn apply(mut v: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
     v
 }
 
-/// Values of at most `width` bytes.
+/// The largest value of `width` bits (1..=64).
+fn max_of(width: u32) -> u64 {
+    u64::MAX >> (64 - width)
+}
+
+/// A width in bits a `PackedArray` holds (1..=57), and values of at most that many bits.
 fn packed_values() -> impl Strategy<Value = (u32, Vec<u64>)> {
-    (1..=8u32).prop_flat_map(|width| {
-        let max = if width == 8 {
-            u64::MAX
-        } else {
-            (1u64 << (8 * width)) - 1
-        };
-        (Just(width), prop::collection::vec(0..=max, 0..40))
+    (1..=MAX_PACKED_BITS).prop_flat_map(|width| {
+        let values = prop::collection::vec(
+            prop_oneof![0..=max_of(width), Just(max_of(width)), Just(0)],
+            0..40,
+        );
+        (Just(width), values)
     })
+}
+
+/// A well-formed header of `width` bits (1..=64) over a body of the length it asks for, filled
+/// from `fill`, with the padding bits after the last element zero: wider than a `PackedArray`
+/// holds when `width > 57`, which only `Header::parse` accepts.
+fn header_file(kind: FileKind, width: u32, count: u64, fill: &[u8], aux0: u64) -> Vec<u8> {
+    let mut file = Header::new(kind, width, count, aux0, 7).to_bytes().to_vec();
+    let bits = count * u64::from(width);
+    let body = bits.div_ceil(8) as usize;
+    file.extend((0..body).map(|i| fill.get(i % fill.len().max(1)).copied().unwrap_or(0xa5)));
+    if bits % 8 != 0 {
+        *file.last_mut().expect("a body") &= (1u8 << (bits % 8)) - 1;
+    }
+    file
 }
 
 #[test]
@@ -182,6 +201,26 @@ fn fixture_inputs_parse() {
     let small = Tokenizer::from_bytes(SMALL_TOKENIZER.as_bytes(), path).expect("small tokenizer");
     assert_eq!(small.vocab_size(), 6);
     assert_eq!(small.encode("the cat").expect("encodes"), vec![1, 2]);
+}
+
+/// The bit order of the format, worked out by hand: 3-bit elements 5, 2, 7, 1 fill bits 0..12 of
+/// the body least significant first (`101`, `010`, `111`, `100` read from bit 0 up), so the body is
+/// `0xd5 0x03`; a 20-bit element straddles three bytes.
+#[test]
+fn packed_bit_order_by_hand() {
+    let file = array_file(FileKind::SuffixArray, 3, &[5, 2, 7, 1], 0, 0);
+    assert_eq!(file[64..], [0xd5, 0x03]);
+    let file = array_file(FileKind::DocOffsets, 20, &[0x1, 0xabcde], 0, 0);
+    // 0x00001 in bits 0..20, 0xabcde in bits 20..40.
+    assert_eq!(file[64..], [0x01, 0x00, 0xe0, 0xcd, 0xab]);
+    let array = PackedArray::new(&file[..], FileKind::DocOffsets, Path::new("x")).expect("opens");
+    assert_eq!(array.get(1), Some(0xabcde));
+    for f in [
+        array_file(FileKind::SuffixArray, 3, &[5, 2, 7, 1], 0, 0),
+        file,
+    ] {
+        oracles::header(&f);
+    }
 }
 
 /// The seeds committed under `fuzz/seeds/<target>/` are valid inputs: each one parses.
@@ -234,8 +273,33 @@ proptest! {
         let file = array_file(kind, width, &values, aux0, aux1);
         let array = PackedArray::new(&file[..], kind, Path::new("a.bin")).expect("valid file opens");
         let got: Vec<u64> = (0..array.len()).map(|i| array.get(i).expect("in range")).collect();
-        prop_assert_eq!(got, values);
+        prop_assert_eq!(&got, &values);
         prop_assert_eq!(*array.header(), Header::new(kind, width, array.len(), aux0, aux1));
+        prop_assert_eq!(file.len(), 64 + (values.len() * width as usize).div_ceil(8));
+        oracles::header(&file);
+        oracles::token_file(&file);
+    }
+
+    #[test]
+    fn any_header_width(
+        kind in 0..3usize,
+        width in 1..=64u32,
+        count in 0..48u64,
+        fill in prop::collection::vec(any::<u8>(), 0..16),
+        edits in prop::option::of(edits()),
+    ) {
+        let kind = kind_of(kind);
+        let file = header_file(kind, width, count, &fill, 3);
+        let header = Header::parse(&file, kind, Path::new("h.bin")).expect("valid header parses");
+        prop_assert_eq!(header.width, width);
+        prop_assert_eq!(
+            PackedArray::new(&file[..], kind, Path::new("h.bin")).is_ok(),
+            width <= MAX_PACKED_BITS
+        );
+        let file = match edits {
+            Some(edits) => apply(file, &edits),
+            None => file,
+        };
         oracles::header(&file);
         oracles::token_file(&file);
     }
@@ -247,9 +311,10 @@ proptest! {
         aux0 in any::<u64>(),
         edits in edits(),
     ) {
-        // Token-file widths half the time, so the token checks get past the width check.
-        let width = if kind == 0 && width > 4 { [2, 4][width as usize % 2] } else { width };
-        let values: Vec<u64> = values.iter().map(|v| if width == 8 { *v } else { v & ((1 << (8 * width)) - 1) }).collect();
+        // Token-file widths (16 or 32 bits) half the time, so the token checks get past the width
+        // check.
+        let width = if kind == 0 && width > MAX_PACKED_BITS / 2 { [16, 32][width as usize % 2] } else { width };
+        let values: Vec<u64> = values.iter().map(|v| v & max_of(width)).collect();
         let file = apply(array_file(kind_of(kind), width, &values, aux0, 7), &edits);
         oracles::header(&file);
         oracles::token_file(&file);

@@ -26,6 +26,11 @@ use std::path::Path;
 use familiar::corpus::{parse_record, Document, Fields};
 use familiar::format::OLDEST_READABLE_VERSION;
 use familiar::format::{FileKind, Header, PackedArray, FORMAT_VERSION, HEADER_LEN, MAGIC};
+
+/// Widest element a header may declare, in bits.
+const MAX_HEADER_BITS: u32 = 64;
+/// Widest element a `PackedArray` opens, in bits (the format's limit, restated here).
+const MAX_ARRAY_BITS: u32 = 57;
 use familiar::manifest::{BuildPlan, IndexManifest, ShardManifest};
 use familiar::token::{Token, TokenText, TokenWidth};
 use familiar::tokenizer::Tokenizer;
@@ -63,6 +68,35 @@ fn le(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// File length a header with `count` elements of `width` bits asks for: the header plus the body
+/// rounded up to whole bytes, computed in `u128` (no `u64` product or sum can overflow there).
+fn model_len(count: u64, width: u32) -> u128 {
+    let bits = count as u128 * width as u128;
+    HEADER_LEN as u128 + bits / 8 + u128::from(bits % 8 != 0)
+}
+
+/// Element `i` of `width` bits (1..=64) of a packed body, assembled one bit at a time: bit `k` of
+/// the body is bit `k % 8` of byte `k / 8`, and element `i` is bits `i·width .. (i+1)·width`,
+/// least significant first.
+fn model_element(body: &[u8], width: u32, i: u64) -> u64 {
+    let first = i as u128 * width as u128;
+    let mut value = 0u64;
+    for j in 0..width {
+        let k = first + u128::from(j);
+        let byte = body[(k / 8) as usize];
+        let bit = (byte >> (k % 8)) & 1;
+        value |= u64::from(bit) << j;
+    }
+    value
+}
+
+/// Whether every bit of a packed body after its `count` elements of `width` bits (the padding up
+/// to a whole byte) is zero, checked one bit at a time.
+fn model_padding_zero(body: &[u8], width: u32, count: u64) -> bool {
+    let used = count as u128 * width as u128;
+    (used..body.len() as u128 * 8).all(|k| (body[(k / 8) as usize] >> (k % 8)) & 1 == 0)
+}
+
 /// What the format says `file` is when opened as `kind`: its header if every check of the module
 /// docs of `familiar::format` passes, else `None`.
 pub fn header_model(file: &[u8], kind: FileKind) -> Option<Header> {
@@ -75,15 +109,12 @@ pub fn header_model(file: &[u8], kind: FileKind) -> Option<Header> {
     let count = u64_at(file, 24);
     let sealed = u64_at(file, 48) == xxhash_rust::xxh3::xxh3_64(&file[0..48]);
     let reserved_zero = file[56..64].iter().all(|&b| b == 0);
-    let len_ok = count
-        .checked_mul(u64::from(width))
-        .and_then(|n| n.checked_add(HEADER_LEN as u64))
-        == Some(file.len() as u64);
+    let len_ok = model_len(count, width) == file.len() as u128;
     let ok = (OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version)
         && sealed
         && reserved_zero
         && flags == 0
-        && (1..=8).contains(&width)
+        && (1..=MAX_HEADER_BITS).contains(&width)
         && len_ok;
     ok.then(|| Header {
         kind,
@@ -126,21 +157,21 @@ pub fn fit_len(file: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let width = u32_at(file, 16);
-    if !(1..=8).contains(&width) {
+    if !(1..=MAX_HEADER_BITS).contains(&width) {
         return None;
     }
-    let want = u64_at(file, 24)
-        .checked_mul(u64::from(width))?
-        .checked_add(HEADER_LEN as u64)?;
-    if want > MAX_FITTED_LEN || want == file.len() as u64 {
+    let want = model_len(u64_at(file, 24), width);
+    if want > u128::from(MAX_FITTED_LEN) || want == file.len() as u128 {
         return None;
     }
     let want = usize::try_from(want).ok()?;
     Some(file.iter().copied().cycle().take(want).collect())
 }
 
-/// `Header::parse` and `PackedArray::new` on `file` as `kind`, checked against [`header_model`];
-/// an accepted array is read in full.
+/// `Header::parse` and `PackedArray::new` on `file` as `kind`, checked against [`header_model`]
+/// (`PackedArray::new` further refuses widths above 57 bits and non-zero padding bits after the last
+/// element); an accepted array is read in full and every element compared with the bits of the
+/// body.
 fn check_array(file: &[u8], kind: FileKind) {
     let path = Path::new("fuzz.bin");
     let parsed = Header::parse(file, kind, path);
@@ -159,21 +190,45 @@ fn check_array(file: &[u8], kind: FileKind) {
         );
         return;
     };
-    let array = array.expect("PackedArray::new rejected what Header::parse accepts");
-    assert_eq!(*array.header(), header);
-    assert_eq!(array.len(), header.count);
-    assert_eq!(array.is_empty(), header.count == 0);
-    assert_eq!(array.bytes(), file);
     // Writing the parsed header back gives the same bytes.
     assert_eq!(
         header.to_bytes()[..],
         file[..HEADER_LEN],
         "header does not round-trip"
     );
-    let w = header.width as usize;
+    let body = &file[HEADER_LEN..];
+    let refusal = if header.width > MAX_ARRAY_BITS {
+        Some("a width above 57 bits")
+    } else if !model_padding_zero(body, header.width, header.count) {
+        Some("non-zero padding bits")
+    } else {
+        None
+    };
+    if let Some(why) = refusal {
+        match array {
+            Ok(a) => panic!("PackedArray::new accepted {why}: {:?}", a.header()),
+            Err(e) => {
+                assert!(
+                    matches!(e, Error::Corrupt { .. }),
+                    "wrong error for {why}: {e:?}"
+                );
+                let _ = e.to_string();
+            }
+        }
+        return;
+    }
+    let array = array.expect("PackedArray::new rejected a valid array");
+    assert_eq!(*array.header(), header);
+    assert_eq!(array.len(), header.count);
+    assert_eq!(array.is_empty(), header.count == 0);
+    assert_eq!(array.bytes(), file);
     for i in 0..header.count {
-        let at = HEADER_LEN + i as usize * w;
-        assert_eq!(array.get(i), Some(le(&file[at..at + w])), "element {i}");
+        assert_eq!(
+            array.get(i),
+            Some(model_element(body, header.width, i)),
+            "element {i} of {} bits",
+            header.width
+        );
     }
     assert_eq!(array.get(header.count), None);
     assert_eq!(array.get(u64::MAX), None);
@@ -233,7 +288,8 @@ impl AsRef<[u8]> for Placed {
 fn check_tokens<T: Token>(file: &[u8]) {
     let path = Path::new("tokens.bin");
     let placed = Placed::new(file, 0);
-    let expected = header_model(file, FileKind::Tokens).filter(|h| h.width == T::WIDTH);
+    // The header records bits; tokens are whole little-endian u16 / u32 values.
+    let expected = header_model(file, FileKind::Tokens).filter(|h| h.width == T::WIDTH * 8);
     match (TokenText::<_, T>::new(placed.as_ref(), path), expected) {
         (Ok(text), Some(h)) => {
             assert_eq!(*text.header(), h);

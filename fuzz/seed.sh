@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 corpus=fuzz/corpus
 mkdir -p "$corpus"/{header,token_file,manifest,corpus_line,tokenizer_json}
 
-# Array files of the golden index (all three kinds, u16 tokens, 1- and 2-byte packed arrays).
+# Array files of the golden index (all three kinds, u16 tokens, small bit-packed arrays).
 for f in fixtures/golden-v1/shard-*/*.bin; do
   cp "$f" "$corpus/header/$(echo "${f#fixtures/golden-v1/}" | tr / _)"
 done

@@ -6,7 +6,7 @@
 //! shard, 6 bytes per token + 217 MiB). The
 //! automatic shard size takes half of the machine's memory (`MemTotal`, not the momentary
 //! `MemAvailable`, so that the same build on the same machine always cuts the same shards), rounded
-//! down to a power of two and capped at libsais's 32-bit limit.
+//! down to a multiple of 2^20 tokens and capped at libsais's 32-bit limit.
 
 use familiar::token::TokenWidth;
 
@@ -26,7 +26,7 @@ pub fn meminfo(field: &str) -> Option<u64> {
 }
 
 /// Shard size (token positions) for this machine: half its memory at the build's bytes per token,
-/// rounded down to a power of two, capped at what libsais's 32-bit output can sort. Falls back to
+/// rounded down to a multiple of 2^20, capped at what libsais's 32-bit output can sort. Falls back to
 /// 2^28 tokens when memory cannot be read.
 pub fn auto_shard_tokens(width: TokenWidth) -> u64 {
     let budget = meminfo("MemTotal")
@@ -35,20 +35,19 @@ pub fn auto_shard_tokens(width: TokenWidth) -> u64 {
     if budget > MAX_SHARD_TOKENS {
         return MAX_SHARD_TOKENS;
     }
-    let pow2 = 1u64 << (63 - budget.max(1).leading_zeros());
-    pow2.max(1 << 20)
+    (budget >> 20 << 20).max(1 << 20)
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn auto_size_is_a_power_of_two_or_the_cap() {
+    fn auto_size_is_stable_and_rounded() {
         for w in [
             familiar::token::TokenWidth::U16,
             familiar::token::TokenWidth::U32,
         ] {
             let n = super::auto_shard_tokens(w);
-            assert!(n.is_power_of_two() || n == super::MAX_SHARD_TOKENS, "{n}");
+            assert!(n % (1 << 20) == 0 || n == super::MAX_SHARD_TOKENS, "{n}");
             assert_eq!(n, super::auto_shard_tokens(w));
         }
     }

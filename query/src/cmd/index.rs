@@ -42,7 +42,8 @@ pub struct BuildArgs {
     /// Field holding a metadata object.
     #[arg(long, default_value = "metadata")]
     metadata_field: String,
-    /// Token positions per shard (default: half the available memory at 6–8 bytes per token).
+    /// Token positions per shard (default: half the machine's memory at 6 (u16) or 8 (u32) bytes
+    /// per token, at most 2^31 - 1).
     #[arg(long)]
     shard_tokens: Option<u64>,
     /// Skip malformed records (counted and reported) instead of failing.

@@ -242,7 +242,7 @@ fn settle_plan(
 ) -> Result<BuildPlan> {
     let out = &options.out;
     if let Some(n) = options.shard_tokens {
-        if n < 2 || n > MAX_SHARD_TOKENS {
+        if !(2..=MAX_SHARD_TOKENS).contains(&n) {
             return Err(Error::Config(format!(
                 "--shard-tokens must be between 2 and {MAX_SHARD_TOKENS}, got {n}"
             )));

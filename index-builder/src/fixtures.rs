@@ -422,6 +422,9 @@ const GOLDEN_DOCS: usize = 30;
 /// Directory name of the golden index of format version 1.
 pub const GOLDEN_V1: &str = "golden-v1";
 
+/// A next-token case of the golden index: `(prefix, [(next, count)] sorted by id, end_of_document)`.
+pub type NextTokenCase = (Vec<u32>, Vec<(u32, u64)>, u64);
+
 /// Expected answers stored beside the golden index, computed by brute force over the tokenized
 /// source documents (not by the index).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -429,7 +432,7 @@ pub struct GoldenExpected {
     /// `(tokens, count)` pairs.
     pub counts: Vec<(Vec<u32>, u64)>,
     /// `(prefix, [(next, count)] sorted by id, end_of_document)`.
-    pub next_tokens: Vec<(Vec<u32>, Vec<(u32, u64)>, u64)>,
+    pub next_tokens: Vec<NextTokenCase>,
     /// Documents and token positions (separators included).
     pub documents: u64,
     /// Token positions.

@@ -133,10 +133,8 @@ pub struct NextTokens {
     pub next: Vec<(u32, u64)>,
 }
 
-fn next_in_shard<T: Token>(
-    v: &ShardView<'_, T>,
-    prefix: &[T],
-) -> Result<(u64, u64, Vec<(u32, u64)>)> {
+/// One shard's distribution (its `next` in token order, not yet sorted by count).
+fn next_in_shard<T: Token>(v: &ShardView<'_, T>, prefix: &[T]) -> Result<NextTokens> {
     let (lo, hi) = v.range(prefix)?;
     let m = prefix.len();
     // Within lo..hi every suffix starts with the prefix, so the token after it is non-decreasing:
@@ -193,7 +191,11 @@ fn next_in_shard<T: Token>(
         }
         i = end;
     }
-    Ok((hi - lo, end_of_doc, out))
+    Ok(NextTokens {
+        prefix_count: hi - lo,
+        end_of_document: end_of_doc,
+        next: out,
+    })
 }
 
 /// The exact distribution of the token that follows `prefix`. An empty prefix gives the unigram
@@ -202,17 +204,21 @@ pub fn next_tokens(index: &Index, prefix: &[u32]) -> Result<NextTokens> {
     index.check_ids(prefix)?;
     let parts = per_shard(index, |shard| {
         with_view!(shard, |v| if v.is_empty() {
-            Ok((0, 0, Vec::new()))
+            Ok(NextTokens {
+                prefix_count: 0,
+                end_of_document: 0,
+                next: Vec::new(),
+            })
         } else {
             next_in_shard(&v, &convert(prefix)?)
         })
     })?;
     let mut merged: HashMap<u32, u64> = HashMap::new();
     let (mut prefix_count, mut end_of_document) = (0, 0);
-    for (c, e, next) in parts {
-        prefix_count += c;
-        end_of_document += e;
-        for (t, n) in next {
+    for part in parts {
+        prefix_count += part.prefix_count;
+        end_of_document += part.end_of_document;
+        for (t, n) in part.next {
             *merged.entry(t).or_default() += n;
         }
     }

@@ -116,9 +116,7 @@ pub fn expand_inputs<S: AsRef<str>>(specs: &[S]) -> Result<ExpandedInputs> {
                 .map_err(|e| Error::Config(format!("bad glob pattern {spec:?}: {e}")))?;
             let mut matched = Vec::new();
             for e in entries {
-                let p = e.map_err(|e| {
-                    Error::io(e.path().to_path_buf(), std::io::Error::other(e.to_string()))
-                })?;
+                let p = e.map_err(|e| Error::io(e.path(), std::io::Error::other(e.to_string())))?;
                 if p.is_dir() {
                     walk_dir(&p, &mut matched, &mut out.ignored)?;
                 } else {

@@ -342,14 +342,12 @@ impl Shard {
     /// Offsets start at 0, increase, end at the text length, and each document ends with the
     /// separator: O(documents), cheap next to the text.
     fn check_offsets(&self, path: &Path) -> Result<()> {
-        match &self.tokens {
-            ShardTokens::U16(t) => {
-                check_offsets_generic(t.tokens(), &self.doc_offsets, self.manifest.separator, path)
-            }
-            ShardTokens::U32(t) => {
-                check_offsets_generic(t.tokens(), &self.doc_offsets, self.manifest.separator, path)
-            }
-        }
+        crate::with_view!(self, |v| check_offsets_generic(
+            v.tokens,
+            &self.doc_offsets,
+            self.manifest.separator,
+            path
+        ))
     }
 
     /// Global id of the shard's first document.

@@ -162,7 +162,7 @@ fn build_in_pool(options: &BuildOptions, threads: usize) -> Result<BuildReport> 
         std::fs::remove_file(&manifest_path).at(&manifest_path)?;
     }
     report.shards_reused = done.len();
-    match tokenizer.token_width() {
+    let shards = match tokenizer.token_width() {
         TokenWidth::U16 => run_shards::<u16>(
             options,
             &plan,
@@ -181,24 +181,24 @@ fn build_in_pool(options: &BuildOptions, threads: usize) -> Result<BuildReport> 
             threads,
             &mut report,
         )?,
-    }
-    finish_index(out, &plan, &tokenizer, &tokenizer_bytes, &mut report)?;
+    };
+    finish_index(out, &shards, &tokenizer, &tokenizer_bytes, &mut report)?;
     report.total_time = started.elapsed();
     Ok(report)
 }
 
-/// Writes the tokenizer copy and `manifest.json` over the verified shards: the index is complete.
+/// Writes the tokenizer copy and `manifest.json` over `all`, every shard of the index (those
+/// verified at the start and those this run published): the index is complete.
 fn finish_index(
     out: &Path,
-    plan: &BuildPlan,
+    all: &[ShardManifest],
     tokenizer: &Tokenizer,
     tokenizer_bytes: &[u8],
     report: &mut BuildReport,
 ) -> Result<()> {
     manifest::write_atomic(&out.join(manifest::TOKENIZER_FILE), tokenizer_bytes)?;
-    let all = reusable_shards(out, plan)?;
     let mut shards = Vec::with_capacity(all.len());
-    for s in &all {
+    for s in all {
         let bytes = manifest::to_bytes(s)?;
         shards.push(ShardEntry {
             dir: shard_dir_name(s.shard),
@@ -299,14 +299,7 @@ fn settle_plan(
     let mut foreign = false;
     for entry in std::fs::read_dir(out).at(out)? {
         let entry = entry.at(out)?;
-        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-            let p = entry.path();
-            if p.is_dir() {
-                std::fs::remove_dir_all(&p).at(&p)?
-            } else {
-                std::fs::remove_file(&p).at(&p)?
-            }
-        } else {
+        if !remove_if_temporary(&entry)? {
             foreign = true;
         }
     }
@@ -323,6 +316,21 @@ fn settle_plan(
     Ok(plan)
 }
 
+/// Removes `entry` if it is a leftover of an interrupted write (`.tmp-*`, a file or a shard
+/// directory being built); returns whether it was one.
+fn remove_if_temporary(entry: &std::fs::DirEntry) -> Result<bool> {
+    if !entry.file_name().to_string_lossy().starts_with(".tmp-") {
+        return Ok(false);
+    }
+    let p = entry.path();
+    if p.is_dir() {
+        std::fs::remove_dir_all(&p).at(&p)?;
+    } else {
+        std::fs::remove_file(&p).at(&p)?;
+    }
+    Ok(true)
+}
+
 /// The published shards that verify, in order; removes temporary directories and any shard after
 /// the first one that does not verify (a later build rewrites them).
 fn reusable_shards(out: &Path, plan: &BuildPlan) -> Result<Vec<ShardManifest>> {
@@ -330,14 +338,10 @@ fn reusable_shards(out: &Path, plan: &BuildPlan) -> Result<Vec<ShardManifest>> {
     for entry in std::fs::read_dir(out).at(out)? {
         let entry = entry.at(out)?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".tmp-") {
-            let p = entry.path();
-            if p.is_dir() {
-                std::fs::remove_dir_all(&p).at(&p)?;
-            } else {
-                std::fs::remove_file(&p).at(&p)?;
-            }
-        } else if name.starts_with("shard-") {
+        if remove_if_temporary(&entry)? {
+            continue;
+        }
+        if name.starts_with("shard-") {
             names.push(name);
         }
     }
@@ -622,6 +626,8 @@ struct ShardSink<'a, T> {
     next_shard: u32,
     next_doc: u64,
     next_start: InputCursor,
+    /// Every shard of the index so far: those kept from an earlier run, then those published now.
+    published: Vec<ShardManifest>,
     /// Time spent sorting and writing (to subtract from tokenization time).
     busy: Duration,
 }
@@ -632,7 +638,7 @@ impl<'a, T: SaInput> ShardSink<'a, T> {
         plan: &BuildPlan,
         tokenizer: &'a Tokenizer,
         threads: usize,
-        done: &[ShardManifest],
+        done: Vec<ShardManifest>,
     ) -> Result<Self> {
         let (next_shard, next_doc, next_start) = match done.last() {
             Some(m) => (m.shard + 1, m.first_doc + m.documents, m.input_end),
@@ -650,11 +656,12 @@ impl<'a, T: SaInput> ShardSink<'a, T> {
             next_shard,
             next_doc,
             next_start,
+            published: done,
             busy: Duration::ZERO,
         })
     }
 
-    /// Adds a document; `where_` names it in errors.
+    /// Adds a document; `input_file` and the document's record name it in errors.
     fn push(
         &mut self,
         doc: &Document,
@@ -705,6 +712,7 @@ impl<'a, T: SaInput> ShardSink<'a, T> {
             self.next_shard = m.shard + 1;
             self.next_doc = m.first_doc + m.documents;
             self.next_start = m.input_end;
+            self.published.push(m);
         }
         Ok(())
     }
@@ -722,10 +730,10 @@ fn run_shards<T: SaInput>(
     done: Vec<ShardManifest>,
     threads: usize,
     report: &mut BuildReport,
-) -> Result<()> {
+) -> Result<Vec<ShardManifest>> {
     let out = &options.out;
     let cursor = done.last().map_or(InputCursor::default(), |m| m.input_end);
-    let mut sink = ShardSink::<T>::new(out, plan, tokenizer, threads, &done)?;
+    let mut sink = ShardSink::<T>::new(out, plan, tokenizer, threads, done)?;
     let total_bytes: u64 = files.iter().map(|f| f.bytes).sum();
     let done_bytes: u64 = files.iter().take(cursor.file).map(|f| f.bytes).sum();
     let names: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
@@ -831,7 +839,7 @@ fn run_shards<T: SaInput>(
         result
     })?;
     progress.finish_and_clear();
-    Ok(())
+    Ok(sink.published)
 }
 
 /// Builds an index directly from token ids, one `Vec<u32>` per document, bypassing corpus files
@@ -886,8 +894,8 @@ pub fn build_from_tokens(
         docs: impl IntoIterator<Item = Vec<u32>>,
         report: &mut BuildReport,
         progress: &indicatif::ProgressBar,
-    ) -> Result<()> {
-        let mut sink = ShardSink::<T>::new(out, plan, tokenizer, threads, &[])?;
+    ) -> Result<Vec<ShardManifest>> {
+        let mut sink = ShardSink::<T>::new(out, plan, tokenizer, threads, Vec::new())?;
         for (i, ids) in docs.into_iter().enumerate() {
             if let Some(bad) = ids.iter().find(|&&t| t >= tokenizer.vocab_size()) {
                 return Err(Error::Query(format!(
@@ -905,9 +913,10 @@ pub fn build_from_tokens(
             };
             sink.push(&doc, &ids, "<tokens>", report, progress)?;
         }
-        sink.cut(report, progress)
+        sink.cut(report, progress)?;
+        Ok(sink.published)
     }
-    match tokenizer.token_width() {
+    let shards = match tokenizer.token_width() {
         TokenWidth::U16 => run::<u16>(
             out,
             &plan,
@@ -926,8 +935,8 @@ pub fn build_from_tokens(
             &mut report,
             &progress,
         )?,
-    }
-    finish_index(out, &plan, &tokenizer, &tokenizer_bytes, &mut report)?;
+    };
+    finish_index(out, &shards, &tokenizer, &tokenizer_bytes, &mut report)?;
     report.total_time = started.elapsed();
     Ok(report)
 }

@@ -39,6 +39,7 @@ pub mod format;
 pub mod index;
 pub mod manifest;
 pub mod schema;
+pub mod text;
 pub mod token;
 pub mod tokenizer;
 

@@ -75,6 +75,19 @@ pub struct ShardManifest {
     pub input_end: InputCursor,
     /// Every file of the shard, by name.
     pub files: BTreeMap<String, FileEntry>,
+    /// The shard's text index (its files are in `files` under `text/`, plus `words.fst`); absent
+    /// when the index was built with `--no-text-index`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_index: Option<TextIndexInfo>,
+}
+
+/// What a shard's text index holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextIndexInfo {
+    /// The analysis ([`crate::text::ANALYZER`]).
+    pub analyzer: String,
+    /// Distinct words (unstemmed) in `words.fst`.
+    pub words: u64,
 }
 
 /// A shard as listed in the index manifest.
@@ -155,6 +168,9 @@ pub struct BuildPlan {
     pub shard_tokens: u64,
     /// Whether malformed records are skipped (and counted) instead of failing the build.
     pub skip_invalid: bool,
+    /// Whether shards get a text index (plans written before text indexes existed: none).
+    #[serde(default)]
+    pub text_index: bool,
     /// The input files, in reading order.
     pub inputs: Vec<PlannedInput>,
 }

@@ -53,6 +53,8 @@ pub struct BuildOptions {
     pub threads: Option<usize>,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Build each shard's tantivy text index (for concept counts) alongside the suffix array.
+    pub text_index: bool,
 }
 
 impl BuildOptions {
@@ -72,6 +74,7 @@ impl BuildOptions {
             allow_empty: false,
             threads: None,
             progress: false,
+            text_index: true,
         }
     }
 }
@@ -105,6 +108,9 @@ pub struct BuildReport {
     pub suffix_array_time: Duration,
     /// Wall time writing files.
     pub write_time: Duration,
+    /// Wall time finishing text indexes (commit, merge, word dictionary); their indexing runs in
+    /// the background during tokenization.
+    pub text_index_time: Duration,
     /// Total wall time.
     pub total_time: Duration,
 }
@@ -259,6 +265,7 @@ fn settle_plan(
         metadata_field: options.fields.metadata.clone(),
         shard_tokens: options.shard_tokens.unwrap_or(0),
         skip_invalid: options.skip_invalid,
+        text_index: options.text_index,
         inputs: files
             .iter()
             .map(|f| PlannedInput {
@@ -280,6 +287,13 @@ fn settle_plan(
                 )
             } else if existing.inputs != plan.inputs {
                 "different input files (or files that changed size since)".to_string()
+            } else if existing.text_index != plan.text_index {
+                let has = |b: bool| if b { "a text index" } else { "no text index" };
+                format!(
+                    "{} per shard, but this run asks for {} (--no-text-index)",
+                    has(existing.text_index),
+                    has(plan.text_index)
+                )
             } else if existing.shard_tokens != plan.shard_tokens {
                 format!(
                     "a shard size of {} tokens, not {}",
@@ -468,15 +482,26 @@ struct ShardBuilder<T> {
     tokens: Vec<T>,
     offsets: Vec<u64>,
     documents: DocumentsWriter<FileWriter>,
+    text: Option<crate::text::TextWriter>,
     input_start: InputCursor,
     input_end: InputCursor,
 }
 
 impl<T: SaInput> ShardBuilder<T> {
-    fn start(out: &Path, shard: u32, first_doc: u64, input_start: InputCursor) -> Result<Self> {
+    fn start(
+        out: &Path,
+        shard: u32,
+        first_doc: u64,
+        input_start: InputCursor,
+        text_threads: Option<usize>,
+    ) -> Result<Self> {
         let tmp = out.join(format!(".tmp-{}", shard_dir_name(shard)));
         std::fs::create_dir(&tmp).at(&tmp)?;
         let documents = DocumentsWriter::new(create(&tmp.join(manifest::DOCUMENTS_FILE))?, shard)?;
+        let text = match text_threads {
+            Some(threads) => Some(crate::text::TextWriter::start(&tmp, threads)?),
+            None => None,
+        };
         Ok(ShardBuilder {
             shard,
             first_doc,
@@ -484,6 +509,7 @@ impl<T: SaInput> ShardBuilder<T> {
             tokens: Vec::new(),
             offsets: Vec::new(),
             documents,
+            text,
             input_start,
             input_end: input_start,
         })
@@ -508,8 +534,12 @@ impl<T: SaInput> ShardBuilder<T> {
             })?);
         }
         self.tokens.push(separator);
+        let doc_id = self.first_doc + self.docs() - 1;
+        if let Some(text) = self.text.as_mut() {
+            text.add(doc_id, &doc.text)?;
+        }
         self.documents.push(&DocumentRow {
-            doc_id: self.first_doc + self.docs() - 1,
+            doc_id,
             external_id: &doc.external_id,
             source: doc.source.as_deref(),
             input_file,
@@ -569,6 +599,22 @@ impl<T: SaInput> ShardBuilder<T> {
         files.insert(manifest::DOCUMENTS_FILE.to_string(), close(w, &docs_path)?);
         report.write_time += t0.elapsed();
 
+        let text_index = match self.text.take() {
+            Some(text) => {
+                progress.set_message(format!(
+                    "shard {}: merging the text index of {} documents",
+                    self.shard,
+                    self.offsets.len()
+                ));
+                let t = Instant::now();
+                let (text_files, info) = text.finish(&self.tmp)?;
+                files.extend(text_files);
+                report.text_index_time += t.elapsed();
+                Some(info)
+            }
+            None => None,
+        };
+
         progress.set_message(format!(
             "shard {}: sorting the suffixes of {} tokens",
             self.shard, n
@@ -602,6 +648,7 @@ impl<T: SaInput> ShardBuilder<T> {
             input_start: self.input_start,
             input_end: self.input_end,
             files,
+            text_index,
         };
         let mpath = self.tmp.join(manifest::MANIFEST_FILE);
         manifest::write_atomic(&mpath, &manifest::to_bytes(&m)?)?;
@@ -619,6 +666,7 @@ impl<T: SaInput> ShardBuilder<T> {
 struct ShardSink<'a, T> {
     out: &'a Path,
     shard_tokens: u64,
+    text_index: bool,
     tokenizer: &'a Tokenizer,
     threads: usize,
     separator: T,
@@ -649,6 +697,7 @@ impl<'a, T: SaInput> ShardSink<'a, T> {
         Ok(ShardSink {
             out,
             shard_tokens: plan.shard_tokens,
+            text_index: plan.text_index,
             tokenizer,
             threads,
             separator,
@@ -692,6 +741,7 @@ impl<'a, T: SaInput> ShardSink<'a, T> {
                 self.next_shard,
                 self.next_doc,
                 self.next_start,
+                self.text_index.then_some(self.threads),
             )?);
         }
         let b = self
@@ -874,6 +924,7 @@ pub fn build_from_tokens(
         metadata_field: String::new(),
         shard_tokens,
         skip_invalid: false,
+        text_index: false,
         inputs: Vec::new(),
     };
     manifest::write_atomic(

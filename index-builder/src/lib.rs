@@ -18,3 +18,4 @@ pub mod documents;
 pub mod fixtures;
 pub mod memory;
 pub mod sa;
+mod text;

@@ -55,6 +55,10 @@ pub struct BuildArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Build only the token and suffix-array files (n-gram queries), not the per-shard tantivy
+    /// text index that concept counts need.
+    #[arg(long)]
+    no_text_index: bool,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -104,6 +108,7 @@ fn run_build(a: BuildArgs) -> Result<i32> {
         allow_empty: a.allow_empty,
         threads: a.threads,
         progress: !a.quiet,
+        text_index: !a.no_text_index,
         ..BuildOptions::new(a.tokenizer, a.out.clone(), a.inputs)
     };
     let r = build(&options).with_context(|| format!("building {}", a.out.display()))?;
@@ -126,10 +131,11 @@ fn run_build(a: BuildArgs) -> Result<i32> {
         ));
         let secs = r.total_time.as_secs_f64();
         lines.push(format!(
-            "time {:.2}s: tokenize {:.2}s, suffix arrays {:.2}s, write {:.2}s; {:.2} M tokens/s end to end",
+            "time {:.2}s: tokenize and index text {:.2}s, suffix arrays {:.2}s, text index merges {:.2}s, write {:.2}s; {:.2} M tokens/s end to end",
             secs,
             r.tokenize_time.as_secs_f64(),
             r.suffix_array_time.as_secs_f64(),
+            r.text_index_time.as_secs_f64(),
             r.write_time.as_secs_f64(),
             r.tokens_tokenized as f64 / secs.max(1e-9) / 1e6
         ));

@@ -15,6 +15,12 @@ use crate::error::{Error, Result};
 pub const SCHEMA_FILES: &[(&str, &str)] = &[
     ("documents", include_str!("../schemas/documents.json")),
     ("ngram_counts", include_str!("../schemas/ngram_counts.json")),
+    ("concepts", include_str!("../schemas/concepts.json")),
+    (
+        "concept_frequency",
+        include_str!("../schemas/concept_frequency.json"),
+    ),
+    ("cooccurrence", include_str!("../schemas/cooccurrence.json")),
 ];
 
 #[derive(Deserialize)]
@@ -47,6 +53,7 @@ pub fn parse_type(ty: &str) -> Result<DataType> {
         "utf8" => DataType::Utf8,
         "map<utf8,utf8>" => map_type(),
         "list<uint32>" => DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
+        "list<utf8>" => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
         other => {
             return Err(Error::Bug(format!(
                 "unknown column type {other:?} in schemas/"

@@ -416,7 +416,12 @@ impl TextIndex {
             let mut target = lists[order[0]].doc();
             'docs: while target != TERMINATED {
                 for &i in &order {
-                    let d = lists[i].seek(target);
+                    // tantivy's seek wants a target at or past the current document.
+                    let d = if lists[i].doc() >= target {
+                        lists[i].doc()
+                    } else {
+                        lists[i].seek(target)
+                    };
                     if d != target {
                         target = d;
                         continue 'docs;

@@ -493,14 +493,15 @@ impl<T: SaInput> ShardBuilder<T> {
         shard: u32,
         first_doc: u64,
         input_start: InputCursor,
-        text_threads: Option<usize>,
+        text_index: bool,
     ) -> Result<Self> {
         let tmp = out.join(format!(".tmp-{}", shard_dir_name(shard)));
         std::fs::create_dir(&tmp).at(&tmp)?;
         let documents = DocumentsWriter::new(create(&tmp.join(manifest::DOCUMENTS_FILE))?, shard)?;
-        let text = match text_threads {
-            Some(threads) => Some(crate::text::TextWriter::start(&tmp, threads)?),
-            None => None,
+        let text = if text_index {
+            Some(crate::text::TextWriter::start(&tmp)?)
+        } else {
+            None
         };
         Ok(ShardBuilder {
             shard,
@@ -741,7 +742,7 @@ impl<'a, T: SaInput> ShardSink<'a, T> {
                 self.next_shard,
                 self.next_doc,
                 self.next_start,
-                self.text_index.then_some(self.threads),
+                self.text_index,
             )?);
         }
         let b = self

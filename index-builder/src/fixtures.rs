@@ -390,6 +390,58 @@ pub fn write_corpus(
     Ok(truth)
 }
 
+/// Directory (under the fixture directory) of the concept lexicon and pairs of the planted corpus.
+pub const CONCEPTS_DIR: &str = "concepts";
+/// The lexicon of the planted phrases.
+pub const LEXICON_FILE: &str = "planted.csv";
+/// Pairs of planted concepts, for co-occurrence.
+pub const PAIRS_FILE: &str = "pairs.csv";
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '|']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Writes a concept lexicon and concept pairs for the planted phrases into `dir`: each planted
+/// concept ("Zorvex Quixan") is listed lowercase ("zorvex quixan", so that only the capitalized
+/// tokenizer variants find it) with its first word ("Zorvex", which occurs nowhere else) as an
+/// alias; each planted n-gram is a concept of its own. Pairs join consecutive planted concepts.
+/// Returns the paths written.
+pub fn write_lexicon(dir: &Path, truth: &GroundTruth) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).at(dir)?;
+    let mut lexicon = String::from("concept,aliases,group\n");
+    let mut names = Vec::new();
+    for p in &truth.planted {
+        let name = p.text.to_lowercase();
+        let aliases = if p.kind == "concept" {
+            p.text.split(' ').next().unwrap_or_default().to_string()
+        } else {
+            String::new()
+        };
+        lexicon.push_str(&format!(
+            "{},{},planted-{}\n",
+            csv_field(&name),
+            csv_field(&aliases),
+            p.kind
+        ));
+        if p.kind == "concept" {
+            names.push(name);
+        }
+    }
+    let mut pairs = String::from("concept_a,concept_b\n");
+    for w in names.windows(2) {
+        pairs.push_str(&format!("{},{}\n", csv_field(&w[0]), csv_field(&w[1])));
+    }
+    let lpath = dir.join(LEXICON_FILE);
+    std::fs::write(&lpath, lexicon).at(&lpath)?;
+    let ppath = dir.join(PAIRS_FILE);
+    std::fs::write(&ppath, pairs).at(&ppath)?;
+    Ok(vec![lpath, ppath])
+}
+
 /// Paths of a generated fixture set.
 #[derive(Debug, Clone)]
 pub struct FixturePaths {
@@ -465,6 +517,7 @@ pub fn write_all(out: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     written.push(paths.corpus.join("planted.json"));
     written.push(paths.tokenizer.clone());
+    written.extend(write_lexicon(&out.join(CONCEPTS_DIR), &paths.truth)?);
     let golden = out.join(GOLDEN_V1);
     if golden.exists() {
         return Ok(written);

@@ -1,8 +1,14 @@
 //! Writing a shard's text index (see [`familiar::text`]) in the same pass as its tokens.
 //!
-//! Documents go to a tantivy `IndexWriter` as they arrive (its threads analyze and invert them
+//! Documents go to a tantivy `IndexWriter` as they arrive (its thread analyzes and inverts them
 //! while the builder tokenizes the next batch); at the end of the shard the segments are merged into
-//! one, the word dictionary is exported to `words.fst`, and every file is hashed for the manifest.
+//! one, in document order, the word dictionary is exported to `words.fst`, and every file is hashed
+//! for the manifest.
+//!
+//! The same build writes the same bytes: one indexing thread keeps each segment's documents in
+//! input order, segments are merged in the order of their first document, and the merged segment
+//! is renamed from tantivy's random UUID to a fixed one (`meta.json` and `.managed.json` are
+//! rewritten to match, the latter sorted).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,8 +19,13 @@ use familiar::text::{self, Fields, TEXT_DIR, WORDS_FILE};
 use familiar::{Error, Result};
 use tantivy::schema::TantivyDocument;
 
-/// Memory for tantivy's in-RAM segments, per indexing thread.
-const BUDGET_PER_THREAD: usize = 96 << 20;
+/// Memory for tantivy's in-RAM segment; a full one is flushed as a segment of its own, and all are
+/// merged at the end.
+const BUDGET: usize = 512 << 20;
+
+/// The id every shard's single text segment is renamed to, so that the same build writes the same
+/// bytes (tantivy names segments with random UUIDs).
+const CANONICAL_SEGMENT: &str = "00000000000000000000000000000001";
 
 fn tantivy_error(dir: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     Error::io(
@@ -33,7 +44,7 @@ pub(crate) struct TextWriter {
 
 impl TextWriter {
     /// Starts an empty text index in `shard_tmp/text`.
-    pub(crate) fn start(shard_tmp: &Path, threads: usize) -> Result<TextWriter> {
+    pub(crate) fn start(shard_tmp: &Path) -> Result<TextWriter> {
         let dir = shard_tmp.join(TEXT_DIR);
         std::fs::create_dir(&dir).at(&dir)?;
         let (schema, fields) = text::schema();
@@ -47,9 +58,8 @@ impl TextWriter {
             .tokenizers(text::tokenizers())
             .create_in_dir(&dir)
             .map_err(|e| tantivy_error(&dir, "cannot create", e))?;
-        let threads = threads.clamp(1, 8);
         let writer = index
-            .writer_with_num_threads(threads, threads * BUDGET_PER_THREAD)
+            .writer_with_num_threads(1, BUDGET)
             .map_err(|e| tantivy_error(&dir, "cannot start the writer", e))?;
         // Merge once, at the end, into a single segment.
         writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
@@ -73,6 +83,30 @@ impl TextWriter {
             .map_err(|e| tantivy_error(&self.dir, "cannot add a document", e))
     }
 
+    /// The committed segments, ordered by their first document.
+    fn segments_in_document_order(&self) -> Result<Vec<tantivy::index::SegmentId>> {
+        let dir = &self.dir;
+        let reader: tantivy::IndexReader = self
+            .index
+            .reader_builder()
+            .reload_policy(tantivy::ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| tantivy_error(dir, "cannot read back", e))?;
+        let searcher = reader.searcher();
+        let mut ordered = Vec::new();
+        for s in searcher.segment_readers() {
+            let first = s
+                .fast_fields()
+                .u64("doc_id")
+                .map_err(|e| tantivy_error(dir, "doc_id column", e))?
+                .first(0)
+                .unwrap_or(u64::MAX);
+            ordered.push((first, s.segment_id()));
+        }
+        ordered.sort();
+        Ok(ordered.into_iter().map(|(_, id)| id).collect())
+    }
+
     /// Commits, merges into one segment, writes `words.fst` next to `text/`, and returns the
     /// manifest entries of every file (paths relative to the shard directory).
     pub(crate) fn finish(
@@ -83,10 +117,7 @@ impl TextWriter {
         self.writer
             .commit()
             .map_err(|e| tantivy_error(&dir, "commit", e))?;
-        let segments = self
-            .index
-            .searchable_segment_ids()
-            .map_err(|e| tantivy_error(&dir, "segments", e))?;
+        let segments = self.segments_in_document_order()?;
         if segments.len() > 1 {
             self.writer
                 .merge(&segments)
@@ -151,6 +182,7 @@ impl TextWriter {
             f.sync_all().at(&wpath)?;
         }
         drop(self.index);
+        canonicalize(&dir)?;
 
         let mut files = BTreeMap::new();
         let mut names = Vec::new();
@@ -184,4 +216,53 @@ impl TextWriter {
             },
         ))
     }
+}
+
+/// Renames the one segment in `dir` to [`CANONICAL_SEGMENT`] and rewrites `meta.json` and
+/// `.managed.json` to match.
+fn canonicalize(dir: &Path) -> Result<()> {
+    let meta_path = dir.join("meta.json");
+    let meta = std::fs::read_to_string(&meta_path).at(&meta_path)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&meta).map_err(|e| tantivy_error(dir, "meta.json", e))?;
+    let segments = v["segments"].as_array().cloned().unwrap_or_default();
+    let [segment] = segments.as_slice() else {
+        return Err(Error::Bug(format!(
+            "{}: {} text segments after the merge, expected 1",
+            dir.display(),
+            segments.len()
+        )));
+    };
+    let hyphenated = segment["segment_id"]
+        .as_str()
+        .ok_or_else(|| Error::Bug("segment id".into()))?
+        .to_string();
+    let plain = hyphenated.replace('-', "");
+    let canonical_hyphenated = format!(
+        "{}-{}-{}-{}-{}",
+        &CANONICAL_SEGMENT[0..8],
+        &CANONICAL_SEGMENT[8..12],
+        &CANONICAL_SEGMENT[12..16],
+        &CANONICAL_SEGMENT[16..20],
+        &CANONICAL_SEGMENT[20..]
+    );
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(ext) = name.strip_prefix(&plain) {
+            let new = format!("{CANONICAL_SEGMENT}{ext}");
+            std::fs::rename(entry.path(), dir.join(&new)).at(dir.join(&new))?;
+            names.push(new);
+        } else if name != ".managed.json" && !name.ends_with(".lock") {
+            names.push(name);
+        }
+    }
+    names.sort();
+    familiar::manifest::write_atomic(
+        &meta_path,
+        meta.replace(&hyphenated, &canonical_hyphenated).as_bytes(),
+    )?;
+    let managed = serde_json::to_vec(&names).map_err(|e| Error::Bug(e.to_string()))?;
+    familiar::manifest::write_atomic(&dir.join(".managed.json"), &managed)
 }

@@ -13,6 +13,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod concepts;
 pub mod docs;
 pub mod ngram;
 pub mod output;

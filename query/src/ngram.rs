@@ -11,7 +11,7 @@ use familiar::token::Token;
 use familiar::{with_view, Error, Result};
 use rayon::prelude::*;
 
-fn convert<T: Token>(ids: &[u32]) -> Result<Vec<T>> {
+pub(crate) fn convert<T: Token>(ids: &[u32]) -> Result<Vec<T>> {
     ids.iter()
         .map(|&id| {
             T::from_u32(id).ok_or_else(|| {

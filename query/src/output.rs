@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::builder::{ListBuilder, UInt32Builder};
+use arrow_array::builder::{ListBuilder, StringBuilder, UInt32Builder};
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array,
 };
@@ -35,6 +35,10 @@ pub enum Column {
     Bool(Vec<Option<bool>>),
     /// Lists of token ids.
     Ids(Vec<Vec<u32>>),
+    /// Lists of token ids, or null.
+    OptIds(Vec<Option<Vec<u32>>>),
+    /// Lists of strings.
+    StrList(Vec<Vec<String>>),
 }
 
 impl Column {
@@ -45,6 +49,8 @@ impl Column {
             Column::Str(v) => v.len(),
             Column::Bool(v) => v.len(),
             Column::Ids(v) => v.len(),
+            Column::OptIds(v) => v.len(),
+            Column::StrList(v) => v.len(),
         }
     }
 
@@ -56,6 +62,8 @@ impl Column {
             Column::Str(v) => v[i].clone().map_or(Value::Null, Value::from),
             Column::Bool(v) => v[i].map_or(Value::Null, Value::from),
             Column::Ids(v) => Value::from(v[i].clone()),
+            Column::OptIds(v) => v[i].clone().map_or(Value::Null, Value::from),
+            Column::StrList(v) => Value::from(v[i].clone()),
         }
     }
 
@@ -70,6 +78,13 @@ impl Column {
                 .map(|x| x.to_string())
                 .collect::<Vec<_>>()
                 .join(","),
+            Column::OptIds(v) => v[i].as_ref().map_or(String::new(), |ids| {
+                ids.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
+            Column::StrList(v) => v[i].join(" | "),
         }
     }
 
@@ -83,6 +98,31 @@ impl Column {
                 let mut b = ListBuilder::new(UInt32Builder::new());
                 for ids in v {
                     b.values().append_slice(ids);
+                    b.append(true);
+                }
+                let a = b.finish();
+                (a.data_type().clone(), Arc::new(a))
+            }
+            Column::OptIds(v) => {
+                let mut b = ListBuilder::new(UInt32Builder::new());
+                for ids in v {
+                    match ids {
+                        Some(ids) => {
+                            b.values().append_slice(ids);
+                            b.append(true);
+                        }
+                        None => b.append(false),
+                    }
+                }
+                let a = b.finish();
+                (a.data_type().clone(), Arc::new(a))
+            }
+            Column::StrList(v) => {
+                let mut b = ListBuilder::new(StringBuilder::new());
+                for list in v {
+                    for s in list {
+                        b.values().append_value(s);
+                    }
                     b.append(true);
                 }
                 let a = b.finish();
@@ -248,15 +288,30 @@ impl Table {
             .map_err(|e| Error::Bug(format!("result table: {e}")))
     }
 
+    /// Writes a Parquet file atomically: into `.tmp-NAME` beside it, then renamed, so a reader
+    /// never sees half a file.
     fn write_parquet(&self, path: &Path) -> Result<()> {
         let batch = self.to_record_batch()?;
-        let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-        let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None)
-            .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
-        w.write(&batch)
-            .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
-        w.close()
-            .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
-        Ok(())
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(".tmp-{name}"));
+        let written = (|| -> Result<()> {
+            let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None)
+                .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
+            w.write(&batch)
+                .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
+            let f = w
+                .into_inner()
+                .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
+            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+            std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 }

@@ -7,6 +7,9 @@ use anyhow::{Context, Result};
 use familiar::index::Index;
 use familiar_index_builder::build::{build, BuildOptions};
 use familiar_index_builder::fixtures::GroundTruth;
+use familiar_query::concepts::count::{CountOptions, Counter, Method};
+use familiar_query::concepts::lexicon::{read_pairs, Lexicon};
+use familiar_query::concepts::tables;
 use familiar_query::ngram::{self, Cnf, CnfOptions};
 use familiar_query::output::{Column, Format, Table};
 
@@ -23,6 +26,14 @@ const EMBEDDED: &[(&str, &[u8])] = &[
     (
         "corpus/planted.json",
         include_bytes!("../../../fixtures/corpus/planted.json"),
+    ),
+    (
+        "concepts/planted.csv",
+        include_bytes!("../../../fixtures/concepts/planted.csv"),
+    ),
+    (
+        "concepts/pairs.csv",
+        include_bytes!("../../../fixtures/concepts/pairs.csv"),
     ),
     (
         "tokenizer.json",
@@ -201,7 +212,64 @@ pub fn run(a: Args) -> Result<i32> {
         );
     }
 
-    println!("\n== 6. verify");
+    println!(
+        "\n== 6. concept frequencies: the planted concepts as a lexicon (lowercase names, first word as alias)"
+    );
+    let lexicon = Lexicon::read(&out.join("concepts/planted.csv"))?;
+    let pairs = read_pairs(&out.join("concepts/pairs.csv"), &lexicon)?;
+    let counts =
+        Counter::new(&index, &Method::ALL)?.run(&lexicon, &pairs, &CountOptions::default())?;
+    let tables_dir = out.join("concepts-out");
+    tables::write_all(&tables_dir, &lexicon, &counts)?;
+    let level = |id: u64, m: Method| {
+        counts
+            .frequencies
+            .iter()
+            .find(|r| r.concept_id == id && r.method == m && r.level == "concept")
+            .cloned()
+    };
+    let (mut names, mut planted_occ, mut sa_occ, mut sa_docs, mut phrase, mut words) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (c, p) in lexicon.concepts.iter().zip(&truth.planted).take(8) {
+        let sa = level(c.id, Method::SaExact).context("sa_exact row")?;
+        all_exact &= sa.occurrences == Some(p.occurrences) && sa.documents == p.documents;
+        names.push(Some(c.name.clone()));
+        planted_occ.push(Some(p.occurrences));
+        sa_occ.push(sa.occurrences);
+        sa_docs.push(Some(sa.documents));
+        phrase.push(level(c.id, Method::TextPhrase).map(|r| r.documents));
+        words.push(level(c.id, Method::TextAllWords).map(|r| r.documents));
+    }
+    Table::new()
+        .column("concept", Column::Str(names))
+        .column("planted", Column::U64(planted_occ))
+        .column("sa_exact", Column::U64(sa_occ))
+        .column("sa_docs", Column::U64(sa_docs))
+        .column("phrase_docs", Column::U64(phrase))
+        .column("all_words_docs", Column::U64(words))
+        .write(Format::Table, None)?;
+    let both = counts
+        .cooccurrences
+        .iter()
+        .find(|r| r.method == Method::TextPhrase && r.documents_both > 0);
+    if let Some(r) = both {
+        println!(
+            "   co-occurrence: {:?} and {:?} share {} documents ({} and {} alone)",
+            lexicon.concepts[r.concept_a as usize].name,
+            lexicon.concepts[r.concept_b as usize].name,
+            r.documents_both,
+            r.documents_a,
+            r.documents_b
+        );
+    }
+    println!(
+        "   {} rows of concept_frequency, {} of cooccurrence in {}",
+        counts.frequencies.len(),
+        counts.cooccurrences.len(),
+        tables_dir.display()
+    );
+
+    println!("\n== 7. verify");
     let v = familiar_query::verify::verify(
         &index_dir,
         familiar_query::verify::VerifyOptions {
@@ -220,9 +288,11 @@ pub fn run(a: Args) -> Result<i32> {
         }
     }
     println!(
-        "\nindex: {}\ntry:   familiar count {} \" {a_text}\"",
+        "\nindex: {}\ntry:   familiar count {} \" {a_text}\"\n       familiar concepts lookup {} {:?} --fuzzy 1",
         index_dir.display(),
-        index_dir.display()
+        index_dir.display(),
+        index_dir.display(),
+        a_text.split(' ').next().unwrap_or_default().to_lowercase()
     );
     Ok(if all_exact && v.problems.is_empty() {
         0

@@ -1,6 +1,7 @@
 //! The subcommands, one module each, each with a `run`.
 
 mod cnf;
+mod concepts;
 mod count;
 mod demo;
 mod docs;
@@ -41,6 +42,9 @@ enum Command {
     Prob(prob::Args),
     /// Documents matching (a OR b) AND (c) … of n-grams, with exact counts.
     Cnf(cnf::Args),
+    /// Concept frequencies from a lexicon: counts by several methods, co-occurrence, lookups.
+    #[command(subcommand)]
+    Concepts(concepts::ConceptsCommand),
     /// Regenerate the fixture corpus, tokenizer and golden index.
     Fixtures(fixtures::Args),
     /// Build the index of the fixture corpus and run example queries on it.
@@ -57,6 +61,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Ntd(a) => ntd::run(a),
         Command::Prob(a) => prob::run(a),
         Command::Cnf(a) => cnf::run(a),
+        Command::Concepts(c) => concepts::run(c),
         Command::Fixtures(a) => fixtures::run(a),
         Command::Demo(a) => demo::run(a),
     }

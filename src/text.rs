@@ -388,6 +388,20 @@ impl TextIndex {
     }
 
     fn intersect(&self, terms: Vec<(&str, u32)>, positions: bool) -> Result<Matches> {
+        // A damaged file could make tantivy panic while decoding: report it as corruption.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.intersect_inner(terms, positions)
+        }))
+        .unwrap_or_else(|_| {
+            Err(text_error(
+                &self.dir,
+                "postings",
+                "cannot be decoded (run `familiar index verify`)",
+            ))
+        })
+    }
+
+    fn intersect_inner(&self, terms: Vec<(&str, u32)>, positions: bool) -> Result<Matches> {
         let mut out = Matches {
             docs: Vec::new(),
             occurrences: positions.then_some(0),

@@ -194,23 +194,32 @@ fn run(mode: Mode) -> BenchResult<()> {
             fmt_si(index.manifest().tokens as f64),
             rayon::current_num_threads()
         ),
-        &["methods", "wall", "CPU", "concepts/s", "rows"],
+        &["methods", "page cache", "wall", "CPU", "concepts/s", "rows"],
     );
-    let mut all_wall = 0.0;
-    for methods in [
+    // First all methods on a cold start (the index just opened; its pages as the OS left them),
+    // then each method alone, then all methods again, warm.
+    let (mut cold_wall, mut warm_wall, mut text_wall) = (0.0, 0.0, 0.0);
+    for (i, methods) in [
         Method::ALL.to_vec(),
         vec![Method::SaExact],
         vec![Method::TextAllWords],
         vec![Method::TextPhrase],
-    ] {
+        Method::ALL.to_vec(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let (counts, wall, cpu) = measure(|| -> BenchResult<_> {
             let c = Counter::new(&index, &methods)?;
             Ok(c.run(&lexicon, &[], &CountOptions::default())?)
         });
         let counts = counts?;
         let wall = wall.as_secs_f64();
-        if methods.len() == 3 {
-            all_wall = wall;
+        match (i, methods.as_slice()) {
+            (0, _) => cold_wall = wall,
+            (_, [Method::TextAllWords] | [Method::TextPhrase]) => text_wall += wall,
+            (4, _) => warm_wall = wall,
+            _ => {}
         }
         table.row(vec![
             methods
@@ -218,6 +227,7 @@ fn run(mode: Mode) -> BenchResult<()> {
                 .map(|m| m.name())
                 .collect::<Vec<_>>()
                 .join("+"),
+            if i == 0 { "as found" } else { "warm" }.to_string(),
             fmt_secs(wall),
             fmt_secs(cpu),
             fmt_si(lexicon.concepts.len() as f64 / wall),
@@ -226,9 +236,13 @@ fn run(mode: Mode) -> BenchResult<()> {
     }
     table.print();
     println!(
-        "target: all methods ≤ {TARGET_WALL} s wall for 10,000 concepts × 5 aliases on the real corpus: {:.2} s — {}",
-        all_wall,
-        verdict(mode, full && concepts as u64 >= CONCEPTS && all_wall <= TARGET_WALL)
+        "target: all methods ≤ {TARGET_WALL} s wall for 10,000 concepts × 5 aliases on the real corpus: {:.2} s as found, {:.2} s warm — {}",
+        cold_wall,
+        warm_wall,
+        verdict(
+            mode,
+            full && concepts as u64 >= CONCEPTS && cold_wall.max(warm_wall) <= TARGET_WALL
+        )
     );
 
     // Baseline: a naive scan of the analyzed text of a sample, per concept, whose answers must
@@ -303,12 +317,12 @@ fn run(mode: Mode) -> BenchResult<()> {
     t.row(vec![
         "familiar (text methods)".into(),
         fmt_secs(ours_wall.as_secs_f64() / k as f64),
-        fmt_secs(all_wall),
+        format!("{} (measured, warm)", fmt_secs(text_wall)),
     ]);
     t.print();
     println!(
-        "speed-up over the naive scan, whole lexicon, all methods vs text methods: {}",
-        fmt_ratio(extrapolated / all_wall)
+        "speed-up of the text methods over the naive scan, whole lexicon: {}",
+        fmt_ratio(extrapolated / text_wall)
     );
     if let Some(s) = scratch {
         remove_dir(&s)?;

@@ -600,29 +600,46 @@ impl<T: SaInput> ShardBuilder<T> {
         files.insert(manifest::DOCUMENTS_FILE.to_string(), close(w, &docs_path)?);
         report.write_time += t0.elapsed();
 
-        let text_index = match self.text.take() {
-            Some(text) => {
-                progress.set_message(format!(
-                    "shard {}: merging the text index of {} documents",
-                    self.shard,
-                    self.offsets.len()
-                ));
-                let t = Instant::now();
-                let (text_files, info) = text.finish(&self.tmp)?;
+        // The text index's commit and merge run beside the suffix sort.
+        let text = self.text.take();
+        let tmp = self.tmp.clone();
+        progress.set_message(format!(
+            "shard {}: sorting the suffixes of {} tokens{}",
+            self.shard,
+            n,
+            if text.is_some() {
+                ", merging the text index"
+            } else {
+                ""
+            }
+        ));
+        let tokens = &mut self.tokens;
+        let (sa, text_result) = std::thread::scope(|scope| {
+            let merging = text.map(|text| {
+                scope.spawn(move || {
+                    let t = Instant::now();
+                    text.finish(&tmp).map(|r| (r, t.elapsed()))
+                })
+            });
+            let t1 = Instant::now();
+            let sa = T::suffix_array(tokens, tokenizer.vocab_size() + 1, threads);
+            report.suffix_array_time += t1.elapsed();
+            let text_result = merging.map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Bug("the text index merge panicked".into())))
+            });
+            (sa, text_result)
+        });
+        let sa = sa?;
+        let text_index = match text_result {
+            Some(r) => {
+                let ((text_files, info), took) = r?;
                 files.extend(text_files);
-                report.text_index_time += t.elapsed();
+                report.text_index_time += took;
                 Some(info)
             }
             None => None,
         };
-
-        progress.set_message(format!(
-            "shard {}: sorting the suffixes of {} tokens",
-            self.shard, n
-        ));
-        let t1 = Instant::now();
-        let sa = T::suffix_array(&mut self.tokens, tokenizer.vocab_size() + 1, threads)?;
-        report.suffix_array_time += t1.elapsed();
         drop(std::mem::take(&mut self.tokens));
 
         let t2 = Instant::now();

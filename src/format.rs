@@ -292,6 +292,11 @@ impl<D: AsRef<[u8]>> PackedArray<D> {
     pub fn bytes(&self) -> &[u8] {
         self.data.as_ref()
     }
+
+    /// The storage (e.g. the memory map, to advise the kernel about it).
+    pub fn data(&self) -> &D {
+        &self.data
+    }
 }
 
 /// Writes integers packed at `width` bits (1..=57) to `out`, for any iterator of values. A value

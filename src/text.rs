@@ -243,6 +243,16 @@ impl TextIndex {
     /// the manifest records one, that its files have the recorded sizes, and that it holds one
     /// document per document of the shard.
     pub fn open(shard_dir: &Path, manifest: &ShardManifest) -> Result<TextIndex> {
+        TextIndex::open_with(shard_dir, manifest, false)
+    }
+
+    /// [`TextIndex::open`], optionally asking the kernel to read every file into the page cache
+    /// now (for a batch of many queries).
+    pub fn open_with(
+        shard_dir: &Path,
+        manifest: &ShardManifest,
+        preload: bool,
+    ) -> Result<TextIndex> {
         let mpath = shard_dir.join(crate::manifest::MANIFEST_FILE);
         let Some(info) = &manifest.text_index else {
             return Err(Error::Config(format!(
@@ -278,7 +288,13 @@ impl TextIndex {
         }
         let dir = shard_dir.join(TEXT_DIR);
         let result = std::panic::catch_unwind(|| -> Result<(Searcher, Fields, Vec<u32>)> {
-            let mmap = MmapDirectory::open(&dir).map_err(|e| text_error(&dir, "cannot open", e))?;
+            let advice = if preload {
+                memmap2::Advice::WillNeed
+            } else {
+                memmap2::Advice::Normal
+            };
+            let mmap = MmapDirectory::open_with_madvice(&dir, advice)
+                .map_err(|e| text_error(&dir, "cannot open", e))?;
             let mut index = tantivy::Index::open(ReadOnly(mmap))
                 .map_err(|e| text_error(&dir, "cannot open", e))?;
             index.set_tokenizers(tokenizers());
@@ -323,6 +339,9 @@ impl TextIndex {
         // SAFETY: index files are write-once and not modified while the index is open (the
         // contract of `Index`); the size was checked against the manifest above.
         let map = unsafe { memmap2::Mmap::map(&file) }.at(&wpath)?;
+        if preload {
+            let _ = map.advise(memmap2::Advice::WillNeed);
+        }
         let words = fst::Map::new(map).map_err(|e| Error::corrupt(&wpath, e.to_string()))?;
         Ok(TextIndex {
             dir,

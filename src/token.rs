@@ -117,6 +117,11 @@ impl<D: AsRef<[u8]>, T: Token> TokenText<D, T> {
         bytemuck::cast_slice(&self.data.as_ref()[HEADER_LEN..])
     }
 
+    /// The storage (e.g. the memory map, to advise the kernel about it).
+    pub fn data(&self) -> &D {
+        &self.data
+    }
+
     /// The separator id that ends each document.
     pub fn separator(&self) -> u64 {
         self.header.aux0

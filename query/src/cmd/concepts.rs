@@ -100,7 +100,7 @@ fn run_count(a: CountArgs) -> Result<i32> {
         progress: !a.quiet,
     };
     let work = || -> Result<_> {
-        let counter = Counter::new(&index, &methods)?;
+        let counter = Counter::for_lexicon(&index, &methods, &lexicon)?;
         Ok(counter.run(&lexicon, &pairs, &options)?)
     };
     let counts = match a.threads {

@@ -425,6 +425,29 @@ pub struct Counts {
 impl<'a> Counter<'a> {
     /// Prepares to count with `methods` (text methods need every shard's text index).
     pub fn new(index: &'a Index, methods: &[Method]) -> Result<Counter<'a>> {
+        Counter::new_with(index, methods, false)
+    }
+
+    /// Lexicons at least this large make the counter read the index into the page cache first.
+    pub const PRELOAD_CONCEPTS: usize = 1000;
+
+    /// Prepares to count `lexicon`: as [`Counter::new`], and for lexicons of
+    /// [`Counter::PRELOAD_CONCEPTS`] or more the index files are read into the page cache up front
+    /// (sequential reads instead of one page fault per random page).
+    pub fn for_lexicon(
+        index: &'a Index,
+        methods: &[Method],
+        lexicon: &Lexicon,
+    ) -> Result<Counter<'a>> {
+        Counter::new_with(
+            index,
+            methods,
+            lexicon.concepts.len() >= Counter::PRELOAD_CONCEPTS,
+        )
+    }
+
+    /// [`Counter::new`], optionally preloading the index files.
+    pub fn new_with(index: &'a Index, methods: &[Method], preload: bool) -> Result<Counter<'a>> {
         let mut methods = methods.to_vec();
         methods.sort();
         methods.dedup();
@@ -435,11 +458,16 @@ impl<'a> Counter<'a> {
             index
                 .shards()
                 .iter()
-                .map(|s| TextIndex::open(&s.dir, &s.manifest))
+                .map(|s| TextIndex::open_with(&s.dir, &s.manifest, preload))
                 .collect::<Result<Vec<_>>>()?
         } else {
             Vec::new()
         };
+        if preload && methods.contains(&Method::SaExact) {
+            for s in index.shards() {
+                s.preload();
+            }
+        }
         let edges = if methods.contains(&Method::SaExact) {
             token_edges(index)?
         } else {

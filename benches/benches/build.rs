@@ -444,6 +444,9 @@ fn child_real_build() -> BenchResult<()> {
     let timeline = CpuTimeline::start(Duration::from_millis(10), &["familiar-read"]);
     let mut options = BuildOptions::new(tokenizer, out, inputs);
     options.threads = Some(threads);
+    // The n-gram index, comparable with infini-gram's; the text index is measured by the
+    // concepts bench.
+    options.text_index = false;
     let r = build(&options)?;
     let tl = timeline.finish();
     let read_start = *tl

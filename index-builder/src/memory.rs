@@ -6,7 +6,9 @@
 //! shard, 6 bytes per token + 217 MiB). The
 //! automatic shard size takes half of the machine's memory (`MemTotal`, not the momentary
 //! `MemAvailable`, so that the same build on the same machine always cuts the same shards), rounded
-//! down to a multiple of 2^20 tokens and capped at libsais's 32-bit limit.
+//! down to a multiple of 2^20 tokens and capped at libsais's 32-bit limit. The text index's
+//! in-memory segments take a sixteenth of `MemTotal` more (see `text.rs`), so a build stays within
+//! about 0.6 of the machine's memory.
 
 use familiar::token::TokenWidth;
 

@@ -1,5 +1,7 @@
 //! Corpus readers: every format, every error names file and line, cursors resume exactly.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,7 +64,11 @@ fn jsonl_plain_zstd_gzip_read_the_same() {
     let z = write(dir.path(), "b.jsonl.zst", &zst(LINES.as_bytes()));
     let g = write(dir.path(), "c.json.gz", &gz(LINES.as_bytes()));
     for p in [plain, z, g] {
-        let (docs, err, _) = read_all(&[p.clone()], ReadOptions::default(), InputCursor::default());
+        let (docs, err, _) = read_all(
+            std::slice::from_ref(&p),
+            ReadOptions::default(),
+            InputCursor::default(),
+        );
         assert!(err.is_none(), "{err:?}");
         let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
         assert_eq!(texts, ["alpha", "beta", "gamma"]);
@@ -116,7 +122,11 @@ fn errors_name_file_and_line() {
     ];
     for (name, bytes, line, what) in cases {
         let p = write(dir.path(), name, bytes);
-        let (_, err, _) = read_all(&[p.clone()], ReadOptions::default(), InputCursor::default());
+        let (_, err, _) = read_all(
+            std::slice::from_ref(&p),
+            ReadOptions::default(),
+            InputCursor::default(),
+        );
         let err = err.expect("an error");
         let msg = err.to_string();
         assert!(
@@ -158,7 +168,7 @@ fn corrupt_zstd_is_a_stream_error_even_when_skipping() {
         skip_invalid: true,
         ..Default::default()
     };
-    let (docs, err, _) = read_all(&[p.clone()], options, InputCursor::default());
+    let (docs, err, _) = read_all(std::slice::from_ref(&p), options, InputCursor::default());
     let msg = err.expect("corrupt zstd must fail").to_string();
     assert!(
         msg.contains(&p.display().to_string())
@@ -219,7 +229,11 @@ fn cursor_resumes_after_any_record() {
 fn text_files_and_bad_utf8() {
     let dir = tempfile::tempdir().unwrap();
     let t = write(dir.path(), "doc.txt", "héllo\nworld".as_bytes());
-    let (docs, _, _) = read_all(&[t.clone()], ReadOptions::default(), InputCursor::default());
+    let (docs, _, _) = read_all(
+        std::slice::from_ref(&t),
+        ReadOptions::default(),
+        InputCursor::default(),
+    );
     assert_eq!(docs[0].text, "héllo\nworld");
     assert_eq!(docs[0].external_id, t.display().to_string());
     let bad = write(dir.path(), "bad.txt", b"ok \xff\xfe");
@@ -265,7 +279,7 @@ fn parquet_rows_with_renamed_columns() {
         skip_invalid: true,
         ..Default::default()
     };
-    let (docs, err, reader) = read_all(&[p.clone()], options, InputCursor::default());
+    let (docs, err, reader) = read_all(std::slice::from_ref(&p), options, InputCursor::default());
     assert!(err.is_none(), "{err:?}");
     assert_eq!(
         docs.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(),
@@ -285,7 +299,11 @@ fn parquet_rows_with_renamed_columns() {
         skip_invalid: true,
         ..Default::default()
     };
-    let (rest, _, _) = read_all(&[p.clone()], options, InputCursor { file: 0, record: 2 });
+    let (rest, _, _) = read_all(
+        std::slice::from_ref(&p),
+        options,
+        InputCursor { file: 0, record: 2 },
+    );
     assert_eq!(
         rest.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(),
         ["four"]

@@ -198,7 +198,7 @@ fn run(mode: Mode) -> BenchResult<()> {
     );
     // First all methods on a cold start (the page cache dropped when this process may, else as
     // the OS left it), then each method alone, then all methods again, warm.
-    let cold = if drop_page_cache() {
+    let cold = if mode.is_full() && drop_page_cache() {
         "dropped"
     } else {
         "as found"

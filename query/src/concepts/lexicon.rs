@@ -76,36 +76,116 @@ fn line_of(bytes: &[u8], offset: usize) -> u64 {
         .count() as u64
 }
 
+/// The formats of lexicon and pairs files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// Delimited text with a header row, by delimiter.
+    Delimited(u8),
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// Reads a lexicon or pairs file as UTF-8 text (a byte-order mark dropped) and tells its format
+/// from the extension; `what` names the file in the error for an unknown extension.
+fn read_text(path: &Path, what: &str) -> Result<(String, Format)> {
+    let bytes = std::fs::read(path).at(path)?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            return Err(bad(
+                path,
+                line_of(e.as_bytes(), at),
+                format!("not UTF-8 (invalid byte at offset {at})"),
+            ));
+        }
+    };
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(t) => t.to_string(),
+        None => text,
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let format = if name.ends_with(".csv") {
+        Format::Delimited(b',')
+    } else if name.ends_with(".tsv") || name.ends_with(".tab") {
+        Format::Delimited(b'\t')
+    } else if name.ends_with(".jsonl") || name.ends_with(".ndjson") {
+        Format::Jsonl
+    } else {
+        return Err(Error::Config(format!(
+            "{}: unknown {what} format; expected a .csv, .tsv or .jsonl file",
+            path.display()
+        )));
+    };
+    Ok((text, format))
+}
+
+/// The records of a delimited file with their lines, and the index of each of `columns` in its
+/// header (`None` when absent). Unknown or repeated columns are errors; `expected` describes the
+/// columns for the message.
+#[allow(clippy::type_complexity)]
+fn delimited(
+    path: &Path,
+    text: &str,
+    delimiter: u8,
+    columns: &[&str],
+    expected: &str,
+) -> Result<(Vec<Option<usize>>, Vec<(u64, csv::StringRecord)>)> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .flexible(false)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| bad(path, 1, format!("cannot read the header row: {e}")))?
+        .clone();
+    let mut index = vec![None; columns.len()];
+    for (i, h) in headers.iter().enumerate() {
+        let Some(k) = columns.iter().position(|c| *c == h.trim()) else {
+            return Err(bad(
+                path,
+                1,
+                format!("unknown column {:?}; expected {expected}", h.trim()),
+            ));
+        };
+        if index[k].replace(i).is_some() {
+            return Err(bad(path, 1, format!("column {h:?} appears twice")));
+        }
+    }
+    // Lines from byte offsets (the csv crate's own line numbers skip blank lines, and a record's
+    // offset is where the blank lines before it start).
+    let bytes = text.as_bytes();
+    let line = |p: Option<&csv::Position>| {
+        p.map_or(0, |p| {
+            let mut b = p.byte() as usize;
+            while b < bytes.len() && matches!(bytes[b], b'\n' | b'\r') {
+                b += 1;
+            }
+            line_of(bytes, b)
+        })
+    };
+    let mut records = Vec::new();
+    for record in reader.records() {
+        let record =
+            record.map_err(|e| bad(path, line(e.position()), format!("malformed row: {e}")))?;
+        if record.iter().all(|f| f.trim().is_empty()) {
+            continue;
+        }
+        records.push((line(record.position()), record));
+    }
+    Ok((index, records))
+}
+
 impl Lexicon {
     /// Reads and checks a lexicon file.
     pub fn read(path: &Path) -> Result<Lexicon> {
-        let bytes = std::fs::read(path).at(path)?;
-        let text = match std::str::from_utf8(&bytes) {
-            Ok(t) => t,
-            Err(e) => {
-                return Err(bad(
-                    path,
-                    line_of(&bytes, e.valid_up_to()),
-                    format!("not UTF-8 (invalid byte at offset {})", e.valid_up_to()),
-                ))
-            }
-        };
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_lowercase())
-            .unwrap_or_default();
-        let rows = if name.ends_with(".csv") {
-            read_delimited(path, text, b',')?
-        } else if name.ends_with(".tsv") || name.ends_with(".tab") {
-            read_delimited(path, text, b'\t')?
-        } else if name.ends_with(".jsonl") || name.ends_with(".ndjson") {
-            read_jsonl(path, text)?
-        } else {
-            return Err(Error::Config(format!(
-                "{}: unknown lexicon format; expected a .csv, .tsv or .jsonl file",
-                path.display()
-            )));
+        let (text, format) = read_text(path, "lexicon")?;
+        let rows = match format {
+            Format::Delimited(d) => read_delimited(path, &text, d)?,
+            Format::Jsonl => read_jsonl(path, &text)?,
         };
         Lexicon::from_rows(path, rows)
     }
@@ -222,55 +302,28 @@ impl Lexicon {
 }
 
 fn read_delimited(path: &Path, text: &str, delimiter: u8) -> Result<Vec<Row>> {
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .flexible(false)
-        .from_reader(text.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| bad(path, 1, format!("cannot read the header row: {e}")))?
-        .clone();
-    let (mut concept, mut aliases, mut group) = (None, None, None);
-    for (i, h) in headers.iter().enumerate() {
-        let slot = match h.trim() {
-            "concept" => &mut concept,
-            "aliases" => &mut aliases,
-            "group" => &mut group,
-            other => {
-                return Err(bad(
-                    path,
-                    1,
-                    format!("unknown column {other:?}; expected `concept`, and optionally `aliases` (separated by |) and `group`"),
-                ))
-            }
-        };
-        if slot.replace(i).is_some() {
-            return Err(bad(path, 1, format!("column {h:?} appears twice")));
-        }
-    }
-    let concept = concept.ok_or_else(|| bad(path, 1, "no `concept` column in the header"))?;
-    let mut rows = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line());
-            bad(path, line, format!("malformed row: {e}"))
-        })?;
-        let line = record.position().map_or(0, |p| p.line());
-        if record.iter().all(|f| f.trim().is_empty()) {
-            continue;
-        }
-        let aliases = match aliases.and_then(|i| record.get(i)) {
-            Some(a) if !a.trim().is_empty() => a.split('|').map(str::to_string).collect(),
-            _ => Vec::new(),
-        };
-        rows.push(Row {
+    let (columns, records) = delimited(
+        path,
+        text,
+        delimiter,
+        &["concept", "aliases", "group"],
+        "`concept`, and optionally `aliases` (separated by |) and `group`",
+    )?;
+    let [Some(concept), aliases, group] = columns[..] else {
+        return Err(bad(path, 1, "no `concept` column in the header"));
+    };
+    Ok(records
+        .into_iter()
+        .map(|(line, record)| Row {
             line,
             concept: record.get(concept).map(str::to_string),
-            aliases,
+            aliases: match aliases.and_then(|i| record.get(i)) {
+                Some(a) if !a.trim().is_empty() => a.split('|').map(str::to_string).collect(),
+                _ => Vec::new(),
+            },
             group: group.and_then(|i| record.get(i)).map(str::to_string),
-        });
-    }
-    Ok(rows)
+        })
+        .collect())
 }
 
 fn read_jsonl(path: &Path, text: &str) -> Result<Vec<Row>> {
@@ -334,81 +387,50 @@ fn read_jsonl(path: &Path, text: &str) -> Result<Vec<Row>> {
 /// Reads concept pairs (`concept_a`, `concept_b`) from CSV, TSV or JSONL and resolves each side
 /// to a concept of `lexicon` (by any of its forms). Returns (line, a, b).
 pub fn read_pairs(path: &Path, lexicon: &Lexicon) -> Result<Vec<(u64, u64, u64)>> {
-    let bytes = std::fs::read(path).at(path)?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
-        bad(
-            path,
-            line_of(&bytes, e.valid_up_to()),
-            format!("not UTF-8 (invalid byte at offset {})", e.valid_up_to()),
-        )
-    })?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
+    let (text, format) = read_text(path, "pairs")?;
     let mut raw: Vec<(u64, String, String)> = Vec::new();
-    if name.ends_with(".jsonl") || name.ends_with(".ndjson") {
-        for (i, line) in text.lines().enumerate() {
-            let line_no = i as u64 + 1;
-            if line.trim().is_empty() {
-                continue;
+    match format {
+        Format::Jsonl => {
+            for (i, line) in text.lines().enumerate() {
+                let line_no = i as u64 + 1;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                #[derive(serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Pair {
+                    concept_a: String,
+                    concept_b: String,
+                }
+                let p: Pair = serde_json::from_str(line).map_err(|e| {
+                    bad(
+                        path,
+                        line_no,
+                        format!("expected {{\"concept_a\": \"…\", \"concept_b\": \"…\"}}: {e}"),
+                    )
+                })?;
+                raw.push((line_no, p.concept_a, p.concept_b));
             }
-            #[derive(serde::Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Pair {
-                concept_a: String,
-                concept_b: String,
-            }
-            let p: Pair = serde_json::from_str(line).map_err(|e| {
-                bad(
-                    path,
-                    line_no,
-                    format!("expected {{\"concept_a\": \"…\", \"concept_b\": \"…\"}}: {e}"),
-                )
-            })?;
-            raw.push((line_no, p.concept_a, p.concept_b));
         }
-    } else if name.ends_with(".csv") || name.ends_with(".tsv") {
-        let delimiter = if name.ends_with(".csv") { b',' } else { b'\t' };
-        let mut reader = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .from_reader(text.as_bytes());
-        let headers = reader
-            .headers()
-            .map_err(|e| bad(path, 1, format!("cannot read the header row: {e}")))?
-            .clone();
-        let col = |n: &str| headers.iter().position(|h| h.trim() == n);
-        if let Some(h) = headers
-            .iter()
-            .find(|h| !matches!(h.trim(), "concept_a" | "concept_b"))
-        {
-            return Err(bad(
+        Format::Delimited(d) => {
+            let (columns, records) = delimited(
                 path,
-                1,
-                format!("unknown column {h:?}; expected `concept_a` and `concept_b`"),
-            ));
+                &text,
+                d,
+                &["concept_a", "concept_b"],
+                "`concept_a` and `concept_b`",
+            )?;
+            let [Some(a), Some(b)] = columns[..] else {
+                return Err(bad(path, 1, "expected columns `concept_a` and `concept_b`"));
+            };
+            for (line, record) in records {
+                raw.push((
+                    line,
+                    record.get(a).unwrap_or_default().to_string(),
+                    record.get(b).unwrap_or_default().to_string(),
+                ));
+            }
         }
-        let (Some(a), Some(b)) = (col("concept_a"), col("concept_b")) else {
-            return Err(bad(path, 1, "expected columns `concept_a` and `concept_b`"));
-        };
-        for record in reader.records() {
-            let record = record.map_err(|e| {
-                let line = e.position().map_or(0, |p| p.line());
-                bad(path, line, format!("malformed row: {e}"))
-            })?;
-            let line = record.position().map_or(0, |p| p.line());
-            raw.push((
-                line,
-                record.get(a).unwrap_or_default().to_string(),
-                record.get(b).unwrap_or_default().to_string(),
-            ));
-        }
-    } else {
-        return Err(Error::Config(format!(
-            "{}: unknown pairs format; expected a .csv, .tsv or .jsonl file",
-            path.display()
-        )));
     }
     let mut out = Vec::with_capacity(raw.len());
     for (line, a, b) in raw {
@@ -427,4 +449,148 @@ pub fn read_pairs(path: &Path, lexicon: &Lexicon) -> Result<Vec<(u64, u64, u64)>
         out.push((line, find(&a)?, find(&b)?));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn write(dir: &Path, name: &str, body: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    #[test]
+    fn csv_tsv_and_jsonl_read_the_same_lexicon() {
+        let t = tempfile::tempdir().unwrap();
+        let csv = write(
+            t.path(),
+            "l.csv",
+            "\u{feff}group,concept,aliases\nplaces,Paris,\"Paris, France|Lutetia\"\n,Café Society,\n"
+                .as_bytes(),
+        );
+        let tsv = write(
+            t.path(),
+            "l.tsv",
+            "concept\taliases\tgroup\nParis\tParis, France|Lutetia\tplaces\nCafé Society\t\t\n"
+                .as_bytes(),
+        );
+        let jsonl = write(
+            t.path(),
+            "l.jsonl",
+            "{\"concept\": \"Paris\", \"aliases\": [\"Paris, France\", \"Lutetia\"], \"group\": \"places\"}\n\n{\"concept\": \"Café Society\"}\n"
+                .as_bytes(),
+        );
+        let read: Vec<Lexicon> = [csv, tsv, jsonl]
+            .iter()
+            .map(|p| Lexicon::read(p).unwrap())
+            .collect();
+        for l in &read {
+            let c: Vec<(&str, Option<&str>, &[String])> = l
+                .concepts
+                .iter()
+                .map(|c| (c.name.as_str(), c.group.as_deref(), &c.forms[..]))
+                .collect();
+            assert_eq!(c[0].0, "Paris");
+            assert_eq!(c[0].1, Some("places"));
+            assert_eq!(c[0].2, ["Paris", "Paris, France", "Lutetia"]);
+            assert_eq!((c[1].0, c[1].1), ("Café Society", None));
+            assert_eq!(
+                l.concepts[0].normalized,
+                ["paris", "paris france", "lutetia"]
+            );
+            assert_eq!(l.concepts[1].normalized, ["cafe society"]);
+            assert_eq!(l.resolve("LUTETIA").unwrap().name, "Paris");
+            assert_eq!(l.resolve("cafe   society").unwrap().id, 1);
+            assert!(l.resolve("London").is_none());
+            assert_eq!(l.fst().len(), 4);
+        }
+    }
+
+    #[test]
+    fn bad_input_names_the_line() {
+        let t = tempfile::tempdir().unwrap();
+        let cases: &[(&str, &[u8], &str)] = &[
+            (
+                "a.csv",
+                b"concept\nParis\n\nParis\n",
+                ":4: concept \"Paris\" is already defined on line 2",
+            ),
+            (
+                "b.csv",
+                b"concept,aliases\nParis,Lutetia|Lutetia\n",
+                ":2: alias \"Lutetia\"",
+            ),
+            ("c.csv", b"concept,aliases\nParis,|\n", ":2: empty alias"),
+            ("d.csv", b"concept\n  \n!!!\n", ":3: form \"!!!\""),
+            ("e.csv", b"aliases\nParis\n", ":1: no `concept` column"),
+            (
+                "f.csv",
+                b"concept,concept\nParis,x\n",
+                ":1: column \"concept\" appears twice",
+            ),
+            (
+                "g.jsonl",
+                b"{\"concept\": 3}\n",
+                ":1: `concept` has the wrong type",
+            ),
+            ("h.jsonl", b"[\"Paris\"]\n", ":1: expected a JSON object"),
+            (
+                "i.jsonl",
+                b"{\"concept\": \"Paris\"}\n{\"concept\": \"P\xc3\"}\n",
+                ":2: not UTF-8",
+            ),
+            ("j.csv", b"concept,group\nParis,a,b\n", ":2: malformed row"),
+        ];
+        for (name, body, needle) in cases {
+            let p = write(t.path(), name, body);
+            let e = Lexicon::read(&p).unwrap_err().to_string();
+            assert!(e.contains(needle), "{name}: {e}");
+            assert!(e.contains(name), "{name}: {e}");
+        }
+        let p = write(t.path(), "k.txt", b"concept\nParis\n");
+        assert!(Lexicon::read(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown lexicon format"));
+        let p = write(t.path(), "l.csv", b"concept\n");
+        assert!(Lexicon::read(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("no concepts"));
+    }
+
+    #[test]
+    fn pairs_resolve_names_and_aliases() {
+        let t = tempfile::tempdir().unwrap();
+        let lex = write(
+            t.path(),
+            "l.csv",
+            b"concept,aliases\nParis,Lutetia\nFrance,French Republic\n",
+        );
+        let lex = Lexicon::read(&lex).unwrap();
+        let p = write(
+            t.path(),
+            "p.tsv",
+            b"concept_a\tconcept_b\nlutetia\tFrench Republic\nFrance\tParis\n",
+        );
+        assert_eq!(read_pairs(&p, &lex).unwrap(), [(2, 0, 1), (3, 1, 0)]);
+        let p = write(
+            t.path(),
+            "p.jsonl",
+            b"{\"concept_a\": \"Paris\", \"concept_b\": \"Berlin\"}\n",
+        );
+        let e = read_pairs(&p, &lex).unwrap_err().to_string();
+        assert!(
+            e.contains("p.jsonl:1") && e.contains("\"Berlin\" is not a concept"),
+            "{e}"
+        );
+        let p = write(t.path(), "q.csv", b"a,b\nParis,France\n");
+        assert!(read_pairs(&p, &lex)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown column \"a\""));
+    }
 }

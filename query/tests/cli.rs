@@ -41,6 +41,8 @@ fn build_from_files_then_info_and_info_json() {
         "shards      1",
         "shard-00000",
         "2048 ids",
+        "text index  every shard",
+        "distinct words",
     ]);
 
     let j = familiar([

@@ -205,10 +205,38 @@ fn run_info(a: InfoArgs) -> Result<i32> {
         disk,
         disk as f64 / m.tokens.max(1) as f64
     );
+    let text: Vec<_> = index
+        .shards()
+        .iter()
+        .filter_map(|s| s.manifest.text_index.as_ref())
+        .collect();
+    match text.first() {
+        Some(t) if text.len() == index.shards().len() => {
+            let bytes: u64 = index
+                .shards()
+                .iter()
+                .flat_map(|s| s.manifest.files.iter())
+                .filter(|(name, _)| {
+                    name.starts_with("text/") || name.as_str() == familiar::text::WORDS_FILE
+                })
+                .map(|(_, f)| f.bytes)
+                .sum();
+            println!(
+                "text index  every shard, {bytes} bytes, analysis {}",
+                t.analyzer
+            );
+        }
+        Some(_) => println!(
+            "text index  {} of {} shards",
+            text.len(),
+            index.shards().len()
+        ),
+        None => println!("text index  none (built with --no-text-index)"),
+    }
     println!("shards      {}", m.shards.len());
     for s in index.shards() {
         println!(
-            "  {}  documents {}..{}  tokens {}  suffix-array entries of {} bits",
+            "  {}  documents {}..{}  tokens {}  suffix-array entries of {} bits{}",
             s.dir
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -216,7 +244,11 @@ fn run_info(a: InfoArgs) -> Result<i32> {
             s.manifest.first_doc,
             s.manifest.first_doc + s.manifest.documents,
             s.manifest.tokens,
-            s.manifest.suffix_array_bits
+            s.manifest.suffix_array_bits,
+            s.manifest
+                .text_index
+                .as_ref()
+                .map_or(String::new(), |t| format!("  {} distinct words", t.words))
         );
     }
     Ok(0)

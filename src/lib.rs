@@ -38,6 +38,7 @@ pub mod fast_bpe;
 pub mod format;
 pub mod index;
 pub mod manifest;
+pub mod model;
 pub mod schema;
 pub mod text;
 pub mod token;

@@ -1,0 +1,636 @@
+//! One decoder-only transformer for GPT-2, GPT-NeoX and Llama checkpoints, written with candle's
+//! tensor operations only, so that every operation has a backward pass (candle-nn's fused softmax,
+//! layer-norm and rotary kernels have none: gradients through them silently vanish).
+//!
+//! Weights are kept as `[in, out]` matrices (GPT-2's Conv1D layout; `nn.Linear` weights are
+//! transposed at load), computed in f32 whatever the checkpoint's dtype. A forward pass can capture
+//! the residual stream after every layer and the MLP activations (after the non-linearity).
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+
+use super::config::{Activation, Family, ModelConfig, Positions};
+use super::weights::Weights;
+use crate::error::{Error, Result};
+
+/// A candle error, with what was being done.
+pub(crate) fn candle(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
+    move |e| Error::Bug(format!("{what}: {e}"))
+}
+
+/// `y = x W + b` with `W` stored `[in, out]`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// `[in, out]`.
+    pub weight: Tensor,
+    /// `[out]`.
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = x.broadcast_matmul(&self.weight)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// LayerNorm (with bias) or RMSNorm (without).
+#[derive(Debug, Clone)]
+pub struct Norm {
+    /// Scale.
+    pub weight: Tensor,
+    /// Shift (LayerNorm only).
+    pub bias: Option<Tensor>,
+    eps: f64,
+    rms: bool,
+}
+
+impl Norm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let x = if self.rms {
+            let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+            x.broadcast_div(&(ms + self.eps)?.sqrt()?)?
+        } else {
+            let mean = x.mean_keepdim(D::Minus1)?;
+            let centered = x.broadcast_sub(&mean)?;
+            let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+            centered.broadcast_div(&(var + self.eps)?.sqrt()?)?
+        };
+        let x = x.broadcast_mul(&self.weight)?;
+        match &self.bias {
+            Some(b) => x.broadcast_add(b),
+            None => Ok(x),
+        }
+    }
+}
+
+/// One block's weights.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// Norm before attention.
+    pub norm1: Norm,
+    /// Norm before the MLP.
+    pub norm2: Norm,
+    /// Query, key and value projections, as the checkpoint lays them out.
+    pub qkv: Qkv,
+    /// Output projection.
+    pub out: Linear,
+    /// MLP input projection (for Llama: the up projection).
+    pub up: Linear,
+    /// Llama's gate projection.
+    pub gate: Option<Linear>,
+    /// MLP output projection.
+    pub down: Linear,
+}
+
+/// The query, key and value projections. Kept as stored, so that a trainable model's variables are
+/// the checkpoint's tensors and an optimizer step needs no re-derivation.
+#[derive(Debug, Clone)]
+pub enum Qkv {
+    /// One projection to q | k | v (GPT-2's `c_attn`).
+    Fused(Linear),
+    /// One projection whose output is, per head, q | k | v (GPT-NeoX's `query_key_value`).
+    PerHead(Linear),
+    /// Three projections (Llama's `q_proj`, `k_proj`, `v_proj`).
+    Separate(Linear, Linear, Linear),
+}
+
+/// What a forward pass records besides the logits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Capture {
+    /// The residual stream after each layer (`[batch, tokens, hidden]`, layers in order; the last
+    /// before the final norm).
+    pub hidden_states: bool,
+    /// The MLP activations after the non-linearity (for Llama: act(gate) · up), per layer.
+    pub mlp_activations: bool,
+}
+
+/// The result of a forward pass.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// `[batch, tokens, vocab]`.
+    pub logits: Tensor,
+    /// The embeddings, then the residual stream after each layer (when captured).
+    pub hidden_states: Vec<Tensor>,
+    /// MLP activations per layer (when captured).
+    pub mlp_activations: Vec<Tensor>,
+    /// The final-normed hidden state, `[batch, tokens, hidden]`.
+    pub last_hidden: Tensor,
+}
+
+/// A loaded decoder.
+#[derive(Debug, Clone)]
+pub struct Transformer {
+    /// Its configuration.
+    pub config: ModelConfig,
+    /// Token embeddings, `[vocab, hidden]`.
+    pub embed: Tensor,
+    /// Learned position embeddings (GPT-2), `[positions, hidden]`.
+    pub positions: Option<Tensor>,
+    /// Blocks.
+    pub blocks: Vec<Block>,
+    /// Final norm.
+    pub final_norm: Norm,
+    /// Output projection `[hidden, vocab]`; `None` when tied to the embeddings.
+    pub lm_head: Option<Tensor>,
+    /// Trainable variables (when loaded as trainable), by Hugging Face tensor name.
+    pub vars: Vec<(String, Var)>,
+    device: Device,
+    dtype: DType,
+}
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Where the weights go.
+    pub device: Device,
+    /// Compute type: f32 (default) or f64 (for numerical checks).
+    pub dtype: DType,
+    /// Make every weight a trainable variable.
+    pub trainable: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            device: Device::Cpu,
+            dtype: DType::F32,
+            trainable: false,
+        }
+    }
+}
+
+/// Builds tensors from a checkpoint, optionally as trainable variables.
+struct Loader<'a> {
+    weights: &'a Weights,
+    device: &'a Device,
+    dtype: DType,
+    trainable: bool,
+    vars: Vec<(String, Var)>,
+}
+
+impl Loader<'_> {
+    fn tensor(&mut self, name: &str, shape: &[usize], transpose: bool) -> Result<Tensor> {
+        let t = self.weights.get(name, shape, self.dtype, self.device)?;
+        let t = if transpose {
+            t.t()
+                .and_then(|t| t.contiguous())
+                .map_err(candle("transpose"))?
+        } else {
+            t
+        };
+        self.keep(name, t)
+    }
+
+    fn keep(&mut self, name: &str, t: Tensor) -> Result<Tensor> {
+        if self.trainable {
+            let v = Var::from_tensor(&t).map_err(candle("variable"))?;
+            let t = v.as_tensor().clone();
+            self.vars.push((name.to_string(), v));
+            Ok(t)
+        } else {
+            Ok(t)
+        }
+    }
+
+    /// An `nn.Linear` (`[out, in]` in the file) as `[in, out]`.
+    fn linear(&mut self, name: &str, input: usize, output: usize, bias: bool) -> Result<Linear> {
+        Ok(Linear {
+            weight: self.tensor(&format!("{name}.weight"), &[output, input], true)?,
+            bias: if bias {
+                Some(self.tensor(&format!("{name}.bias"), &[output], false)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// A GPT-2 Conv1D (`[in, out]` in the file).
+    fn conv1d(&mut self, name: &str, input: usize, output: usize) -> Result<Linear> {
+        Ok(Linear {
+            weight: self.tensor(&format!("{name}.weight"), &[input, output], false)?,
+            bias: Some(self.tensor(&format!("{name}.bias"), &[output], false)?),
+        })
+    }
+
+    fn norm(&mut self, name: &str, c: &ModelConfig) -> Result<Norm> {
+        Ok(Norm {
+            weight: self.tensor(&format!("{name}.weight"), &[c.hidden], false)?,
+            bias: if c.rms_norm {
+                None
+            } else {
+                Some(self.tensor(&format!("{name}.bias"), &[c.hidden], false)?)
+            },
+            eps: c.norm_eps,
+            rms: c.rms_norm,
+        })
+    }
+}
+
+impl Transformer {
+    /// Loads a Hugging Face model directory (`config.json` and `model.safetensors` or
+    /// `model.safetensors.index.json` with its shards) on the CPU, in f32.
+    pub fn load(dir: &Path) -> Result<Transformer> {
+        Transformer::load_with(dir, &LoadOptions::default())
+    }
+
+    /// [`Transformer::load`] with options; with `trainable`, every weight is a variable (see
+    /// [`Transformer::vars`]).
+    pub fn load_with(dir: &Path, options: &LoadOptions) -> Result<Transformer> {
+        let config = ModelConfig::read(dir)?;
+        let weights = Weights::open(dir)?;
+        Transformer::from_weights(config, &weights, options)
+    }
+
+    /// Builds the model from a configuration and opened weights.
+    pub fn from_weights(
+        config: ModelConfig,
+        weights: &Weights,
+        options: &LoadOptions,
+    ) -> Result<Transformer> {
+        if !matches!(options.dtype, DType::F32 | DType::F64) {
+            return Err(Error::Config(format!(
+                "models compute in f32 or f64, not {:?}",
+                options.dtype
+            )));
+        }
+        let c = &config;
+        let mut l = Loader {
+            weights,
+            device: &options.device,
+            dtype: options.dtype,
+            trainable: options.trainable,
+            vars: Vec::new(),
+        };
+        let hd = c.head_dim();
+        let (h, i) = (c.hidden, c.intermediate);
+        let (embed, positions, blocks, final_norm, lm_head) = match c.family {
+            Family::Gpt2 => {
+                let p = if weights.has("transformer.wte.weight") {
+                    "transformer."
+                } else {
+                    ""
+                };
+                let embed = l.tensor(&format!("{p}wte.weight"), &[c.vocab_size, h], false)?;
+                let pos = l.tensor(&format!("{p}wpe.weight"), &[c.max_positions, h], false)?;
+                let mut blocks = Vec::with_capacity(c.layers);
+                for n in 0..c.layers {
+                    let b = format!("{p}h.{n}");
+                    blocks.push(Block {
+                        norm1: l.norm(&format!("{b}.ln_1"), c)?,
+                        qkv: Qkv::Fused(l.conv1d(&format!("{b}.attn.c_attn"), h, 3 * h)?),
+                        out: l.conv1d(&format!("{b}.attn.c_proj"), h, h)?,
+                        norm2: l.norm(&format!("{b}.ln_2"), c)?,
+                        up: l.conv1d(&format!("{b}.mlp.c_fc"), h, i)?,
+                        gate: None,
+                        down: l.conv1d(&format!("{b}.mlp.c_proj"), i, h)?,
+                    });
+                }
+                let final_norm = l.norm(&format!("{p}ln_f"), c)?;
+                let lm_head = if c.tied_embeddings || !weights.has("lm_head.weight") {
+                    None
+                } else {
+                    Some(l.tensor("lm_head.weight", &[c.vocab_size, h], true)?)
+                };
+                (embed, Some(pos), blocks, final_norm, lm_head)
+            }
+            Family::GptNeox => {
+                let embed = l.tensor("gpt_neox.embed_in.weight", &[c.vocab_size, h], false)?;
+                let mut blocks = Vec::with_capacity(c.layers);
+                for n in 0..c.layers {
+                    let b = format!("gpt_neox.layers.{n}");
+                    let qkv = l.linear(
+                        &format!("{b}.attention.query_key_value"),
+                        h,
+                        3 * h,
+                        c.attention_bias,
+                    )?;
+                    blocks.push(Block {
+                        norm1: l.norm(&format!("{b}.input_layernorm"), c)?,
+                        qkv: Qkv::PerHead(qkv),
+                        out: l.linear(&format!("{b}.attention.dense"), h, h, c.attention_bias)?,
+                        norm2: l.norm(&format!("{b}.post_attention_layernorm"), c)?,
+                        up: l.linear(&format!("{b}.mlp.dense_h_to_4h"), h, i, c.mlp_bias)?,
+                        gate: None,
+                        down: l.linear(&format!("{b}.mlp.dense_4h_to_h"), i, h, c.mlp_bias)?,
+                    });
+                }
+                let final_norm = l.norm("gpt_neox.final_layer_norm", c)?;
+                let lm_head = if c.tied_embeddings {
+                    None
+                } else {
+                    Some(l.tensor("embed_out.weight", &[c.vocab_size, h], true)?)
+                };
+                (embed, None, blocks, final_norm, lm_head)
+            }
+            Family::Llama => {
+                let embed = l.tensor("model.embed_tokens.weight", &[c.vocab_size, h], false)?;
+                let mut blocks = Vec::with_capacity(c.layers);
+                for n in 0..c.layers {
+                    let b = format!("model.layers.{n}");
+                    let q = l.linear(
+                        &format!("{b}.self_attn.q_proj"),
+                        h,
+                        c.heads * hd,
+                        c.attention_bias,
+                    )?;
+                    let k = l.linear(
+                        &format!("{b}.self_attn.k_proj"),
+                        h,
+                        c.kv_heads * hd,
+                        c.attention_bias,
+                    )?;
+                    let v = l.linear(
+                        &format!("{b}.self_attn.v_proj"),
+                        h,
+                        c.kv_heads * hd,
+                        c.attention_bias,
+                    )?;
+                    blocks.push(Block {
+                        norm1: l.norm(&format!("{b}.input_layernorm"), c)?,
+                        qkv: Qkv::Separate(q, k, v),
+                        out: l.linear(
+                            &format!("{b}.self_attn.o_proj"),
+                            c.heads * hd,
+                            h,
+                            c.attention_bias,
+                        )?,
+                        norm2: l.norm(&format!("{b}.post_attention_layernorm"), c)?,
+                        up: l.linear(&format!("{b}.mlp.up_proj"), h, i, c.mlp_bias)?,
+                        gate: Some(l.linear(&format!("{b}.mlp.gate_proj"), h, i, c.mlp_bias)?),
+                        down: l.linear(&format!("{b}.mlp.down_proj"), i, h, c.mlp_bias)?,
+                    });
+                }
+                let final_norm = l.norm("model.norm", c)?;
+                let lm_head = if c.tied_embeddings || !weights.has("lm_head.weight") {
+                    None
+                } else {
+                    Some(l.tensor("lm_head.weight", &[c.vocab_size, h], true)?)
+                };
+                (embed, None, blocks, final_norm, lm_head)
+            }
+        };
+        Ok(Transformer {
+            vars: l.vars,
+            config,
+            embed,
+            positions,
+            blocks,
+            final_norm,
+            lm_head,
+            device: options.device.clone(),
+            dtype: options.dtype,
+        })
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Forward pass over `ids` (`[batch][tokens]`, equal lengths), with causal attention.
+    pub fn forward(&self, ids: &[Vec<u32>], capture: Capture) -> Result<Output> {
+        let batch = ids.len();
+        let t = ids.first().map_or(0, Vec::len);
+        if batch == 0 || t == 0 {
+            return Err(Error::Query("the model needs at least one token".into()));
+        }
+        if ids.iter().any(|r| r.len() != t) {
+            return Err(Error::Query(
+                "every sequence of a batch must have the same length".into(),
+            ));
+        }
+        if t > self.config.max_positions {
+            return Err(Error::Query(format!(
+                "{t} tokens exceed the model's context of {} positions",
+                self.config.max_positions
+            )));
+        }
+        if let Some(&bad) = ids
+            .iter()
+            .flatten()
+            .find(|&&i| i as usize >= self.config.vocab_size)
+        {
+            return Err(Error::Query(format!(
+                "token id {bad} is outside the model's vocabulary of {}",
+                self.config.vocab_size
+            )));
+        }
+        self.forward_inner(ids, batch, t, capture)
+            .map_err(candle("forward pass"))
+    }
+
+    fn forward_inner(
+        &self,
+        ids: &[Vec<u32>],
+        batch: usize,
+        t: usize,
+        capture: Capture,
+    ) -> candle_core::Result<Output> {
+        let c = &self.config;
+        let flat: Vec<u32> = ids.iter().flatten().copied().collect();
+        let idx = Tensor::from_vec(flat, batch * t, &self.device)?;
+        let mut x = self
+            .embed
+            .index_select(&idx, 0)?
+            .reshape((batch, t, c.hidden))?;
+        if let Some(p) = &self.positions {
+            x = x.broadcast_add(&p.narrow(0, 0, t)?)?;
+        }
+        let mut hidden_states = Vec::new();
+        let mut mlp_activations = Vec::new();
+        if capture.hidden_states {
+            hidden_states.push(x.clone());
+        }
+        let mask = causal_mask(t, &self.device)?.to_dtype(self.dtype)?;
+        let rope = match c.positions {
+            Positions::Rotary { dims, theta } => {
+                let (cos, sin) = rope_tables(t, dims, theta, &self.device)?;
+                Some((cos.to_dtype(self.dtype)?, sin.to_dtype(self.dtype)?))
+            }
+            Positions::Learned => None,
+        };
+        for b in &self.blocks {
+            let a = self.attention(b, &b.norm1.forward(&x)?, &mask, rope.as_ref())?;
+            let mlp_in = if c.parallel_residual {
+                b.norm2.forward(&x)?
+            } else {
+                x = (x + a.clone())?;
+                b.norm2.forward(&x)?
+            };
+            let act = self.mlp_activation(b, &mlp_in)?;
+            let m = b.down.forward(&act)?;
+            if capture.mlp_activations {
+                mlp_activations.push(act);
+            }
+            x = if c.parallel_residual {
+                ((x + a)? + m)?
+            } else {
+                (x + m)?
+            };
+            if capture.hidden_states {
+                hidden_states.push(x.clone());
+            }
+        }
+        let last_hidden = self.final_norm.forward(&x)?;
+        let logits = match &self.lm_head {
+            Some(w) => last_hidden.broadcast_matmul(w)?,
+            None => last_hidden.broadcast_matmul(&self.embed.t()?)?,
+        };
+        Ok(Output {
+            logits,
+            hidden_states,
+            mlp_activations,
+            last_hidden,
+        })
+    }
+
+    fn mlp_activation(&self, b: &Block, x: &Tensor) -> candle_core::Result<Tensor> {
+        let up = b.up.forward(x)?;
+        let act = |t: &Tensor| match self.config.activation {
+            Activation::GeluTanh => t.gelu(),
+            Activation::GeluErf => t.gelu_erf(),
+            Activation::Silu => t.silu(),
+            Activation::Relu => t.relu(),
+        };
+        match &b.gate {
+            Some(g) => act(&g.forward(x)?)? * up,
+            None => act(&up),
+        }
+    }
+
+    fn attention(
+        &self,
+        b: &Block,
+        x: &Tensor,
+        mask: &Tensor,
+        rope: Option<&(Tensor, Tensor)>,
+    ) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let (batch, t, _) = x.dims3()?;
+        let hd = c.head_dim();
+        let split = |y: &Tensor, n: usize| -> candle_core::Result<Tensor> {
+            y.reshape((batch, t, n, hd))?.transpose(1, 2)?.contiguous()
+        };
+        let (mut q, mut k, v) = match &b.qkv {
+            Qkv::Fused(l) => {
+                let y = l.forward(x)?;
+                let h = c.heads * hd;
+                (
+                    split(&y.narrow(2, 0, h)?, c.heads)?,
+                    split(&y.narrow(2, h, h)?, c.kv_heads)?,
+                    split(&y.narrow(2, 2 * h, h)?, c.kv_heads)?,
+                )
+            }
+            Qkv::PerHead(l) => {
+                let y = l.forward(x)?.reshape((batch, t, c.heads, 3 * hd))?;
+                let part = |i: usize| -> candle_core::Result<Tensor> {
+                    y.narrow(3, i * hd, hd)?.transpose(1, 2)?.contiguous()
+                };
+                (part(0)?, part(1)?, part(2)?)
+            }
+            Qkv::Separate(ql, kl, vl) => (
+                split(&ql.forward(x)?, c.heads)?,
+                split(&kl.forward(x)?, c.kv_heads)?,
+                split(&vl.forward(x)?, c.kv_heads)?,
+            ),
+        };
+        if let (Some((cos, sin)), Positions::Rotary { dims, .. }) = (rope, c.positions) {
+            q = apply_rope(&q, cos, sin, dims)?;
+            k = apply_rope(&k, cos, sin, dims)?;
+        }
+        let group = c.heads / c.kv_heads;
+        let (k, v) = if group > 1 {
+            (repeat_kv(&k, group)?, repeat_kv(&v, group)?)
+        } else {
+            (k, v)
+        };
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask)?;
+        let probs = softmax_last(&scores)?;
+        let y = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((batch, t, c.heads * hd))?;
+        b.out.forward(&y)
+    }
+
+    /// The log-softmax of the logits, `[batch, tokens, vocab]`.
+    pub fn log_probs(logits: &Tensor) -> Result<Tensor> {
+        log_softmax_last(logits).map_err(candle("log-softmax"))
+    }
+}
+
+/// Softmax over the last dimension, from differentiable operations (the maximum is detached: the
+/// result does not depend on it).
+pub fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
+    let m = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&m)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Log-softmax over the last dimension, from differentiable operations.
+pub fn log_softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
+    let m = x.max_keepdim(D::Minus1)?.detach();
+    let shifted = x.broadcast_sub(&m)?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    shifted.broadcast_sub(&lse)
+}
+
+fn causal_mask(t: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let v: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { -1e9 } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(v, (t, t), device)
+}
+
+fn rope_tables(
+    t: usize,
+    dims: usize,
+    theta: f64,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let half = dims / 2;
+    let mut cos = Vec::with_capacity(t * dims);
+    let mut sin = Vec::with_capacity(t * dims);
+    for pos in 0..t {
+        for _ in 0..2 {
+            for i in 0..half {
+                // As transformers computes it: inv_freq in f32, then position × inv_freq in f32.
+                let inv = (1.0 / theta.powf((2 * i) as f64 / dims as f64)) as f32;
+                let angle = pos as f32 * inv;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (t, dims), device)?,
+        Tensor::from_vec(sin, (t, dims), device)?,
+    ))
+}
+
+fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, dims: usize) -> candle_core::Result<Tensor> {
+    let hd = x.dim(D::Minus1)?;
+    let rot = x.narrow(D::Minus1, 0, dims)?;
+    let half = dims / 2;
+    let x1 = rot.narrow(D::Minus1, 0, half)?;
+    let x2 = rot.narrow(D::Minus1, half, half)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    let out = (rot.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?;
+    if dims == hd {
+        Ok(out)
+    } else {
+        Tensor::cat(&[&out, &x.narrow(D::Minus1, dims, hd - dims)?], D::Minus1)
+    }
+}
+
+fn repeat_kv(x: &Tensor, group: usize) -> candle_core::Result<Tensor> {
+    let (b, n, t, hd) = x.dims4()?;
+    x.unsqueeze(2)?
+        .broadcast_as((b, n, group, t, hd))?
+        .reshape((b, n * group, t, hd))
+}

@@ -21,6 +21,11 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         include_str!("../schemas/concept_frequency.json"),
     ),
     ("cooccurrence", include_str!("../schemas/cooccurrence.json")),
+    ("zero_shot", include_str!("../schemas/zero_shot.json")),
+    (
+        "keyword_probe",
+        include_str!("../schemas/keyword_probe.json"),
+    ),
 ];
 
 #[derive(Deserialize)]
@@ -54,6 +59,8 @@ pub fn parse_type(ty: &str) -> Result<DataType> {
         "map<utf8,utf8>" => map_type(),
         "list<uint32>" => DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
         "list<utf8>" => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+        "list<float64>" => DataType::List(Arc::new(Field::new("item", DataType::Float64, true))),
+        "list<uint64>" => DataType::List(Arc::new(Field::new("item", DataType::UInt64, true))),
         other => {
             return Err(Error::Bug(format!(
                 "unknown column type {other:?} in schemas/"

@@ -15,6 +15,7 @@
 
 pub mod concepts;
 pub mod docs;
+pub mod measure;
 pub mod ngram;
 pub mod output;
 pub mod verify;

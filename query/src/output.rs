@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::builder::{ListBuilder, StringBuilder, UInt32Builder};
+use arrow_array::builder::{Float64Builder, ListBuilder, StringBuilder, UInt32Builder};
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array,
 };
@@ -39,6 +39,8 @@ pub enum Column {
     OptIds(Vec<Option<Vec<u32>>>),
     /// Lists of strings.
     StrList(Vec<Vec<String>>),
+    /// Lists of floats, or null.
+    F64List(Vec<Option<Vec<f64>>>),
 }
 
 impl Column {
@@ -51,6 +53,7 @@ impl Column {
             Column::Ids(v) => v.len(),
             Column::OptIds(v) => v.len(),
             Column::StrList(v) => v.len(),
+            Column::F64List(v) => v.len(),
         }
     }
 
@@ -64,6 +67,7 @@ impl Column {
             Column::Ids(v) => Value::from(v[i].clone()),
             Column::OptIds(v) => v[i].clone().map_or(Value::Null, Value::from),
             Column::StrList(v) => Value::from(v[i].clone()),
+            Column::F64List(v) => v[i].clone().map_or(Value::Null, Value::from),
         }
     }
 
@@ -85,6 +89,12 @@ impl Column {
                     .join(",")
             }),
             Column::StrList(v) => v[i].join(" | "),
+            Column::F64List(v) => v[i].as_ref().map_or(String::new(), |x| {
+                x.iter()
+                    .map(|f| format!("{f:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
         }
     }
 
@@ -109,6 +119,20 @@ impl Column {
                     match ids {
                         Some(ids) => {
                             b.values().append_slice(ids);
+                            b.append(true);
+                        }
+                        None => b.append(false),
+                    }
+                }
+                let a = b.finish();
+                (a.data_type().clone(), Arc::new(a))
+            }
+            Column::F64List(v) => {
+                let mut b = ListBuilder::new(Float64Builder::new());
+                for list in v {
+                    match list {
+                        Some(list) => {
+                            b.values().append_slice(list);
                             b.append(true);
                         }
                         None => b.append(false),

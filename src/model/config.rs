@@ -87,6 +87,10 @@ pub struct ModelConfig {
     pub mlp_bias: bool,
     /// Weight data type in the checkpoint (`torch_dtype` / `dtype`), if stated.
     pub dtype: Option<String>,
+    /// Beginning-of-sequence token, if stated (scored before a text with an empty context).
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence token, if stated.
+    pub eos_token_id: Option<u32>,
 }
 
 impl ModelConfig {
@@ -133,6 +137,8 @@ impl ModelConfig {
                     attention_bias: true,
                     mlp_bias: true,
                     dtype: f.dtype(),
+                    bos_token_id: f.token("bos_token_id"),
+                    eos_token_id: f.token("eos_token_id"),
                 }
             }
             "gpt_neox" => {
@@ -181,6 +187,8 @@ impl ModelConfig {
                     attention_bias: f.opt_bool("attention_bias")?.unwrap_or(true),
                     mlp_bias: true,
                     dtype: f.dtype(),
+                    bos_token_id: f.token("bos_token_id"),
+                    eos_token_id: f.token("eos_token_id"),
                 }
             }
             "llama" | "mistral" | "qwen2" => {
@@ -239,6 +247,8 @@ impl ModelConfig {
                     attention_bias: f.opt_bool("attention_bias")?.unwrap_or(qwen),
                     mlp_bias: f.opt_bool("mlp_bias")?.unwrap_or(false),
                     dtype: f.dtype(),
+                    bos_token_id: f.token("bos_token_id"),
+                    eos_token_id: f.token("eos_token_id"),
                 }
             }
             other => {
@@ -348,6 +358,12 @@ impl Fields<'_> {
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(_) => Err(self.bad(key, "true or false")),
         }
+    }
+    /// A token id, or the first of a list of them (some configs list several end tokens).
+    fn token(&self, key: &str) -> Option<u32> {
+        let v = self.v.get(key)?;
+        let first = v.as_array().and_then(|a| a.first()).unwrap_or(v);
+        first.as_u64().and_then(|n| u32::try_from(n).ok())
     }
     fn dtype(&self) -> Option<String> {
         ["dtype", "torch_dtype"]

@@ -10,6 +10,7 @@ mod index;
 mod locate;
 mod ntd;
 mod prob;
+mod score;
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,10 @@ enum Command {
     /// Concept frequencies from a lexicon: counts by several methods, co-occurrence, lookups.
     #[command(subcommand)]
     Concepts(concepts::ConceptsCommand),
+    /// Zero-shot scores of a model on evaluation items (log-probabilities, accuracy) to Parquet.
+    Score(score::ScoreArgs),
+    /// log P(keyword | context) of a model for each item, to Parquet.
+    KeywordProb(score::KeywordArgs),
     /// Regenerate the fixture corpus, tokenizer and golden index.
     Fixtures(fixtures::Args),
     /// Build the index of the fixture corpus and run example queries on it.
@@ -62,6 +67,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Prob(a) => prob::run(a),
         Command::Cnf(a) => cnf::run(a),
         Command::Concepts(c) => concepts::run(c),
+        Command::Score(a) => score::run_score(a),
+        Command::KeywordProb(a) => score::run_keyword(a),
         Command::Fixtures(a) => fixtures::run(a),
         Command::Demo(a) => demo::run(a),
     }

@@ -1,0 +1,4 @@
+//! What a model does: zero-shot scores and keyword probabilities ([`score`], over [`items`]).
+
+pub mod items;
+pub mod score;

@@ -1,0 +1,208 @@
+//! Zero-shot scores and keyword probabilities: log-probabilities of completions given prompts.
+//!
+//! Tokenization follows lm-evaluation-harness: the completion's tokens are those that follow the
+//! prompt's tokens in the tokenization of prompt + completion (when the prompt's tokens are a prefix
+//! of it; otherwise the completion is tokenized on its own), so a merge across the boundary is
+//! attributed to the completion. An empty prompt becomes the model's BOS token (else its EOS
+//! token). A sequence longer than the model's context loses tokens from the start of the prompt,
+//! and the number lost is reported with the item; a completion that alone exceeds the context is
+//! an error naming the item.
+//!
+//! Metrics per item: `logprob` (natural log, summed over the completion's tokens), `n_tokens`,
+//! `greedy_match` (every completion token is the model's argmax: LAMBADA's accuracy), and for
+//! multiple choice `acc` (argmax of the summed log-probabilities) and `acc_norm` (argmax of the sum
+//! divided by the choice's length in characters), as lm-evaluation-harness defines them.
+
+use std::path::Path;
+
+use candle_core::{DType, IndexOp};
+use familiar::model::transformer::log_softmax_last;
+use familiar::model::{Capture, Transformer};
+use familiar::tokenizer::Tokenizer;
+use familiar::{Error, Result};
+
+/// A model directory: the model and its tokenizer.
+#[derive(Debug)]
+pub struct LanguageModel {
+    /// The network.
+    pub model: Transformer,
+    /// Its tokenizer (`tokenizer.json` of the model directory).
+    pub tokenizer: Tokenizer,
+}
+
+impl LanguageModel {
+    /// Loads `config.json`, the safetensors and `tokenizer.json` of a model directory.
+    pub fn load(dir: &Path) -> Result<LanguageModel> {
+        let model = Transformer::load(dir)?;
+        let tpath = dir.join("tokenizer.json");
+        if !tpath.exists() {
+            return Err(Error::io(
+                &tpath,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the model directory has no tokenizer.json",
+                ),
+            ));
+        }
+        let tokenizer = Tokenizer::from_file(&tpath)?;
+        if tokenizer.vocab_size() as usize > model.config.vocab_size {
+            return Err(Error::Config(format!(
+                "{}: the tokenizer has {} ids but the model only {}",
+                tpath.display(),
+                tokenizer.vocab_size(),
+                model.config.vocab_size
+            )));
+        }
+        Ok(LanguageModel { model, tokenizer })
+    }
+
+    /// Token ids of `prompt` and of `completion` after it (see the module documentation).
+    pub fn split(&self, prompt: &str, completion: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+        let ctx = self.tokenizer.encode(prompt)?;
+        let whole = self.tokenizer.encode(&format!("{prompt}{completion}"))?;
+        let cont = if whole.starts_with(&ctx) {
+            whole[ctx.len()..].to_vec()
+        } else {
+            self.tokenizer.encode(completion)?
+        };
+        let ctx = if ctx.is_empty() {
+            let start = self
+                .model
+                .config
+                .bos_token_id
+                .or(self.model.config.eos_token_id)
+                .ok_or_else(|| {
+                    Error::Query(
+                        "an empty prompt needs a BOS or EOS token, and config.json names neither"
+                            .into(),
+                    )
+                })?;
+            vec![start]
+        } else {
+            ctx
+        };
+        Ok((ctx, cont))
+    }
+
+    /// Scores `completion` after `prompt`.
+    pub fn score(&self, prompt: &str, completion: &str) -> Result<Scored> {
+        let (ctx, cont) = self.split(prompt, completion)?;
+        self.score_ids(&ctx, &cont)
+    }
+
+    /// Scores token ids `cont` after `ctx` (`ctx` non-empty).
+    pub fn score_ids(&self, ctx: &[u32], cont: &[u32]) -> Result<Scored> {
+        if cont.is_empty() {
+            return Err(Error::Query("the completion has no tokens".into()));
+        }
+        let window = self.model.config.max_positions;
+        if cont.len() >= window {
+            return Err(Error::Query(format!(
+                "the completion has {} tokens; the model's context holds {window}",
+                cont.len()
+            )));
+        }
+        let keep = (window - cont.len()).min(ctx.len());
+        let truncated = ctx.len() - keep;
+        let mut ids = ctx[truncated..].to_vec();
+        let start = ids.len();
+        ids.extend_from_slice(cont);
+        let out = self.model.forward(&[ids.clone()], Capture::default())?;
+        let f = || -> candle_core::Result<(Vec<f64>, bool)> {
+            let logits = out.logits.i(0)?.to_dtype(DType::F64)?;
+            let lp = log_softmax_last(&logits.narrow(0, start - 1, cont.len())?)?;
+            let rows: Vec<Vec<f64>> = lp.to_vec2()?;
+            let mut greedy = true;
+            let mut token_logprobs = Vec::with_capacity(cont.len());
+            for (row, &tok) in rows.iter().zip(cont) {
+                token_logprobs.push(row[tok as usize]);
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .fold((0usize, f64::NEG_INFINITY), |b, (i, &v)| {
+                        if v > b.1 {
+                            (i, v)
+                        } else {
+                            b
+                        }
+                    })
+                    .0;
+                greedy &= best == tok as usize;
+            }
+            Ok((token_logprobs, greedy))
+        };
+        let (token_logprobs, greedy) = f().map_err(|e| Error::Bug(format!("scoring: {e}")))?;
+        Ok(Scored {
+            logprob: token_logprobs.iter().sum(),
+            n_tokens: cont.len(),
+            greedy,
+            token_logprobs,
+            prompt_tokens: ctx.len(),
+            truncated,
+        })
+    }
+}
+
+/// The score of one completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// Σ log P(token | everything before it), natural log.
+    pub logprob: f64,
+    /// Tokens of the completion.
+    pub n_tokens: usize,
+    /// Whether every completion token is the argmax.
+    pub greedy: bool,
+    /// Per token.
+    pub token_logprobs: Vec<f64>,
+    /// Tokens of the prompt (before truncation).
+    pub prompt_tokens: usize,
+    /// Prompt tokens dropped from the start to fit the context.
+    pub truncated: usize,
+}
+
+/// Multiple-choice results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choices {
+    /// Each choice's score.
+    pub scored: Vec<Scored>,
+    /// Argmax of the summed log-probabilities.
+    pub predicted: usize,
+    /// Argmax of the sum divided by the choice's length in characters.
+    pub predicted_norm: usize,
+}
+
+/// Scores every choice after `prompt`.
+pub fn choose(lm: &LanguageModel, prompt: &str, choices: &[String]) -> Result<Choices> {
+    if choices.is_empty() {
+        return Err(Error::Query("no choices".into()));
+    }
+    let scored = choices
+        .iter()
+        .map(|c| lm.score(prompt, c))
+        .collect::<Result<Vec<_>>>()?;
+    let argmax = |v: Vec<f64>| {
+        v.iter()
+            .enumerate()
+            .fold((0usize, f64::NEG_INFINITY), |b, (i, &x)| {
+                if x > b.1 {
+                    (i, x)
+                } else {
+                    b
+                }
+            })
+            .0
+    };
+    let predicted = argmax(scored.iter().map(|s| s.logprob).collect());
+    let predicted_norm = argmax(
+        scored
+            .iter()
+            .zip(choices)
+            .map(|(s, c)| s.logprob / c.chars().count().max(1) as f64)
+            .collect(),
+    );
+    Ok(Choices {
+        scored,
+        predicted,
+        predicted_norm,
+    })
+}

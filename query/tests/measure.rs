@@ -1,0 +1,263 @@
+//! Zero-shot scores and keyword probabilities against the reference implementation (log-probabilities
+//! computed by `transformers` for the fixture-vocabulary model, fixtures/models/make_reference.py),
+//! and the `familiar score` / `familiar keyword-prob` commands end to end.
+
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use std::path::{Path, PathBuf};
+
+use familiar_query::measure::items::{read_items, Ask, ItemFormat};
+use familiar_query::measure::score::{choose, LanguageModel};
+use serde_json::Value;
+use util::*;
+
+fn model_dir() -> PathBuf {
+    fixtures().join("models/reference/gpt2-fixture-vocab")
+}
+
+fn reference_scores() -> Vec<Value> {
+    let e: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("models/reference/expected.json")).unwrap(),
+    )
+    .unwrap();
+    e["models"]["gpt2-fixture-vocab"]["scores"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn log_probabilities_match_transformers() {
+    let lm = LanguageModel::load(&model_dir()).unwrap();
+    let scores = reference_scores();
+    assert!(scores.len() >= 6);
+    for s in &scores {
+        let (prompt, completion) = (
+            s["prompt"].as_str().unwrap(),
+            s["completion"].as_str().unwrap(),
+        );
+        let (ctx, cont) = lm.split(prompt, completion).unwrap();
+        let ids: Vec<u32> = serde_json::from_value(s["ids"].clone()).unwrap();
+        assert_eq!(
+            [ctx.clone(), cont.clone()].concat(),
+            ids,
+            "{prompt:?} + {completion:?}"
+        );
+        let got = lm.score(prompt, completion).unwrap();
+        let want = s["logprob"].as_f64().unwrap();
+        assert!(
+            (got.logprob - want).abs() < 1e-4,
+            "{prompt:?}: {} vs {want}",
+            got.logprob
+        );
+        assert_eq!(got.n_tokens as u64, s["n_tokens"].as_u64().unwrap());
+        assert_eq!(got.greedy, s["greedy"].as_bool().unwrap());
+        assert!((got.token_logprobs.iter().sum::<f64>() - got.logprob).abs() < 1e-12);
+    }
+    // Multiple choice over the three "Question" completions.
+    let q: Vec<&Value> = scores
+        .iter()
+        .filter(|s| s["prompt"].as_str().unwrap().starts_with("Question"))
+        .collect();
+    let choices: Vec<String> = q
+        .iter()
+        .map(|s| s["completion"].as_str().unwrap().to_string())
+        .collect();
+    let r = choose(&lm, q[0]["prompt"].as_str().unwrap(), &choices).unwrap();
+    let lps: Vec<f64> = q.iter().map(|s| s["logprob"].as_f64().unwrap()).collect();
+    let argmax = |v: &[f64]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+    assert_eq!(r.predicted, argmax(&lps));
+    let norm: Vec<f64> = lps
+        .iter()
+        .zip(&choices)
+        .map(|(l, c)| l / c.chars().count() as f64)
+        .collect();
+    assert_eq!(r.predicted_norm, argmax(&norm));
+}
+
+#[test]
+fn long_prompts_are_truncated_from_the_start_and_say_so() {
+    let lm = LanguageModel::load(&model_dir()).unwrap();
+    let prompt = "ve tian rohi an ".repeat(40);
+    let s = lm.score(&prompt, " Zelxir Exoexo").unwrap();
+    assert!(s.truncated > 0 && s.prompt_tokens > 64, "{s:?}");
+    let (ctx, cont) = lm.split(&prompt, " Zelxir Exoexo").unwrap();
+    let direct = lm.score_ids(&ctx[s.truncated..], &cont).unwrap();
+    assert_eq!(direct.truncated, 0);
+    assert!((direct.logprob - s.logprob).abs() < 1e-9);
+    assert!(lm
+        .score("x", &" ve".repeat(80))
+        .unwrap_err()
+        .to_string()
+        .contains("context"));
+}
+
+fn read_parquet(path: &Path, table: &str) -> Vec<arrow_array::RecordBatch> {
+    let f = std::fs::File::open(path).unwrap();
+    let batches: Vec<_> = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    let expected = familiar::schema::table(table).unwrap();
+    for b in &batches {
+        assert_eq!(b.schema().fields(), expected.fields());
+    }
+    batches
+}
+
+#[test]
+fn score_and_keyword_prob_commands_write_their_tables() {
+    let t = TestDir::new();
+    let items = t.write(
+        "items.jsonl",
+        concat!(
+            "{\"id\": \"c1\", \"prompt\": \"An rohi an ve tian\", \"completion\": \" Zelxir Exoexo ve.\", \"concepts\": [\"zelxir exoexo\"]}\n",
+            "{\"id\": 2, \"prompt\": \"Question: which one?\\nAnswer:\", \"choices\": [\" ve\", \" Zelxir Exoexo\", \" rohi an\"], \"answer\": 1}\n",
+        ),
+    );
+    let out = t.join("scores.parquet");
+    familiar([
+        "score".as_ref(),
+        "--model".as_ref(),
+        model_dir().as_os_str(),
+        "--items".as_ref(),
+        items.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "-q".as_ref(),
+    ])
+    .success()
+    .stdout_has(&["scored 2 items"]);
+    let batches = read_parquet(&out, "zero_shot");
+    let b = &batches[0];
+    assert_eq!(b.num_rows(), 2);
+    let lp = b
+        .column_by_name("logprob")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow_array::Float64Array>()
+        .unwrap();
+    let want = reference_scores()[2]["logprob"].as_f64().unwrap();
+    assert!((lp.value(0) - want).abs() < 1e-4);
+    let want = reference_scores()[4]["logprob"].as_f64().unwrap();
+    assert!(
+        (lp.value(1) - want).abs() < 1e-4,
+        "the correct choice's log-probability"
+    );
+
+    let kw = t.write(
+        "kw.jsonl",
+        "{\"id\": \"k\", \"context\": \"An rohi an ve tian\", \"keyword\": \" Zelxir Exoexo ve.\"}\n",
+    );
+    let kout = t.join("kw.parquet");
+    familiar([
+        "keyword-prob".as_ref(),
+        "--model".as_ref(),
+        model_dir().as_os_str(),
+        "--items".as_ref(),
+        kw.as_os_str(),
+        "--out".as_ref(),
+        kout.as_os_str(),
+        "-q".as_ref(),
+    ])
+    .success();
+    let b = &read_parquet(&kout, "keyword_probe")[0];
+    let klp = b
+        .column_by_name("logprob")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow_array::Float64Array>()
+        .unwrap();
+    assert!((klp.value(0) - reference_scores()[2]["logprob"].as_f64().unwrap()).abs() < 1e-4);
+
+    // Bad items name the file and line.
+    for (body, needle) in [
+        (
+            "{\"id\": 1, \"prompt\": \"a\", \"completon\": \"b\"}\n",
+            "items-bad.jsonl:1",
+        ),
+        (
+            "{\"prompt\": \"a\", \"choices\": [\"x\"], \"answer\": 3}\n",
+            "answer",
+        ),
+        (
+            "\n{\"prompt\": 5, \"completion\": \"b\"}\n",
+            "items-bad.jsonl:2",
+        ),
+    ] {
+        let bad = t.write("items-bad.jsonl", body);
+        familiar([
+            "score".as_ref(),
+            "--model".as_ref(),
+            model_dir().as_os_str(),
+            "--items".as_ref(),
+            bad.as_os_str(),
+            "--out".as_ref(),
+            t.join("bad.parquet").as_os_str(),
+        ])
+        .failure()
+        .stderr_has(&[needle]);
+    }
+    // A model directory without a tokenizer.
+    familiar([
+        "score".as_ref(),
+        "--model".as_ref(),
+        fixtures().join("models/reference/gpt2").as_os_str(),
+        "--items".as_ref(),
+        items.as_os_str(),
+        "--out".as_ref(),
+        t.join("x.parquet").as_os_str(),
+    ])
+    .failure()
+    .stderr_has(&["tokenizer.json"]);
+}
+
+/// The benchmark readers on the real evaluation files (skips without `../shared/data`).
+#[test]
+fn benchmark_readers_read_the_shared_eval_sets() {
+    let eval = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/eval");
+    if !eval.exists() {
+        eprintln!("skipping: {} is absent", eval.display());
+        return;
+    }
+    let lm = LanguageModel::load(&model_dir()).unwrap();
+    for (path, format) in [
+        (eval.join("mmlu/dev"), ItemFormat::Mmlu),
+        (eval.join("pararel/facts/P19.jsonl"), ItemFormat::Pararel),
+        (eval.join("nq_open/NQ-open.dev.jsonl"), ItemFormat::NqOpen),
+        (eval.join("lambada_test.jsonl"), ItemFormat::Lambada),
+        (eval.join("gsm8k/test.jsonl"), ItemFormat::Gsm8k),
+    ] {
+        let items = read_items(&path, format, Some(4)).unwrap();
+        assert_eq!(items.len(), 4, "{}", path.display());
+        for item in &items {
+            match &item.ask {
+                Ask::Choice { choices, answer } => {
+                    assert_eq!(choices, &[" A", " B", " C", " D"]);
+                    assert!(*answer < 4 && item.prompt.ends_with("\nAnswer:"));
+                    assert!(choose(&lm, &item.prompt, choices).is_ok());
+                }
+                Ask::Completion(c) => {
+                    assert!(c.starts_with(' ') && !item.prompt.is_empty(), "{item:?}");
+                    if format != ItemFormat::Gsm8k {
+                        assert!(lm.score(&item.prompt, c).is_ok(), "{item:?}");
+                    }
+                }
+            }
+        }
+        if format == ItemFormat::Pararel {
+            assert_eq!(items[0].concepts.len(), 2);
+            assert!(
+                items[0].prompt.contains(&items[0].concepts[0]),
+                "{:?}",
+                items[0]
+            );
+        }
+    }
+    let all = read_items(&eval.join("mmlu/dev"), ItemFormat::Mmlu, None).unwrap();
+    assert_eq!(all.len(), 57 * 5);
+}

@@ -26,6 +26,10 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         "keyword_probe",
         include_str!("../schemas/keyword_probe.json"),
     ),
+    (
+        "activation_stats",
+        include_str!("../schemas/activation_stats.json"),
+    ),
 ];
 
 #[derive(Deserialize)]

@@ -261,3 +261,139 @@ fn benchmark_readers_read_the_shared_eval_sets() {
     let all = read_items(&eval.join("mmlu/dev"), ItemFormat::Mmlu, None).unwrap();
     assert_eq!(all.len(), 57 * 5);
 }
+
+#[test]
+fn density_command_measures_every_layer_and_handles_long_probes() {
+    use arrow_array::{Array, Float64Array, StringArray, UInt64Array};
+    let t = TestDir::new();
+    let long = "ve tian rohi an ".repeat(40);
+    let probes = t.write(
+        "probes.jsonl",
+        format!(
+            "{{\"id\": \"a\", \"text\": \"An rohi an ve tian Zelxir Exoexo ve.\", \"labels\": {{\"split\": \"familiar\"}}}}\n{{\"id\": \"b\", \"text\": \"{long}\"}}\n"
+        ),
+    );
+    let run = |overflow: &str, out: &Path| {
+        familiar([
+            "density".as_ref(),
+            "--model".as_ref(),
+            model_dir().as_os_str(),
+            "--probes".as_ref(),
+            probes.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--overflow".as_ref(),
+            overflow.as_ref(),
+            "-q".as_ref(),
+        ])
+    };
+    run("error", &t.join("e.parquet")).failure().stderr_has(&[
+        "probes.jsonl:2",
+        "probe b",
+        "--overflow",
+    ]);
+    let n_long = LanguageModel::load(&model_dir())
+        .unwrap()
+        .tokenizer
+        .encode(&long)
+        .unwrap()
+        .len() as u64;
+    assert!(n_long > 128);
+    for (overflow, windows, truncated) in [
+        ("stride", n_long.div_ceil(64), 0u64),
+        ("truncate", 1, n_long - 64),
+    ] {
+        let out = t.join(format!("{overflow}.parquet"));
+        run(overflow, &out).success();
+        let b = &read_parquet(&out, "activation_stats")[0];
+        assert_eq!(b.num_rows(), 2 * 3, "two probes × (embeddings + 2 layers)");
+        let u = |n: &str| {
+            b.column_by_name(n)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .unwrap()
+                .clone()
+        };
+        let f = |n: &str| {
+            b.column_by_name(n)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap()
+                .clone()
+        };
+        let ids = b
+            .column_by_name("probe_id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .clone();
+        for r in 0..b.num_rows() {
+            let (top1, top5, top10) = (
+                f("top1_energy_mean").value(r),
+                f("top5_energy_mean").value(r),
+                f("top10_energy_mean").value(r),
+            );
+            assert!(0.0 < top1 && top1 <= top5 && top5 <= top10 && top10 <= 1.0);
+            let h = f("hoyer_mean").value(r);
+            assert!((0.0..=1.0).contains(&h));
+            let e = f("effective_rank_ratio").value(r);
+            assert!(0.0 < e && e <= 1.0);
+            assert_eq!(f("mlp_active_mean").is_null(r), u("layer").value(r) == 0);
+            if ids.value(r) == "b" {
+                assert_eq!(
+                    (u("windows").value(r), u("truncated_tokens").value(r)),
+                    (windows, truncated)
+                );
+            }
+        }
+        let labels = b
+            .column_by_name("labels")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .clone();
+        assert_eq!(labels.value(0), "{\"split\":\"familiar\"}");
+        assert!(labels.is_null(3));
+    }
+
+    // The last layer's last-token metrics, recomputed here from the captured hidden state.
+    let lm = LanguageModel::load(&model_dir()).unwrap();
+    let ids = lm
+        .tokenizer
+        .encode("An rohi an ve tian Zelxir Exoexo ve.")
+        .unwrap();
+    let out = lm
+        .model
+        .forward(
+            &[ids.clone()],
+            familiar::model::Capture {
+                hidden_states: true,
+                mlp_activations: false,
+            },
+        )
+        .unwrap();
+    let last: Vec<Vec<f32>> = out.hidden_states[2].squeeze(0).unwrap().to_vec2().unwrap();
+    let h: Vec<f64> = last.last().unwrap().iter().map(|&x| x as f64).collect();
+    let mut sq: Vec<f64> = h.iter().map(|x| x * x).collect();
+    sq.sort_by(|a, b| b.partial_cmp(a).unwrap());
+    let total: f64 = sq.iter().sum();
+    let top10 = sq[..4].iter().sum::<f64>() / total; // ⌈10% of 32⌉ = 4
+    let n = h.len() as f64;
+    let hoyer =
+        (n.sqrt() - h.iter().map(|x| x.abs()).sum::<f64>() / total.sqrt()) / (n.sqrt() - 1.0);
+    let b = &read_parquet(&t.join("stride.parquet"), "activation_stats")[0];
+    let f = |name: &str| {
+        b.column_by_name(name)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .value(2)
+    };
+    assert!((f("top10_energy_last") - top10).abs() < 1e-6);
+    assert!((f("hoyer_last") - hoyer).abs() < 1e-6);
+}

@@ -4,6 +4,7 @@ mod cnf;
 mod concepts;
 mod count;
 mod demo;
+mod density;
 mod docs;
 mod fixtures;
 mod index;
@@ -50,6 +51,9 @@ enum Command {
     Score(score::ScoreArgs),
     /// log P(keyword | context) of a model for each item, to Parquet.
     KeywordProb(score::KeywordArgs),
+    /// Activation density (top-k% energy, Hoyer sparsity, effective rank, active MLP units) of a
+    /// model's hidden states on probe texts, per layer, to Parquet.
+    Density(density::Args),
     /// Regenerate the fixture corpus, tokenizer and golden index.
     Fixtures(fixtures::Args),
     /// Build the index of the fixture corpus and run example queries on it.
@@ -69,6 +73,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Concepts(c) => concepts::run(c),
         Command::Score(a) => score::run_score(a),
         Command::KeywordProb(a) => score::run_keyword(a),
+        Command::Density(a) => density::run(a),
         Command::Fixtures(a) => fixtures::run(a),
         Command::Demo(a) => demo::run(a),
     }

@@ -18,4 +18,5 @@ pub mod docs;
 pub mod measure;
 pub mod ngram;
 pub mod output;
+pub mod train;
 pub mod verify;

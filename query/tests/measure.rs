@@ -397,3 +397,57 @@ fn density_command_measures_every_layer_and_handles_long_probes() {
     assert!((f("top10_energy_last") - top10).abs() < 1e-6);
     assert!((f("hoyer_last") - hoyer).abs() < 1e-6);
 }
+
+#[test]
+fn training_lowers_the_loss_and_resumes_exactly() {
+    use familiar_query::train::{train, train_until, TrainOptions};
+    let index = familiar::index::Index::open(fixture_index()).unwrap();
+    let options = TrainOptions {
+        layers: 1,
+        hidden: 16,
+        heads: 2,
+        context: 16,
+        batch: 4,
+        steps: 8,
+        lr: 1e-2,
+        warmup: 2,
+        checkpoint_every: 100,
+        ..TrainOptions::default()
+    };
+    let t = TestDir::new();
+    let (a, b) = (t.join("a"), t.join("b"));
+    let ra = train(&index, &a, &options, false).unwrap();
+    assert_eq!(ra.steps, 8);
+    assert!(ra.last_loss < ra.first_loss, "{ra:?}");
+    // Interrupted after 3 steps, then resumed: the same model, byte for byte.
+    let rb = train_until(&index, &b, &options, Some(3), false).unwrap();
+    assert_eq!(rb.steps, 3);
+    let rb = train(&index, &b, &options, false).unwrap();
+    assert_eq!((rb.resumed_at, rb.steps), (3, 8));
+    assert_eq!(
+        std::fs::read(a.join("model.safetensors")).unwrap(),
+        std::fs::read(b.join("model.safetensors")).unwrap()
+    );
+    let state = |d: &Path| -> Value {
+        serde_json::from_slice(&std::fs::read(d.join("trainer_state.json")).unwrap()).unwrap()
+    };
+    assert_eq!(state(&a)["losses"], state(&b)["losses"]);
+    // The checkpoint is a model directory the other commands load.
+    let lm = LanguageModel::load(&a).unwrap();
+    assert_eq!(lm.model.config.vocab_size, index.vocab_size() as usize + 1);
+    assert!(lm.score("ve tian", " rohi").unwrap().logprob < 0.0);
+    // Other options on the same directory are refused; so is a model without trainer state.
+    let other = TrainOptions {
+        lr: 1e-3,
+        ..options.clone()
+    };
+    assert!(train(&index, &a, &other, false)
+        .unwrap_err()
+        .to_string()
+        .contains("other options"));
+    std::fs::remove_file(a.join("trainer_state.json")).unwrap();
+    assert!(train(&index, &a, &options, false)
+        .unwrap_err()
+        .to_string()
+        .contains("no trainer_state.json"));
+}

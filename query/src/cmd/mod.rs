@@ -12,6 +12,7 @@ mod locate;
 mod ntd;
 mod prob;
 mod score;
+mod train;
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +55,8 @@ enum Command {
     /// Activation density (top-k% energy, Hoyer sparsity, effective rank, active MLP units) of a
     /// model's hidden states on probe texts, per layer, to Parquet.
     Density(density::Args),
+    /// Train a small GPT-2-style model on an index's tokens (Hugging Face checkpoints, resumable).
+    Train(train::Args),
     /// Regenerate the fixture corpus, tokenizer and golden index.
     Fixtures(fixtures::Args),
     /// Build the index of the fixture corpus and run example queries on it.
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Score(a) => score::run_score(a),
         Command::KeywordProb(a) => score::run_keyword(a),
         Command::Density(a) => density::run(a),
+        Command::Train(a) => train::run(a),
         Command::Fixtures(a) => fixtures::run(a),
         Command::Demo(a) => demo::run(a),
     }

@@ -1,0 +1,574 @@
+//! `familiar train`: a small GPT-2-style model trained on an index's tokens.
+//!
+//! The model's vocabulary is the tokenizer's plus one id, the index's document separator, which the
+//! model learns as its end-of-document token (`bos_token_id` = `eos_token_id` = separator). Batches
+//! are windows of `context + 1` tokens drawn uniformly at random (SplitMix64, seeded) from the
+//! concatenated shards; the loss is the mean next-token cross-entropy. Optimizer: AdamW (decoupled
+//! weight decay on matrices only), linear warmup then cosine decay to a tenth of the peak rate,
+//! gradient clipping by global norm.
+//!
+//! Checkpoints are Hugging Face model directories (`config.json`, `model.safetensors`,
+//! `tokenizer.json`) that `transformers` loads as `GPT2LMHeadModel`; beside them
+//! `optimizer.safetensors` (AdamW moments) and `trainer_state.json` (step, random state, options,
+//! loss history) make a stopped run resume where it was, with the same batches.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use familiar::index::{Index, ShardTokens};
+use familiar::model::transformer::{log_softmax_last, LoadOptions};
+use familiar::model::{Capture, Transformer};
+use familiar::{Error, Result};
+use familiar_index_builder::fixtures::SplitMix64;
+use serde::{Deserialize, Serialize};
+
+/// The size of the model and the schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// Layers.
+    pub layers: usize,
+    /// Hidden size.
+    pub hidden: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Context length (tokens per training window).
+    pub context: usize,
+    /// Windows per step.
+    pub batch: usize,
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Warmup steps.
+    pub warmup: u64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Gradient clipping (global L2 norm).
+    pub clip: f64,
+    /// Seed of the initialization and of the batches.
+    pub seed: u64,
+    /// Write a checkpoint every this many steps (and at the end).
+    pub checkpoint_every: u64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            layers: 2,
+            hidden: 64,
+            heads: 4,
+            context: 64,
+            batch: 16,
+            steps: 300,
+            lr: 3e-3,
+            warmup: 30,
+            weight_decay: 0.1,
+            clip: 1.0,
+            seed: 20241124,
+            checkpoint_every: 100,
+        }
+    }
+}
+
+/// `trainer_state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Steps done.
+    pub step: u64,
+    /// The batch generator's state.
+    pub rng: u64,
+    /// Options of the run.
+    pub options: TrainOptions,
+    /// The index trained on (its tokenizer hash, to refuse resuming on another).
+    pub tokenizer_hash: String,
+    /// Loss after each step.
+    pub losses: Vec<f64>,
+    /// Tokens trained on.
+    pub tokens: u64,
+}
+
+const STATE_FILE: &str = "trainer_state.json";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+fn bug(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
+    move |e| Error::Bug(format!("{what}: {e}"))
+}
+
+/// The `config.json` of a GPT-2 of this size.
+pub fn gpt2_config(o: &TrainOptions, vocab: usize, eos: u32) -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": vocab,
+        "n_embd": o.hidden,
+        "n_layer": o.layers,
+        "n_head": o.heads,
+        "n_positions": o.context,
+        "n_inner": null,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+        "tie_word_embeddings": true,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "dtype": "float32",
+    })
+}
+
+/// GPT-2's initialization: normal(0, 0.02) matrices and embeddings, output projections scaled by
+/// 1/√(2·layers), zero biases, unit norm scales.
+fn init_gpt2(
+    o: &TrainOptions,
+    vocab: usize,
+    rng: &mut SplitMix64,
+) -> Result<HashMap<String, Tensor>> {
+    let mut normal = |shape: &[usize], std: f64| -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            // Box–Muller.
+            let (u1, u2) = (rng.unit().max(1e-300), rng.unit());
+            let r = (-2.0 * u1.ln()).sqrt();
+            v.push((r * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32);
+            v.push((r * (2.0 * std::f64::consts::PI * u2).sin() * std) as f32);
+        }
+        v.truncate(n);
+        Tensor::from_vec(v, shape, &Device::Cpu).map_err(bug("init"))
+    };
+    let full = |shape: &[usize], x: f32| -> Result<Tensor> {
+        Tensor::full(x, shape, &Device::Cpu).map_err(bug("init"))
+    };
+    let (h, i) = (o.hidden, 4 * o.hidden);
+    let proj_std = 0.02 / (2.0 * o.layers as f64).sqrt();
+    let mut w = HashMap::new();
+    w.insert("transformer.wte.weight".into(), normal(&[vocab, h], 0.02)?);
+    w.insert(
+        "transformer.wpe.weight".into(),
+        normal(&[o.context, h], 0.01)?,
+    );
+    for l in 0..o.layers {
+        let p = format!("transformer.h.{l}");
+        w.insert(format!("{p}.ln_1.weight"), full(&[h], 1.0)?);
+        w.insert(format!("{p}.ln_1.bias"), full(&[h], 0.0)?);
+        w.insert(
+            format!("{p}.attn.c_attn.weight"),
+            normal(&[h, 3 * h], 0.02)?,
+        );
+        w.insert(format!("{p}.attn.c_attn.bias"), full(&[3 * h], 0.0)?);
+        w.insert(
+            format!("{p}.attn.c_proj.weight"),
+            normal(&[h, h], proj_std)?,
+        );
+        w.insert(format!("{p}.attn.c_proj.bias"), full(&[h], 0.0)?);
+        w.insert(format!("{p}.ln_2.weight"), full(&[h], 1.0)?);
+        w.insert(format!("{p}.ln_2.bias"), full(&[h], 0.0)?);
+        w.insert(format!("{p}.mlp.c_fc.weight"), normal(&[h, i], 0.02)?);
+        w.insert(format!("{p}.mlp.c_fc.bias"), full(&[i], 0.0)?);
+        w.insert(format!("{p}.mlp.c_proj.weight"), normal(&[i, h], proj_std)?);
+        w.insert(format!("{p}.mlp.c_proj.bias"), full(&[h], 0.0)?);
+    }
+    w.insert("transformer.ln_f.weight".into(), full(&[h], 1.0)?);
+    w.insert("transformer.ln_f.bias".into(), full(&[h], 0.0)?);
+    Ok(w)
+}
+
+/// The training data: every shard's tokens, as one stream of `u32`.
+struct Data {
+    tokens: Vec<u32>,
+}
+
+impl Data {
+    fn new(index: &Index) -> Data {
+        let mut tokens = Vec::with_capacity(index.manifest().tokens as usize);
+        for s in index.shards() {
+            match &s.tokens {
+                ShardTokens::U16(t) => tokens.extend(t.tokens().iter().map(|&x| u32::from(x))),
+                ShardTokens::U32(t) => tokens.extend_from_slice(t.tokens()),
+            }
+        }
+        Data { tokens }
+    }
+
+    fn batch(&self, rng: &mut SplitMix64, batch: usize, window: usize) -> Vec<Vec<u32>> {
+        let starts = (self.tokens.len() - window) as u64;
+        (0..batch)
+            .map(|_| {
+                let s = rng.below(starts + 1) as usize;
+                self.tokens[s..s + window].to_vec()
+            })
+            .collect()
+    }
+}
+
+/// Mean next-token cross-entropy of `windows` (each `context + 1` tokens).
+pub fn loss(model: &Transformer, windows: &[Vec<u32>]) -> Result<Tensor> {
+    let inputs: Vec<Vec<u32>> = windows.iter().map(|w| w[..w.len() - 1].to_vec()).collect();
+    let targets: Vec<u32> = windows
+        .iter()
+        .flat_map(|w| w[1..].iter().copied())
+        .collect();
+    let out = model.forward(&inputs, Capture::default())?;
+    let f = || -> candle_core::Result<Tensor> {
+        let (b, t, v) = out.logits.dims3()?;
+        let lp = log_softmax_last(&out.logits.reshape((b * t, v))?)?;
+        let idx = Tensor::from_vec(targets.clone(), (b * t, 1), model.device())?;
+        lp.gather(&idx, 1)?.mean_all()?.neg()
+    };
+    f().map_err(bug("loss"))
+}
+
+/// AdamW state.
+struct AdamW {
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+}
+
+impl AdamW {
+    const B1: f64 = 0.9;
+    const B2: f64 = 0.95;
+    const EPS: f64 = 1e-8;
+
+    fn new(vars: &[(String, Var)]) -> Result<AdamW> {
+        let zeros = |v: &Var| v.as_tensor().zeros_like().map_err(bug("optimizer"));
+        Ok(AdamW {
+            m: vars.iter().map(|(_, v)| zeros(v)).collect::<Result<_>>()?,
+            v: vars.iter().map(|(_, v)| zeros(v)).collect::<Result<_>>()?,
+        })
+    }
+
+    fn step(
+        &mut self,
+        vars: &[(String, Var)],
+        grads: &[Tensor],
+        step: u64,
+        lr: f64,
+        weight_decay: f64,
+    ) -> candle_core::Result<()> {
+        let t = step as i32;
+        let c1 = 1.0 - Self::B1.powi(t);
+        let c2 = 1.0 - Self::B2.powi(t);
+        for (k, ((_, var), g)) in vars.iter().zip(grads).enumerate() {
+            let m = ((&self.m[k] * Self::B1)? + (g * (1.0 - Self::B1))?)?;
+            let v = ((&self.v[k] * Self::B2)? + (g.sqr()? * (1.0 - Self::B2))?)?;
+            let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + Self::EPS)?)?;
+            let w = var.as_tensor();
+            let decay = if w.rank() >= 2 { weight_decay } else { 0.0 };
+            let next = ((w * (1.0 - lr * decay))? - (update * lr)?)?;
+            var.set(&next)?;
+            self.m[k] = m;
+            self.v[k] = v;
+        }
+        Ok(())
+    }
+
+    fn save(&self, vars: &[(String, Var)], path: &Path) -> Result<()> {
+        let mut map = HashMap::new();
+        for (k, (name, _)) in vars.iter().enumerate() {
+            map.insert(format!("{name}.exp_avg"), self.m[k].clone());
+            map.insert(format!("{name}.exp_avg_sq"), self.v[k].clone());
+        }
+        save_atomic(&map, path)
+    }
+
+    fn load(vars: &[(String, Var)], path: &Path) -> Result<AdamW> {
+        let map = candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| Error::corrupt(path, format!("optimizer state: {e}")))?;
+        let get = |key: String, var: &Var| -> Result<Tensor> {
+            let t = map
+                .get(&key)
+                .ok_or_else(|| Error::corrupt(path, format!("no tensor `{key}`")))?;
+            if t.dims() != var.as_tensor().dims() {
+                return Err(Error::corrupt(path, format!("`{key}` has the wrong shape")));
+            }
+            Ok(t.clone())
+        };
+        Ok(AdamW {
+            m: vars
+                .iter()
+                .map(|(n, v)| get(format!("{n}.exp_avg"), v))
+                .collect::<Result<_>>()?,
+            v: vars
+                .iter()
+                .map(|(n, v)| get(format!("{n}.exp_avg_sq"), v))
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+fn save_atomic(map: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".tmp-{name}"));
+    candle_core::safetensors::save(map, &tmp)
+        .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// The learning rate at `step` (1-based): linear warmup, then cosine decay to a tenth.
+pub fn learning_rate(o: &TrainOptions, step: u64) -> f64 {
+    if step <= o.warmup {
+        return o.lr * step as f64 / o.warmup.max(1) as f64;
+    }
+    let progress = (step - o.warmup) as f64 / (o.steps.saturating_sub(o.warmup)).max(1) as f64;
+    let min = o.lr / 10.0;
+    min + 0.5 * (o.lr - min) * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    /// Steps done before this run (resumed from).
+    pub resumed_at: u64,
+    /// Steps done now in all.
+    pub steps: u64,
+    /// Tokens trained on by this run.
+    pub tokens: u64,
+    /// Seconds this run trained.
+    pub seconds: f64,
+    /// Mean loss of the first and last steps of the whole history (a quarter of them, at most ten).
+    pub first_loss: f64,
+    /// See `first_loss`.
+    pub last_loss: f64,
+    /// Parameters.
+    pub parameters: usize,
+}
+
+/// Trains (or resumes training) into `out`.
+pub fn train(
+    index: &Index,
+    out: &Path,
+    options: &TrainOptions,
+    progress: bool,
+) -> Result<TrainReport> {
+    train_until(index, out, options, None, progress)
+}
+
+/// [`train`], stopping (after a checkpoint) once `stop_after` steps are done in all.
+pub fn train_until(
+    index: &Index,
+    out: &Path,
+    options: &TrainOptions,
+    stop_after: Option<u64>,
+    progress: bool,
+) -> Result<TrainReport> {
+    let tokenizer = index.tokenizer()?;
+    let vocab = index.vocab_size() as usize + 1;
+    let eos = index.vocab_size();
+    let state_path = out.join(STATE_FILE);
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut state = if state_path.exists() {
+        let s: TrainerState = serde_json::from_slice(
+            &std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?,
+        )
+        .map_err(|e| Error::corrupt(&state_path, e.to_string()))?;
+        let same = TrainOptions {
+            checkpoint_every: options.checkpoint_every,
+            ..s.options.clone()
+        };
+        if same != *options {
+            return Err(Error::Config(format!(
+                "{} holds a run with other options ({:?}); use another --out or the same options",
+                out.display(),
+                s.options
+            )));
+        }
+        if s.tokenizer_hash != tokenizer.hash() {
+            return Err(Error::Config(format!(
+                "{} was trained on an index with another tokenizer",
+                out.display()
+            )));
+        }
+        s
+    } else {
+        if out.join("model.safetensors").exists() {
+            return Err(Error::Config(format!(
+                "{} holds a model but no {STATE_FILE}; choose a new --out directory",
+                out.display()
+            )));
+        }
+        if options.hidden % options.heads != 0 || options.context < 2 || options.batch == 0 {
+            return Err(Error::Config(
+                "--hidden must be a multiple of --heads, --context at least 2, --batch positive"
+                    .into(),
+            ));
+        }
+        let mut rng = SplitMix64::new(options.seed);
+        let weights = init_gpt2(options, vocab, &mut rng)?;
+        write_model(out, options, vocab, eos, &weights, tokenizer.path())?;
+        TrainerState {
+            step: 0,
+            rng: rng.next_u64(),
+            options: options.clone(),
+            tokenizer_hash: tokenizer.hash().to_string(),
+            losses: Vec::new(),
+            tokens: 0,
+        }
+    };
+    let data = Data::new(index);
+    if data.tokens.len() < options.context + 2 {
+        return Err(Error::Config(format!(
+            "the index has {} tokens, fewer than one training window of {}",
+            data.tokens.len(),
+            options.context + 1
+        )));
+    }
+    let model = Transformer::load_with(
+        out,
+        &LoadOptions {
+            device: Device::Cpu,
+            dtype: DType::F32,
+            trainable: true,
+        },
+    )?;
+    let mut adam = if state.step > 0 && out.join(OPTIMIZER_FILE).exists() {
+        AdamW::load(&model.vars, &out.join(OPTIMIZER_FILE))?
+    } else {
+        AdamW::new(&model.vars)?
+    };
+    let parameters: usize = model
+        .vars
+        .iter()
+        .map(|(_, v)| v.as_tensor().elem_count())
+        .sum();
+    let resumed_at = state.step;
+    let mut rng = SplitMix64::new(state.rng);
+    let bar = if progress {
+        let b = indicatif::ProgressBar::with_draw_target(
+            Some(options.steps),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} step {pos}/{len} {msg}",
+            )
+            .map_err(|e| Error::Bug(e.to_string()))?,
+        );
+        b.set_position(state.step);
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let mut tokens_now = 0u64;
+    let last = stop_after.map_or(options.steps, |s| s.min(options.steps));
+    while state.step < last {
+        let windows = data.batch(&mut rng, options.batch, options.context + 1);
+        let l = loss(&model, &windows)?;
+        let grads = l.backward().map_err(bug("backward"))?;
+        let mut gs = Vec::with_capacity(model.vars.len());
+        for (name, v) in &model.vars {
+            gs.push(
+                grads
+                    .get(v.as_tensor())
+                    .cloned()
+                    .ok_or_else(|| Error::Bug(format!("no gradient for {name}")))?,
+            );
+        }
+        let norm: f64 = gs
+            .iter()
+            .map(|g| {
+                g.sqr()
+                    .and_then(|s| s.sum_all())
+                    .and_then(|s| s.to_scalar::<f32>())
+            })
+            .collect::<candle_core::Result<Vec<f32>>>()
+            .map_err(bug("gradient norm"))?
+            .iter()
+            .map(|&x| f64::from(x))
+            .sum::<f64>()
+            .sqrt();
+        if norm > options.clip {
+            let s = options.clip / norm;
+            gs = gs
+                .iter()
+                .map(|g| g * s)
+                .collect::<candle_core::Result<_>>()
+                .map_err(bug("clipping"))?;
+        }
+        state.step += 1;
+        let lr = learning_rate(options, state.step);
+        adam.step(&model.vars, &gs, state.step, lr, options.weight_decay)
+            .map_err(bug("optimizer step"))?;
+        let lv = f64::from(l.to_scalar::<f32>().map_err(bug("loss"))?);
+        state.losses.push(lv);
+        let n = (options.batch * options.context) as u64;
+        state.tokens += n;
+        tokens_now += n;
+        state.rng = rng.next_u64();
+        rng = SplitMix64::new(state.rng);
+        bar.set_position(state.step);
+        bar.set_message(format!(
+            "loss {lv:.4} · lr {lr:.2e} · {:.0} tokens/s",
+            tokens_now as f64 / started.elapsed().as_secs_f64().max(1e-9)
+        ));
+        if state.step % options.checkpoint_every.max(1) == 0 || state.step == last {
+            checkpoint(out, &model, &adam, &state)?;
+        }
+    }
+    bar.finish_and_clear();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let k = (state.losses.len() / 4).clamp(1, 10);
+    Ok(TrainReport {
+        resumed_at,
+        steps: state.step,
+        tokens: tokens_now,
+        seconds: started.elapsed().as_secs_f64(),
+        first_loss: mean(&state.losses[..k]),
+        last_loss: mean(&state.losses[state.losses.len() - k..]),
+        parameters,
+    })
+}
+
+fn write_model(
+    out: &Path,
+    o: &TrainOptions,
+    vocab: usize,
+    eos: u32,
+    weights: &HashMap<String, Tensor>,
+    tokenizer: &Path,
+) -> Result<()> {
+    save_atomic(weights, &out.join("model.safetensors"))?;
+    let config = serde_json::to_vec_pretty(&gpt2_config(o, vocab, eos))
+        .map_err(|e| Error::Bug(e.to_string()))?;
+    familiar::manifest::write_atomic(&out.join("config.json"), &config)?;
+    let bytes = std::fs::read(tokenizer).map_err(|e| Error::io(tokenizer, e))?;
+    familiar::manifest::write_atomic(&out.join("tokenizer.json"), &bytes)
+}
+
+/// Writes the model, the optimizer state and then the trainer state (last: it marks the
+/// checkpoint complete).
+fn checkpoint(out: &Path, model: &Transformer, adam: &AdamW, state: &TrainerState) -> Result<()> {
+    let weights: HashMap<String, Tensor> = model
+        .vars
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    save_atomic(&weights, &out.join("model.safetensors"))?;
+    adam.save(&model.vars, &out.join(OPTIMIZER_FILE))?;
+    let bytes = serde_json::to_vec_pretty(state).map_err(|e| Error::Bug(e.to_string()))?;
+    familiar::manifest::write_atomic(&out.join(STATE_FILE), &bytes)
+}
+
+/// The mean loss of `model_dir` on `windows` random windows of `index` (seeded), for evaluations.
+pub fn evaluate(model_dir: &Path, index: &Index, windows: usize, seed: u64) -> Result<f64> {
+    let model = Transformer::load(model_dir)?;
+    let data = Data::new(index);
+    let mut rng = SplitMix64::new(seed);
+    let w = data.batch(&mut rng, windows, model.config.max_positions + 1);
+    let l = loss(&model, &w)?;
+    Ok(f64::from(l.to_scalar::<f32>().map_err(bug("loss"))?))
+}
+
+/// Where a model's files are, for messages.
+pub fn model_files(dir: &Path) -> Vec<PathBuf> {
+    ["config.json", "model.safetensors", "tokenizer.json"]
+        .iter()
+        .map(|f| dir.join(f))
+        .collect()
+}

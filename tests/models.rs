@@ -297,3 +297,24 @@ fn gradients_equal_finite_differences_and_reach_every_parameter() {
         assert!(checked >= 6, "{name}: {checked}");
     }
 }
+
+#[test]
+fn the_model_familiar_trained_loads_in_transformers_with_the_same_logits() {
+    let e = expected();
+    let trained = &e["trained"];
+    let ids: Vec<Vec<u32>> = serde_json::from_value(trained["ids"].clone()).unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/fixture-gpt2");
+    let m = Transformer::load(&dir).unwrap();
+    let out = m.forward(&ids, Capture::default()).unwrap();
+    let d = max_diff(&out.logits, &flat(&trained["logits"]));
+    assert!(d < 1e-4, "logits differ from transformers' by {d}");
+    // It learned something: the fixture text is far likelier than under a uniform model.
+    let lp = log_softmax_last(&out.logits).unwrap();
+    let rows: Vec<Vec<f32>> = lp.squeeze(0).unwrap().to_vec2().unwrap();
+    let ids = &ids[0];
+    let nll: f32 = (0..ids.len() - 1)
+        .map(|i| -rows[i][ids[i + 1] as usize])
+        .sum::<f32>()
+        / (ids.len() - 1) as f32;
+    assert!(nll < 0.8 * (m.config.vocab_size as f32).ln(), "{nll}");
+}

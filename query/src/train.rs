@@ -121,7 +121,7 @@ pub fn gpt2_config(o: &TrainOptions, vocab: usize, eos: u32) -> serde_json::Valu
 
 /// GPT-2's initialization: normal(0, 0.02) matrices and embeddings, output projections scaled by
 /// 1/√(2·layers), zero biases, unit norm scales.
-fn init_gpt2(
+pub fn init_weights(
     o: &TrainOptions,
     vocab: usize,
     rng: &mut SplitMix64,
@@ -399,7 +399,7 @@ pub fn train_until(
             ));
         }
         let mut rng = SplitMix64::new(options.seed);
-        let weights = init_gpt2(options, vocab, &mut rng)?;
+        let weights = init_weights(options, vocab, &mut rng)?;
         write_model(out, options, vocab, eos, &weights, tokenizer.path())?;
         TrainerState {
             step: 0,

@@ -30,7 +30,18 @@ pub struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x.broadcast_matmul(&self.weight)?;
+        // One 2-D product over every token (a broadcast batched product would copy the weight
+        // once per sequence).
+        let dims = x.dims().to_vec();
+        let inner = dims[dims.len() - 1];
+        let rows = x.elem_count() / inner.max(1);
+        let mut out_dims = dims.clone();
+        let last = out_dims.len() - 1;
+        out_dims[last] = self.weight.dim(1)?;
+        let y = x
+            .reshape((rows, inner))?
+            .matmul(&self.weight)?
+            .reshape(out_dims)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -477,10 +488,12 @@ impl Transformer {
             }
         }
         let last_hidden = self.final_norm.forward(&x)?;
+        let flat = last_hidden.reshape((batch * t, c.hidden))?;
         let logits = match &self.lm_head {
-            Some(w) => last_hidden.broadcast_matmul(w)?,
-            None => last_hidden.broadcast_matmul(&self.embed.t()?)?,
-        };
+            Some(w) => flat.matmul(w)?,
+            None => flat.matmul(&self.embed.t()?)?,
+        }
+        .reshape((batch, t, c.vocab_size))?;
         Ok(Output {
             logits,
             hidden_states,

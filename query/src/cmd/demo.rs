@@ -39,7 +39,28 @@ const EMBEDDED: &[(&str, &[u8])] = &[
         "tokenizer.json",
         include_bytes!("../../../fixtures/tokenizer.json"),
     ),
+    (
+        "model/config.json",
+        include_bytes!("../../../fixtures/models/fixture-gpt2/config.json"),
+    ),
+    (
+        "model/model.safetensors",
+        include_bytes!("../../../fixtures/models/fixture-gpt2/model.safetensors"),
+    ),
+    (
+        "model/tokenizer.json",
+        include_bytes!("../../../fixtures/models/fixture-gpt2/tokenizer.json"),
+    ),
 ];
+
+fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
+    let vy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
+    cov / (vx * vy).sqrt()
+}
 
 /// Arguments of `familiar demo`.
 #[derive(Debug, clap::Args)]
@@ -269,7 +290,33 @@ pub fn run(a: Args) -> Result<i32> {
         tables_dir.display()
     );
 
-    println!("\n== 7. verify");
+    println!(
+        "\n== 7. frequency vs behaviour: the tiny model trained on this corpus (fixtures/models/fixture-gpt2)"
+    );
+    let lm = familiar_query::measure::score::LanguageModel::load(&out.join("model"))?;
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    let (mut names, mut counts, mut per_token) = (Vec::new(), Vec::new(), Vec::new());
+    for p in truth.planted.iter().filter(|p| p.kind == "concept") {
+        // log P(concept | a neutral filler context), per token.
+        let s = lm.score("An rohi an ve tian", &format!(" {}", p.text))?;
+        let lp = s.logprob / s.n_tokens as f64;
+        xs.push((p.occurrences as f64).log10());
+        ys.push(lp);
+        names.push(Some(p.text.clone()));
+        counts.push(Some(p.occurrences));
+        per_token.push(Some(lp));
+    }
+    Table::new()
+        .column("concept", Column::Str(names))
+        .column("occurrences", Column::U64(counts))
+        .column("logprob_per_token", Column::F64(per_token))
+        .write(Format::Table, None)?;
+    println!(
+        "   Pearson r between log10(occurrences) and log-probability per token: {:.3}",
+        pearson(&xs, &ys)
+    );
+
+    println!("\n== 8. verify");
     let v = familiar_query::verify::verify(
         &index_dir,
         familiar_query::verify::VerifyOptions {

@@ -369,7 +369,7 @@ fn density_command_measures_every_layer_and_handles_long_probes() {
     let out = lm
         .model
         .forward(
-            &[ids.clone()],
+            std::slice::from_ref(&ids),
             familiar::model::Capture {
                 hidden_states: true,
                 mlp_activations: false,

@@ -230,22 +230,18 @@ pub fn run_keyword(a: KeywordArgs) -> Result<i32> {
     }
     let model_name = a.model.display().to_string();
     let progress = bar(a.quiet, items.len(), "items")?;
-    let mut cols: (
-        Vec<Option<String>>,
-        Vec<Option<String>>,
-        Vec<Option<u64>>,
-        Vec<Option<u64>>,
-    ) = Default::default();
+    let (mut ids, mut keywords, mut context_tokens, mut truncated) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut lps, mut probs, mut ns, mut toks, mut greedy) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (line, id, context, keyword) in &items {
         let s = lm
             .score(context, keyword)
             .with_context(|| format!("{}:{line}: item {id}", a.items.display()))?;
-        cols.0.push(Some(id.clone()));
-        cols.1.push(Some(keyword.clone()));
-        cols.2.push(Some(s.prompt_tokens as u64));
-        cols.3.push(Some(s.truncated as u64));
+        ids.push(Some(id.clone()));
+        keywords.push(Some(keyword.clone()));
+        context_tokens.push(Some(s.prompt_tokens as u64));
+        truncated.push(Some(s.truncated as u64));
         lps.push(Some(s.logprob));
         probs.push(Some(s.logprob.exp()));
         ns.push(Some(s.n_tokens as u64));
@@ -256,11 +252,11 @@ pub fn run_keyword(a: KeywordArgs) -> Result<i32> {
     progress.finish_and_clear();
     let n = items.len();
     let table = Table::new()
-        .column("item_id", Column::Str(cols.0))
+        .column("item_id", Column::Str(ids))
         .column("model", Column::Str(vec![Some(model_name); n]))
-        .column("keyword", Column::Str(cols.1))
-        .column("context_tokens", Column::U64(cols.2))
-        .column("truncated_tokens", Column::U64(cols.3))
+        .column("keyword", Column::Str(keywords))
+        .column("context_tokens", Column::U64(context_tokens))
+        .column("truncated_tokens", Column::U64(truncated))
         .column("logprob", Column::F64(lps))
         .column("prob", Column::F64(probs))
         .column("n_tokens", Column::U64(ns))

@@ -65,14 +65,7 @@ pub fn run(a: Args) -> Result<i32> {
     }
     let window = lm.model.config.max_positions;
     let model_name = a.model.display().to_string();
-    let progress = if a.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::with_draw_target(
-            Some(probes.len() as u64),
-            indicatif::ProgressDrawTarget::stderr(),
-        )
-    };
+    let progress = familiar_query::output::progress_bar(!a.quiet, probes.len() as u64, "probes")?;
     let mut c = Cols::default();
     for (at, id, text, labels) in &probes {
         let ids = lm.tokenizer.encode(text)?;

@@ -50,26 +50,12 @@ pub struct KeywordArgs {
     quiet: bool,
 }
 
-fn bar(quiet: bool, n: usize, what: &str) -> Result<indicatif::ProgressBar> {
-    if quiet {
-        return Ok(indicatif::ProgressBar::hidden());
-    }
-    let b = indicatif::ProgressBar::with_draw_target(
-        Some(n as u64),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    b.set_style(indicatif::ProgressStyle::with_template(&format!(
-        "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {what} ({{per_sec}}, {{eta}})"
-    ))?);
-    Ok(b)
-}
-
 pub fn run_score(a: ScoreArgs) -> Result<i32> {
     let lm = LanguageModel::load(&a.model)
         .with_context(|| format!("loading the model in {}", a.model.display()))?;
     let items = read_items(&a.items, a.format, a.limit)?;
     let model_name = a.model.display().to_string();
-    let progress = bar(a.quiet, items.len(), "items")?;
+    let progress = familiar_query::output::progress_bar(!a.quiet, items.len() as u64, "items")?;
     let n = items.len();
     let mut t = Rows::default();
     for item in &items {
@@ -229,7 +215,7 @@ pub fn run_keyword(a: KeywordArgs) -> Result<i32> {
         bail!("{}: no items", a.items.display());
     }
     let model_name = a.model.display().to_string();
-    let progress = bar(a.quiet, items.len(), "items")?;
+    let progress = familiar_query::output::progress_bar(!a.quiet, items.len() as u64, "items")?;
     let (mut ids, mut keywords, mut context_tokens, mut truncated) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut lps, mut probs, mut ns, mut toks, mut greedy) =

@@ -636,7 +636,11 @@ impl<'a> Counter<'a> {
         let paired: std::collections::HashSet<u64> =
             pairs.iter().flat_map(|&(_, a, b)| [a, b]).collect();
         let cache: Mutex<(usize, HashMap<u64, ConceptDocs>)> = Mutex::new((0, HashMap::new()));
-        let bar = progress_bar(options.progress, lexicon.concepts.len() as u64, "concepts")?;
+        let bar = crate::output::progress_bar(
+            options.progress,
+            lexicon.concepts.len() as u64,
+            "concepts",
+        )?;
         let results: Vec<Vec<FrequencyRow>> = lexicon
             .concepts
             .par_iter()
@@ -661,7 +665,7 @@ impl<'a> Counter<'a> {
             .into_inner()
             .map_err(|_| Error::Bug("pair cache poisoned".into()))?
             .1;
-        let bar = progress_bar(
+        let bar = crate::output::progress_bar(
             options.progress && !pairs.is_empty(),
             pairs.len() as u64,
             "pairs",
@@ -715,23 +719,6 @@ impl<'a> Counter<'a> {
             corpus_tokens: self.index.manifest().tokens - documents,
         })
     }
-}
-
-fn progress_bar(show: bool, total: u64, what: &str) -> Result<indicatif::ProgressBar> {
-    if !show {
-        return Ok(indicatif::ProgressBar::hidden());
-    }
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {what} ({{per_sec}}, {{eta}})"
-        ))
-        .map_err(|e| Error::Bug(format!("progress template: {e}")))?,
-    );
-    Ok(bar)
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ use familiar_index_builder::fixtures::SplitMix64;
 use familiar_query::train::{loss, TrainOptions};
 
 fn main() {
+    // As the model commands do.
+    familiar_query::measure::prepare_cpu();
     let mode = Mode::from_args();
     if let Err(e) = run(mode) {
         eprintln!("models bench failed: {e}");

@@ -33,6 +33,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<i32> {
+    familiar_query::measure::prepare_cpu();
     let lm = LanguageModel::load(&a.model)
         .with_context(|| format!("loading the model in {}", a.model.display()))?;
     let file = std::fs::File::open(&a.probes)

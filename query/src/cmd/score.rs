@@ -51,6 +51,7 @@ pub struct KeywordArgs {
 }
 
 pub fn run_score(a: ScoreArgs) -> Result<i32> {
+    familiar_query::measure::prepare_cpu();
     let lm = LanguageModel::load(&a.model)
         .with_context(|| format!("loading the model in {}", a.model.display()))?;
     let items = read_items(&a.items, a.format, a.limit)?;
@@ -177,6 +178,7 @@ impl Rows {
 }
 
 pub fn run_keyword(a: KeywordArgs) -> Result<i32> {
+    familiar_query::measure::prepare_cpu();
     let lm = LanguageModel::load(&a.model)
         .with_context(|| format!("loading the model in {}", a.model.display()))?;
     let file = std::fs::File::open(&a.items)

@@ -59,6 +59,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<i32> {
+    familiar_query::measure::prepare_cpu();
     let index = super::open_index(&a.index, None)?;
     let options = TrainOptions {
         layers: a.layers,

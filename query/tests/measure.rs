@@ -451,3 +451,31 @@ fn training_lowers_the_loss_and_resumes_exactly() {
         .to_string()
         .contains("no trainer_state.json"));
 }
+
+#[test]
+fn batched_scores_equal_single_scores() {
+    let lm = LanguageModel::load(&model_dir()).unwrap();
+    let pairs: Vec<(Vec<u32>, Vec<u32>)> = [
+        ("An rohi an ve tian", " Zelxir Exoexo ve."),
+        ("ve", " rohi"),
+        (&*"ve tian ".repeat(30), " An rohi an ve tian lido ost"),
+    ]
+    .iter()
+    .map(|(p, c)| lm.split(p, c).unwrap())
+    .collect();
+    let batch = lm.score_batch(&pairs).unwrap();
+    for ((ctx, cont), b) in pairs.iter().zip(&batch) {
+        let one = lm.score_ids(ctx, cont).unwrap();
+        assert!(
+            (one.logprob - b.logprob).abs() < 1e-4,
+            "{} vs {}",
+            one.logprob,
+            b.logprob
+        );
+        assert_eq!(
+            (one.greedy, one.truncated, one.n_tokens),
+            (b.greedy, b.truncated, b.n_tokens)
+        );
+    }
+    assert!(batch[2].truncated > 0);
+}

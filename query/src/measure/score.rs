@@ -92,54 +92,72 @@ impl LanguageModel {
 
     /// Scores token ids `cont` after `ctx` (`ctx` non-empty).
     pub fn score_ids(&self, ctx: &[u32], cont: &[u32]) -> Result<Scored> {
-        if cont.is_empty() {
-            return Err(Error::Query("the completion has no tokens".into()));
-        }
+        let mut v = self.score_batch(&[(ctx.to_vec(), cont.to_vec())])?;
+        v.pop()
+            .ok_or_else(|| Error::Bug("one score for one sequence".into()))
+    }
+
+    /// Scores several `(ctx, cont)` pairs in one forward pass. Shorter sequences are padded at the
+    /// end; causal attention keeps padding from touching the positions scored, so each score equals
+    /// the one of its sequence alone (up to floating-point summation order).
+    pub fn score_batch(&self, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Scored>> {
         let window = self.model.config.max_positions;
-        if cont.len() >= window {
-            return Err(Error::Query(format!(
-                "the completion has {} tokens; the model's context holds {window}",
-                cont.len()
-            )));
-        }
-        let keep = (window - cont.len()).min(ctx.len());
-        let truncated = ctx.len() - keep;
-        let mut ids = ctx[truncated..].to_vec();
-        let start = ids.len();
-        ids.extend_from_slice(cont);
-        let out = self.model.forward(&[ids.clone()], Capture::default())?;
-        let f = || -> candle_core::Result<(Vec<f64>, bool)> {
-            let logits = out.logits.i(0)?.to_dtype(DType::F64)?;
-            let lp = log_softmax_last(&logits.narrow(0, start - 1, cont.len())?)?;
-            let rows: Vec<Vec<f64>> = lp.to_vec2()?;
-            let mut greedy = true;
-            let mut token_logprobs = Vec::with_capacity(cont.len());
-            for (row, &tok) in rows.iter().zip(cont) {
-                token_logprobs.push(row[tok as usize]);
-                let best = row
-                    .iter()
-                    .enumerate()
-                    .fold((0usize, f64::NEG_INFINITY), |b, (i, &v)| {
-                        if v > b.1 {
-                            (i, v)
-                        } else {
-                            b
-                        }
-                    })
-                    .0;
-                greedy &= best == tok as usize;
+        let mut rows = Vec::with_capacity(pairs.len());
+        for (ctx, cont) in pairs {
+            if cont.is_empty() {
+                return Err(Error::Query("the completion has no tokens".into()));
             }
-            Ok((token_logprobs, greedy))
-        };
-        let (token_logprobs, greedy) = f().map_err(|e| Error::Bug(format!("scoring: {e}")))?;
-        Ok(Scored {
-            logprob: token_logprobs.iter().sum(),
-            n_tokens: cont.len(),
-            greedy,
-            token_logprobs,
-            prompt_tokens: ctx.len(),
-            truncated,
-        })
+            if cont.len() >= window {
+                return Err(Error::Query(format!(
+                    "the completion has {} tokens; the model's context holds {window}",
+                    cont.len()
+                )));
+            }
+            let keep = (window - cont.len()).min(ctx.len());
+            let truncated = ctx.len() - keep;
+            let mut ids = ctx[truncated..].to_vec();
+            let start = ids.len();
+            ids.extend_from_slice(cont);
+            rows.push((ids, start, truncated));
+        }
+        let len = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        let batch: Vec<Vec<u32>> = rows
+            .iter()
+            .map(|(ids, _, _)| {
+                let mut v = ids.clone();
+                v.resize(len, 0);
+                v
+            })
+            .collect();
+        let out = self.model.forward(&batch, Capture::default())?;
+        let mut scores = Vec::with_capacity(pairs.len());
+        for (b, ((_, start, truncated), (ctx, cont))) in rows.iter().zip(pairs).enumerate() {
+            let f = || -> candle_core::Result<(Vec<f64>, bool)> {
+                let logits = out.logits.i(b)?.to_dtype(DType::F64)?;
+                let lp = log_softmax_last(&logits.narrow(0, start - 1, cont.len())?)?;
+                let rows: Vec<Vec<f64>> = lp.to_vec2()?;
+                let mut greedy = true;
+                let mut token_logprobs = Vec::with_capacity(cont.len());
+                for (row, &tok) in rows.iter().zip(cont) {
+                    token_logprobs.push(row[tok as usize]);
+                    let best = (0..row.len())
+                        .max_by(|&x, &y| row[x].total_cmp(&row[y]))
+                        .unwrap_or(0);
+                    greedy &= best == tok as usize;
+                }
+                Ok((token_logprobs, greedy))
+            };
+            let (token_logprobs, greedy) = f().map_err(|e| Error::Bug(format!("scoring: {e}")))?;
+            scores.push(Scored {
+                logprob: token_logprobs.iter().sum(),
+                n_tokens: cont.len(),
+                greedy,
+                token_logprobs,
+                prompt_tokens: ctx.len(),
+                truncated: *truncated,
+            });
+        }
+        Ok(scores)
     }
 }
 
@@ -176,10 +194,12 @@ pub fn choose(lm: &LanguageModel, prompt: &str, choices: &[String]) -> Result<Ch
     if choices.is_empty() {
         return Err(Error::Query("no choices".into()));
     }
-    let scored = choices
+    // Every choice in one forward pass.
+    let pairs = choices
         .iter()
-        .map(|c| lm.score(prompt, c))
+        .map(|c| lm.split(prompt, c))
         .collect::<Result<Vec<_>>>()?;
+    let scored = lm.score_batch(&pairs)?;
     let argmax = |v: Vec<f64>| {
         v.iter()
             .enumerate()

@@ -143,14 +143,6 @@ pub fn analyze_words(text: &str) -> Vec<(String, u32)> {
     run(words_analyzer(), text)
 }
 
-/// The stemmed term of one already lowercased, folded word.
-pub fn stem(word: &str) -> String {
-    analyze(word)
-        .into_iter()
-        .next()
-        .map_or_else(String::new, |t| t.0)
-}
-
 /// Documents containing a phrase (local numbers, ascending) and its occurrences.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Matches {

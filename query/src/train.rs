@@ -13,12 +13,12 @@
 //! loss history) make a stopped run resume where it was, with the same batches.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use familiar::index::{Index, ShardTokens};
-use familiar::model::transformer::{log_softmax_last, LoadOptions};
+use familiar::model::transformer::{candle_error, log_softmax_last, LoadOptions};
 use familiar::model::{Capture, Transformer};
 use familiar::{Error, Result};
 use familiar_index_builder::fixtures::SplitMix64;
@@ -92,10 +92,6 @@ pub struct TrainerState {
 const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
-fn bug(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
-    move |e| Error::Bug(format!("{what}: {e}"))
-}
-
 /// The `config.json` of a GPT-2 of this size.
 pub fn gpt2_config(o: &TrainOptions, vocab: usize, eos: u32) -> serde_json::Value {
     serde_json::json!({
@@ -137,10 +133,10 @@ pub fn init_weights(
             v.push((r * (2.0 * std::f64::consts::PI * u2).sin() * std) as f32);
         }
         v.truncate(n);
-        Tensor::from_vec(v, shape, &Device::Cpu).map_err(bug("init"))
+        Tensor::from_vec(v, shape, &Device::Cpu).map_err(candle_error("init"))
     };
     let full = |shape: &[usize], x: f32| -> Result<Tensor> {
-        Tensor::full(x, shape, &Device::Cpu).map_err(bug("init"))
+        Tensor::full(x, shape, &Device::Cpu).map_err(candle_error("init"))
     };
     let (h, i) = (o.hidden, 4 * o.hidden);
     let proj_std = 0.02 / (2.0 * o.layers as f64).sqrt();
@@ -218,7 +214,7 @@ pub fn loss(model: &Transformer, windows: &[Vec<u32>]) -> Result<Tensor> {
         let idx = Tensor::from_vec(targets.clone(), (b * t, 1), model.device())?;
         lp.gather(&idx, 1)?.mean_all()?.neg()
     };
-    f().map_err(bug("loss"))
+    f().map_err(candle_error("loss"))
 }
 
 /// AdamW state.
@@ -233,7 +229,11 @@ impl AdamW {
     const EPS: f64 = 1e-8;
 
     fn new(vars: &[(String, Var)]) -> Result<AdamW> {
-        let zeros = |v: &Var| v.as_tensor().zeros_like().map_err(bug("optimizer"));
+        let zeros = |v: &Var| {
+            v.as_tensor()
+                .zeros_like()
+                .map_err(candle_error("optimizer"))
+        };
         Ok(AdamW {
             m: vars.iter().map(|(_, v)| zeros(v)).collect::<Result<_>>()?,
             v: vars.iter().map(|(_, v)| zeros(v)).collect::<Result<_>>()?,
@@ -460,7 +460,7 @@ pub fn train_until(
     while state.step < last {
         let windows = data.batch(&mut rng, options.batch, options.context + 1);
         let l = loss(&model, &windows)?;
-        let grads = l.backward().map_err(bug("backward"))?;
+        let grads = l.backward().map_err(candle_error("backward"))?;
         let mut gs = Vec::with_capacity(model.vars.len());
         for (name, v) in &model.vars {
             gs.push(
@@ -478,7 +478,7 @@ pub fn train_until(
                     .and_then(|s| s.to_scalar::<f32>())
             })
             .collect::<candle_core::Result<Vec<f32>>>()
-            .map_err(bug("gradient norm"))?
+            .map_err(candle_error("gradient norm"))?
             .iter()
             .map(|&x| f64::from(x))
             .sum::<f64>()
@@ -489,13 +489,13 @@ pub fn train_until(
                 .iter()
                 .map(|g| g * s)
                 .collect::<candle_core::Result<_>>()
-                .map_err(bug("clipping"))?;
+                .map_err(candle_error("clipping"))?;
         }
         state.step += 1;
         let lr = learning_rate(options, state.step);
         adam.step(&model.vars, &gs, state.step, lr, options.weight_decay)
-            .map_err(bug("optimizer step"))?;
-        let lv = f64::from(l.to_scalar::<f32>().map_err(bug("loss"))?);
+            .map_err(candle_error("optimizer step"))?;
+        let lv = f64::from(l.to_scalar::<f32>().map_err(candle_error("loss"))?);
         state.losses.push(lv);
         let n = (options.batch * options.context) as u64;
         state.tokens += n;
@@ -553,22 +553,4 @@ fn checkpoint(out: &Path, model: &Transformer, adam: &AdamW, state: &TrainerStat
     adam.save(&model.vars, &out.join(OPTIMIZER_FILE))?;
     let bytes = serde_json::to_vec_pretty(state).map_err(|e| Error::Bug(e.to_string()))?;
     familiar::manifest::write_atomic(&out.join(STATE_FILE), &bytes)
-}
-
-/// The mean loss of `model_dir` on `windows` random windows of `index` (seeded), for evaluations.
-pub fn evaluate(model_dir: &Path, index: &Index, windows: usize, seed: u64) -> Result<f64> {
-    let model = Transformer::load(model_dir)?;
-    let data = Data::new(index);
-    let mut rng = SplitMix64::new(seed);
-    let w = data.batch(&mut rng, windows, model.config.max_positions + 1);
-    let l = loss(&model, &w)?;
-    Ok(f64::from(l.to_scalar::<f32>().map_err(bug("loss"))?))
-}
-
-/// Where a model's files are, for messages.
-pub fn model_files(dir: &Path) -> Vec<PathBuf> {
-    ["config.json", "model.safetensors", "tokenizer.json"]
-        .iter()
-        .map(|f| dir.join(f))
-        .collect()
 }

@@ -14,8 +14,9 @@ use super::config::{Activation, Family, ModelConfig, Positions};
 use super::weights::Weights;
 use crate::error::{Error, Result};
 
-/// A candle error, with what was being done.
-pub(crate) fn candle(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
+/// A candle error, with what was being done (candle fails only on shape or device mistakes, which
+/// are ours).
+pub fn candle_error(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
     move |e| Error::Bug(format!("{what}: {e}"))
 }
 
@@ -190,7 +191,7 @@ impl Loader<'_> {
         let t = if transpose {
             t.t()
                 .and_then(|t| t.contiguous())
-                .map_err(candle("transpose"))?
+                .map_err(candle_error("transpose"))?
         } else {
             t
         };
@@ -199,7 +200,7 @@ impl Loader<'_> {
 
     fn keep(&mut self, name: &str, t: Tensor) -> Result<Tensor> {
         if self.trainable {
-            let v = Var::from_tensor(&t).map_err(candle("variable"))?;
+            let v = Var::from_tensor(&t).map_err(candle_error("variable"))?;
             let t = v.as_tensor().clone();
             self.vars.push((name.to_string(), v));
             Ok(t)
@@ -432,7 +433,7 @@ impl Transformer {
             )));
         }
         self.forward_inner(ids, batch, t, capture)
-            .map_err(candle("forward pass"))
+            .map_err(candle_error("forward pass"))
     }
 
     fn forward_inner(
@@ -569,11 +570,6 @@ impl Transformer {
             .transpose(1, 2)?
             .reshape((batch, t, c.heads * hd))?;
         b.out.forward(&y)
-    }
-
-    /// The log-softmax of the logits, `[batch, tokens, vocab]`.
-    pub fn log_probs(logits: &Tensor) -> Result<Tensor> {
-        log_softmax_last(logits).map_err(candle("log-softmax"))
     }
 }
 

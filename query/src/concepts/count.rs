@@ -555,21 +555,25 @@ impl<'a> Counter<'a> {
                 rows.push(r);
             }
         }
-        for method in [Method::TextAllWords, Method::TextPhrase] {
-            if !self.methods.contains(&method) {
-                continue;
-            }
-            // Each distinct analysis once.
-            let analyzed: Vec<Vec<(String, u32)>> = concept
+        // Each form analyzed once, each distinct analysis queried once per method.
+        let analyzed: Vec<Vec<(String, u32)>> = if self.texts.is_empty() {
+            Vec::new()
+        } else {
+            concept
                 .forms
                 .iter()
                 .map(|f| familiar::text::analyze(f))
-                .collect();
-            let mut distinct: Vec<&Vec<(String, u32)>> = Vec::new();
-            for a in &analyzed {
-                if !distinct.contains(&a) {
-                    distinct.push(a);
-                }
+                .collect()
+        };
+        let mut distinct: Vec<&Vec<(String, u32)>> = Vec::new();
+        for a in &analyzed {
+            if !distinct.contains(&a) {
+                distinct.push(a);
+            }
+        }
+        for method in [Method::TextAllWords, Method::TextPhrase] {
+            if !self.methods.contains(&method) {
+                continue;
             }
             let relative = |a: &Vec<(String, u32)>| -> Vec<(String, u32)> {
                 let base = a.first().map_or(0, |t| t.1);

@@ -59,26 +59,18 @@ pub fn effective_rank_ratio(m: &[f32], rows: usize, cols: usize) -> f64 {
         return 0.0;
     }
     // Gram matrix on the smaller side; its eigenvalues are the squared singular values.
-    let mut g = vec![0.0f64; n * n];
-    if rows <= cols {
-        for i in 0..rows {
-            for j in i..rows {
-                let s: f64 = (0..cols)
-                    .map(|k| f64::from(m[i * cols + k]) * f64::from(m[j * cols + k]))
-                    .sum();
-                g[i * n + j] = s;
-                g[j * n + i] = s;
-            }
-        }
+    // Element (i, k) of M (rows ≤ cols) or of Mᵀ, whichever has n rows; its Gram matrix is n × n.
+    let (inner, at): (usize, &dyn Fn(usize, usize) -> f64) = if rows <= cols {
+        (cols, &|i, k| f64::from(m[i * cols + k]))
     } else {
-        for i in 0..cols {
-            for j in i..cols {
-                let s: f64 = (0..rows)
-                    .map(|k| f64::from(m[k * cols + i]) * f64::from(m[k * cols + j]))
-                    .sum();
-                g[i * n + j] = s;
-                g[j * n + i] = s;
-            }
+        (rows, &|i, k| f64::from(m[k * cols + i]))
+    };
+    let mut g = vec![0.0f64; n * n];
+    for i in 0..n {
+        for j in i..n {
+            let s: f64 = (0..inner).map(|k| at(i, k) * at(j, k)).sum();
+            g[i * n + j] = s;
+            g[j * n + i] = s;
         }
     }
     let eig = symmetric_eigenvalues(&mut g, n);
@@ -255,15 +247,15 @@ pub fn measure(
                 mlp_activations: true,
             },
         )?;
-        let bug = |e: candle_core::Error| familiar::Error::Bug(format!("activations: {e}"));
+        let bug = familiar::model::transformer::candle_error("activations");
         for (l, h) in out.hidden_states.iter().enumerate() {
-            let rows: Vec<Vec<f32>> = h.squeeze(0).and_then(|t| t.to_vec2()).map_err(bug)?;
+            let rows: Vec<Vec<f32>> = h.squeeze(0).and_then(|t| t.to_vec2()).map_err(&bug)?;
             for r in rows {
                 states[l].extend_from_slice(&r);
             }
         }
         for (l, a) in out.mlp_activations.iter().enumerate() {
-            let rows: Vec<Vec<f32>> = a.squeeze(0).and_then(|t| t.to_vec2()).map_err(bug)?;
+            let rows: Vec<Vec<f32>> = a.squeeze(0).and_then(|t| t.to_vec2()).map_err(&bug)?;
             for r in &rows {
                 mlp[l + 1].0 += r.iter().filter(|&&x| x > threshold).count() as u64;
                 mlp[l + 1].1 += r.len() as u64;

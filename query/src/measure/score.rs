@@ -16,7 +16,7 @@
 use std::path::Path;
 
 use candle_core::{DType, IndexOp};
-use familiar::model::transformer::log_softmax_last;
+use familiar::model::transformer::{candle_error, log_softmax_last};
 use familiar::model::{Capture, Transformer};
 use familiar::tokenizer::Tokenizer;
 use familiar::{Error, Result};
@@ -147,7 +147,7 @@ impl LanguageModel {
                 }
                 Ok((token_logprobs, greedy))
             };
-            let (token_logprobs, greedy) = f().map_err(|e| Error::Bug(format!("scoring: {e}")))?;
+            let (token_logprobs, greedy) = f().map_err(candle_error("scoring"))?;
             scores.push(Scored {
                 logprob: token_logprobs.iter().sum(),
                 n_tokens: cont.len(),

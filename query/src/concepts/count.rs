@@ -274,8 +274,8 @@ fn positions<T: Token>(view: &ShardView<'_, T>, edges: &[u8], seq: &Sequence) ->
 
 /// `sa_exact` in one shard.
 struct ShardSa {
-    /// Sorted positions of each sequence.
-    positions: Vec<Vec<u64>>,
+    /// Occurrences of each sequence.
+    seq_occurrences: Vec<u64>,
     /// Documents of each sequence.
     seq_docs: Vec<u64>,
     /// (occurrences, documents) of each form.
@@ -317,7 +317,7 @@ fn sa_shard<T: Token>(
     let docs = documents_of(view, &u)?;
     Ok(ShardSa {
         occurrences: u.len() as u64,
-        positions,
+        seq_occurrences: positions.iter().map(|p| p.len() as u64).collect(),
         seq_docs,
         forms,
         docs,
@@ -498,8 +498,7 @@ impl<'a> Counter<'a> {
         };
         if self.methods.contains(&Method::SaExact) {
             let seqs = sequences(self.index, &self.edges, concept)?;
-            // Per shard: positions of each sequence.
-            let mut per_shard: Vec<Vec<Vec<u64>>> = Vec::with_capacity(self.index.shards().len());
+            let mut seq_occ = vec![0u64; seqs.len()];
             let mut seq_docs = vec![0u64; seqs.len()];
             let mut form_rows = vec![(0u64, 0u64); concept.forms.len()];
             let (mut total_occ, mut total_docs) = (0u64, 0u64);
@@ -511,7 +510,8 @@ impl<'a> Counter<'a> {
                     &seqs,
                     concept.forms.len()
                 ))?;
-                for (i, d) in r.seq_docs.iter().enumerate() {
+                for (i, (o, d)) in r.seq_occurrences.iter().zip(&r.seq_docs).enumerate() {
+                    seq_occ[i] += o;
                     seq_docs[i] += d;
                 }
                 for (f, fr) in form_rows.iter_mut().enumerate() {
@@ -521,7 +521,6 @@ impl<'a> Counter<'a> {
                 total_occ += r.occurrences;
                 total_docs += r.docs.len() as u64;
                 shard_docs.push(r.docs);
-                per_shard.push(r.positions);
             }
             docs.docs[Method::SaExact.slot()] = shard_docs;
             rows.push(row(
@@ -541,7 +540,7 @@ impl<'a> Counter<'a> {
                 ));
             }
             for (i, s) in seqs.iter().enumerate() {
-                let occ: u64 = per_shard.iter().map(|p| p[i].len() as u64).sum();
+                let occ = seq_occ[i];
                 let mut r = row(
                     Method::SaExact,
                     "variant",

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use familiar::model::config::{Family, ModelConfig, Positions};
 use familiar::model::transformer::{log_softmax_last, LoadOptions};
-use familiar::model::{Capture, Transformer};
+use familiar::model::{Capture, LinearGroup, Output, Transformer};
 use serde_json::Value;
 
 fn reference() -> PathBuf {
@@ -66,6 +66,7 @@ fn logits_match_transformers_for_every_architecture() {
                 Capture {
                     hidden_states: true,
                     mlp_activations: true,
+                    linear: None,
                 },
             )
             .unwrap();
@@ -209,7 +210,11 @@ fn bad_configs_and_checkpoints_name_the_field_or_tensor() {
 
 /// Mean negative log-likelihood of each next token.
 fn loss(m: &Transformer, ids: &[Vec<u32>]) -> Tensor {
-    let out = m.forward(ids, Capture::default()).unwrap();
+    loss_with(m, ids, Capture::default()).0
+}
+
+fn loss_with(m: &Transformer, ids: &[Vec<u32>], capture: Capture) -> (Tensor, Output) {
+    let out = m.forward(ids, capture).unwrap();
     let lp = log_softmax_last(&out.logits).unwrap();
     let (b, t, _) = lp.dims3().unwrap();
     let mut terms = Vec::new();
@@ -228,14 +233,90 @@ fn loss(m: &Transformer, ids: &[Vec<u32>]) -> Tensor {
         }
     }
     let n = (b * (t - 1)) as f64;
-    (Tensor::cat(&terms, 0)
+    let loss = (Tensor::cat(&terms, 0)
         .unwrap()
         .sum_all()
         .unwrap()
         .neg()
         .unwrap()
         / n)
-        .unwrap()
+        .unwrap();
+    (loss, out)
+}
+
+/// The captured input `x` and probe gradient `δ` of every linear layer give its weight gradient
+/// `Σ_t x_tᵀ δ_t` exactly as autograd computes it; layer groups select the layers they name.
+#[test]
+fn linear_probes_give_each_weights_gradient() {
+    let ids = vec![
+        vec![5u32, 17, 3, 44, 9, 60, 2, 71],
+        vec![8, 1, 1, 30, 7, 2, 19, 4],
+    ];
+    for name in ["gpt2", "pythia", "neox-sequential", "llama-gqa"] {
+        let options = LoadOptions {
+            device: Device::Cpu,
+            dtype: DType::F64,
+            trainable: true,
+        };
+        let m = Transformer::load_with(&reference().join(name), &options).unwrap();
+        let layers = m.linear_layers();
+        let capture = Capture {
+            linear: Some(LinearGroup::All),
+            ..Capture::default()
+        };
+        let (l, out) = loss_with(&m, &ids, capture);
+        assert_eq!(out.linear.len(), layers.len(), "{name}");
+        let grads = l.backward().unwrap();
+        for (c, layer) in out.linear.iter().zip(&layers) {
+            assert_eq!(c.name, layer.name);
+            let delta = grads.get(c.probe.as_tensor()).unwrap();
+            let (b, t, i) = c.input.dims3().unwrap();
+            let o = delta.dim(2).unwrap();
+            let x = c.input.reshape((b * t, i)).unwrap();
+            let d = delta.reshape((b * t, o)).unwrap();
+            let from_probe = x.t().unwrap().matmul(&d).unwrap();
+            let want = grads.get(&layer.weight).unwrap();
+            let diff = (from_probe - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            let scale = want
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert!(scale > 0.0, "{name} {}", c.name);
+            assert!(diff <= 1e-12 * scale.max(1.0), "{name} {}: {diff}", c.name);
+        }
+        // The groups partition the layers; probes do not change the loss.
+        let count = |g| {
+            let capture = Capture {
+                linear: Some(g),
+                ..Capture::default()
+            };
+            let (lg, out) = loss_with(&m, &ids, capture);
+            assert_eq!(
+                lg.to_scalar::<f64>().unwrap(),
+                l.to_scalar::<f64>().unwrap()
+            );
+            out.linear
+                .iter()
+                .map(|c| c.name.clone())
+                .collect::<Vec<_>>()
+        };
+        let attn = count(LinearGroup::Attention);
+        let mlp = count(LinearGroup::Mlp);
+        assert!(!attn.is_empty() && !mlp.is_empty());
+        assert!(mlp.iter().all(|n| n.contains(".mlp.")));
+        assert!(attn.iter().all(|n| !n.contains(".mlp.")));
+        assert_eq!(attn.len() + mlp.len(), layers.len());
+    }
 }
 
 #[test]

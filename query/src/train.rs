@@ -275,7 +275,10 @@ impl AdamW {
     }
 
     fn load(vars: &[(String, Var)], path: &Path) -> Result<AdamW> {
-        let map = candle_core::safetensors::load(path, &Device::Cpu)
+        let device = vars
+            .first()
+            .map_or(Device::Cpu, |(_, v)| v.as_tensor().device().clone());
+        let map = candle_core::safetensors::load(path, &device)
             .map_err(|e| Error::corrupt(path, format!("optimizer state: {e}")))?;
         let get = |key: String, var: &Var| -> Result<Tensor> {
             let t = map
@@ -346,7 +349,7 @@ pub fn train(
     options: &TrainOptions,
     progress: bool,
 ) -> Result<TrainReport> {
-    train_until(index, out, options, None, progress)
+    train_until(index, out, options, None, progress, &Device::Cpu)
 }
 
 /// [`train`], stopping (after a checkpoint) once `stop_after` steps are done in all.
@@ -356,6 +359,7 @@ pub fn train_until(
     options: &TrainOptions,
     stop_after: Option<u64>,
     progress: bool,
+    device: &Device,
 ) -> Result<TrainReport> {
     let tokenizer = index.tokenizer()?;
     let vocab = index.vocab_size() as usize + 1;
@@ -421,7 +425,7 @@ pub fn train_until(
     let model = Transformer::load_with(
         out,
         &LoadOptions {
-            device: Device::Cpu,
+            device: device.clone(),
             dtype: DType::F32,
             trainable: true,
         },

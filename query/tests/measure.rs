@@ -214,6 +214,26 @@ fn score_and_keyword_prob_commands_write_their_tables() {
     ])
     .failure()
     .stderr_has(&["tokenizer.json"]);
+    // Devices: an unknown one, and CUDA in a build without the feature, are refused by name.
+    let mut devices = vec![("tpu", "expected cpu, cuda or cuda:N")];
+    if !candle_core::utils::cuda_is_available() {
+        devices.push(("cuda:0", "--features cuda"));
+    }
+    for (device, needle) in devices {
+        familiar([
+            "score".as_ref(),
+            "--model".as_ref(),
+            model_dir().as_os_str(),
+            "--items".as_ref(),
+            items.as_os_str(),
+            "--out".as_ref(),
+            t.join("y.parquet").as_os_str(),
+            "--device".as_ref(),
+            device.as_ref(),
+        ])
+        .failure()
+        .stderr_has(&[needle]);
+    }
 }
 
 /// The benchmark readers on the real evaluation files (skips without `../shared/data`).
@@ -373,6 +393,7 @@ fn density_command_measures_every_layer_and_handles_long_probes() {
             familiar::model::Capture {
                 hidden_states: true,
                 mlp_activations: false,
+                linear: None,
             },
         )
         .unwrap();
@@ -420,7 +441,15 @@ fn training_lowers_the_loss_and_resumes_exactly() {
     assert_eq!(ra.steps, 8);
     assert!(ra.last_loss < ra.first_loss, "{ra:?}");
     // Interrupted after 3 steps, then resumed: the same model, byte for byte.
-    let rb = train_until(&index, &b, &options, Some(3), false).unwrap();
+    let rb = train_until(
+        &index,
+        &b,
+        &options,
+        Some(3),
+        false,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(rb.steps, 3);
     let rb = train(&index, &b, &options, false).unwrap();
     assert_eq!((rb.resumed_at, rb.steps), (3, 8));

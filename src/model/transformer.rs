@@ -4,7 +4,9 @@
 //!
 //! Weights are kept as `[in, out]` matrices (GPT-2's Conv1D layout; `nn.Linear` weights are
 //! transposed at load), computed in f32 whatever the checkpoint's dtype. A forward pass can capture
-//! the residual stream after every layer and the MLP activations (after the non-linearity).
+//! the residual stream after every layer, the MLP activations (after the non-linearity), and for
+//! linear layers their inputs and a zero-valued probe on their outputs whose gradient is the
+//! output gradient δ (what LoGra-style attribution needs).
 
 use std::path::Path;
 
@@ -23,13 +25,70 @@ pub fn candle_error(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
 /// `y = x W + b` with `W` stored `[in, out]`.
 #[derive(Debug, Clone)]
 pub struct Linear {
+    /// The checkpoint's module name (its weight is `{name}.weight`).
+    pub name: String,
+    /// Attention or MLP.
+    pub group: LinearGroup,
     /// `[in, out]`.
     pub weight: Tensor,
     /// `[out]`.
     pub bias: Option<Tensor>,
 }
 
+/// Which linear layers of the blocks (the embeddings and the output head are not among them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinearGroup {
+    /// Every linear layer of every block.
+    All,
+    /// Query/key/value and output projections.
+    Attention,
+    /// The MLP's projections.
+    Mlp,
+}
+
+impl LinearGroup {
+    /// Whether a layer of group `layer` (Attention or Mlp) is selected by `self`.
+    pub fn selects(self, layer: LinearGroup) -> bool {
+        self == LinearGroup::All || self == layer
+    }
+}
+
+/// One linear layer's input and output probe, captured by a forward pass.
+#[derive(Debug, Clone)]
+pub struct LinearCapture {
+    /// The layer's module name.
+    pub name: String,
+    /// Its input `x`, `[batch, tokens, in]`.
+    pub input: Tensor,
+    /// A zero-valued variable added to its output, `[batch, tokens, out]`: after
+    /// `loss.backward()`, the gradient of this probe is `δ = ∂loss/∂y` for every token, and the
+    /// weight gradient is `Σ_t x_tᵀ δ_t`.
+    pub probe: Var,
+}
+
 impl Linear {
+    /// The forward pass, adding a probe and keeping the input when `capture` asks for this layer.
+    fn forward_captured(
+        &self,
+        x: &Tensor,
+        capture: &mut Option<(LinearGroup, &mut Vec<LinearCapture>)>,
+    ) -> candle_core::Result<Tensor> {
+        let y = self.forward(x)?;
+        match capture {
+            Some((group, out)) if group.selects(self.group) => {
+                let probe = Var::zeros(y.shape(), y.dtype(), y.device())?;
+                let y = (y + probe.as_tensor())?;
+                out.push(LinearCapture {
+                    name: self.name.clone(),
+                    input: x.clone(),
+                    probe,
+                });
+                Ok(y)
+            }
+            _ => Ok(y),
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         // One 2-D product over every token (a broadcast batched product would copy the weight
         // once per sequence).
@@ -119,6 +178,9 @@ pub struct Capture {
     pub hidden_states: bool,
     /// The MLP activations after the non-linearity (for Llama: act(gate) · up), per layer.
     pub mlp_activations: bool,
+    /// The inputs of these linear layers, with a zero-valued probe added to their outputs (see
+    /// [`LinearCapture`]).
+    pub linear: Option<LinearGroup>,
 }
 
 /// The result of a forward pass.
@@ -130,6 +192,8 @@ pub struct Output {
     pub hidden_states: Vec<Tensor>,
     /// MLP activations per layer (when captured).
     pub mlp_activations: Vec<Tensor>,
+    /// The captured linear layers, in the order of [`Transformer::linear_layers`].
+    pub linear: Vec<LinearCapture>,
     /// The final-normed hidden state, `[batch, tokens, hidden]`.
     pub last_hidden: Tensor,
 }
@@ -212,6 +276,8 @@ impl Loader<'_> {
     /// An `nn.Linear` (`[out, in]` in the file) as `[in, out]`.
     fn linear(&mut self, name: &str, input: usize, output: usize, bias: bool) -> Result<Linear> {
         Ok(Linear {
+            name: name.to_string(),
+            group: group_of(name),
             weight: self.tensor(&format!("{name}.weight"), &[output, input], true)?,
             bias: if bias {
                 Some(self.tensor(&format!("{name}.bias"), &[output], false)?)
@@ -224,6 +290,8 @@ impl Loader<'_> {
     /// A GPT-2 Conv1D (`[in, out]` in the file).
     fn conv1d(&mut self, name: &str, input: usize, output: usize) -> Result<Linear> {
         Ok(Linear {
+            name: name.to_string(),
+            group: group_of(name),
             weight: self.tensor(&format!("{name}.weight"), &[input, output], false)?,
             bias: Some(self.tensor(&format!("{name}.bias"), &[output], false)?),
         })
@@ -240,6 +308,15 @@ impl Loader<'_> {
             eps: c.norm_eps,
             rms: c.rms_norm,
         })
+    }
+}
+
+/// Every family names its MLP modules `….mlp.…`.
+fn group_of(name: &str) -> LinearGroup {
+    if name.contains(".mlp.") {
+        LinearGroup::Mlp
+    } else {
+        LinearGroup::Attention
     }
 }
 
@@ -404,6 +481,23 @@ impl Transformer {
         &self.device
     }
 
+    /// The blocks' linear layers in the order a forward pass visits them.
+    pub fn linear_layers(&self) -> Vec<&Linear> {
+        let mut out = Vec::new();
+        for b in &self.blocks {
+            match &b.qkv {
+                Qkv::Fused(l) | Qkv::PerHead(l) => out.push(l),
+                Qkv::Separate(q, k, v) => out.extend([q, k, v]),
+            }
+            out.push(&b.out);
+            if let Some(g) = &b.gate {
+                out.push(g);
+            }
+            out.extend([&b.up, &b.down]);
+        }
+        out
+    }
+
     /// Forward pass over `ids` (`[batch][tokens]`, equal lengths), with causal attention.
     pub fn forward(&self, ids: &[Vec<u32>], capture: Capture) -> Result<Output> {
         let batch = ids.len();
@@ -455,6 +549,8 @@ impl Transformer {
         }
         let mut hidden_states = Vec::new();
         let mut mlp_activations = Vec::new();
+        let mut linear = Vec::new();
+        let mut lin = capture.linear.map(|g| (g, &mut linear));
         if capture.hidden_states {
             hidden_states.push(x.clone());
         }
@@ -467,15 +563,15 @@ impl Transformer {
             Positions::Learned => None,
         };
         for b in &self.blocks {
-            let a = self.attention(b, &b.norm1.forward(&x)?, &mask, rope.as_ref())?;
+            let a = self.attention(b, &b.norm1.forward(&x)?, &mask, rope.as_ref(), &mut lin)?;
             let mlp_in = if c.parallel_residual {
                 b.norm2.forward(&x)?
             } else {
                 x = (x + a.clone())?;
                 b.norm2.forward(&x)?
             };
-            let act = self.mlp_activation(b, &mlp_in)?;
-            let m = b.down.forward(&act)?;
+            let act = self.mlp_activation(b, &mlp_in, &mut lin)?;
+            let m = b.down.forward_captured(&act, &mut lin)?;
             if capture.mlp_activations {
                 mlp_activations.push(act);
             }
@@ -499,20 +595,31 @@ impl Transformer {
             logits,
             hidden_states,
             mlp_activations,
+            linear,
             last_hidden,
         })
     }
 
-    fn mlp_activation(&self, b: &Block, x: &Tensor) -> candle_core::Result<Tensor> {
-        let up = b.up.forward(x)?;
+    fn mlp_activation(
+        &self,
+        b: &Block,
+        x: &Tensor,
+        lin: &mut Option<(LinearGroup, &mut Vec<LinearCapture>)>,
+    ) -> candle_core::Result<Tensor> {
+        // Gate first: the order of `linear_layers`.
+        let gate = match &b.gate {
+            Some(g) => Some(g.forward_captured(x, lin)?),
+            None => None,
+        };
+        let up = b.up.forward_captured(x, lin)?;
         let act = |t: &Tensor| match self.config.activation {
             Activation::GeluTanh => t.gelu(),
             Activation::GeluErf => t.gelu_erf(),
             Activation::Silu => t.silu(),
             Activation::Relu => t.relu(),
         };
-        match &b.gate {
-            Some(g) => act(&g.forward(x)?)? * up,
+        match gate {
+            Some(g) => act(&g)? * up,
             None => act(&up),
         }
     }
@@ -523,6 +630,7 @@ impl Transformer {
         x: &Tensor,
         mask: &Tensor,
         rope: Option<&(Tensor, Tensor)>,
+        lin: &mut Option<(LinearGroup, &mut Vec<LinearCapture>)>,
     ) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let (batch, t, _) = x.dims3()?;
@@ -532,7 +640,7 @@ impl Transformer {
         };
         let (mut q, mut k, v) = match &b.qkv {
             Qkv::Fused(l) => {
-                let y = l.forward(x)?;
+                let y = l.forward_captured(x, lin)?;
                 let h = c.heads * hd;
                 (
                     split(&y.narrow(2, 0, h)?, c.heads)?,
@@ -541,16 +649,18 @@ impl Transformer {
                 )
             }
             Qkv::PerHead(l) => {
-                let y = l.forward(x)?.reshape((batch, t, c.heads, 3 * hd))?;
+                let y = l
+                    .forward_captured(x, lin)?
+                    .reshape((batch, t, c.heads, 3 * hd))?;
                 let part = |i: usize| -> candle_core::Result<Tensor> {
                     y.narrow(3, i * hd, hd)?.transpose(1, 2)?.contiguous()
                 };
                 (part(0)?, part(1)?, part(2)?)
             }
             Qkv::Separate(ql, kl, vl) => (
-                split(&ql.forward(x)?, c.heads)?,
-                split(&kl.forward(x)?, c.kv_heads)?,
-                split(&vl.forward(x)?, c.kv_heads)?,
+                split(&ql.forward_captured(x, lin)?, c.heads)?,
+                split(&kl.forward_captured(x, lin)?, c.kv_heads)?,
+                split(&vl.forward_captured(x, lin)?, c.kv_heads)?,
             ),
         };
         if let (Some((cos, sin)), Positions::Rotary { dims, .. }) = (rope, c.positions) {
@@ -569,7 +679,7 @@ impl Transformer {
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((batch, t, c.heads * hd))?;
-        b.out.forward(&y)
+        b.out.forward_captured(&y, lin)
     }
 }
 

@@ -27,6 +27,9 @@ pub struct Args {
     /// An MLP unit is active when its activation exceeds this.
     #[arg(long, default_value_t = 0.0)]
     threshold: f32,
+    /// Compute device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -34,7 +37,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<i32> {
     familiar_query::measure::prepare_cpu();
-    let lm = LanguageModel::load(&a.model)
+    let lm = LanguageModel::load_on(&a.model, &familiar::model::device(&a.device)?)
         .with_context(|| format!("loading the model in {}", a.model.display()))?;
     let file = std::fs::File::open(&a.probes)
         .with_context(|| format!("cannot open {}", a.probes.display()))?;

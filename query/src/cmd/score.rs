@@ -27,6 +27,9 @@ pub struct ScoreArgs {
     /// The Parquet file to write (the zero_shot table of schemas/).
     #[arg(long)]
     out: PathBuf,
+    /// Compute device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -45,6 +48,9 @@ pub struct KeywordArgs {
     /// The Parquet file to write (the keyword_probe table of schemas/).
     #[arg(long)]
     out: PathBuf,
+    /// Compute device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -52,7 +58,7 @@ pub struct KeywordArgs {
 
 pub fn run_score(a: ScoreArgs) -> Result<i32> {
     familiar_query::measure::prepare_cpu();
-    let lm = LanguageModel::load(&a.model)
+    let lm = LanguageModel::load_on(&a.model, &familiar::model::device(&a.device)?)
         .with_context(|| format!("loading the model in {}", a.model.display()))?;
     let items = read_items(&a.items, a.format, a.limit)?;
     let model_name = a.model.display().to_string();
@@ -179,7 +185,7 @@ impl Rows {
 
 pub fn run_keyword(a: KeywordArgs) -> Result<i32> {
     familiar_query::measure::prepare_cpu();
-    let lm = LanguageModel::load(&a.model)
+    let lm = LanguageModel::load_on(&a.model, &familiar::model::device(&a.device)?)
         .with_context(|| format!("loading the model in {}", a.model.display()))?;
     let file = std::fs::File::open(&a.items)
         .with_context(|| format!("cannot open {}", a.items.display()))?;

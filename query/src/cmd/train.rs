@@ -53,6 +53,9 @@ pub struct Args {
     /// Stop (after a checkpoint) once this many steps are done; run again to continue.
     #[arg(long)]
     stop_after: Option<u64>,
+    /// Compute device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -75,8 +78,15 @@ pub fn run(a: Args) -> Result<i32> {
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
     };
-    let r = train_until(&index, &a.out, &options, a.stop_after, !a.quiet)
-        .with_context(|| format!("training into {}", a.out.display()))?;
+    let r = train_until(
+        &index,
+        &a.out,
+        &options,
+        a.stop_after,
+        !a.quiet,
+        &familiar::model::device(&a.device)?,
+    )
+    .with_context(|| format!("training into {}", a.out.display()))?;
     if r.resumed_at > 0 {
         println!("resumed at step {}", r.resumed_at);
     }

@@ -245,6 +245,7 @@ pub fn measure(
             familiar::model::Capture {
                 hidden_states: true,
                 mlp_activations: true,
+                linear: None,
             },
         )?;
         let bug = familiar::model::transformer::candle_error("activations");

@@ -15,8 +15,8 @@
 
 use std::path::Path;
 
-use candle_core::{DType, IndexOp};
-use familiar::model::transformer::{candle_error, log_softmax_last};
+use candle_core::{DType, Device, IndexOp};
+use familiar::model::transformer::{candle_error, log_softmax_last, LoadOptions};
 use familiar::model::{Capture, Transformer};
 use familiar::tokenizer::Tokenizer;
 use familiar::{Error, Result};
@@ -31,9 +31,18 @@ pub struct LanguageModel {
 }
 
 impl LanguageModel {
-    /// Loads `config.json`, the safetensors and `tokenizer.json` of a model directory.
+    /// Loads `config.json`, the safetensors and `tokenizer.json` of a model directory onto the CPU.
     pub fn load(dir: &Path) -> Result<LanguageModel> {
-        let model = Transformer::load(dir)?;
+        LanguageModel::load_on(dir, &Device::Cpu)
+    }
+
+    /// [`LanguageModel::load`] onto `device`.
+    pub fn load_on(dir: &Path, device: &Device) -> Result<LanguageModel> {
+        let options = LoadOptions {
+            device: device.clone(),
+            ..LoadOptions::default()
+        };
+        let model = Transformer::load_with(dir, &options)?;
         let tpath = dir.join("tokenizer.json");
         if !tpath.exists() {
             return Err(Error::io(

@@ -20,8 +20,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use familiar::index::{Index, ShardTokens};
 use familiar::model::transformer::{candle_error, log_softmax_last, LoadOptions};
 use familiar::model::{Capture, Transformer};
+use familiar::rng::SplitMix64;
 use familiar::{Error, Result};
-use familiar_index_builder::fixtures::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 /// The size of the model and the schedule.
@@ -123,16 +123,7 @@ pub fn init_weights(
     rng: &mut SplitMix64,
 ) -> Result<HashMap<String, Tensor>> {
     let mut normal = |shape: &[usize], std: f64| -> Result<Tensor> {
-        let n: usize = shape.iter().product();
-        let mut v = Vec::with_capacity(n);
-        while v.len() < n {
-            // Box–Muller.
-            let (u1, u2) = (rng.unit().max(1e-300), rng.unit());
-            let r = (-2.0 * u1.ln()).sqrt();
-            v.push((r * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32);
-            v.push((r * (2.0 * std::f64::consts::PI * u2).sin() * std) as f32);
-        }
-        v.truncate(n);
+        let v = rng.normals(shape.iter().product(), std);
         Tensor::from_vec(v, shape, &Device::Cpu).map_err(candle_error("init"))
     };
     let full = |shape: &[usize], x: f32| -> Result<Tensor> {

@@ -481,6 +481,11 @@ impl Transformer {
         &self.device
     }
 
+    /// The compute type (f32 or f64).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     /// The blocks' linear layers in the order a forward pass visits them.
     pub fn linear_layers(&self) -> Vec<&Linear> {
         let mut out = Vec::new();

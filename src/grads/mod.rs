@@ -1,0 +1,311 @@
+//! Per-example projected gradients of linear layers (LoGra: Choe et al. 2024, "What is Your Data
+//! Worth to GPT?").
+//!
+//! For a linear layer `y = x W` (`W` is `[in, out]`), the gradient of an example's loss is
+//! `Σ_t x_tᵀ δ_t`, with `δ_t = ∂loss/∂y_t`. With fixed random projections `P_in` (`r_in × in`) and
+//! `P_out` (`r_out × out`), the projected gradient `P_out (Σ_t x_tᵀ δ_t)ᵀ P_inᵀ` equals
+//! `Σ_t (P_out δ_t)(P_in x_t)ᵀ`: an `r_out × r_in` matrix computed from the projected inputs and
+//! output gradients, without ever forming the `in × out` gradient. An example's row is these
+//! matrices (row-major), one per selected layer in the order of
+//! [`Transformer::linear_layers`](crate::model::Transformer::linear_layers).
+//!
+//! The projections are Gaussian with variance `1/r`, so they preserve norms in expectation
+//! (Johnson–Lindenstrauss), and are regenerated from a [`ProjectionSpec`] (seed, ranks, layers):
+//! a store records the spec, and a query rebuilds the same matrices.
+//!
+//! The loss of an [`Example`] is the summed negative log-likelihood of its target tokens, so rows
+//! of a batch are independent per-example gradients (right padding is exact under causal
+//! attention, and padded positions have no loss).
+
+use candle_core::{DType, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+use crate::model::transformer::{candle_error, log_softmax_last, LinearGroup};
+use crate::model::{Capture, Transformer};
+use crate::rng::SplitMix64;
+use crate::{Error, Result};
+
+/// One linear layer of a projection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerSpec {
+    /// The checkpoint's module name.
+    pub name: String,
+    /// Input features.
+    pub input: usize,
+    /// Output features.
+    pub output: usize,
+}
+
+/// Everything that determines a projection; two equal specs give identical matrices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectionSpec {
+    /// Seed of the random matrices.
+    pub seed: u64,
+    /// Rank of the input projection.
+    pub rank_in: usize,
+    /// Rank of the output projection.
+    pub rank_out: usize,
+    /// `all`, `attention` or `mlp`.
+    pub group: String,
+    /// The selected layers, in forward order.
+    pub layers: Vec<LayerSpec>,
+}
+
+/// The name of a layer group in specs and on the command line.
+pub fn group_name(g: LinearGroup) -> &'static str {
+    match g {
+        LinearGroup::All => "all",
+        LinearGroup::Attention => "attention",
+        LinearGroup::Mlp => "mlp",
+    }
+}
+
+/// The layer group named `name`.
+pub fn parse_group(name: &str) -> Result<LinearGroup> {
+    match name {
+        "all" => Ok(LinearGroup::All),
+        "attention" => Ok(LinearGroup::Attention),
+        "mlp" => Ok(LinearGroup::Mlp),
+        other => Err(Error::Config(format!(
+            "unknown layer group `{other}`: expected all, attention or mlp"
+        ))),
+    }
+}
+
+impl ProjectionSpec {
+    /// The spec for `model`'s layers of `group`.
+    pub fn new(
+        model: &Transformer,
+        group: LinearGroup,
+        rank_in: usize,
+        rank_out: usize,
+        seed: u64,
+    ) -> Result<ProjectionSpec> {
+        if rank_in == 0 || rank_out == 0 {
+            return Err(Error::Config("projection ranks must be at least 1".into()));
+        }
+        let mut layers = Vec::new();
+        for l in model.linear_layers() {
+            if !group.selects(l.group) {
+                continue;
+            }
+            let (input, output) = (l.weight.dim(0), l.weight.dim(1));
+            let (input, output) = (
+                input.map_err(candle_error("layer shape"))?,
+                output.map_err(candle_error("layer shape"))?,
+            );
+            if rank_in > input || rank_out > output {
+                return Err(Error::Config(format!(
+                    "rank {rank_in}×{rank_out} exceeds layer {} ({input} inputs, {output} outputs)",
+                    l.name
+                )));
+            }
+            layers.push(LayerSpec {
+                name: l.name.clone(),
+                input,
+                output,
+            });
+        }
+        if layers.is_empty() {
+            return Err(Error::Config(format!(
+                "the model has no {} linear layers",
+                group_name(group)
+            )));
+        }
+        Ok(ProjectionSpec {
+            seed,
+            rank_in,
+            rank_out,
+            group: group_name(group).to_string(),
+            layers,
+        })
+    }
+
+    /// Values per example: `layers × rank_out × rank_in`.
+    pub fn dim(&self) -> usize {
+        self.layers.len() * self.block()
+    }
+
+    /// Values per layer: `rank_out × rank_in`.
+    pub fn block(&self) -> usize {
+        self.rank_out * self.rank_in
+    }
+
+    /// The projection matrices, transposed for right multiplication: per layer `P_inᵀ`
+    /// (`[input, rank_in]`) and `P_outᵀ` (`[output, rank_out]`), row-major f32.
+    pub fn matrices(&self) -> Vec<(Vec<f32>, Vec<f32>)> {
+        let mut rng = SplitMix64::new(self.seed);
+        let (si, so) = (
+            1.0 / (self.rank_in as f64).sqrt(),
+            1.0 / (self.rank_out as f64).sqrt(),
+        );
+        self.layers
+            .iter()
+            .map(|l| {
+                let p_in = rng.normals(l.input * self.rank_in, si);
+                let p_out = rng.normals(l.output * self.rank_out, so);
+                (p_in, p_out)
+            })
+            .collect()
+    }
+}
+
+/// A projection's matrices on a model's device, checked against the model's layers.
+#[derive(Debug, Clone)]
+pub struct Projection {
+    /// What it is.
+    pub spec: ProjectionSpec,
+    group: LinearGroup,
+    /// Per layer: `P_inᵀ` `[input, rank_in]` and `P_outᵀ` `[output, rank_out]`.
+    mats: Vec<(Tensor, Tensor)>,
+}
+
+impl Projection {
+    /// Builds the matrices of `spec` for `model`; the model's layers must be the spec's.
+    pub fn new(spec: ProjectionSpec, model: &Transformer) -> Result<Projection> {
+        let group = parse_group(&spec.group)?;
+        let own = ProjectionSpec::new(model, group, spec.rank_in, spec.rank_out, spec.seed)?;
+        if own.layers != spec.layers {
+            return Err(Error::Config(format!(
+                "the model's {} linear layers differ from the projection's ({} vs {} layers)",
+                spec.group,
+                own.layers.len(),
+                spec.layers.len()
+            )));
+        }
+        let bug = candle_error("projection");
+        let mats = spec
+            .matrices()
+            .into_iter()
+            .zip(&spec.layers)
+            .map(|((p_in, p_out), l)| {
+                let t = |v: Vec<f32>, rows: usize, cols: usize| {
+                    Tensor::from_vec(v, (rows, cols), model.device())
+                        .and_then(|t| t.to_dtype(model.dtype()))
+                        .map_err(&bug)
+                };
+                Ok((
+                    t(p_in, l.input, spec.rank_in)?,
+                    t(p_out, l.output, spec.rank_out)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Projection { spec, group, mats })
+    }
+
+    /// The layer group.
+    pub fn group(&self) -> LinearGroup {
+        self.group
+    }
+}
+
+/// A token sequence and the tokens whose prediction counts towards its loss.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    /// Token ids (at most the model's context).
+    pub ids: Vec<u32>,
+    /// Tokens `ids[j]` for `j ≥ max(first_target, 1)` are predicted from those before them.
+    pub first_target: usize,
+}
+
+impl Example {
+    /// Number of predicted tokens.
+    pub fn targets(&self) -> usize {
+        self.ids.len().saturating_sub(self.first_target.max(1))
+    }
+}
+
+/// Projected gradients of a batch of examples.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gradients {
+    /// `[examples, dim]`, row-major.
+    pub rows: Vec<f32>,
+    /// Each example's summed negative log-likelihood (nats).
+    pub losses: Vec<f64>,
+}
+
+/// Projected gradients of `examples` through candle's autograd: one forward and backward pass
+/// over the padded batch, the linear layers' inputs and output probes projected per example. The
+/// reference path (any family, any device); [`fast`] computes the same for the CPU without
+/// autograd.
+pub fn projected_gradients(
+    model: &Transformer,
+    projection: &Projection,
+    examples: &[Example],
+) -> Result<Gradients> {
+    let dim = projection.spec.dim();
+    if examples.is_empty() {
+        return Ok(Gradients::default());
+    }
+    let t = examples.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+    if t < 2 || examples.iter().all(|e| e.targets() == 0) {
+        return Ok(Gradients {
+            rows: vec![0.0; examples.len() * dim],
+            losses: vec![0.0; examples.len()],
+        });
+    }
+    let b = examples.len();
+    let ids: Vec<Vec<u32>> = examples
+        .iter()
+        .map(|e| {
+            let mut v = e.ids.clone();
+            v.resize(t, 0);
+            v
+        })
+        .collect();
+    let out = model.forward(
+        &ids,
+        Capture {
+            linear: Some(projection.group),
+            ..Capture::default()
+        },
+    )?;
+    let mut targets = Vec::with_capacity(b * (t - 1));
+    let mut mask = Vec::with_capacity(b * (t - 1));
+    for e in examples {
+        for j in 1..t {
+            let counted = j < e.ids.len() && j >= e.first_target;
+            targets.push(if counted { e.ids[j] } else { 0 });
+            mask.push(if counted { 1.0f32 } else { 0.0 });
+        }
+    }
+    let device = model.device();
+    let f = || -> candle_core::Result<(Vec<f32>, Vec<f64>)> {
+        let v = out.logits.dim(2)?;
+        let lp = log_softmax_last(&out.logits.narrow(1, 0, t - 1)?.reshape((b * (t - 1), v))?)?;
+        let idx = Tensor::from_vec(targets, (b * (t - 1), 1), device)?;
+        let mask = Tensor::from_vec(mask, (b, t - 1), device)?.to_dtype(lp.dtype())?;
+        let nll = (lp.gather(&idx, 1)?.reshape((b, t - 1))? * mask)?.neg()?;
+        let losses = nll.sum(1)?;
+        let grads = losses.sum_all()?.backward()?;
+        let mut blocks = Vec::with_capacity(out.linear.len());
+        for (c, (p_in, p_out)) in out.linear.iter().zip(&projection.mats) {
+            let (_, _, i) = c.input.dims3()?;
+            let delta = match grads.get(c.probe.as_tensor()) {
+                Some(d) => d.clone(),
+                None => c.probe.as_tensor().zeros_like()?,
+            };
+            let o = delta.dim(2)?;
+            let xp = c.input.reshape((b * t, i))?.matmul(p_in)?.reshape((
+                b,
+                t,
+                projection.spec.rank_in,
+            ))?;
+            let dp = delta.reshape((b * t, o))?.matmul(p_out)?.reshape((
+                b,
+                t,
+                projection.spec.rank_out,
+            ))?;
+            let g = dp.transpose(1, 2)?.contiguous()?.matmul(&xp)?;
+            blocks.push(g.reshape((b, projection.spec.block()))?);
+        }
+        let rows = Tensor::cat(&blocks, D::Minus1)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let losses = losses.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        Ok((rows, losses))
+    };
+    let (rows, losses) = f().map_err(candle_error("projected gradients"))?;
+    Ok(Gradients { rows, losses })
+}

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use familiar::grads::fast::FastGradients;
 use familiar::grads::{projected_gradients, Example, Projection, ProjectionSpec};
 use familiar::model::transformer::{log_softmax_last, LoadOptions};
 use familiar::model::{Capture, LinearGroup, Transformer};
@@ -43,7 +44,9 @@ fn examples() -> Vec<Example> {
 /// The explicit projected full gradient of one example: `P_out Gᵀ P_inᵀ` for each layer's weight
 /// gradient `G` (`[in, out]`) from autograd.
 fn explicit(model: &Transformer, spec: &ProjectionSpec, e: &Example) -> (Vec<f64>, f64) {
-    let out = model.forward(&[e.ids.clone()], Capture::default()).unwrap();
+    let out = model
+        .forward(std::slice::from_ref(&e.ids), Capture::default())
+        .unwrap();
     let lp = log_softmax_last(&out.logits).unwrap();
     let mut terms = Vec::new();
     for j in e.first_target.max(1)..e.ids.len() {
@@ -124,6 +127,10 @@ fn projected_gradients_equal_projected_full_gradients() {
                 let model = load(name, dtype, false);
                 let projection = Projection::new(spec.clone(), &model).unwrap();
                 let batch = projected_gradients(&model, &projection, &examples()).unwrap();
+                let fast = FastGradients::new(&model, &projection)
+                    .unwrap()
+                    .compute(&examples())
+                    .unwrap();
                 let dim = spec.dim();
                 assert_eq!(batch.rows.len(), 3 * dim);
                 for (k, e) in examples().iter().enumerate() {
@@ -133,6 +140,13 @@ fn projected_gradients_equal_projected_full_gradients() {
                     let tol = if dtype == DType::F64 { 1e-6 } else { 1e-5 };
                     assert!(err <= tol, "{name} {group:?} {dtype:?} example {k}: {err}");
                     assert!((batch.losses[k] - loss).abs() <= 1e-4 * loss.abs());
+                    // The autograd-free path gives the same rows and losses.
+                    let err = relative_error(&fast.rows[k * dim..(k + 1) * dim], &want);
+                    assert!(
+                        err <= 1e-5,
+                        "{name} {group:?} {dtype:?} fast, example {k}: {err}"
+                    );
+                    assert!((fast.losses[k] - loss).abs() <= 1e-5 * loss.abs());
                     // One example alone gives its row of the batch.
                     let single =
                         projected_gradients(&model, &projection, std::slice::from_ref(e)).unwrap();

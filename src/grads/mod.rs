@@ -17,6 +17,8 @@
 //! of a batch are independent per-example gradients (right padding is exact under causal
 //! attention, and padded positions have no loss).
 
+pub mod fast;
+
 use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
 

@@ -6,13 +6,13 @@
 //! | bytes  | field                                                         |
 //! |--------|---------------------------------------------------------------|
 //! | 0..8   | magic `FAMILIAR`                                              |
-//! | 8..12  | kind: `TOKS` tokens, `SUFA` suffix array, `DOCO` doc offsets  |
+//! | 8..12  | kind: `TOKS` tokens, `SUFA` suffix array, `DOCO` doc offsets, `GRAD` gradient rows |
 //! | 12..16 | format version (u32)                                          |
 //! | 16..20 | element width in bits (u32): tokens 16 or 32; others 1..=57   |
 //! | 20..24 | flags (u32, zero in version 1)                                |
 //! | 24..32 | element count (u64)                                           |
-//! | 32..40 | `aux0` (u64): tokens: separator id; SA, offsets: text length  |
-//! | 40..48 | `aux1` (u64): tokens: vocabulary size; offsets: first doc id  |
+//! | 32..40 | `aux0` (u64): tokens: separator id; SA, offsets: text length; gradients: row length |
+//! | 40..48 | `aux1` (u64): tokens: vocabulary size; offsets, gradients: first doc id |
 //! | 48..56 | xxh3-64 of bytes 0..48, so a damaged header is caught at open |
 //! | 56..64 | zero                                                          |
 //!
@@ -41,6 +41,8 @@ pub enum FileKind {
     SuffixArray,
     /// Start position of each document, plus the text length as a final entry.
     DocOffsets,
+    /// Projected gradients of a gradient store: rows of f16 or f32.
+    Gradients,
 }
 
 impl FileKind {
@@ -50,6 +52,7 @@ impl FileKind {
             FileKind::Tokens => *b"TOKS",
             FileKind::SuffixArray => *b"SUFA",
             FileKind::DocOffsets => *b"DOCO",
+            FileKind::Gradients => *b"GRAD",
         }
     }
 
@@ -59,6 +62,7 @@ impl FileKind {
             FileKind::Tokens => "token",
             FileKind::SuffixArray => "suffix-array",
             FileKind::DocOffsets => "document-offset",
+            FileKind::Gradients => "gradient",
         }
     }
 }

@@ -30,6 +30,8 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         "activation_stats",
         include_str!("../schemas/activation_stats.json"),
     ),
+    ("influence", include_str!("../schemas/influence.json")),
+    ("queries", include_str!("../schemas/queries.json")),
 ];
 
 #[derive(Deserialize)]

@@ -13,6 +13,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod attribute;
 pub mod concepts;
 pub mod docs;
 pub mod measure;

@@ -1,5 +1,6 @@
 //! The subcommands, one module each, each with a `run`.
 
+mod attribute;
 mod cnf;
 mod concepts;
 mod count;
@@ -57,6 +58,9 @@ enum Command {
     Density(density::Args),
     /// Train a small GPT-2-style model on an index's tokens (Hugging Face checkpoints, resumable).
     Train(train::Args),
+    /// Gradient-similarity attribution: gradient stores and influence scores.
+    #[command(subcommand)]
+    Attribute(attribute::AttributeCommand),
     /// Regenerate the fixture corpus, tokenizer and golden index.
     Fixtures(fixtures::Args),
     /// Build the index of the fixture corpus and run example queries on it.
@@ -78,6 +82,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::KeywordProb(a) => score::run_keyword(a),
         Command::Density(a) => density::run(a),
         Command::Train(a) => train::run(a),
+        Command::Attribute(c) => attribute::run(c),
         Command::Fixtures(a) => fixtures::run(a),
         Command::Demo(a) => demo::run(a),
     }

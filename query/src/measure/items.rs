@@ -58,11 +58,11 @@ pub enum ItemFormat {
     Gsm8k,
 }
 
-fn bad(path: &Path, line: u64, reason: impl Into<String>) -> Error {
+pub(crate) fn bad(path: &Path, line: u64, reason: impl Into<String>) -> Error {
     Error::input(path, line, reason.into())
 }
 
-fn jsonl_lines(path: &Path) -> Result<Vec<(u64, Value)>> {
+pub(crate) fn jsonl_lines(path: &Path) -> Result<Vec<(u64, Value)>> {
     let text = std::fs::read_to_string(path).at(path)?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -76,7 +76,7 @@ fn jsonl_lines(path: &Path) -> Result<Vec<(u64, Value)>> {
     Ok(out)
 }
 
-fn string(path: &Path, line: u64, v: &Value, key: &str) -> Result<String> {
+pub(crate) fn string(path: &Path, line: u64, v: &Value, key: &str) -> Result<String> {
     v.get(key)
         .and_then(Value::as_str)
         .map(str::to_string)

@@ -1,0 +1,267 @@
+//! Builds a gradient store ([`familiar::grads::store`]): the projected gradient of every document
+//! of an index under a model, per shard, resumable and atomic.
+//!
+//! A document is the model's start token (BOS, else EOS — the end-of-document token a model trained
+//! by familiar saw before every document) followed by its tokens, cut into chunks of the model's
+//! context that overlap by one token, so that every token after the first is predicted exactly
+//! once; the document's row is the sum of its chunks' projected gradients (the gradient of the
+//! summed token loss). Documents are computed in parallel (rayon), in blocks written in order, so
+//! memory stays bounded by one block of rows.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use familiar::error::IoContext;
+use familiar::format::{FileKind, Header};
+use familiar::grads::fast::FastGradients;
+use familiar::grads::store::{
+    encode_row, model_hash, shard_file, RowFile, StoreDtype, StoreManifest, StoreSettings,
+    StoreShard, MANIFEST, PLAN,
+};
+use familiar::grads::{Example, Projection, ProjectionSpec};
+use familiar::index::Index;
+use familiar::model::{LinearGroup, Transformer};
+use familiar::token::Token;
+use familiar::{with_view, Error, Result};
+use rayon::prelude::*;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Hugging Face model directory (with the index's tokenizer.json).
+    pub model: PathBuf,
+    /// The index.
+    pub index: PathBuf,
+    /// The store directory.
+    pub out: PathBuf,
+    /// Which linear layers.
+    pub layers: LinearGroup,
+    /// Projection rank (input and output).
+    pub rank: usize,
+    /// Projection seed.
+    pub seed: u64,
+    /// Storage type.
+    pub dtype: StoreDtype,
+}
+
+/// What a build did.
+#[derive(Debug, Clone)]
+pub struct StoreReport {
+    /// Documents in the store.
+    pub documents: u64,
+    /// Values per row.
+    pub dim: usize,
+    /// Shards computed now (the others were already done).
+    pub computed_shards: usize,
+    /// Shards found complete from an earlier run.
+    pub resumed_shards: usize,
+}
+
+/// Documents per block written at once.
+const BLOCK: usize = 256;
+
+/// The examples (chunks) of one document.
+pub fn document_examples(tokens: &[u32], start: Option<u32>, context: usize) -> Vec<Example> {
+    let mut ids = Vec::with_capacity(tokens.len() + 1);
+    ids.extend(start);
+    ids.extend_from_slice(tokens);
+    let context = context.max(2);
+    let mut out = Vec::new();
+    let mut from = 0;
+    loop {
+        let to = (from + context).min(ids.len());
+        out.push(Example {
+            ids: ids[from..to].to_vec(),
+            first_target: 1,
+        });
+        if to == ids.len() {
+            break;
+        }
+        from = to - 1;
+    }
+    out
+}
+
+/// Builds (or finishes) the store; `progress` is called with the number of documents done.
+pub fn build_store(o: &StoreOptions, progress: &(dyn Fn(u64) + Sync)) -> Result<StoreReport> {
+    let index = Index::open(&o.index)?;
+    let model = Transformer::load(&o.model)?;
+    let tpath = o.model.join("tokenizer.json");
+    if !tpath.exists() {
+        return Err(Error::io(
+            &tpath,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the model directory has no tokenizer.json",
+            ),
+        ));
+    }
+    let (thash, _) = familiar::checksum::of_file(&tpath)?;
+    let ihash = &index.manifest().tokenizer.hash;
+    if &thash != ihash {
+        return Err(Error::Config(format!(
+            "{}: the model's tokenizer ({thash}) is not the index's ({ihash})",
+            tpath.display()
+        )));
+    }
+    if (index.vocab_size() as usize) > model.config.vocab_size {
+        return Err(Error::Config(format!(
+            "the index has {} token ids, the model's vocabulary only {}",
+            index.vocab_size(),
+            model.config.vocab_size
+        )));
+    }
+    let spec = ProjectionSpec::new(&model, o.layers, o.rank, o.rank, o.seed)?;
+    let dim = spec.dim();
+    let projection = Projection::new(spec.clone(), &model)?;
+    let fast = FastGradients::new(&model, &projection)?;
+    let settings = StoreSettings {
+        model_hash: model_hash(&o.model)?,
+        tokenizer_hash: ihash.clone(),
+        projection: spec,
+        dtype: o.dtype,
+        context: model.config.max_positions,
+        start_token: model.config.bos_token_id.or(model.config.eos_token_id),
+        documents: index.documents(),
+        tokens: index.manifest().tokens,
+    };
+    std::fs::create_dir_all(&o.out).at(&o.out)?;
+    let plan_path = o.out.join(PLAN);
+    if plan_path.exists() {
+        let plan: StoreManifest =
+            familiar::manifest::read(&plan_path, familiar::grads::store::FORMAT)?;
+        if plan.settings != settings {
+            return Err(Error::Config(format!(
+                "{} was started with other settings (model, index, layers, rank, seed or dtype); \
+                 remove it or choose another --out",
+                o.out.display()
+            )));
+        }
+    } else if std::fs::read_dir(&o.out).at(&o.out)?.next().is_some() {
+        return Err(Error::Config(format!(
+            "{} is not empty and holds no gradient store plan; choose an empty or new directory",
+            o.out.display()
+        )));
+    } else {
+        let plan = StoreManifest::new(settings.clone());
+        familiar::manifest::write_atomic(&plan_path, &familiar::manifest::to_bytes(&plan)?)?;
+    }
+    let mut manifest = StoreManifest::new(settings.clone());
+    let (mut computed, mut resumed) = (0, 0);
+    for (i, shard) in index.shards().iter().enumerate() {
+        let file = shard_file(i);
+        let path = o.out.join(&file);
+        let first = shard.first_doc();
+        let docs = shard.manifest.documents;
+        let done = path.exists() && RowFile::open(&path, dim, o.dtype, first, docs).is_ok();
+        if done {
+            resumed += 1;
+            progress(docs);
+        } else {
+            write_shard(&index, i, &fast, &settings, &path, progress)?;
+            computed += 1;
+        }
+        let (checksum, bytes) = familiar::checksum::of_file(&path)?;
+        manifest.shards.push(StoreShard {
+            file,
+            first_doc: first,
+            documents: docs,
+            checksum,
+            bytes,
+        });
+    }
+    familiar::manifest::write_atomic(
+        &o.out.join(MANIFEST),
+        &familiar::manifest::to_bytes(&manifest)?,
+    )?;
+    Ok(StoreReport {
+        documents: settings.documents,
+        dim,
+        computed_shards: computed,
+        resumed_shards: resumed,
+    })
+}
+
+fn write_shard(
+    index: &Index,
+    i: usize,
+    fast: &FastGradients,
+    settings: &StoreSettings,
+    path: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<()> {
+    let shard = &index.shards()[i];
+    let docs = shard.manifest.documents;
+    let dim = settings.projection.dim();
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let tmp = dir.join(format!(
+        ".tmp-{}",
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    ));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).at(&tmp)?);
+    let header = Header::new(
+        FileKind::Gradients,
+        settings.dtype.bits(),
+        docs * dim as u64,
+        dim as u64,
+        shard.first_doc(),
+    );
+    f.write_all(&header.to_bytes()).at(&tmp)?;
+    let mut bytes = Vec::new();
+    let mut from = 0u64;
+    while from < docs {
+        let to = (from + BLOCK as u64).min(docs);
+        let rows: Vec<Vec<f32>> = (from..to)
+            .into_par_iter()
+            .map(|local| -> Result<Vec<f32>> {
+                let tokens: Vec<u32> = with_view!(shard, |v| {
+                    let (s, e) = v.doc_span(local)?;
+                    v.tokens[s..e].iter().map(|t| t.to_u32()).collect()
+                });
+                let examples = document_examples(&tokens, settings.start_token, settings.context);
+                let g = fast.compute(&examples)?;
+                let mut row = vec![0.0f32; dim];
+                for chunk in g.rows.chunks_exact(dim) {
+                    row.iter_mut().zip(chunk).for_each(|(r, c)| *r += c);
+                }
+                Ok(row)
+            })
+            .collect::<Result<_>>()?;
+        bytes.clear();
+        for r in &rows {
+            encode_row(r, settings.dtype, &mut bytes);
+        }
+        f.write_all(&bytes).at(&tmp)?;
+        progress(to - from);
+        from = to;
+    }
+    let f = f
+        .into_inner()
+        .map_err(|e| Error::io(&tmp, e.into_error()))?;
+    f.sync_all().at(&tmp)?;
+    drop(f);
+    std::fs::rename(&tmp, path).at(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_predict_every_token_once() {
+        let tokens: Vec<u32> = (10..30).collect();
+        for context in [2, 3, 7, 21, 22, 100] {
+            let ex = document_examples(&tokens, Some(1), context);
+            let mut predicted: Vec<u32> = Vec::new();
+            for e in &ex {
+                assert!(e.ids.len() <= context);
+                predicted.extend(&e.ids[e.first_target..]);
+            }
+            assert_eq!(predicted, tokens, "context {context}");
+        }
+        let ex = document_examples(&[], Some(1), 8);
+        assert_eq!(ex.len(), 1);
+        assert_eq!(ex[0].targets(), 0);
+    }
+}

@@ -1,0 +1,280 @@
+//! `familiar attribute store` and `familiar attribute score`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use familiar::grads::store::{model_hash, GradientStore, StoreDtype};
+use familiar_index_builder::grads::{build_store, StoreOptions};
+use familiar_query::attribute::{
+    preconditioned, query_gradients, read_queries, score_all, Precondition,
+};
+use familiar_query::measure::score::LanguageModel;
+use familiar_query::output::{Column, Format, Table};
+
+/// Gradient-similarity attribution.
+#[derive(Debug, clap::Subcommand)]
+pub enum AttributeCommand {
+    /// Build (or finish) a gradient store: the projected gradient of every document of an index.
+    Store(StoreArgs),
+    /// Rank the store's documents for each query; writes influence.parquet and queries.parquet.
+    Score(ScoreArgs),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Layers {
+    All,
+    Mlp,
+    Attention,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Dtype {
+    F16,
+    F32,
+}
+
+/// Arguments of `familiar attribute store`.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// Hugging Face model directory (config.json, *.safetensors, and the index's tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// The index whose documents to store.
+    #[arg(long)]
+    index: PathBuf,
+    /// The store directory (new, or a store to finish).
+    #[arg(long)]
+    out: PathBuf,
+    /// Which linear layers.
+    #[arg(long, value_enum, default_value = "all")]
+    layers: Layers,
+    /// Projection rank of each layer's input and output (a layer's row block is rank × rank).
+    #[arg(long, default_value_t = 8)]
+    rank: usize,
+    /// Seed of the random projections.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Storage type of the rows.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: Dtype,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Arguments of `familiar attribute score`.
+#[derive(Debug, clap::Args)]
+pub struct ScoreArgs {
+    /// The gradient store.
+    #[arg(long)]
+    store: PathBuf,
+    /// The model the store was built with.
+    #[arg(long)]
+    model: PathBuf,
+    /// Queries, JSONL: {"id", "prompt", "completion", "kind": "factual"|"reasoning", "task",
+    /// "answer"?, "intermediate"?: [...]}.
+    #[arg(long)]
+    queries: PathBuf,
+    /// Documents kept per query.
+    #[arg(long, default_value_t = 100)]
+    top_k: usize,
+    /// Write every document's score instead of the top k.
+    #[arg(long)]
+    all: bool,
+    /// Output directory (influence.parquet, queries.parquet).
+    #[arg(long)]
+    out: PathBuf,
+    /// How rows are compared with the query gradient.
+    #[arg(long, value_enum, default_value = "identity")]
+    precondition: PreconditionArg,
+    /// kfac: damping λ as a fraction of each layer's mean eigenvalue.
+    #[arg(long, default_value_t = 0.1)]
+    damping: f64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PreconditionArg {
+    Identity,
+    Cosine,
+    Kfac,
+}
+
+pub fn run(c: AttributeCommand) -> Result<i32> {
+    familiar_query::measure::prepare_cpu();
+    match c {
+        AttributeCommand::Store(a) => store(a),
+        AttributeCommand::Score(a) => score(a),
+    }
+}
+
+fn store(a: StoreArgs) -> Result<i32> {
+    let started = Instant::now();
+    let index = super::open_index(&a.index, None)?;
+    let bar = familiar_query::output::progress_bar(!a.quiet, index.documents(), "documents")?;
+    drop(index);
+    let options = StoreOptions {
+        model: a.model.clone(),
+        index: a.index.clone(),
+        out: a.out.clone(),
+        layers: match a.layers {
+            Layers::All => familiar::model::LinearGroup::All,
+            Layers::Mlp => familiar::model::LinearGroup::Mlp,
+            Layers::Attention => familiar::model::LinearGroup::Attention,
+        },
+        rank: a.rank,
+        seed: a.seed,
+        dtype: match a.dtype {
+            Dtype::F16 => StoreDtype::F16,
+            Dtype::F32 => StoreDtype::F32,
+        },
+    };
+    let r = build_store(&options, &|n| bar.inc(n))
+        .with_context(|| format!("building the gradient store {}", a.out.display()))?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "stored {} documents × {} values in {} ({} shard(s) computed, {} resumed) in {secs:.1} s",
+        r.documents,
+        r.dim,
+        a.out.display(),
+        r.computed_shards,
+        r.resumed_shards
+    );
+    Ok(0)
+}
+
+fn score(a: ScoreArgs) -> Result<i32> {
+    if a.top_k == 0 && !a.all {
+        bail!("--top-k must be at least 1");
+    }
+    let store = GradientStore::open(&a.store, false)
+        .with_context(|| format!("opening the gradient store {}", a.store.display()))?;
+    let hash = model_hash(&a.model)?;
+    if hash != store.manifest.settings.model_hash {
+        bail!(
+            "{} is not the model the store {} was built with (model hash {hash}, store {})",
+            a.model.display(),
+            a.store.display(),
+            store.manifest.settings.model_hash
+        );
+    }
+    let lm = LanguageModel::load(&a.model)
+        .with_context(|| format!("loading the model in {}", a.model.display()))?;
+    if lm.tokenizer.hash() != store.manifest.settings.tokenizer_hash {
+        bail!("the model's tokenizer.json is not the one the store was built with");
+    }
+    let queries = read_queries(&a.queries)?;
+    let grads = query_gradients(&lm, &store, &queries)?;
+    let precondition = match a.precondition {
+        PreconditionArg::Identity => Precondition::Identity,
+        PreconditionArg::Cosine => Precondition::Cosine,
+        PreconditionArg::Kfac => Precondition::Kfac { damping: a.damping },
+    };
+    let gradients: Vec<Vec<f32>> = grads.iter().map(|g| g.gradient.clone()).collect();
+    let vectors = preconditioned(&store, &gradients, precondition)?;
+    let started = Instant::now();
+    let top = if a.all { None } else { Some(a.top_k) };
+    let influence = score_all(
+        &store,
+        &vectors,
+        matches!(precondition, Precondition::Cosine),
+        top,
+    );
+    let scoring = started.elapsed().as_secs_f64();
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    Table::new()
+        .column(
+            "query_id",
+            Column::Str(
+                influence
+                    .iter()
+                    .map(|i| Some(queries[i.query].id.clone()))
+                    .collect(),
+            ),
+        )
+        .column(
+            "doc_id",
+            Column::U64(influence.iter().map(|i| Some(i.doc)).collect()),
+        )
+        .column(
+            "score",
+            Column::F64(influence.iter().map(|i| Some(i.score)).collect()),
+        )
+        .column(
+            "rank",
+            Column::U64(influence.iter().map(|i| Some(i.rank)).collect()),
+        )
+        .with_schema(familiar::schema::table("influence")?)
+        .write(Format::Parquet, Some(&a.out.join("influence.parquet")))?;
+    let col = |f: &dyn Fn(usize) -> Option<String>| -> Column {
+        Column::Str((0..queries.len()).map(f).collect())
+    };
+    Table::new()
+        .column("query_id", col(&|i| Some(queries[i].id.clone())))
+        .column("kind", col(&|i| Some(queries[i].kind.clone())))
+        .column("task", col(&|i| Some(queries[i].task.clone())))
+        .column("prompt", col(&|i| Some(queries[i].prompt.clone())))
+        .column("completion", col(&|i| Some(queries[i].completion.clone())))
+        .column("answer", col(&|i| queries[i].answer.clone()))
+        .column(
+            "intermediate",
+            Column::StrList(queries.iter().map(|q| q.intermediate.clone()).collect()),
+        )
+        .column(
+            "completion_tokens",
+            Column::U64(
+                grads
+                    .iter()
+                    .map(|g| Some(g.completion_tokens as u64))
+                    .collect(),
+            ),
+        )
+        .column(
+            "truncated_tokens",
+            Column::U64(
+                grads
+                    .iter()
+                    .map(|g| Some(g.truncated_tokens as u64))
+                    .collect(),
+            ),
+        )
+        .column(
+            "logprob",
+            Column::F64(grads.iter().map(|g| Some(g.logprob)).collect()),
+        )
+        .column(
+            "gradient_norm",
+            Column::F64(
+                grads
+                    .iter()
+                    .map(|g| {
+                        Some(
+                            g.gradient
+                                .iter()
+                                .map(|x| (*x as f64).powi(2))
+                                .sum::<f64>()
+                                .sqrt(),
+                        )
+                    })
+                    .collect(),
+            ),
+        )
+        .column(
+            "precondition",
+            col(&|_| Some(precondition.name().to_string())),
+        )
+        .column("model", col(&|_| Some(a.model.display().to_string())))
+        .column("store", col(&|_| Some(a.store.display().to_string())))
+        .with_schema(familiar::schema::table("queries")?)
+        .write(Format::Parquet, Some(&a.out.join("queries.parquet")))?;
+    println!(
+        "scored {} queries against {} documents ({}) in {scoring:.3} s; wrote {} rows to {}",
+        queries.len(),
+        store.rows(),
+        precondition.name(),
+        influence.len(),
+        a.out.join("influence.parquet").display()
+    );
+    Ok(0)
+}

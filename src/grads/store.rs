@@ -1,0 +1,316 @@
+//! The gradient store: one projected gradient per training document, memory-mapped.
+//!
+//! ```text
+//! STORE/store.json          manifest (written last: its presence means the store is complete)
+//! STORE/plan.json           the settings, written first (a resumed build must match them)
+//! STORE/grads-NNNNN.bin     rows of index shard NNNNN: `GRAD` header + documents × dim values
+//! ```
+//!
+//! A row file has the index format's 64-byte header (kind `GRAD`, element width 16 for f16 or 32
+//! for f32, count = documents × dim, `aux0` = dim, `aux1` = the shard's first global document id),
+//! then the rows in document order: row `i` belongs to global document `aux1 + i`. The manifest
+//! records what makes rows comparable — the model's hash, the tokenizer, the projection (seed,
+//! ranks, layers) — so that a query with another model or projection is refused.
+
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use serde::{Deserialize, Serialize};
+
+use super::ProjectionSpec;
+use crate::error::IoContext;
+use crate::format::{FileKind, Header, HEADER_LEN};
+use crate::{Error, Result};
+
+/// Manifest format tag.
+pub const FORMAT: &str = "familiar-gradient-store";
+/// Manifest file name.
+pub const MANIFEST: &str = "store.json";
+/// Plan file name.
+pub const PLAN: &str = "plan.json";
+
+/// How row values are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreDtype {
+    /// IEEE half precision (half the size; about 3 significant digits).
+    F16,
+    /// Single precision.
+    #[default]
+    F32,
+}
+
+impl StoreDtype {
+    /// Bits per value.
+    pub fn bits(self) -> u32 {
+        match self {
+            StoreDtype::F16 => 16,
+            StoreDtype::F32 => 32,
+        }
+    }
+}
+
+/// The settings of a store: everything two compatible rows share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreSettings {
+    /// `xxh3` of the model's config.json and safetensors files.
+    pub model_hash: String,
+    /// The index's tokenizer hash (the model's tokenizer.json must be the same file).
+    pub tokenizer_hash: String,
+    /// The projection.
+    pub projection: ProjectionSpec,
+    /// Storage type.
+    pub dtype: StoreDtype,
+    /// Tokens per chunk (the model's context): longer documents are split into chunks whose
+    /// gradients are summed.
+    pub context: usize,
+    /// Token placed before each document so that its first token is predicted too (the model's
+    /// BOS or EOS), if any.
+    pub start_token: Option<u32>,
+    /// Documents of the index.
+    pub documents: u64,
+    /// Tokens of the index.
+    pub tokens: u64,
+}
+
+/// One row file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreShard {
+    /// File name inside the store.
+    pub file: String,
+    /// Global id of its first document.
+    pub first_doc: u64,
+    /// Documents (rows).
+    pub documents: u64,
+    /// `xxh3:` checksum of the file.
+    pub checksum: String,
+    /// File size.
+    pub bytes: u64,
+}
+
+/// `store.json` (and, without shards, `plan.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreManifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Format version.
+    pub format_version: u32,
+    /// The settings.
+    pub settings: StoreSettings,
+    /// Row files, in document order.
+    pub shards: Vec<StoreShard>,
+}
+
+impl StoreManifest {
+    /// A manifest of `settings` with no shards yet.
+    pub fn new(settings: StoreSettings) -> StoreManifest {
+        StoreManifest {
+            format: FORMAT.to_string(),
+            format_version: crate::format::FORMAT_VERSION,
+            settings,
+            shards: Vec::new(),
+        }
+    }
+}
+
+/// The file name of shard `i`'s rows.
+pub fn shard_file(i: usize) -> String {
+    format!("grads-{i:05}.bin")
+}
+
+/// `xxh3` over a model directory's config.json and safetensors files (in name order).
+pub fn model_hash(dir: &Path) -> Result<String> {
+    let mut files = vec![dir.join("config.json")];
+    let mut weights: Vec<PathBuf> = std::fs::read_dir(dir)
+        .at(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    weights.sort();
+    if weights.is_empty() {
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the model directory has no .safetensors file",
+            ),
+        ));
+    }
+    files.extend(weights);
+    let mut all = String::new();
+    for f in &files {
+        let (sum, _) = crate::checksum::of_file(f)?;
+        all.push_str(&sum);
+    }
+    Ok(crate::checksum::of_bytes(all.as_bytes()))
+}
+
+/// Encodes a row of f32 values as stored.
+pub fn encode_row(row: &[f32], dtype: StoreDtype, out: &mut Vec<u8>) {
+    match dtype {
+        StoreDtype::F32 => row
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        StoreDtype::F16 => row
+            .iter()
+            .for_each(|v| out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
+    }
+}
+
+/// An open row file.
+#[derive(Debug)]
+pub struct RowFile {
+    map: Mmap,
+    /// First global document.
+    pub first_doc: u64,
+    /// Rows.
+    pub rows: u64,
+    dim: usize,
+    dtype: StoreDtype,
+}
+
+impl RowFile {
+    /// Opens and checks a row file against what the manifest says it holds.
+    pub fn open(
+        path: &Path,
+        dim: usize,
+        dtype: StoreDtype,
+        first_doc: u64,
+        rows: u64,
+    ) -> Result<RowFile> {
+        let file = std::fs::File::open(path).at(path)?;
+        // SAFETY: the file is opened read-only and never modified while mapped (stores are
+        // written to a temporary name and renamed into place); its length is checked below
+        // before any element is read, so a truncated file is an error, not a SIGBUS.
+        let map = unsafe { Mmap::map(&file) }.at(path)?;
+        let h = Header::parse(&map, FileKind::Gradients, path)?;
+        let expect = |what: &str, got: u64, want: u64| -> Result<()> {
+            if got != want {
+                Err(Error::corrupt(
+                    path,
+                    format!("header says {what} {got}, the store manifest {want}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        expect("element width", u64::from(h.width), u64::from(dtype.bits()))?;
+        expect("row length", h.aux0, dim as u64)?;
+        expect("first document", h.aux1, first_doc)?;
+        expect("value count", h.count, rows * dim as u64)?;
+        Ok(RowFile {
+            map,
+            first_doc,
+            rows,
+            dim,
+            dtype,
+        })
+    }
+
+    /// Row `i` (local) as f32 into `out` (`dim` values).
+    pub fn row(&self, i: u64, out: &mut [f32]) {
+        let width = self.dtype.bits() as usize / 8;
+        let start = HEADER_LEN + i as usize * self.dim * width;
+        let bytes = &self.map[start..start + self.dim * width];
+        match self.dtype {
+            StoreDtype::F32 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            StoreDtype::F16 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+        }
+    }
+}
+
+/// An open, complete gradient store.
+#[derive(Debug)]
+pub struct GradientStore {
+    dir: PathBuf,
+    /// Its manifest.
+    pub manifest: StoreManifest,
+    /// Row files in document order.
+    pub files: Vec<RowFile>,
+}
+
+impl GradientStore {
+    /// Opens a store; every row file is checked against the manifest (sizes, headers), and with
+    /// `verify` also against its checksum.
+    pub fn open(dir: &Path, verify: bool) -> Result<GradientStore> {
+        let path = dir.join(MANIFEST);
+        if !path.exists() {
+            let why = if dir.join(PLAN).exists() {
+                "the store is incomplete (plan.json but no store.json): run `familiar attribute store` again to finish it"
+            } else {
+                "not a gradient store (no store.json)"
+            };
+            return Err(Error::io(
+                &path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, why),
+            ));
+        }
+        let manifest: StoreManifest = crate::manifest::read(&path, FORMAT)?;
+        let dim = manifest.settings.projection.dim();
+        let mut files = Vec::with_capacity(manifest.shards.len());
+        let mut next = 0u64;
+        for s in &manifest.shards {
+            if s.first_doc != next {
+                return Err(Error::corrupt(
+                    &path,
+                    format!(
+                        "{} starts at document {} instead of {next}",
+                        s.file, s.first_doc
+                    ),
+                ));
+            }
+            next += s.documents;
+            let p = dir.join(&s.file);
+            if verify {
+                let (sum, _) = crate::checksum::of_file(&p)?;
+                if sum != s.checksum {
+                    return Err(Error::corrupt(&p, "checksum mismatch"));
+                }
+            }
+            files.push(RowFile::open(
+                &p,
+                dim,
+                manifest.settings.dtype,
+                s.first_doc,
+                s.documents,
+            )?);
+        }
+        if next != manifest.settings.documents {
+            return Err(Error::corrupt(
+                &path,
+                format!(
+                    "the row files hold {next} documents, the index {}",
+                    manifest.settings.documents
+                ),
+            ));
+        }
+        Ok(GradientStore {
+            dir: dir.to_path_buf(),
+            manifest,
+            files,
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Values per row.
+    pub fn dim(&self) -> usize {
+        self.manifest.settings.projection.dim()
+    }
+
+    /// Rows (documents).
+    pub fn rows(&self) -> u64 {
+        self.manifest.settings.documents
+    }
+}

@@ -452,7 +452,7 @@ impl FastGradients {
         let rope = match c.positions {
             Positions::Rotary { dims, theta } => {
                 let t = examples.iter().map(|e| e.ids.len()).max().unwrap_or(0);
-                Some(rope_tables(t, dims, theta))
+                Some(crate::model::transformer::rope_cos_sin(t, dims, theta))
             }
             Positions::Learned => None,
         };
@@ -1013,24 +1013,6 @@ fn join_qkv(
         }
     }
     out
-}
-
-/// cos and sin `[positions, dims]`, as the autograd model computes them.
-fn rope_tables(t: usize, dims: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
-    let half = dims / 2;
-    let mut cos = Vec::with_capacity(t * dims);
-    let mut sin = Vec::with_capacity(t * dims);
-    for pos in 0..t {
-        for _ in 0..2 {
-            for i in 0..half {
-                let inv = (1.0 / theta.powf((2 * i) as f64 / dims as f64)) as f32;
-                let angle = pos as f32 * inv;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
-    }
-    (cos, sin)
 }
 
 /// Rotary embedding of the first `dims` features of every head: `x cos + rot(x) sin` with

@@ -717,13 +717,22 @@ fn rope_tables(
     theta: f64,
     device: &Device,
 ) -> candle_core::Result<(Tensor, Tensor)> {
+    let (cos, sin) = rope_cos_sin(t, dims, theta);
+    Ok((
+        Tensor::from_vec(cos, (t, dims), device)?,
+        Tensor::from_vec(sin, (t, dims), device)?,
+    ))
+}
+
+/// Rotary cos and sin tables `[t, dims]` (each half repeated), computed as transformers does:
+/// inv_freq in f32, then position × inv_freq in f32.
+pub(crate) fn rope_cos_sin(t: usize, dims: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
     let half = dims / 2;
     let mut cos = Vec::with_capacity(t * dims);
     let mut sin = Vec::with_capacity(t * dims);
     for pos in 0..t {
         for _ in 0..2 {
             for i in 0..half {
-                // As transformers computes it: inv_freq in f32, then position × inv_freq in f32.
                 let inv = (1.0 / theta.powf((2 * i) as f64 / dims as f64)) as f32;
                 let angle = pos as f32 * inv;
                 cos.push(angle.cos());
@@ -731,10 +740,7 @@ fn rope_tables(
             }
         }
     }
-    Ok((
-        Tensor::from_vec(cos, (t, dims), device)?,
-        Tensor::from_vec(sin, (t, dims), device)?,
-    ))
+    (cos, sin)
 }
 
 fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, dims: usize) -> candle_core::Result<Tensor> {

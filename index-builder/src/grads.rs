@@ -30,8 +30,6 @@ use rayon::prelude::*;
 pub struct StoreOptions {
     /// Hugging Face model directory (with the index's tokenizer.json).
     pub model: PathBuf,
-    /// The index.
-    pub index: PathBuf,
     /// The store directory.
     pub out: PathBuf,
     /// Which linear layers.
@@ -82,20 +80,15 @@ pub fn document_examples(tokens: &[u32], start: Option<u32>, context: usize) -> 
     out
 }
 
-/// Builds (or finishes) the store; `progress` is called with the number of documents done.
-pub fn build_store(o: &StoreOptions, progress: &(dyn Fn(u64) + Sync)) -> Result<StoreReport> {
-    let index = Index::open(&o.index)?;
+/// Builds (or finishes) the store of `index`; `progress` is called with the number of documents
+/// done.
+pub fn build_store(
+    index: &Index,
+    o: &StoreOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<StoreReport> {
     let model = Transformer::load(&o.model)?;
-    let tpath = o.model.join("tokenizer.json");
-    if !tpath.exists() {
-        return Err(Error::io(
-            &tpath,
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "the model directory has no tokenizer.json",
-            ),
-        ));
-    }
+    let tpath = familiar::model::tokenizer_file(&o.model)?;
     let (thash, _) = familiar::checksum::of_file(&tpath)?;
     let ihash = &index.manifest().tokenizer.hash;
     if &thash != ihash {
@@ -158,7 +151,7 @@ pub fn build_store(o: &StoreOptions, progress: &(dyn Fn(u64) + Sync)) -> Result<
             resumed += 1;
             progress(docs);
         } else {
-            write_shard(&index, i, &fast, &settings, &path, progress)?;
+            write_shard(index, i, &fast, &settings, &path, progress)?;
             computed += 1;
         }
         let (checksum, bytes) = familiar::checksum::of_file(&path)?;
@@ -193,12 +186,7 @@ fn write_shard(
     let shard = &index.shards()[i];
     let docs = shard.manifest.documents;
     let dim = settings.projection.dim();
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let tmp = dir.join(format!(
-        ".tmp-{}",
-        path.file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-    ));
+    let tmp = familiar::manifest::temp_path(path);
     let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).at(&tmp)?);
     let header = Header::new(
         FileKind::Gradients,

@@ -316,11 +316,7 @@ impl Table {
     /// never sees half a file.
     fn write_parquet(&self, path: &Path) -> Result<()> {
         let batch = self.to_record_batch()?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = path.with_file_name(format!(".tmp-{name}"));
+        let tmp = familiar::manifest::temp_path(path);
         let written = (|| -> Result<()> {
             let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
             let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None)

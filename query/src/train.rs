@@ -294,11 +294,7 @@ impl AdamW {
 }
 
 fn save_atomic(map: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".tmp-{name}"));
+    let tmp = familiar::manifest::temp_path(path);
     candle_core::safetensors::save(map, &tmp)
         .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))

@@ -83,6 +83,24 @@ fn store(index: &Path, out: &Path, rank: &str) -> Out {
     ])
 }
 
+/// `familiar attribute score` with `extra` arguments.
+fn attribute_score(store: &Path, model: &Path, queries: &Path, out: &Path, extra: &[&str]) -> Out {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "attribute".as_ref(),
+        "score".as_ref(),
+        "--store".as_ref(),
+        store.as_os_str(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--queries".as_ref(),
+        queries.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    familiar(args)
+}
+
 #[test]
 fn store_rows_equal_autograd_and_scores_equal_brute_force() {
     let t = TestDir::new();
@@ -174,22 +192,13 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
     ];
     for (precondition, top) in [("identity", "7"), ("cosine", "5")] {
         let out = t.join(format!("att-{precondition}"));
-        familiar([
-            "attribute".as_ref(),
-            "score".as_ref(),
-            "--store".as_ref(),
-            s.as_os_str(),
-            "--model".as_ref(),
-            model().as_os_str(),
-            "--queries".as_ref(),
-            queries.as_os_str(),
-            "--top-k".as_ref(),
-            top.as_ref(),
-            "--precondition".as_ref(),
-            precondition.as_ref(),
-            "--out".as_ref(),
-            out.as_os_str(),
-        ])
+        attribute_score(
+            &s,
+            &model(),
+            &queries,
+            &out,
+            &["--top-k", top, "--precondition", precondition],
+        )
         .success()
         .stdout_has(&["scored 2 queries"]);
         let b = read_parquet(&out.join("influence.parquet"), "influence");
@@ -249,21 +258,13 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
 
     // kfac and --all: every document once per query, ranks 1..=N.
     let out = t.join("att-kfac");
-    familiar([
-        "attribute".as_ref(),
-        "score".as_ref(),
-        "--store".as_ref(),
-        s.as_os_str(),
-        "--model".as_ref(),
-        model().as_os_str(),
-        "--queries".as_ref(),
-        queries.as_os_str(),
-        "--all".as_ref(),
-        "--precondition".as_ref(),
-        "kfac".as_ref(),
-        "--out".as_ref(),
-        out.as_os_str(),
-    ])
+    attribute_score(
+        &s,
+        &model(),
+        &queries,
+        &out,
+        &["--all", "--precondition", "kfac"],
+    )
     .success();
     let b = read_parquet(&out.join("influence.parquet"), "influence");
     assert_eq!(b.num_rows() as u64, 2 * g.rows());
@@ -280,36 +281,18 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         ("{\"prompt\": \"a\", \"completion\": \"b\", \"kind\": \"factual\", \"task\": \"t\", \"extra\": 1}\n", "unknown key"),
     ] {
         let bad = t.write("q-bad.jsonl", body);
-        familiar([
-            "attribute".as_ref(),
-            "score".as_ref(),
-            "--store".as_ref(),
-            s.as_os_str(),
-            "--model".as_ref(),
-            model().as_os_str(),
-            "--queries".as_ref(),
-            bad.as_os_str(),
-            "--out".as_ref(),
-            t.join("x").as_os_str(),
-        ])
+        attribute_score(&s, &model(), &bad, &t.join("x"), &[])
         .failure()
         .stderr_has(&[needle]);
     }
     // Another model is refused by hash.
-    familiar([
-        "attribute".as_ref(),
-        "score".as_ref(),
-        "--store".as_ref(),
-        s.as_os_str(),
-        "--model".as_ref(),
-        fixtures()
-            .join("models/reference/gpt2-fixture-vocab")
-            .as_os_str(),
-        "--queries".as_ref(),
-        queries.as_os_str(),
-        "--out".as_ref(),
-        t.join("x").as_os_str(),
-    ])
+    attribute_score(
+        &s,
+        &fixtures().join("models/reference/gpt2-fixture-vocab"),
+        &queries,
+        &t.join("x"),
+        &[],
+    )
     .failure()
     .stderr_has(&["not the model"]);
 }
@@ -345,20 +328,9 @@ fn stores_resume_refuse_mismatches_and_fail_cleanly_when_damaged() {
         "q.jsonl",
         "{\"prompt\": \"a\", \"completion\": \" b\", \"kind\": \"factual\", \"task\": \"t\"}\n",
     );
-    familiar([
-        "attribute".as_ref(),
-        "score".as_ref(),
-        "--store".as_ref(),
-        s.as_os_str(),
-        "--model".as_ref(),
-        model().as_os_str(),
-        "--queries".as_ref(),
-        q.as_os_str(),
-        "--out".as_ref(),
-        t.join("x").as_os_str(),
-    ])
-    .failure()
-    .stderr_has(&["grads-00000.bin"]);
+    attribute_score(&s, &model(), &q, &t.join("x"), &[])
+        .failure()
+        .stderr_has(&["grads-00000.bin"]);
     // A flipped byte in the rows is caught by the checksum check.
     let mut damaged = bytes.clone();
     let at = damaged.len() - 3;

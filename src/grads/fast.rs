@@ -649,11 +649,10 @@ impl FastGradients {
                 g.backward(dg, n, &mut dh2, true);
             }
             // Gradient at the attention output `a`: sequential, through the MLP's norm and the
-            // residual; parallel, the block output's gradient itself.
+            // residual; parallel (x_out = x + a + m, h2 = norm2(x)), the block output's gradient
+            // itself — norm2's input gradient then goes to the block's input below.
             let mut da = dx.clone();
-            if c.parallel_residual {
-                // x_out = x + a + m, h2 = norm2(x): dx collects norm2's input gradient below.
-            } else {
+            if !c.parallel_residual {
                 layer.norm2.backward(&s.n2, &dh2, d, &mut da);
             }
             for slot in layer.slots.iter().filter(|s| s.which == Which::Out) {

@@ -13,6 +13,22 @@ pub use weights::Weights;
 
 use crate::error::{Error, Result};
 
+/// The `tokenizer.json` of a model directory, which must exist.
+pub fn tokenizer_file(dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    let path = dir.join("tokenizer.json");
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(Error::io(
+            &path,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the model directory has no tokenizer.json",
+            ),
+        ))
+    }
+}
+
 /// The compute device named by `spec`: `cpu`, `cuda` (the first GPU) or `cuda:N`. CUDA needs a
 /// build with the `cuda` feature (`cargo build --release --features cuda`); without it, or without
 /// a usable GPU, the error says so.

@@ -168,23 +168,13 @@ pub fn query_gradients(
 ) -> Result<Vec<QueryGradient>> {
     let projection = Projection::new(store.manifest.settings.projection.clone(), &lm.model)?;
     let fast = FastGradients::new(&lm.model, &projection)?;
-    let window = lm.model.config.max_positions;
     queries
         .par_iter()
         .map(|q| {
             let (ctx, cont) = lm.split(&q.prompt, &q.completion)?;
-            if cont.is_empty() || cont.len() >= window {
-                return Err(Error::Query(format!(
-                    "query {}: the completion has {} tokens; it needs 1 to {} (the model's context)",
-                    q.id,
-                    cont.len(),
-                    window - 1
-                )));
-            }
-            let keep = (window - cont.len()).min(ctx.len());
-            let truncated = ctx.len() - keep;
-            let mut ids = ctx[truncated..].to_vec();
-            ids.extend(&cont);
+            let (ids, keep, truncated) = lm
+                .fit(&ctx, &cont)
+                .map_err(|e| Error::Query(format!("query {}: {e}", q.id)))?;
             let g = fast.compute(&[Example {
                 ids,
                 first_target: keep,

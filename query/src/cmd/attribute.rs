@@ -112,10 +112,8 @@ fn store(a: StoreArgs) -> Result<i32> {
     let started = Instant::now();
     let index = super::open_index(&a.index, None)?;
     let bar = familiar_query::output::progress_bar(!a.quiet, index.documents(), "documents")?;
-    drop(index);
     let options = StoreOptions {
         model: a.model.clone(),
-        index: a.index.clone(),
         out: a.out.clone(),
         layers: match a.layers {
             Layers::All => familiar::model::LinearGroup::All,
@@ -129,7 +127,7 @@ fn store(a: StoreArgs) -> Result<i32> {
             Dtype::F32 => StoreDtype::F32,
         },
     };
-    let r = build_store(&options, &|n| bar.inc(n))
+    let r = build_store(&index, &options, &|n| bar.inc(n))
         .with_context(|| format!("building the gradient store {}", a.out.display()))?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();

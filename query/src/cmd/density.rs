@@ -5,15 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use familiar_query::measure::density::{measure, Overflow};
-use familiar_query::measure::score::LanguageModel;
 use familiar_query::output::{Column, Format, Table};
 
 /// Arguments of `familiar density`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json).
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: super::ModelArgs,
     /// JSONL probes: {"id", "text", "labels": {…}} (labels optional, free-form).
     #[arg(long)]
     probes: PathBuf,
@@ -27,9 +25,6 @@ pub struct Args {
     /// An MLP unit is active when its activation exceeds this.
     #[arg(long, default_value_t = 0.0)]
     threshold: f32,
-    /// Compute device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    device: String,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -37,8 +32,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<i32> {
     familiar_query::measure::prepare_cpu();
-    let lm = LanguageModel::load_on(&a.model, &familiar::model::device(&a.device)?)
-        .with_context(|| format!("loading the model in {}", a.model.display()))?;
+    let lm = a.model.load()?;
     let file = std::fs::File::open(&a.probes)
         .with_context(|| format!("cannot open {}", a.probes.display()))?;
     let mut probes = Vec::new();
@@ -68,7 +62,7 @@ pub fn run(a: Args) -> Result<i32> {
         bail!("{}: no probes", a.probes.display());
     }
     let window = lm.model.config.max_positions;
-    let model_name = a.model.display().to_string();
+    let model_name = a.model.model.display().to_string();
     let progress = familiar_query::output::progress_bar(!a.quiet, probes.len() as u64, "probes")?;
     let mut c = Cols::default();
     for (at, id, text, labels) in &probes {

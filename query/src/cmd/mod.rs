@@ -150,6 +150,28 @@ pub fn open_index(dir: &Path, tokenizer: Option<&Path>) -> Result<Index> {
     Ok(index)
 }
 
+/// The model of the model commands and where it runs.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Compute device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl ModelArgs {
+    /// Loads the model and its tokenizer onto the device.
+    pub fn load(&self) -> Result<familiar_query::measure::score::LanguageModel> {
+        familiar_query::measure::score::LanguageModel::load_on(
+            &self.model,
+            &familiar::model::device(&self.device)?,
+        )
+        .with_context(|| format!("loading the model in {}", self.model.display()))
+    }
+}
+
 /// How results are printed, for commands with tabular output.
 #[derive(Debug, clap::Args)]
 pub struct OutputArgs {

@@ -5,15 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use familiar_query::measure::items::{read_items, Ask, ItemFormat};
-use familiar_query::measure::score::{choose, LanguageModel};
+use familiar_query::measure::score::choose;
 use familiar_query::output::{Column, Format, Table};
 
 /// Arguments of `familiar score`.
 #[derive(Debug, clap::Args)]
 pub struct ScoreArgs {
-    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json).
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: super::ModelArgs,
     /// Items: JSONL ({"id", "prompt", "completion"} or {"id", "prompt", "choices", "answer"}), or a
     /// benchmark file in the format given by --format.
     #[arg(long)]
@@ -27,9 +26,6 @@ pub struct ScoreArgs {
     /// The Parquet file to write (the zero_shot table of schemas/).
     #[arg(long)]
     out: PathBuf,
-    /// Compute device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    device: String,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -38,9 +34,8 @@ pub struct ScoreArgs {
 /// Arguments of `familiar keyword-prob`.
 #[derive(Debug, clap::Args)]
 pub struct KeywordArgs {
-    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json).
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: super::ModelArgs,
     /// JSONL items: {"id", "context", "keyword"}; the keyword is scored after the context as given
     /// (a leading space is part of it).
     #[arg(long)]
@@ -48,9 +43,6 @@ pub struct KeywordArgs {
     /// The Parquet file to write (the keyword_probe table of schemas/).
     #[arg(long)]
     out: PathBuf,
-    /// Compute device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    device: String,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -58,10 +50,9 @@ pub struct KeywordArgs {
 
 pub fn run_score(a: ScoreArgs) -> Result<i32> {
     familiar_query::measure::prepare_cpu();
-    let lm = LanguageModel::load_on(&a.model, &familiar::model::device(&a.device)?)
-        .with_context(|| format!("loading the model in {}", a.model.display()))?;
+    let lm = a.model.load()?;
     let items = read_items(&a.items, a.format, a.limit)?;
-    let model_name = a.model.display().to_string();
+    let model_name = a.model.model.display().to_string();
     let progress = familiar_query::output::progress_bar(!a.quiet, items.len() as u64, "items")?;
     let n = items.len();
     let mut t = Rows::default();
@@ -185,8 +176,7 @@ impl Rows {
 
 pub fn run_keyword(a: KeywordArgs) -> Result<i32> {
     familiar_query::measure::prepare_cpu();
-    let lm = LanguageModel::load_on(&a.model, &familiar::model::device(&a.device)?)
-        .with_context(|| format!("loading the model in {}", a.model.display()))?;
+    let lm = a.model.load()?;
     let file = std::fs::File::open(&a.items)
         .with_context(|| format!("cannot open {}", a.items.display()))?;
     let mut items = Vec::new();
@@ -222,7 +212,7 @@ pub fn run_keyword(a: KeywordArgs) -> Result<i32> {
     if items.is_empty() {
         bail!("{}: no items", a.items.display());
     }
-    let model_name = a.model.display().to_string();
+    let model_name = a.model.model.display().to_string();
     let progress = familiar_query::output::progress_bar(!a.quiet, items.len() as u64, "items")?;
     let (mut ids, mut keywords, mut context_tokens, mut truncated) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());

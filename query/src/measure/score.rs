@@ -43,16 +43,7 @@ impl LanguageModel {
             ..LoadOptions::default()
         };
         let model = Transformer::load_with(dir, &options)?;
-        let tpath = dir.join("tokenizer.json");
-        if !tpath.exists() {
-            return Err(Error::io(
-                &tpath,
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "the model directory has no tokenizer.json",
-                ),
-            ));
-        }
+        let tpath = familiar::model::tokenizer_file(dir)?;
         let tokenizer = Tokenizer::from_file(&tpath)?;
         if tokenizer.vocab_size() as usize > model.config.vocab_size {
             return Err(Error::Config(format!(
@@ -106,29 +97,34 @@ impl LanguageModel {
             .ok_or_else(|| Error::Bug("one score for one sequence".into()))
     }
 
+    /// `ctx` then `cont` in the model's context: the sequence, where `cont` starts in it, and how
+    /// many tokens of `ctx` were dropped from the start to make it fit.
+    pub fn fit(&self, ctx: &[u32], cont: &[u32]) -> Result<(Vec<u32>, usize, usize)> {
+        let window = self.model.config.max_positions;
+        if cont.is_empty() {
+            return Err(Error::Query("the completion has no tokens".into()));
+        }
+        if cont.len() >= window {
+            return Err(Error::Query(format!(
+                "the completion has {} tokens; the model's context holds {window}",
+                cont.len()
+            )));
+        }
+        let keep = (window - cont.len()).min(ctx.len());
+        let truncated = ctx.len() - keep;
+        let mut ids = ctx[truncated..].to_vec();
+        ids.extend_from_slice(cont);
+        Ok((ids, keep, truncated))
+    }
+
     /// Scores several `(ctx, cont)` pairs in one forward pass. Shorter sequences are padded at the
     /// end; causal attention keeps padding from touching the positions scored, so each score equals
     /// the one of its sequence alone (up to floating-point summation order).
     pub fn score_batch(&self, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Scored>> {
-        let window = self.model.config.max_positions;
-        let mut rows = Vec::with_capacity(pairs.len());
-        for (ctx, cont) in pairs {
-            if cont.is_empty() {
-                return Err(Error::Query("the completion has no tokens".into()));
-            }
-            if cont.len() >= window {
-                return Err(Error::Query(format!(
-                    "the completion has {} tokens; the model's context holds {window}",
-                    cont.len()
-                )));
-            }
-            let keep = (window - cont.len()).min(ctx.len());
-            let truncated = ctx.len() - keep;
-            let mut ids = ctx[truncated..].to_vec();
-            let start = ids.len();
-            ids.extend_from_slice(cont);
-            rows.push((ids, start, truncated));
-        }
+        let rows = pairs
+            .iter()
+            .map(|(ctx, cont)| self.fit(ctx, cont))
+            .collect::<Result<Vec<_>>>()?;
         let len = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
         let batch: Vec<Vec<u32>> = rows
             .iter()

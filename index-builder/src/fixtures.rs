@@ -8,6 +8,15 @@
 //! tokenizes each space-prefixed word on its own, every planted occurrence is exactly one occurrence
 //! of the phrase's token sequence and there are no others: the ground truth is exact.
 //!
+//! Facts for attribution are sentences such as "The capital of Jocyl is Cayur." whose subject and
+//! object are built from a third set of syllables (each containing `c`, `j` or `y`, letters neither
+//! filler nor planted phrases use); each fact is stated in exactly one document, a different one per
+//! fact. Sums ("12 plus 7 is 19.") are spread over many documents: the procedure that reasoning
+//! queries need. `attribution/queries.jsonl` asks for every fact (factual queries, one task per
+//! relation) and for sums the corpus never states (reasoning queries: one- and two-step addition).
+//! The tokenizer is trained on the corpus before facts and sums are added, so it spells them in
+//! short pieces (digits one by one) and stays the tokenizer the golden index was built with.
+//!
 //! Everything is a function of the seed (a SplitMix64 generator written here, stable across
 //! platforms and crate versions).
 
@@ -41,6 +50,12 @@ pub struct FixtureSpec {
     pub files: usize,
     /// Vocabulary size of the trained tokenizer.
     pub tokenizer_vocab: usize,
+    /// Facts per relation (each stated in exactly one document).
+    pub facts_per_relation: usize,
+    /// Sum sentences spread over the corpus.
+    pub sums: usize,
+    /// Reasoning queries per task.
+    pub reasoning_queries: usize,
 }
 
 impl Default for FixtureSpec {
@@ -57,6 +72,9 @@ impl Default for FixtureSpec {
             ngram_counts: vec![1, 5, 25, 125],
             files: 2,
             tokenizer_vocab: 2048,
+            facts_per_relation: 12,
+            sums: 600,
+            reasoning_queries: 12,
         }
     }
 }
@@ -74,6 +92,22 @@ pub struct Planted {
     pub documents: u64,
 }
 
+/// A fact stated in exactly one document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fact {
+    /// Relation (the task of its query).
+    pub relation: String,
+    /// Subject word.
+    pub subject: String,
+    /// Object word (the answer).
+    pub object: String,
+    /// The sentence stating it.
+    pub sentence: String,
+    /// The document stating it: its position in the corpus (the global doc id of an index built
+    /// from the corpus files in order).
+    pub document: u64,
+}
+
 /// `planted.json`: the ground truth of a generated corpus.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroundTruth {
@@ -83,6 +117,10 @@ pub struct GroundTruth {
     pub documents: u64,
     /// Planted phrases.
     pub planted: Vec<Planted>,
+    /// Planted facts.
+    pub facts: Vec<Fact>,
+    /// Sum sentences planted.
+    pub sums: u64,
     /// Corpus files, relative to the corpus directory.
     pub files: Vec<String>,
 }
@@ -99,6 +137,22 @@ const PLANT_SYLLABLES: &[&str] = &[
     "zor", "vex", "qui", "xan", "zel", "quo", "xir", "zam", "qen", "oxa", "azu", "iqu", "zyn",
     "exo",
 ];
+// Fact entities: every syllable has c, j or y, which neither filler nor planted phrases contain.
+const FACT_SYLLABLES: &[&str] = &[
+    "jo", "ja", "cu", "cy", "yo", "ju", "ca", "ce", "jy", "ya", "co", "je", "cil", "jun", "yar",
+    "cor",
+];
+/// Relations of the planted facts: name, prompt before the subject, prompt after it. The sentence
+/// is `{before}{subject}{after} {object}.`
+pub const RELATIONS: &[(&str, &str, &str)] = &[
+    ("capital", "The capital of ", " is"),
+    ("birthplace", "", " was born in"),
+    ("language", "The language of ", " is"),
+    ("founder", "", " was founded by"),
+];
+// Stream of the facts and sums, apart from the main one so that adding them leaves the rest of the
+// corpus as it was.
+const FACT_STREAM: u64 = 0x6661_6374_7321;
 const SOURCES: &[(&str, u64)] = &[
     ("encyclopedia", 5),
     ("fiction", 3),
@@ -158,8 +212,140 @@ pub fn count_phrase(text: &str, phrase: &str) -> u64 {
     n
 }
 
+/// Sentence starts of a document's words (after a word ending in `.`, or the end).
+fn sentence_starts(words: &[String]) -> Vec<usize> {
+    (1..=words.len())
+        .filter(|&i| words[i - 1].ends_with('.'))
+        .collect()
+}
+
+/// Inserts `sentence` at a random sentence start of `words`.
+fn insert_sentence(rng: &mut SplitMix64, words: &mut Vec<String>, sentence: &str) {
+    let starts = sentence_starts(words);
+    let at = starts[rng.below(starts.len() as u64) as usize];
+    for (i, w) in sentence.split(' ').enumerate() {
+        words.insert(at + i, w.to_string());
+    }
+}
+
+/// Plants facts (each in its own document) and sums; returns the facts.
+fn plant_facts(spec: &FixtureSpec, docs: &mut [Vec<String>]) -> (Vec<Fact>, u64) {
+    let mut rng = SplitMix64::new(spec.seed ^ FACT_STREAM);
+    let n = spec.facts_per_relation * RELATIONS.len();
+    let entities = unique_words(&mut rng, 2 * n, FACT_SYLLABLES, 2, 3);
+    let mut nonempty: Vec<usize> = (0..docs.len()).filter(|&d| !docs[d].is_empty()).collect();
+    let mut facts = Vec::with_capacity(n);
+    for (i, pair) in entities.chunks(2).enumerate() {
+        let (relation, before, after) = RELATIONS[i % RELATIONS.len()];
+        let (subject, object) = (capitalize(&pair[0]), capitalize(&pair[1]));
+        let sentence = format!("{before}{subject}{after} {object}.");
+        // A different document for every fact.
+        let pick = rng.below(nonempty.len() as u64) as usize;
+        let d = nonempty.swap_remove(pick);
+        insert_sentence(&mut rng, &mut docs[d], &sentence);
+        facts.push(Fact {
+            relation: relation.into(),
+            subject,
+            object,
+            sentence,
+            document: d as u64,
+        });
+    }
+    let nonempty: Vec<usize> = (0..docs.len()).filter(|&d| !docs[d].is_empty()).collect();
+    for _ in 0..spec.sums {
+        let (a, b) = (1 + rng.below(49), 1 + rng.below(49));
+        let d = nonempty[rng.below(nonempty.len() as u64) as usize];
+        insert_sentence(
+            &mut rng,
+            &mut docs[d],
+            &format!("{a} plus {b} is {}.", a + b),
+        );
+    }
+    (facts, spec.sums as u64)
+}
+
+/// The attribution queries of a generated corpus, as JSONL: one factual query per fact (task =
+/// relation, answer = object) and `spec.reasoning_queries` per reasoning task — `addition` ("a plus
+/// b is", answer a + b) and `two-step addition` (with the intermediate sum spelled out in the
+/// prompt, and listed as the intermediate answer) — over sums the corpus never states.
+pub fn attribution_queries(spec: &FixtureSpec, facts: &[Fact], corpus: &[&str]) -> String {
+    let mut out = String::new();
+    let mut line = |v: serde_json::Value| {
+        out.push_str(&v.to_string());
+        out.push('\n');
+    };
+    let mut per_relation = std::collections::HashMap::new();
+    for f in facts {
+        let (_, before, after) = RELATIONS
+            .iter()
+            .find(|r| r.0 == f.relation)
+            .copied()
+            .unwrap_or(("", "", ""));
+        let k = per_relation.entry(f.relation.clone()).or_insert(0);
+        *k += 1;
+        line(serde_json::json!({
+            "id": format!("{}-{:02}", f.relation, k),
+            "prompt": format!("{before}{}{after}", f.subject),
+            "completion": format!(" {}", f.object),
+            "kind": "factual",
+            "task": f.relation,
+            "answer": f.object,
+        }));
+    }
+    let mut rng = SplitMix64::new(spec.seed ^ FACT_STREAM ^ 1);
+    let stated = |a: u64, b: u64| {
+        let s = format!("{a} plus {b} is");
+        corpus.iter().any(|t| t.contains(&s))
+    };
+    let fresh = |rng: &mut SplitMix64| loop {
+        let (a, b) = (1 + rng.below(49), 1 + rng.below(49));
+        if !stated(a, b) {
+            return (a, b);
+        }
+    };
+    for i in 0..spec.reasoning_queries {
+        let (a, b) = fresh(&mut rng);
+        line(serde_json::json!({
+            "id": format!("addition-{:02}", i + 1),
+            "prompt": format!("{a} plus {b} is"),
+            "completion": format!(" {}", a + b),
+            "kind": "reasoning",
+            "task": "addition",
+            "answer": (a + b).to_string(),
+        }));
+    }
+    for i in 0..spec.reasoning_queries {
+        let (a, b) = fresh(&mut rng);
+        let c = a + b;
+        let d = 1 + rng.below(49);
+        line(serde_json::json!({
+            "id": format!("two-step-{:02}", i + 1),
+            "prompt": format!("{a} plus {b} plus {d}: {a} plus {b} is {c}, and {c} plus {d} is"),
+            "completion": format!(" {}", c + d),
+            "kind": "reasoning",
+            "task": "two-step addition",
+            "answer": (c + d).to_string(),
+            "intermediate": [c.to_string()],
+        }));
+    }
+    out
+}
+
+/// The generated corpus: documents, planted phrases and facts.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The documents (`id`, `text`, `source`, `metadata`).
+    pub values: Vec<serde_json::Value>,
+    /// Planted phrases with their exact counts.
+    pub planted: Vec<Planted>,
+    /// Planted facts.
+    pub facts: Vec<Fact>,
+    /// Sum sentences planted.
+    pub sums: u64,
+}
+
 /// Generates the corpus texts and the ground truth (no files written).
-pub fn generate_documents(spec: &FixtureSpec) -> (Vec<serde_json::Value>, Vec<Planted>) {
+pub fn generate_documents(spec: &FixtureSpec) -> Generated {
     let mut rng = SplitMix64::new(spec.seed);
     let vocab = unique_words(&mut rng, spec.vocabulary, FILLER_SYLLABLES, 1, 3);
     // Zipf CDF over ranks.
@@ -240,6 +426,7 @@ pub fn generate_documents(spec: &FixtureSpec) -> (Vec<serde_json::Value>, Vec<Pl
             docs[d].insert(at, phrase.clone());
         }
     }
+    let (facts, sums) = plant_facts(spec, &mut docs);
     let mut values = Vec::with_capacity(docs.len());
     let mut texts = Vec::with_capacity(docs.len());
     for (d, words) in docs.iter().enumerate() {
@@ -282,7 +469,12 @@ pub fn generate_documents(spec: &FixtureSpec) -> (Vec<serde_json::Value>, Vec<Pl
             }
         })
         .collect();
-    (values, planted)
+    Generated {
+        values,
+        planted,
+        facts,
+        sums,
+    }
 }
 
 /// Trains a byte-level BPE tokenizer on `texts` and returns its `tokenizer.json` text.
@@ -318,12 +510,8 @@ pub fn train_tokenizer<'a>(
 }
 
 /// Writes the corpus files and `planted.json` into `dir`; returns the ground truth.
-pub fn write_corpus(
-    dir: &Path,
-    spec: &FixtureSpec,
-    values: &[serde_json::Value],
-    planted: Vec<Planted>,
-) -> Result<GroundTruth> {
+pub fn write_corpus(dir: &Path, spec: &FixtureSpec, generated: &Generated) -> Result<GroundTruth> {
+    let values = &generated.values;
     std::fs::create_dir_all(dir).at(dir)?;
     let files = spec.files.max(1);
     let per = values.len().div_ceil(files);
@@ -355,7 +543,9 @@ pub fn write_corpus(
     let truth = GroundTruth {
         seed: spec.seed,
         documents: values.len() as u64,
-        planted,
+        planted: generated.planted.clone(),
+        facts: generated.facts.clone(),
+        sums: generated.sums,
         files: names,
     };
     let path = dir.join("planted.json");
@@ -426,21 +616,53 @@ pub struct FixturePaths {
     pub tokenizer: PathBuf,
     /// The ground truth.
     pub truth: GroundTruth,
+    /// The attribution queries.
+    pub queries: PathBuf,
 }
 
+/// Directory (under the fixture directory) of the attribution queries.
+pub const ATTRIBUTION_DIR: &str = "attribution";
+/// The attribution queries of the planted corpus.
+pub const QUERIES_FILE: &str = "queries.jsonl";
+
 /// Generates the corpus into `dir/corpus` and trains `dir/tokenizer.json` on it.
+/// Generates the corpus into `dir/corpus`, trains `dir/tokenizer.json` on it (as it was before
+/// facts and sums were added) and writes the attribution queries.
 pub fn generate(dir: &Path, spec: &FixtureSpec) -> Result<FixturePaths> {
-    let (values, planted) = generate_documents(spec);
+    let generated = generate_documents(spec);
     let corpus = dir.join("corpus");
-    let truth = write_corpus(&corpus, spec, &values, planted)?;
-    let texts: Vec<&str> = values.iter().filter_map(|v| v["text"].as_str()).collect();
+    let truth = write_corpus(&corpus, spec, &generated)?;
+    let base = generate_documents(&FixtureSpec {
+        facts_per_relation: 0,
+        sums: 0,
+        ..spec.clone()
+    });
+    let texts: Vec<&str> = base
+        .values
+        .iter()
+        .filter_map(|v| v["text"].as_str())
+        .collect();
     let json = train_tokenizer(texts.into_iter(), spec.tokenizer_vocab)?;
     let tokenizer = dir.join("tokenizer.json");
     std::fs::write(&tokenizer, json.as_bytes()).at(&tokenizer)?;
+    let texts: Vec<&str> = generated
+        .values
+        .iter()
+        .filter_map(|v| v["text"].as_str())
+        .collect();
+    let queries_dir = dir.join(ATTRIBUTION_DIR);
+    std::fs::create_dir_all(&queries_dir).at(&queries_dir)?;
+    let queries = queries_dir.join(QUERIES_FILE);
+    std::fs::write(
+        &queries,
+        attribution_queries(spec, &generated.facts, &texts),
+    )
+    .at(&queries)?;
     Ok(FixturePaths {
         corpus,
         tokenizer,
         truth,
+        queries,
     })
 }
 
@@ -492,12 +714,13 @@ pub fn write_all(out: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     written.push(paths.corpus.join("planted.json"));
     written.push(paths.tokenizer.clone());
+    written.push(paths.queries.clone());
     written.extend(write_lexicon(&out.join(CONCEPTS_DIR), &paths.truth)?);
     let golden = out.join(GOLDEN_V1);
     if golden.exists() {
         return Ok(written);
     }
-    let (values, _) = generate_documents(&spec);
+    let values = generate_documents(&spec).values;
     let source = out.join(format!("{GOLDEN_V1}-source.jsonl"));
     let mut raw = Vec::new();
     for v in values.iter().take(GOLDEN_DOCS) {

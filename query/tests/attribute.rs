@@ -340,3 +340,70 @@ fn stores_resume_refuse_mismatches_and_fail_cleanly_when_damaged() {
     let err = GradientStore::open(&s, true).unwrap_err().to_string();
     assert!(err.contains("checksum"), "{err}");
 }
+
+/// The planted facts of the fixture world (each stated in exactly one document): with the damped
+/// inverse second moment, a query on a fact ranks the document that states it near the top of the
+/// corpus's 1,200 (chance: the middle). The issue's bar — first for ≥ 90 % of facts — is not met yet
+/// (see the issue note); this pins what is.
+#[test]
+fn planted_facts_rank_their_document_near_the_top() {
+    let t = TestDir::new();
+    let idx = t.join("idx");
+    familiar([
+        "index".as_ref(),
+        "build".as_ref(),
+        "--tokenizer".as_ref(),
+        fixtures().join("tokenizer.json").as_os_str(),
+        "--out".as_ref(),
+        idx.as_os_str(),
+        "--no-text-index".as_ref(),
+        "-q".as_ref(),
+        fixtures().join("corpus/part-0000.jsonl.zst").as_os_str(),
+        fixtures().join("corpus/part-0001.jsonl.gz").as_os_str(),
+    ])
+    .success();
+    let s = t.join("store");
+    store(&idx, &s, "16").success();
+    let truth: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("corpus/planted.json")).unwrap())
+            .unwrap();
+    let facts = truth["facts"].as_array().unwrap();
+    let out = t.join("att");
+    attribute_score(
+        &s,
+        &model(),
+        &fixtures().join("attribution/queries.jsonl"),
+        &out,
+        &["--all", "--precondition", "kfac", "--damping", "0.001"],
+    )
+    .success();
+    let b = read_parquet(&out.join("influence.parquet"), "influence");
+    let ids = col::<StringArray>(&b, "query_id");
+    let docs = col::<UInt64Array>(&b, "doc_id");
+    let ranks = col::<UInt64Array>(&b, "rank");
+    let rank_of: std::collections::HashMap<(&str, u64), u64> = (0..b.num_rows())
+        .map(|i| ((ids.value(i), docs.value(i)), ranks.value(i)))
+        .collect();
+    // Query ids are `{relation}-{nn}`, numbered in the order of planted.json.
+    let mut seen = std::collections::HashMap::new();
+    let mut planted_ranks: Vec<u64> = facts
+        .iter()
+        .map(|f| {
+            let relation = f["relation"].as_str().unwrap();
+            let n = seen.entry(relation).or_insert(0);
+            *n += 1;
+            let id = format!("{relation}-{n:02}");
+            rank_of[&(id.as_str(), f["document"].as_u64().unwrap())]
+        })
+        .collect();
+    planted_ranks.sort_unstable();
+    let median = planted_ranks[planted_ranks.len() / 2];
+    let top25 = planted_ranks.iter().filter(|&&r| r <= 25).count();
+    eprintln!("planted document ranks: {planted_ranks:?}");
+    assert!(median <= 10, "median rank {median}");
+    assert!(
+        top25 * 4 >= facts.len() * 3,
+        "{top25} of {} in the top 25",
+        facts.len()
+    );
+}

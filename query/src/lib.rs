@@ -19,5 +19,6 @@ pub mod docs;
 pub mod measure;
 pub mod ngram;
 pub mod output;
+pub mod svg;
 pub mod train;
 pub mod verify;

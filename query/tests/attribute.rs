@@ -407,3 +407,278 @@ fn planted_facts_rank_their_document_near_the_top() {
         facts.len()
     );
 }
+
+/// A hand-made query: `(id, kind, task, answer, intermediate answers)`.
+type RunQuery<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Vec<String>);
+
+/// Writes a hand-made `attribute score` run: `(id, kind, task, answer, intermediate)` per query and
+/// `(query, doc, score)` rows (ranked here by score, then doc id).
+fn write_run(dir: &Path, queries: &[RunQuery<'_>], rows: &[(usize, u64, f64)]) {
+    use familiar_query::output::{Column, Format, Table};
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rows = rows.to_vec();
+    rows.sort_by(|a, b| a.0.cmp(&b.0).then(b.2.total_cmp(&a.2)).then(a.1.cmp(&b.1)));
+    let mut rank = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        rank.push(if i > 0 && rows[i - 1].0 == r.0 {
+            rank[i - 1] + 1
+        } else {
+            1
+        });
+    }
+    Table::new()
+        .column(
+            "query_id",
+            Column::Str(
+                rows.iter()
+                    .map(|r| Some(queries[r.0].0.to_string()))
+                    .collect(),
+            ),
+        )
+        .column(
+            "doc_id",
+            Column::U64(rows.iter().map(|r| Some(r.1)).collect()),
+        )
+        .column(
+            "score",
+            Column::F64(rows.iter().map(|r| Some(r.2)).collect()),
+        )
+        .column("rank", Column::U64(rank.into_iter().map(Some).collect()))
+        .with_schema(familiar::schema::table("influence").unwrap())
+        .write(Format::Parquet, Some(&dir.join("influence.parquet")))
+        .unwrap();
+    let s =
+        |f: &dyn Fn(&RunQuery<'_>) -> Option<String>| Column::Str(queries.iter().map(f).collect());
+    let n = queries.len();
+    Table::new()
+        .column("query_id", s(&|q| Some(q.0.into())))
+        .column("kind", s(&|q| Some(q.1.into())))
+        .column("task", s(&|q| Some(q.2.into())))
+        .column("prompt", s(&|_| Some("p".into())))
+        .column("completion", s(&|_| Some(" c".into())))
+        .column("answer", s(&|q| q.3.map(String::from)))
+        .column(
+            "intermediate",
+            Column::StrList(queries.iter().map(|q| q.4.clone()).collect()),
+        )
+        .column("completion_tokens", Column::U64(vec![Some(1); n]))
+        .column("truncated_tokens", Column::U64(vec![Some(0); n]))
+        .column("logprob", Column::F64(vec![Some(-2.0); n]))
+        .column("gradient_norm", Column::F64(vec![Some(1.0); n]))
+        .column("precondition", s(&|_| Some("identity".into())))
+        .column("model", s(&|_| Some("m".into())))
+        .column("store", s(&|_| Some("s".into())))
+        .with_schema(familiar::schema::table("queries").unwrap())
+        .write(Format::Parquet, Some(&dir.join("queries.parquet")))
+        .unwrap();
+}
+
+/// `attribute report` on a run with planted influence: power law, perfectly (anti)correlated
+/// queries, concentration, answers and sources — each against a brute-force value.
+#[test]
+fn report_recovers_planted_influence_statistics() {
+    let t = TestDir::new();
+    let idx = index(&t);
+    let index = Index::open(&idx).unwrap();
+    let n = index.documents();
+    // A planted concept in at least two documents, as the answer; another as the intermediate.
+    let (_, planted) = planted();
+    let answer = planted
+        .iter()
+        .find(|p| p.text.starts_with(char::is_uppercase) && p.occurrences >= 20)
+        .unwrap()
+        .text
+        .clone();
+    let inter = planted
+        .iter()
+        .find(|p| p.text.starts_with(char::is_uppercase) && p.occurrences >= 50)
+        .unwrap()
+        .text
+        .clone();
+    let texts: Vec<String> = (0..n)
+        .map(|d| familiar_query::docs::text(&index, d).unwrap())
+        .collect();
+    let has = |d: u64, a: &str| texts[d as usize].contains(&format!(" {a}"));
+    let queries = vec![
+        (
+            "r1",
+            "reasoning",
+            "sum",
+            Some(answer.as_str()),
+            vec![inter.clone()],
+        ),
+        ("r2", "reasoning", "sum", Some(answer.as_str()), vec![]),
+        ("f1", "factual", "a", None, vec![]),
+        ("f2", "factual", "b", None, vec![]),
+    ];
+    // r1: s_d = (d + 1)^-2 (a power law over doc ids), r2 = 3 r1, f1 = d, f2 = -d.
+    let mut rows = Vec::new();
+    for d in 0..n {
+        let p = ((d + 1) as f64).powi(-2);
+        rows.push((0, d, p));
+        rows.push((1, d, 3.0 * p));
+        rows.push((2, d, d as f64));
+        rows.push((3, d, -(d as f64)));
+    }
+    let run = t.join("run");
+    write_run(&run, &queries, &rows);
+    let out = t.join("report");
+    familiar([
+        "attribute".as_ref(),
+        "report".as_ref(),
+        run.as_os_str(),
+        "--index".as_ref(),
+        idx.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--top-k".as_ref(),
+        "50".as_ref(),
+    ])
+    .success()
+    .stdout_has(&["report on 4 queries"]);
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(r["complete"], true);
+    assert_eq!(r["documents"], n);
+    let q = |id: &str| {
+        r["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let close = |a: &serde_json::Value, b: f64| {
+        let a = a.as_f64().unwrap();
+        assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{a} vs {b}");
+    };
+    // Influence per nat: logprob -2 → 2 nats.
+    close(&q("r2")["top_score_per_nat"], 1.5);
+    let law = &q("r1")["power_law"];
+    close(&law["alpha"], 2.0);
+    close(&law["r2"], 1.0);
+    assert_eq!(law["ranks"], (n / 10).max(10));
+    // Concentration of f1 (scores d, descending): brute force.
+    let total: f64 = (0..n).map(|d| d as f64).sum();
+    for (j, f) in [0.0001, 0.001, 0.01, 0.1].iter().enumerate() {
+        let k = ((f * n as f64).ceil() as u64).max(1);
+        let top: f64 = (0..k).map(|i| (n - 1 - i) as f64).sum();
+        close(&q("f1")["concentration"][j], top / total);
+    }
+    // f2 is never positive: no share, no fit.
+    assert!(q("f2")["power_law"].is_null());
+    // Correlations: within "sum" 1 (Pearson and Spearman), across factual -1.
+    let corr = r["correlations"].as_array().unwrap();
+    let sum = corr
+        .iter()
+        .find(|c| c["group"] == "within task: sum")
+        .unwrap();
+    close(&sum["pearson"], 1.0);
+    close(&sum["spearman"], 1.0);
+    let fact = corr
+        .iter()
+        .find(|c| c["group"] == "across factual queries")
+        .unwrap();
+    close(&fact["pearson"], -1.0);
+    close(&fact["spearman"], -1.0);
+    assert_eq!(fact["pairs"], 1);
+    // Answers in the top 50 of r1 (documents 0..50) and their base rate, by scanning texts.
+    let in_top = (0..50).filter(|&d| has(d, &answer)).count();
+    assert_eq!(q("r1")["answer_in_top"], in_top);
+    let base = (0..n).filter(|&d| has(d, &answer)).count() as f64 / n as f64;
+    close(&q("r1")["answer_base_rate"], base);
+    assert_eq!(
+        q("r1")["intermediate_in_top"],
+        (0..50).filter(|&d| has(d, &inter)).count()
+    );
+    assert!(q("r2")["intermediate_in_top"].is_null());
+    // Sources: f1's top 50 are the last 50 documents.
+    let source = |d: u64| {
+        familiar_query::docs::record(&index, d)
+            .unwrap()
+            .source
+            .unwrap()
+    };
+    let mut top_factual = std::collections::HashMap::new();
+    for d in (n - 50..n).chain(0..50) {
+        *top_factual.entry(source(d)).or_insert(0.0) += 1.0 / 100.0;
+    }
+    for e in r["enrichment"].as_array().unwrap() {
+        if e["kind"] != "factual" {
+            continue;
+        }
+        let src = e["source"].as_str().unwrap();
+        let corpus = (0..n).filter(|&d| source(d) == src).count() as f64 / n as f64;
+        let top = top_factual.get(src).copied().unwrap_or(0.0);
+        close(&e["corpus_share"], corpus);
+        close(&e["top_share"], top);
+        close(&e["enrichment"], top / corpus);
+    }
+    // The files: Markdown naming the charts, HTML with them inline.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("(concentration.svg)") && md.contains("| within task: sum | reasoning | 1 |")
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 3);
+    for f in ["concentration.svg", "tail.svg", "correlation.svg"] {
+        assert!(std::fs::read_to_string(out.join(f))
+            .unwrap()
+            .starts_with("<svg"));
+    }
+
+    // Only the top documents: no correlations or concentration, and a note saying why.
+    let top_run = t.join("top");
+    let top_rows: Vec<_> = rows
+        .iter()
+        .copied()
+        .filter(|r| r.0 == 0 && r.1 < 5)
+        .collect();
+    write_run(&top_run, &queries[..1], &top_rows);
+    let out2 = t.join("report2");
+    familiar([
+        "attribute".as_ref(),
+        "report".as_ref(),
+        top_run.as_os_str(),
+        "--index".as_ref(),
+        idx.as_os_str(),
+        "--out".as_ref(),
+        out2.as_os_str(),
+    ])
+    .success()
+    .stderr_has(&["--all"]);
+    let r2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out2.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(r2["complete"], false);
+    assert!(r2["correlations"].as_array().unwrap().is_empty());
+    assert!(r2["queries"][0]["concentration"].is_null());
+
+    // Bad inputs: a document the index lacks; a table of the wrong kind; no run at all.
+    let bad = t.join("bad");
+    write_run(&bad, &queries[..1], &[(0, n + 5, 1.0)]);
+    let report = |run: &Path| {
+        familiar([
+            "attribute".as_ref(),
+            "report".as_ref(),
+            run.as_os_str(),
+            "--index".as_ref(),
+            idx.as_os_str(),
+            "--out".as_ref(),
+            t.join("r-bad").as_os_str(),
+        ])
+    };
+    report(&bad)
+        .failure()
+        .stderr_has(&["names document", "not the index the store was built from"]);
+    std::fs::copy(bad.join("queries.parquet"), bad.join("influence.parquet")).unwrap();
+    report(&bad).failure().stderr_has(&[
+        "influence.parquet",
+        "expected the influence table",
+        "doc_id",
+    ]);
+    report(&t.join("nothing-here"))
+        .failure()
+        .stderr_has(&["queries.parquet"]);
+    assert!(!t.join("r-bad").join("report.md").exists());
+}

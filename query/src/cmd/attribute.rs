@@ -1,4 +1,4 @@
-//! `familiar attribute store` and `familiar attribute score`.
+//! `familiar attribute store`, `familiar attribute score` and `familiar attribute report`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -19,6 +19,25 @@ pub enum AttributeCommand {
     Store(StoreArgs),
     /// Rank the store's documents for each query; writes influence.parquet and queries.parquet.
     Score(ScoreArgs),
+    /// Report how the top documents of reasoning and factual queries differ (Markdown, HTML, SVG,
+    /// summary.json) from the tables of `attribute score`.
+    Report(ReportArgs),
+}
+
+/// Arguments of `familiar attribute report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The output directory of `familiar attribute score` (influence.parquet, queries.parquet).
+    dir: PathBuf,
+    /// The index the gradient store was built from (answers and sources of documents).
+    #[arg(long)]
+    index: PathBuf,
+    /// Report directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Top documents per query examined for answers and sources.
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -105,7 +124,34 @@ pub fn run(c: AttributeCommand) -> Result<i32> {
     match c {
         AttributeCommand::Store(a) => store(a),
         AttributeCommand::Score(a) => score(a),
+        AttributeCommand::Report(a) => report(a),
     }
+}
+
+fn report(a: ReportArgs) -> Result<i32> {
+    if a.top_k == 0 {
+        bail!("--top-k must be at least 1");
+    }
+    let index = super::open_index(&a.index, None)?;
+    let r = familiar_query::attribute::report::analyse(&a.dir, &index, a.top_k)
+        .with_context(|| format!("reporting on {}", a.dir.display()))?;
+    let written = familiar_query::attribute::report::write(&r, &a.dir, &a.out)?;
+    if !r.complete {
+        eprintln!(
+            "note: {} holds only the top documents of each query; run `familiar attribute score --all` for correlations, concentration and the power-law fit",
+            a.dir.display()
+        );
+    }
+    println!(
+        "report on {} queries ({}) against {} documents:",
+        r.queries.len(),
+        r.precondition,
+        r.documents
+    );
+    for p in written {
+        println!("  {}", p.display());
+    }
+    Ok(0)
 }
 
 fn store(a: StoreArgs) -> Result<i32> {

@@ -1,0 +1,410 @@
+//! Small, dependency-free SVG charts for reports: line charts on linear or logarithmic axes and
+//! grouped bar charts. Output is deterministic text (the same data gives the same bytes).
+
+use std::fmt::Write;
+
+const WIDTH: f64 = 640.0;
+const HEIGHT: f64 = 400.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 150.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = 55.0;
+const COLORS: &[&str] = &[
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+];
+
+/// A named series of points.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Legend entry.
+    pub name: String,
+    /// Points `(x, y)`; points that cannot be drawn on a log axis (≤ 0) or are not finite are left
+    /// out.
+    pub points: Vec<(f64, f64)>,
+    /// Dashed line (e.g. a fitted model) instead of a solid one.
+    pub dashed: bool,
+}
+
+/// A line chart.
+#[derive(Debug, Clone, Default)]
+pub struct LineChart {
+    /// Title above the plot.
+    pub title: String,
+    /// X axis label.
+    pub x_label: String,
+    /// Y axis label.
+    pub y_label: String,
+    /// Logarithmic x axis.
+    pub log_x: bool,
+    /// Logarithmic y axis.
+    pub log_y: bool,
+    /// The series.
+    pub series: Vec<Series>,
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A number for a tick label: short, without trailing zeros.
+fn label(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let a = v.abs();
+    if !(1e-3..1e5).contains(&a) {
+        return format!("{v:.0e}");
+    }
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    s.to_string()
+}
+
+/// About `n` round tick values covering `[lo, hi]`.
+fn linear_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    let span = (hi - lo).max(f64::MIN_POSITIVE);
+    let raw = span / n.max(1) as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let m = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .find(|m| span / (m * mag) <= n as f64)
+        .unwrap_or(10.0);
+    let step = m * mag;
+    // k·m·10^e computed so that decimal ticks come out exact (0.6, not 0.6000000000000001).
+    let at = |k: i64| {
+        if mag < 1.0 {
+            k as f64 * m / (1.0 / mag).round()
+        } else {
+            k as f64 * m * mag
+        }
+    };
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last).map(at).collect()
+}
+
+/// An axis: data range mapped to a pixel range, linear or logarithmic.
+struct Axis {
+    lo: f64,
+    hi: f64,
+    log: bool,
+    from: f64,
+    to: f64,
+}
+
+impl Axis {
+    fn new(values: impl Iterator<Item = f64>, log: bool, from: f64, to: f64) -> Axis {
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for v in values {
+            let v = if log { v.log10() } else { v };
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        if !lo.is_finite() {
+            (lo, hi) = (0.0, 1.0);
+        }
+        if log {
+            lo = lo.floor();
+            hi = hi.ceil().max(lo + 1.0);
+        } else {
+            if lo > 0.0 && lo < 0.5 * hi {
+                lo = 0.0;
+            }
+            if hi <= lo {
+                hi = lo + 1.0;
+            }
+            let pad = 0.05 * (hi - lo);
+            if lo != 0.0 {
+                lo -= pad;
+            }
+            hi += pad;
+        }
+        Axis {
+            lo,
+            hi,
+            log,
+            from,
+            to,
+        }
+    }
+
+    fn map(&self, v: f64) -> f64 {
+        let v = if self.log { v.log10() } else { v };
+        self.from + (v - self.lo) / (self.hi - self.lo) * (self.to - self.from)
+    }
+
+    fn ticks(&self) -> Vec<f64> {
+        if self.log {
+            let step = ((self.hi - self.lo) / 6.0).ceil().max(1.0) as i64;
+            (self.lo as i64..=self.hi as i64)
+                .step_by(step as usize)
+                .map(|e| 10f64.powi(e as i32))
+                .collect()
+        } else {
+            linear_ticks(self.lo, self.hi, 6)
+        }
+    }
+}
+
+fn drawable(p: &(f64, f64), log_x: bool, log_y: bool) -> bool {
+    p.0.is_finite() && p.1.is_finite() && (!log_x || p.0 > 0.0) && (!log_y || p.1 > 0.0)
+}
+
+fn frame(out: &mut String, title: &str, x_label: &str, y_label: &str) {
+    let _ = write!(
+        out,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
+         viewBox=\"0 0 {WIDTH} {HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{}</text>\n\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n\
+         <text transform=\"translate(16 {}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n",
+        (LEFT + WIDTH - RIGHT) / 2.0,
+        escape(title),
+        (LEFT + WIDTH - RIGHT) / 2.0,
+        HEIGHT - 12.0,
+        escape(x_label),
+        (TOP + HEIGHT - BOTTOM) / 2.0,
+        escape(y_label),
+    );
+    let _ = writeln!(
+        out,
+        "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#444\"/>",
+        WIDTH - LEFT - RIGHT,
+        HEIGHT - TOP - BOTTOM
+    );
+}
+
+fn legend(out: &mut String, entries: &[(String, &str, bool)]) {
+    for (i, (name, color, dashed)) in entries.iter().enumerate() {
+        let y = TOP + 10.0 + 18.0 * i as f64;
+        let x = WIDTH - RIGHT + 10.0;
+        let dash = if *dashed {
+            " stroke-dasharray=\"5 3\""
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "<line x1=\"{x}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>\
+             <text x=\"{}\" y=\"{}\">{}</text>",
+            x + 20.0,
+            x + 25.0,
+            y + 4.0,
+            escape(name)
+        );
+    }
+}
+
+impl LineChart {
+    /// The chart as an SVG document.
+    pub fn to_svg(&self) -> String {
+        let pts = || {
+            self.series
+                .iter()
+                .flat_map(|s| s.points.iter())
+                .filter(|p| drawable(p, self.log_x, self.log_y))
+        };
+        let x = Axis::new(pts().map(|p| p.0), self.log_x, LEFT, WIDTH - RIGHT);
+        let y = Axis::new(pts().map(|p| p.1), self.log_y, HEIGHT - BOTTOM, TOP);
+        let mut out = String::new();
+        frame(&mut out, &self.title, &self.x_label, &self.y_label);
+        for t in x.ticks() {
+            let px = x.map(t);
+            let _ = writeln!(
+                out,
+                "<line x1=\"{px:.1}\" y1=\"{}\" x2=\"{px:.1}\" y2=\"{}\" stroke=\"#ddd\"/>\
+                 <text x=\"{px:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+                TOP,
+                HEIGHT - BOTTOM,
+                HEIGHT - BOTTOM + 16.0,
+                label(t)
+            );
+        }
+        for t in y.ticks() {
+            let py = y.map(t);
+            let _ = writeln!(
+                out,
+                "<line x1=\"{LEFT}\" y1=\"{py:.1}\" x2=\"{}\" y2=\"{py:.1}\" stroke=\"#ddd\"/>\
+                 <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+                WIDTH - RIGHT,
+                LEFT - 6.0,
+                py + 4.0,
+                label(t)
+            );
+        }
+        let mut entries = Vec::new();
+        for (i, s) in self.series.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let path: Vec<String> = s
+                .points
+                .iter()
+                .filter(|p| drawable(p, self.log_x, self.log_y))
+                .map(|p| format!("{:.1},{:.1}", x.map(p.0), y.map(p.1)))
+                .collect();
+            let dash = if s.dashed {
+                " stroke-dasharray=\"5 3\""
+            } else {
+                ""
+            };
+            if path.len() == 1 {
+                let _ = writeln!(
+                    out,
+                    "<circle cx=\"{}\" cy=\"{}\" r=\"3\" fill=\"{color}\"/>",
+                    path[0].split(',').next().unwrap_or("0"),
+                    path[0].split(',').nth(1).unwrap_or("0")
+                );
+            } else if !path.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>",
+                    path.join(" ")
+                );
+            }
+            entries.push((s.name.clone(), color, s.dashed));
+        }
+        legend(&mut out, &entries);
+        out.push_str("</svg>\n");
+        out
+    }
+}
+
+/// A grouped bar chart: one group per category, one bar per series.
+#[derive(Debug, Clone, Default)]
+pub struct BarChart {
+    /// Title above the plot.
+    pub title: String,
+    /// Y axis label.
+    pub y_label: String,
+    /// Category names (x axis).
+    pub categories: Vec<String>,
+    /// `(name, one value per category)`; missing values are `NaN` (no bar).
+    pub series: Vec<(String, Vec<f64>)>,
+}
+
+impl BarChart {
+    /// The chart as an SVG document.
+    pub fn to_svg(&self) -> String {
+        let values = self
+            .series
+            .iter()
+            .flat_map(|s| s.1.iter().copied())
+            .filter(|v| v.is_finite())
+            .chain([0.0]);
+        let y = Axis::new(values, false, HEIGHT - BOTTOM, TOP);
+        let mut out = String::new();
+        frame(&mut out, &self.title, "", &self.y_label);
+        for t in y.ticks() {
+            let py = y.map(t);
+            let _ = writeln!(
+                out,
+                "<line x1=\"{LEFT}\" y1=\"{py:.1}\" x2=\"{}\" y2=\"{py:.1}\" stroke=\"#ddd\"/>\
+                 <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+                WIDTH - RIGHT,
+                LEFT - 6.0,
+                py + 4.0,
+                label(t)
+            );
+        }
+        let zero = y.map(0.0);
+        let groups = self.categories.len().max(1) as f64;
+        let group_w = (WIDTH - LEFT - RIGHT) / groups;
+        let bar_w = 0.8 * group_w / self.series.len().max(1) as f64;
+        for (g, cat) in self.categories.iter().enumerate() {
+            let gx = LEFT + g as f64 * group_w;
+            for (i, (_, vals)) in self.series.iter().enumerate() {
+                let Some(&v) = vals.get(g) else { continue };
+                if !v.is_finite() {
+                    continue;
+                }
+                let py = y.map(v);
+                let _ = writeln!(
+                    out,
+                    "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bar_w:.1}\" height=\"{:.1}\" fill=\"{}\"/>",
+                    gx + 0.1 * group_w + i as f64 * bar_w,
+                    py.min(zero),
+                    (py - zero).abs(),
+                    COLORS[i % COLORS.len()]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+                gx + group_w / 2.0,
+                HEIGHT - BOTTOM + 16.0,
+                escape(cat)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "<line x1=\"{LEFT}\" y1=\"{zero:.1}\" x2=\"{}\" y2=\"{zero:.1}\" stroke=\"#444\"/>",
+            WIDTH - RIGHT
+        );
+        let entries: Vec<(String, &str, bool)> = self
+            .series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.0.clone(), COLORS[i % COLORS.len()], false))
+            .collect();
+        legend(&mut out, &entries);
+        out.push_str("</svg>\n");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round_and_cover_the_range() {
+        assert_eq!(
+            linear_ticks(0.0, 1.0, 5),
+            vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+        );
+        assert_eq!(linear_ticks(-3.0, 7.0, 6), vec![-2.0, 0.0, 2.0, 4.0, 6.0]);
+        let a = Axis::new([0.003, 250.0].into_iter(), true, 0.0, 100.0);
+        assert_eq!((a.lo, a.hi), (-3.0, 3.0));
+        assert_eq!(a.ticks().len(), 7);
+        assert!((a.map(1.0) - 50.0).abs() < 1e-9);
+        assert_eq!(label(0.25), "0.25");
+        assert_eq!(label(1e-5), "1e-5");
+    }
+
+    #[test]
+    fn charts_leave_out_undrawable_points_and_escape_text() {
+        let svg = LineChart {
+            title: "a < b".into(),
+            log_x: true,
+            log_y: true,
+            series: vec![Series {
+                name: "s".into(),
+                points: vec![(0.0, 1.0), (1.0, 2.0), (10.0, -1.0), (100.0, 4.0)],
+                dashed: false,
+            }],
+            ..LineChart::default()
+        }
+        .to_svg();
+        assert!(svg.contains("a &lt; b"));
+        let line = svg.lines().find(|l| l.contains("<polyline")).unwrap();
+        assert_eq!(line.matches(',').count(), 2, "{line}");
+        let bars = BarChart {
+            title: "t".into(),
+            y_label: "y".into(),
+            categories: vec!["x".into(), "y".into()],
+            series: vec![
+                ("a".into(), vec![0.5, f64::NAN]),
+                ("b".into(), vec![-0.25, 1.0]),
+            ],
+        }
+        .to_svg();
+        assert_eq!(
+            bars.matches("<rect x=").count(),
+            1 + 3,
+            "frame + three bars"
+        );
+    }
+}

@@ -169,6 +169,24 @@ struct Data {
 }
 
 impl Data {
+    /// The documents marked in `keep` (by global id), each followed by the separator.
+    fn subset(index: &Index, keep: &[bool]) -> Result<Data> {
+        if keep.len() as u64 != index.documents() {
+            return Err(Error::Bug(format!(
+                "a subset of {} documents for an index of {}",
+                keep.len(),
+                index.documents()
+            )));
+        }
+        let sep = index.manifest().separator;
+        let mut tokens = Vec::new();
+        for (d, _) in keep.iter().enumerate().filter(|k| *k.1) {
+            tokens.extend(crate::docs::tokens(index, d as u64, 0, u64::MAX)?);
+            tokens.push(sep);
+        }
+        Ok(Data { tokens })
+    }
+
     fn new(index: &Index) -> Data {
         let mut tokens = Vec::with_capacity(index.manifest().tokens as usize);
         for s in index.shards() {
@@ -348,6 +366,21 @@ pub fn train_until(
     progress: bool,
     device: &Device,
 ) -> Result<TrainReport> {
+    train_on(index, None, out, options, stop_after, progress, device)
+}
+
+/// [`train_until`] on the documents marked in `keep` (by global id; every document with `None`).
+/// The caller records which documents a run used: resuming with another subset is not detected
+/// here.
+pub fn train_on(
+    index: &Index,
+    keep: Option<&[bool]>,
+    out: &Path,
+    options: &TrainOptions,
+    stop_after: Option<u64>,
+    progress: bool,
+    device: &Device,
+) -> Result<TrainReport> {
     let tokenizer = index.tokenizer()?;
     let vocab = index.vocab_size() as usize + 1;
     let eos = index.vocab_size();
@@ -401,7 +434,10 @@ pub fn train_until(
             tokens: 0,
         }
     };
-    let data = Data::new(index);
+    let data = match keep {
+        Some(k) => Data::subset(index, k)?,
+        None => Data::new(index),
+    };
     if data.tokens.len() < options.context + 2 {
         return Err(Error::Config(format!(
             "the index has {} tokens, fewer than one training window of {}",

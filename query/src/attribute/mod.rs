@@ -8,6 +8,7 @@
 //!   store's projected gradients of that layer (`(1/N) Σ g_l g_lᵀ`) and `λ_l = damping · tr(M_l) /
 //!   dim_l` — the block-diagonal, damped inverse Fisher in projected space that LogIX and TRAK use.
 
+pub mod eval;
 pub mod report;
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! `familiar attribute store`, `familiar attribute score` and `familiar attribute report`.
+//! `familiar attribute store`, `score`, `report` and `eval`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -22,6 +22,52 @@ pub enum AttributeCommand {
     /// Report how the top documents of reasoning and factual queries differ (Markdown, HTML, SVG,
     /// summary.json) from the tables of `attribute score`.
     Report(ReportArgs),
+    /// Linear datamodeling score of each preconditioner: retrain the model on random subsets of
+    /// the documents and correlate the measured query log-probabilities with the summed scores.
+    /// Resumable: rerun the same command to continue.
+    Eval(EvalArgs),
+}
+
+/// Arguments of `familiar attribute eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// The gradient store (of the model trained on every document).
+    #[arg(long)]
+    store: PathBuf,
+    /// The model the store was built with; trained by `familiar train` (its trainer_state.json
+    /// gives the options every subset model is trained with).
+    #[arg(long)]
+    model: PathBuf,
+    /// The index the store and the model were built from.
+    #[arg(long)]
+    index: PathBuf,
+    /// Queries, JSONL (as for `attribute score`).
+    #[arg(long)]
+    queries: PathBuf,
+    /// Run directory (new, or a run to continue).
+    #[arg(long)]
+    out: PathBuf,
+    /// Models retrained, each on its own random subset.
+    #[arg(long, default_value_t = 32)]
+    subsets: usize,
+    /// Fraction of the documents in each subset.
+    #[arg(long, default_value_t = 0.5)]
+    fraction: f64,
+    /// Seed of the subsets.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Training steps of each subset model (default: the model's own).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Train at most this many subsets now; run again to continue.
+    #[arg(long)]
+    stop_after: Option<usize>,
+    /// kfac damping (as for `attribute score`).
+    #[arg(long, default_value_t = 0.1)]
+    damping: f64,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 /// Arguments of `familiar attribute report`.
@@ -125,7 +171,94 @@ pub fn run(c: AttributeCommand) -> Result<i32> {
         AttributeCommand::Store(a) => store(a),
         AttributeCommand::Score(a) => score(a),
         AttributeCommand::Report(a) => report(a),
+        AttributeCommand::Eval(a) => eval(a),
     }
+}
+
+/// Opens a gradient store and the model it was built with, refusing any other model.
+fn open_store_and_model(
+    store_dir: &std::path::Path,
+    model: &std::path::Path,
+) -> Result<(GradientStore, LanguageModel)> {
+    let store = GradientStore::open(store_dir, false)
+        .with_context(|| format!("opening the gradient store {}", store_dir.display()))?;
+    let hash = model_hash(model)?;
+    if hash != store.manifest.settings.model_hash {
+        bail!(
+            "{} is not the model the store {} was built with (model hash {hash}, store {})",
+            model.display(),
+            store_dir.display(),
+            store.manifest.settings.model_hash
+        );
+    }
+    let lm = LanguageModel::load(model)
+        .with_context(|| format!("loading the model in {}", model.display()))?;
+    if lm.tokenizer.hash() != store.manifest.settings.tokenizer_hash {
+        bail!("the model's tokenizer.json is not the one the store was built with");
+    }
+    Ok((store, lm))
+}
+
+fn eval(a: EvalArgs) -> Result<i32> {
+    use familiar_query::attribute::eval::{evaluate, EvalOptions, Event};
+    let index = super::open_index(&a.index, None)?;
+    let (store, lm) = open_store_and_model(&a.store, &a.model)?;
+    let queries = read_queries(&a.queries)?;
+    let state_path = a.model.join("trainer_state.json");
+    let state: familiar_query::train::TrainerState = serde_json::from_slice(
+        &std::fs::read(&state_path).with_context(|| {
+            format!(
+                "reading {} (the subset models are trained with the options of the model's own training by `familiar train`)",
+                state_path.display()
+            )
+        })?,
+    )
+    .with_context(|| format!("parsing {}", state_path.display()))?;
+    let mut train = state.options;
+    if let Some(s) = a.steps {
+        train.steps = s;
+        train.warmup = train.warmup.min(s / 10);
+    }
+    let options = EvalOptions {
+        out: a.out.clone(),
+        subsets: a.subsets,
+        fraction: a.fraction,
+        seed: a.seed,
+        train,
+        preconditioners: vec![
+            Precondition::Identity,
+            Precondition::Cosine,
+            Precondition::Kfac { damping: a.damping },
+        ],
+        stop_after: a.stop_after,
+    };
+    let bar = familiar_query::output::progress_bar(!a.quiet, a.subsets as u64, "subsets")?;
+    let started = Instant::now();
+    let r = evaluate(&index, &store, &lm, &queries, &options, &|e| match e {
+        Event::Training { m, total } => {
+            bar.set_message(format!("training subset {}/{total}", m + 1))
+        }
+        Event::Done { .. } => bar.inc(1),
+    })
+    .with_context(|| format!("evaluating into {}", a.out.display()))?;
+    bar.finish_and_clear();
+    println!(
+        "{} of {} subsets measured ({:.1} s now); {}",
+        r.done,
+        r.subsets,
+        started.elapsed().as_secs_f64(),
+        a.out.join("lds.json").display()
+    );
+    if r.lds.is_empty() {
+        println!("LDS needs at least 3 measured subsets; run the same command again to continue");
+    }
+    for l in &r.lds {
+        println!(
+            "LDS {:<8} mean {:.4}  factual {:.4}  reasoning {:.4}",
+            l.precondition, l.mean, l.factual, l.reasoning
+        );
+    }
+    Ok(0)
 }
 
 fn report(a: ReportArgs) -> Result<i32> {
@@ -192,22 +325,7 @@ fn score(a: ScoreArgs) -> Result<i32> {
     if a.top_k == 0 && !a.all {
         bail!("--top-k must be at least 1");
     }
-    let store = GradientStore::open(&a.store, false)
-        .with_context(|| format!("opening the gradient store {}", a.store.display()))?;
-    let hash = model_hash(&a.model)?;
-    if hash != store.manifest.settings.model_hash {
-        bail!(
-            "{} is not the model the store {} was built with (model hash {hash}, store {})",
-            a.model.display(),
-            a.store.display(),
-            store.manifest.settings.model_hash
-        );
-    }
-    let lm = LanguageModel::load(&a.model)
-        .with_context(|| format!("loading the model in {}", a.model.display()))?;
-    if lm.tokenizer.hash() != store.manifest.settings.tokenizer_hash {
-        bail!("the model's tokenizer.json is not the one the store was built with");
-    }
+    let (store, lm) = open_store_and_model(&a.store, &a.model)?;
     let queries = read_queries(&a.queries)?;
     let grads = query_gradients(&lm, &store, &queries)?;
     let precondition = match a.precondition {

@@ -682,3 +682,200 @@ fn report_recovers_planted_influence_statistics() {
         .stderr_has(&["queries.parquet"]);
     assert!(!t.join("r-bad").join("report.md").exists());
 }
+
+/// `attribute eval`: resumable, refuses other settings, and its LDS equals the Spearman
+/// correlation, recomputed here, of each query's summed `attribute score --all` scores over each
+/// subset with the log-probabilities measured by models retrained on those subsets (one of them
+/// retrained again here).
+#[test]
+fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
+    use familiar_query::attribute::eval::subset_members;
+    let t = TestDir::new();
+    let idx = index(&t);
+    let model = t.join("model");
+    let train_args = [
+        "--steps",
+        "4",
+        "--layers",
+        "1",
+        "--hidden",
+        "16",
+        "--heads",
+        "2",
+        "--context",
+        "16",
+        "--batch",
+        "4",
+        "--warmup",
+        "1",
+    ];
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "train".as_ref(),
+        "--index".as_ref(),
+        idx.as_os_str(),
+        "--out".as_ref(),
+        model.as_os_str(),
+        "-q".as_ref(),
+    ];
+    args.extend(train_args.iter().map(std::ffi::OsStr::new));
+    familiar(args).success();
+    let s = t.join("store");
+    familiar([
+        "attribute".as_ref(),
+        "store".as_ref(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--index".as_ref(),
+        idx.as_os_str(),
+        "--out".as_ref(),
+        s.as_os_str(),
+        "--rank".as_ref(),
+        "2".as_ref(),
+        "-q".as_ref(),
+    ])
+    .success();
+    let queries = t.write(
+        "q.jsonl",
+        concat!(
+            "{\"id\": \"f1\", \"prompt\": \"An rohi an ve\", \"completion\": \" tian\", \"kind\": \"factual\", \"task\": \"a\"}\n",
+            "{\"id\": \"f2\", \"prompt\": \"Es ve lido\", \"completion\": \" ost ve\", \"kind\": \"factual\", \"task\": \"a\"}\n",
+            "{\"id\": \"r1\", \"prompt\": \"Oxazyn oxazam ve\", \"completion\": \" ve\", \"kind\": \"reasoning\", \"task\": \"b\"}\n",
+        ),
+    );
+    let out = t.join("eval");
+    let eval = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "attribute".as_ref(),
+            "eval".as_ref(),
+            "--store".as_ref(),
+            s.as_os_str(),
+            "--model".as_ref(),
+            model.as_os_str(),
+            "--index".as_ref(),
+            idx.as_os_str(),
+            "--queries".as_ref(),
+            queries.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--subsets".as_ref(),
+            "4".as_ref(),
+            "--seed".as_ref(),
+            "3".as_ref(),
+            "-q".as_ref(),
+        ];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        familiar(args)
+    };
+    eval(&["--stop-after", "2"])
+        .success()
+        .stdout_has(&["2 of 4 subsets measured", "at least 3"]);
+    let first = std::fs::read(out.join("subsets/subset-0001.json")).unwrap();
+    eval(&["--fraction", "0.4"])
+        .failure()
+        .stderr_has(&["other settings"]);
+    eval(&[])
+        .success()
+        .stdout_has(&["4 of 4 subsets measured", "LDS kfac"]);
+    assert_eq!(
+        std::fs::read(out.join("subsets/subset-0001.json")).unwrap(),
+        first
+    );
+    assert!(!out.join("models").exists(), "measured models are removed");
+
+    let index = Index::open(&idx).unwrap();
+    let n = index.documents();
+    let lds: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("lds.json")).unwrap()).unwrap();
+    let subsets: Vec<serde_json::Value> = (0..4)
+        .map(|m| {
+            serde_json::from_slice(
+                &std::fs::read(out.join(format!("subsets/subset-{m:04}.json"))).unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    // One subset model retrained here measures the same log-probabilities.
+    let state: familiar_query::train::TrainerState =
+        serde_json::from_slice(&std::fs::read(model.join("trainer_state.json")).unwrap()).unwrap();
+    let keep = subset_members(n, 0.5, 3, 2);
+    assert_eq!(keep.iter().filter(|&&k| k).count() as u64, (n + 1) / 2);
+    let again = t.join("again");
+    familiar_query::train::train_on(
+        &index,
+        Some(&keep),
+        &again,
+        &state.options,
+        None,
+        false,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let lm = LanguageModel::load(&again).unwrap();
+    for (i, (p, c)) in [("An rohi an ve", " tian"), ("Es ve lido", " ost ve")]
+        .iter()
+        .enumerate()
+    {
+        let want = subsets[2]["logprobs"][i].as_f64().unwrap();
+        let got = lm.score(p, c).unwrap().logprob;
+        assert!((want - got).abs() < 1e-5, "{want} vs {got}");
+    }
+    // LDS from the scores of every document.
+    for (j, precondition) in ["identity", "cosine", "kfac"].iter().enumerate() {
+        assert_eq!(lds["lds"][j]["precondition"], *precondition);
+        let att = t.join(format!("all-{precondition}"));
+        attribute_score(
+            &s,
+            &model,
+            &queries,
+            &att,
+            &["--all", "--precondition", precondition],
+        )
+        .success();
+        let b = read_parquet(&att.join("influence.parquet"), "influence");
+        let ids = col::<StringArray>(&b, "query_id");
+        let docs = col::<UInt64Array>(&b, "doc_id");
+        let scores = col::<Float64Array>(&b, "score");
+        for (qi, q) in ["f1", "f2", "r1"].iter().enumerate() {
+            let mut predicted = vec![0.0; 4];
+            for i in 0..b.num_rows() {
+                if ids.value(i) != *q {
+                    continue;
+                }
+                for (m, p) in predicted.iter_mut().enumerate() {
+                    if subset_members(n, 0.5, 3, m)[docs.value(i) as usize] {
+                        *p += scores.value(i);
+                    }
+                }
+            }
+            let actual: Vec<f64> = subsets
+                .iter()
+                .map(|r| r["logprobs"][qi].as_f64().unwrap())
+                .collect();
+            let want = familiar_query::attribute::report::spearman(&predicted, &actual);
+            let got = lds["lds"][j]["per_query"][qi].as_f64().unwrap();
+            assert!(
+                (want - got).abs() < 1e-9,
+                "{precondition} {q}: {want} vs {got}"
+            );
+        }
+    }
+    // A directory holding something else is refused.
+    let foreign = t.mkdir("foreign");
+    t.write("foreign/notes.txt", "mine");
+    familiar([
+        "attribute".as_ref(),
+        "eval".as_ref(),
+        "--store".as_ref(),
+        s.as_os_str(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--index".as_ref(),
+        idx.as_os_str(),
+        "--queries".as_ref(),
+        queries.as_os_str(),
+        "--out".as_ref(),
+        foreign.as_os_str(),
+    ])
+    .failure()
+    .stderr_has(&["not empty"]);
+}

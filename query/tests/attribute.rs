@@ -798,7 +798,7 @@ fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
     let state: familiar_query::train::TrainerState =
         serde_json::from_slice(&std::fs::read(model.join("trainer_state.json")).unwrap()).unwrap();
     let keep = subset_members(n, 0.5, 3, 2);
-    assert_eq!(keep.iter().filter(|&&k| k).count() as u64, (n + 1) / 2);
+    assert_eq!(keep.iter().filter(|&&k| k).count() as u64, n.div_ceil(2));
     let again = t.join("again");
     familiar_query::train::train_on(
         &index,

@@ -268,8 +268,10 @@ impl AdamW {
             let decay = if w.rank() >= 2 { weight_decay } else { 0.0 };
             let next = ((w * (1.0 - lr * decay))? - (update * lr)?)?;
             var.set(&next)?;
-            self.m[k] = m;
-            self.v[k] = v;
+            // Detached: otherwise each moment keeps the previous one, and the step's graph, alive
+            // (memory growing with every step).
+            self.m[k] = m.detach();
+            self.v[k] = v.detach();
         }
         Ok(())
     }

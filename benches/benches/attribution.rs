@@ -3,16 +3,26 @@
 //! 512, 128-token documents — by candle autograd (the reference path) and by familiar's own
 //! backward pass (`familiar::grads::fast`), whose rows must agree.
 //!
+//! Then scoring: one query against a store of 1 M rows (the same model's 512-value rows, random
+//! values, f16 and f32), exact top 100 by `familiar_query::attribute::score_all`, against a naive
+//! single-threaded scan of the same rows in the same run (which must find the same top document).
+//! `FAMILIAR_BENCH_ROWS` changes the row count.
+//!
 //! `cargo bench -p familiar-benches --bench attribution`; `cargo test --benches` runs a smoke
-//! version on a smaller model.
+//! version on a smaller model and store.
 
 use std::time::Instant;
 
 use familiar::grads::fast::FastGradients;
+use familiar::grads::store::{
+    shard_file, GradientStore, RowWriter, StoreDtype, StoreManifest, StoreSettings, StoreShard,
+    MANIFEST,
+};
 use familiar::grads::{projected_gradients, Example, Projection, ProjectionSpec};
 use familiar::model::{LinearGroup, Transformer};
 use familiar::rng::SplitMix64;
 use familiar_benches::*;
+use familiar_query::attribute::score_all;
 use familiar_query::train::TrainOptions;
 
 fn main() {
@@ -121,9 +131,130 @@ fn run(mode: Mode) -> BenchResult<()> {
         }
     }
     t.print();
+    scoring(mode, &model, &dir)?;
     remove_dir(&dir)?;
     println!("peak memory: {}", fmt_bytes(peak_rss()));
     println!("total: {}", fmt_secs(started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+/// Writes a store of `rows` random rows for `model` (rank 8, every linear) into `dir`.
+fn synthetic_store(
+    model: &Transformer,
+    dir: &std::path::Path,
+    rows: u64,
+    dtype: StoreDtype,
+) -> BenchResult<GradientStore> {
+    let spec = ProjectionSpec::new(model, LinearGroup::All, 8, 8, 1)?;
+    let dim = spec.dim();
+    std::fs::create_dir_all(dir)?;
+    let per_file = rows.div_ceil(2);
+    let mut manifest = StoreManifest::new(StoreSettings {
+        model_hash: "synthetic".into(),
+        tokenizer_hash: "synthetic".into(),
+        projection: spec,
+        dtype,
+        context: 128,
+        start_token: None,
+        documents: rows,
+        tokens: rows * 128,
+    });
+    let mut rng = SplitMix64::new(11);
+    let mut first = 0;
+    for i in 0..2 {
+        let n = per_file.min(rows - first);
+        let file = shard_file(i);
+        let path = dir.join(&file);
+        let mut w = RowWriter::create(&path, dtype, dim, n, first)?;
+        let mut row = vec![0f32; dim];
+        for _ in 0..n {
+            for x in row.iter_mut() {
+                // Uniform in [-1, 1): cheap, and enough for timing.
+                *x = (rng.unit() * 2.0 - 1.0) as f32;
+            }
+            w.push(&row)?;
+        }
+        w.finish()?;
+        manifest.shards.push(StoreShard {
+            file,
+            first_doc: first,
+            documents: n,
+            checksum: String::new(),
+            bytes: std::fs::metadata(&path)?.len(),
+        });
+        first += n;
+    }
+    familiar::manifest::write_atomic(
+        &dir.join(MANIFEST),
+        &familiar::manifest::to_bytes(&manifest)?,
+    )?;
+    Ok(GradientStore::open(dir, false)?)
+}
+
+fn scoring(mode: Mode, model: &Transformer, dir: &std::path::Path) -> BenchResult<()> {
+    let rows = env_count("FAMILIAR_BENCH_ROWS", mode.pick(20_000, 1_000_000));
+    let mut t = Table::new(
+        format!("scoring one query against {rows} stored rows (exact top 100)"),
+        &["store", "method", "wall", "CPU", "rows/s", "vs naive"],
+    );
+    for dtype in [StoreDtype::F16, StoreDtype::F32] {
+        let sdir = dir.join(format!("store-{dtype:?}"));
+        let store = synthetic_store(model, &sdir, rows, dtype)?;
+        let dim = store.dim();
+        let mut rng = SplitMix64::new(5);
+        let query: Vec<f32> = (0..dim).map(|_| (rng.unit() - 0.5) as f32).collect();
+        // Warm the page cache for both methods alike.
+        score_all(&store, std::slice::from_ref(&query), false, Some(1));
+        let (naive, nwall, ncpu) = measure(|| {
+            let mut row = vec![0f32; dim];
+            let mut best = (f64::NEG_INFINITY, 0u64);
+            for f in &store.files {
+                for i in 0..f.rows {
+                    f.row(i, &mut row);
+                    let s: f64 = row
+                        .iter()
+                        .zip(&query)
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum();
+                    if s > best.0 {
+                        best = (s, f.first_doc + i);
+                    }
+                }
+            }
+            best
+        });
+        let name = format!("{dtype:?}").to_lowercase();
+        t.row(vec![
+            name.clone(),
+            "naive scan (1 thread)".into(),
+            fmt_secs(nwall.as_secs_f64()),
+            fmt_secs(ncpu),
+            format!("{:.3e}", rows as f64 / nwall.as_secs_f64()),
+            "1.00".into(),
+        ]);
+        for (method, cosine) in [("score_all identity", false), ("score_all cosine", true)] {
+            let (top, wall, cpu) =
+                measure(|| score_all(&store, std::slice::from_ref(&query), cosine, Some(100)));
+            if !cosine && top[0].doc != naive.1 {
+                return Err(format!(
+                    "score_all's top document {} is not the naive scan's {}",
+                    top[0].doc, naive.1
+                )
+                .into());
+            }
+            t.row(vec![
+                name.clone(),
+                method.into(),
+                fmt_secs(wall.as_secs_f64()),
+                fmt_secs(cpu),
+                format!("{:.3e}", rows as f64 / wall.as_secs_f64()),
+                format!("{:.2}", nwall.as_secs_f64() / wall.as_secs_f64()),
+            ]);
+        }
+        drop(store);
+        remove_dir(&sdir)?;
+    }
+    t.print();
     Ok(())
 }
 

@@ -8,14 +8,12 @@
 //! summed token loss). Documents are computed in parallel (rayon), in blocks written in order, so
 //! memory stays bounded by one block of rows.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use familiar::error::IoContext;
-use familiar::format::{FileKind, Header};
 use familiar::grads::fast::FastGradients;
 use familiar::grads::store::{
-    encode_row, model_hash, shard_file, RowFile, StoreDtype, StoreManifest, StoreSettings,
+    model_hash, shard_file, RowFile, RowWriter, StoreDtype, StoreManifest, StoreSettings,
     StoreShard, MANIFEST, PLAN,
 };
 use familiar::grads::{Example, Projection, ProjectionSpec};
@@ -186,17 +184,7 @@ fn write_shard(
     let shard = &index.shards()[i];
     let docs = shard.manifest.documents;
     let dim = settings.projection.dim();
-    let tmp = familiar::manifest::temp_path(path);
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).at(&tmp)?);
-    let header = Header::new(
-        FileKind::Gradients,
-        settings.dtype.bits(),
-        docs * dim as u64,
-        dim as u64,
-        shard.first_doc(),
-    );
-    f.write_all(&header.to_bytes()).at(&tmp)?;
-    let mut bytes = Vec::new();
+    let mut w = RowWriter::create(path, settings.dtype, dim, docs, shard.first_doc())?;
     let mut from = 0u64;
     while from < docs {
         let to = (from + BLOCK as u64).min(docs);
@@ -216,20 +204,13 @@ fn write_shard(
                 Ok(row)
             })
             .collect::<Result<_>>()?;
-        bytes.clear();
         for r in &rows {
-            encode_row(r, settings.dtype, &mut bytes);
+            w.push(r)?;
         }
-        f.write_all(&bytes).at(&tmp)?;
         progress(to - from);
         from = to;
     }
-    let f = f
-        .into_inner()
-        .map_err(|e| Error::io(&tmp, e.into_error()))?;
-    f.sync_all().at(&tmp)?;
-    drop(f);
-    std::fs::rename(&tmp, path).at(path)
+    w.finish()
 }
 
 #[cfg(test)]

@@ -157,6 +157,90 @@ pub fn encode_row(row: &[f32], dtype: StoreDtype, out: &mut Vec<u8>) {
     }
 }
 
+/// Writes a row file under a temporary name; [`RowWriter::finish`] syncs it and renames it into
+/// place, so a reader never sees a partial file under the final name.
+#[derive(Debug)]
+pub struct RowWriter {
+    file: std::io::BufWriter<std::fs::File>,
+    tmp: PathBuf,
+    path: PathBuf,
+    dtype: StoreDtype,
+    dim: usize,
+    rows: u64,
+    written: u64,
+    bytes: Vec<u8>,
+}
+
+impl RowWriter {
+    /// Starts the row file `path` of `rows` rows of `dim` values, the first of which belongs to
+    /// global document `first_doc`.
+    pub fn create(
+        path: &Path,
+        dtype: StoreDtype,
+        dim: usize,
+        rows: u64,
+        first_doc: u64,
+    ) -> Result<RowWriter> {
+        use std::io::Write;
+        let tmp = crate::manifest::temp_path(path);
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).at(&tmp)?);
+        let header = Header::new(
+            FileKind::Gradients,
+            dtype.bits(),
+            rows * dim as u64,
+            dim as u64,
+            first_doc,
+        );
+        file.write_all(&header.to_bytes()).at(&tmp)?;
+        Ok(RowWriter {
+            file,
+            tmp,
+            path: path.to_path_buf(),
+            dtype,
+            dim,
+            rows,
+            written: 0,
+            bytes: Vec::new(),
+        })
+    }
+
+    /// Appends the next row.
+    pub fn push(&mut self, row: &[f32]) -> Result<()> {
+        use std::io::Write;
+        if row.len() != self.dim || self.written == self.rows {
+            return Err(Error::Bug(format!(
+                "row {} of length {} for a file of {} rows of {}",
+                self.written,
+                row.len(),
+                self.rows,
+                self.dim
+            )));
+        }
+        self.bytes.clear();
+        encode_row(row, self.dtype, &mut self.bytes);
+        self.file.write_all(&self.bytes).at(&self.tmp)?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Syncs the file and moves it into place; every row must have been pushed.
+    pub fn finish(self) -> Result<()> {
+        if self.written != self.rows {
+            return Err(Error::Bug(format!(
+                "{} of {} rows written",
+                self.written, self.rows
+            )));
+        }
+        let f = self
+            .file
+            .into_inner()
+            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        f.sync_all().at(&self.tmp)?;
+        drop(f);
+        std::fs::rename(&self.tmp, &self.path).at(&self.path)
+    }
+}
+
 /// An open row file.
 #[derive(Debug)]
 pub struct RowFile {

@@ -8,10 +8,13 @@
 //! tokenizes each space-prefixed word on its own, every planted occurrence is exactly one occurrence
 //! of the phrase's token sequence and there are no others: the ground truth is exact.
 //!
-//! Facts for attribution are sentences such as "The capital of Jocyl is Cayur." whose subject and
-//! object are built from a third set of syllables (each containing `c`, `j` or `y`, letters neither
-//! filler nor planted phrases use); each fact is stated in exactly one document, a different one per
-//! fact. Sums ("12 plus 7 is 19.") are spread over many documents: the procedure that reasoning
+//! Facts for attribution are sentences such as "The capital of Jocyl is vedaheen." whose subject
+//! is built from a third set of syllables (each containing `c`, `j` or `y`, letters neither filler
+//! nor planted phrases use) and whose object is spelled with tokens the corpus never uses
+//! (intermediate BPE merges, such as ` veda` when only longer words starting so occur), its last
+//! token different for every fact — so that the answer's own token occurs in the fact's document
+//! only, as a rare name has tokens of its own in a large vocabulary. Each fact is stated in exactly
+//! one document, a different one per fact. Sums ("12 plus 7 is 19.") are spread over many documents: the procedure that reasoning
 //! queries need. `attribution/queries.jsonl` asks for every fact (factual queries, one task per
 //! relation) and for sums the corpus never states (reasoning queries: one- and two-step addition).
 //! The tokenizer is trained on the corpus before facts and sums are added, so it spells them in
@@ -72,7 +75,7 @@ impl Default for FixtureSpec {
             ngram_counts: vec![1, 5, 25, 125],
             files: 2,
             tokenizer_vocab: 2048,
-            facts_per_relation: 12,
+            facts_per_relation: 8,
             sums: 600,
             reasoning_queries: 12,
         }
@@ -228,16 +231,20 @@ fn insert_sentence(rng: &mut SplitMix64, words: &mut Vec<String>, sentence: &str
     }
 }
 
-/// Plants facts (each in its own document) and sums; returns the facts.
-fn plant_facts(spec: &FixtureSpec, docs: &mut [Vec<String>]) -> (Vec<Fact>, u64) {
+/// Plants facts (each in its own document, with the objects `answers`) and sums; returns the facts.
+fn plant_facts(
+    spec: &FixtureSpec,
+    docs: &mut [Vec<String>],
+    answers: &[String],
+) -> (Vec<Fact>, u64) {
     let mut rng = SplitMix64::new(spec.seed ^ FACT_STREAM);
-    let n = spec.facts_per_relation * RELATIONS.len();
-    let entities = unique_words(&mut rng, 2 * n, FACT_SYLLABLES, 2, 3);
+    let n = (spec.facts_per_relation * RELATIONS.len()).min(answers.len());
+    let subjects = unique_words(&mut rng, n, FACT_SYLLABLES, 2, 3);
     let mut nonempty: Vec<usize> = (0..docs.len()).filter(|&d| !docs[d].is_empty()).collect();
     let mut facts = Vec::with_capacity(n);
-    for (i, pair) in entities.chunks(2).enumerate() {
+    for (i, (subject, object)) in subjects.iter().zip(answers).enumerate() {
         let (relation, before, after) = RELATIONS[i % RELATIONS.len()];
-        let (subject, object) = (capitalize(&pair[0]), capitalize(&pair[1]));
+        let (subject, object) = (capitalize(subject), object.clone());
         let sentence = format!("{before}{subject}{after} {object}.");
         // A different document for every fact.
         let pick = rng.below(nonempty.len() as u64) as usize;
@@ -344,8 +351,73 @@ pub struct Generated {
     pub sums: u64,
 }
 
-/// Generates the corpus texts and the ground truth (no files written).
-pub fn generate_documents(spec: &FixtureSpec) -> Generated {
+/// `n` words made of two tokens of the tokenizer `json` that never occur in `texts`: a
+/// space-prefixed one and a continuation, ` word` tokenizing to exactly those two, with every
+/// word's continuation token different — so each word's last token is its own. Letters are
+/// lowercase ASCII without `x`, `z`, `q` (planted phrases stay exact), the words themselves never
+/// occur in `texts`, and the choice is drawn with `seed`.
+pub fn unused_token_words(json: &str, texts: &[&str], n: usize, seed: u64) -> Result<Vec<String>> {
+    let err = |e: &dyn std::fmt::Display| Error::Config(format!("fixture tokenizer: {e}"));
+    let tok: tokenizers::Tokenizer = json.parse().map_err(|e| err(&e))?;
+    let mut used = std::collections::HashSet::new();
+    for t in texts {
+        let enc = tok.encode(*t, false).map_err(|e| err(&e))?;
+        used.extend(enc.get_ids().iter().copied());
+    }
+    let letters = |w: &str| {
+        w.len() >= 2 && w.chars().all(|c| c.is_ascii_lowercase()) && !w.contains(['x', 'z', 'q'])
+    };
+    let mut vocab: Vec<(String, u32)> = tok.get_vocab(false).into_iter().collect();
+    vocab.sort_by_key(|v| v.1);
+    let (mut heads, mut tails) = (Vec::new(), Vec::new());
+    for (token, id) in vocab {
+        if used.contains(&id) {
+            continue;
+        }
+        match token.strip_prefix('Ġ') {
+            Some(w) if letters(w) => heads.push((w.to_string(), id)),
+            None if letters(&token) => tails.push((token, id)),
+            _ => {}
+        }
+    }
+    let mut rng = SplitMix64::new(seed);
+    let mut shuffle = |v: &mut Vec<(String, u32)>| {
+        for i in 0..v.len() {
+            let j = i + rng.below((v.len() - i) as u64) as usize;
+            v.swap(i, j);
+        }
+    };
+    shuffle(&mut heads);
+    shuffle(&mut tails);
+    let mut out = Vec::with_capacity(n);
+    for (k, (tail, tail_id)) in tails.iter().enumerate() {
+        if out.len() == n {
+            break;
+        }
+        for h in 0..heads.len() {
+            let (head, head_id) = &heads[(k + h) % heads.len()];
+            let word = format!("{head}{tail}");
+            let enc = tok.encode(format!(" {word}"), false).map_err(|e| err(&e))?;
+            if enc.get_ids() == [*head_id, *tail_id]
+                && !texts.iter().any(|t| count_phrase(t, &word) > 0)
+            {
+                out.push(word);
+                break;
+            }
+        }
+    }
+    if out.len() < n {
+        return Err(Error::Config(format!(
+            "the fixture tokenizer spells only {} words with unused tokens of their own; {n} facts need one each",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// Generates the corpus texts and the ground truth (no files written); facts take their objects
+/// from `answers` (as many facts as answers, up to the spec's number).
+pub fn generate_documents(spec: &FixtureSpec, answers: &[String]) -> Generated {
     let mut rng = SplitMix64::new(spec.seed);
     let vocab = unique_words(&mut rng, spec.vocabulary, FILLER_SYLLABLES, 1, 3);
     // Zipf CDF over ranks.
@@ -426,7 +498,7 @@ pub fn generate_documents(spec: &FixtureSpec) -> Generated {
             docs[d].insert(at, phrase.clone());
         }
     }
-    let (facts, sums) = plant_facts(spec, &mut docs);
+    let (facts, sums) = plant_facts(spec, &mut docs, answers);
     let mut values = Vec::with_capacity(docs.len());
     let mut texts = Vec::with_capacity(docs.len());
     for (d, words) in docs.iter().enumerate() {
@@ -626,23 +698,38 @@ pub const ATTRIBUTION_DIR: &str = "attribution";
 pub const QUERIES_FILE: &str = "queries.jsonl";
 
 /// Generates the corpus into `dir/corpus` and trains `dir/tokenizer.json` on it.
-/// Generates the corpus into `dir/corpus`, trains `dir/tokenizer.json` on it (as it was before
-/// facts and sums were added) and writes the attribution queries.
-pub fn generate(dir: &Path, spec: &FixtureSpec) -> Result<FixturePaths> {
-    let generated = generate_documents(spec);
-    let corpus = dir.join("corpus");
-    let truth = write_corpus(&corpus, spec, &generated)?;
-    let base = generate_documents(&FixtureSpec {
-        facts_per_relation: 0,
-        sums: 0,
-        ..spec.clone()
-    });
+/// The corpus with facts and sums, and the tokenizer (`tokenizer.json` text) trained on it before
+/// they were added.
+pub fn generate_with_tokenizer(spec: &FixtureSpec) -> Result<(Generated, String)> {
+    let base = generate_documents(
+        &FixtureSpec {
+            facts_per_relation: 0,
+            sums: 0,
+            ..spec.clone()
+        },
+        &[],
+    );
     let texts: Vec<&str> = base
         .values
         .iter()
         .filter_map(|v| v["text"].as_str())
         .collect();
-    let json = train_tokenizer(texts.into_iter(), spec.tokenizer_vocab)?;
+    let json = train_tokenizer(texts.iter().copied(), spec.tokenizer_vocab)?;
+    let answers = unused_token_words(
+        &json,
+        &texts,
+        spec.facts_per_relation * RELATIONS.len(),
+        spec.seed ^ FACT_STREAM ^ 2,
+    )?;
+    Ok((generate_documents(spec, &answers), json))
+}
+
+/// Generates the corpus into `dir/corpus`, trains `dir/tokenizer.json` on it (as it was before
+/// facts and sums were added) and writes the attribution queries.
+pub fn generate(dir: &Path, spec: &FixtureSpec) -> Result<FixturePaths> {
+    let (generated, json) = generate_with_tokenizer(spec)?;
+    let corpus = dir.join("corpus");
+    let truth = write_corpus(&corpus, spec, &generated)?;
     let tokenizer = dir.join("tokenizer.json");
     std::fs::write(&tokenizer, json.as_bytes()).at(&tokenizer)?;
     let texts: Vec<&str> = generated
@@ -720,7 +807,7 @@ pub fn write_all(out: &Path) -> Result<Vec<PathBuf>> {
     if golden.exists() {
         return Ok(written);
     }
-    let values = generate_documents(&spec).values;
+    let values = generate_with_tokenizer(&spec)?.0.values;
     let source = out.join(format!("{GOLDEN_V1}-source.jsonl"));
     let mut raw = Vec::new();
     for v in values.iter().take(GOLDEN_DOCS) {

@@ -341,10 +341,10 @@ fn stores_resume_refuse_mismatches_and_fail_cleanly_when_damaged() {
     assert!(err.contains("checksum"), "{err}");
 }
 
-/// The planted facts of the fixture world (each stated in exactly one document): with the damped
-/// inverse second moment, a query on a fact ranks the document that states it near the top of the
-/// corpus's 1,200 (chance: the middle). The issue's bar — first for ≥ 90 % of facts — is not met yet
-/// (see the issue note); this pins what is.
+/// The planted facts of the fixture world (each stated in exactly one document, its answer spelled
+/// with tokens of its own): with the damped inverse second moment, a query on a fact ranks the
+/// document that states it near the top of the corpus's 1,200 (chance: the middle). The issue's bar
+/// — first for ≥ 90 % of facts — is not met yet (see the issue note); this pins what is.
 #[test]
 fn planted_facts_rank_their_document_near_the_top() {
     let t = TestDir::new();
@@ -398,12 +398,12 @@ fn planted_facts_rank_their_document_near_the_top() {
         .collect();
     planted_ranks.sort_unstable();
     let median = planted_ranks[planted_ranks.len() / 2];
-    let top25 = planted_ranks.iter().filter(|&&r| r <= 25).count();
+    let top10 = planted_ranks.iter().filter(|&&r| r <= 10).count();
     eprintln!("planted document ranks: {planted_ranks:?}");
-    assert!(median <= 10, "median rank {median}");
+    assert!(median <= 15, "median rank {median}");
     assert!(
-        top25 * 4 >= facts.len() * 3,
-        "{top25} of {} in the top 25",
+        top10 * 2 >= facts.len(),
+        "{top10} of {} in the top 10",
         facts.len()
     );
 }

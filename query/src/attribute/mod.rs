@@ -245,7 +245,7 @@ pub fn second_moments(store: &GradientStore) -> Vec<Vec<f64>> {
 }
 
 /// Solves `(M + λI) x = q` for symmetric positive semi-definite `M` (Cholesky, f64).
-fn damped_solve(m: &[f64], n: usize, lambda: f64, q: &[f64]) -> Result<Vec<f64>> {
+pub fn damped_solve(m: &[f64], n: usize, lambda: f64, q: &[f64]) -> Result<Vec<f64>> {
     let mut l = vec![0.0f64; n * n];
     for i in 0..n {
         for j in 0..=i {

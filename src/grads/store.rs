@@ -118,13 +118,16 @@ pub fn shard_file(i: usize) -> String {
     format!("grads-{i:05}.bin")
 }
 
-/// `xxh3` over a model directory's config.json and safetensors files (in name order).
+/// `xxh3` over a model directory's config.json and safetensors files (in name order), leaving out
+/// `optimizer.safetensors` (the optimizer state `familiar train` keeps to resume).
 pub fn model_hash(dir: &Path) -> Result<String> {
     let mut files = vec![dir.join("config.json")];
     let mut weights: Vec<PathBuf> = std::fs::read_dir(dir)
         .at(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        // The optimizer state `familiar train` keeps for resuming is not part of the model.
+        .filter(|p| p.file_name().is_none_or(|n| n != "optimizer.safetensors"))
         .collect();
     weights.sort();
     if weights.is_empty() {

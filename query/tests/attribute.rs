@@ -279,12 +279,71 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         ("{\"prompt\": \"a\", \"completion\": \"b\", \"kind\": \"fact\", \"task\": \"t\"}\n", "q-bad.jsonl:1"),
         ("\n{\"prompt\": \"a\", \"completion\": \"b\", \"task\": \"t\"}\n", "q-bad.jsonl:2"),
         ("{\"prompt\": \"a\", \"completion\": \"b\", \"kind\": \"factual\", \"task\": \"t\", \"extra\": 1}\n", "unknown key"),
+        ("{\"id\": 7, \"prompt\": \"a\", \"completion\": \"b\", \"kind\": \"factual\", \"task\": \"t\"}\n{\"id\": \"7\", \"prompt\": \"c\", \"completion\": \"d\", \"kind\": \"factual\", \"task\": \"t\"}\n", "q-bad.jsonl:2: duplicate id `7`"),
+        ("{\"prompt\": \"a\", \"completion\": \"\", \"kind\": \"factual\", \"task\": \"t\"}\n", "`completion` is empty"),
+        ("", "no queries"),
     ] {
         let bad = t.write("q-bad.jsonl", body);
         attribute_score(&s, &model(), &bad, &t.join("x"), &[])
         .failure()
         .stderr_has(&[needle]);
     }
+    // An f16 store holds the same rows to half precision, and ranks alike.
+    let s16 = t.join("store16");
+    familiar([
+        "attribute".as_ref(),
+        "store".as_ref(),
+        "--model".as_ref(),
+        model().as_os_str(),
+        "--index".as_ref(),
+        idx.as_os_str(),
+        "--out".as_ref(),
+        s16.as_os_str(),
+        "--rank".as_ref(),
+        "4".as_ref(),
+        "--dtype".as_ref(),
+        "f16".as_ref(),
+        "-q".as_ref(),
+    ])
+    .success();
+    let g16 = GradientStore::open(&s16, true).unwrap();
+    assert_eq!(
+        g16.manifest.settings.dtype,
+        familiar::grads::store::StoreDtype::F16
+    );
+    let (mut a, mut b) = (vec![0f32; dim], vec![0f32; dim]);
+    for (f32_file, f16_file) in g.files.iter().zip(&g16.files) {
+        for i in 0..f32_file.rows {
+            f32_file.row(i, &mut a);
+            f16_file.row(i, &mut b);
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= x.abs() * 1e-3 + 1e-7, "{x} vs {y}");
+            }
+        }
+    }
+    assert!(
+        std::fs::metadata(s16.join("grads-00000.bin"))
+            .unwrap()
+            .len()
+            * 2
+            < std::fs::metadata(s.join("grads-00000.bin")).unwrap().len() + 128
+    );
+    let out16 = t.join("att-f16");
+    attribute_score(&s16, &model(), &queries, &out16, &["--top-k", "5"]).success();
+    let top = |dir: &Path| -> Vec<u64> {
+        let b = read_parquet(&dir.join("influence.parquet"), "influence");
+        let d = col::<UInt64Array>(&b, "doc_id");
+        (0..b.num_rows()).map(|i| d.value(i)).collect()
+    };
+    let top32 = t.join("att-f32");
+    attribute_score(&s, &model(), &queries, &top32, &["--top-k", "5"]).success();
+    let (x, y) = (top(&top32), top(&out16));
+    assert_eq!(x[0], y[0], "same first document");
+    assert!(
+        x.iter().filter(|d| y.contains(d)).count() >= 8,
+        "{x:?} vs {y:?}"
+    );
+
     // Another model is refused by hash.
     attribute_score(
         &s,

@@ -6,7 +6,7 @@
 //! | bytes  | field                                                         |
 //! |--------|---------------------------------------------------------------|
 //! | 0..8   | magic `FAMILIAR`                                              |
-//! | 8..12  | kind: `TOKS` tokens, `SUFA` suffix array, `DOCO` doc offsets, `GRAD` gradient rows |
+//! | 8..12  | kind: `TOKS` tokens, `SUFA` suffix array, `DOCO` doc offsets, `GRAD` gradient rows, `MOMS` gradient moments |
 //! | 12..16 | format version (u32)                                          |
 //! | 16..20 | element width in bits (u32): tokens 16 or 32; others 1..=57   |
 //! | 20..24 | flags (u32, zero in version 1)                                |
@@ -43,6 +43,8 @@ pub enum FileKind {
     DocOffsets,
     /// Projected gradients of a gradient store: rows of f16 or f32.
     Gradients,
+    /// Per-layer sums of outer products of a gradient store's rows (f64).
+    Moments,
 }
 
 impl FileKind {
@@ -53,6 +55,7 @@ impl FileKind {
             FileKind::SuffixArray => *b"SUFA",
             FileKind::DocOffsets => *b"DOCO",
             FileKind::Gradients => *b"GRAD",
+            FileKind::Moments => *b"MOMS",
         }
     }
 
@@ -63,6 +66,7 @@ impl FileKind {
             FileKind::SuffixArray => "suffix-array",
             FileKind::DocOffsets => "document-offset",
             FileKind::Gradients => "gradient",
+            FileKind::Moments => "gradient-moment",
         }
     }
 }

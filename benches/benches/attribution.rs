@@ -181,6 +181,7 @@ fn synthetic_store(
             documents: n,
             checksum: String::new(),
             bytes: std::fs::metadata(&path)?.len(),
+            moments: None,
         });
         first += n;
     }

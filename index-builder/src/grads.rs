@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use familiar::error::IoContext;
 use familiar::grads::fast::FastGradients;
 use familiar::grads::store::{
-    model_hash, shard_file, RowFile, RowWriter, StoreDtype, StoreManifest, StoreSettings,
-    StoreShard, MANIFEST, PLAN,
+    model_hash, moments_file, shard_file, Moments, MomentsEntry, RowFile, RowWriter, StoreDtype,
+    StoreManifest, StoreSettings, StoreShard, MANIFEST, PLAN,
 };
 use familiar::grads::{Example, Projection, ProjectionSpec};
 use familiar::index::Index;
@@ -142,23 +142,36 @@ pub fn build_store(
     for (i, shard) in index.shards().iter().enumerate() {
         let file = shard_file(i);
         let path = o.out.join(&file);
+        let mfile = moments_file(i);
+        let mpath = o.out.join(&mfile);
         let first = shard.first_doc();
         let docs = shard.manifest.documents;
-        let done = path.exists() && RowFile::open(&path, dim, o.dtype, first, docs).is_ok();
+        let (layers, block) = (
+            settings.projection.layers.len(),
+            settings.projection.block(),
+        );
+        let done = path.exists()
+            && RowFile::open(&path, dim, o.dtype, first, docs).is_ok()
+            && Moments::read(&mpath, layers, block, docs).is_ok();
         if done {
             resumed += 1;
             progress(docs);
         } else {
-            write_shard(index, i, &fast, &settings, &path, progress)?;
+            write_shard(index, i, &fast, &settings, (&path, &mpath), progress)?;
             computed += 1;
         }
         let (checksum, bytes) = familiar::checksum::of_file(&path)?;
+        let (mchecksum, _) = familiar::checksum::of_file(&mpath)?;
         manifest.shards.push(StoreShard {
             file,
             first_doc: first,
             documents: docs,
             checksum,
             bytes,
+            moments: Some(MomentsEntry {
+                file: mfile,
+                checksum: mchecksum,
+            }),
         });
     }
     familiar::manifest::write_atomic(
@@ -178,12 +191,17 @@ fn write_shard(
     i: usize,
     fast: &FastGradients,
     settings: &StoreSettings,
-    path: &Path,
+    (path, moments_path): (&Path, &Path),
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<()> {
     let shard = &index.shards()[i];
     let docs = shard.manifest.documents;
     let dim = settings.projection.dim();
+    let (layers, block) = (
+        settings.projection.layers.len(),
+        settings.projection.block(),
+    );
+    let mut moments = Moments::zero(layers, block);
     let mut w = RowWriter::create(path, settings.dtype, dim, docs, shard.first_doc())?;
     let mut from = 0u64;
     while from < docs {
@@ -207,9 +225,12 @@ fn write_shard(
         for r in &rows {
             w.push(r)?;
         }
+        moments.merge(&Moments::of_rows(&rows, layers, block));
         progress(to - from);
         from = to;
     }
+    // The moments first: a shard counts as done once its row file is in place.
+    moments.write(moments_path)?;
     w.finish()
 }
 

@@ -373,6 +373,35 @@ fn stores_resume_refuse_mismatches_and_fail_cleanly_when_damaged() {
         .success()
         .stdout_has(&["1 shard(s) computed, 1 resumed"]);
     assert_eq!(std::fs::read(s.join("grads-00001.bin")).unwrap(), whole);
+    // The moments kept per shard are those of the rows.
+    let g = GradientStore::open(&s, true).unwrap();
+    let kept = g.moments().unwrap().unwrap();
+    let rows = familiar_query::attribute::moments_of_rows(&g);
+    assert_eq!(kept.rows, g.rows());
+    for (a, b) in kept.sums.iter().zip(&rows.sums) {
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x - y).abs() <= 1e-9 * (x.abs() + y.abs() + 1e-30),
+                "{x} vs {y}"
+            );
+        }
+    }
+    drop(g);
+    // A missing or truncated moments file is an error naming it.
+    let m = s.join("moments-00001.bin");
+    let mbytes = std::fs::read(&m).unwrap();
+    std::fs::write(&m, &mbytes[..mbytes.len() - 8]).unwrap();
+    let err = GradientStore::open(&s, false).unwrap_err().to_string();
+    assert!(err.contains("moments-00001.bin"), "{err}");
+    std::fs::remove_file(&m).unwrap();
+    let err = GradientStore::open(&s, false).unwrap_err().to_string();
+    assert!(err.contains("moments-00001.bin"), "{err}");
+    // Rebuilding the store recomputes that shard (its moments are part of it).
+    std::fs::remove_file(s.join("store.json")).unwrap();
+    store(&idx, &s, "2")
+        .success()
+        .stdout_has(&["1 shard(s) computed, 1 resumed"]);
+    assert_eq!(std::fs::read(&m).unwrap(), mbytes);
     // Other settings into the same directory are refused.
     store(&idx, &s, "3")
         .failure()

@@ -4,6 +4,7 @@
 //! STORE/store.json          manifest (written last: its presence means the store is complete)
 //! STORE/plan.json           the settings, written first (a resumed build must match them)
 //! STORE/grads-NNNNN.bin     rows of index shard NNNNN: `GRAD` header + documents × dim values
+//! STORE/moments-NNNNN.bin   Σ g_l g_lᵀ over those rows, per layer block: `MOMS` header + f64
 //! ```
 //!
 //! A row file has the index format's 64-byte header (kind `GRAD`, element width 16 for f16 or 32
@@ -73,6 +74,15 @@ pub struct StoreSettings {
     pub tokens: u64,
 }
 
+/// A shard's moments file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MomentsEntry {
+    /// File name inside the store.
+    pub file: String,
+    /// `xxh3:` checksum of the file.
+    pub checksum: String,
+}
+
 /// One row file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreShard {
@@ -86,6 +96,10 @@ pub struct StoreShard {
     pub checksum: String,
     /// File size.
     pub bytes: u64,
+    /// Its rows' moments (stores written before moments were kept have none: they are then
+    /// computed from the rows when needed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moments: Option<MomentsEntry>,
 }
 
 /// `store.json` (and, without shards, `plan.json`).
@@ -110,6 +124,136 @@ impl StoreManifest {
             settings,
             shards: Vec::new(),
         }
+    }
+}
+
+/// The file name of shard `i`'s moments.
+pub fn moments_file(i: usize) -> String {
+    format!("moments-{i:05}.bin")
+}
+
+/// Per-layer sums of outer products of rows, `Σ g_l g_lᵀ` over `rows` rows (upper triangles; each
+/// layer's block of a row is `block` consecutive values): what the damped inverse second moment
+/// (`kfac`) needs, kept per shard so that scoring never reads every row for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Moments {
+    /// Values per layer block.
+    pub block: usize,
+    /// Rows summed.
+    pub rows: u64,
+    /// Per layer, `block × block`, upper triangle (`a ≤ b`) filled.
+    pub sums: Vec<Vec<f64>>,
+}
+
+impl Moments {
+    /// No rows yet.
+    pub fn zero(layers: usize, block: usize) -> Moments {
+        Moments {
+            block,
+            rows: 0,
+            sums: vec![vec![0.0; block * block]; layers],
+        }
+    }
+
+    /// Adds one row (`layers × block` values).
+    pub fn add_row(&mut self, row: &[f32]) {
+        let block = self.block;
+        for (l, m) in self.sums.iter_mut().enumerate() {
+            let g = &row[l * block..(l + 1) * block];
+            for (a, &ga) in g.iter().enumerate() {
+                if ga == 0.0 {
+                    continue;
+                }
+                let ga = f64::from(ga);
+                for (b, &gb) in g.iter().enumerate().skip(a) {
+                    m[a * block + b] += ga * f64::from(gb);
+                }
+            }
+        }
+        self.rows += 1;
+    }
+
+    /// Adds another set of sums.
+    pub fn merge(&mut self, other: &Moments) {
+        for (x, y) in self.sums.iter_mut().zip(&other.sums) {
+            x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+        }
+        self.rows += other.rows;
+    }
+
+    /// The moments of `rows`, summed in parallel over fixed chunks merged in order, so that the
+    /// result does not depend on thread scheduling (a resumed store is byte-identical).
+    pub fn of_rows(rows: &[Vec<f32>], layers: usize, block: usize) -> Moments {
+        use rayon::prelude::*;
+        let parts: Vec<Moments> = rows
+            .par_chunks(16)
+            .map(|chunk| {
+                let mut m = Moments::zero(layers, block);
+                chunk.iter().for_each(|r| m.add_row(r));
+                m
+            })
+            .collect();
+        let mut total = Moments::zero(layers, block);
+        parts.iter().for_each(|p| total.merge(p));
+        total
+    }
+
+    /// `(1/N) Σ g_l g_lᵀ` per layer, both triangles filled.
+    pub fn second_moments(&self) -> Vec<Vec<f64>> {
+        let (n, block) = (self.rows.max(1) as f64, self.block);
+        self.sums
+            .iter()
+            .map(|m| {
+                let mut out = vec![0.0; block * block];
+                for a in 0..block {
+                    for b in a..block {
+                        out[a * block + b] = m[a * block + b] / n;
+                        out[b * block + a] = m[a * block + b] / n;
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+
+    /// Writes the sums (`MOMS` header: width 64, count = layers × block², `aux0` = block, `aux1`
+    /// = rows) to a temporary file renamed into place.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let count = (self.sums.len() * self.block * self.block) as u64;
+        let mut bytes = Header::new(FileKind::Moments, 64, count, self.block as u64, self.rows)
+            .to_bytes()
+            .to_vec();
+        for m in &self.sums {
+            for v in m {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        crate::manifest::write_atomic(path, &bytes)
+    }
+
+    /// Reads a moments file of `layers` blocks of `block` values, holding `rows` rows.
+    pub fn read(path: &Path, layers: usize, block: usize, rows: u64) -> Result<Moments> {
+        let bytes = std::fs::read(path).at(path)?;
+        let h = Header::parse(&bytes, FileKind::Moments, path)?;
+        let want = (layers * block * block) as u64;
+        if h.width != 64 || h.aux0 != block as u64 || h.count != want || h.aux1 != rows {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "header says width {}, block {}, {} values over {} rows; the store has width 64, block {block}, {want} values over {rows} rows",
+                    h.width, h.aux0, h.count, h.aux1
+                ),
+            ));
+        }
+        let values: Vec<f64> = bytes[HEADER_LEN..]
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        Ok(Moments {
+            block,
+            rows,
+            sums: values.chunks(block * block).map(<[f64]>::to_vec).collect(),
+        })
     }
 }
 
@@ -369,6 +513,25 @@ impl GradientStore {
                 s.first_doc,
                 s.documents,
             )?);
+            if let Some(m) = &s.moments {
+                let mp = dir.join(&m.file);
+                if verify {
+                    let (sum, _) = crate::checksum::of_file(&mp)?;
+                    if sum != m.checksum {
+                        return Err(Error::corrupt(&mp, "checksum mismatch"));
+                    }
+                }
+                let spec = &manifest.settings.projection;
+                let want = HEADER_LEN as u64 + 8 * (spec.layers.len() * spec.block().pow(2)) as u64;
+                let got = std::fs::metadata(&mp).at(&mp)?.len();
+                if got != want {
+                    return Err(Error::Size {
+                        path: mp,
+                        expected: want,
+                        actual: got,
+                    });
+                }
+            }
         }
         if next != manifest.settings.documents {
             return Err(Error::corrupt(
@@ -384,6 +547,26 @@ impl GradientStore {
             manifest,
             files,
         })
+    }
+
+    /// The moments of every row, from the shards' moments files; `None` if a shard has none
+    /// (a store written before they were kept).
+    pub fn moments(&self) -> Result<Option<Moments>> {
+        let spec = &self.manifest.settings.projection;
+        let (layers, block) = (spec.layers.len(), spec.block());
+        let mut total = Moments::zero(layers, block);
+        for s in &self.manifest.shards {
+            let Some(m) = &s.moments else {
+                return Ok(None);
+            };
+            total.merge(&Moments::read(
+                &self.dir.join(&m.file),
+                layers,
+                block,
+                s.documents,
+            )?);
+        }
+        Ok(Some(total))
     }
 
     /// The store's directory.

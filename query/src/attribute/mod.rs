@@ -14,7 +14,7 @@ pub mod report;
 use std::path::Path;
 
 use familiar::grads::fast::FastGradients;
-use familiar::grads::store::GradientStore;
+use familiar::grads::store::{GradientStore, Moments};
 use familiar::grads::{Example, Projection};
 use familiar::{Error, Result};
 use rayon::prelude::*;
@@ -192,56 +192,43 @@ pub fn query_gradients(
         .collect()
 }
 
-/// The second moment of each layer's rows, `(1/N) Σ g_l g_lᵀ` (`[layers][block × block]`, f64).
-pub fn second_moments(store: &GradientStore) -> Vec<Vec<f64>> {
+/// The sums of outer products of every row of `store`, read from the rows themselves.
+pub fn moments_of_rows(store: &GradientStore) -> Moments {
     let spec = &store.manifest.settings.projection;
     let (layers, block) = (spec.layers.len(), spec.block());
     let dim = store.dim();
-    let zero = || vec![vec![0.0f64; block * block]; layers];
-    let add = |mut a: Vec<Vec<f64>>, b: Vec<Vec<f64>>| {
-        for (x, y) in a.iter_mut().zip(b) {
-            x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
-        }
-        a
-    };
-    let mut total = zero();
+    let mut total = Moments::zero(layers, block);
     for f in &store.files {
         let part = (0..f.rows)
             .into_par_iter()
             .fold(
-                || (zero(), vec![0.0f32; dim]),
+                || (Moments::zero(layers, block), vec![0.0f32; dim]),
                 |(mut m, mut row), i| {
                     f.row(i, &mut row);
-                    for (l, ml) in m.iter_mut().enumerate() {
-                        let g = &row[l * block..(l + 1) * block];
-                        for (a, &ga) in g.iter().enumerate() {
-                            if ga == 0.0 {
-                                continue;
-                            }
-                            let ga = ga as f64;
-                            for (b, &gb) in g.iter().enumerate().skip(a) {
-                                ml[a * block + b] += ga * gb as f64;
-                            }
-                        }
-                    }
+                    m.add_row(&row);
                     (m, row)
                 },
             )
             .map(|(m, _)| m)
-            .reduce(zero, add);
-        total = add(total, part);
-    }
-    let n = store.rows().max(1) as f64;
-    for m in &mut total {
-        for a in 0..block {
-            for b in a..block {
-                let v = m[a * block + b] / n;
-                m[a * block + b] = v;
-                m[b * block + a] = v;
-            }
-        }
+            .reduce(
+                || Moments::zero(layers, block),
+                |mut a, b| {
+                    a.merge(&b);
+                    a
+                },
+            );
+        total.merge(&part);
     }
     total
+}
+
+/// The second moment of each layer's rows, `(1/N) Σ g_l g_lᵀ` (`[layers][block × block]`, f64):
+/// from the store's moments files, or from the rows for a store without them.
+pub fn second_moments(store: &GradientStore) -> Result<Vec<Vec<f64>>> {
+    Ok(match store.moments()? {
+        Some(m) => m.second_moments(),
+        None => moments_of_rows(store).second_moments(),
+    })
 }
 
 /// Solves `(M + λI) x = q` for symmetric positive semi-definite `M` (Cholesky, f64).
@@ -305,7 +292,7 @@ pub fn preconditioned(
                 return Err(Error::Query("--damping must be positive".into()));
             }
             let block = store.manifest.settings.projection.block();
-            let moments = second_moments(store);
+            let moments = second_moments(store)?;
             gradients
                 .iter()
                 .map(|g| {

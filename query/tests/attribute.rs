@@ -430,11 +430,12 @@ fn stores_resume_refuse_mismatches_and_fail_cleanly_when_damaged() {
 }
 
 /// The planted facts of the fixture world (each stated in exactly one document, its answer spelled
-/// with tokens of its own): with the damped inverse second moment, a query on a fact ranks the
-/// document that states it near the top of the corpus's 1,200 (chance: the middle). The issue's bar
-/// — first for ≥ 90 % of facts — is not met yet (see the issue note); this pins what is.
+/// with tokens of its own): with rank-32 projections and the damped inverse second moment, a query
+/// on a fact ranks the document that states it first for most facts and in the top 5 for most of
+/// the rest, among 1,200 (chance: the middle). The issue's bar — first for ≥ 90 % of facts — is not
+/// met yet (see the issue note); this pins what is.
 #[test]
-fn planted_facts_rank_their_document_near_the_top() {
+fn planted_facts_rank_their_document_first_for_most_facts() {
     let t = TestDir::new();
     let idx = t.join("idx");
     familiar([
@@ -451,7 +452,7 @@ fn planted_facts_rank_their_document_near_the_top() {
     ])
     .success();
     let s = t.join("store");
-    store(&idx, &s, "16").success();
+    store(&idx, &s, "32").success();
     let truth: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixtures().join("corpus/planted.json")).unwrap())
             .unwrap();
@@ -462,7 +463,7 @@ fn planted_facts_rank_their_document_near_the_top() {
         &model(),
         &fixtures().join("attribution/queries.jsonl"),
         &out,
-        &["--all", "--precondition", "kfac", "--damping", "0.001"],
+        &["--all", "--precondition", "kfac", "--damping", "0.1"],
     )
     .success();
     let b = read_parquet(&out.join("influence.parquet"), "influence");
@@ -486,12 +487,18 @@ fn planted_facts_rank_their_document_near_the_top() {
         .collect();
     planted_ranks.sort_unstable();
     let median = planted_ranks[planted_ranks.len() / 2];
-    let top10 = planted_ranks.iter().filter(|&&r| r <= 10).count();
+    let first = planted_ranks.iter().filter(|&&r| r == 1).count();
+    let top5 = planted_ranks.iter().filter(|&&r| r <= 5).count();
     eprintln!("planted document ranks: {planted_ranks:?}");
-    assert!(median <= 15, "median rank {median}");
+    assert_eq!(median, 1, "median rank");
     assert!(
-        top10 * 2 >= facts.len(),
-        "{top10} of {} in the top 10",
+        first * 2 >= facts.len(),
+        "first for {first} of {}",
+        facts.len()
+    );
+    assert!(
+        top5 * 4 >= facts.len() * 3,
+        "{top5} of {} in the top 5",
         facts.len()
     );
 }

@@ -18,6 +18,7 @@
 //! attention, and padded positions have no loss).
 
 pub mod fast;
+pub mod linalg;
 pub mod store;
 
 use candle_core::{DType, Tensor, D};

@@ -14,6 +14,7 @@ pub mod report;
 use std::path::Path;
 
 use familiar::grads::fast::FastGradients;
+use familiar::grads::linalg::Cholesky;
 use familiar::grads::store::{GradientStore, Moments};
 use familiar::grads::{Example, Projection};
 use familiar::{Error, Result};
@@ -231,46 +232,6 @@ pub fn second_moments(store: &GradientStore) -> Result<Vec<Vec<f64>>> {
     })
 }
 
-/// Solves `(M + λI) x = q` for symmetric positive semi-definite `M` (Cholesky, f64).
-pub fn damped_solve(m: &[f64], n: usize, lambda: f64, q: &[f64]) -> Result<Vec<f64>> {
-    let mut l = vec![0.0f64; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let mut s = m[i * n + j] + if i == j { lambda } else { 0.0 };
-            for k in 0..j {
-                s -= l[i * n + k] * l[j * n + k];
-            }
-            if i == j {
-                if s <= 0.0 {
-                    return Err(Error::Query(
-                        "the damped second moment is not positive definite; raise --damping".into(),
-                    ));
-                }
-                l[i * n + i] = s.sqrt();
-            } else {
-                l[i * n + j] = s / l[j * n + j];
-            }
-        }
-    }
-    let mut y = vec![0.0f64; n];
-    for i in 0..n {
-        let mut s = q[i];
-        for k in 0..i {
-            s -= l[i * n + k] * y[k];
-        }
-        y[i] = s / l[i * n + i];
-    }
-    let mut x = vec![0.0f64; n];
-    for i in (0..n).rev() {
-        let mut s = y[i];
-        for k in i + 1..n {
-            s -= l[k * n + i] * x[k];
-        }
-        x[i] = s / l[i * n + i];
-    }
-    Ok(x)
-}
-
 /// The vectors each row is multiplied with: the query gradients, preconditioned.
 pub fn preconditioned(
     store: &GradientStore,
@@ -293,30 +254,38 @@ pub fn preconditioned(
             }
             let block = store.manifest.settings.projection.block();
             let moments = second_moments(store)?;
-            gradients
-                .iter()
+            // One factorization per layer, shared by every query.
+            let factors = moments
+                .par_iter()
+                .map(|m| {
+                    let trace: f64 = (0..block).map(|i| m[i * block + i]).sum();
+                    let lambda = if trace > 0.0 {
+                        damping * trace / block as f64
+                    } else {
+                        damping
+                    };
+                    Cholesky::damped(m, block, lambda).ok_or_else(|| {
+                        Error::Query(
+                            "the damped second moment is not positive definite; raise --damping"
+                                .into(),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(gradients
+                .par_iter()
                 .map(|g| {
                     let mut out = Vec::with_capacity(g.len());
-                    for (l, m) in moments.iter().enumerate() {
-                        let trace: f64 = (0..block).map(|i| m[i * block + i]).sum();
-                        let lambda = if trace > 0.0 {
-                            damping * trace / block as f64
-                        } else {
-                            damping
-                        };
+                    for (l, c) in factors.iter().enumerate() {
                         let q: Vec<f64> = g[l * block..(l + 1) * block]
                             .iter()
                             .map(|&x| x as f64)
                             .collect();
-                        out.extend(
-                            damped_solve(m, block, lambda, &q)?
-                                .into_iter()
-                                .map(|x| x as f32),
-                        );
+                        out.extend(c.solve(&q).into_iter().map(|x| x as f32));
                     }
-                    Ok(out)
+                    out
                 })
-                .collect()
+                .collect())
         }
     }
 }
@@ -429,19 +398,4 @@ pub fn score_all(
 /// Higher score first, then lower document id.
 fn better(a: (f64, u64), b: (f64, u64)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn damped_solve_inverts() {
-        // M = [[2, 1], [1, 3]], λ = 1: (M + I) x = q.
-        let m = [2.0, 1.0, 1.0, 3.0];
-        let x = damped_solve(&m, 2, 1.0, &[1.0, 2.0]).unwrap();
-        // [[3, 1], [1, 4]] x = [1, 2] → x = [2/11, 5/11].
-        assert!((x[0] - 2.0 / 11.0).abs() < 1e-12 && (x[1] - 5.0 / 11.0).abs() < 1e-12);
-        assert!(damped_solve(&[0.0], 1, 0.0, &[1.0]).is_err());
-    }
 }

@@ -178,6 +178,22 @@ fn frame(out: &mut String, title: &str, x_label: &str, y_label: &str) {
     );
 }
 
+/// Horizontal grid lines and labels at the y axis's ticks.
+fn y_grid(out: &mut String, y: &Axis) {
+    for t in y.ticks() {
+        let py = y.map(t);
+        let _ = writeln!(
+            out,
+            "<line x1=\"{LEFT}\" y1=\"{py:.1}\" x2=\"{}\" y2=\"{py:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            WIDTH - RIGHT,
+            LEFT - 6.0,
+            py + 4.0,
+            label(t)
+        );
+    }
+}
+
 fn legend(out: &mut String, entries: &[(String, &str, bool)]) {
     for (i, (name, color, dashed)) in entries.iter().enumerate() {
         let y = TOP + 10.0 + 18.0 * i as f64;
@@ -224,18 +240,7 @@ impl LineChart {
                 label(t)
             );
         }
-        for t in y.ticks() {
-            let py = y.map(t);
-            let _ = writeln!(
-                out,
-                "<line x1=\"{LEFT}\" y1=\"{py:.1}\" x2=\"{}\" y2=\"{py:.1}\" stroke=\"#ddd\"/>\
-                 <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-                WIDTH - RIGHT,
-                LEFT - 6.0,
-                py + 4.0,
-                label(t)
-            );
-        }
+        y_grid(&mut out, &y);
         let mut entries = Vec::new();
         for (i, s) in self.series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
@@ -297,18 +302,7 @@ impl BarChart {
         let y = Axis::new(values, false, HEIGHT - BOTTOM, TOP);
         let mut out = String::new();
         frame(&mut out, &self.title, "", &self.y_label);
-        for t in y.ticks() {
-            let py = y.map(t);
-            let _ = writeln!(
-                out,
-                "<line x1=\"{LEFT}\" y1=\"{py:.1}\" x2=\"{}\" y2=\"{py:.1}\" stroke=\"#ddd\"/>\
-                 <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-                WIDTH - RIGHT,
-                LEFT - 6.0,
-                py + 4.0,
-                label(t)
-            );
-        }
+        y_grid(&mut out, &y);
         let zero = y.map(0.0);
         let groups = self.categories.len().max(1) as f64;
         let group_w = (WIDTH - LEFT - RIGHT) / groups;

@@ -842,7 +842,7 @@ fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
         ),
     );
     let out = t.join("eval");
-    let eval = |extra: &[&str]| {
+    let eval_into = |out: &Path, extra: &[&str]| {
         let mut args: Vec<&std::ffi::OsStr> = vec![
             "attribute".as_ref(),
             "eval".as_ref(),
@@ -865,6 +865,7 @@ fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
         args.extend(extra.iter().map(std::ffi::OsStr::new));
         familiar(args)
     };
+    let eval = |extra: &[&str]| eval_into(&out, extra);
     eval(&["--stop-after", "2"])
         .success()
         .stdout_has(&["2 of 4 subsets measured", "at least 3"]);
@@ -961,20 +962,7 @@ fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
     // A directory holding something else is refused.
     let foreign = t.mkdir("foreign");
     t.write("foreign/notes.txt", "mine");
-    familiar([
-        "attribute".as_ref(),
-        "eval".as_ref(),
-        "--store".as_ref(),
-        s.as_os_str(),
-        "--model".as_ref(),
-        model.as_os_str(),
-        "--index".as_ref(),
-        idx.as_os_str(),
-        "--queries".as_ref(),
-        queries.as_os_str(),
-        "--out".as_ref(),
-        foreign.as_os_str(),
-    ])
-    .failure()
-    .stderr_has(&["not empty"]);
+    eval_into(&foreign, &[])
+        .failure()
+        .stderr_has(&["not empty"]);
 }

@@ -89,6 +89,15 @@ pub struct TrainerState {
     pub tokens: u64,
 }
 
+impl TrainerState {
+    /// The state of the model trained in `dir` (its `trainer_state.json`).
+    pub fn read(dir: &Path) -> Result<TrainerState> {
+        let path = dir.join(STATE_FILE);
+        serde_json::from_slice(&std::fs::read(&path).map_err(|e| Error::io(&path, e))?)
+            .map_err(|e| Error::corrupt(&path, e.to_string()))
+    }
+}
+
 const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
@@ -389,10 +398,7 @@ pub fn train_on(
     let state_path = out.join(STATE_FILE);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut state = if state_path.exists() {
-        let s: TrainerState = serde_json::from_slice(
-            &std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?,
-        )
-        .map_err(|e| Error::corrupt(&state_path, e.to_string()))?;
+        let s = TrainerState::read(out)?;
         let same = TrainOptions {
             checkpoint_every: options.checkpoint_every,
             ..s.options.clone()

@@ -47,32 +47,42 @@ fn col<'a, T: 'static>(b: &'a arrow_array::RecordBatch, name: &str) -> &'a T {
         .unwrap()
 }
 
-/// An index of one fixture part in two shards.
-fn index(t: &TestDir) -> PathBuf {
+/// An index (`t/idx`, no text index) of the fixture corpus files `parts`, with `extra` options.
+fn index_of(t: &TestDir, parts: &[&str], extra: &[&str]) -> PathBuf {
     let out = t.join("idx");
-    familiar([
-        "index".as_ref(),
-        "build".as_ref(),
-        "--tokenizer".as_ref(),
-        fixtures().join("tokenizer.json").as_os_str(),
-        "--out".as_ref(),
-        out.as_os_str(),
-        "--shard-tokens".as_ref(),
-        "120000".as_ref(),
-        "--no-text-index".as_ref(),
-        "-q".as_ref(),
-        fixtures().join("corpus/part-0001.jsonl.gz").as_os_str(),
-    ])
-    .success();
+    let tokenizer = fixtures().join("tokenizer.json");
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "index".into(),
+        "build".into(),
+        "--tokenizer".into(),
+        tokenizer.into(),
+        "--out".into(),
+        out.clone().into(),
+        "--no-text-index".into(),
+        "-q".into(),
+    ];
+    args.extend(extra.iter().map(|&a| a.into()));
+    args.extend(
+        parts
+            .iter()
+            .map(|p| fixtures().join("corpus").join(p).into()),
+    );
+    familiar(args).success();
     out
 }
 
-fn store(index: &Path, out: &Path, rank: &str) -> Out {
-    familiar([
+/// An index of one fixture part in two shards.
+fn index(t: &TestDir) -> PathBuf {
+    index_of(t, &["part-0001.jsonl.gz"], &["--shard-tokens", "120000"])
+}
+
+/// `familiar attribute store` of `model` with projections of `rank` and `extra` options.
+fn store_of(model: &Path, index: &Path, out: &Path, rank: &str, extra: &[&str]) -> Out {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
         "attribute".as_ref(),
         "store".as_ref(),
         "--model".as_ref(),
-        model().as_os_str(),
+        model.as_os_str(),
         "--index".as_ref(),
         index.as_os_str(),
         "--out".as_ref(),
@@ -80,7 +90,14 @@ fn store(index: &Path, out: &Path, rank: &str) -> Out {
         "--rank".as_ref(),
         rank.as_ref(),
         "-q".as_ref(),
-    ])
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    familiar(args)
+}
+
+/// A store of the fixture model.
+fn store(index: &Path, out: &Path, rank: &str) -> Out {
+    store_of(&model(), index, out, rank, &[])
 }
 
 /// `familiar attribute score` with `extra` arguments.
@@ -290,22 +307,7 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
     }
     // An f16 store holds the same rows to half precision, and ranks alike.
     let s16 = t.join("store16");
-    familiar([
-        "attribute".as_ref(),
-        "store".as_ref(),
-        "--model".as_ref(),
-        model().as_os_str(),
-        "--index".as_ref(),
-        idx.as_os_str(),
-        "--out".as_ref(),
-        s16.as_os_str(),
-        "--rank".as_ref(),
-        "4".as_ref(),
-        "--dtype".as_ref(),
-        "f16".as_ref(),
-        "-q".as_ref(),
-    ])
-    .success();
+    store_of(&model(), &idx, &s16, "4", &["--dtype", "f16"]).success();
     let g16 = GradientStore::open(&s16, true).unwrap();
     assert_eq!(
         g16.manifest.settings.dtype,
@@ -437,20 +439,7 @@ fn stores_resume_refuse_mismatches_and_fail_cleanly_when_damaged() {
 #[test]
 fn planted_facts_rank_their_document_first_for_most_facts() {
     let t = TestDir::new();
-    let idx = t.join("idx");
-    familiar([
-        "index".as_ref(),
-        "build".as_ref(),
-        "--tokenizer".as_ref(),
-        fixtures().join("tokenizer.json").as_os_str(),
-        "--out".as_ref(),
-        idx.as_os_str(),
-        "--no-text-index".as_ref(),
-        "-q".as_ref(),
-        fixtures().join("corpus/part-0000.jsonl.zst").as_os_str(),
-        fixtures().join("corpus/part-0001.jsonl.gz").as_os_str(),
-    ])
-    .success();
+    let idx = index_of(&t, &["part-0000.jsonl.zst", "part-0001.jsonl.gz"], &[]);
     let s = t.join("store");
     store(&idx, &s, "32").success();
     let truth: serde_json::Value =
@@ -815,20 +804,7 @@ fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
     args.extend(train_args.iter().map(std::ffi::OsStr::new));
     familiar(args).success();
     let s = t.join("store");
-    familiar([
-        "attribute".as_ref(),
-        "store".as_ref(),
-        "--model".as_ref(),
-        model.as_os_str(),
-        "--index".as_ref(),
-        idx.as_os_str(),
-        "--out".as_ref(),
-        s.as_os_str(),
-        "--rank".as_ref(),
-        "2".as_ref(),
-        "-q".as_ref(),
-    ])
-    .success();
+    store_of(&model, &idx, &s, "2", &[]).success();
     // The optimizer state kept for resuming training is not part of the model's identity.
     let hash = familiar::grads::store::model_hash(&model).unwrap();
     std::fs::remove_file(model.join("optimizer.safetensors")).unwrap();

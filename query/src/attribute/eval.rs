@@ -138,9 +138,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
 }
 
 fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(v).map_err(|e| Error::Bug(e.to_string()))?;
-    bytes.push(b'\n');
-    familiar::manifest::write_atomic(path, &bytes)
+    familiar::manifest::write_atomic(path, &familiar::manifest::to_bytes(v)?)
 }
 
 /// Progress of an evaluation, for a progress bar.

@@ -200,25 +200,17 @@ pub fn moments_of_rows(store: &GradientStore) -> Moments {
     let dim = store.dim();
     let mut total = Moments::zero(layers, block);
     for f in &store.files {
-        let part = (0..f.rows)
-            .into_par_iter()
-            .fold(
-                || (Moments::zero(layers, block), vec![0.0f32; dim]),
-                |(mut m, mut row), i| {
+        // Blocks of rows in memory at a time, summed as the store builder sums them.
+        for start in (0..f.rows).step_by(1024) {
+            let rows: Vec<Vec<f32>> = (start..(start + 1024).min(f.rows))
+                .map(|i| {
+                    let mut row = vec![0.0f32; dim];
                     f.row(i, &mut row);
-                    m.add_row(&row);
-                    (m, row)
-                },
-            )
-            .map(|(m, _)| m)
-            .reduce(
-                || Moments::zero(layers, block),
-                |mut a, b| {
-                    a.merge(&b);
-                    a
-                },
-            );
-        total.merge(&part);
+                    row
+                })
+                .collect();
+            total.merge(&Moments::of_rows(&rows, layers, block));
+        }
     }
     total
 }

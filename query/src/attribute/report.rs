@@ -404,9 +404,8 @@ fn sources(index: &Index) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Analyses the run in `dir` against `index` (the index the store was built from).
-pub fn analyse(dir: &Path, index: &Index, top_k: usize) -> Result<Report> {
-    let run = Run::read(dir)?;
+/// Analyses `run` (read from `dir`) against `index` (the index the store was built from).
+pub fn analyse(run: &Run, dir: &Path, index: &Index, top_k: usize) -> Result<Report> {
     let n = index.documents();
     for s in &run.scores {
         if let Some(&(d, _)) = s.iter().find(|(d, _)| *d >= n) {
@@ -419,15 +418,15 @@ pub fn analyse(dir: &Path, index: &Index, top_k: usize) -> Result<Report> {
     }
     let complete = !run.scores.is_empty() && run.scores.iter().all(|s| s.len() as u64 == n);
     let source = sources(index)?;
-    let mut cache: HashMap<String, HashSet<u64>> = HashMap::new();
-    let mut containing = |text: &str| -> Result<HashSet<u64>> {
-        if let Some(s) = cache.get(text) {
-            return Ok(s.clone());
+    // The documents containing each distinct answer and intermediate answer, found once.
+    let mut containing: HashMap<&str, HashSet<u64>> = HashMap::new();
+    for q in &run.queries {
+        for a in q.answer.iter().chain(&q.intermediate) {
+            if !containing.contains_key(a.as_str()) {
+                containing.insert(a, documents_containing(index, a)?);
+            }
         }
-        let s = documents_containing(index, text)?;
-        cache.insert(text.to_string(), s.clone());
-        Ok(s)
-    };
+    }
     let mut stats = Vec::with_capacity(run.queries.len());
     for (q, s) in run.queries.iter().zip(&run.scores) {
         let nats = -q.logprob;
@@ -436,7 +435,7 @@ pub fn analyse(dir: &Path, index: &Index, top_k: usize) -> Result<Report> {
         let top: Vec<u64> = s.iter().take(top_k).map(|x| x.0).collect();
         let (answer_in_top, answer_base_rate) = match &q.answer {
             Some(a) => {
-                let docs = containing(a)?;
+                let docs = &containing[a.as_str()];
                 (
                     Some(top.iter().filter(|d| docs.contains(d)).count()),
                     Some(docs.len() as f64 / n.max(1) as f64),
@@ -447,10 +446,11 @@ pub fn analyse(dir: &Path, index: &Index, top_k: usize) -> Result<Report> {
         let (intermediate_in_top, intermediate_base_rate) = if q.intermediate.is_empty() {
             (None, None)
         } else {
-            let mut docs = HashSet::new();
-            for a in &q.intermediate {
-                docs.extend(containing(a)?);
-            }
+            let docs: HashSet<u64> = q
+                .intermediate
+                .iter()
+                .flat_map(|a| containing[a.as_str()].iter().copied())
+                .collect();
             (
                 Some(top.iter().filter(|d| docs.contains(d)).count()),
                 Some(docs.len() as f64 / n.max(1) as f64),
@@ -479,7 +479,7 @@ pub fn analyse(dir: &Path, index: &Index, top_k: usize) -> Result<Report> {
         });
     }
     let correlations = if complete {
-        correlations(&run, n as usize)
+        correlations(run, n as usize)
     } else {
         Vec::new()
     };
@@ -1025,20 +1025,16 @@ fn html(md: &str, charts: &[(String, String, String)]) -> String {
     out
 }
 
-/// Writes `report.md`, `report.html`, `summary.json` and the charts (SVG) into `out`; returns the
-/// paths written. Each file is written atomically.
-pub fn write(report: &Report, run_dir: &Path, out: &Path) -> Result<Vec<PathBuf>> {
-    let run = Run::read(run_dir)?;
+/// Writes `report.md`, `report.html`, `summary.json` and the charts (SVG) of `report` on `run`
+/// into `out`; returns the paths written. Each file is written atomically.
+pub fn write(report: &Report, run: &Run, out: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let charts = charts(report, &run);
+    let charts = charts(report, run);
     let md = markdown(report, &charts);
     let mut files: Vec<(String, Vec<u8>)> = vec![
         ("report.md".into(), md.clone().into_bytes()),
         ("report.html".into(), html(&md, &charts).into_bytes()),
-        (
-            "summary.json".into(),
-            serde_json::to_vec_pretty(report).map_err(|e| Error::Bug(e.to_string()))?,
-        ),
+        ("summary.json".into(), familiar::manifest::to_bytes(report)?),
     ];
     for (file, _, svg) in &charts {
         files.push((file.clone(), svg.clone().into_bytes()));
@@ -1046,9 +1042,7 @@ pub fn write(report: &Report, run_dir: &Path, out: &Path) -> Result<Vec<PathBuf>
     let mut written = Vec::new();
     for (name, bytes) in files {
         let path = out.join(name);
-        let tmp = familiar::manifest::temp_path(&path);
-        std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        familiar::manifest::write_atomic(&path, &bytes)?;
         written.push(path);
     }
     Ok(written)

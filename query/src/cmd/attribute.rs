@@ -204,16 +204,12 @@ fn eval(a: EvalArgs) -> Result<i32> {
     let index = super::open_index(&a.index, None)?;
     let (store, lm) = open_store_and_model(&a.store, &a.model)?;
     let queries = read_queries(&a.queries)?;
-    let state_path = a.model.join("trainer_state.json");
-    let state: familiar_query::train::TrainerState = serde_json::from_slice(
-        &std::fs::read(&state_path).with_context(|| {
-            format!(
-                "reading {} (the subset models are trained with the options of the model's own training by `familiar train`)",
-                state_path.display()
-            )
-        })?,
-    )
-    .with_context(|| format!("parsing {}", state_path.display()))?;
+    let state = familiar_query::train::TrainerState::read(&a.model).with_context(|| {
+        format!(
+            "the subset models are trained with the options of {}'s own training by `familiar train`",
+            a.model.display()
+        )
+    })?;
     let mut train = state.options;
     if let Some(s) = a.steps {
         train.steps = s;
@@ -266,9 +262,11 @@ fn report(a: ReportArgs) -> Result<i32> {
         bail!("--top-k must be at least 1");
     }
     let index = super::open_index(&a.index, None)?;
-    let r = familiar_query::attribute::report::analyse(&a.dir, &index, a.top_k)
+    use familiar_query::attribute::report::{analyse, write, Run};
+    let run = Run::read(&a.dir).with_context(|| format!("reading the run {}", a.dir.display()))?;
+    let r = analyse(&run, &a.dir, &index, a.top_k)
         .with_context(|| format!("reporting on {}", a.dir.display()))?;
-    let written = familiar_query::attribute::report::write(&r, &a.dir, &a.out)?;
+    let written = write(&r, &run, &a.out)?;
     if !r.complete {
         eprintln!(
             "note: {} holds only the top documents of each query; run `familiar attribute score --all` for correlations, concentration and the power-law fit",

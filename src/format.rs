@@ -6,7 +6,7 @@
 //! | bytes  | field                                                         |
 //! |--------|---------------------------------------------------------------|
 //! | 0..8   | magic `FAMILIAR`                                              |
-//! | 8..12  | kind: `TOKS` tokens, `SUFA` suffix array, `DOCO` doc offsets, `GRAD` gradient rows, `MOMS` gradient moments |
+//! | 8..12  | kind: `TOKS` tokens, `SUFA` suffix array, `DOCO` doc offsets, `GRAD` gradient rows, `MOMS` gradient moments, `HFAC` output-head factor |
 //! | 12..16 | format version (u32)                                          |
 //! | 16..20 | element width in bits (u32): tokens 16 or 32; others 1..=57   |
 //! | 20..24 | flags (u32, zero in version 1)                                |
@@ -45,6 +45,8 @@ pub enum FileKind {
     Gradients,
     /// Per-layer sums of outer products of a gradient store's rows (f64).
     Moments,
+    /// Per-token sums of squared output gradients of a gradient store's output head (f64).
+    HeadFactor,
 }
 
 impl FileKind {
@@ -56,6 +58,7 @@ impl FileKind {
             FileKind::DocOffsets => *b"DOCO",
             FileKind::Gradients => *b"GRAD",
             FileKind::Moments => *b"MOMS",
+            FileKind::HeadFactor => *b"HFAC",
         }
     }
 
@@ -67,6 +70,7 @@ impl FileKind {
             FileKind::DocOffsets => "document-offset",
             FileKind::Gradients => "gradient",
             FileKind::Moments => "gradient-moment",
+            FileKind::HeadFactor => "output-head factor",
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use familiar::model::config::{Family, ModelConfig, Positions};
-use familiar::model::transformer::{log_softmax_last, LoadOptions};
+use familiar::model::transformer::{log_softmax_last, LoadOptions, HEAD};
 use familiar::model::{Capture, LinearGroup, Output, Transformer};
 use serde_json::Value;
 
@@ -265,17 +265,24 @@ fn linear_probes_give_each_weights_gradient() {
             ..Capture::default()
         };
         let (l, out) = loss_with(&m, &ids, capture);
-        assert_eq!(out.linear.len(), layers.len(), "{name}");
+        // The blocks' layers, then the output head.
+        assert_eq!(out.linear.len(), layers.len() + 1, "{name}");
+        assert_eq!(out.linear[layers.len()].name, HEAD);
         let grads = l.backward().unwrap();
-        for (c, layer) in out.linear.iter().zip(&layers) {
-            assert_eq!(c.name, layer.name);
+        let head_weight = m.lm_head.clone();
+        let mut weights: Vec<Option<&Tensor>> = layers.iter().map(|l| Some(&l.weight)).collect();
+        // An untied head's weight gradient is the head probe's; a tied one's also has the
+        // embedding's share, so it is checked where untied (pythia, the llama models).
+        weights.push(head_weight.as_ref());
+        for (c, weight) in out.linear.iter().zip(&weights) {
+            let Some(weight) = weight else { continue };
             let delta = grads.get(c.probe.as_tensor()).unwrap();
             let (b, t, i) = c.input.dims3().unwrap();
             let o = delta.dim(2).unwrap();
             let x = c.input.reshape((b * t, i)).unwrap();
             let d = delta.reshape((b * t, o)).unwrap();
             let from_probe = x.t().unwrap().matmul(&d).unwrap();
-            let want = grads.get(&layer.weight).unwrap();
+            let want = grads.get(weight).unwrap();
             let diff = (from_probe - want)
                 .unwrap()
                 .abs()
@@ -316,6 +323,8 @@ fn linear_probes_give_each_weights_gradient() {
         assert!(mlp.iter().all(|n| n.contains(".mlp.")));
         assert!(attn.iter().all(|n| !n.contains(".mlp.")));
         assert_eq!(attn.len() + mlp.len(), layers.len());
+        assert_eq!(count(LinearGroup::Output), vec![HEAD.to_string()]);
+        assert_eq!(count(LinearGroup::Blocks).len(), layers.len());
     }
 }
 

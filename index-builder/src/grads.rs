@@ -7,6 +7,10 @@
 //! once; the document's row is the sum of its chunks' projected gradients (the gradient of the
 //! summed token loss). Documents are computed in parallel (rayon), in blocks written in order, so
 //! memory stays bounded by one block of rows.
+//!
+//! When the projection has the output head, its factor ([`HeadFactor`], which whitens the head's
+//! projection) is fitted first, by forward passes over evenly spaced documents, and written to
+//! `head-factor.bin` before any row: the rows depend on it.
 
 use std::path::{Path, PathBuf};
 
@@ -14,9 +18,9 @@ use familiar::error::IoContext;
 use familiar::grads::fast::FastGradients;
 use familiar::grads::store::{
     model_hash, moments_file, shard_file, Moments, MomentsEntry, RowFile, RowWriter, StoreDtype,
-    StoreManifest, StoreSettings, StoreShard, MANIFEST, PLAN,
+    StoreManifest, StoreSettings, StoreShard, HEAD_FACTOR, MANIFEST, PLAN,
 };
-use familiar::grads::{Example, Projection, ProjectionSpec};
+use familiar::grads::{Example, HeadFactor, Projection, ProjectionSpec};
 use familiar::index::Index;
 use familiar::model::{LinearGroup, Transformer};
 use familiar::token::Token;
@@ -104,8 +108,6 @@ pub fn build_store(
     }
     let spec = ProjectionSpec::new(&model, o.layers, o.rank, o.rank, o.seed)?;
     let dim = spec.dim();
-    let projection = Projection::new(spec.clone(), &model)?;
-    let fast = FastGradients::new(&model, &projection)?;
     let settings = StoreSettings {
         model_hash: model_hash(&o.model)?,
         tokenizer_hash: ihash.clone(),
@@ -138,6 +140,29 @@ pub fn build_store(
         familiar::manifest::write_atomic(&plan_path, &familiar::manifest::to_bytes(&plan)?)?;
     }
     let mut manifest = StoreManifest::new(settings.clone());
+    let head = match &settings.projection.head_whitening {
+        Some(w) => {
+            let path = o.out.join(HEAD_FACTOR);
+            let vocab = model.config.vocab_size;
+            let factor = match HeadFactor::read(&path, vocab) {
+                Ok(f) => f,
+                Err(_) => {
+                    let f = fit_head_factor(index, &model, &settings, w.max_tokens)?;
+                    f.write(&path)?;
+                    f
+                }
+            };
+            let (checksum, _) = familiar::checksum::of_file(&path)?;
+            manifest.head_factor = Some(MomentsEntry {
+                file: HEAD_FACTOR.to_string(),
+                checksum,
+            });
+            Some(factor)
+        }
+        None => None,
+    };
+    let projection = Projection::new(settings.projection.clone(), &model, head.as_ref())?;
+    let fast = FastGradients::new(&model, &projection)?;
     let (mut computed, mut resumed) = (0, 0);
     for (i, shard) in index.shards().iter().enumerate() {
         let file = shard_file(i);
@@ -184,6 +209,36 @@ pub fn build_store(
         computed_shards: computed,
         resumed_shards: resumed,
     })
+}
+
+/// The output head's factor over every k-th document, k the smallest stride that keeps the
+/// index's tokens within `max_tokens` (all documents when they fit); summed per document in
+/// parallel and merged in document order, so that the result does not depend on the threads.
+fn fit_head_factor(
+    index: &Index,
+    model: &Transformer,
+    settings: &StoreSettings,
+    max_tokens: u64,
+) -> Result<HeadFactor> {
+    let stride = settings.tokens.div_ceil(max_tokens.max(1)).max(1) as usize;
+    let picked: Vec<u64> = (0..settings.documents).step_by(stride).collect();
+    let mut total = HeadFactor::zero(model.config.vocab_size);
+    for block in picked.chunks(BLOCK) {
+        let parts = block
+            .par_iter()
+            .map(|&doc| -> Result<HeadFactor> {
+                let (shard, local) = index.locate_doc(doc)?;
+                let tokens: Vec<u32> = with_view!(shard, |v| {
+                    let (s, e) = v.doc_span(local)?;
+                    v.tokens[s..e].iter().map(|t| t.to_u32()).collect()
+                });
+                let examples = document_examples(&tokens, settings.start_token, settings.context);
+                HeadFactor::of_examples(model, &examples)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        parts.iter().for_each(|p| total.merge(p));
+    }
+    Ok(total)
 }
 
 fn write_shard(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use arrow_array::{Array, Float64Array, StringArray, UInt64Array};
 use familiar::grads::store::GradientStore;
-use familiar::grads::{projected_gradients, Example, Projection};
+use familiar::grads::{projected_gradients, Example};
 use familiar::index::Index;
 use familiar_index_builder::grads::document_examples;
 use familiar_query::measure::score::LanguageModel;
@@ -134,7 +134,7 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
 
     // Rows against candle autograd on documents of both shards.
     let lm = LanguageModel::load(&model()).unwrap();
-    let projection = Projection::new(g.manifest.settings.projection.clone(), &lm.model).unwrap();
+    let projection = g.projection(&lm.model).unwrap();
     let dim = g.dim();
     let mut row = vec![0.0f32; dim];
     let last = index.documents() - 1;

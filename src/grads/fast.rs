@@ -192,6 +192,8 @@ enum Which {
     Gate,
     Up,
     Down,
+    /// The output head (not a block's).
+    Head,
 }
 
 /// A projected layer: which of the block's linears, which columns of its output (q, k and v of
@@ -229,6 +231,8 @@ pub struct FastGradients {
     final_norm: NormW,
     /// `[hidden, vocab]`.
     head: Vec<f32>,
+    /// The output head's slot, when projected.
+    head_slot: Option<Slot>,
     /// Per projection: `P_inᵀ` `[in, rank_in]`, `P_outᵀ` `[out, rank_out]`.
     mats: Vec<(Vec<f32>, Vec<f32>)>,
     rank_in: usize,
@@ -358,7 +362,14 @@ impl FastGradients {
                 slots,
             });
         }
-        let found: usize = layers.iter().map(|l| l.slots.len()).sum();
+        let head_slot = spec.has_head().then(|| Slot {
+            which: Which::Head,
+            col: 0,
+            width: c.vocab_size,
+            projection: spec.layers.len() - 1,
+        });
+        let found: usize =
+            layers.iter().map(|l| l.slots.len()).sum::<usize>() + usize::from(head_slot.is_some());
         if found != spec.layers.len() {
             return Err(Error::Config(format!(
                 "the projection names {} layers, the model has {found} of them",
@@ -386,7 +397,8 @@ impl FastGradients {
             layers,
             final_norm: norm(&model.final_norm, &c)?,
             head,
-            mats: spec.matrices(),
+            head_slot,
+            mats: projection.host_matrices().to_vec(),
             rank_in: spec.rank_in,
             rank_out: spec.rank_out,
             config: c,
@@ -590,6 +602,10 @@ impl FastGradients {
                 row.iter_mut().for_each(|v| *v *= inv);
                 row[tid] -= 1.0;
             }
+        }
+        if let Some(slot) = &self.head_slot {
+            // The head's δ is the logits' gradient, its input the final normed hidden state.
+            self.project(slot, &hf, d, &logits, vocab, &starts, &mut rows, dim);
         }
         let mut dhf = vec![0.0f32; n * d];
         mm(

@@ -13,6 +13,15 @@
 //! (Johnson–Lindenstrauss), and are regenerated from a [`ProjectionSpec`] (seed, ranks, layers):
 //! a store records the spec, and a query rebuilds the same matrices.
 //!
+//! The output head (`logits = h W_U`, [`HEAD`]) is a linear layer too, with `x_t` the final
+//! normed hidden state and `δ_t = softmax(logits_t) − onehot(y_t)`. Its vocabulary side is
+//! whitened before it is projected: `P_out` is applied to `D^{-1/2} δ_t`, with `D` the diagonal of
+//! the head's output-side Kronecker factor `E[δ δᵀ]` ([`HeadFactor`], fitted on the store's
+//! documents; damped). Without it, a random projection mixes every vocabulary entry, and the rows
+//! of frequent tokens — whose gradients are largest — drown the rare tokens that single a
+//! document out (a fact's answer); with it, projected inner products approximate
+//! `δ_qᵀ D⁻¹ δ_d`, the gradient inner product under the head's diagonal Fisher.
+//!
 //! The loss of an [`Example`] is the summed negative log-likelihood of its target tokens, so rows
 //! of a batch are independent per-example gradients (right padding is exact under causal
 //! attention, and padded positions have no loss).
@@ -24,7 +33,7 @@ pub mod store;
 use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use crate::model::transformer::{candle_error, log_softmax_last, LinearGroup};
+use crate::model::transformer::{candle_error, log_softmax_last, LinearGroup, HEAD};
 use crate::model::{Capture, Transformer};
 use crate::rng::SplitMix64;
 use crate::{Error, Result};
@@ -40,8 +49,28 @@ pub struct LayerSpec {
     pub output: usize,
 }
 
-/// Everything that determines a projection; two equal specs give identical matrices.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// How the output head's vocabulary side is whitened (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadWhitening {
+    /// `D + damping · mean(D)` is inverted.
+    pub damping: f64,
+    /// The factor is fitted on at most about this many predicted tokens, from evenly spaced
+    /// documents.
+    pub max_tokens: u64,
+}
+
+impl Default for HeadWhitening {
+    fn default() -> HeadWhitening {
+        HeadWhitening {
+            damping: 1e-3,
+            max_tokens: 10_000_000,
+        }
+    }
+}
+
+/// Everything that determines a projection; two equal specs give identical matrices (with the
+/// same [`HeadFactor`] when the output head is projected).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProjectionSpec {
     /// Seed of the random matrices.
     pub seed: u64,
@@ -51,16 +80,21 @@ pub struct ProjectionSpec {
     pub rank_out: usize,
     /// `all`, `attention` or `mlp`.
     pub group: String,
-    /// The selected layers, in forward order.
+    /// The selected layers, in forward order (the output head last).
     pub layers: Vec<LayerSpec>,
+    /// The output head's whitening, when the head is projected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_whitening: Option<HeadWhitening>,
 }
 
 /// The name of a layer group in specs and on the command line.
 pub fn group_name(g: LinearGroup) -> &'static str {
     match g {
         LinearGroup::All => "all",
+        LinearGroup::Blocks => "blocks",
         LinearGroup::Attention => "attention",
         LinearGroup::Mlp => "mlp",
+        LinearGroup::Output => "output",
     }
 }
 
@@ -68,10 +102,12 @@ pub fn group_name(g: LinearGroup) -> &'static str {
 pub fn parse_group(name: &str) -> Result<LinearGroup> {
     match name {
         "all" => Ok(LinearGroup::All),
+        "blocks" => Ok(LinearGroup::Blocks),
         "attention" => Ok(LinearGroup::Attention),
         "mlp" => Ok(LinearGroup::Mlp),
+        "output" => Ok(LinearGroup::Output),
         other => Err(Error::Config(format!(
-            "unknown layer group `{other}`: expected all, attention or mlp"
+            "unknown layer group `{other}`: expected all, blocks, attention, mlp or output"
         ))),
     }
 }
@@ -94,21 +130,28 @@ impl ProjectionSpec {
                 continue;
             }
             let (input, output) = (l.weight.dim(0), l.weight.dim(1));
-            let (input, output) = (
-                input.map_err(candle_error("layer shape"))?,
-                output.map_err(candle_error("layer shape"))?,
-            );
-            if rank_in > input || rank_out > output {
-                return Err(Error::Config(format!(
-                    "rank {rank_in}×{rank_out} exceeds layer {} ({input} inputs, {output} outputs)",
-                    l.name
-                )));
-            }
             layers.push(LayerSpec {
                 name: l.name.clone(),
-                input,
-                output,
+                input: input.map_err(candle_error("layer shape"))?,
+                output: output.map_err(candle_error("layer shape"))?,
             });
+        }
+        let head = group.selects(LinearGroup::Output);
+        if head {
+            layers.push(LayerSpec {
+                name: HEAD.to_string(),
+                input: model.config.hidden,
+                output: model.config.vocab_size,
+            });
+        }
+        if let Some(l) = layers
+            .iter()
+            .find(|l| rank_in > l.input || rank_out > l.output)
+        {
+            return Err(Error::Config(format!(
+                "rank {rank_in}×{rank_out} exceeds layer {} ({} inputs, {} outputs)",
+                l.name, l.input, l.output
+            )));
         }
         if layers.is_empty() {
             return Err(Error::Config(format!(
@@ -122,7 +165,13 @@ impl ProjectionSpec {
             rank_out,
             group: group_name(group).to_string(),
             layers,
+            head_whitening: head.then(HeadWhitening::default),
         })
+    }
+
+    /// Whether the output head is among the layers.
+    pub fn has_head(&self) -> bool {
+        self.layers.last().is_some_and(|l| l.name == HEAD)
     }
 
     /// Values per example: `layers × rank_out × rank_in`.
@@ -154,33 +203,148 @@ impl ProjectionSpec {
     }
 }
 
+/// The diagonal of the output head's output-side Kronecker factor: per vocabulary entry `v`,
+/// `Σ_t (p_t[v] − [y_t = v])²` over `tokens` predicted tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadFactor {
+    /// Per vocabulary entry.
+    pub sums: Vec<f64>,
+    /// Predicted tokens summed.
+    pub tokens: u64,
+}
+
+impl HeadFactor {
+    /// Nothing summed yet, for a vocabulary of `vocab`.
+    pub fn zero(vocab: usize) -> HeadFactor {
+        HeadFactor {
+            sums: vec![0.0; vocab],
+            tokens: 0,
+        }
+    }
+
+    /// Adds `other`'s sums.
+    pub fn merge(&mut self, other: &HeadFactor) {
+        self.sums
+            .iter_mut()
+            .zip(&other.sums)
+            .for_each(|(a, b)| *a += b);
+        self.tokens += other.tokens;
+    }
+
+    /// The factor over `examples`' predicted tokens under `model` (one forward pass each).
+    pub fn of_examples(model: &Transformer, examples: &[Example]) -> Result<HeadFactor> {
+        let vocab = model.config.vocab_size;
+        let mut f = HeadFactor::zero(vocab);
+        for e in examples.iter().filter(|e| e.targets() > 0) {
+            let out = model.forward(std::slice::from_ref(&e.ids), Capture::default())?;
+            let t = e.ids.len();
+            let probs = (|| {
+                log_softmax_last(&out.logits.narrow(1, 0, t - 1)?.reshape((t - 1, vocab))?)?
+                    .exp()?
+                    .to_dtype(DType::F32)?
+                    .to_vec2::<f32>()
+            })()
+            .map_err(candle_error("output-head factor"))?;
+            for j in e.first_target.max(1)..t {
+                let y = e.ids[j] as usize;
+                for (v, (s, &p)) in f.sums.iter_mut().zip(&probs[j - 1]).enumerate() {
+                    let d = p as f64 - if v == y { 1.0 } else { 0.0 };
+                    *s += d * d;
+                }
+                f.tokens += 1;
+            }
+        }
+        Ok(f)
+    }
+
+    /// The whitening weights `w_v ∝ (D_v + damping · mean(D))^{-1/2}` (`D = sums / tokens`),
+    /// scaled so that `Σ_v w_v² D_v = Σ_v D_v`: the head's expected squared gradient keeps its
+    /// size, so that the head weighs as much beside the other layers as unwhitened. All ones when
+    /// nothing was summed.
+    pub fn weights(&self, damping: f64) -> Vec<f32> {
+        let total: f64 = self.sums.iter().sum();
+        if self.tokens == 0 || total <= 0.0 || self.sums.is_empty() {
+            return vec![1.0; self.sums.len()];
+        }
+        let d: Vec<f64> = self.sums.iter().map(|s| s / self.tokens as f64).collect();
+        let floor = damping.max(f64::MIN_POSITIVE) * d.iter().sum::<f64>() / d.len() as f64;
+        let w: Vec<f64> = d.iter().map(|d| 1.0 / (d + floor).sqrt()).collect();
+        let kept: f64 = w.iter().zip(&d).map(|(w, d)| w * w * d).sum();
+        let c = (d.iter().sum::<f64>() / kept).sqrt();
+        w.iter().map(|w| (w * c) as f32).collect()
+    }
+}
+
 /// A projection's matrices on a model's device, checked against the model's layers.
 #[derive(Debug, Clone)]
 pub struct Projection {
     /// What it is.
     pub spec: ProjectionSpec,
     group: LinearGroup,
-    /// Per layer: `P_inᵀ` `[input, rank_in]` and `P_outᵀ` `[output, rank_out]`.
+    /// Per layer: `P_inᵀ` `[input, rank_in]` and `P_outᵀ` `[output, rank_out]` (the head's rows
+    /// scaled by its whitening weights), row-major f32.
+    host: Vec<(Vec<f32>, Vec<f32>)>,
+    /// The same on the model's device.
     mats: Vec<(Tensor, Tensor)>,
 }
 
 impl Projection {
-    /// Builds the matrices of `spec` for `model`; the model's layers must be the spec's.
-    pub fn new(spec: ProjectionSpec, model: &Transformer) -> Result<Projection> {
+    /// Builds the matrices of `spec` for `model`; the model's layers must be the spec's. A spec
+    /// that projects the output head needs its fitted `head` factor; others take none.
+    pub fn new(
+        spec: ProjectionSpec,
+        model: &Transformer,
+        head: Option<&HeadFactor>,
+    ) -> Result<Projection> {
         let group = parse_group(&spec.group)?;
         let own = ProjectionSpec::new(model, group, spec.rank_in, spec.rank_out, spec.seed)?;
         if own.layers != spec.layers {
             return Err(Error::Config(format!(
-                "the model's {} linear layers differ from the projection's ({} vs {} layers)",
+                "the model's {} linear layers differ from the projection's ({} vs {} layers{})",
                 spec.group,
                 own.layers.len(),
-                spec.layers.len()
+                spec.layers.len(),
+                if own.has_head() && !spec.has_head() {
+                    "; stores made before the output head was projected: rebuild the store, or \
+                     keep the blocks' layers with --layers blocks"
+                } else {
+                    ""
+                }
             )));
         }
+        let mut host = spec.matrices();
+        match (&spec.head_whitening, head) {
+            (Some(w), Some(f)) => {
+                if f.sums.len() != model.config.vocab_size {
+                    return Err(Error::Config(format!(
+                        "the output-head factor covers {} tokens, the model's vocabulary {}",
+                        f.sums.len(),
+                        model.config.vocab_size
+                    )));
+                }
+                let weights = f.weights(w.damping);
+                if let Some((_, p_out)) = host.last_mut() {
+                    for (row, w) in p_out.chunks_exact_mut(spec.rank_out).zip(&weights) {
+                        row.iter_mut().for_each(|x| *x *= w);
+                    }
+                }
+            }
+            (Some(_), None) => {
+                return Err(Error::Config(
+                    "the projection whitens the output head: its fitted factor is needed".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::Config(
+                    "an output-head factor was given for a projection without the head".into(),
+                ))
+            }
+            (None, None) => {}
+        }
         let bug = candle_error("projection");
-        let mats = spec
-            .matrices()
-            .into_iter()
+        let mats = host
+            .iter()
+            .cloned()
             .zip(&spec.layers)
             .map(|((p_in, p_out), l)| {
                 let t = |v: Vec<f32>, rows: usize, cols: usize| {
@@ -194,12 +358,22 @@ impl Projection {
                 ))
             })
             .collect::<Result<_>>()?;
-        Ok(Projection { spec, group, mats })
+        Ok(Projection {
+            spec,
+            group,
+            host,
+            mats,
+        })
     }
 
     /// The layer group.
     pub fn group(&self) -> LinearGroup {
         self.group
+    }
+
+    /// Per layer `P_inᵀ` and `P_outᵀ` as applied (the head's whitened), row-major f32.
+    pub fn host_matrices(&self) -> &[(Vec<f32>, Vec<f32>)] {
+        &self.host
     }
 }
 

@@ -5,6 +5,7 @@
 //! STORE/plan.json           the settings, written first (a resumed build must match them)
 //! STORE/grads-NNNNN.bin     rows of index shard NNNNN: `GRAD` header + documents × dim values
 //! STORE/moments-NNNNN.bin   Σ g_l g_lᵀ over those rows, per layer block: `MOMS` header + f64
+//! STORE/head-factor.bin     the output head's factor, when the head is projected: `HFAC` + f64
 //! ```
 //!
 //! A row file has the index format's 64-byte header (kind `GRAD`, element width 16 for f16 or 32
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
-use super::ProjectionSpec;
+use super::{HeadFactor, ProjectionSpec};
 use crate::error::IoContext;
 use crate::format::{FileKind, Header, HEADER_LEN};
 use crate::{Error, Result};
@@ -52,7 +53,7 @@ impl StoreDtype {
 }
 
 /// The settings of a store: everything two compatible rows share.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoreSettings {
     /// `xxh3` of the model's config.json and safetensors files.
     pub model_hash: String,
@@ -103,7 +104,7 @@ pub struct StoreShard {
 }
 
 /// `store.json` (and, without shards, `plan.json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoreManifest {
     /// Always [`FORMAT`].
     pub format: String,
@@ -113,6 +114,9 @@ pub struct StoreManifest {
     pub settings: StoreSettings,
     /// Row files, in document order.
     pub shards: Vec<StoreShard>,
+    /// The output head's factor (when the projection has the head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_factor: Option<MomentsEntry>,
 }
 
 impl StoreManifest {
@@ -123,7 +127,68 @@ impl StoreManifest {
             format_version: crate::format::FORMAT_VERSION,
             settings,
             shards: Vec::new(),
+            head_factor: None,
         }
+    }
+}
+
+/// The file name of the output head's factor.
+pub const HEAD_FACTOR: &str = "head-factor.bin";
+
+impl HeadFactor {
+    /// Writes the sums (`HFAC` header: width 64, count = vocabulary, `aux0` = 0, `aux1` =
+    /// tokens) to a temporary file renamed into place.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let mut bytes = Header::new(
+            FileKind::HeadFactor,
+            64,
+            self.sums.len() as u64,
+            0,
+            self.tokens,
+        )
+        .to_bytes()
+        .to_vec();
+        for v in &self.sums {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        crate::manifest::write_atomic(path, &bytes)
+    }
+
+    /// Reads a factor over a vocabulary of `vocab` entries.
+    pub fn read(path: &Path, vocab: usize) -> Result<HeadFactor> {
+        let bytes = std::fs::read(path).at(path)?;
+        let h = Header::parse(&bytes, FileKind::HeadFactor, path)?;
+        if h.width != 64 || h.count != vocab as u64 {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "header says width {}, {} entries; the model has width 64, {vocab} entries",
+                    h.width, h.count
+                ),
+            ));
+        }
+        let want = HEADER_LEN as u64 + 8 * vocab as u64;
+        if bytes.len() as u64 != want {
+            return Err(Error::Size {
+                path: path.to_path_buf(),
+                expected: want,
+                actual: bytes.len() as u64,
+            });
+        }
+        let sums: Vec<f64> = bytes[HEADER_LEN..]
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        if let Some(i) = sums.iter().position(|v| !v.is_finite() || *v < 0.0) {
+            return Err(Error::corrupt(
+                path,
+                format!("entry {i} is {}: expected a finite sum of squares", sums[i]),
+            ));
+        }
+        Ok(HeadFactor {
+            sums,
+            tokens: h.aux1,
+        })
     }
 }
 
@@ -533,6 +598,38 @@ impl GradientStore {
                 }
             }
         }
+        let spec = &manifest.settings.projection;
+        match (&manifest.head_factor, spec.head_whitening.is_some()) {
+            (Some(h), true) => {
+                let p = dir.join(&h.file);
+                if verify {
+                    let (sum, _) = crate::checksum::of_file(&p)?;
+                    if sum != h.checksum {
+                        return Err(Error::corrupt(&p, "checksum mismatch"));
+                    }
+                }
+                let want = HEADER_LEN as u64 + 8 * spec.layers.last().map_or(0, |l| l.output) as u64;
+                let got = std::fs::metadata(&p).at(&p)?.len();
+                if got != want {
+                    return Err(Error::Size {
+                        path: p,
+                        expected: want,
+                        actual: got,
+                    });
+                }
+            }
+            (None, false) => {}
+            (h, _) => {
+                return Err(Error::corrupt(
+                    &path,
+                    if h.is_some() {
+                        "lists an output-head factor for a projection without the head"
+                    } else {
+                        "the projection whitens the output head but no head factor is listed"
+                    },
+                ))
+            }
+        }
         if next != manifest.settings.documents {
             return Err(Error::corrupt(
                 &path,
@@ -567,6 +664,24 @@ impl GradientStore {
             )?);
         }
         Ok(Some(total))
+    }
+
+    /// The output head's factor, when the projection has the head.
+    pub fn head_factor(&self) -> Result<Option<HeadFactor>> {
+        match (&self.manifest.head_factor, self.manifest.settings.projection.layers.last()) {
+            (Some(h), Some(l)) => Ok(Some(HeadFactor::read(&self.dir.join(&h.file), l.output)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The store's projection on `model` (its head whitened with the store's factor).
+    pub fn projection(&self, model: &crate::model::Transformer) -> Result<super::Projection> {
+        let head = self.head_factor()?;
+        super::Projection::new(
+            self.manifest.settings.projection.clone(),
+            model,
+            head.as_ref(),
+        )
     }
 
     /// The store's directory.

@@ -35,23 +35,36 @@ pub struct Linear {
     pub bias: Option<Tensor>,
 }
 
-/// Which linear layers of the blocks (the embeddings and the output head are not among them).
+/// Which linear layers: the blocks' (attention, MLP) and the output head (the unembedding
+/// `logits = h W_U`, a linear layer whether or not its weight is tied to the embeddings; the
+/// input embeddings are not among them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LinearGroup {
-    /// Every linear layer of every block.
+    /// Every linear layer of every block, and the output head.
     All,
+    /// Every linear layer of every block.
+    Blocks,
     /// Query/key/value and output projections.
     Attention,
     /// The MLP's projections.
     Mlp,
+    /// The output head.
+    Output,
 }
 
 impl LinearGroup {
-    /// Whether a layer of group `layer` (Attention or Mlp) is selected by `self`.
+    /// Whether a layer of group `layer` (Attention, Mlp or Output) is selected by `self`.
     pub fn selects(self, layer: LinearGroup) -> bool {
-        self == LinearGroup::All || self == layer
+        match self {
+            LinearGroup::All => true,
+            LinearGroup::Blocks => matches!(layer, LinearGroup::Attention | LinearGroup::Mlp),
+            _ => self == layer,
+        }
     }
 }
+
+/// The module name of the output head in projections and captures (Hugging Face's).
+pub const HEAD: &str = "lm_head";
 
 /// One linear layer's input and output probe, captured by a forward pass.
 #[derive(Debug, Clone)]
@@ -192,7 +205,8 @@ pub struct Output {
     pub hidden_states: Vec<Tensor>,
     /// MLP activations per layer (when captured).
     pub mlp_activations: Vec<Tensor>,
-    /// The captured linear layers, in the order of [`Transformer::linear_layers`].
+    /// The captured linear layers, in the order of [`Transformer::linear_layers`], then the
+    /// output head ([`HEAD`]) when selected.
     pub linear: Vec<LinearCapture>,
     /// The final-normed hidden state, `[batch, tokens, hidden]`.
     pub last_hidden: Tensor,
@@ -591,11 +605,22 @@ impl Transformer {
         }
         let last_hidden = self.final_norm.forward(&x)?;
         let flat = last_hidden.reshape((batch * t, c.hidden))?;
-        let logits = match &self.lm_head {
+        let mut logits = match &self.lm_head {
             Some(w) => flat.matmul(w)?,
             None => flat.matmul(&self.embed.t()?)?,
         }
         .reshape((batch, t, c.vocab_size))?;
+        if let Some((group, out)) = &mut lin {
+            if group.selects(LinearGroup::Output) {
+                let probe = Var::zeros(logits.shape(), logits.dtype(), logits.device())?;
+                logits = (logits + probe.as_tensor())?;
+                out.push(LinearCapture {
+                    name: HEAD.to_string(),
+                    input: last_hidden.clone(),
+                    probe,
+                });
+            }
+        }
         Ok(Output {
             logits,
             hidden_states,

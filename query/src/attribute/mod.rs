@@ -16,7 +16,7 @@ use std::path::Path;
 use familiar::grads::fast::FastGradients;
 use familiar::grads::linalg::Cholesky;
 use familiar::grads::store::{GradientStore, Moments};
-use familiar::grads::{Example, Projection};
+use familiar::grads::Example;
 use familiar::{Error, Result};
 use rayon::prelude::*;
 use serde_json::Value;
@@ -170,7 +170,7 @@ pub fn query_gradients(
     store: &GradientStore,
     queries: &[Query],
 ) -> Result<Vec<QueryGradient>> {
-    let projection = Projection::new(store.manifest.settings.projection.clone(), &lm.model)?;
+    let projection = store.projection(&lm.model)?;
     let fast = FastGradients::new(&lm.model, &projection)?;
     queries
         .par_iter()

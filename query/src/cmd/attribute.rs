@@ -88,9 +88,16 @@ pub struct ReportArgs {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Layers {
+    /// Every linear layer of the blocks and the output head.
     All,
+    /// Every linear layer of the blocks.
+    Blocks,
+    /// The MLPs' linear layers.
     Mlp,
+    /// The attention's linear layers.
     Attention,
+    /// The output head (the unembedding), whitened over the vocabulary.
+    Output,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -294,8 +301,10 @@ fn store(a: StoreArgs) -> Result<i32> {
         out: a.out.clone(),
         layers: match a.layers {
             Layers::All => familiar::model::LinearGroup::All,
+            Layers::Blocks => familiar::model::LinearGroup::Blocks,
             Layers::Mlp => familiar::model::LinearGroup::Mlp,
             Layers::Attention => familiar::model::LinearGroup::Attention,
+            Layers::Output => familiar::model::LinearGroup::Output,
         },
         rank: a.rank,
         seed: a.seed,

@@ -270,12 +270,14 @@ fn head_whitening_weighs_rare_tokens_up_and_keeps_the_expected_norm() {
 fn head_factor_sums_squared_output_gradients() {
     let m = load("gpt2", DType::F64, false);
     let ex = examples();
-    let f = HeadFactor::of_examples(&m, &ex).unwrap();
+    let f = HeadFactor::of_examples(&m, &ex, 2).unwrap();
     assert_eq!(f.tokens, ex.iter().map(|e| e.targets() as u64).sum::<u64>());
     // Brute force from the logits: Σ_t Σ_v (p_t[v] − [y_t = v])².
     let mut want = vec![0.0f64; m.config.vocab_size];
     for e in &ex {
-        let out = m.forward(std::slice::from_ref(&e.ids), Capture::default()).unwrap();
+        let out = m
+            .forward(std::slice::from_ref(&e.ids), Capture::default())
+            .unwrap();
         let p = log_softmax_last(&out.logits)
             .unwrap()
             .exp()
@@ -295,8 +297,12 @@ fn head_factor_sums_squared_output_gradients() {
         assert!((a - b).abs() <= 1e-5 * b.max(1e-3), "{v}: {a} vs {b}");
     }
     // Summing in parts is the same as at once.
-    let mut parts = HeadFactor::of_examples(&m, &ex[..1]).unwrap();
-    parts.merge(&HeadFactor::of_examples(&m, &ex[1..]).unwrap());
+    let mut parts = HeadFactor::of_examples(&m, &ex[..1], 1).unwrap();
+    parts.merge(&HeadFactor::of_examples(&m, &ex[1..], 5).unwrap());
     assert_eq!(parts.tokens, f.tokens);
-    assert!(parts.sums.iter().zip(&f.sums).all(|(a, b)| (a - b).abs() <= 1e-12));
+    assert!(parts
+        .sums
+        .iter()
+        .zip(&f.sums)
+        .all(|(a, b)| (a - b).abs() <= 1e-12));
 }

@@ -73,8 +73,8 @@ fn run(mode: Mode) -> BenchResult<()> {
         &["path", "rank", "batch", "wall", "CPU", "CPU ms/document"],
     );
     // The output head's factor over every document: forward passes only (a store fits it once,
-    // on at most 10 M tokens, before its rows).
-    let (factor, wall, cpu) = measure(|| HeadFactor::of_examples(&model, &examples));
+    // on at most 1 M tokens, before its rows).
+    let (factor, wall, cpu) = measure(|| HeadFactor::of_examples(&model, &examples, 16));
     let factor = factor?;
     t.row(vec![
         "head factor (forward)".into(),

@@ -44,6 +44,17 @@ pub struct StoreOptions {
     pub dtype: StoreDtype,
 }
 
+/// What a build reports while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreProgress {
+    /// The output head's factor is being fitted on this many documents.
+    FactorStart(u64),
+    /// This many more documents of the factor fitted.
+    Factor(u64),
+    /// This many more documents' rows computed (or found done).
+    Rows(u64),
+}
+
 /// What a build did.
 #[derive(Debug, Clone)]
 pub struct StoreReport {
@@ -55,10 +66,15 @@ pub struct StoreReport {
     pub computed_shards: usize,
     /// Shards found complete from an earlier run.
     pub resumed_shards: usize,
+    /// Predicted tokens the output head's factor was fitted on now, and the seconds it took
+    /// (`None`: no head, or the factor was found from an earlier run).
+    pub factor: Option<(u64, f64)>,
 }
 
 /// Documents per block written at once.
 const BLOCK: usize = 256;
+/// Examples per forward pass when fitting the head factor.
+const FACTOR_BATCH: usize = 16;
 
 /// The examples (chunks) of one document.
 pub fn document_examples(tokens: &[u32], start: Option<u32>, context: usize) -> Vec<Example> {
@@ -82,12 +98,11 @@ pub fn document_examples(tokens: &[u32], start: Option<u32>, context: usize) -> 
     out
 }
 
-/// Builds (or finishes) the store of `index`; `progress` is called with the number of documents
-/// done.
+/// Builds (or finishes) the store of `index`, telling `progress` how far it is.
 pub fn build_store(
     index: &Index,
     o: &StoreOptions,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(StoreProgress) + Sync),
 ) -> Result<StoreReport> {
     let model = Transformer::load(&o.model)?;
     let tpath = familiar::model::tokenizer_file(&o.model)?;
@@ -140,6 +155,7 @@ pub fn build_store(
         familiar::manifest::write_atomic(&plan_path, &familiar::manifest::to_bytes(&plan)?)?;
     }
     let mut manifest = StoreManifest::new(settings.clone());
+    let mut fitted = None;
     let head = match &settings.projection.head_whitening {
         Some(w) => {
             let path = o.out.join(HEAD_FACTOR);
@@ -147,8 +163,10 @@ pub fn build_store(
             let factor = match HeadFactor::read(&path, vocab) {
                 Ok(f) => f,
                 Err(_) => {
-                    let f = fit_head_factor(index, &model, &settings, w.max_tokens)?;
+                    let started = std::time::Instant::now();
+                    let f = fit_head_factor(index, &model, &settings, w.max_tokens, progress)?;
                     f.write(&path)?;
+                    fitted = Some((f.tokens, started.elapsed().as_secs_f64()));
                     f
                 }
             };
@@ -180,7 +198,7 @@ pub fn build_store(
             && Moments::read(&mpath, layers, block, docs).is_ok();
         if done {
             resumed += 1;
-            progress(docs);
+            progress(StoreProgress::Rows(docs));
         } else {
             write_shard(index, i, &fast, &settings, (&path, &mpath), progress)?;
             computed += 1;
@@ -208,6 +226,7 @@ pub fn build_store(
         dim,
         computed_shards: computed,
         resumed_shards: resumed,
+        factor: fitted,
     })
 }
 
@@ -219,24 +238,32 @@ fn fit_head_factor(
     model: &Transformer,
     settings: &StoreSettings,
     max_tokens: u64,
+    progress: &(dyn Fn(StoreProgress) + Sync),
 ) -> Result<HeadFactor> {
     let stride = settings.tokens.div_ceil(max_tokens.max(1)).max(1) as usize;
     let picked: Vec<u64> = (0..settings.documents).step_by(stride).collect();
+    progress(StoreProgress::FactorStart(picked.len() as u64));
     let mut total = HeadFactor::zero(model.config.vocab_size);
     for block in picked.chunks(BLOCK) {
-        let parts = block
-            .par_iter()
-            .map(|&doc| -> Result<HeadFactor> {
-                let (shard, local) = index.locate_doc(doc)?;
-                let tokens: Vec<u32> = with_view!(shard, |v| {
-                    let (s, e) = v.doc_span(local)?;
-                    v.tokens[s..e].iter().map(|t| t.to_u32()).collect()
-                });
-                let examples = document_examples(&tokens, settings.start_token, settings.context);
-                HeadFactor::of_examples(model, &examples)
-            })
+        let mut examples = Vec::new();
+        for &doc in block {
+            let (shard, local) = index.locate_doc(doc)?;
+            let tokens: Vec<u32> = with_view!(shard, |v| {
+                let (s, e) = v.doc_span(local)?;
+                v.tokens[s..e].iter().map(|t| t.to_u32()).collect()
+            });
+            examples.extend(document_examples(
+                &tokens,
+                settings.start_token,
+                settings.context,
+            ));
+        }
+        let parts = examples
+            .par_chunks(FACTOR_BATCH)
+            .map(|batch| HeadFactor::of_examples(model, batch, FACTOR_BATCH))
             .collect::<Result<Vec<_>>>()?;
         parts.iter().for_each(|p| total.merge(p));
+        progress(StoreProgress::Factor(block.len() as u64));
     }
     Ok(total)
 }
@@ -247,7 +274,7 @@ fn write_shard(
     fast: &FastGradients,
     settings: &StoreSettings,
     (path, moments_path): (&Path, &Path),
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(StoreProgress) + Sync),
 ) -> Result<()> {
     let shard = &index.shards()[i];
     let docs = shard.manifest.documents;
@@ -281,7 +308,7 @@ fn write_shard(
             w.push(r)?;
         }
         moments.merge(&Moments::of_rows(&rows, layers, block));
-        progress(to - from);
+        progress(StoreProgress::Rows(to - from));
         from = to;
     }
     // The moments first: a shard counts as done once its row file is in place.

@@ -404,6 +404,29 @@ fn stores_resume_refuse_mismatches_and_fail_cleanly_when_damaged() {
         .success()
         .stdout_has(&["1 shard(s) computed, 1 resumed"]);
     assert_eq!(std::fs::read(&m).unwrap(), mbytes);
+    // The output head's factor: truncated, it is an error naming it; damaged, the checksum
+    // check catches it; lost before the manifest was written, the rerun fits the same factor
+    // again and keeps the rows.
+    let h = s.join("head-factor.bin");
+    let hbytes = std::fs::read(&h).unwrap();
+    std::fs::write(&h, &hbytes[..hbytes.len() - 8]).unwrap();
+    let err = GradientStore::open(&s, false).unwrap_err().to_string();
+    assert!(err.contains("head-factor.bin"), "{err}");
+    let mut flipped = hbytes.clone();
+    let last = flipped.len() - 2;
+    flipped[last] ^= 0x40;
+    std::fs::write(&h, &flipped).unwrap();
+    let err = GradientStore::open(&s, true).unwrap_err().to_string();
+    assert!(
+        err.contains("head-factor.bin") && err.contains("checksum"),
+        "{err}"
+    );
+    std::fs::remove_file(&h).unwrap();
+    std::fs::remove_file(s.join("store.json")).unwrap();
+    store(&idx, &s, "2")
+        .success()
+        .stdout_has(&["0 shard(s) computed, 2 resumed"]);
+    assert_eq!(std::fs::read(&h).unwrap(), hbytes);
     // Other settings into the same directory are refused.
     store(&idx, &s, "3")
         .failure()
@@ -432,64 +455,61 @@ fn stores_resume_refuse_mismatches_and_fail_cleanly_when_damaged() {
 }
 
 /// The planted facts of the fixture world (each stated in exactly one document, its answer spelled
-/// with tokens of its own): with rank-32 projections and the damped inverse second moment, a query
-/// on a fact ranks the document that states it first for most facts and in the top 5 for most of
-/// the rest, among 1,200 (chance: the middle). The issue's bar — first for ≥ 90 % of facts — is not
-/// met yet (see the issue note); this pins what is.
+/// with tokens of its own): with rank-32 projections of every linear layer and the whitened output
+/// head, a query on a fact ranks the document that states it first, among 1,200 (chance: the
+/// middle), for at least 90 % of the facts under every preconditioner, and in the top 5 for all.
 #[test]
-fn planted_facts_rank_their_document_first_for_most_facts() {
+fn planted_facts_rank_their_document_first() {
     let t = TestDir::new();
     let idx = index_of(&t, &["part-0000.jsonl.zst", "part-0001.jsonl.gz"], &[]);
     let s = t.join("store");
     store(&idx, &s, "32").success();
+    assert!(s.join("head-factor.bin").exists());
     let truth: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixtures().join("corpus/planted.json")).unwrap())
             .unwrap();
     let facts = truth["facts"].as_array().unwrap();
-    let out = t.join("att");
-    attribute_score(
-        &s,
-        &model(),
-        &fixtures().join("attribution/queries.jsonl"),
-        &out,
-        &["--all", "--precondition", "kfac", "--damping", "0.1"],
-    )
-    .success();
-    let b = read_parquet(&out.join("influence.parquet"), "influence");
-    let ids = col::<StringArray>(&b, "query_id");
-    let docs = col::<UInt64Array>(&b, "doc_id");
-    let ranks = col::<UInt64Array>(&b, "rank");
-    let rank_of: std::collections::HashMap<(&str, u64), u64> = (0..b.num_rows())
-        .map(|i| ((ids.value(i), docs.value(i)), ranks.value(i)))
-        .collect();
-    // Query ids are `{relation}-{nn}`, numbered in the order of planted.json.
-    let mut seen = std::collections::HashMap::new();
-    let mut planted_ranks: Vec<u64> = facts
-        .iter()
-        .map(|f| {
-            let relation = f["relation"].as_str().unwrap();
-            let n = seen.entry(relation).or_insert(0);
-            *n += 1;
-            let id = format!("{relation}-{n:02}");
-            rank_of[&(id.as_str(), f["document"].as_u64().unwrap())]
-        })
-        .collect();
-    planted_ranks.sort_unstable();
-    let median = planted_ranks[planted_ranks.len() / 2];
-    let first = planted_ranks.iter().filter(|&&r| r == 1).count();
-    let top5 = planted_ranks.iter().filter(|&&r| r <= 5).count();
-    eprintln!("planted document ranks: {planted_ranks:?}");
-    assert_eq!(median, 1, "median rank");
-    assert!(
-        first * 2 >= facts.len(),
-        "first for {first} of {}",
-        facts.len()
-    );
-    assert!(
-        top5 * 4 >= facts.len() * 3,
-        "{top5} of {} in the top 5",
-        facts.len()
-    );
+    for precondition in ["kfac", "identity", "cosine"] {
+        let out = t.join(precondition);
+        attribute_score(
+            &s,
+            &model(),
+            &fixtures().join("attribution/queries.jsonl"),
+            &out,
+            &["--all", "--precondition", precondition, "--damping", "0.1"],
+        )
+        .success();
+        let b = read_parquet(&out.join("influence.parquet"), "influence");
+        let ids = col::<StringArray>(&b, "query_id");
+        let docs = col::<UInt64Array>(&b, "doc_id");
+        let ranks = col::<UInt64Array>(&b, "rank");
+        let rank_of: std::collections::HashMap<(&str, u64), u64> = (0..b.num_rows())
+            .map(|i| ((ids.value(i), docs.value(i)), ranks.value(i)))
+            .collect();
+        // Query ids are `{relation}-{nn}`, numbered in the order of planted.json.
+        let mut seen = std::collections::HashMap::new();
+        let planted_ranks: Vec<u64> = facts
+            .iter()
+            .map(|f| {
+                let relation = f["relation"].as_str().unwrap();
+                let n = seen.entry(relation).or_insert(0);
+                *n += 1;
+                let id = format!("{relation}-{n:02}");
+                rank_of[&(id.as_str(), f["document"].as_u64().unwrap())]
+            })
+            .collect();
+        let first = planted_ranks.iter().filter(|&&r| r == 1).count();
+        eprintln!("{precondition}: planted document ranks {planted_ranks:?}");
+        assert!(
+            first * 10 >= facts.len() * 9,
+            "{precondition}: first for {first} of {}",
+            facts.len()
+        );
+        assert!(
+            planted_ranks.iter().all(|&r| r <= 5),
+            "{precondition}: {planted_ranks:?}"
+        );
+    }
 }
 
 /// A hand-made query: `(id, kind, task, answer, intermediate answers)`.

@@ -63,7 +63,7 @@ impl Default for HeadWhitening {
     fn default() -> HeadWhitening {
         HeadWhitening {
             damping: 1e-3,
-            max_tokens: 10_000_000,
+            max_tokens: 1_000_000,
         }
     }
 }
@@ -231,27 +231,53 @@ impl HeadFactor {
         self.tokens += other.tokens;
     }
 
-    /// The factor over `examples`' predicted tokens under `model` (one forward pass each).
-    pub fn of_examples(model: &Transformer, examples: &[Example]) -> Result<HeadFactor> {
+    /// The factor over `examples`' predicted tokens under `model`: one forward pass per batch of
+    /// `batch` examples (right-padded, which causal attention leaves exact).
+    pub fn of_examples(
+        model: &Transformer,
+        examples: &[Example],
+        batch: usize,
+    ) -> Result<HeadFactor> {
         let vocab = model.config.vocab_size;
         let mut f = HeadFactor::zero(vocab);
-        for e in examples.iter().filter(|e| e.targets() > 0) {
-            let out = model.forward(std::slice::from_ref(&e.ids), Capture::default())?;
-            let t = e.ids.len();
-            let probs = (|| {
-                log_softmax_last(&out.logits.narrow(1, 0, t - 1)?.reshape((t - 1, vocab))?)?
-                    .exp()?
-                    .to_dtype(DType::F32)?
-                    .to_vec2::<f32>()
-            })()
-            .map_err(candle_error("output-head factor"))?;
-            for j in e.first_target.max(1)..t {
-                let y = e.ids[j] as usize;
-                for (v, (s, &p)) in f.sums.iter_mut().zip(&probs[j - 1]).enumerate() {
-                    let d = p as f64 - if v == y { 1.0 } else { 0.0 };
-                    *s += d * d;
+        let counted: Vec<&Example> = examples.iter().filter(|e| e.targets() > 0).collect();
+        for group in counted.chunks(batch.max(1)) {
+            let t = group.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+            let ids: Vec<Vec<u32>> = group
+                .iter()
+                .map(|e| {
+                    let mut v = e.ids.clone();
+                    v.resize(t, 0);
+                    v
+                })
+                .collect();
+            let out = model.forward(&ids, Capture::default())?;
+            let logits = out
+                .logits
+                .to_dtype(DType::F32)
+                .and_then(|l| l.to_vec3::<f32>())
+                .map_err(candle_error("output-head factor"))?;
+            let mut exps = vec![0.0f32; vocab];
+            for (e, rows) in group.iter().zip(&logits) {
+                for j in e.first_target.max(1)..e.ids.len() {
+                    // The softmax of the logits predicting token j.
+                    let row = &rows[j - 1];
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut z = 0.0f64;
+                    for (x, &l) in exps.iter_mut().zip(row) {
+                        *x = (l - max).exp();
+                        z += *x as f64;
+                    }
+                    let inv = 1.0 / z;
+                    for (s, &x) in f.sums.iter_mut().zip(&exps) {
+                        let p = x as f64 * inv;
+                        *s += p * p;
+                    }
+                    // (p − 1)² = p² − 2p + 1 at the target.
+                    let y = e.ids[j] as usize;
+                    f.sums[y] += 1.0 - 2.0 * exps[y] as f64 * inv;
+                    f.tokens += 1;
                 }
-                f.tokens += 1;
             }
         }
         Ok(f)

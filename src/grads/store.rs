@@ -608,7 +608,8 @@ impl GradientStore {
                         return Err(Error::corrupt(&p, "checksum mismatch"));
                     }
                 }
-                let want = HEADER_LEN as u64 + 8 * spec.layers.last().map_or(0, |l| l.output) as u64;
+                let want =
+                    HEADER_LEN as u64 + 8 * spec.layers.last().map_or(0, |l| l.output) as u64;
                 let got = std::fs::metadata(&p).at(&p)?.len();
                 if got != want {
                     return Err(Error::Size {
@@ -668,7 +669,10 @@ impl GradientStore {
 
     /// The output head's factor, when the projection has the head.
     pub fn head_factor(&self) -> Result<Option<HeadFactor>> {
-        match (&self.manifest.head_factor, self.manifest.settings.projection.layers.last()) {
+        match (
+            &self.manifest.head_factor,
+            self.manifest.settings.projection.layers.last(),
+        ) {
             (Some(h), Some(l)) => Ok(Some(HeadFactor::read(&self.dir.join(&h.file), l.output)?)),
             _ => Ok(None),
         }

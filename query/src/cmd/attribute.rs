@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use familiar::grads::store::{model_hash, GradientStore, StoreDtype};
-use familiar_index_builder::grads::{build_store, StoreOptions};
+use familiar_index_builder::grads::{build_store, StoreOptions, StoreProgress};
 use familiar_query::attribute::{
     preconditioned, query_gradients, read_queries, score_all, Precondition,
 };
@@ -313,17 +313,32 @@ fn store(a: StoreArgs) -> Result<i32> {
             Dtype::F32 => StoreDtype::F32,
         },
     };
-    let r = build_store(&index, &options, &|n| bar.inc(n))
-        .with_context(|| format!("building the gradient store {}", a.out.display()))?;
+    let factor_bar =
+        familiar_query::output::progress_bar(!a.quiet, 0, "documents (output-head factor)")?;
+    let r = build_store(&index, &options, &|p| match p {
+        StoreProgress::FactorStart(n) => factor_bar.set_length(n),
+        StoreProgress::Factor(n) => factor_bar.inc(n),
+        StoreProgress::Rows(n) => {
+            if !factor_bar.is_finished() {
+                factor_bar.finish_and_clear();
+            }
+            bar.inc(n)
+        }
+    })
+    .with_context(|| format!("building the gradient store {}", a.out.display()))?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "stored {} documents × {} values in {} ({} shard(s) computed, {} resumed) in {secs:.1} s",
+        "stored {} documents × {} values in {} ({} shard(s) computed, {} resumed{}) in {secs:.1} s",
         r.documents,
         r.dim,
         a.out.display(),
         r.computed_shards,
-        r.resumed_shards
+        r.resumed_shards,
+        match r.factor {
+            Some((t, secs)) => format!("; output-head factor fitted on {t} tokens in {secs:.1} s"),
+            None => String::new(),
+        }
     );
     Ok(0)
 }

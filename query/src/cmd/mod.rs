@@ -13,6 +13,7 @@ mod locate;
 mod ntd;
 mod prob;
 mod score;
+mod sql;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +62,8 @@ enum Command {
     /// Gradient-similarity attribution: gradient stores and influence scores.
     #[command(subcommand)]
     Attribute(attribute::AttributeCommand),
+    /// SQL (DataFusion) over tables: every Parquet table of a directory, an index's documents.
+    Sql(sql::Args),
     /// Regenerate the fixture corpus, tokenizer and golden index.
     Fixtures(fixtures::Args),
     /// Build the index of the fixture corpus and run example queries on it.
@@ -83,6 +86,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Density(a) => density::run(a),
         Command::Train(a) => train::run(a),
         Command::Attribute(c) => attribute::run(c),
+        Command::Sql(a) => sql::run(a),
         Command::Fixtures(a) => fixtures::run(a),
         Command::Demo(a) => demo::run(a),
     }

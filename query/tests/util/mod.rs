@@ -46,6 +46,36 @@ where
     run_command(c)
 }
 
+/// Runs `familiar ARGS…` with `input` on its standard input.
+pub fn familiar_with_stdin<I, S>(args: I, input: &str) -> Out
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut c = command();
+    c.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let described = format!("{c:?}");
+    let mut child = c
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {described}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    Out {
+        command: described,
+        status: o.status,
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
 fn run_command(mut c: Command) -> Out {
     let described = format!("{c:?}");
     let o = c

@@ -1,0 +1,272 @@
+//! `familiar sql`: DataFusion SQL over a directory of tables.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use familiar_sql::output::{write_parquet, write_text, Format};
+use familiar_sql::{Sql, StatementResult};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OutFormat {
+    Table,
+    Csv,
+    Json,
+    Parquet,
+}
+
+/// Arguments of `familiar sql`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A directory of tables: every Parquet file under it is a table named after the file
+    /// (`part-*.parquet` files: after their directory; an index directory: `documents`). Repeat
+    /// for several directories.
+    #[arg(long)]
+    tables: Vec<PathBuf>,
+    /// Attach the documents table of this index as `documents` (or NAME=DIR to name it).
+    #[arg(long, value_name = "[NAME=]DIR")]
+    index: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: OutFormat,
+    /// Write the results to this file instead of standard output (Parquet: the last
+    /// statement's result).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// A file of SQL statements (separated by `;`), run in order.
+    #[arg(long, conflicts_with = "query")]
+    file: Option<PathBuf>,
+    /// The SQL to run (several statements separated by `;`). Without it and --file: the
+    /// statements on standard input, or an interactive prompt on a terminal.
+    query: Option<String>,
+}
+
+fn session(a: &Args) -> Result<Sql> {
+    let mut sql = Sql::new()?;
+    for dir in &a.tables {
+        sql.register_dir(dir)
+            .with_context(|| format!("registering the tables of {}", dir.display()))?;
+    }
+    for spec in &a.index {
+        let (name, dir) = match spec.split_once('=') {
+            Some((n, d)) if !n.is_empty() && !n.contains('/') => (n, d),
+            _ => ("documents", spec.as_str()),
+        };
+        sql.attach_documents(std::path::Path::new(dir), name)?;
+    }
+    Ok(sql)
+}
+
+fn format_of(f: OutFormat) -> Format {
+    match f {
+        OutFormat::Table => Format::Table,
+        OutFormat::Csv => Format::Csv,
+        OutFormat::Json => Format::Json,
+        OutFormat::Parquet => Format::Parquet,
+    }
+}
+
+/// Prints the results of statements that return columns (not those of DDL such as CREATE VIEW).
+fn print_results(out: &mut dyn Write, format: Format, results: &[StatementResult]) -> Result<()> {
+    let shown: Vec<&StatementResult> = results
+        .iter()
+        .filter(|r| !r.schema.fields().is_empty())
+        .collect();
+    for (i, r) in shown.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        write_text(out, format, &r.schema, &r.batches)?;
+    }
+    Ok(())
+}
+
+/// Runs `familiar sql`.
+pub fn run(a: Args) -> Result<i32> {
+    let sql = session(&a)?;
+    let format = format_of(a.format);
+    let text = match (&a.query, &a.file) {
+        (Some(q), _) => Some(q.clone()),
+        (None, Some(f)) => {
+            Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
+        }
+        (None, None) if !std::io::stdin().is_terminal() => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading SQL from standard input")?;
+            Some(s)
+        }
+        (None, None) => None,
+    };
+    let Some(text) = text else {
+        if a.output.is_some() || matches!(a.format, OutFormat::Parquet) {
+            bail!("--output and --format parquet need a query or --file");
+        }
+        return repl(&sql, format);
+    };
+    if text.trim().is_empty() {
+        bail!(
+            "no SQL statements in {}",
+            match &a.file {
+                Some(f) => f.display().to_string(),
+                None => "the input".into(),
+            }
+        );
+    }
+    let results = sql.run(&text)?;
+    match (&a.output, format) {
+        (Some(path), Format::Parquet) => {
+            let Some(last) = results.iter().rev().find(|r| !r.schema.fields().is_empty()) else {
+                bail!(
+                    "no statement returned columns to write to {}",
+                    path.display()
+                );
+            };
+            write_parquet(path, &last.schema, &last.batches)?;
+            eprintln!("wrote {} rows to {}", last.rows(), path.display());
+        }
+        (None, Format::Parquet) => bail!("--format parquet needs --output FILE"),
+        (Some(path), _) => {
+            let tmp = path.with_extension("tmp");
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(&tmp)
+                    .with_context(|| format!("creating {}", tmp.display()))?,
+            );
+            print_results(&mut f, format, &results)?;
+            f.into_inner()
+                .map_err(|e| anyhow::anyhow!("writing {}: {}", tmp.display(), e.error()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        }
+        (None, _) => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            print_results(&mut out, format, &results)?;
+        }
+    }
+    Ok(0)
+}
+
+fn history_file() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(base.join("familiar").join("sql_history"))
+}
+
+const HELP: &str = "statements end with `;` and may span lines
+.tables           the registered tables, their rows and files
+.schema NAME      a table's columns
+.help             this text
+.quit             leave (also Ctrl-D)";
+
+fn describe_tables(sql: &Sql) -> String {
+    if sql.tables().is_empty() {
+        return "no tables registered (use --tables DIR or --index DIR)\n".into();
+    }
+    let mut s = String::new();
+    for t in sql.tables() {
+        s += &format!(
+            "{}  {} rows, {} columns  ({}{})\n",
+            t.name,
+            t.rows,
+            t.schema.fields().len(),
+            t.files[0].display(),
+            if t.files.len() > 1 {
+                format!(" and {} more files", t.files.len() - 1)
+            } else {
+                String::new()
+            }
+        );
+    }
+    s
+}
+
+fn describe_schema(sql: &Sql, name: &str) -> String {
+    match sql.tables().iter().find(|t| t.name == name) {
+        None => format!("no table `{name}`; .tables lists them\n"),
+        Some(t) => t
+            .schema
+            .fields()
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}  {}{}\n",
+                    f.name(),
+                    f.data_type(),
+                    if f.is_nullable() { "" } else { " not null" }
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The interactive prompt: line editing and history (rustyline).
+fn repl(sql: &Sql, format: Format) -> Result<i32> {
+    use rustyline::error::ReadlineError;
+    let mut editor = rustyline::DefaultEditor::new().context("starting the line editor")?;
+    let history = history_file();
+    if let Some(h) = &history {
+        let _ = editor.load_history(h);
+    }
+    eprint!("{}", describe_tables(sql));
+    eprintln!("type .help for help");
+    let mut pending = String::new();
+    loop {
+        let prompt = if pending.is_empty() { "sql> " } else { "...> " };
+        let line = match editor.readline(prompt) {
+            Ok(l) => l,
+            Err(ReadlineError::Interrupted) => {
+                pending.clear();
+                continue;
+            }
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e).context("reading the prompt"),
+        };
+        let trimmed = line.trim();
+        if pending.is_empty() && trimmed.starts_with('.') {
+            let _ = editor.add_history_entry(trimmed);
+            let mut words = trimmed.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some(".quit" | ".exit"), _) => break,
+                (Some(".help"), _) => eprintln!("{HELP}"),
+                (Some(".tables"), _) => print!("{}", describe_tables(sql)),
+                (Some(".schema"), Some(name)) => print!("{}", describe_schema(sql, name)),
+                _ => eprintln!("unknown command {trimmed:?}; .help lists them"),
+            }
+            continue;
+        }
+        if trimmed.is_empty() && pending.is_empty() {
+            continue;
+        }
+        pending.push_str(&line);
+        pending.push('\n');
+        if !trimmed.ends_with(';') {
+            continue;
+        }
+        let _ = editor.add_history_entry(pending.trim_end());
+        match sql.run(&pending) {
+            Ok(results) => {
+                let stdout = std::io::stdout();
+                let mut out = stdout.lock();
+                if let Err(e) = print_results(&mut out, format, &results) {
+                    eprintln!("error: {e:#}");
+                }
+            }
+            Err(e) => eprintln!("error: {e}"),
+        }
+        pending.clear();
+    }
+    if let Some(h) = &history {
+        if let Some(dir) = h.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = editor.save_history(h) {
+            eprintln!(
+                "warning: could not save the history to {}: {e}",
+                h.display()
+            );
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,321 @@
+//! `familiar sql` end to end: tables found under a directory, output formats, several statements,
+//! familiar's functions against hand-computed values, and errors that name what is wrong.
+
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
+use util::*;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+fn write_batch(path: &Path, columns: Vec<(&str, ArrayRef)>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let f = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+fn strs(v: &[&str]) -> ArrayRef {
+    Arc::new(StringArray::from(v.to_vec()))
+}
+
+fn f64s(v: &[f64]) -> ArrayRef {
+    Arc::new(Float64Array::from(v.to_vec()))
+}
+
+fn opt_f64s(v: &[Option<f64>]) -> ArrayRef {
+    Arc::new(Float64Array::from(v.to_vec()))
+}
+
+fn u64s(v: &[u64]) -> ArrayRef {
+    Arc::new(UInt64Array::from(v.to_vec()))
+}
+
+/// A tables directory: `scores` (task, x, y with a tie and a NULL), `counts` (concept, count) and
+/// two runs' `hits` tables (same file name in two directories) and a partitioned `parts/` table.
+fn tables(t: &TestDir) -> PathBuf {
+    let dir = t.mkdir("tables");
+    write_batch(
+        &dir.join("scores.parquet"),
+        vec![
+            ("task", strs(&["a", "a", "a", "a", "b", "b", "b", "b", "b"])),
+            ("x", f64s(&[1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 2.0, 3.0, 9.0])),
+            (
+                "y",
+                opt_f64s(&[
+                    Some(10.0),
+                    Some(30.0),
+                    Some(20.0),
+                    Some(40.0),
+                    Some(1.0),
+                    Some(2.0),
+                    Some(3.0),
+                    Some(4.0),
+                    None,
+                ]),
+            ),
+        ],
+    );
+    write_batch(
+        &dir.join("counts.parquet"),
+        vec![
+            ("concept", strs(&["c1", "c10", "c100", "c1000", "c5"])),
+            ("count", u64s(&[1, 10, 100, 1000, 5])),
+        ],
+    );
+    write_batch(
+        &dir.join("run1/hits.parquet"),
+        vec![("n", Arc::new(Int64Array::from(vec![1i64, 2])) as ArrayRef)],
+    );
+    write_batch(
+        &dir.join("run2/hits.parquet"),
+        vec![("n", Arc::new(Int64Array::from(vec![3i64])) as ArrayRef)],
+    );
+    for (i, v) in [[1.0, 2.0], [3.0, 4.0]].iter().enumerate() {
+        write_batch(
+            &dir.join(format!("parts/part-{i}.parquet")),
+            vec![("v", f64s(v))],
+        );
+    }
+    dir
+}
+
+fn sql(dir: &Path, format: &str, query: &str) -> Out {
+    familiar([
+        "sql".as_ref(),
+        "--tables".as_ref(),
+        dir.as_os_str(),
+        "--format".as_ref(),
+        format.as_ref(),
+        query.as_ref(),
+    ])
+}
+
+/// Table-driven: each query's CSV output, exactly.
+#[test]
+fn queries_give_their_expected_rows() {
+    let t = TestDir::new();
+    let dir = tables(&t);
+    let cases: &[(&str, &str)] = &[
+        ("SELECT count(*) AS n FROM scores", "n\n9\n"),
+        // Names: file stems; the same stem twice gets its directory; part files their directory.
+        (
+            "SELECT (SELECT sum(n) FROM run1_hits) AS one, (SELECT sum(n) FROM run2_hits) AS two, \
+             (SELECT sum(v) FROM parts) AS parts",
+            "one,two,parts\n3,3,10.0\n",
+        ),
+        // Spearman, by task: a: x ranks 1 2 3 4, y ranks 1 3 2 4 → 0.8; b: the NULL row is left
+        // out, x = 1 2 2 3 (ties: 1 2.5 2.5 4) against 1 2 3 4 → 4.5/√22.5 = 0.9486832980505138.
+        (
+            "SELECT task, round(spearman(x, y), 12) AS rho FROM scores GROUP BY task ORDER BY task",
+            "task,rho\na,0.8\nb,0.948683298051\n",
+        ),
+        // Integer arguments are coerced.
+        (
+            "SELECT spearman(count, count * count) AS rho FROM counts",
+            "rho\n1.0\n",
+        ),
+        // Fewer than two pairs, or a constant side: NULL.
+        (
+            "SELECT spearman(x, y) AS rho FROM scores WHERE x > 5",
+            "rho\n\"\"\n",
+        ),
+        // log_bin over [1, 1000] in 3 bins: edges 10 and 100 open the next bin.
+        (
+            "SELECT concept, log_bin(count, 1, 1000, 3) AS bin FROM counts ORDER BY count",
+            "concept,bin\nc1,0\nc5,0\nc10,1\nc100,2\nc1000,2\n",
+        ),
+        // Bounds from the data, bin centers (geometric).
+        (
+            "SELECT log_bin(count, (SELECT min(count) FROM counts), (SELECT max(count) FROM counts), 3) \
+             AS bin, count(*) AS n, round(log_bin_center(log_bin(count, 1, 1000, 3), 1, 1000, 3), 6) \
+             AS center FROM counts GROUP BY 1, 3 ORDER BY 1",
+            "bin,n,center\n0,2,3.162278\n1,1,31.622777\n2,2,316.227766\n",
+        ),
+        // Outside the range: NULL.
+        (
+            "SELECT log_bin(5000, 1, 1000, 3) AS b, log_bin(0, 1, 1000, 3) AS z",
+            "b,z\n,\n",
+        ),
+        // The log-linear fit with built-in aggregates: y = 2 + 3·log10(count) exactly.
+        (
+            "SELECT round(regr_slope(2 + 3 * log10(count), log10(count)), 9) AS per_decade, \
+             round(regr_intercept(2 + 3 * log10(count), log10(count)), 9) AS intercept FROM counts",
+            "per_decade,intercept\n3.0,2.0\n",
+        ),
+    ];
+    for (query, want) in cases {
+        let out = sql(&dir, "csv", query);
+        out.success();
+        assert_eq!(&out.stdout, want, "{query}");
+    }
+}
+
+#[test]
+fn formats_files_and_several_statements() {
+    let t = TestDir::new();
+    let dir = tables(&t);
+    let q = "SELECT task, count(*) AS n FROM scores GROUP BY task ORDER BY task";
+    let table = sql(&dir, "table", q);
+    table
+        .success()
+        .stdout_has(&["| task | n |", "| a    | 4 |", "| b    | 5 |"]);
+    let json = sql(&dir, "json", q);
+    json.success();
+    assert_eq!(
+        json.json(),
+        serde_json::json!([{"task": "a", "n": 4}, {"task": "b", "n": 5}])
+    );
+    // Parquet to a file, read back as a table.
+    let out = t.join("out/result.parquet");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    familiar([
+        "sql".as_ref(),
+        "--tables".as_ref(),
+        dir.as_os_str(),
+        "--format".as_ref(),
+        "parquet".as_ref(),
+        "--output".as_ref(),
+        out.as_os_str(),
+        q.as_ref(),
+    ])
+    .success();
+    let back = sql(
+        &t.join("out"),
+        "csv",
+        "SELECT task, n FROM result ORDER BY task",
+    );
+    back.success();
+    assert_eq!(back.stdout, "task,n\na,4\nb,5\n");
+    // Parquet needs a file.
+    sql(&dir, "parquet", q).failure().stderr_has(&["--output"]);
+    // A file of statements: a view, then two queries, each printed.
+    let file = t.write(
+        "q.sql",
+        "CREATE VIEW big AS SELECT * FROM counts WHERE count >= 100;\n\
+         SELECT count(*) AS n FROM big;\n\
+         -- a comment\n\
+         SELECT max(count) AS m FROM big;\n",
+    );
+    let out = familiar([
+        "sql".as_ref(),
+        "--tables".as_ref(),
+        dir.as_os_str(),
+        "--format".as_ref(),
+        "csv".as_ref(),
+        "--file".as_ref(),
+        file.as_os_str(),
+    ]);
+    out.success();
+    assert_eq!(out.stdout, "n\n2\n\nm\n1000\n");
+    // Statements on standard input.
+    let out = familiar_with_stdin(
+        [
+            "sql".as_ref(),
+            "--tables".as_ref(),
+            dir.as_os_str(),
+            "--format".as_ref(),
+            "csv".as_ref(),
+        ],
+        "SELECT 1 AS one; SELECT 2 AS two;",
+    );
+    out.success();
+    assert_eq!(out.stdout, "one\n1\n\ntwo\n2\n");
+    // An empty file is an error naming it.
+    let empty = t.write("empty.sql", "  \n");
+    familiar(["sql".as_ref(), "--file".as_ref(), empty.as_os_str()])
+        .failure()
+        .stderr_has(&["no SQL statements", "empty.sql"]);
+}
+
+#[test]
+fn index_documents_attach_as_a_table() {
+    let t = TestDir::new();
+    let dir = tables(&t);
+    let golden = fixtures().join("golden-v1");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(golden.join("manifest.json")).unwrap()).unwrap();
+    let docs = manifest["documents"].as_u64().unwrap();
+    let index = golden.to_str().unwrap().to_string();
+    let out = familiar([
+        "sql",
+        "--index",
+        &index,
+        "--format",
+        "csv",
+        "SELECT count(*) AS n, count(DISTINCT doc_id) AS d FROM documents",
+    ]);
+    out.success();
+    assert_eq!(out.stdout, format!("n,d\n{docs},{docs}\n"));
+    // Named, beside a tables directory.
+    let named = format!("corpus={index}");
+    let out = familiar([
+        "sql",
+        "--tables",
+        dir.to_str().unwrap(),
+        "--index",
+        &named,
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM corpus",
+    ]);
+    out.success();
+    assert_eq!(out.stdout, format!("n\n{docs}\n"));
+    // Not an index.
+    familiar(["sql", "--index", dir.to_str().unwrap(), "SELECT 1"])
+        .failure()
+        .stderr_has(&["not an index"]);
+}
+
+#[test]
+fn errors_name_the_problem_and_the_tables() {
+    let t = TestDir::new();
+    let dir = tables(&t);
+    // Malformed SQL, an unknown table, a type mismatch: DataFusion's message, the registered
+    // tables, exit code 1 (no panic).
+    for (query, needle) in [
+        ("SELEC 1", "SELEC"),
+        ("SELECT * FROM nowhere", "nowhere"),
+        ("SELECT x + task FROM scores", "Cannot coerce"),
+        ("SELECT log_bin(count, 10, 1, 3) FROM counts", "lo <= hi"),
+        ("SELECT spearman(task, x) FROM scores", "spearman"),
+    ] {
+        let out = sql(&dir, "table", query);
+        out.failure().stderr_has(&[
+            needle,
+            "registered tables: counts, parts, run1_hits, run2_hits, scores",
+        ]);
+        assert_eq!(out.code(), Some(1), "{query}");
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+    // A file named like one of familiar's tables must have its columns.
+    let bad = t.mkdir("bad");
+    write_batch(
+        &bad.join("zero_shot.parquet"),
+        vec![("model", strs(&["m"]))],
+    );
+    sql(&bad, "table", "SELECT 1").failure().stderr_has(&[
+        "zero_shot.parquet",
+        "zero_shot",
+        "no column",
+    ]);
+    // Not a Parquet file; not a directory.
+    let junk = t.mkdir("junk");
+    std::fs::write(junk.join("t.parquet"), b"not parquet").unwrap();
+    sql(&junk, "table", "SELECT 1")
+        .failure()
+        .stderr_has(&["t.parquet", "not a readable Parquet file"]);
+    let file = t.write("f.txt", "x");
+    sql(&file, "table", "SELECT 1")
+        .failure()
+        .stderr_has(&["f.txt", "not a directory"]);
+}

@@ -319,3 +319,173 @@ fn errors_name_the_problem_and_the_tables() {
         .failure()
         .stderr_has(&["f.txt", "not a directory"]);
 }
+
+/// Splits a shell command line into words: double quotes group (no escapes inside), spaces
+/// separate.
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut cur, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any {
+                    words.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            _ => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(cur);
+    }
+    words
+}
+
+/// The commands of the code blocks of README.md's `### SQL` section: `(command line, output
+/// lines)`, continuation lines (indented by four spaces) joined to their command.
+fn readme_sql_commands() -> Vec<(String, String)> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let start = readme
+        .find("\n### SQL\n")
+        .expect("README has a ### SQL section");
+    let rest = &readme[start + 1..];
+    let end = rest[4..].find("\n#").map_or(rest.len(), |e| e + 4);
+    let section = &rest[..end];
+    let mut commands: Vec<(String, String)> = Vec::new();
+    let mut in_block = false;
+    for line in section.lines() {
+        if line.starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        if let Some(cmd) = line.strip_prefix("$ ") {
+            commands.push((cmd.to_string(), String::new()));
+        } else if let Some((cmd, out)) = commands.last_mut() {
+            if out.is_empty() && line.starts_with("    ") {
+                cmd.push(' ');
+                cmd.push_str(line.trim());
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    commands
+}
+
+/// Every `familiar sql` example of the README, run on the fixture world's tables (the index of
+/// the fixture corpus, its planted concepts counted, the fixture model's attribution with a rank-8
+/// store and kfac), prints exactly what the README shows.
+#[test]
+fn readme_sql_examples_print_what_the_readme_shows() {
+    let t = TestDir::new();
+    let corpus = fixtures().join("corpus");
+    let idx = t.join("idx");
+    let tokenizer = fixtures().join("tokenizer.json");
+    familiar([
+        "index".as_ref(),
+        "build".as_ref(),
+        "--tokenizer".as_ref(),
+        tokenizer.as_os_str(),
+        "--out".as_ref(),
+        idx.as_os_str(),
+        "--no-text-index".as_ref(),
+        "-q".as_ref(),
+        corpus.join("part-0000.jsonl.zst").as_os_str(),
+        corpus.join("part-0001.jsonl.gz").as_os_str(),
+    ])
+    .success();
+    let concepts = t.join("concepts-out");
+    familiar([
+        "concepts".as_ref(),
+        "count".as_ref(),
+        idx.as_os_str(),
+        fixtures().join("concepts/planted.csv").as_os_str(),
+        "--out".as_ref(),
+        concepts.as_os_str(),
+        "--method".as_ref(),
+        "sa_exact".as_ref(),
+    ])
+    .success();
+    let model = fixtures().join("models/fixture-gpt2");
+    let store = t.join("store");
+    familiar([
+        "attribute".as_ref(),
+        "store".as_ref(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--index".as_ref(),
+        idx.as_os_str(),
+        "--out".as_ref(),
+        store.as_os_str(),
+        "--rank".as_ref(),
+        "8".as_ref(),
+        "-q".as_ref(),
+    ])
+    .success();
+    let attribution = t.join("attribution");
+    familiar([
+        "attribute".as_ref(),
+        "score".as_ref(),
+        "--store".as_ref(),
+        store.as_os_str(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--queries".as_ref(),
+        fixtures().join("attribution/queries.jsonl").as_os_str(),
+        "--all".as_ref(),
+        "--precondition".as_ref(),
+        "kfac".as_ref(),
+        "--out".as_ref(),
+        attribution.as_os_str(),
+    ])
+    .success();
+    let paths: std::collections::HashMap<&str, &Path> = [
+        ("idx", idx.as_path()),
+        ("concepts-out", concepts.as_path()),
+        ("attribution", attribution.as_path()),
+    ]
+    .into();
+    let mut files: std::collections::HashMap<String, PathBuf> = Default::default();
+    let mut ran = 0;
+    for (cmd, want) in readme_sql_commands() {
+        let words = shell_words(&cmd);
+        match words.first().map(String::as_str) {
+            Some("cat") => {
+                files.insert(words[1].clone(), t.write(&words[1], &want));
+            }
+            Some("familiar") => {
+                let args: Vec<std::ffi::OsString> = words[1..]
+                    .iter()
+                    .map(|w| {
+                        if let Some(p) = paths.get(w.as_str()) {
+                            p.as_os_str().to_owned()
+                        } else if let Some(p) = files.get(w) {
+                            p.as_os_str().to_owned()
+                        } else {
+                            w.into()
+                        }
+                    })
+                    .collect();
+                let out = familiar(&args);
+                out.success();
+                assert_eq!(out.stdout, want, "README: $ {cmd}");
+                ran += 1;
+            }
+            other => panic!("README's SQL section runs {other:?}: teach this test about it"),
+        }
+    }
+    assert!(ran >= 3, "only {ran} examples found");
+}

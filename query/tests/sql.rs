@@ -489,3 +489,193 @@ fn readme_sql_examples_print_what_the_readme_shows() {
     }
     assert!(ran >= 3, "only {ran} examples found");
 }
+
+#[test]
+fn imported_zero_shot_results_join_in_sql() {
+    let t = TestDir::new();
+    let tables = t.mkdir("tables");
+    // Generic CSV: an extra column (reported), lists separated by |, empty values NULL.
+    let csv = t.write(
+        "scores.csv",
+        "item_id,task,acc,logprob,concepts,question\n\
+         q1,capitals,1,-1.5,paris|france,what?\n\
+         q2,capitals,0,,rome,why?\n\
+         q3,rivers,true,-0.25,,how?\n",
+    );
+    let out = tables.join("zero_shot.parquet");
+    familiar([
+        "import".as_ref(),
+        "zero-shot".as_ref(),
+        csv.as_os_str(),
+        "--model".as_ref(),
+        "m1".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ])
+    .success()
+    .stdout_has(&["imported 3 results (2 tasks, accuracy 0.6667)"])
+    .stderr_has(&["ignored columns not in the zero_shot table: question"]);
+    let q = sql(
+        &tables,
+        "csv",
+        "SELECT item_id, task, kind, model, acc, logprob, prompt_tokens IS NULL AS no_tokens, \
+         array_length(concepts) AS n_concepts FROM zero_shot ORDER BY item_id",
+    );
+    q.success();
+    assert_eq!(
+        q.stdout,
+        "item_id,task,kind,model,acc,logprob,no_tokens,n_concepts\n\
+         q1,capitals,completion,m1,true,-1.5,true,2\n\
+         q2,capitals,completion,m1,false,,true,1\n\
+         q3,rivers,completion,m1,true,-0.25,true,0\n"
+    );
+    // Accuracy by concept, joined with concept counts (the shape of the frequency analyses).
+    write_batch(
+        &tables.join("counts.parquet"),
+        vec![
+            ("concept", strs(&["paris", "france", "rome"])),
+            ("count", u64s(&[1000, 5000, 10])),
+        ],
+    );
+    let q = sql(
+        &tables,
+        "csv",
+        "SELECT c.concept, c.count, avg(CAST(z.acc AS DOUBLE)) AS accuracy \
+         FROM (SELECT unnest(concepts) AS concept, acc FROM zero_shot) z \
+         JOIN counts c ON c.concept = z.concept GROUP BY 1, 2 ORDER BY 2",
+    );
+    q.success();
+    assert_eq!(
+        q.stdout,
+        "concept,count,accuracy\nrome,10,0.0\nparis,1000,1.0\nfrance,5000,1.0\n"
+    );
+
+    // lm-evaluation-harness per-sample logs: multiple choice (pairs, integer target, acc and
+    // acc_norm), a log-likelihood task, a generation task; the task from the file name.
+    let lm = t.write(
+        "samples_arc_easy_2024-05-13T10-42-54.123456.jsonl",
+        "{\"doc_id\": 0, \"doc\": {\"meta\": {\"entity\": [\"paris\"]}}, \"target\": 1, \
+          \"filtered_resps\": [[\"-3.5\", \"False\"], [\"-1.25\", \"True\"], [\"-2.0\", \"False\"]], \
+          \"acc\": 1.0, \"acc_norm\": 0.0}\n\
+         {\"doc_id\": 1, \"doc\": {\"meta\": {\"entity\": \"rome\"}}, \"target\": 2, \
+          \"filtered_resps\": [[-0.5, true], [-4.0, false], [-3.0, false]], \"acc\": 0.0, \"acc_norm\": 0.0}\n",
+    );
+    let out2 = t.join("lm/zero_shot.parquet");
+    std::fs::create_dir_all(out2.parent().unwrap()).unwrap();
+    familiar([
+        "import".as_ref(),
+        "zero-shot".as_ref(),
+        lm.as_os_str(),
+        "--model".as_ref(),
+        "pythia".as_ref(),
+        "--concepts-key".as_ref(),
+        "meta.entity".as_ref(),
+        "--out".as_ref(),
+        out2.as_os_str(),
+    ])
+    .success();
+    let q = sql(
+        &t.join("lm"),
+        "csv",
+        "SELECT item_id, task, kind, answer, predicted, logprob, greedy_match, acc, acc_norm, \
+         concepts[1] AS concept FROM zero_shot ORDER BY item_id",
+    );
+    q.success();
+    assert_eq!(
+        q.stdout,
+        "item_id,task,kind,answer,predicted,logprob,greedy_match,acc,acc_norm,concept\n\
+         0,arc_easy,multiple_choice,1,1,-1.25,true,true,false,paris\n\
+         1,arc_easy,multiple_choice,2,0,-3.0,false,false,false,rome\n"
+    );
+    let other = t.write(
+        "samples_lambada_2024-05-13T10-42-54.jsonl",
+        "{\"doc_id\": 7, \"target\": \" word\", \"filtered_resps\": [[-2.5, true]], \"acc\": 1.0}\n\
+         {\"doc_id\": 8, \"target\": \"42\", \"filtered_resps\": [\"41\"], \"exact_match\": 0.0}\n",
+    );
+    let out3 = t.join("lm2/zero_shot.parquet");
+    std::fs::create_dir_all(out3.parent().unwrap()).unwrap();
+    familiar([
+        "import".as_ref(),
+        "zero-shot".as_ref(),
+        other.as_os_str(),
+        "--model".as_ref(),
+        "pythia".as_ref(),
+        "--out".as_ref(),
+        out3.as_os_str(),
+    ])
+    .success();
+    let q = sql(
+        &t.join("lm2"),
+        "csv",
+        "SELECT item_id, task, kind, logprob, acc FROM zero_shot ORDER BY item_id",
+    );
+    q.success();
+    assert_eq!(
+        q.stdout,
+        "item_id,task,kind,logprob,acc\n7,lambada,completion,-2.5,true\n8,lambada,generation,,false\n"
+    );
+
+    // Bad input: the file, the line and what was expected.
+    let bad = t.write("bad.csv", "item_id,task,acc\nq1,t,maybe\n");
+    familiar([
+        "import".as_ref(),
+        "zero-shot".as_ref(),
+        bad.as_os_str(),
+        "--model".as_ref(),
+        "m".as_ref(),
+        "--out".as_ref(),
+        t.join("x.parquet").as_os_str(),
+    ])
+    .failure()
+    .stderr_has(&["bad.csv:2", "`acc`", "true or false"]);
+    assert!(!t.join("x.parquet").exists());
+    let no_acc = t.write("noacc.csv", "item_id,task\nq1,t\n");
+    familiar([
+        "import".as_ref(),
+        "zero-shot".as_ref(),
+        no_acc.as_os_str(),
+        "--model".as_ref(),
+        "m".as_ref(),
+        "--out".as_ref(),
+        t.join("x.parquet").as_os_str(),
+    ])
+    .failure()
+    .stderr_has(&["noacc.csv:1", "no `acc` column"]);
+    let dup = t.write("dup.jsonl", "{\"item_id\": \"a\", \"task\": \"t\", \"acc\": true}\n{\"item_id\": \"a\", \"task\": \"t\", \"acc\": false}\n");
+    familiar([
+        "import".as_ref(),
+        "zero-shot".as_ref(),
+        dup.as_os_str(),
+        "--model".as_ref(),
+        "m".as_ref(),
+        "--out".as_ref(),
+        t.join("x.parquet").as_os_str(),
+    ])
+    .failure()
+    .stderr_has(&["item a of task t", "twice"]);
+    let out_of_range = t.write(
+        "samples_mc_2024-01-01T00-00-00.jsonl",
+        "{\"doc_id\": 0, \"target\": 5, \"filtered_resps\": [[-1.0, true], [-2.0, false]]}\n",
+    );
+    familiar([
+        "import".as_ref(),
+        "zero-shot".as_ref(),
+        out_of_range.as_os_str(),
+        "--model".as_ref(),
+        "m".as_ref(),
+        "--out".as_ref(),
+        t.join("x.parquet").as_os_str(),
+    ])
+    .failure()
+    .stderr_has(&["samples_mc_2024-01-01T00-00-00.jsonl:1", "target 5"]);
+    // No model anywhere.
+    familiar([
+        "import".as_ref(),
+        "zero-shot".as_ref(),
+        csv.as_os_str(),
+        "--out".as_ref(),
+        t.join("x.parquet").as_os_str(),
+    ])
+    .failure()
+    .stderr_has(&["--model"]);
+}

@@ -8,6 +8,7 @@ mod demo;
 mod density;
 mod docs;
 mod fixtures;
+mod import;
 mod index;
 mod locate;
 mod ntd;
@@ -62,6 +63,9 @@ enum Command {
     /// Gradient-similarity attribution: gradient stores and influence scores.
     #[command(subcommand)]
     Attribute(attribute::AttributeCommand),
+    /// Results made elsewhere into familiar's tables (zero-shot scores, lm-evaluation-harness logs).
+    #[command(subcommand)]
+    Import(import::ImportCommand),
     /// SQL (DataFusion) over tables: every Parquet table of a directory, an index's documents.
     Sql(sql::Args),
     /// Regenerate the fixture corpus, tokenizer and golden index.
@@ -86,6 +90,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Density(a) => density::run(a),
         Command::Train(a) => train::run(a),
         Command::Attribute(c) => attribute::run(c),
+        Command::Import(c) => import::run(c),
         Command::Sql(a) => sql::run(a),
         Command::Fixtures(a) => fixtures::run(a),
         Command::Demo(a) => demo::run(a),

@@ -16,6 +16,8 @@
 pub mod attribute;
 pub mod concepts;
 pub mod docs;
+pub mod frequency;
+pub mod html;
 pub mod measure;
 pub mod ngram;
 pub mod output;

@@ -23,6 +23,8 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Dashed line (e.g. a fitted model) instead of a solid one.
     pub dashed: bool,
+    /// A dot per point and no line (a scatter plot).
+    pub markers: bool,
 }
 
 /// A line chart.
@@ -255,7 +257,15 @@ impl LineChart {
             } else {
                 ""
             };
-            if path.len() == 1 {
+            if s.markers {
+                for p in &path {
+                    let (cx, cy) = p.split_once(',').unwrap_or(("0", "0"));
+                    let _ = writeln!(
+                        out,
+                        "<circle cx=\"{cx}\" cy=\"{cy}\" r=\"2.5\" fill=\"{color}\" fill-opacity=\"0.6\"/>"
+                    );
+                }
+            } else if path.len() == 1 {
                 let _ = writeln!(
                     out,
                     "<circle cx=\"{}\" cy=\"{}\" r=\"3\" fill=\"{color}\"/>",
@@ -378,6 +388,7 @@ mod tests {
                 name: "s".into(),
                 points: vec![(0.0, 1.0), (1.0, 2.0), (10.0, -1.0), (100.0, 4.0)],
                 dashed: false,
+                markers: false,
             }],
             ..LineChart::default()
         }

@@ -679,3 +679,113 @@ fn imported_zero_shot_results_join_in_sql() {
     .failure()
     .stderr_has(&["--model"]);
 }
+
+/// `familiar report frequency` on the fixture world: the planted concepts counted in the fixture
+/// index, and zero-shot results imported with accuracy planted to rise with log10(count) — the
+/// report recovers the rising law.
+#[test]
+fn frequency_report_recovers_a_planted_rise() {
+    let t = TestDir::new();
+    let corpus = fixtures().join("corpus");
+    let idx = t.join("idx");
+    familiar([
+        "index".as_ref(),
+        "build".as_ref(),
+        "--tokenizer".as_ref(),
+        fixtures().join("tokenizer.json").as_os_str(),
+        "--out".as_ref(),
+        idx.as_os_str(),
+        "--no-text-index".as_ref(),
+        "-q".as_ref(),
+        corpus.join("part-0000.jsonl.zst").as_os_str(),
+        corpus.join("part-0001.jsonl.gz").as_os_str(),
+    ])
+    .success();
+    let tables = t.join("tables");
+    familiar([
+        "concepts".as_ref(),
+        "count".as_ref(),
+        idx.as_os_str(),
+        fixtures().join("concepts/planted.csv").as_os_str(),
+        "--out".as_ref(),
+        tables.as_os_str(),
+        "--method".as_ref(),
+        "sa_exact".as_ref(),
+    ])
+    .success();
+    let counts = sql(
+        &tables,
+        "csv",
+        "SELECT concept, occurrences FROM concept_frequency \
+         WHERE method = 'sa_exact' AND level = 'concept' ORDER BY concept",
+    );
+    counts.success();
+    let mut lines = String::new();
+    let mut seen = 0;
+    for row in counts.stdout.lines().skip(1) {
+        let (concept, n) = row.rsplit_once(',').unwrap();
+        let n: u64 = n.parse().unwrap();
+        seen += usize::from(n > 0);
+        // Of 6 items per concept, round(2 · log10(count)) are right (capped at 6).
+        let right = if n == 0 {
+            0
+        } else {
+            ((2.0 * (n as f64).log10()).round() as usize).min(6)
+        };
+        for i in 0..6 {
+            lines += &format!(
+                "{{\"item_id\": \"{concept}-{i}\", \"task\": \"t\", \"acc\": {}, \"concepts\": [\"{concept}\"]}}\n",
+                i < right
+            );
+        }
+    }
+    assert!(seen >= 10, "{}", counts.stdout);
+    let results = t.write("results.jsonl", &lines);
+    familiar([
+        "import".as_ref(),
+        "zero-shot".as_ref(),
+        results.as_os_str(),
+        "--model".as_ref(),
+        "planted".as_ref(),
+        "--out".as_ref(),
+        tables.join("zero_shot.parquet").as_os_str(),
+    ])
+    .success();
+    let rep = t.join("report");
+    familiar([
+        "report".as_ref(),
+        "frequency".as_ref(),
+        "--tables".as_ref(),
+        tables.as_os_str(),
+        "--out".as_ref(),
+        rep.as_os_str(),
+    ])
+    .success()
+    .stdout_has(&["planted:", "report.html", "scatter-0.svg"]);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rep.join("summary.json")).unwrap()).unwrap();
+    let m = &summary["models"][0];
+    assert_eq!(m["model"], "planted");
+    assert_eq!(m["concepts"].as_u64().unwrap() as usize, seen);
+    // About a third of the items per decade (2 of 6), rounded.
+    let slope = m["slope_per_decade"].as_f64().unwrap();
+    assert!((0.25..0.42).contains(&slope), "{slope}");
+    assert!(m["pearson"].as_f64().unwrap() > 0.9, "{m}");
+    assert!(m["binned_pearson"].as_f64().unwrap() > 0.9, "{m}");
+    let bins = m["bins"].as_array().unwrap();
+    assert!(!bins.is_empty() && bins.len() <= 12);
+    let html = std::fs::read_to_string(rep.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("log-linear fit"));
+    // Without the results table: a clear error naming what is missing.
+    std::fs::remove_file(tables.join("zero_shot.parquet")).unwrap();
+    familiar([
+        "report".as_ref(),
+        "frequency".as_ref(),
+        "--tables".as_ref(),
+        tables.as_os_str(),
+        "--out".as_ref(),
+        rep.as_os_str(),
+    ])
+    .failure()
+    .stderr_has(&["no zero_shot table", "concept_frequency"]);
+}

@@ -242,25 +242,8 @@ pub fn concentration(ranked: &[f64], fractions: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// Ranks (1-based, ties get their average rank) of `v`.
-pub fn average_ranks(v: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..v.len()).collect();
-    order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut ranks = vec![0.0; v.len()];
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
-            j += 1;
-        }
-        let r = (i + j) as f64 / 2.0 + 1.0;
-        for &k in &order[i..=j] {
-            ranks[k] = r;
-        }
-        i = j + 1;
-    }
-    ranks
-}
+/// Ranks (1-based, ties get their average rank) of `v` (the SQL `spearman`'s).
+pub use familiar_sql::udf::average_ranks;
 
 /// Centred, unit-norm copy of `v` (all zeros for a constant vector).
 fn standardized(v: &[f64]) -> Vec<f64> {
@@ -702,6 +685,7 @@ fn charts(r: &Report, run: &Run) -> Vec<(String, String, String)> {
                     .map(|(j, f)| (*f, mean(curves.iter().map(|c| c[j]))))
                     .collect(),
                 dashed: false,
+                markers: false,
             });
             // Ranked scores normalized by the top score, averaged over the kind's queries.
             let ranks = (n / 10).max(10).min(n);
@@ -719,6 +703,7 @@ fn charts(r: &Report, run: &Run) -> Vec<(String, String, String)> {
                 name: format!("{kind}: mean s_r / s_1"),
                 points: pts.clone(),
                 dashed: false,
+                markers: false,
             });
             let ranked: Vec<f64> = pts.iter().map(|p| p.1).collect();
             if let Some(fit) = fit_power_law(&ranked, ranks) {
@@ -729,6 +714,7 @@ fn charts(r: &Report, run: &Run) -> Vec<(String, String, String)> {
                         .map(|&x| (x, (fit.log_c - fit.alpha * x.ln()).exp()))
                         .collect(),
                     dashed: true,
+                    markers: false,
                 });
             }
         }
@@ -957,74 +943,6 @@ fn markdown(r: &Report, charts: &[(String, String, String)]) -> String {
     s
 }
 
-/// Minimal Markdown-to-HTML for the report's own Markdown (headings, paragraphs, tables, images),
-/// with the charts inlined.
-fn html(md: &str, charts: &[(String, String, String)]) -> String {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
-    let inline = |s: &str| {
-        let mut out = String::new();
-        for (i, part) in esc(s).split('`').enumerate() {
-            if i % 2 == 1 {
-                out.push_str(&format!("<code>{part}</code>"));
-            } else {
-                out.push_str(part);
-            }
-        }
-        out
-    };
-    let mut out = String::from(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Attribution report</title>\n\
-         <style>body{font-family:sans-serif;max-width:960px;margin:2em auto;padding:0 1em}\
-         table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
-         td:first-child,td:nth-child(2),th{text-align:left}</style></head><body>\n",
-    );
-    let mut lines = md.lines().peekable();
-    while let Some(line) = lines.next() {
-        if let Some(h) = line.strip_prefix("## ") {
-            out.push_str(&format!("<h2>{}</h2>\n", inline(h)));
-        } else if let Some(h) = line.strip_prefix("# ") {
-            out.push_str(&format!("<h1>{}</h1>\n", inline(h)));
-        } else if line.starts_with("| ") {
-            out.push_str("<table>\n");
-            let cells = |l: &str| -> Vec<String> {
-                l.trim_matches('|')
-                    .split(" | ")
-                    .map(|c| inline(c.trim()))
-                    .collect()
-            };
-            out.push_str(&format!(
-                "<tr><th>{}</th></tr>\n",
-                cells(line).join("</th><th>")
-            ));
-            lines.next(); // the |---| line
-            while let Some(l) = lines.peek().filter(|l| l.starts_with("| ")) {
-                out.push_str(&format!(
-                    "<tr><td>{}</td></tr>\n",
-                    cells(l).join("</td><td>")
-                ));
-                lines.next();
-            }
-            out.push_str("</table>\n");
-        } else if let Some(img) = line.strip_prefix("![") {
-            let file = img.split("](").nth(1).unwrap_or("").trim_end_matches(')');
-            if let Some((_, title, svg)) = charts.iter().find(|c| c.0 == file) {
-                out.push_str(&format!(
-                    "<figure>{svg}<figcaption>{}</figcaption></figure>\n",
-                    esc(title)
-                ));
-            }
-        } else if !line.trim().is_empty() {
-            out.push_str(&format!("<p>{}</p>\n", inline(line)));
-        }
-    }
-    out.push_str("</body></html>\n");
-    out
-}
-
 /// Writes `report.md`, `report.html`, `summary.json` and the charts (SVG) of `report` on `run`
 /// into `out`; returns the paths written. Each file is written atomically.
 pub fn write(report: &Report, run: &Run, out: &Path) -> Result<Vec<PathBuf>> {
@@ -1033,7 +951,10 @@ pub fn write(report: &Report, run: &Run, out: &Path) -> Result<Vec<PathBuf>> {
     let md = markdown(report, &charts);
     let mut files: Vec<(String, Vec<u8>)> = vec![
         ("report.md".into(), md.clone().into_bytes()),
-        ("report.html".into(), html(&md, &charts).into_bytes()),
+        (
+            "report.html".into(),
+            crate::html::page("Attribution report", &md, &charts).into_bytes(),
+        ),
         ("summary.json".into(), familiar::manifest::to_bytes(report)?),
     ];
     for (file, _, svg) in &charts {

@@ -13,6 +13,7 @@ mod index;
 mod locate;
 mod ntd;
 mod prob;
+mod report;
 mod score;
 mod sql;
 mod train;
@@ -66,6 +67,9 @@ enum Command {
     /// Results made elsewhere into familiar's tables (zero-shot scores, lm-evaluation-harness logs).
     #[command(subcommand)]
     Import(import::ImportCommand),
+    /// Reports of the published analyses (Markdown, HTML, SVG).
+    #[command(subcommand)]
+    Report(report::ReportCommand),
     /// SQL (DataFusion) over tables: every Parquet table of a directory, an index's documents.
     Sql(sql::Args),
     /// Regenerate the fixture corpus, tokenizer and golden index.
@@ -91,6 +95,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Train(a) => train::run(a),
         Command::Attribute(c) => attribute::run(c),
         Command::Import(c) => import::run(c),
+        Command::Report(c) => report::run(c),
         Command::Sql(a) => sql::run(a),
         Command::Fixtures(a) => fixtures::run(a),
         Command::Demo(a) => demo::run(a),

@@ -1,0 +1,441 @@
+//! `familiar report frequency`: a model's accuracy against how often its training corpus mentions
+//! each concept (Udandarao et al. 2024, "No 'Zero-Shot' Without Exponential Data").
+//!
+//! From a tables directory holding `zero_shot` (items, their concepts and scores) and
+//! `concept_frequency` (counts per concept), per model: each concept's mean score over the items
+//! that name it, against the concept's count (one counting method, concept level). Reported: the
+//! log-linear fit `score = a + b · log10(count)` (b per decade) with R² and Pearson's r over
+//! concepts; the binned means over `bins` equal-width bins of ln(count) between the smallest and
+//! largest positive count (12 as in the paper) and Pearson's r of the bins' means against their
+//! centers; Spearman's ρ; and the concepts never seen (count 0) apart. Markdown, HTML with an SVG
+//! scatter (log x axis, fit, binned means) and `summary.json`.
+
+use std::path::{Path, PathBuf};
+
+use familiar::error::{Error, Result};
+use familiar_sql::udf::{bin_of, pearson, spearman};
+use familiar_sql::Sql;
+use serde::Serialize;
+
+use crate::svg::{LineChart, Series};
+
+/// What to report.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The directory holding `zero_shot` and `concept_frequency`.
+    pub tables: PathBuf,
+    /// Counting method of `concept_frequency` (`sa_exact`, `text_all_words`, `text_phrase`).
+    pub method: String,
+    /// `occurrences` or `documents`.
+    pub count: String,
+    /// The score: `acc`, `acc_norm` or `logprob`.
+    pub metric: String,
+    /// Equal-width bins of ln(count).
+    pub bins: i64,
+}
+
+/// One concept's point.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Point {
+    /// The concept.
+    pub concept: String,
+    /// Its count.
+    pub count: u64,
+    /// Mean score over its items.
+    pub score: f64,
+    /// Its items.
+    pub items: u64,
+}
+
+/// One bin of ln(count).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Bin {
+    /// Index, 0 … bins − 1.
+    pub bin: i64,
+    /// Geometric center of the bin.
+    pub center: f64,
+    /// Concepts in it.
+    pub concepts: u64,
+    /// Mean of their scores.
+    pub mean: f64,
+}
+
+/// The analysis of one model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    /// The model.
+    pub model: String,
+    /// Concepts with a positive count.
+    pub concepts: usize,
+    /// Items over them.
+    pub items: u64,
+    /// Slope per decade of count.
+    pub slope_per_decade: Option<f64>,
+    /// Intercept (score at count 1).
+    pub intercept: Option<f64>,
+    /// R² of the fit.
+    pub r2: Option<f64>,
+    /// Pearson's r of score against log10(count), over concepts.
+    pub pearson: Option<f64>,
+    /// Spearman's ρ of score against count.
+    pub spearman: Option<f64>,
+    /// Pearson's r of the bins' means against log10 of their centers (non-empty bins).
+    pub binned_pearson: Option<f64>,
+    /// The bins (non-empty ones).
+    pub bins: Vec<Bin>,
+    /// Concepts counted 0 times, and their mean score.
+    pub unseen: (usize, Option<f64>),
+    /// The points.
+    pub points: Vec<Point>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Counting method.
+    pub method: String,
+    /// Count column.
+    pub count: String,
+    /// Score column.
+    pub metric: String,
+    /// Bins.
+    pub bins: i64,
+    /// Per model.
+    pub models: Vec<ModelReport>,
+}
+
+fn sql_error(e: familiar_sql::Error) -> Error {
+    Error::Query(e.to_string())
+}
+
+/// Least-squares fit `y = a + b x`: `(a, b, r2)`.
+fn fit(x: &[f64], y: &[f64]) -> Option<(f64, f64, f64)> {
+    let n = x.len() as f64;
+    if x.len() < 2 {
+        return None;
+    }
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let sxx: f64 = x.iter().map(|v| (v - mx) * (v - mx)).sum();
+    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let syy: f64 = y.iter().map(|v| (v - my) * (v - my)).sum();
+    if sxx <= 0.0 {
+        return None;
+    }
+    let b = sxy / sxx;
+    let r2 = if syy > 0.0 {
+        (sxy * sxy) / (sxx * syy)
+    } else {
+        1.0
+    };
+    Some((my - b * mx, b, r2))
+}
+
+/// Analyses `points` (all of one model).
+pub fn analyse_model(model: String, mut points: Vec<Point>, bins: i64) -> Result<ModelReport> {
+    points.sort_by(|a, b| a.count.cmp(&b.count).then(a.concept.cmp(&b.concept)));
+    let unseen: Vec<&Point> = points.iter().filter(|p| p.count == 0).collect();
+    let unseen_mean = (!unseen.is_empty())
+        .then(|| unseen.iter().map(|p| p.score).sum::<f64>() / unseen.len() as f64);
+    let seen: Vec<&Point> = points.iter().filter(|p| p.count > 0).collect();
+    let x: Vec<f64> = seen.iter().map(|p| (p.count as f64).log10()).collect();
+    let y: Vec<f64> = seen.iter().map(|p| p.score).collect();
+    let fitted = fit(&x, &y);
+    let mut binned = Vec::new();
+    if let (Some(lo), Some(hi)) = (seen.first(), seen.last()) {
+        let (lo, hi) = (lo.count as f64, hi.count as f64);
+        let w = (hi.ln() - lo.ln()) / bins as f64;
+        let mut sums = vec![(0u64, 0.0f64); bins as usize];
+        for p in &seen {
+            let b = bin_of(p.count as f64, lo, hi, bins)
+                .map_err(|e| Error::Query(e.to_string()))?
+                .ok_or_else(|| Error::Bug(format!("count {} outside its own range", p.count)))?;
+            sums[b as usize].0 += 1;
+            sums[b as usize].1 += p.score;
+        }
+        for (b, (n, s)) in sums.into_iter().enumerate() {
+            if n > 0 {
+                binned.push(Bin {
+                    bin: b as i64,
+                    center: (lo.ln() + (b as f64 + 0.5) * w).exp(),
+                    concepts: n,
+                    mean: s / n as f64,
+                });
+            }
+        }
+    }
+    let bx: Vec<f64> = binned.iter().map(|b| b.center.log10()).collect();
+    let by: Vec<f64> = binned.iter().map(|b| b.mean).collect();
+    Ok(ModelReport {
+        model,
+        concepts: seen.len(),
+        items: seen.iter().map(|p| p.items).sum(),
+        slope_per_decade: fitted.map(|f| f.1),
+        intercept: fitted.map(|f| f.0),
+        r2: fitted.map(|f| f.2),
+        pearson: pearson(&x, &y),
+        spearman: spearman(&seen.iter().map(|p| p.count as f64).collect::<Vec<_>>(), &y),
+        binned_pearson: pearson(&bx, &by),
+        bins: binned,
+        unseen: (unseen.len(), unseen_mean),
+        points,
+    })
+}
+
+/// Reads the tables and analyses every model.
+pub fn analyse(o: &Options) -> Result<Report> {
+    if !matches!(o.metric.as_str(), "acc" | "acc_norm" | "logprob") {
+        return Err(Error::Config(format!(
+            "unknown metric `{}`: expected acc, acc_norm or logprob",
+            o.metric
+        )));
+    }
+    if !matches!(o.count.as_str(), "occurrences" | "documents") {
+        return Err(Error::Config(format!(
+            "unknown count `{}`: expected occurrences or documents",
+            o.count
+        )));
+    }
+    if o.bins < 1 {
+        return Err(Error::Config("--bins must be at least 1".into()));
+    }
+    let mut sql = Sql::new().map_err(sql_error)?;
+    let tables = sql.register_dir(&o.tables).map_err(sql_error)?;
+    for need in ["zero_shot", "concept_frequency"] {
+        if !tables.iter().any(|t| t.name == need) {
+            return Err(Error::Config(format!(
+                "{}: no {need} table (found: {})",
+                o.tables.display(),
+                tables
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let score = match o.metric.as_str() {
+        "logprob" => "z.logprob".to_string(),
+        m => format!("CAST(z.{m} AS DOUBLE)"),
+    };
+    let method = o.method.replace('\'', "''");
+    let query = format!(
+        "SELECT z.model, c.concept, c.{count} AS count, avg({score}) AS score, count(*) AS items \
+         FROM (SELECT model, unnest(concepts) AS concept, acc, acc_norm, logprob FROM zero_shot) z \
+         JOIN concept_frequency c ON c.concept = z.concept \
+         WHERE c.method = '{method}' AND c.level = 'concept' AND {score} IS NOT NULL \
+         GROUP BY 1, 2, 3 ORDER BY 1, 3, 2",
+        count = o.count
+    );
+    let results = sql.run(&query).map_err(sql_error)?;
+    let mut by_model: Vec<(String, Vec<Point>)> = Vec::new();
+    for b in &results[0].batches {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{Float64Type, Int64Type, UInt64Type};
+        let col = |i: usize| b.column(i).clone();
+        let (models, concepts) = (col(0), col(1));
+        let (models, concepts) = (models.as_string::<i32>(), concepts.as_string::<i32>());
+        let (counts, scores, items) = (col(2), col(3), col(4));
+        let counts = counts.as_primitive::<UInt64Type>();
+        let scores = scores.as_primitive::<Float64Type>();
+        let items = items.as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let m = models.value(i).to_string();
+            if by_model.last().is_none_or(|(name, _)| *name != m) {
+                by_model.push((m, Vec::new()));
+            }
+            if let Some((_, points)) = by_model.last_mut() {
+                points.push(Point {
+                    concept: concepts.value(i).to_string(),
+                    count: counts.value(i),
+                    score: scores.value(i),
+                    items: items.value(i).max(0) as u64,
+                });
+            }
+        }
+    }
+    if by_model.is_empty() {
+        return Err(Error::Query(format!(
+            "no item of zero_shot names a concept of concept_frequency (method {})",
+            o.method
+        )));
+    }
+    Ok(Report {
+        method: o.method.clone(),
+        count: o.count.clone(),
+        metric: o.metric.clone(),
+        bins: o.bins,
+        models: by_model
+            .into_iter()
+            .map(|(m, p)| analyse_model(m, p, o.bins))
+            .collect::<Result<_>>()?,
+    })
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map_or("–".into(), |x| format!("{x:.4}"))
+}
+
+fn chart(r: &Report, m: &ModelReport) -> LineChart {
+    let mut series = vec![Series {
+        name: "concepts".into(),
+        points: m
+            .points
+            .iter()
+            .filter(|p| p.count > 0)
+            .map(|p| (p.count as f64, p.score))
+            .collect(),
+        dashed: false,
+        markers: true,
+    }];
+    series.push(Series {
+        name: format!("{} bins (mean)", r.bins),
+        points: m.bins.iter().map(|b| (b.center, b.mean)).collect(),
+        dashed: false,
+        markers: false,
+    });
+    if let (Some(a), Some(b)) = (m.intercept, m.slope_per_decade) {
+        let (lo, hi) = (
+            m.points
+                .iter()
+                .filter(|p| p.count > 0)
+                .map(|p| p.count)
+                .min(),
+            m.points.iter().map(|p| p.count).max(),
+        );
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            series.push(Series {
+                name: "log-linear fit".into(),
+                points: [lo as f64, hi as f64]
+                    .iter()
+                    .map(|&c| (c, a + b * c.log10()))
+                    .collect(),
+                dashed: true,
+                markers: false,
+            });
+        }
+    }
+    LineChart {
+        title: format!("{}: {} against concept frequency", m.model, r.metric),
+        x_label: format!("{} ({}), log scale", r.count, r.method),
+        y_label: r.metric.clone(),
+        log_x: true,
+        log_y: false,
+        series,
+    }
+}
+
+fn markdown(r: &Report, charts: &[(String, String, String)]) -> String {
+    let mut s = format!(
+        "# Accuracy against concept frequency\n\n\
+         Score `{}` per concept (mean over the items naming it) against the concept's `{}` \
+         (`{}`, concept level). Fit: score = a + b · log10(count); bins: {} equal-width bins of \
+         ln(count) between the smallest and largest positive count.\n\n\
+         | model | concepts | items | slope / decade | intercept | R² | Pearson r | Spearman ρ | binned Pearson r | unseen concepts | their mean |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        r.metric, r.count, r.method, r.bins
+    );
+    for m in &r.models {
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            m.model,
+            m.concepts,
+            m.items,
+            num(m.slope_per_decade),
+            num(m.intercept),
+            num(m.r2),
+            num(m.pearson),
+            num(m.spearman),
+            num(m.binned_pearson),
+            m.unseen.0,
+            num(m.unseen.1)
+        );
+    }
+    for (m, (file, title, _)) in r.models.iter().zip(charts) {
+        s += &format!(
+            "\n## {}\n\n| bin | center | concepts | mean |\n|---|---|---|---|\n",
+            m.model
+        );
+        for b in &m.bins {
+            s += &format!(
+                "| {} | {:.1} | {} | {:.4} |\n",
+                b.bin, b.center, b.concepts, b.mean
+            );
+        }
+        s += &format!("\n![{title}]({file})\n");
+    }
+    s
+}
+
+/// Writes `report.md`, `report.html`, `summary.json` and one scatter (SVG) per model into `out`,
+/// each atomically; returns the paths.
+pub fn write(r: &Report, out: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let charts: Vec<(String, String, String)> = r
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let c = chart(r, m);
+            (format!("scatter-{i}.svg"), c.title.clone(), c.to_svg())
+        })
+        .collect();
+    let md = markdown(r, &charts);
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("report.md".into(), md.clone().into_bytes()),
+        (
+            "report.html".into(),
+            crate::html::page("Accuracy against concept frequency", &md, &charts).into_bytes(),
+        ),
+        ("summary.json".into(), familiar::manifest::to_bytes(r)?),
+    ];
+    files.extend(charts.into_iter().map(|(f, _, svg)| (f, svg.into_bytes())));
+    let mut written = Vec::new();
+    for (name, bytes) in files {
+        let path = out.join(name);
+        familiar::manifest::write_atomic(&path, &bytes)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_planted_log_linear_law_is_recovered() {
+        // score = 0.1 + 0.2 · log10(count) exactly, counts 1 … 10^4.
+        let points: Vec<Point> = (0..=40)
+            .map(|k| {
+                let count = 10f64.powf(k as f64 / 10.0).round() as u64;
+                Point {
+                    concept: format!("c{k}"),
+                    count,
+                    score: 0.1 + 0.2 * (count as f64).log10(),
+                    items: 2,
+                }
+            })
+            .chain(std::iter::once(Point {
+                concept: "never".into(),
+                count: 0,
+                score: 0.05,
+                items: 1,
+            }))
+            .collect();
+        let m = analyse_model("m".into(), points, 12).unwrap();
+        assert_eq!(m.concepts, 41);
+        assert_eq!(m.unseen, (1, Some(0.05)));
+        assert!((m.slope_per_decade.unwrap() - 0.2).abs() < 1e-9);
+        assert!((m.intercept.unwrap() - 0.1).abs() < 1e-9);
+        assert!((m.r2.unwrap() - 1.0).abs() < 1e-9);
+        assert!((m.pearson.unwrap() - 1.0).abs() < 1e-9);
+        assert!((m.spearman.unwrap() - 1.0).abs() < 1e-9);
+        // 12 bins over [1, 10^4]: every bin non-empty, means increasing, the first bin's center
+        // 10^(4/24).
+        assert_eq!(m.bins.len(), 12);
+        assert!(m.bins.windows(2).all(|w| w[0].mean < w[1].mean));
+        assert!((m.bins[0].center - 10f64.powf(4.0 / 24.0)).abs() < 1e-9);
+        assert_eq!(m.bins.iter().map(|b| b.concepts).sum::<u64>(), 41);
+        assert!(m.binned_pearson.unwrap() > 0.99);
+    }
+}

@@ -4,8 +4,8 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use familiar_query::measure::items::{read_items, Ask, ItemFormat};
-use familiar_query::measure::score::choose;
+use familiar_query::measure::items::{read_items, ItemFormat};
+use familiar_query::measure::score::zero_shot;
 use familiar_query::output::{Column, Format, Table};
 
 /// Arguments of `familiar score`.
@@ -55,76 +55,10 @@ pub fn run_score(a: ScoreArgs) -> Result<i32> {
     let model_name = a.model.model.display().to_string();
     let progress = familiar_query::output::progress_bar(!a.quiet, items.len() as u64, "items")?;
     let n = items.len();
-    let mut t = Rows::default();
-    for item in &items {
-        let ctx = || format!("{}: item {}", a.items.display(), item.id);
-        match &item.ask {
-            Ask::Completion(c) => {
-                let s = lm.score(&item.prompt, c).with_context(ctx)?;
-                t.push(
-                    item,
-                    &model_name,
-                    "completion",
-                    s.prompt_tokens,
-                    s.truncated,
-                );
-                t.logprob.push(Some(s.logprob));
-                t.n_tokens.push(Some(s.n_tokens as u64));
-                t.greedy.push(Some(s.greedy));
-                t.choice_logprobs.push(None);
-                t.answer.push(None);
-                t.predicted.push(None);
-                t.predicted_norm.push(None);
-                t.acc.push(Some(s.greedy));
-                t.acc_norm.push(None);
-            }
-            Ask::Choice { choices, answer } => {
-                let r = choose(&lm, &item.prompt, choices).with_context(ctx)?;
-                let right = &r.scored[*answer];
-                let truncated = r.scored.iter().map(|s| s.truncated).max().unwrap_or(0);
-                t.push(
-                    item,
-                    &model_name,
-                    "multiple_choice",
-                    right.prompt_tokens,
-                    truncated,
-                );
-                t.logprob.push(Some(right.logprob));
-                t.n_tokens.push(Some(right.n_tokens as u64));
-                t.greedy.push(Some(right.greedy));
-                t.choice_logprobs
-                    .push(Some(r.scored.iter().map(|s| s.logprob).collect()));
-                t.answer.push(Some(*answer as u64));
-                t.predicted.push(Some(r.predicted as u64));
-                t.predicted_norm.push(Some(r.predicted_norm as u64));
-                t.acc.push(Some(r.predicted == *answer));
-                t.acc_norm.push(Some(r.predicted_norm == *answer));
-            }
-        }
-        progress.inc(1);
-    }
+    let source = a.items.display().to_string();
+    let (table, summary) = zero_shot(&lm, &items, &model_name, &source, &|| progress.inc(1))?;
     progress.finish_and_clear();
-    let acc = t.acc.iter().filter(|x| **x == Some(true)).count();
-    let truncated = t.truncated.iter().filter(|x| x.unwrap_or(0) > 0).count();
-    let mean_lp = t.logprob.iter().flatten().sum::<f64>() / n as f64;
-    let table = Table::new()
-        .column("item_id", Column::Str(t.id))
-        .column("task", Column::Str(t.task))
-        .column("kind", Column::Str(t.kind))
-        .column("model", Column::Str(t.model))
-        .column("prompt_tokens", Column::U64(t.prompt_tokens))
-        .column("truncated_tokens", Column::U64(t.truncated))
-        .column("logprob", Column::F64(t.logprob))
-        .column("n_tokens", Column::U64(t.n_tokens))
-        .column("greedy_match", Column::Bool(t.greedy))
-        .column("choice_logprobs", Column::F64List(t.choice_logprobs))
-        .column("answer", Column::U64(t.answer))
-        .column("predicted", Column::U64(t.predicted))
-        .column("predicted_norm", Column::U64(t.predicted_norm))
-        .column("acc", Column::Bool(t.acc))
-        .column("acc_norm", Column::Bool(t.acc_norm))
-        .column("concepts", Column::StrList(t.concepts))
-        .with_schema(familiar::schema::table("zero_shot")?);
+    let (acc, truncated, mean_lp) = (summary.correct, summary.truncated, summary.mean_logprob);
     table.write(Format::Parquet, Some(&a.out))?;
     println!(
         "scored {n} items of {}: accuracy {:.4} ({acc}/{n}), mean log-probability {mean_lp:.4}; {truncated} truncated to fit the context",
@@ -133,45 +67,6 @@ pub fn run_score(a: ScoreArgs) -> Result<i32> {
     );
     println!("wrote {}", a.out.display());
     Ok(0)
-}
-
-#[derive(Default)]
-struct Rows {
-    id: Vec<Option<String>>,
-    task: Vec<Option<String>>,
-    kind: Vec<Option<String>>,
-    model: Vec<Option<String>>,
-    prompt_tokens: Vec<Option<u64>>,
-    truncated: Vec<Option<u64>>,
-    logprob: Vec<Option<f64>>,
-    n_tokens: Vec<Option<u64>>,
-    greedy: Vec<Option<bool>>,
-    choice_logprobs: Vec<Option<Vec<f64>>>,
-    answer: Vec<Option<u64>>,
-    predicted: Vec<Option<u64>>,
-    predicted_norm: Vec<Option<u64>>,
-    acc: Vec<Option<bool>>,
-    acc_norm: Vec<Option<bool>>,
-    concepts: Vec<Vec<String>>,
-}
-
-impl Rows {
-    fn push(
-        &mut self,
-        item: &familiar_query::measure::items::Item,
-        model: &str,
-        kind: &str,
-        prompt_tokens: usize,
-        truncated: usize,
-    ) {
-        self.id.push(Some(item.id.clone()));
-        self.task.push(Some(item.task.clone()));
-        self.kind.push(Some(kind.to_string()));
-        self.model.push(Some(model.to_string()));
-        self.prompt_tokens.push(Some(prompt_tokens as u64));
-        self.truncated.push(Some(truncated as u64));
-        self.concepts.push(item.concepts.clone());
-    }
 }
 
 pub fn run_keyword(a: KeywordArgs) -> Result<i32> {

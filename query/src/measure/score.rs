@@ -21,6 +21,9 @@ use familiar::model::{Capture, Transformer};
 use familiar::tokenizer::Tokenizer;
 use familiar::{Error, Result};
 
+use crate::measure::items::{Ask, Item};
+use crate::output::{Column, Table};
+
 /// A model directory: the model and its tokenizer.
 #[derive(Debug)]
 pub struct LanguageModel {
@@ -230,4 +233,115 @@ pub fn choose(lm: &LanguageModel, prompt: &str, choices: &[String]) -> Result<Ch
         predicted,
         predicted_norm,
     })
+}
+
+/// What [`zero_shot`] measured overall.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ZeroShotSummary {
+    /// Items right (`acc`).
+    pub correct: usize,
+    /// Items whose prompt was truncated to fit the context.
+    pub truncated: usize,
+    /// Mean log-probability of the (correct) completions.
+    pub mean_logprob: f64,
+}
+
+#[derive(Default)]
+struct Rows {
+    id: Vec<Option<String>>,
+    task: Vec<Option<String>>,
+    kind: Vec<Option<String>>,
+    model: Vec<Option<String>>,
+    prompt_tokens: Vec<Option<u64>>,
+    truncated: Vec<Option<u64>>,
+    logprob: Vec<Option<f64>>,
+    n_tokens: Vec<Option<u64>>,
+    greedy: Vec<Option<bool>>,
+    choice_logprobs: Vec<Option<Vec<f64>>>,
+    answer: Vec<Option<u64>>,
+    predicted: Vec<Option<u64>>,
+    predicted_norm: Vec<Option<u64>>,
+    acc: Vec<Option<bool>>,
+    acc_norm: Vec<Option<bool>>,
+    concepts: Vec<Vec<String>>,
+}
+
+/// Scores `items` with `lm` (completions: Σ log P and greedy match; multiple choice: acc and
+/// acc_norm as lm-evaluation-harness) into the zero_shot table; `source` names the items in
+/// errors, `on_item` is called after each item.
+pub fn zero_shot(
+    lm: &LanguageModel,
+    items: &[Item],
+    model_name: &str,
+    source: &str,
+    on_item: &dyn Fn(),
+) -> Result<(Table, ZeroShotSummary)> {
+    let mut t = Rows::default();
+    for item in items {
+        let ctx = |e: Error| Error::Query(format!("{source}: item {}: {e}", item.id));
+        let (kind, prompt_tokens, truncated) = match &item.ask {
+            Ask::Completion(c) => {
+                let s = lm.score(&item.prompt, c).map_err(ctx)?;
+                t.logprob.push(Some(s.logprob));
+                t.n_tokens.push(Some(s.n_tokens as u64));
+                t.greedy.push(Some(s.greedy));
+                t.choice_logprobs.push(None);
+                t.answer.push(None);
+                t.predicted.push(None);
+                t.predicted_norm.push(None);
+                t.acc.push(Some(s.greedy));
+                t.acc_norm.push(None);
+                ("completion", s.prompt_tokens, s.truncated)
+            }
+            Ask::Choice { choices, answer } => {
+                let r = choose(lm, &item.prompt, choices).map_err(ctx)?;
+                let right = &r.scored[*answer];
+                let truncated = r.scored.iter().map(|s| s.truncated).max().unwrap_or(0);
+                t.logprob.push(Some(right.logprob));
+                t.n_tokens.push(Some(right.n_tokens as u64));
+                t.greedy.push(Some(right.greedy));
+                t.choice_logprobs
+                    .push(Some(r.scored.iter().map(|s| s.logprob).collect()));
+                t.answer.push(Some(*answer as u64));
+                t.predicted.push(Some(r.predicted as u64));
+                t.predicted_norm.push(Some(r.predicted_norm as u64));
+                t.acc.push(Some(r.predicted == *answer));
+                t.acc_norm.push(Some(r.predicted_norm == *answer));
+                ("multiple_choice", right.prompt_tokens, truncated)
+            }
+        };
+        t.id.push(Some(item.id.clone()));
+        t.task.push(Some(item.task.clone()));
+        t.kind.push(Some(kind.to_string()));
+        t.model.push(Some(model_name.to_string()));
+        t.prompt_tokens.push(Some(prompt_tokens as u64));
+        t.truncated.push(Some(truncated as u64));
+        t.concepts.push(item.concepts.clone());
+        on_item();
+    }
+    let n = items.len().max(1);
+    let summary = ZeroShotSummary {
+        correct: t.acc.iter().filter(|x| **x == Some(true)).count(),
+        truncated: t.truncated.iter().filter(|x| x.unwrap_or(0) > 0).count(),
+        mean_logprob: t.logprob.iter().flatten().sum::<f64>() / n as f64,
+    };
+    let table = Table::new()
+        .column("item_id", Column::Str(t.id))
+        .column("task", Column::Str(t.task))
+        .column("kind", Column::Str(t.kind))
+        .column("model", Column::Str(t.model))
+        .column("prompt_tokens", Column::U64(t.prompt_tokens))
+        .column("truncated_tokens", Column::U64(t.truncated))
+        .column("logprob", Column::F64(t.logprob))
+        .column("n_tokens", Column::U64(t.n_tokens))
+        .column("greedy_match", Column::Bool(t.greedy))
+        .column("choice_logprobs", Column::F64List(t.choice_logprobs))
+        .column("answer", Column::U64(t.answer))
+        .column("predicted", Column::U64(t.predicted))
+        .column("predicted_norm", Column::U64(t.predicted_norm))
+        .column("acc", Column::Bool(t.acc))
+        .column("acc_norm", Column::Bool(t.acc_norm))
+        .column("concepts", Column::StrList(t.concepts))
+        .with_schema(familiar::schema::table("zero_shot")?);
+    Ok((table, summary))
 }

@@ -28,7 +28,7 @@ pub struct Options {
     pub method: String,
     /// `occurrences` or `documents`.
     pub count: String,
-    /// The score: `acc`, `acc_norm` or `logprob`.
+    /// The score: `acc`, `acc_norm`, `logprob` or `logprob_per_token`.
     pub metric: String,
     /// Equal-width bins of ln(count).
     pub bins: i64,
@@ -183,9 +183,12 @@ pub fn analyse_model(model: String, mut points: Vec<Point>, bins: i64) -> Result
 
 /// Reads the tables and analyses every model.
 pub fn analyse(o: &Options) -> Result<Report> {
-    if !matches!(o.metric.as_str(), "acc" | "acc_norm" | "logprob") {
+    if !matches!(
+        o.metric.as_str(),
+        "acc" | "acc_norm" | "logprob" | "logprob_per_token"
+    ) {
         return Err(Error::Config(format!(
-            "unknown metric `{}`: expected acc, acc_norm or logprob",
+            "unknown metric `{}`: expected acc, acc_norm, logprob or logprob_per_token",
             o.metric
         )));
     }
@@ -215,12 +218,14 @@ pub fn analyse(o: &Options) -> Result<Report> {
     }
     let score = match o.metric.as_str() {
         "logprob" => "z.logprob".to_string(),
+        "logprob_per_token" => "(z.logprob / z.n_tokens)".to_string(),
         m => format!("CAST(z.{m} AS DOUBLE)"),
     };
     let method = o.method.replace('\'', "''");
     let query = format!(
         "SELECT z.model, c.concept, c.{count} AS count, avg({score}) AS score, count(*) AS items \
-         FROM (SELECT model, unnest(concepts) AS concept, acc, acc_norm, logprob FROM zero_shot) z \
+         FROM (SELECT model, unnest(concepts) AS concept, acc, acc_norm, logprob, n_tokens \
+         FROM zero_shot) z \
          JOIN concept_frequency c ON c.concept = z.concept \
          WHERE c.method = '{method}' AND c.level = 'concept' AND {score} IS NOT NULL \
          GROUP BY 1, 2, 3 ORDER BY 1, 3, 2",

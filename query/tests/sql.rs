@@ -454,7 +454,7 @@ fn readme_sql_examples_print_what_the_readme_shows() {
     .success();
     let paths: std::collections::HashMap<&str, &Path> = [
         ("idx", idx.as_path()),
-        ("concepts-out", concepts.as_path()),
+        ("familiar-demo/tables", concepts.as_path()),
         ("attribution", attribution.as_path()),
     ]
     .into();

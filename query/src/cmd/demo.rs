@@ -40,6 +40,10 @@ const EMBEDDED: &[(&str, &[u8])] = &[
         include_bytes!("../../../fixtures/tokenizer.json"),
     ),
     (
+        "attribution/queries.jsonl",
+        include_bytes!("../../../fixtures/attribution/queries.jsonl"),
+    ),
+    (
         "model/config.json",
         include_bytes!("../../../fixtures/models/fixture-gpt2/config.json"),
     ),
@@ -53,14 +57,41 @@ const EMBEDDED: &[(&str, &[u8])] = &[
     ),
 ];
 
-fn pearson(x: &[f64], y: &[f64]) -> f64 {
-    let n = x.len() as f64;
-    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
-    let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
-    let vx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
-    let vy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
-    cov / (vx * vy).sqrt()
+/// Runs a `familiar` command line (the same code as the binary), failing on a non-zero exit.
+fn familiar(args: &[&std::ffi::OsStr]) -> Result<()> {
+    use clap::Parser;
+    let argv = std::iter::once(std::ffi::OsStr::new("familiar")).chain(args.iter().copied());
+    let cli = super::Cli::try_parse_from(argv).context("the demo's own command line")?;
+    match super::run(cli)? {
+        0 => Ok(()),
+        code => anyhow::bail!("`familiar {:?}` exited with {code}", args),
+    }
 }
+
+/// Influence correlation by query kind (Ruis et al. 2024): the README's example.
+const RUIS_SQL: &str = "WITH pairs AS (
+  SELECT a.query_id AS qa, b.query_id AS qb,
+         corr(a.score, b.score) AS pearson, spearman(a.score, b.score) AS spearman
+  FROM influence a JOIN influence b ON a.doc_id = b.doc_id AND a.query_id < b.query_id
+  GROUP BY 1, 2)
+SELECT x.kind,
+       CASE WHEN x.task = y.task THEN 'same task' ELSE 'other task' END AS pairs_of,
+       count(*) AS pairs, round(avg(pearson), 3) AS pearson, round(avg(spearman), 3) AS spearman
+FROM pairs JOIN queries x ON qa = x.query_id JOIN queries y ON qb = y.query_id
+WHERE x.kind = y.kind
+GROUP BY 1, 2 ORDER BY 1, 2";
+
+/// Log-probability of a concept against its log frequency, fitted in SQL.
+const FIT_SQL: &str = "SELECT count(*) AS concepts,
+       round(regr_slope(z.logprob / z.n_tokens, log10(c.occurrences)), 3) AS slope_per_decade,
+       round(corr(z.logprob / z.n_tokens, log10(c.occurrences)), 3) AS pearson,
+       round(spearman(z.logprob / z.n_tokens, c.occurrences), 3) AS spearman
+FROM (SELECT unnest(concepts) AS concept, logprob, n_tokens FROM zero_shot) z
+JOIN concept_frequency c ON c.concept = z.concept
+WHERE c.method = 'sa_exact' AND c.level = 'concept' AND c.occurrences > 0";
+
+/// The neutral context the concepts are recalled after.
+const CONTEXT: &str = "An rohi an ve tian";
 
 /// Arguments of `familiar demo`.
 #[derive(Debug, clap::Args)]
@@ -240,7 +271,7 @@ pub fn run(a: Args) -> Result<i32> {
     let pairs = read_pairs(&out.join("concepts/pairs.csv"), &lexicon)?;
     let counts =
         Counter::new(&index, &Method::ALL)?.run(&lexicon, &pairs, &CountOptions::default())?;
-    let tables_dir = out.join("concepts-out");
+    let tables_dir = out.join("tables");
     tables::write_all(&tables_dir, &lexicon, &counts)?;
     let level = |id: u64, m: Method| {
         counts
@@ -294,29 +325,117 @@ pub fn run(a: Args) -> Result<i32> {
         "\n== 7. frequency vs behaviour: the tiny model trained on this corpus (fixtures/models/fixture-gpt2)"
     );
     let lm = familiar_query::measure::score::LanguageModel::load(&out.join("model"))?;
-    let (mut xs, mut ys) = (Vec::new(), Vec::new());
     let (mut names, mut counts, mut per_token) = (Vec::new(), Vec::new(), Vec::new());
-    for p in truth.planted.iter().filter(|p| p.kind == "concept") {
+    let mut items = Vec::new();
+    let concepts_of = lexicon.concepts.iter().zip(&truth.planted);
+    for (c, p) in concepts_of.filter(|(_, p)| p.kind == "concept") {
         // log P(concept | a neutral filler context), per token.
-        let s = lm.score("An rohi an ve tian", &format!(" {}", p.text))?;
-        let lp = s.logprob / s.n_tokens as f64;
-        xs.push((p.occurrences as f64).log10());
-        ys.push(lp);
+        let s = lm.score(CONTEXT, &format!(" {}", p.text))?;
         names.push(Some(p.text.clone()));
         counts.push(Some(p.occurrences));
-        per_token.push(Some(lp));
+        per_token.push(Some(s.logprob / s.n_tokens as f64));
+        items.push(familiar_query::measure::items::Item {
+            id: format!("recall-{}", c.id),
+            task: "concept recall".into(),
+            prompt: CONTEXT.into(),
+            ask: familiar_query::measure::items::Ask::Completion(format!(" {}", p.text)),
+            concepts: vec![c.name.clone()],
+        });
     }
     Table::new()
         .column("concept", Column::Str(names))
         .column("occurrences", Column::U64(counts))
         .column("logprob_per_token", Column::F64(per_token))
         .write(Format::Table, None)?;
+    let model_name = out.join("model").display().to_string();
+    let (table, _) = familiar_query::measure::score::zero_shot(
+        &lm,
+        &items,
+        &model_name,
+        "the demo's concept-recall items",
+        &|| {},
+    )?;
+    let zero_shot = tables_dir.join("zero_shot.parquet");
+    table.write(Format::Parquet, Some(&zero_shot))?;
     println!(
-        "   Pearson r between log10(occurrences) and log-probability per token: {:.3}",
-        pearson(&xs, &ys)
+        "   {} items scored into {}",
+        items.len(),
+        zero_shot.display()
     );
 
-    println!("\n== 8. verify");
+    println!("\n== 8. SQL over the tables: the log-linear fit of concept recall on frequency");
+    let mut sql = familiar_sql::Sql::new()?;
+    sql.register_dir(&tables_dir)?;
+    for r in sql.run(FIT_SQL)? {
+        print!("{}", familiar_sql::output::render_table(&r.batches)?);
+    }
+    let reports = out.join("reports");
+    let freq = reports.join("frequency");
+    familiar(&[
+        "report".as_ref(),
+        "frequency".as_ref(),
+        "--tables".as_ref(),
+        tables_dir.as_os_str(),
+        "--out".as_ref(),
+        freq.as_os_str(),
+        "--metric".as_ref(),
+        "logprob_per_token".as_ref(),
+    ])?;
+
+    println!(
+        "\n== 9. attribution: which documents drive the model's answers (gradient store, kfac)"
+    );
+    let store = out.join("store");
+    let attribution = tables_dir.join("attribution");
+    let model = out.join("model");
+    let queries = out.join("attribution/queries.jsonl");
+    let quiet: &[&std::ffi::OsStr] = if a.quiet { &["-q".as_ref()] } else { &[] };
+    let mut store_args: Vec<&std::ffi::OsStr> = vec![
+        "attribute".as_ref(),
+        "store".as_ref(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--index".as_ref(),
+        index_dir.as_os_str(),
+        "--out".as_ref(),
+        store.as_os_str(),
+        "--rank".as_ref(),
+        "8".as_ref(),
+    ];
+    store_args.extend_from_slice(quiet);
+    familiar(&store_args)?;
+    familiar(&[
+        "attribute".as_ref(),
+        "score".as_ref(),
+        "--store".as_ref(),
+        store.as_os_str(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--queries".as_ref(),
+        queries.as_os_str(),
+        "--all".as_ref(),
+        "--precondition".as_ref(),
+        "kfac".as_ref(),
+        "--out".as_ref(),
+        attribution.as_os_str(),
+    ])?;
+    let mut sql = familiar_sql::Sql::new()?;
+    sql.register_dir(&attribution)?;
+    println!("   influence correlation by query kind (Ruis et al. 2024):");
+    for r in sql.run(RUIS_SQL)? {
+        print!("{}", familiar_sql::output::render_table(&r.batches)?);
+    }
+    familiar(&[
+        "attribute".as_ref(),
+        "report".as_ref(),
+        attribution.as_os_str(),
+        "--index".as_ref(),
+        index_dir.as_os_str(),
+        "--out".as_ref(),
+        reports.join("attribution").as_os_str(),
+    ])?;
+
+    println!("\n== 10. verify");
     let v = familiar_query::verify::verify(
         &index_dir,
         familiar_query::verify::VerifyOptions {

@@ -29,7 +29,7 @@ pub struct FrequencyArgs {
     /// The count: occurrences or documents.
     #[arg(long, default_value = "occurrences")]
     count: String,
-    /// The score: acc, acc_norm or logprob.
+    /// The score: acc, acc_norm, logprob or logprob_per_token.
     #[arg(long, default_value = "acc")]
     metric: String,
     /// Equal-width bins of ln(count).

@@ -32,6 +32,7 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
     ),
     ("influence", include_str!("../schemas/influence.json")),
     ("queries", include_str!("../schemas/queries.json")),
+    ("models", include_str!("../schemas/models.json")),
 ];
 
 #[derive(Deserialize)]

@@ -789,3 +789,69 @@ fn frequency_report_recovers_a_planted_rise() {
     .failure()
     .stderr_has(&["no zero_shot table", "concept_frequency"]);
 }
+
+#[test]
+fn concept_lists_and_model_metadata_import_as_tables() {
+    let t = TestDir::new();
+    let tables = t.mkdir("tables");
+    familiar([
+        "import".as_ref(),
+        "concepts".as_ref(),
+        fixtures().join("concepts/planted.csv").as_os_str(),
+        "--out".as_ref(),
+        tables.join("concepts.parquet").as_os_str(),
+    ])
+    .success()
+    .stdout_has(&["imported 22 concepts"]);
+    let fixture = fixtures().join("models/fixture-gpt2");
+    let pythia = fixtures().join("models/reference/pythia");
+    familiar([
+        "import".as_ref(),
+        "model".as_ref(),
+        fixture.as_os_str(),
+        pythia.as_os_str(),
+        "--out".as_ref(),
+        tables.join("models.parquet").as_os_str(),
+    ])
+    .success()
+    .stdout_has(&["imported 2 models"]);
+    let q = sql(
+        &tables,
+        "csv",
+        "SELECT family, parameters, layers, hidden, vocab_size, context, tied_embeddings, \
+         trained_steps, tokenizer_hash IS NOT NULL AS has_tokenizer FROM models ORDER BY family",
+    );
+    q.success();
+    // GPT-2, vocabulary 2049, width 64, 64 positions, 2 blocks: embeddings 2049·64 + 64·64, per
+    // block 2·64 + (64·192 + 192) + (64·64 + 64) + 2·64 + (64·256 + 256) + (256·64 + 64), final
+    // norm 2·64 = 235,328 (the head is tied).
+    let gpt2 = 2049 * 64
+        + 64 * 64
+        + 2 * (128 + 12288 + 192 + 4096 + 64 + 128 + 16384 + 256 + 16384 + 64)
+        + 128;
+    assert_eq!(gpt2, 235_328);
+    let lines: Vec<&str> = q.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "family,parameters,layers,hidden,vocab_size,context,tied_embeddings,trained_steps,has_tokenizer"
+    );
+    assert_eq!(lines[1], format!("gpt2,{gpt2},2,64,2049,64,true,2000,true"));
+    assert!(
+        lines[2].starts_with("gpt_neox,") && lines[2].ends_with(",false,,false"),
+        "{}",
+        lines[2]
+    );
+    let q = sql(&tables, "csv", "SELECT count(*) AS n FROM concepts");
+    q.success();
+    assert_eq!(q.stdout, "n\n22\n");
+    // A directory without config.json: the file named.
+    familiar([
+        "import".as_ref(),
+        "model".as_ref(),
+        tables.as_os_str(),
+        "--out".as_ref(),
+        t.join("x.parquet").as_os_str(),
+    ])
+    .failure()
+    .stderr_has(&["config.json"]);
+}

@@ -98,6 +98,15 @@ impl Weights {
         self.names.contains(name)
     }
 
+    /// Values stored in every tensor together.
+    pub fn parameters(&self) -> u64 {
+        self.tensors
+            .tensors()
+            .iter()
+            .map(|(_, t)| t.shape().iter().product::<usize>() as u64)
+            .sum()
+    }
+
     /// Names of every tensor.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.names.iter().map(String::as_str)

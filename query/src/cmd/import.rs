@@ -13,6 +13,33 @@ pub enum ImportCommand {
     /// Zero-shot results (CSV, JSONL, or lm-evaluation-harness per-sample logs) into a zero_shot
     /// table.
     ZeroShot(ZeroShotArgs),
+    /// A concept list (CSV/TSV with concept, aliases separated by |, group; or JSONL) into a
+    /// concepts table, checked as `familiar concepts count` checks it.
+    Concepts(ConceptsArgs),
+    /// Model metadata (config.json, the safetensors, trainer_state.json) of checkpoints into a
+    /// models table.
+    Model(ModelArgs),
+}
+
+/// Arguments of `familiar import concepts`.
+#[derive(Debug, clap::Args)]
+pub struct ConceptsArgs {
+    /// The concept list.
+    lexicon: PathBuf,
+    /// The Parquet file to write (the concepts table of schemas/).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Arguments of `familiar import model`.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// Hugging Face model directories.
+    #[arg(required = true)]
+    models: Vec<PathBuf>,
+    /// The Parquet file to write (the models table of schemas/).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -97,7 +124,92 @@ const KEYS: &[&str] = &[
 pub fn run(c: ImportCommand) -> Result<i32> {
     match c {
         ImportCommand::ZeroShot(a) => zero_shot(a),
+        ImportCommand::Concepts(a) => {
+            let lexicon = familiar_query::concepts::lexicon::Lexicon::read(&a.lexicon)?;
+            familiar_query::concepts::tables::concepts_table(&lexicon)?
+                .write(Format::Parquet, Some(&a.out))?;
+            println!(
+                "imported {} concepts into {}",
+                lexicon.concepts.len(),
+                a.out.display()
+            );
+            Ok(0)
+        }
+        ImportCommand::Model(a) => models(a),
     }
+}
+
+fn models(a: ModelArgs) -> Result<i32> {
+    let mut rows: Vec<[Option<u64>; 8]> = Vec::new();
+    let (mut names, mut families, mut tied, mut mhash, mut thash) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut steps, mut tokens, mut loss) = (Vec::new(), Vec::new(), Vec::new());
+    for dir in &a.models {
+        let config = familiar::model::config::ModelConfig::read(&dir.join("config.json"))?;
+        let weights = familiar::model::weights::Weights::open(dir)?;
+        rows.push([
+            Some(weights.parameters()),
+            Some(config.layers as u64),
+            Some(config.hidden as u64),
+            Some(config.heads as u64),
+            Some(config.kv_heads as u64),
+            Some(config.intermediate as u64),
+            Some(config.vocab_size as u64),
+            Some(config.max_positions as u64),
+        ]);
+        names.push(Some(dir.display().to_string()));
+        families.push(Some(
+            match config.family {
+                familiar::model::config::Family::Gpt2 => "gpt2",
+                familiar::model::config::Family::GptNeox => "gpt_neox",
+                familiar::model::config::Family::Llama => "llama",
+            }
+            .to_string(),
+        ));
+        tied.push(Some(config.tied_embeddings));
+        mhash.push(Some(familiar::grads::store::model_hash(dir)?));
+        let tokenizer = dir.join("tokenizer.json");
+        thash.push(if tokenizer.exists() {
+            Some(familiar::checksum::of_file(&tokenizer)?.0)
+        } else {
+            None
+        });
+        let state = dir.join("trainer_state.json");
+        let trained = if state.exists() {
+            Some(familiar_query::train::TrainerState::read(dir)?)
+        } else {
+            None
+        };
+        steps.push(trained.as_ref().map(|t| t.step));
+        tokens.push(trained.as_ref().map(|t| t.tokens));
+        loss.push(trained.as_ref().and_then(|t| t.losses.last().copied()));
+    }
+    let col = |i: usize| Column::U64(rows.iter().map(|r| r[i]).collect());
+    Table::new()
+        .column("model", Column::Str(names))
+        .column("family", Column::Str(families))
+        .column("parameters", col(0))
+        .column("layers", col(1))
+        .column("hidden", col(2))
+        .column("heads", col(3))
+        .column("kv_heads", col(4))
+        .column("intermediate", col(5))
+        .column("vocab_size", col(6))
+        .column("context", col(7))
+        .column("tied_embeddings", Column::Bool(tied))
+        .column("model_hash", Column::Str(mhash))
+        .column("tokenizer_hash", Column::Str(thash))
+        .column("trained_steps", Column::U64(steps))
+        .column("trained_tokens", Column::U64(tokens))
+        .column("final_loss", Column::F64(loss))
+        .with_schema(familiar::schema::table("models")?)
+        .write(Format::Parquet, Some(&a.out))?;
+    println!(
+        "imported {} models into {}",
+        a.models.len(),
+        a.out.display()
+    );
+    Ok(0)
 }
 
 fn format_of(path: &Path, from: Source) -> Source {

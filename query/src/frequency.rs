@@ -374,7 +374,6 @@ fn markdown(r: &Report, charts: &[(String, String, String)]) -> String {
 /// Writes `report.md`, `report.html`, `summary.json` and one scatter (SVG) per model into `out`,
 /// each atomically; returns the paths.
 pub fn write(r: &Report, out: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let charts: Vec<(String, String, String)> = r
         .models
         .iter()
@@ -385,22 +384,7 @@ pub fn write(r: &Report, out: &Path) -> Result<Vec<PathBuf>> {
         })
         .collect();
     let md = markdown(r, &charts);
-    let mut files: Vec<(String, Vec<u8>)> = vec![
-        ("report.md".into(), md.clone().into_bytes()),
-        (
-            "report.html".into(),
-            crate::html::page("Accuracy against concept frequency", &md, &charts).into_bytes(),
-        ),
-        ("summary.json".into(), familiar::manifest::to_bytes(r)?),
-    ];
-    files.extend(charts.into_iter().map(|(f, _, svg)| (f, svg.into_bytes())));
-    let mut written = Vec::new();
-    for (name, bytes) in files {
-        let path = out.join(name);
-        familiar::manifest::write_atomic(&path, &bytes)?;
-        written.push(path);
-    }
-    Ok(written)
+    crate::html::write_report(out, "Accuracy against concept frequency", &md, r, &charts)
 }
 
 #[cfg(test)]

@@ -1,4 +1,8 @@
-//! HTML pages of the reports.
+//! HTML pages of the reports, and writing a report's files.
+
+use std::path::{Path, PathBuf};
+
+use familiar::error::{Error, Result};
 
 /// A report page: minimal Markdown-to-HTML for the reports' own Markdown (headings, paragraphs,
 /// tables, images), with the charts — `(file, title, svg)` — inlined where the Markdown shows them.
@@ -67,4 +71,36 @@ pub fn page(title: &str, md: &str, charts: &[(String, String, String)]) -> Strin
     }
     out.push_str("</body></html>\n");
     out
+}
+
+/// Writes a report into `out`: `report.md`, `report.html` (titled `title`, the charts inline),
+/// `summary.json` and each chart's SVG file, each atomically; returns the paths written.
+pub fn write_report(
+    out: &Path,
+    title: &str,
+    md: &str,
+    summary: &impl serde::Serialize,
+    charts: &[(String, String, String)],
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("report.md".into(), md.as_bytes().to_vec()),
+        ("report.html".into(), page(title, md, charts).into_bytes()),
+        (
+            "summary.json".into(),
+            familiar::manifest::to_bytes(summary)?,
+        ),
+    ];
+    files.extend(
+        charts
+            .iter()
+            .map(|(file, _, svg)| (file.clone(), svg.clone().into_bytes())),
+    );
+    let mut written = Vec::new();
+    for (name, bytes) in files {
+        let path = out.join(name);
+        familiar::manifest::write_atomic(&path, &bytes)?;
+        written.push(path);
+    }
+    Ok(written)
 }

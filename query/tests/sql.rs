@@ -320,6 +320,41 @@ fn errors_name_the_problem_and_the_tables() {
         .stderr_has(&["f.txt", "not a directory"]);
 }
 
+/// The index of the whole fixture corpus (no text index), in `t`.
+fn fixture_index(t: &TestDir) -> PathBuf {
+    let corpus = fixtures().join("corpus");
+    let idx = t.join("idx");
+    familiar([
+        "index".as_ref(),
+        "build".as_ref(),
+        "--tokenizer".as_ref(),
+        fixtures().join("tokenizer.json").as_os_str(),
+        "--out".as_ref(),
+        idx.as_os_str(),
+        "--no-text-index".as_ref(),
+        "-q".as_ref(),
+        corpus.join("part-0000.jsonl.zst").as_os_str(),
+        corpus.join("part-0001.jsonl.gz").as_os_str(),
+    ])
+    .success();
+    idx
+}
+
+/// The fixture lexicon's planted concepts counted in `idx` (suffix array only) into `out`.
+fn count_concepts(idx: &Path, out: &Path) {
+    familiar([
+        "concepts".as_ref(),
+        "count".as_ref(),
+        idx.as_os_str(),
+        fixtures().join("concepts/planted.csv").as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--method".as_ref(),
+        "sa_exact".as_ref(),
+    ])
+    .success();
+}
+
 /// Splits a shell command line into words: double quotes group (no escapes inside), spaces
 /// separate.
 fn shell_words(line: &str) -> Vec<String> {
@@ -391,34 +426,9 @@ fn readme_sql_commands() -> Vec<(String, String)> {
 #[test]
 fn readme_sql_examples_print_what_the_readme_shows() {
     let t = TestDir::new();
-    let corpus = fixtures().join("corpus");
-    let idx = t.join("idx");
-    let tokenizer = fixtures().join("tokenizer.json");
-    familiar([
-        "index".as_ref(),
-        "build".as_ref(),
-        "--tokenizer".as_ref(),
-        tokenizer.as_os_str(),
-        "--out".as_ref(),
-        idx.as_os_str(),
-        "--no-text-index".as_ref(),
-        "-q".as_ref(),
-        corpus.join("part-0000.jsonl.zst").as_os_str(),
-        corpus.join("part-0001.jsonl.gz").as_os_str(),
-    ])
-    .success();
+    let idx = fixture_index(&t);
     let concepts = t.join("concepts-out");
-    familiar([
-        "concepts".as_ref(),
-        "count".as_ref(),
-        idx.as_os_str(),
-        fixtures().join("concepts/planted.csv").as_os_str(),
-        "--out".as_ref(),
-        concepts.as_os_str(),
-        "--method".as_ref(),
-        "sa_exact".as_ref(),
-    ])
-    .success();
+    count_concepts(&idx, &concepts);
     let model = fixtures().join("models/fixture-gpt2");
     let store = t.join("store");
     familiar([
@@ -686,33 +696,9 @@ fn imported_zero_shot_results_join_in_sql() {
 #[test]
 fn frequency_report_recovers_a_planted_rise() {
     let t = TestDir::new();
-    let corpus = fixtures().join("corpus");
-    let idx = t.join("idx");
-    familiar([
-        "index".as_ref(),
-        "build".as_ref(),
-        "--tokenizer".as_ref(),
-        fixtures().join("tokenizer.json").as_os_str(),
-        "--out".as_ref(),
-        idx.as_os_str(),
-        "--no-text-index".as_ref(),
-        "-q".as_ref(),
-        corpus.join("part-0000.jsonl.zst").as_os_str(),
-        corpus.join("part-0001.jsonl.gz").as_os_str(),
-    ])
-    .success();
+    let idx = fixture_index(&t);
     let tables = t.join("tables");
-    familiar([
-        "concepts".as_ref(),
-        "count".as_ref(),
-        idx.as_os_str(),
-        fixtures().join("concepts/planted.csv").as_os_str(),
-        "--out".as_ref(),
-        tables.as_os_str(),
-        "--method".as_ref(),
-        "sa_exact".as_ref(),
-    ])
-    .success();
+    count_concepts(&idx, &tables);
     let counts = sql(
         &tables,
         "csv",

@@ -946,27 +946,9 @@ fn markdown(r: &Report, charts: &[(String, String, String)]) -> String {
 /// Writes `report.md`, `report.html`, `summary.json` and the charts (SVG) of `report` on `run`
 /// into `out`; returns the paths written. Each file is written atomically.
 pub fn write(report: &Report, run: &Run, out: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let charts = charts(report, run);
     let md = markdown(report, &charts);
-    let mut files: Vec<(String, Vec<u8>)> = vec![
-        ("report.md".into(), md.clone().into_bytes()),
-        (
-            "report.html".into(),
-            crate::html::page("Attribution report", &md, &charts).into_bytes(),
-        ),
-        ("summary.json".into(), familiar::manifest::to_bytes(report)?),
-    ];
-    for (file, _, svg) in &charts {
-        files.push((file.clone(), svg.clone().into_bytes()));
-    }
-    let mut written = Vec::new();
-    for (name, bytes) in files {
-        let path = out.join(name);
-        familiar::manifest::write_atomic(&path, &bytes)?;
-        written.push(path);
-    }
-    Ok(written)
+    crate::html::write_report(out, "Attribution report", &md, report, &charts)
 }
 
 #[cfg(test)]

@@ -420,51 +420,25 @@ fn readme_sql_commands() -> Vec<(String, String)> {
     commands
 }
 
-/// Every `familiar sql` example of the README, run on the fixture world's tables (the index of
-/// the fixture corpus, its planted concepts counted, the fixture model's attribution with a rank-8
-/// store and kfac), prints exactly what the README shows.
+/// Every `familiar sql` example of the README, run on the tables `familiar demo` writes (the
+/// fixture world's index, concept counts, zero-shot and density tables, and the fixture model's
+/// attribution), prints exactly what the README shows.
 #[test]
 fn readme_sql_examples_print_what_the_readme_shows() {
     let t = TestDir::new();
-    let idx = fixture_index(&t);
-    let concepts = t.join("concepts-out");
-    count_concepts(&idx, &concepts);
-    let model = fixtures().join("models/fixture-gpt2");
-    let store = t.join("store");
+    let demo = t.join("familiar-demo");
     familiar([
-        "attribute".as_ref(),
-        "store".as_ref(),
-        "--model".as_ref(),
-        model.as_os_str(),
-        "--index".as_ref(),
-        idx.as_os_str(),
+        "demo".as_ref(),
         "--out".as_ref(),
-        store.as_os_str(),
-        "--rank".as_ref(),
-        "8".as_ref(),
-        "-q".as_ref(),
+        demo.as_os_str(),
+        "--quiet".as_ref(),
     ])
     .success();
-    let attribution = t.join("attribution");
-    familiar([
-        "attribute".as_ref(),
-        "score".as_ref(),
-        "--store".as_ref(),
-        store.as_os_str(),
-        "--model".as_ref(),
-        model.as_os_str(),
-        "--queries".as_ref(),
-        fixtures().join("attribution/queries.jsonl").as_os_str(),
-        "--all".as_ref(),
-        "--precondition".as_ref(),
-        "kfac".as_ref(),
-        "--out".as_ref(),
-        attribution.as_os_str(),
-    ])
-    .success();
+    let (idx, tables) = (demo.join("index"), demo.join("tables"));
+    let attribution = tables.join("attribution");
     let paths: std::collections::HashMap<&str, &Path> = [
         ("idx", idx.as_path()),
-        ("familiar-demo/tables", concepts.as_path()),
+        ("familiar-demo/tables", tables.as_path()),
         ("attribution", attribution.as_path()),
     ]
     .into();

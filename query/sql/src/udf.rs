@@ -12,13 +12,19 @@
 //! - `log_bin_center(bin, lo, hi, n)`: the geometric center of that bin, `exp(ln lo + (bin + ½) w)`
 //!   with `w = (ln hi − ln lo) / n` — where to plot a binned mean.
 //!
+//! - `json_str(json, key)`: the string (or number, as text) at top-level `key` of a JSON object
+//!   held as text — e.g. a probe's `labels` in activation_stats; NULL when the text is not an
+//!   object or has no such key.
+//!
 //! A log-linear fit needs no function of its own: with `lx = log10(count)`, `regr_slope(y, lx)` is
 //! the slope per decade, `regr_intercept(y, lx)` the intercept, `regr_r2(y, lx)` R² and
 //! `corr(y, lx)` Pearson's r.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, ListArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, ListArray, StringArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type};
 use datafusion::common::{exec_err, Result, ScalarValue};
 use datafusion::logical_expr::{create_udaf, create_udf, Accumulator, ColumnarValue, Volatility};
@@ -58,6 +64,42 @@ pub fn register(ctx: &SessionContext) {
         Volatility::Immutable,
         Arc::new(log_bin_center),
     ));
+    ctx.register_udf(create_udf(
+        "json_str",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(json_str),
+    ));
+}
+
+/// The value at top-level `key` of the JSON object `text`, as text (strings unquoted).
+pub fn json_value(text: &str, key: &str) -> Option<String> {
+    match serde_json::from_str::<serde_json::Value>(text)
+        .ok()?
+        .get(key)?
+    {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn json_str(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let (a, scalar) = arrays(args)?;
+    let (Some(text), Some(key)) = (a[0].as_string_opt::<i32>(), a[1].as_string_opt::<i32>()) else {
+        return exec_err!("json_str: expected two text arguments");
+    };
+    let out: StringArray = (0..text.len())
+        .map(|i| {
+            if text.is_null(i) || key.is_null(i) {
+                None
+            } else {
+                json_value(text.value(i), key.value(i))
+            }
+        })
+        .collect();
+    result(Arc::new(out), scalar)
 }
 
 fn list_type() -> DataType {
@@ -311,6 +353,17 @@ mod tests {
         assert_eq!(spearman(&[1.0], &[2.0]), None);
         assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), None);
         assert_eq!(spearman(&[3.0, 2.0, 1.0], &[1.0, 2.0, 3.0]), Some(-1.0));
+    }
+
+    #[test]
+    fn json_values_by_key() {
+        let t = r#"{"concept": "zelxir exoexo", "n": 3, "none": null}"#;
+        assert_eq!(json_value(t, "concept").as_deref(), Some("zelxir exoexo"));
+        assert_eq!(json_value(t, "n").as_deref(), Some("3"));
+        assert_eq!(json_value(t, "none"), None);
+        assert_eq!(json_value(t, "missing"), None);
+        assert_eq!(json_value("not json", "concept"), None);
+        assert_eq!(json_value("[1, 2]", "concept"), None);
     }
 
     #[test]

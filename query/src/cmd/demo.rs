@@ -81,6 +81,15 @@ FROM pairs JOIN queries x ON qa = x.query_id JOIN queries y ON qb = y.query_id
 WHERE x.kind = y.kind
 GROUP BY 1, 2 ORDER BY 1, 2";
 
+/// Activation density at a concept's last token against its log frequency, per layer.
+const DENSITY_SQL: &str = "SELECT a.layer, count(*) AS probes,
+       round(corr(a.top10_energy_last, log10(c.occurrences)), 3) AS r_top10_energy,
+       round(corr(a.hoyer_last, log10(c.occurrences)), 3) AS r_hoyer
+FROM activation_stats a
+JOIN concept_frequency c ON c.concept = json_str(a.labels, 'concept')
+WHERE c.method = 'sa_exact' AND c.level = 'concept' AND c.occurrences > 0
+GROUP BY 1 ORDER BY 1";
+
 /// Log-probability of a concept against its log frequency, fitted in SQL.
 const FIT_SQL: &str = "SELECT count(*) AS concepts,
        round(regr_slope(z.logprob / z.n_tokens, log10(c.occurrences)), 3) AS slope_per_decade,
@@ -362,11 +371,42 @@ pub fn run(a: Args) -> Result<i32> {
         items.len(),
         zero_shot.display()
     );
+    // Activation density at each concept, as probes labelled with the concept.
+    let probes = out.join("probes/concepts.jsonl");
+    std::fs::create_dir_all(out.join("probes"))?;
+    let lines: Vec<String> = items
+        .iter()
+        .map(|i| {
+            let text = match &i.ask {
+                familiar_query::measure::items::Ask::Completion(c) => format!("{}{c}", i.prompt),
+                familiar_query::measure::items::Ask::Choice { .. } => i.prompt.clone(),
+            };
+            serde_json::json!({"id": i.id, "text": text, "labels": {"concept": i.concepts[0]}})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&probes, lines.join("\n") + "\n")
+        .with_context(|| format!("writing {}", probes.display()))?;
+    let density = tables_dir.join("activation_stats.parquet");
+    familiar(&[
+        "density".as_ref(),
+        "--model".as_ref(),
+        out.join("model").as_os_str(),
+        "--probes".as_ref(),
+        probes.as_os_str(),
+        "--out".as_ref(),
+        density.as_os_str(),
+        "-q".as_ref(),
+    ])?;
 
     println!("\n== 8. SQL over the tables: the log-linear fit of concept recall on frequency");
     let mut sql = familiar_sql::Sql::new()?;
     sql.register_dir(&tables_dir)?;
     for r in sql.run(FIT_SQL)? {
+        print!("{}", familiar_sql::output::render_table(&r.batches)?);
+    }
+    println!("   activation density at the concept against its frequency, per layer:");
+    for r in sql.run(DENSITY_SQL)? {
         print!("{}", familiar_sql::output::render_table(&r.batches)?);
     }
     let reports = out.join("reports");

@@ -1,5 +1,7 @@
 //! `familiar report frequency`: a model's accuracy against how often its training corpus mentions
-//! each concept (Udandarao et al. 2024, "No 'Zero-Shot' Without Exponential Data").
+//! each concept (Udandarao et al. 2024, "No 'Zero-Shot' Without Exponential Data"); and
+//! `familiar report density`: activation density on probes about each concept against the same
+//! counts, per model and layer (density as familiarity: Jin et al. 2026, Li et al. 2023).
 //!
 //! From a tables directory holding `zero_shot` (items, their concepts and scores) and
 //! `concept_frequency` (counts per concept), per model: each concept's mean score over the items
@@ -19,16 +21,47 @@ use serde::Serialize;
 
 use crate::svg::{LineChart, Series};
 
+/// What is set against concept frequency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// zero_shot scores of the items naming each concept (`concepts`).
+    Accuracy,
+    /// activation_stats of the probes whose JSON `labels` name the concept under this key, per
+    /// layer.
+    Density {
+        /// The labels' key holding the concept.
+        label_key: String,
+    },
+}
+
+/// Density metrics of activation_stats.
+pub const DENSITY_METRICS: &[&str] = &[
+    "top1_energy_last",
+    "top1_energy_mean",
+    "top5_energy_last",
+    "top5_energy_mean",
+    "top10_energy_last",
+    "top10_energy_mean",
+    "hoyer_last",
+    "hoyer_mean",
+    "effective_rank_ratio",
+    "mlp_active_last",
+    "mlp_active_mean",
+];
+
 /// What to report.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// What the counts are set against.
+    pub subject: Subject,
     /// The directory holding `zero_shot` and `concept_frequency`.
     pub tables: PathBuf,
     /// Counting method of `concept_frequency` (`sa_exact`, `text_all_words`, `text_phrase`).
     pub method: String,
     /// `occurrences` or `documents`.
     pub count: String,
-    /// The score: `acc`, `acc_norm`, `logprob` or `logprob_per_token`.
+    /// The score: `acc`, `acc_norm`, `logprob` or `logprob_per_token` (accuracy); one of
+    /// [`DENSITY_METRICS`] (density).
     pub metric: String,
     /// Equal-width bins of ln(count).
     pub bins: i64,
@@ -60,10 +93,10 @@ pub struct Bin {
     pub mean: f64,
 }
 
-/// The analysis of one model.
+/// The analysis of one model (accuracy) or one model's layer (density).
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelReport {
-    /// The model.
+    /// The model (density: "MODEL, layer L").
     pub model: String,
     /// Concepts with a positive count.
     pub concepts: usize,
@@ -92,6 +125,8 @@ pub struct ModelReport {
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// "accuracy" or "density".
+    pub subject: String,
     /// Counting method.
     pub method: String,
     /// Count column.
@@ -183,13 +218,18 @@ pub fn analyse_model(model: String, mut points: Vec<Point>, bins: i64) -> Result
 
 /// Reads the tables and analyses every model.
 pub fn analyse(o: &Options) -> Result<Report> {
-    if !matches!(
-        o.metric.as_str(),
-        "acc" | "acc_norm" | "logprob" | "logprob_per_token"
-    ) {
+    let (metrics, table): (&[&str], &str) = match o.subject {
+        Subject::Accuracy => (
+            &["acc", "acc_norm", "logprob", "logprob_per_token"],
+            "zero_shot",
+        ),
+        Subject::Density { .. } => (DENSITY_METRICS, "activation_stats"),
+    };
+    if !metrics.contains(&o.metric.as_str()) {
         return Err(Error::Config(format!(
-            "unknown metric `{}`: expected acc, acc_norm, logprob or logprob_per_token",
-            o.metric
+            "unknown metric `{}`: expected one of {}",
+            o.metric,
+            metrics.join(", ")
         )));
     }
     if !matches!(o.count.as_str(), "occurrences" | "documents") {
@@ -203,7 +243,7 @@ pub fn analyse(o: &Options) -> Result<Report> {
     }
     let mut sql = Sql::new().map_err(sql_error)?;
     let tables = sql.register_dir(&o.tables).map_err(sql_error)?;
-    for need in ["zero_shot", "concept_frequency"] {
+    for need in [table, "concept_frequency"] {
         if !tables.iter().any(|t| t.name == need) {
             return Err(Error::Config(format!(
                 "{}: no {need} table (found: {})",
@@ -216,35 +256,60 @@ pub fn analyse(o: &Options) -> Result<Report> {
             )));
         }
     }
-    let score = match o.metric.as_str() {
-        "logprob" => "z.logprob".to_string(),
-        "logprob_per_token" => "(z.logprob / z.n_tokens)".to_string(),
-        m => format!("CAST(z.{m} AS DOUBLE)"),
-    };
     let method = o.method.replace('\'', "''");
-    let query = format!(
-        "SELECT z.model, c.concept, c.{count} AS count, avg({score}) AS score, count(*) AS items \
-         FROM (SELECT model, unnest(concepts) AS concept, acc, acc_norm, logprob, n_tokens \
-         FROM zero_shot) z \
-         JOIN concept_frequency c ON c.concept = z.concept \
-         WHERE c.method = '{method}' AND c.level = 'concept' AND {score} IS NOT NULL \
-         GROUP BY 1, 2, 3 ORDER BY 1, 3, 2",
-        count = o.count
-    );
+    let count = &o.count;
+    // Columns: group name parts (model[, layer]), concept, count, mean score, items.
+    let query = match &o.subject {
+        Subject::Accuracy => {
+            let score = match o.metric.as_str() {
+                "logprob" => "z.logprob".to_string(),
+                "logprob_per_token" => "(z.logprob / z.n_tokens)".to_string(),
+                m => format!("CAST(z.{m} AS DOUBLE)"),
+            };
+            format!(
+                "SELECT z.model, CAST(NULL AS BIGINT) AS layer, c.concept, c.{count} AS count, \
+                 avg({score}) AS score, count(*) AS items \
+                 FROM (SELECT model, unnest(concepts) AS concept, acc, acc_norm, logprob, \
+                 n_tokens FROM zero_shot) z \
+                 JOIN concept_frequency c ON c.concept = z.concept \
+                 WHERE c.method = '{method}' AND c.level = 'concept' AND {score} IS NOT NULL \
+                 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 4, 3"
+            )
+        }
+        Subject::Density { label_key } => {
+            let key = label_key.replace('\'', "''");
+            let m = &o.metric;
+            format!(
+                "SELECT a.model, CAST(a.layer AS BIGINT) AS layer, c.concept, c.{count} AS count, \
+                 avg(a.{m}) AS score, count(*) AS items \
+                 FROM activation_stats a \
+                 JOIN concept_frequency c ON c.concept = json_str(a.labels, '{key}') \
+                 WHERE c.method = '{method}' AND c.level = 'concept' AND a.{m} IS NOT NULL \
+                 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 4, 3"
+            )
+        }
+    };
     let results = sql.run(&query).map_err(sql_error)?;
     let mut by_model: Vec<(String, Vec<Point>)> = Vec::new();
     for b in &results[0].batches {
         use arrow_array::cast::AsArray;
         use arrow_array::types::{Float64Type, Int64Type, UInt64Type};
+        use arrow_array::Array;
         let col = |i: usize| b.column(i).clone();
-        let (models, concepts) = (col(0), col(1));
-        let (models, concepts) = (models.as_string::<i32>(), concepts.as_string::<i32>());
-        let (counts, scores, items) = (col(2), col(3), col(4));
+        let (models, layers, concepts) = (col(0), col(1), col(2));
+        let models = models.as_string::<i32>();
+        let layers = layers.as_primitive::<Int64Type>();
+        let concepts = concepts.as_string::<i32>();
+        let (counts, scores, items) = (col(3), col(4), col(5));
         let counts = counts.as_primitive::<UInt64Type>();
         let scores = scores.as_primitive::<Float64Type>();
         let items = items.as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
-            let m = models.value(i).to_string();
+            let m = if layers.is_null(i) {
+                models.value(i).to_string()
+            } else {
+                format!("{}, layer {}", models.value(i), layers.value(i))
+            };
             if by_model.last().is_none_or(|(name, _)| *name != m) {
                 by_model.push((m, Vec::new()));
             }
@@ -260,11 +325,16 @@ pub fn analyse(o: &Options) -> Result<Report> {
     }
     if by_model.is_empty() {
         return Err(Error::Query(format!(
-            "no item of zero_shot names a concept of concept_frequency (method {})",
+            "no row of {table} names a concept of concept_frequency (method {})",
             o.method
         )));
     }
     Ok(Report {
+        subject: match o.subject {
+            Subject::Accuracy => "accuracy",
+            Subject::Density { .. } => "density",
+        }
+        .into(),
         method: o.method.clone(),
         count: o.count.clone(),
         metric: o.metric.clone(),
@@ -330,12 +400,25 @@ fn chart(r: &Report, m: &ModelReport) -> LineChart {
 }
 
 fn markdown(r: &Report, charts: &[(String, String, String)]) -> String {
+    let (heading, over, group) = if r.subject == "density" {
+        (
+            "Activation density against concept frequency",
+            "the probes labelled with it",
+            "model, layer",
+        )
+    } else {
+        (
+            "Accuracy against concept frequency",
+            "the items naming it",
+            "model",
+        )
+    };
     let mut s = format!(
-        "# Accuracy against concept frequency\n\n\
-         Score `{}` per concept (mean over the items naming it) against the concept's `{}` \
+        "# {heading}\n\n\
+         Score `{}` per concept (mean over {over}) against the concept's `{}` \
          (`{}`, concept level). Fit: score = a + b · log10(count); bins: {} equal-width bins of \
          ln(count) between the smallest and largest positive count.\n\n\
-         | model | concepts | items | slope / decade | intercept | R² | Pearson r | Spearman ρ | binned Pearson r | unseen concepts | their mean |\n\
+         | {group} | concepts | items | slope / decade | intercept | R² | Pearson r | Spearman ρ | binned Pearson r | unseen concepts | their mean |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n",
         r.metric, r.count, r.method, r.bins
     );
@@ -384,7 +467,12 @@ pub fn write(r: &Report, out: &Path) -> Result<Vec<PathBuf>> {
         })
         .collect();
     let md = markdown(r, &charts);
-    crate::html::write_report(out, "Accuracy against concept frequency", &md, r, &charts)
+    let title = if r.subject == "density" {
+        "Activation density against concept frequency"
+    } else {
+        "Accuracy against concept frequency"
+    };
+    crate::html::write_report(out, title, &md, r, &charts)
 }
 
 #[cfg(test)]

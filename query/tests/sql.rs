@@ -472,6 +472,33 @@ fn readme_sql_examples_print_what_the_readme_shows() {
         }
     }
     assert!(ran >= 3, "only {ran} examples found");
+    // The demo's density report: per layer, Pearson's r over concepts equals SQL's corr().
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(demo.join("reports/density/summary.json")).unwrap())
+            .unwrap();
+    let q = sql(
+        &tables,
+        "csv",
+        "SELECT a.layer, corr(a.top10_energy_last, log10(c.occurrences)) AS r \
+         FROM activation_stats a JOIN concept_frequency c \
+         ON c.concept = json_str(a.labels, 'concept') \
+         WHERE c.method = 'sa_exact' AND c.level = 'concept' AND c.occurrences > 0 \
+         GROUP BY 1 ORDER BY 1",
+    );
+    q.success();
+    let models = summary["models"].as_array().unwrap();
+    let rows: Vec<&str> = q.stdout.lines().skip(1).collect();
+    assert_eq!(models.len(), rows.len(), "{}", q.stdout);
+    for (m, row) in models.iter().zip(rows) {
+        let (layer, r) = row.split_once(',').unwrap();
+        assert!(m["model"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(", layer {layer}")));
+        let want: f64 = r.parse().unwrap();
+        let got = m["pearson"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-9, "layer {layer}: {got} vs {want}");
+    }
 }
 
 #[test]

@@ -422,6 +422,15 @@ pub fn run(a: Args) -> Result<i32> {
         "logprob_per_token".as_ref(),
     ])?;
 
+    familiar(&[
+        "report".as_ref(),
+        "density".as_ref(),
+        "--tables".as_ref(),
+        tables_dir.as_os_str(),
+        "--out".as_ref(),
+        reports.join("density").as_os_str(),
+    ])?;
+
     println!(
         "\n== 9. attribution: which documents drive the model's answers (gradient store, kfac)"
     );

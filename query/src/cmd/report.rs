@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use familiar_query::frequency::{analyse, write, Options, Subject};
 
 /// Which report.
 #[derive(Debug, clap::Subcommand)]
@@ -11,13 +12,16 @@ pub enum ReportCommand {
     /// the items naming it against the concept's count; log-linear fit, 12 equal-width bins of
     /// ln(count), raw and binned correlations; Markdown, HTML and SVG.
     Frequency(FrequencyArgs),
+    /// Activation density against concept frequency, per model and layer, in the same style: the
+    /// probes of activation_stats (`familiar density`) whose labels name a concept.
+    Density(DensityArgs),
 }
 
-/// Arguments of `familiar report frequency`.
+/// What both reports take.
 #[derive(Debug, clap::Args)]
-pub struct FrequencyArgs {
-    /// A tables directory holding zero_shot (`familiar score` or `familiar import zero-shot`) and
-    /// concept_frequency (`familiar concepts count`).
+pub struct Common {
+    /// A tables directory holding concept_frequency (`familiar concepts count`) and the
+    /// measurements (zero_shot, or activation_stats).
     #[arg(long)]
     tables: PathBuf,
     /// The report directory.
@@ -29,42 +33,71 @@ pub struct FrequencyArgs {
     /// The count: occurrences or documents.
     #[arg(long, default_value = "occurrences")]
     count: String,
-    /// The score: acc, acc_norm, logprob or logprob_per_token.
-    #[arg(long, default_value = "acc")]
-    metric: String,
     /// Equal-width bins of ln(count).
     #[arg(long, default_value_t = 12)]
     bins: i64,
 }
 
+/// Arguments of `familiar report frequency`.
+#[derive(Debug, clap::Args)]
+pub struct FrequencyArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The score: acc, acc_norm, logprob or logprob_per_token.
+    #[arg(long, default_value = "acc")]
+    metric: String,
+}
+
+/// Arguments of `familiar report density`.
+#[derive(Debug, clap::Args)]
+pub struct DensityArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The density metric (a column of activation_stats, e.g. top10_energy_last, hoyer_mean).
+    #[arg(long, default_value = "top10_energy_last")]
+    metric: String,
+    /// The key of the probes' JSON labels that names the concept.
+    #[arg(long, default_value = "concept")]
+    label_key: String,
+}
+
+fn report(c: Common, subject: Subject, metric: String) -> Result<i32> {
+    let options = Options {
+        subject,
+        tables: c.tables.clone(),
+        method: c.method,
+        count: c.count,
+        metric,
+        bins: c.bins,
+    };
+    let report = analyse(&options).with_context(|| format!("reading {}", c.tables.display()))?;
+    let written = write(&report, &c.out)?;
+    for m in &report.models {
+        println!(
+            "{}: {} concepts, slope {} per decade, Pearson r {} (binned {})",
+            m.model,
+            m.concepts,
+            m.slope_per_decade.map_or("–".into(), |v| format!("{v:.4}")),
+            m.pearson.map_or("–".into(), |v| format!("{v:.3}")),
+            m.binned_pearson.map_or("–".into(), |v| format!("{v:.3}")),
+        );
+    }
+    for p in written {
+        println!("  {}", p.display());
+    }
+    Ok(0)
+}
+
 /// Runs `familiar report`.
 pub fn run(c: ReportCommand) -> Result<i32> {
     match c {
-        ReportCommand::Frequency(a) => {
-            let options = familiar_query::frequency::Options {
-                tables: a.tables.clone(),
-                method: a.method,
-                count: a.count,
-                metric: a.metric,
-                bins: a.bins,
-            };
-            let report = familiar_query::frequency::analyse(&options)
-                .with_context(|| format!("reading {}", a.tables.display()))?;
-            let written = familiar_query::frequency::write(&report, &a.out)?;
-            for m in &report.models {
-                println!(
-                    "{}: {} concepts, slope {} per decade, Pearson r {} (binned {})",
-                    m.model,
-                    m.concepts,
-                    m.slope_per_decade.map_or("–".into(), |v| format!("{v:.4}")),
-                    m.pearson.map_or("–".into(), |v| format!("{v:.3}")),
-                    m.binned_pearson.map_or("–".into(), |v| format!("{v:.3}")),
-                );
-            }
-            for p in written {
-                println!("  {}", p.display());
-            }
-            Ok(0)
-        }
+        ReportCommand::Frequency(a) => report(a.common, Subject::Accuracy, a.metric),
+        ReportCommand::Density(a) => report(
+            a.common,
+            Subject::Density {
+                label_key: a.label_key,
+            },
+            a.metric,
+        ),
     }
 }

@@ -17,6 +17,8 @@
 //! one document, a different one per fact. Sums ("12 plus 7 is 19.") are spread over many documents: the procedure that reasoning
 //! queries need. `attribution/queries.jsonl` asks for every fact (factual queries, one task per
 //! relation) and for sums the corpus never states (reasoning queries: one- and two-step addition).
+//! `priming/samples.jsonl` and `priming/themes.jsonl` are the inputs of a priming experiment: new
+//! statements of each relation whose keywords range from the commonest word to rare ones.
 //! The tokenizer is trained on the corpus before facts and sums are added, so it spells them in
 //! short pieces (digits one by one) and stays the tokenizer the golden index was built with.
 //!
@@ -336,6 +338,68 @@ pub fn attribution_queries(spec: &FixtureSpec, facts: &[Fact], corpus: &[&str]) 
         }));
     }
     out
+}
+
+/// Frequency ranks (0 = the most frequent) of the priming keywords among the corpus's lowercase
+/// words: from the commonest filler word to rare ones, so that the keywords' probabilities before
+/// learning span several decades around Sun et al.'s 1e-3.
+pub const PRIMING_KEYWORD_RANKS: &[usize] = &[0, 3, 10, 30, 100, 300, 1000, 2500];
+
+/// Inputs of a priming experiment (Sun et al. 2025) on a generated corpus, as JSONL text:
+/// `(samples, themes)`. Themes are the fact relations; a theme's prefixes are its relation's
+/// prompts about every planted subject ("The capital of Yaciljun is"). Each sample states the
+/// relation of a new subject (spelled from the fact syllables, found nowhere in the corpus) with a
+/// keyword: one sample per relation and keyword of [`PRIMING_KEYWORD_RANKS`].
+pub fn priming_inputs(spec: &FixtureSpec, facts: &[Fact], corpus: &[&str]) -> (String, String) {
+    let mut counts: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for t in corpus {
+        for w in t.split_whitespace() {
+            let w = w.trim_end_matches(['.', ',']);
+            if !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase()) {
+                *counts.entry(w).or_default() += 1;
+            }
+        }
+    }
+    let mut ranked: Vec<(&str, u64)> = counts.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let keywords: Vec<&str> = PRIMING_KEYWORD_RANKS
+        .iter()
+        .filter_map(|&r| ranked.get(r).map(|w| w.0))
+        .collect();
+    let mut themes = String::new();
+    let mut samples = String::new();
+    let mut rng = SplitMix64::new(spec.seed ^ FACT_STREAM ^ 3);
+    let taken: std::collections::HashSet<String> =
+        facts.iter().map(|f| f.subject.to_lowercase()).collect();
+    for (relation, before, after) in RELATIONS {
+        let prefixes: Vec<String> = facts
+            .iter()
+            .filter(|f| f.relation == *relation)
+            .map(|f| format!("{before}{}{after}", f.subject))
+            .collect();
+        if prefixes.is_empty() {
+            continue;
+        }
+        themes += &serde_json::json!({"theme": relation, "prefixes": prefixes}).to_string();
+        themes.push('\n');
+        for (k, keyword) in keywords.iter().enumerate() {
+            let subject = loop {
+                let w = word(&mut rng, FACT_SYLLABLES, 2, 3);
+                if !taken.contains(&w) && !corpus.iter().any(|t| t.to_lowercase().contains(&w)) {
+                    break capitalize(&w);
+                }
+            };
+            samples += &serde_json::json!({
+                "id": format!("{relation}-{:02}", k + 1),
+                "text": format!("{before}{subject}{after} {keyword}."),
+                "keyword": keyword,
+                "theme": relation,
+            })
+            .to_string();
+            samples.push('\n');
+        }
+    }
+    (samples, themes)
 }
 
 /// The generated corpus: documents, planted phrases and facts.
@@ -690,12 +754,20 @@ pub struct FixturePaths {
     pub truth: GroundTruth,
     /// The attribution queries.
     pub queries: PathBuf,
+    /// The priming experiment's samples and themes.
+    pub priming: [PathBuf; 2],
 }
 
 /// Directory (under the fixture directory) of the attribution queries.
 pub const ATTRIBUTION_DIR: &str = "attribution";
 /// The attribution queries of the planted corpus.
 pub const QUERIES_FILE: &str = "queries.jsonl";
+/// Directory (under the fixture directory) of the priming experiment's inputs.
+pub const PRIMING_DIR: &str = "priming";
+/// The priming samples (`{"id", "text", "keyword", "theme"}` per line).
+pub const PRIMING_SAMPLES_FILE: &str = "samples.jsonl";
+/// The priming themes (`{"theme", "prefixes"}` per line).
+pub const PRIMING_THEMES_FILE: &str = "themes.jsonl";
 
 /// Generates the corpus into `dir/corpus` and trains `dir/tokenizer.json` on it.
 /// The corpus with facts and sums, and the tokenizer (`tokenizer.json` text) trained on it before
@@ -745,11 +817,22 @@ pub fn generate(dir: &Path, spec: &FixtureSpec) -> Result<FixturePaths> {
         attribution_queries(spec, &generated.facts, &texts),
     )
     .at(&queries)?;
+    let priming_dir = dir.join(PRIMING_DIR);
+    std::fs::create_dir_all(&priming_dir).at(&priming_dir)?;
+    let (samples, themes) = priming_inputs(spec, &generated.facts, &texts);
+    let priming = [
+        (priming_dir.join(PRIMING_SAMPLES_FILE), samples),
+        (priming_dir.join(PRIMING_THEMES_FILE), themes),
+    ];
+    for (path, text) in &priming {
+        std::fs::write(path, text).at(path)?;
+    }
     Ok(FixturePaths {
         corpus,
         tokenizer,
         truth,
         queries,
+        priming: priming.map(|p| p.0),
     })
 }
 
@@ -802,6 +885,7 @@ pub fn write_all(out: &Path) -> Result<Vec<PathBuf>> {
     written.push(paths.corpus.join("planted.json"));
     written.push(paths.tokenizer.clone());
     written.push(paths.queries.clone());
+    written.extend(paths.priming.iter().cloned());
     written.extend(write_lexicon(&out.join(CONCEPTS_DIR), &paths.truth)?);
     let golden = out.join(GOLDEN_V1);
     if golden.exists() {

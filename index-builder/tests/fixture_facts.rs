@@ -81,3 +81,61 @@ fn facts_are_stated_once_with_answer_tokens_of_their_own() {
         assert_eq!(l["answer"], want.to_string());
     }
 }
+
+#[test]
+fn priming_samples_state_new_subjects_with_keywords_of_every_frequency() {
+    use familiar_index_builder::fixtures::{priming_inputs, PRIMING_KEYWORD_RANKS, RELATIONS};
+    let spec = FixtureSpec::default();
+    let (g, _) = generate_with_tokenizer(&spec).unwrap();
+    let texts: Vec<&str> = g
+        .values
+        .iter()
+        .map(|v| v["text"].as_str().unwrap())
+        .collect();
+    let (samples, themes) = priming_inputs(&spec, &g.facts, &texts);
+    let themes: Vec<serde_json::Value> = themes
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(themes.len(), RELATIONS.len());
+    for t in &themes {
+        let prefixes = t["prefixes"].as_array().unwrap();
+        assert_eq!(prefixes.len(), spec.facts_per_relation);
+        // Every prefix is the start of its fact's sentence.
+        for p in prefixes {
+            let p = p.as_str().unwrap();
+            assert!(g
+                .facts
+                .iter()
+                .any(|f| f.relation == t["theme"] && f.sentence.starts_with(p)));
+        }
+    }
+    let samples: Vec<serde_json::Value> = samples
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(samples.len(), RELATIONS.len() * PRIMING_KEYWORD_RANKS.len());
+    // Keyword counts in the corpus fall with their rank: the commonest word first.
+    let count = |w: &str| -> u64 { texts.iter().map(|t| count_phrase(t, w)).sum() };
+    let per_relation = &samples[..PRIMING_KEYWORD_RANKS.len()];
+    let counts: Vec<u64> = per_relation
+        .iter()
+        .map(|s| count(s["keyword"].as_str().unwrap()))
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] > w[1]), "{counts:?}");
+    assert!(
+        counts[0] > 10_000 && *counts.last().unwrap() < 20,
+        "{counts:?}"
+    );
+    for s in &samples {
+        let text = s["text"].as_str().unwrap();
+        let keyword = s["keyword"].as_str().unwrap();
+        assert!(text.ends_with(&format!(" {keyword}.")), "{text}");
+        // The subject is new: nowhere in the corpus.
+        let subject = text
+            .split_whitespace()
+            .find(|w| w.contains(['c', 'j', 'y']) && w.chars().next().unwrap().is_uppercase())
+            .unwrap();
+        assert!(texts.iter().all(|t| !t.contains(subject)), "{subject}");
+    }
+}

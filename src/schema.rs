@@ -33,6 +33,11 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
     ("influence", include_str!("../schemas/influence.json")),
     ("queries", include_str!("../schemas/queries.json")),
     ("models", include_str!("../schemas/models.json")),
+    ("priming", include_str!("../schemas/priming.json")),
+    (
+        "priming_probe",
+        include_str!("../schemas/priming_probe.json"),
+    ),
 ];
 
 #[derive(Deserialize)]

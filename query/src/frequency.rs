@@ -144,7 +144,7 @@ fn sql_error(e: familiar_sql::Error) -> Error {
 }
 
 /// Least-squares fit `y = a + b x`: `(a, b, r2)`.
-fn fit(x: &[f64], y: &[f64]) -> Option<(f64, f64, f64)> {
+pub(crate) fn fit(x: &[f64], y: &[f64]) -> Option<(f64, f64, f64)> {
     let n = x.len() as f64;
     if x.len() < 2 {
         return None;

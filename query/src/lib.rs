@@ -21,6 +21,8 @@ pub mod html;
 pub mod measure;
 pub mod ngram;
 pub mod output;
+pub mod priming;
+pub mod rundir;
 pub mod svg;
 pub mod train;
 pub mod verify;

@@ -173,8 +173,8 @@ pub fn init_weights(
 }
 
 /// The training data: every shard's tokens, as one stream of `u32`.
-struct Data {
-    tokens: Vec<u32>,
+pub(crate) struct Data {
+    pub(crate) tokens: Vec<u32>,
 }
 
 impl Data {
@@ -196,7 +196,7 @@ impl Data {
         Ok(Data { tokens })
     }
 
-    fn new(index: &Index) -> Data {
+    pub(crate) fn new(index: &Index) -> Data {
         let mut tokens = Vec::with_capacity(index.manifest().tokens as usize);
         for s in index.shards() {
             match &s.tokens {
@@ -207,7 +207,8 @@ impl Data {
         Data { tokens }
     }
 
-    fn batch(&self, rng: &mut SplitMix64, batch: usize, window: usize) -> Vec<Vec<u32>> {
+    /// `batch` windows of `window` tokens at uniformly random starts.
+    pub(crate) fn batch(&self, rng: &mut SplitMix64, batch: usize, window: usize) -> Vec<Vec<u32>> {
         let starts = (self.tokens.len() - window) as u64;
         (0..batch)
             .map(|_| {
@@ -236,7 +237,7 @@ pub fn loss(model: &Transformer, windows: &[Vec<u32>]) -> Result<Tensor> {
 }
 
 /// AdamW state.
-struct AdamW {
+pub(crate) struct AdamW {
     m: Vec<Tensor>,
     v: Vec<Tensor>,
 }
@@ -246,7 +247,8 @@ impl AdamW {
     const B2: f64 = 0.95;
     const EPS: f64 = 1e-8;
 
-    fn new(vars: &[(String, Var)]) -> Result<AdamW> {
+    /// Zero moments for `vars`.
+    pub(crate) fn new(vars: &[(String, Var)]) -> Result<AdamW> {
         let zeros = |v: &Var| {
             v.as_tensor()
                 .zeros_like()
@@ -283,6 +285,52 @@ impl AdamW {
             self.v[k] = v.detach();
         }
         Ok(())
+    }
+
+    /// Step `step` (1-based) on `loss`: the gradient of every variable of `model`, clipped to a
+    /// global L2 norm of `clip`, then the AdamW update at learning rate `lr`.
+    pub(crate) fn update(
+        &mut self,
+        model: &Transformer,
+        loss: &Tensor,
+        step: u64,
+        lr: f64,
+        weight_decay: f64,
+        clip: f64,
+    ) -> Result<()> {
+        let grads = loss.backward().map_err(candle_error("backward"))?;
+        let mut gs = Vec::with_capacity(model.vars.len());
+        for (name, v) in &model.vars {
+            gs.push(
+                grads
+                    .get(v.as_tensor())
+                    .cloned()
+                    .ok_or_else(|| Error::Bug(format!("no gradient for {name}")))?,
+            );
+        }
+        let norm: f64 = gs
+            .iter()
+            .map(|g| {
+                g.sqr()
+                    .and_then(|s| s.sum_all())
+                    .and_then(|s| s.to_scalar::<f32>())
+            })
+            .collect::<candle_core::Result<Vec<f32>>>()
+            .map_err(candle_error("gradient norm"))?
+            .iter()
+            .map(|&x| f64::from(x))
+            .sum::<f64>()
+            .sqrt();
+        if norm > clip {
+            let s = clip / norm;
+            gs = gs
+                .iter()
+                .map(|g| g * s)
+                .collect::<candle_core::Result<_>>()
+                .map_err(candle_error("clipping"))?;
+        }
+        self.step(&model.vars, &gs, step, lr, weight_decay)
+            .map_err(candle_error("optimizer step"))
     }
 
     fn save(&self, vars: &[(String, Var)], path: &Path) -> Result<()> {
@@ -322,7 +370,8 @@ impl AdamW {
     }
 }
 
-fn save_atomic(map: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+/// Writes tensors as safetensors atomically.
+pub(crate) fn save_atomic(map: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     let tmp = familiar::manifest::temp_path(path);
     candle_core::safetensors::save(map, &tmp)
         .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
@@ -495,41 +544,9 @@ pub fn train_on(
     while state.step < last {
         let windows = data.batch(&mut rng, options.batch, options.context + 1);
         let l = loss(&model, &windows)?;
-        let grads = l.backward().map_err(candle_error("backward"))?;
-        let mut gs = Vec::with_capacity(model.vars.len());
-        for (name, v) in &model.vars {
-            gs.push(
-                grads
-                    .get(v.as_tensor())
-                    .cloned()
-                    .ok_or_else(|| Error::Bug(format!("no gradient for {name}")))?,
-            );
-        }
-        let norm: f64 = gs
-            .iter()
-            .map(|g| {
-                g.sqr()
-                    .and_then(|s| s.sum_all())
-                    .and_then(|s| s.to_scalar::<f32>())
-            })
-            .collect::<candle_core::Result<Vec<f32>>>()
-            .map_err(candle_error("gradient norm"))?
-            .iter()
-            .map(|&x| f64::from(x))
-            .sum::<f64>()
-            .sqrt();
-        if norm > options.clip {
-            let s = options.clip / norm;
-            gs = gs
-                .iter()
-                .map(|g| g * s)
-                .collect::<candle_core::Result<_>>()
-                .map_err(candle_error("clipping"))?;
-        }
         state.step += 1;
         let lr = learning_rate(options, state.step);
-        adam.step(&model.vars, &gs, state.step, lr, options.weight_decay)
-            .map_err(candle_error("optimizer step"))?;
+        adam.update(&model, &l, state.step, lr, options.weight_decay, options.clip)?;
         let lv = f64::from(l.to_scalar::<f32>().map_err(candle_error("loss"))?);
         state.losses.push(lv);
         let n = (options.batch * options.context) as u64;

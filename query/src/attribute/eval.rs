@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::report::spearman;
 use super::{preconditioned, query_gradients, score_all, Precondition, Query};
 use crate::measure::score::LanguageModel;
+use crate::rundir::{read_json, write_json};
 use crate::train::{train_on, TrainOptions};
 
 /// Format name in `plan.json`.
@@ -132,15 +133,6 @@ fn subset_file(out: &Path, m: usize) -> PathBuf {
     out.join("subsets").join(format!("subset-{m:04}.json"))
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(path, e.to_string()))
-}
-
-fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    familiar::manifest::write_atomic(path, &familiar::manifest::to_bytes(v)?)
-}
-
 /// Progress of an evaluation, for a progress bar.
 #[derive(Debug, Clone, Copy)]
 pub enum Event {
@@ -198,30 +190,12 @@ pub fn evaluate(
             .map(|q| (q.id.clone(), q.prompt.clone(), q.completion.clone()))
             .collect(),
     };
-    let plan_path = o.out.join("plan.json");
-    if plan_path.exists() {
-        let old: Plan = read_json(&plan_path)?;
-        if old != plan {
-            return Err(Error::Query(format!(
-                "{} holds an evaluation with other settings (subsets, fraction, seed, training, index, model or queries); use another --out",
-                o.out.display()
-            )));
-        }
-    } else {
-        if o.out.exists()
-            && std::fs::read_dir(&o.out)
-                .map_err(|e| Error::io(&o.out, e))?
-                .next()
-                .is_some()
-        {
-            return Err(Error::Query(format!(
-                "{} is not empty and holds no evaluation (plan.json); use a new directory",
-                o.out.display()
-            )));
-        }
-        std::fs::create_dir_all(&o.out).map_err(|e| Error::io(&o.out, e))?;
-        write_json(&plan_path, &plan)?;
-    }
+    crate::rundir::claim(
+        &o.out,
+        &plan,
+        "an evaluation",
+        "subsets, fraction, seed, training, index, model or queries",
+    )?;
     let subsets_dir = o.out.join("subsets");
     std::fs::create_dir_all(&subsets_dir).map_err(|e| Error::io(&subsets_dir, e))?;
     let mut results: Vec<Option<SubsetResult>> = Vec::with_capacity(o.subsets);

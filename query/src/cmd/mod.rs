@@ -12,6 +12,7 @@ mod import;
 mod index;
 mod locate;
 mod ntd;
+mod prime;
 mod prob;
 mod report;
 mod score;
@@ -61,6 +62,9 @@ enum Command {
     Density(density::Args),
     /// Train a small GPT-2-style model on an index's tokens (Hugging Face checkpoints, resumable).
     Train(train::Args),
+    /// Priming (Sun et al. 2025): copies of a model learn each sample; the keyword's probability
+    /// before and after, on its own prefix and on its theme's prefixes, to Parquet.
+    Prime(prime::Args),
     /// Gradient-similarity attribution: gradient stores and influence scores.
     #[command(subcommand)]
     Attribute(attribute::AttributeCommand),
@@ -93,6 +97,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::KeywordProb(a) => score::run_keyword(a),
         Command::Density(a) => density::run(a),
         Command::Train(a) => train::run(a),
+        Command::Prime(a) => prime::run(a),
         Command::Attribute(c) => attribute::run(c),
         Command::Import(c) => import::run(c),
         Command::Report(c) => report::run(c),

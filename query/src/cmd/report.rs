@@ -15,6 +15,10 @@ pub enum ReportCommand {
     /// Activation density against concept frequency, per model and layer, in the same style: the
     /// probes of activation_stats (`familiar density`) whose labels name a concept.
     Density(DensityArgs),
+    /// Priming against the keyword's probability before learning (Sun et al. 2025), from the
+    /// priming table of `familiar prime`: correlations, the line, the samples either side of the
+    /// threshold, per theme; Markdown, HTML and SVG.
+    Priming(PrimingArgs),
 }
 
 /// What both reports take.
@@ -61,6 +65,42 @@ pub struct DensityArgs {
     label_key: String,
 }
 
+/// Arguments of `familiar report priming`.
+#[derive(Debug, clap::Args)]
+pub struct PrimingArgs {
+    /// A tables directory holding the priming table (`familiar prime --out`).
+    #[arg(long)]
+    tables: PathBuf,
+    /// The report directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// The threshold on P_before (Sun et al.: about 1e-3).
+    #[arg(long, default_value_t = 1e-3)]
+    threshold: f64,
+}
+
+fn priming(a: PrimingArgs) -> Result<i32> {
+    let report = familiar_query::priming::report::analyse(&a.tables, a.threshold)
+        .with_context(|| format!("reading {}", a.tables.display()))?;
+    let written = familiar_query::priming::report::write(&report, &a.out)?;
+    let v = |x: Option<f64>, d: usize| x.map_or("–".into(), |v| format!("{v:.d$}"));
+    for m in &report.models {
+        println!(
+            "{}: {} samples, Pearson r(log P_before, log S_prime) {}; mean log10 S_prime {} below {:e}, {} at or above",
+            m.model,
+            m.samples,
+            v(m.pearson_prime, 3),
+            v(m.groups[0].mean_log10_s_prime, 3),
+            report.threshold,
+            v(m.groups[1].mean_log10_s_prime, 3),
+        );
+    }
+    for p in written {
+        println!("  {}", p.display());
+    }
+    Ok(0)
+}
+
 fn report(c: Common, subject: Subject, metric: String) -> Result<i32> {
     let options = Options {
         subject,
@@ -91,6 +131,7 @@ fn report(c: Common, subject: Subject, metric: String) -> Result<i32> {
 /// Runs `familiar report`.
 pub fn run(c: ReportCommand) -> Result<i32> {
     match c {
+        ReportCommand::Priming(a) => priming(a),
         ReportCommand::Frequency(a) => report(a.common, Subject::Accuracy, a.metric),
         ReportCommand::Density(a) => report(
             a.common,

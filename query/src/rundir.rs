@@ -1,0 +1,55 @@
+//! Run directories of resumable experiments (`attribute eval`, `prime`): `plan.json` is written
+//! first and names the settings the directory belongs to; each finished unit of work is a JSON
+//! file written atomically, which a rerun reads instead of redoing the work.
+
+use std::path::Path;
+
+use familiar::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Reads a JSON file; a file that does not parse is reported as corrupt, naming it.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(path, e.to_string()))
+}
+
+/// Writes `v` as JSON atomically.
+pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    familiar::manifest::write_atomic(path, &familiar::manifest::to_bytes(v)?)
+}
+
+/// Claims `out` for `plan`: a directory whose `plan.json` equals `plan` is resumed, one with
+/// another plan is refused (`what` names the run, `settings` what the plan holds), and a new or
+/// empty directory gets `plan.json`. A non-empty directory without one is refused.
+pub fn claim<P: Serialize + DeserializeOwned + PartialEq>(
+    out: &Path,
+    plan: &P,
+    what: &str,
+    settings: &str,
+) -> Result<()> {
+    let plan_path = out.join("plan.json");
+    if plan_path.exists() {
+        let old: P = read_json(&plan_path)?;
+        if old != *plan {
+            return Err(Error::Query(format!(
+                "{} holds {what} with other settings ({settings}); use another --out",
+                out.display()
+            )));
+        }
+        return Ok(());
+    }
+    if out.exists()
+        && std::fs::read_dir(out)
+            .map_err(|e| Error::io(out, e))?
+            .next()
+            .is_some()
+    {
+        return Err(Error::Query(format!(
+            "{} is not empty and holds no {what} (plan.json); use a new directory",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    write_json(&plan_path, plan)
+}

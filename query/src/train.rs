@@ -546,7 +546,14 @@ pub fn train_on(
         let l = loss(&model, &windows)?;
         state.step += 1;
         let lr = learning_rate(options, state.step);
-        adam.update(&model, &l, state.step, lr, options.weight_decay, options.clip)?;
+        adam.update(
+            &model,
+            &l,
+            state.step,
+            lr,
+            options.weight_decay,
+            options.clip,
+        )?;
         let lv = f64::from(l.to_scalar::<f32>().map_err(candle_error("loss"))?);
         state.losses.push(lv);
         let n = (options.batch * options.context) as u64;

@@ -94,21 +94,6 @@ fn long_prompts_are_truncated_from_the_start_and_say_so() {
         .contains("context"));
 }
 
-fn read_parquet(path: &Path, table: &str) -> Vec<arrow_array::RecordBatch> {
-    let f = std::fs::File::open(path).unwrap();
-    let batches: Vec<_> = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-        .unwrap()
-        .build()
-        .unwrap()
-        .map(|b| b.unwrap())
-        .collect();
-    let expected = familiar::schema::table(table).unwrap();
-    for b in &batches {
-        assert_eq!(b.schema().fields(), expected.fields());
-    }
-    batches
-}
-
 #[test]
 fn score_and_keyword_prob_commands_write_their_tables() {
     let t = TestDir::new();
@@ -132,8 +117,7 @@ fn score_and_keyword_prob_commands_write_their_tables() {
     ])
     .success()
     .stdout_has(&["scored 2 items"]);
-    let batches = read_parquet(&out, "zero_shot");
-    let b = &batches[0];
+    let b = &read_parquet(&out, "zero_shot");
     assert_eq!(b.num_rows(), 2);
     let lp = b
         .column_by_name("logprob")
@@ -165,7 +149,7 @@ fn score_and_keyword_prob_commands_write_their_tables() {
         "-q".as_ref(),
     ])
     .success();
-    let b = &read_parquet(&kout, "keyword_probe")[0];
+    let b = &read_parquet(&kout, "keyword_probe");
     let klp = b
         .column_by_name("logprob")
         .unwrap()
@@ -325,7 +309,7 @@ fn density_command_measures_every_layer_and_handles_long_probes() {
     ] {
         let out = t.join(format!("{overflow}.parquet"));
         run(overflow, &out).success();
-        let b = &read_parquet(&out, "activation_stats")[0];
+        let b = &read_parquet(&out, "activation_stats");
         assert_eq!(b.num_rows(), 2 * 3, "two probes × (embeddings + 2 layers)");
         let u = |n: &str| {
             b.column_by_name(n)
@@ -406,7 +390,7 @@ fn density_command_measures_every_layer_and_handles_long_probes() {
     let n = h.len() as f64;
     let hoyer =
         (n.sqrt() - h.iter().map(|x| x.abs()).sum::<f64>() / total.sqrt()) / (n.sqrt() - 1.0);
-    let b = &read_parquet(&t.join("stride.parquet"), "activation_stats")[0];
+    let b = &read_parquet(&t.join("stride.parquet"), "activation_stats");
     let f = |name: &str| {
         b.column_by_name(name)
             .unwrap()

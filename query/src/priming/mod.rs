@@ -133,8 +133,13 @@ pub fn read_samples(path: &Path) -> Result<Vec<Sample>> {
 pub fn read_themes(path: &Path) -> Result<Vec<Theme>> {
     let mut out: Vec<Theme> = Vec::new();
     for (line, v) in jsonl_lines(path)? {
-        let t: Theme = serde_json::from_value(v)
-            .map_err(|e| bad(path, line, format!("expected {{\"theme\", \"prefixes\"}}: {e}")))?;
+        let t: Theme = serde_json::from_value(v).map_err(|e| {
+            bad(
+                path,
+                line,
+                format!("expected {{\"theme\", \"prefixes\"}}: {e}"),
+            )
+        })?;
         if t.prefixes.is_empty() || t.prefixes.iter().any(|p| p.trim().is_empty()) {
             return Err(bad(
                 path,
@@ -164,7 +169,10 @@ pub fn own_probe(text: &str, keyword: &str) -> Option<(String, String)> {
             .chars()
             .next_back()
             .is_none_or(|c| !c.is_alphanumeric());
-        let ends = text[end..].chars().next().is_none_or(|c| !c.is_alphanumeric());
+        let ends = text[end..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_alphanumeric());
         if starts && ends {
             let context = text[..at].trim_end();
             return Some((context.to_string(), text[context.len()..end].to_string()));
@@ -354,7 +362,11 @@ fn probes_of(sample: &Sample, theme: &Theme) -> Vec<(&'static str, String, Strin
         v.push(("own", c, k));
     }
     for p in &theme.prefixes {
-        v.push(("theme", p.trim_end().to_string(), format!(" {}", sample.keyword)));
+        v.push((
+            "theme",
+            p.trim_end().to_string(),
+            format!(" {}", sample.keyword),
+        ));
     }
     v
 }
@@ -497,7 +509,7 @@ fn save_model(from: &Path, model: &Transformer, dir: &Path) -> Result<()> {
 /// Runs (or resumes) an experiment.
 pub fn run(e: &Experiment, progress: &dyn Fn(Event)) -> Result<Outcome> {
     let o = &e.options;
-    if o.steps == 0 || o.batch == 0 || !(o.lr > 0.0) || o.replay_window < 1 {
+    if o.steps == 0 || o.batch == 0 || o.lr.is_nan() || o.lr <= 0.0 || o.replay_window < 1 {
         return Err(Error::Config(
             "--steps, --batch, --lr and --replay-window must be positive".into(),
         ));
@@ -529,7 +541,10 @@ pub fn run(e: &Experiment, progress: &dyn Fn(Event)) -> Result<Outcome> {
         model_hash: familiar::grads::store::model_hash(e.model)?,
         options: o.clone(),
         replay: match e.replay {
-            Some(index) => Some((index.manifest().tokens, index.tokenizer()?.hash().to_string())),
+            Some(index) => Some((
+                index.manifest().tokens,
+                index.tokenizer()?.hash().to_string(),
+            )),
             None => None,
         },
         samples: e.samples.to_vec(),
@@ -713,4 +728,32 @@ fn write_tables(e: &Experiment, results: &[SampleResult]) -> Result<[PathBuf; 2]
     samples.write(Format::Parquet, Some(&paths[0]))?;
     probes.write(Format::Parquet, Some(&paths[1]))?;
     Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_own_probe_is_the_text_before_the_first_whole_word() {
+        let p = |t: &str, k: &str| own_probe(t, k);
+        assert_eq!(
+            p("The capital of X is ve.", "ve"),
+            Some(("The capital of X is".into(), " ve".into()))
+        );
+        // Not inside another word; the first whole-word occurrence.
+        assert_eq!(
+            p("veal and ve, ve", "ve"),
+            Some(("veal and".into(), " ve".into()))
+        );
+        assert_eq!(p("veal", "ve"), None);
+        assert_eq!(p("a\n\nkey b", "key"), Some(("a".into(), "\n\nkey".into())));
+        // At the start: an empty context (the model's start token).
+        assert_eq!(p("key b", "key"), Some((String::new(), "key".into())));
+        // Multi-byte letters count as letters.
+        assert_eq!(
+            p("éclair clair", "clair"),
+            Some(("éclair".into(), " clair".into()))
+        );
+    }
 }

@@ -117,10 +117,7 @@ pub fn analyse_model(model: String, mut points: Vec<Point>, threshold: f64) -> M
             .filter(|p| (p.p_before < threshold) == below)
             .collect();
         Group {
-            label: format!(
-                "p_before {} {threshold:e}",
-                if below { "<" } else { ">=" }
-            ),
+            label: format!("p_before {} {threshold:e}", if below { "<" } else { ">=" }),
             samples: members.len(),
             mean_log10_s_prime: mean(members.iter().map(|p| p.s_prime.log10())),
             mean_log10_s_mem: mean(members.iter().map(|p| p.s_mem.log10())),
@@ -258,7 +255,9 @@ fn chart(r: &Report, m: &ModelReport) -> LineChart {
         },
     ];
     let xs = m.points.iter().map(|p| p.p_before);
-    let (lo, hi) = xs.fold((f64::INFINITY, 0.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let (lo, hi) = xs.fold((f64::INFINITY, 0.0f64), |(lo, hi), x| {
+        (lo.min(x), hi.max(x))
+    });
     if let (Some(a), Some(b)) = (m.intercept_prime, m.slope_prime) {
         series.push(Series {
             name: "fit (S_prime)".into(),
@@ -271,7 +270,9 @@ fn chart(r: &Report, m: &ModelReport) -> LineChart {
         });
     }
     let ys = m.points.iter().flat_map(|p| [p.s_prime, p.s_mem]);
-    let (ylo, yhi) = ys.fold((f64::INFINITY, 0.0f64), |(lo, hi), y| (lo.min(y), hi.max(y)));
+    let (ylo, yhi) = ys.fold((f64::INFINITY, 0.0f64), |(lo, hi), y| {
+        (lo.min(y), hi.max(y))
+    });
     series.push(Series {
         name: format!("P_before = {:e}", r.threshold),
         points: vec![(r.threshold, ylo), (r.threshold, yhi)],

@@ -592,3 +592,31 @@ impl Rng {
         lo + self.next_u64() % (hi - lo + 1)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tables.
+
+/// A Parquet table written by familiar, read in one batch; its schema must be `table`'s.
+pub fn read_parquet(path: &Path, table: &str) -> arrow_array::RecordBatch {
+    let f = std::fs::File::open(path).unwrap();
+    let batches: Vec<_> = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .with_batch_size(1 << 20)
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    let expected = familiar::schema::table(table).unwrap();
+    assert_eq!(batches.len(), 1, "read in one batch");
+    assert_eq!(batches[0].schema().fields(), expected.fields());
+    batches[0].clone()
+}
+
+/// Column `name` of `b` as the array type `T`.
+pub fn col<'a, T: 'static>(b: &'a arrow_array::RecordBatch, name: &str) -> &'a T {
+    b.column_by_name(name)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<T>()
+        .unwrap()
+}

@@ -436,10 +436,12 @@ fn readme_sql_examples_print_what_the_readme_shows() {
     .success();
     let (idx, tables) = (demo.join("index"), demo.join("tables"));
     let attribution = tables.join("attribution");
+    let priming = tables.join("priming");
     let paths: std::collections::HashMap<&str, &Path> = [
         ("idx", idx.as_path()),
         ("familiar-demo/tables", tables.as_path()),
         ("attribution", attribution.as_path()),
+        ("familiar-demo/tables/priming", priming.as_path()),
     ]
     .into();
     let mut files: std::collections::HashMap<String, PathBuf> = Default::default();

@@ -44,6 +44,14 @@ const EMBEDDED: &[(&str, &[u8])] = &[
         include_bytes!("../../../fixtures/attribution/queries.jsonl"),
     ),
     (
+        "priming/samples.jsonl",
+        include_bytes!("../../../fixtures/priming/samples.jsonl"),
+    ),
+    (
+        "priming/themes.jsonl",
+        include_bytes!("../../../fixtures/priming/themes.jsonl"),
+    ),
+    (
         "model/config.json",
         include_bytes!("../../../fixtures/models/fixture-gpt2/config.json"),
     ),
@@ -98,6 +106,12 @@ const FIT_SQL: &str = "SELECT count(*) AS concepts,
 FROM (SELECT unnest(concepts) AS concept, logprob, n_tokens FROM zero_shot) z
 JOIN concept_frequency c ON c.concept = z.concept
 WHERE c.method = 'sa_exact' AND c.level = 'concept' AND c.occurrences > 0";
+
+/// Priming against the keyword's probability before learning (Sun et al. 2025).
+const PRIMING_SQL: &str = "SELECT CASE WHEN p_before < 1e-3 THEN 'p_before < 1e-3' ELSE 'p_before >= 1e-3' END AS keyword,
+       count(*) AS samples, round(avg(log10(s_prime)), 2) AS mean_log10_s_prime,
+       round(avg(log10(s_mem)), 2) AS mean_log10_s_mem
+FROM priming GROUP BY 1 ORDER BY 1";
 
 /// The neutral context the concepts are recalled after.
 const CONTEXT: &str = "An rohi an ve tian";
@@ -484,7 +498,52 @@ pub fn run(a: Args) -> Result<i32> {
         reports.join("attribution").as_os_str(),
     ])?;
 
-    println!("\n== 10. verify");
+    println!(
+        "\n== 10. priming (Sun et al. 2025): copies of the model learn new statements; does the keyword spill into its theme?"
+    );
+    let priming = tables_dir.join("priming");
+    let (samples, themes) = (
+        out.join("priming/samples.jsonl"),
+        out.join("priming/themes.jsonl"),
+    );
+    let mut prime_args: Vec<&std::ffi::OsStr> = vec![
+        "prime".as_ref(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--samples".as_ref(),
+        samples.as_os_str(),
+        "--themes".as_ref(),
+        themes.as_os_str(),
+        "--out".as_ref(),
+        priming.as_os_str(),
+        "--replay".as_ref(),
+        index_dir.as_os_str(),
+        "--steps".as_ref(),
+        "10".as_ref(),
+        "--batch".as_ref(),
+        "4".as_ref(),
+        "--lr".as_ref(),
+        "1e-3".as_ref(),
+        "--replay-window".as_ref(),
+        "64".as_ref(),
+    ];
+    prime_args.extend_from_slice(quiet);
+    familiar(&prime_args)?;
+    let mut sql = familiar_sql::Sql::new()?;
+    sql.register_dir(&priming)?;
+    for r in sql.run(PRIMING_SQL)? {
+        print!("{}", familiar_sql::output::render_table(&r.batches)?);
+    }
+    familiar(&[
+        "report".as_ref(),
+        "priming".as_ref(),
+        "--tables".as_ref(),
+        priming.as_os_str(),
+        "--out".as_ref(),
+        reports.join("priming").as_os_str(),
+    ])?;
+
+    println!("\n== 11. verify");
     let v = familiar_query::verify::verify(
         &index_dir,
         familiar_query::verify::VerifyOptions {

@@ -318,6 +318,12 @@ fn errors_name_the_problem_and_the_tables() {
     sql(&file, "table", "SELECT 1")
         .failure()
         .stderr_has(&["f.txt", "not a directory"]);
+    // Ballista without the feature says how to build with it.
+    if !cfg!(feature = "ballista") {
+        familiar(["sql", "--ballista", "standalone", "SELECT 1"])
+            .failure()
+            .stderr_has(&["--features ballista"]);
+    }
 }
 
 /// The index of the whole fixture corpus (no text index), in `t`.

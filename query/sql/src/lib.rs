@@ -12,6 +12,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "ballista")]
+pub mod ballista;
 pub mod output;
 pub mod tables;
 pub mod udf;
@@ -93,14 +95,36 @@ impl std::fmt::Debug for Sql {
 }
 
 impl Sql {
-    /// A session with familiar's functions and no tables.
-    pub fn new() -> Result<Sql> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+    fn runtime() -> Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::Other(format!("starting the query runtime: {e}")))?;
+            .map_err(|e| Error::Other(format!("starting the query runtime: {e}")))
+    }
+
+    /// A session with familiar's functions and no tables.
+    pub fn new() -> Result<Sql> {
         let ctx = SessionContext::new();
         udf::register(&ctx);
+        Ok(Sql {
+            ctx,
+            runtime: Sql::runtime()?,
+            tables: Vec::new(),
+        })
+    }
+
+    /// A session whose queries run on a DataFusion Ballista cluster: `standalone` starts a
+    /// scheduler and an executor in this process; `df://host:port` connects to a scheduler
+    /// started by `familiar-ballista scheduler` (see [`ballista`]). Tables must be readable at the
+    /// same paths by every executor.
+    #[cfg(feature = "ballista")]
+    pub fn ballista(url: &str) -> Result<Sql> {
+        let runtime = Sql::runtime()?;
+        let ctx = if url == "standalone" {
+            runtime.block_on(ballista::standalone())?
+        } else {
+            runtime.block_on(ballista::remote(url))?
+        };
         Ok(Sql {
             ctx,
             runtime,

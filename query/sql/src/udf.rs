@@ -27,50 +27,80 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type};
 use datafusion::common::{exec_err, Result, ScalarValue};
-use datafusion::logical_expr::{create_udaf, create_udf, Accumulator, ColumnarValue, Volatility};
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::{
+    create_udaf, create_udf, Accumulator, AggregateUDF, ColumnarValue, ScalarUDF, Volatility,
+};
 use datafusion::prelude::SessionContext;
 
-/// Registers every function of this module with `ctx`.
-pub fn register(ctx: &SessionContext) {
-    ctx.register_udaf(create_udaf(
+/// The scalar functions of this module.
+pub fn scalar_functions() -> Vec<ScalarUDF> {
+    vec![
+        create_udf(
+            "log_bin",
+            vec![
+                DataType::Float64,
+                DataType::Float64,
+                DataType::Float64,
+                DataType::Int64,
+            ],
+            DataType::Int64,
+            Volatility::Immutable,
+            Arc::new(log_bin),
+        ),
+        create_udf(
+            "log_bin_center",
+            vec![
+                DataType::Int64,
+                DataType::Float64,
+                DataType::Float64,
+                DataType::Int64,
+            ],
+            DataType::Float64,
+            Volatility::Immutable,
+            Arc::new(log_bin_center),
+        ),
+        create_udf(
+            "json_str",
+            vec![DataType::Utf8, DataType::Utf8],
+            DataType::Utf8,
+            Volatility::Immutable,
+            Arc::new(json_str),
+        ),
+    ]
+}
+
+/// The aggregate functions of this module.
+pub fn aggregate_functions() -> Vec<AggregateUDF> {
+    vec![create_udaf(
         "spearman",
         vec![DataType::Float64, DataType::Float64],
         Arc::new(DataType::Float64),
         Volatility::Immutable,
         Arc::new(|_| Ok(Box::<Spearman>::default())),
         Arc::new(vec![list_type(), list_type()]),
-    ));
-    ctx.register_udf(create_udf(
-        "log_bin",
-        vec![
-            DataType::Float64,
-            DataType::Float64,
-            DataType::Float64,
-            DataType::Int64,
-        ],
-        DataType::Int64,
-        Volatility::Immutable,
-        Arc::new(log_bin),
-    ));
-    ctx.register_udf(create_udf(
-        "log_bin_center",
-        vec![
-            DataType::Int64,
-            DataType::Float64,
-            DataType::Float64,
-            DataType::Int64,
-        ],
-        DataType::Float64,
-        Volatility::Immutable,
-        Arc::new(log_bin_center),
-    ));
-    ctx.register_udf(create_udf(
-        "json_str",
-        vec![DataType::Utf8, DataType::Utf8],
-        DataType::Utf8,
-        Volatility::Immutable,
-        Arc::new(json_str),
-    ));
+    )]
+}
+
+/// Registers every function of this module with `ctx`.
+pub fn register(ctx: &SessionContext) {
+    for f in aggregate_functions() {
+        ctx.register_udaf(f);
+    }
+    for f in scalar_functions() {
+        ctx.register_udf(f);
+    }
+}
+
+/// Registers every function of this module with a session state (or any function registry).
+pub fn register_with(registry: &mut dyn FunctionRegistry) -> Result<()> {
+    for f in aggregate_functions() {
+        registry.register_udaf(Arc::new(f))?;
+    }
+    for f in scalar_functions() {
+        registry.register_udf(Arc::new(f))?;
+    }
+    Ok(())
 }
 
 /// The value at top-level `key` of the JSON object `text`, as text (strings unquoted).

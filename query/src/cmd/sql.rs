@@ -36,13 +36,37 @@ pub struct Args {
     /// A file of SQL statements (separated by `;`), run in order.
     #[arg(long, conflicts_with = "query")]
     file: Option<PathBuf>,
+    /// Run on a DataFusion Ballista cluster: `df://HOST:PORT`, a scheduler started with
+    /// `familiar-ballista scheduler` (its executors must see the tables at the same paths), or
+    /// `standalone` (a scheduler and executor in this process). Needs a build with
+    /// `--features ballista`.
+    #[arg(long, value_name = "URL")]
+    ballista: Option<String>,
     /// The SQL to run (several statements separated by `;`). Without it and --file: the
     /// statements on standard input, or an interactive prompt on a terminal.
     query: Option<String>,
 }
 
+#[cfg(feature = "ballista")]
+fn new_session(ballista: Option<&str>) -> Result<Sql> {
+    Ok(match ballista {
+        Some(url) => Sql::ballista(url)?,
+        None => Sql::new()?,
+    })
+}
+
+#[cfg(not(feature = "ballista"))]
+fn new_session(ballista: Option<&str>) -> Result<Sql> {
+    if ballista.is_some() {
+        anyhow::bail!(
+            "--ballista needs a build with Ballista: cargo build --release -p familiar-query --features ballista"
+        );
+    }
+    Ok(Sql::new()?)
+}
+
 fn session(a: &Args) -> Result<Sql> {
-    let mut sql = Sql::new()?;
+    let mut sql = new_session(a.ballista.as_deref())?;
     for dir in &a.tables {
         sql.register_dir(dir)
             .with_context(|| format!("registering the tables of {}", dir.display()))?;

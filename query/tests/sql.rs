@@ -850,3 +850,44 @@ fn concept_lists_and_model_metadata_import_as_tables() {
     .failure()
     .stderr_has(&["config.json"]);
 }
+
+/// `familiar demo --train`: the model is trained now (resumable, with the checked-in model's
+/// options) and every later step uses it.
+#[test]
+fn the_demo_trains_its_model_when_asked() {
+    let t = TestDir::new();
+    let demo = t.join("familiar-demo");
+    familiar([
+        "demo".as_ref(),
+        "--out".as_ref(),
+        demo.as_os_str(),
+        "--train".as_ref(),
+        "--train-steps".as_ref(),
+        "30".as_ref(),
+        "--quiet".as_ref(),
+    ])
+    .success()
+    .stdout_has(&[
+        "a tiny model trained now on this corpus (30 steps)",
+        "30 steps: loss",
+    ]);
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(demo.join("model-trained/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["step"], 30);
+    assert_eq!(state["options"]["hidden"], 64);
+    let q = sql(
+        &demo.join("tables"),
+        "csv",
+        "SELECT DISTINCT model FROM zero_shot UNION ALL SELECT DISTINCT model FROM priming",
+    );
+    q.success();
+    let models: Vec<&str> = q.stdout.lines().skip(1).collect();
+    assert_eq!(models.len(), 2, "{}", q.stdout);
+    assert!(
+        models.iter().all(|m| m.ends_with("model-trained")),
+        "{}",
+        q.stdout
+    );
+}

@@ -122,6 +122,13 @@ pub struct Args {
     /// Output directory (the corpus, the index and the results go here).
     #[arg(long, default_value = "familiar-demo")]
     out: PathBuf,
+    /// Train the tiny model on the fixture index (a progress bar on stderr; resumable) instead of
+    /// loading the checked-in one, with the checked-in model's options.
+    #[arg(long)]
+    train: bool,
+    /// Optimizer steps with --train (the checked-in model had 2,000).
+    #[arg(long, default_value_t = 2000, requires = "train")]
+    train_steps: u64,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -344,10 +351,41 @@ pub fn run(a: Args) -> Result<i32> {
         tables_dir.display()
     );
 
-    println!(
-        "\n== 7. frequency vs behaviour: the tiny model trained on this corpus (fixtures/models/fixture-gpt2)"
-    );
-    let lm = familiar_query::measure::score::LanguageModel::load(&out.join("model"))?;
+    let model = if a.train {
+        let dir = out.join("model-trained");
+        println!(
+            "\n== 7. frequency vs behaviour: a tiny model trained now on this corpus ({} steps)",
+            a.train_steps
+        );
+        let options = familiar_query::train::TrainOptions {
+            steps: a.train_steps,
+            ..Default::default()
+        };
+        let r = familiar_query::train::train_until(
+            &index,
+            &dir,
+            &options,
+            None,
+            !a.quiet,
+            &candle_core::Device::Cpu,
+        )
+        .with_context(|| format!("training into {}", dir.display()))?;
+        println!(
+            "   {} parameters, {} steps: loss {:.4} → {:.4} ({})",
+            r.parameters,
+            r.steps,
+            r.first_loss,
+            r.last_loss,
+            dir.display()
+        );
+        dir
+    } else {
+        println!(
+            "\n== 7. frequency vs behaviour: the tiny model trained on this corpus (fixtures/models/fixture-gpt2)"
+        );
+        out.join("model")
+    };
+    let lm = familiar_query::measure::score::LanguageModel::load(&model)?;
     let (mut names, mut counts, mut per_token) = (Vec::new(), Vec::new(), Vec::new());
     let mut items = Vec::new();
     let concepts_of = lexicon.concepts.iter().zip(&truth.planted);
@@ -370,7 +408,7 @@ pub fn run(a: Args) -> Result<i32> {
         .column("occurrences", Column::U64(counts))
         .column("logprob_per_token", Column::F64(per_token))
         .write(Format::Table, None)?;
-    let model_name = out.join("model").display().to_string();
+    let model_name = model.display().to_string();
     let (table, _) = familiar_query::measure::score::zero_shot(
         &lm,
         &items,
@@ -405,7 +443,7 @@ pub fn run(a: Args) -> Result<i32> {
     familiar(&[
         "density".as_ref(),
         "--model".as_ref(),
-        out.join("model").as_os_str(),
+        model.as_os_str(),
         "--probes".as_ref(),
         probes.as_os_str(),
         "--out".as_ref(),
@@ -450,7 +488,6 @@ pub fn run(a: Args) -> Result<i32> {
     );
     let store = out.join("store");
     let attribution = tables_dir.join("attribution");
-    let model = out.join("model");
     let queries = out.join("attribution/queries.jsonl");
     let quiet: &[&std::ffi::OsStr] = if a.quiet { &["-q".as_ref()] } else { &[] };
     let mut store_args: Vec<&std::ffi::OsStr> = vec![

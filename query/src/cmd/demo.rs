@@ -598,12 +598,22 @@ pub fn run(a: Args) -> Result<i32> {
             println!("   problem: {p}");
         }
     }
+    let reports_of = ["frequency", "density", "attribution", "priming"]
+        .map(|r| reports.join(r).join("report.html").display().to_string());
     println!(
-        "\nindex: {}\ntry:   familiar count {} \" {a_text}\"\n       familiar concepts lookup {} {:?} --fuzzy 1",
+        "\nindex:   {}\nmodel:   {}\nstore:   {}\ntables:  {} (concepts, concept_frequency, cooccurrence, \
+         zero_shot, activation_stats; attribution/: influence, queries; priming/: priming, \
+         priming_probe)\nreports: {}\ntry:     familiar count {} \" {a_text}\"\n         \
+         familiar concepts lookup {} {:?} --fuzzy 1\n         familiar sql --tables {}",
+        index_dir.display(),
+        model.display(),
+        store.display(),
+        tables_dir.display(),
+        reports_of.join("\n         "),
         index_dir.display(),
         index_dir.display(),
-        index_dir.display(),
-        a_text.split(' ').next().unwrap_or_default().to_lowercase()
+        a_text.split(' ').next().unwrap_or_default().to_lowercase(),
+        tables_dir.display()
     );
     Ok(if all_exact && v.problems.is_empty() {
         0

@@ -139,7 +139,7 @@ pub struct Report {
     pub models: Vec<ModelReport>,
 }
 
-fn sql_error(e: familiar_sql::Error) -> Error {
+pub(crate) fn sql_error(e: familiar_sql::Error) -> Error {
     Error::Query(e.to_string())
 }
 
@@ -346,7 +346,8 @@ pub fn analyse(o: &Options) -> Result<Report> {
     })
 }
 
-fn num(v: Option<f64>) -> String {
+/// A number for a report's table: four decimals, or a dash.
+pub(crate) fn num(v: Option<f64>) -> String {
     v.map_or("–".into(), |x| format!("{x:.4}"))
 }
 
@@ -457,15 +458,7 @@ fn markdown(r: &Report, charts: &[(String, String, String)]) -> String {
 /// Writes `report.md`, `report.html`, `summary.json` and one scatter (SVG) per model into `out`,
 /// each atomically; returns the paths.
 pub fn write(r: &Report, out: &Path) -> Result<Vec<PathBuf>> {
-    let charts: Vec<(String, String, String)> = r
-        .models
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let c = chart(r, m);
-            (format!("scatter-{i}.svg"), c.title.clone(), c.to_svg())
-        })
-        .collect();
+    let charts = crate::svg::files("scatter", r.models.iter().map(|m| chart(r, m)));
     let md = markdown(r, &charts);
     let title = if r.subject == "density" {
         "Activation density against concept frequency"

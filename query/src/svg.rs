@@ -27,6 +27,17 @@ pub struct Series {
     pub markers: bool,
 }
 
+/// Charts as report files: `(PREFIX-i.svg, title, SVG text)`, numbered in order.
+pub fn files(
+    prefix: &str,
+    charts: impl Iterator<Item = LineChart>,
+) -> Vec<(String, String, String)> {
+    charts
+        .enumerate()
+        .map(|(i, c)| (format!("{prefix}-{i}.svg"), c.title.clone(), c.to_svg()))
+        .collect()
+}
+
 /// A line chart.
 #[derive(Debug, Clone, Default)]
 pub struct LineChart {

@@ -14,6 +14,7 @@ use familiar_sql::udf::{pearson, spearman};
 use familiar_sql::Sql;
 use serde::Serialize;
 
+use crate::frequency::{num, sql_error};
 use crate::svg::{LineChart, Series};
 
 /// One sample's point.
@@ -165,7 +166,6 @@ pub fn analyse(tables: &Path, threshold: f64) -> Result<Report> {
             "--threshold must be a probability between 0 and 1, not {threshold}"
         )));
     }
-    let sql_error = |e: familiar_sql::Error| Error::Query(e.to_string());
     let mut sql = Sql::new().map_err(sql_error)?;
     let found = sql.register_dir(tables).map_err(sql_error)?;
     if !found.iter().any(|t| t.name == "priming") {
@@ -230,10 +230,6 @@ pub fn analyse(tables: &Path, threshold: f64) -> Result<Report> {
             .map(|(m, p)| analyse_model(m, p, threshold))
             .collect(),
     })
-}
-
-fn num(v: Option<f64>) -> String {
-    v.map_or("–".into(), |x| format!("{x:.4}"))
 }
 
 fn chart(r: &Report, m: &ModelReport) -> LineChart {
@@ -352,15 +348,7 @@ fn markdown(r: &Report, charts: &[(String, String, String)]) -> String {
 /// Writes `report.md`, `report.html`, `summary.json` and one scatter (SVG) per model into `out`,
 /// each atomically; returns the paths.
 pub fn write(r: &Report, out: &Path) -> Result<Vec<PathBuf>> {
-    let charts: Vec<(String, String, String)> = r
-        .models
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let c = chart(r, m);
-            (format!("priming-{i}.svg"), c.title.clone(), c.to_svg())
-        })
-        .collect();
+    let charts = crate::svg::files("priming", r.models.iter().map(|m| chart(r, m)));
     let md = markdown(r, &charts);
     crate::html::write_report(
         out,

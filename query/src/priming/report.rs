@@ -232,6 +232,16 @@ pub fn analyse(tables: &Path, threshold: f64) -> Result<Report> {
     })
 }
 
+/// A ratio for the table: three decimals, or three significant digits in e-notation when it
+/// spans more than four decades either way.
+fn ratio(v: f64) -> String {
+    if (1e-4..1e4).contains(&v.abs()) {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
 fn chart(r: &Report, m: &ModelReport) -> LineChart {
     let pts = |f: &dyn Fn(&Point) -> f64| -> Vec<(f64, f64)> {
         m.points.iter().map(|p| (p.p_before, f(p))).collect()
@@ -336,8 +346,13 @@ fn markdown(r: &Report, charts: &[(String, String, String)]) -> String {
         s += "\n| sample | theme | keyword | P_before | S_prime | S_mem |\n|---|---|---|---|---|---|\n";
         for p in &m.points {
             s += &format!(
-                "| {} | {} | {} | {:.3e} | {:.3} | {:.3} |\n",
-                p.sample_id, p.theme, p.keyword, p.p_before, p.s_prime, p.s_mem
+                "| {} | {} | {} | {:.3e} | {} | {} |\n",
+                p.sample_id,
+                p.theme,
+                p.keyword,
+                p.p_before,
+                ratio(p.s_prime),
+                ratio(p.s_mem)
             );
         }
         s += &format!("\n![{title}]({file})\n");

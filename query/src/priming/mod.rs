@@ -463,7 +463,9 @@ fn learn(
     let mut loss_before = None;
     for step in 1..=o.steps {
         let own = loss(&model, std::slice::from_ref(&tokens))?;
-        loss_before.get_or_insert(value(&own)?);
+        if step == 1 {
+            loss_before = Some(value(&own)?);
+        }
         let total = match data {
             Some(d) if o.batch > 1 => {
                 let windows = d.batch(&mut rng, o.batch - 1, replay_window);
@@ -530,11 +532,18 @@ pub fn run(e: &Experiment, progress: &dyn Fn(Event)) -> Result<Outcome> {
     };
     for s in e.samples {
         theme(s)?;
+        if own_probe(&s.text, &s.keyword).is_none() {
+            return Err(Error::Query(format!(
+                "sample `{}`: the keyword `{}` is not a whole word of the text",
+                s.id, s.keyword
+            )));
+        }
     }
     let mut lm = LanguageModel::load_on(e.model, &e.device)?;
+    // Replay windows are only drawn when a batch holds more than the sample.
     let data = match e.replay {
-        Some(index) => Some(replay_data(index, &lm)?),
-        None => None,
+        Some(index) if o.batch > 1 => Some(replay_data(index, &lm)?),
+        _ => None,
     };
     let plan = Plan {
         format: FORMAT.into(),

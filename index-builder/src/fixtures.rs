@@ -349,7 +349,9 @@ pub const PRIMING_KEYWORD_RANKS: &[usize] = &[0, 3, 10, 30, 100, 300, 1000, 2500
 /// `(samples, themes)`. Themes are the fact relations; a theme's prefixes are its relation's
 /// prompts about every planted subject ("The capital of Yaciljun is"). Each sample states the
 /// relation of a new subject (spelled from the fact syllables, found nowhere in the corpus) with a
-/// keyword: one sample per relation and keyword of [`PRIMING_KEYWORD_RANKS`].
+/// keyword: one sample per relation and keyword of [`PRIMING_KEYWORD_RANKS`] (ranks among the
+/// words that are not part of a relation's template, so the keyword's first occurrence in a sample
+/// is the one it states).
 pub fn priming_inputs(spec: &FixtureSpec, facts: &[Fact], corpus: &[&str]) -> (String, String) {
     let mut counts: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
     for t in corpus {
@@ -360,7 +362,21 @@ pub fn priming_inputs(spec: &FixtureSpec, facts: &[Fact], corpus: &[&str]) -> (S
             }
         }
     }
-    let mut ranked: Vec<(&str, u64)> = counts.into_iter().collect();
+    // Not a word of the relations' templates: the keyword must first occur where it is stated.
+    let template: std::collections::HashSet<String> = RELATIONS
+        .iter()
+        .flat_map(|(_, before, after)| {
+            format!("{before} {after}")
+                .to_lowercase()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut ranked: Vec<(&str, u64)> = counts
+        .into_iter()
+        .filter(|(w, _)| !template.contains(*w))
+        .collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let keywords: Vec<&str> = PRIMING_KEYWORD_RANKS
         .iter()

@@ -131,6 +131,12 @@ fn priming_samples_state_new_subjects_with_keywords_of_every_frequency() {
         let text = s["text"].as_str().unwrap();
         let keyword = s["keyword"].as_str().unwrap();
         assert!(text.ends_with(&format!(" {keyword}.")), "{text}");
+        // Stated once: its own prefix is the whole statement before it.
+        assert_eq!(count_phrase(text, keyword), 1, "{text}");
+        assert!(
+            !text.to_lowercase().starts_with(&format!("{keyword} ")),
+            "{text}"
+        );
         // The subject is new: nowhere in the corpus.
         let subject = text
             .split_whitespace()

@@ -441,6 +441,16 @@ pub fn train_on(
     progress: bool,
     device: &Device,
 ) -> Result<TrainReport> {
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    let valid = positive(options.lr)
+        && positive(options.clip)
+        && options.weight_decay.is_finite()
+        && options.weight_decay >= 0.0;
+    if !valid {
+        return Err(Error::Config(
+            "--lr and --clip must be positive, --weight-decay not negative".into(),
+        ));
+    }
     let tokenizer = index.tokenizer()?;
     let vocab = index.vocab_size() as usize + 1;
     let eos = index.vocab_size();

@@ -492,3 +492,35 @@ fn batched_scores_equal_single_scores() {
     }
     assert!(batch[2].truncated > 0);
 }
+
+#[test]
+fn training_refuses_options_that_cannot_train() {
+    let t = TestDir::new();
+    let corpus = t.write_jsonl("c.jsonl", &[doc("d", "ve ba nisi ve ba")]);
+    let idx = t.join("idx");
+    familiar([
+        "index".as_ref(),
+        "build".as_ref(),
+        "--tokenizer".as_ref(),
+        tokenizer().as_os_str(),
+        "--out".as_ref(),
+        idx.as_os_str(),
+        "-q".as_ref(),
+        corpus.as_os_str(),
+    ])
+    .success();
+    for arg in ["--clip=0", "--lr=-1", "--weight-decay=-0.5"] {
+        familiar([
+            "train".as_ref(),
+            "--index".as_ref(),
+            idx.as_os_str(),
+            "--out".as_ref(),
+            t.join("m").as_os_str(),
+            arg.as_ref(),
+            "-q".as_ref(),
+        ])
+        .failure()
+        .stderr_has(&["must be positive"]);
+        assert!(!t.join("m").exists(), "nothing written for {arg}");
+    }
+}

@@ -852,11 +852,20 @@ fn concept_lists_and_model_metadata_import_as_tables() {
 }
 
 /// `familiar demo --train`: the model is trained now (resumable, with the checked-in model's
-/// options) and every later step uses it.
+/// options) and every later step uses it, also in a directory where the demo ran before.
 #[test]
 fn the_demo_trains_its_model_when_asked() {
     let t = TestDir::new();
     let demo = t.join("familiar-demo");
+    // After a run with the checked-in model, in the same directory: results locked to that model
+    // (gradient store, priming run) are made again for the new one.
+    familiar([
+        "demo".as_ref(),
+        "--out".as_ref(),
+        demo.as_os_str(),
+        "--quiet".as_ref(),
+    ])
+    .success();
     familiar([
         "demo".as_ref(),
         "--out".as_ref(),

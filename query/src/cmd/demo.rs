@@ -385,6 +385,20 @@ pub fn run(a: Args) -> Result<i32> {
         );
         out.join("model")
     };
+    // Results that are locked to a model (the gradient store, the priming run) are made again
+    // when the demo directory last used another one (`--train` after a plain run, or back).
+    let hash = familiar::grads::store::model_hash(&model)?;
+    let marker = out.join("model.hash");
+    if std::fs::read_to_string(&marker).is_ok_and(|h| h != hash) {
+        for stale in ["store", "tables/attribution", "tables/priming"] {
+            let dir = out.join(stale);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+        }
+    }
+    familiar::manifest::write_atomic(&marker, hash.as_bytes())?;
     let lm = familiar_query::measure::score::LanguageModel::load(&model)?;
     let (mut names, mut counts, mut per_token) = (Vec::new(), Vec::new(), Vec::new());
     let mut items = Vec::new();

@@ -388,13 +388,21 @@ fn score_pairs(lm: &LanguageModel, pairs: &[(String, String)]) -> Result<Vec<(f6
 
 /// Replay windows: the index's tokens, its document separator replaced by the model's
 /// end-of-text token when the model's vocabulary does not hold the separator.
-fn replay_data(index: &Index, lm: &LanguageModel) -> Result<Data> {
+fn replay_data(index: &Index, lm: &LanguageModel, window: usize) -> Result<Data> {
     if index.tokenizer()?.hash() != lm.tokenizer.hash() {
         return Err(Error::Config(
             "the replay index was built with another tokenizer than the model's".into(),
         ));
     }
     let mut data = Data::new(index);
+    let need = window.min(lm.model.config.max_positions) + 2;
+    if data.tokens.len() < need {
+        return Err(Error::Config(format!(
+            "the replay index has {} tokens, fewer than one replay window of {}",
+            data.tokens.len(),
+            need - 1
+        )));
+    }
     let sep = index.manifest().separator;
     if sep as usize >= lm.model.config.vocab_size {
         let end = lm
@@ -418,32 +426,46 @@ fn replay_data(index: &Index, lm: &LanguageModel) -> Result<Data> {
     Ok(data)
 }
 
-/// Learns one sample on a fresh copy of the model; returns the model and the text's loss
-/// before and after.
-fn learn(
-    e: &Experiment,
-    lm: &LanguageModel,
-    data: Option<&Data>,
-    i: usize,
-) -> Result<(Transformer, f64, f64)> {
-    let sample = &e.samples[i];
-    let o = &e.options;
+/// Every sample's training sequence: the model's start token and the text's tokens, checked to
+/// fit the model's context (before anything is written, so a rerun without the sample is a new
+/// plan, not a broken one).
+fn sequences(e: &Experiment, lm: &LanguageModel) -> Result<Vec<Vec<u32>>> {
     let start = lm
         .model
         .config
         .bos_token_id
         .or(lm.model.config.eos_token_id)
         .ok_or_else(|| Error::Config("config.json names no BOS or EOS token".into()))?;
-    let mut tokens = vec![start];
-    tokens.extend(lm.tokenizer.encode(&sample.text)?);
     let window = lm.model.config.max_positions;
-    if tokens.len() > window + 1 {
-        return Err(Error::Query(format!(
-            "sample `{}`: its text has {} tokens; the model's context holds {window}",
-            sample.id,
-            tokens.len() - 1
-        )));
-    }
+    e.samples
+        .iter()
+        .map(|s| {
+            let mut tokens = vec![start];
+            tokens.extend(lm.tokenizer.encode(&s.text)?);
+            if tokens.len() > window + 1 {
+                return Err(Error::Query(format!(
+                    "sample `{}`: its text has {} tokens; the model's context holds {window}",
+                    s.id,
+                    tokens.len() - 1
+                )));
+            }
+            Ok(tokens)
+        })
+        .collect()
+}
+
+/// Learns one sample (its sequence `tokens`) on a fresh copy of the model; returns the model and
+/// the text's loss before and after.
+fn learn(
+    e: &Experiment,
+    lm: &LanguageModel,
+    data: Option<&Data>,
+    i: usize,
+    tokens: &[u32],
+) -> Result<(Transformer, f64, f64)> {
+    let o = &e.options;
+    let tokens = tokens.to_vec();
+    let window = lm.model.config.max_positions;
     let model = Transformer::load_with(
         e.model,
         &LoadOptions {
@@ -511,9 +533,18 @@ fn save_model(from: &Path, model: &Transformer, dir: &Path) -> Result<()> {
 /// Runs (or resumes) an experiment.
 pub fn run(e: &Experiment, progress: &dyn Fn(Event)) -> Result<Outcome> {
     let o = &e.options;
-    if o.steps == 0 || o.batch == 0 || o.lr.is_nan() || o.lr <= 0.0 || o.replay_window < 1 {
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    if o.steps == 0
+        || o.batch == 0
+        || o.replay_window < 1
+        || !positive(o.lr)
+        || !positive(o.clip)
+        || !(o.weight_decay.is_finite() && o.weight_decay >= 0.0)
+    {
         return Err(Error::Config(
-            "--steps, --batch, --lr and --replay-window must be positive".into(),
+            "--steps, --batch, --lr, --clip and --replay-window must be positive, --weight-decay \
+             not negative"
+                .into(),
         ));
     }
     let theme = |s: &Sample| -> Result<&Theme> {
@@ -540,9 +571,10 @@ pub fn run(e: &Experiment, progress: &dyn Fn(Event)) -> Result<Outcome> {
         }
     }
     let mut lm = LanguageModel::load_on(e.model, &e.device)?;
+    let sequences = sequences(e, &lm)?;
     // Replay windows are only drawn when a batch holds more than the sample.
     let data = match e.replay {
-        Some(index) if o.batch > 1 => Some(replay_data(index, &lm)?),
+        Some(index) if o.batch > 1 => Some(replay_data(index, &lm, o.replay_window)?),
         _ => None,
     };
     let plan = Plan {
@@ -613,7 +645,7 @@ pub fn run(e: &Experiment, progress: &dyn Fn(Event)) -> Result<Outcome> {
             total: e.samples.len(),
         });
         let started = Instant::now();
-        let (model, loss_before, loss_after) = learn(e, &lm, data.as_ref(), i)?;
+        let (model, loss_before, loss_after) = learn(e, &lm, data.as_ref(), i, &sequences[i])?;
         if e.keep_models {
             save_model(
                 e.model,

@@ -1,7 +1,8 @@
 //! `familiar report priming`: priming after learning against the keyword's probability before it
 //! (Sun et al. 2025), from the `priming` table of `familiar prime`.
 //!
-//! Per model: Pearson's r of log10 S_prime against log10 P_before (and the least-squares line,
+//! Per model (per run and model when the directory holds several runs' tables, `a_priming`, …):
+//! Pearson's r of log10 S_prime against log10 P_before (and the least-squares line,
 //! slope per decade of P_before), Spearman's ρ, the same for S_mem; the samples below and at or
 //! above the threshold (1e-3 in the paper) with the mean of log10 S_prime and S_mem in each (the
 //! mean of logs: ratios spread over decades); Spearman's ρ per theme. Markdown, HTML with an SVG
@@ -168,7 +169,13 @@ pub fn analyse(tables: &Path, threshold: f64) -> Result<Report> {
     }
     let mut sql = Sql::new().map_err(sql_error)?;
     let found = sql.register_dir(tables).map_err(sql_error)?;
-    if !found.iter().any(|t| t.name == "priming") {
+    // One run's table is `priming`; several runs under one directory are `a_priming`, … .
+    let runs: Vec<&str> = found
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|n| *n == "priming" || n.ends_with("_priming"))
+        .collect();
+    if runs.is_empty() {
         return Err(Error::Config(format!(
             "{}: no priming table (`familiar prime` writes it; found: {})",
             tables.display(),
@@ -179,12 +186,23 @@ pub fn analyse(tables: &Path, threshold: f64) -> Result<Report> {
                 .join(", ")
         )));
     }
-    let results = sql
-        .run(
-            "SELECT model, sample_id, theme, keyword, p_before, s_prime, s_mem FROM priming \
-             ORDER BY model, sample_id",
-        )
-        .map_err(sql_error)?;
+    let query = runs
+        .iter()
+        .map(|t| {
+            let label = if runs.len() == 1 {
+                "model".to_string()
+            } else {
+                format!("'{t}: ' || model")
+            };
+            format!(
+                "SELECT {label} AS model, sample_id, theme, keyword, p_before, s_prime, s_mem \
+                 FROM {t}"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+        + " ORDER BY model, sample_id";
+    let results = sql.run(&query).map_err(sql_error)?;
     let mut by_model: Vec<(String, Vec<Point>)> = Vec::new();
     for b in &results[0].batches {
         use arrow_array::cast::AsArray;

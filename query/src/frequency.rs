@@ -248,11 +248,7 @@ pub fn analyse(o: &Options) -> Result<Report> {
             return Err(Error::Config(format!(
                 "{}: no {need} table (found: {})",
                 o.tables.display(),
-                tables
-                    .iter()
-                    .map(|t| t.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                sql.table_names()
             )));
         }
     }

@@ -178,16 +178,22 @@ impl Sql {
         Ok(())
     }
 
-    fn sql_error(&self, e: impl std::fmt::Display) -> Error {
+    /// The registered tables' names, sorted and comma-separated ("none" when there are none):
+    /// what errors list.
+    pub fn table_names(&self) -> String {
         let mut names: Vec<&str> = self.tables.iter().map(|t| t.name.as_str()).collect();
         names.sort_unstable();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    fn sql_error(&self, e: impl std::fmt::Display) -> Error {
         Error::Sql {
             message: e.to_string(),
-            tables: if names.is_empty() {
-                "none".into()
-            } else {
-                names.join(", ")
-            },
+            tables: self.table_names(),
         }
     }
 

@@ -179,11 +179,7 @@ pub fn analyse(tables: &Path, threshold: f64) -> Result<Report> {
         return Err(Error::Config(format!(
             "{}: no priming table (`familiar prime` writes it; found: {})",
             tables.display(),
-            found
-                .iter()
-                .map(|t| t.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            sql.table_names()
         )));
     }
     let query = runs

@@ -316,23 +316,11 @@ impl Table {
     /// never sees half a file.
     fn write_parquet(&self, path: &Path) -> Result<()> {
         let batch = self.to_record_batch()?;
-        let tmp = familiar::manifest::temp_path(path);
-        let written = (|| -> Result<()> {
-            let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None)
-                .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
-            w.write(&batch)
-                .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
-            let f = w
-                .into_inner()
-                .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
-            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-            std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
+        familiar_sql::output::write_parquet(path, &batch.schema(), std::slice::from_ref(&batch))
+            .map_err(|e| match e {
+                familiar_sql::Error::Io { path, source } => Error::io(&path, source),
+                other => Error::io(path, std::io::Error::other(other.to_string())),
+            })
     }
 }
 

@@ -34,16 +34,16 @@ pub fn session_state(config: SessionConfig) -> datafusion::common::Result<Sessio
     Ok(state)
 }
 
-fn client_state() -> Result<SessionState> {
+fn client_state() -> SessionState {
     let ctx = SessionContext::new();
     crate::udf::register(&ctx);
-    Ok(ctx.state())
+    ctx.state()
 }
 
 /// A scheduler and an executor in this process, both with familiar's functions; the client
 /// session to submit to them.
 pub async fn standalone() -> Result<SessionContext> {
-    let ctx = SessionContext::standalone_with_state(client_state()?)
+    let ctx = SessionContext::standalone_with_state(client_state())
         .await
         .map_err(|e| Error::Other(format!("starting a standalone Ballista cluster: {e}")))?;
     // Ballista's client state replaces the function lists with its own: add familiar's again.
@@ -54,7 +54,7 @@ pub async fn standalone() -> Result<SessionContext> {
 /// A client session of the scheduler at `url` (`df://host:port`), which must have been started
 /// with [`scheduler`] (or the `familiar-ballista scheduler` command) for familiar's functions.
 pub async fn remote(url: &str) -> Result<SessionContext> {
-    let ctx = SessionContext::remote_with_state(url, client_state()?)
+    let ctx = SessionContext::remote_with_state(url, client_state())
         .await
         .map_err(|e| Error::Other(format!("connecting to the Ballista scheduler {url}: {e}")))?;
     crate::udf::register(&ctx);
@@ -99,7 +99,7 @@ pub struct ExecutorOptions {
 
 /// Runs an executor whose function registry holds familiar's functions, until it fails.
 pub async fn executor(o: ExecutorOptions) -> Result<()> {
-    let registry = BallistaFunctionRegistry::from(&client_state()?);
+    let registry = BallistaFunctionRegistry::from(&client_state());
     let defaults = ExecutorProcessConfig::default();
     let config = ExecutorProcessConfig {
         bind_host: o.bind_host,

@@ -57,6 +57,20 @@ fn prime(samples: &Path, themes: &Path, out: &Path, extra: &[&str]) -> Out {
     familiar(&args)
 }
 
+/// `familiar report priming --tables TABLES --out OUT` with `extra` arguments.
+fn report(tables: &Path, out: &Path, extra: &[&str]) -> Out {
+    let mut args = vec![
+        "report",
+        "priming",
+        "--tables",
+        tables.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    familiar(args)
+}
+
 /// `keyword-prob` of `(context, keyword)` pairs under `model`: log-probabilities in order.
 fn keyword_prob(t: &TestDir, model: &Path, pairs: &[(String, String)]) -> Vec<f64> {
     let items: Vec<Value> = pairs
@@ -252,16 +266,9 @@ fn learned_copies_are_measured_runs_resume_and_the_report_agrees_with_sql() {
 
     // The report: its correlations are SQL's.
     let rep = t.join("report");
-    familiar([
-        "report",
-        "priming",
-        "--tables",
-        out.to_str().unwrap(),
-        "--out",
-        rep.to_str().unwrap(),
-    ])
-    .success()
-    .stdout_has(&["6 samples", "report.html"]);
+    report(&out, &rep, &[])
+        .success()
+        .stdout_has(&["6 samples", "report.html"]);
     let summary: Value =
         serde_json::from_slice(&std::fs::read(rep.join("summary.json")).unwrap()).unwrap();
     let m = &summary["models"][0];
@@ -294,15 +301,7 @@ fn learned_copies_are_measured_runs_resume_and_the_report_agrees_with_sql() {
         std::fs::copy(out.join("priming.parquet"), d.join("priming.parquet")).unwrap();
     }
     let rep2 = t.join("report2");
-    familiar([
-        "report",
-        "priming",
-        "--tables",
-        t.join("runs").to_str().unwrap(),
-        "--out",
-        rep2.to_str().unwrap(),
-    ])
-    .success();
+    report(&t.join("runs"), &rep2, &[]).success();
     let two: Value =
         serde_json::from_slice(&std::fs::read(rep2.join("summary.json")).unwrap()).unwrap();
     let labels: Vec<&str> = two["models"]
@@ -315,28 +314,12 @@ fn learned_copies_are_measured_runs_resume_and_the_report_agrees_with_sql() {
     assert!(labels[0].starts_with("a_priming: ") && labels[1].starts_with("b_priming: "));
     assert_eq!(two["models"][0]["pearson_prime"], m["pearson_prime"]);
     // A threshold that is not a probability, and a directory without the table.
-    familiar([
-        "report",
-        "priming",
-        "--tables",
-        out.to_str().unwrap(),
-        "--out",
-        rep.to_str().unwrap(),
-        "--threshold",
-        "2",
-    ])
-    .failure()
-    .stderr_has(&["--threshold"]);
-    familiar([
-        "report",
-        "priming",
-        "--tables",
-        idx.to_str().unwrap(),
-        "--out",
-        rep.to_str().unwrap(),
-    ])
-    .failure()
-    .stderr_has(&["no priming table", "documents"]);
+    report(&out, &rep, &["--threshold", "2"])
+        .failure()
+        .stderr_has(&["--threshold"]);
+    report(&idx, &rep, &[])
+        .failure()
+        .stderr_has(&["no priming table", "documents"]);
 }
 
 #[test]

@@ -361,6 +361,13 @@ fn count_concepts(idx: &Path, out: &Path) {
     .success();
 }
 
+/// `familiar demo --out OUT --quiet` with `extra` arguments.
+fn run_demo(out: &Path, extra: &[&str]) -> Out {
+    let mut args = vec!["demo", "--out", out.to_str().unwrap(), "--quiet"];
+    args.extend_from_slice(extra);
+    familiar(args)
+}
+
 /// Splits a shell command line into words: double quotes group (no escapes inside), spaces
 /// separate.
 fn shell_words(line: &str) -> Vec<String> {
@@ -433,13 +440,7 @@ fn readme_sql_commands() -> Vec<(String, String)> {
 fn readme_sql_examples_print_what_the_readme_shows() {
     let t = TestDir::new();
     let demo = t.join("familiar-demo");
-    familiar([
-        "demo".as_ref(),
-        "--out".as_ref(),
-        demo.as_os_str(),
-        "--quiet".as_ref(),
-    ])
-    .success();
+    run_demo(&demo, &[]).success();
     let (idx, tables) = (demo.join("index"), demo.join("tables"));
     let attribution = tables.join("attribution");
     let priming = tables.join("priming");
@@ -859,27 +860,13 @@ fn the_demo_trains_its_model_when_asked() {
     let demo = t.join("familiar-demo");
     // After a run with the checked-in model, in the same directory: results locked to that model
     // (gradient store, priming run) are made again for the new one.
-    familiar([
-        "demo".as_ref(),
-        "--out".as_ref(),
-        demo.as_os_str(),
-        "--quiet".as_ref(),
-    ])
-    .success();
-    familiar([
-        "demo".as_ref(),
-        "--out".as_ref(),
-        demo.as_os_str(),
-        "--train".as_ref(),
-        "--train-steps".as_ref(),
-        "30".as_ref(),
-        "--quiet".as_ref(),
-    ])
-    .success()
-    .stdout_has(&[
-        "a tiny model trained now on this corpus (30 steps)",
-        "30 steps: loss",
-    ]);
+    run_demo(&demo, &[]).success();
+    run_demo(&demo, &["--train", "--train-steps", "30"])
+        .success()
+        .stdout_has(&[
+            "a tiny model trained now on this corpus (30 steps)",
+            "30 steps: loss",
+        ]);
     let state: serde_json::Value = serde_json::from_slice(
         &std::fs::read(demo.join("model-trained/trainer_state.json")).unwrap(),
     )

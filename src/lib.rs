@@ -38,6 +38,7 @@ pub mod fast_bpe;
 pub mod format;
 pub mod grads;
 pub mod index;
+pub mod lock;
 pub mod manifest;
 pub mod model;
 pub mod rng;

@@ -233,15 +233,30 @@ pub fn to_bytes<M: Serialize>(m: &M) -> Result<Vec<u8>> {
     Ok(v)
 }
 
-/// The temporary name a file is written under before it is renamed to `path`: `.tmp-NAME` in the
-/// same directory (so the rename is atomic).
+/// The temporary name a file is written under before it is renamed to `path`:
+/// `.tmp-NAME.PID-RANDOM` in the same directory (so the rename is atomic). The name is unique
+/// per call, so concurrent writers of one output never write into each other's file: the last
+/// rename wins and every published file is whole. Cleanup of interrupted runs matches the
+/// `.tmp-` prefix ([`is_temp_name`]).
 pub fn temp_path(path: &Path) -> PathBuf {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    dir.join(format!(".tmp-{name}"))
+    // std's RandomState is seeded from the operating system's random source.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let random = h.finish() as u32;
+    dir.join(format!(".tmp-{name}.{}-{random:08x}", std::process::id()))
+}
+
+/// Whether a file name is one of familiar's temporary names (a leftover when no writer runs).
+pub fn is_temp_name(name: &std::ffi::OsStr) -> bool {
+    name.to_string_lossy().starts_with(".tmp-")
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced, then
@@ -249,10 +264,14 @@ pub fn temp_path(path: &Path) -> PathBuf {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp = temp_path(path);
-    {
+    let written = (|| {
         let mut f = std::fs::File::create(&tmp).at(&tmp)?;
         f.write_all(bytes).at(&tmp)?;
         f.sync_all().at(&tmp)?;
+        std::fs::rename(&tmp, path).at(path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path).at(path)
+    written
 }

@@ -111,6 +111,11 @@ pub enum Error {
     /// A user-supplied setting is out of range or contradictory.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A model computed a value that is not finite (NaN or ±∞): its weights overflow in floating
+    /// point or are damaged, or training diverged. The message names the item (query, document,
+    /// probe, training step) and the value; see `model::finite`.
+    #[error("non-finite model output: {0}")]
+    NonFinite(String),
     /// A bug in familiar: an invariant that the code itself should have kept.
     #[error("internal error (a bug in familiar, please report it): {0}")]
     Bug(String),

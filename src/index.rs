@@ -33,7 +33,10 @@ pub struct OpenOptions {
 /// An open index: every shard memory-mapped.
 ///
 /// The files must not be modified or truncated while the index is open (they are write-once; a
-/// build publishes new shards by renaming directories and never rewrites a file in place).
+/// build publishes new shards by renaming directories and never rewrites a file in place). A
+/// file truncated under a running query cannot be turned into an error: the kernel ends the
+/// process with SIGBUS when it touches a page past the new end. Replacing files (a new file
+/// renamed over the old, or the old one deleted) is safe: the maps keep the old contents.
 #[derive(Debug)]
 pub struct Index {
     dir: PathBuf,
@@ -66,23 +69,40 @@ pub struct Shard {
     pub doc_offsets: PackedArray<Mmap>,
 }
 
-/// Maps a file read-only.
+/// Maps a file read-only after checking that it is a regular file (following symbolic links)
+/// of exactly `expected` bytes, the size its manifest records: a FIFO, `/dev/zero` or a file of
+/// another size is refused before anything is read or mapped.
 ///
 /// # Safety
 /// The caller promises that nobody truncates or rewrites the file while the map is alive: a
 /// shrinking file turns reads of the map into SIGBUS.
-unsafe fn map_readonly(path: &Path, min_len: u64) -> Result<Mmap> {
-    let file = std::fs::File::open(path).at(path)?;
-    let len = file.metadata().at(path)?.len();
-    if len < min_len {
+unsafe fn map_readonly(path: &Path, expected: u64) -> Result<Mmap> {
+    let (file, len) = manifest::open_regular(path)?;
+    if len != expected {
         return Err(Error::Size {
             path: path.to_path_buf(),
-            expected: min_len,
+            expected,
+            actual: len,
+        });
+    }
+    if len < HEADER_LEN as u64 {
+        return Err(Error::Size {
+            path: path.to_path_buf(),
+            expected: HEADER_LEN as u64,
             actual: len,
         });
     }
     // SAFETY: forwarded to the caller of this function.
-    unsafe { Mmap::map(&file) }.at(path)
+    let map = unsafe { Mmap::map(&file) }.at(path)?;
+    if map.len() as u64 != expected {
+        // The file changed between the check and the map.
+        return Err(Error::Size {
+            path: path.to_path_buf(),
+            expected,
+            actual: map.len() as u64,
+        });
+    }
+    Ok(map)
 }
 
 impl Index {
@@ -259,17 +279,10 @@ impl Shard {
         };
         let open = |name: &str| -> Result<(PathBuf, Mmap)> {
             let path = dir.join(name);
+            let expected = file_len(name)?;
             // SAFETY: index files are write-once, and `Index`'s contract is that they are not
             // modified while it is open.
-            let map = unsafe { map_readonly(&path, HEADER_LEN as u64)? };
-            let expected = file_len(name)?;
-            if map.len() as u64 != expected {
-                return Err(Error::Size {
-                    path: path.clone(),
-                    expected,
-                    actual: map.len() as u64,
-                });
-            }
+            let map = unsafe { map_readonly(&path, expected)? };
             let advice = if options.preload {
                 memmap2::Advice::WillNeed
             } else {
@@ -320,7 +333,7 @@ impl Shard {
         // caught at open like the others.
         let dpath = dir.join(manifest::DOCUMENTS_FILE);
         let expected = file_len(manifest::DOCUMENTS_FILE)?;
-        let actual = std::fs::metadata(&dpath).at(&dpath)?.len();
+        let (_, actual) = manifest::open_regular(&dpath)?;
         if actual != expected {
             return Err(Error::Size {
                 path: dpath,

@@ -124,7 +124,9 @@ mod tests {
     fn second_lock_is_refused_naming_the_owner_and_released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let a = DirLock::acquire(dir.path(), "test").unwrap();
-        let e = DirLock::acquire(dir.path(), "test").unwrap_err().to_string();
+        let e = DirLock::acquire(dir.path(), "test")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains(&format!("in use by process {}", std::process::id())),
             "{e}"

@@ -73,12 +73,43 @@ pub struct ShardManifest {
     pub input_start: InputCursor,
     /// Where the next shard starts reading.
     pub input_end: InputCursor,
+    /// Content fingerprints of the inputs this shard's reading covered, so that a resumed build
+    /// can tell whether they changed since (absent in shards written before fingerprints existed,
+    /// and in indexes of generated token streams).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_fingerprints: Option<InputFingerprints>,
     /// Every file of the shard, by name.
     pub files: BTreeMap<String, FileEntry>,
     /// The shard's text index (its files are in `files` under `text/`, plus `words.fst`); absent
     /// when the index was built with `--no-text-index`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_index: Option<TextIndexInfo>,
+}
+
+/// What a shard recorded about the inputs it read (see `schemas/index-format.md`).
+///
+/// A shard's reading runs from `input_start` to `input_end`. Every input file it read to the end
+/// (files `input_start.file` up to, not including, `input_end.file`) is listed in `finished` with
+/// the xxh3 of the whole file's bytes (as stored on disk, compressed or not). The file it stopped
+/// in gets `end`: the fingerprint of its first `input_end.record` records, which a resumed build
+/// re-reads and compares before it reads on (see [`crate::corpus::CorpusReader::expect_at_cursor`]).
+/// Both depend only on the files' contents, never on how far the reader had read ahead when the
+/// shard was cut, so an interrupted and resumed build writes the same manifests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputFingerprints {
+    /// Whole-file fingerprints of the inputs finished within the shard, in order.
+    pub finished: Vec<FinishedInput>,
+    /// Fingerprint of the records of input `input_end.file` consumed up to `input_end.record`.
+    pub end: String,
+}
+
+/// An input file a shard read to its end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinishedInput {
+    /// Index into the build's input list.
+    pub file: usize,
+    /// `xxh3:<hex>` of the file's bytes.
+    pub xxh3: String,
 }
 
 /// What a shard's text index holds.
@@ -144,6 +175,17 @@ pub struct PlannedInput {
     pub path: String,
     /// Size in bytes when the build started.
     pub bytes: u64,
+    /// `xxh3:<hex>` of the file's bytes, recorded when the build completes (the plan is written
+    /// before any input is read, so an unfinished build's plan has none: the shards record what
+    /// they read). Absent in plans written before fingerprints existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xxh3: Option<String>,
+    /// Opaque identity of the file when the build started (modification and change times, inode
+    /// and device), kept only while the build is unfinished: a resumed build re-reads and checks
+    /// an input it will not read again only when this changed. Dropped when the build completes
+    /// (it differs between copies of the same files, and a finished index does not need it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<String>,
 }
 
 /// `build.json`: what a build reads and how it cuts shards, recorded before the first shard is
@@ -188,10 +230,142 @@ impl BuildPlan {
     pub const FORMAT: &'static str = "familiar-build";
 }
 
-/// Reads a JSON manifest of type `M`, checking its `format` tag and version.
+/// The largest manifest [`read`] accepts (a `build.json` of a million inputs is about 200 MB).
+pub const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+
+/// Reads a JSON manifest of type `M`, checking its `format` tag and version. Only a regular file
+/// (after following symbolic links) of at most [`MAX_MANIFEST_BYTES`] is read: a FIFO or a device
+/// such as `/dev/zero` in its place is an error, not a hang.
 pub fn read<M: for<'de> Deserialize<'de>>(path: &Path, format: &str) -> Result<M> {
-    let bytes = std::fs::read(path).at(path)?;
+    let bytes = read_regular(path, MAX_MANIFEST_BYTES)?;
     parse(&bytes, format, path)
+}
+
+/// What a non-regular file is, for messages.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+fn not_regular(path: &Path, t: &std::fs::FileType) -> Error {
+    Error::io(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "is {}, not a regular file (familiar reads only regular files here)",
+                file_kind(t)
+            ),
+        ),
+    )
+}
+
+/// Opens `path` for reading if it is a regular file, following symbolic links; returns the file
+/// and its length. A FIFO, device, socket or directory is refused *before* it is opened (opening
+/// a FIFO blocks until a writer comes; `/dev/zero` never ends), and the opened file is checked
+/// again (a file swapped in between is refused too).
+pub fn open_regular(path: &Path) -> Result<(std::fs::File, u64)> {
+    let meta = std::fs::metadata(path).at(path)?;
+    if !meta.is_file() {
+        return Err(not_regular(path, &meta.file_type()));
+    }
+    let file = std::fs::File::open(path).at(path)?;
+    let meta = file.metadata().at(path)?;
+    if !meta.is_file() {
+        return Err(not_regular(path, &meta.file_type()));
+    }
+    Ok((file, meta.len()))
+}
+
+/// Reads a whole regular file (see [`open_regular`]) of at most `max` bytes; a larger one is an
+/// error naming the limit, read no further than the limit if it grows meanwhile.
+pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let (file, len) = open_regular(path)?;
+    let too_large = |len: u64| {
+        Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "is {len} bytes, more than the {max} bytes familiar reads from such a file"
+                ),
+            ),
+        )
+    };
+    if len > max {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(max + 1).read_to_end(&mut bytes).at(path)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// The checksum (`xxh3:<hex>`) and length of a regular file (see [`open_regular`]). With
+/// `expected`, a file of another length is an [`Error::Size`] before anything is read, and no
+/// more than `expected` bytes are read.
+pub fn checksum_regular(path: &Path, expected: Option<u64>) -> Result<(String, u64)> {
+    use std::io::Read;
+    let (file, len) = open_regular(path)?;
+    if let Some(expected) = expected {
+        if len != expected {
+            return Err(Error::Size {
+                path: path.to_path_buf(),
+                expected,
+                actual: len,
+            });
+        }
+    }
+    let mut reader = file.take(expected.map_or(u64::MAX, |e| e + 1));
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
+    loop {
+        let n = reader.read(&mut buf).at(path)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        read += n as u64;
+    }
+    if let Some(expected) = expected {
+        if read != expected {
+            // Changed while being read.
+            return Err(Error::Size {
+                path: path.to_path_buf(),
+                expected,
+                actual: read,
+            });
+        }
+    }
+    Ok((fingerprint(hasher.digest()), read))
+}
+
+/// A 64-bit xxh3 value as written in manifests: `xxh3:<16 hex digits>`.
+pub fn fingerprint(xxh3: u64) -> String {
+    format!("xxh3:{xxh3:016x}")
 }
 
 /// Parses manifest bytes (see [`read`]); `path` names the file in errors.
@@ -262,11 +436,24 @@ pub fn is_temp_name(name: &std::ffi::OsStr) -> bool {
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced, then
 /// renamed over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// Writes what `write` produces to `path` atomically: into a uniquely named temporary file
+/// beside it ([`temp_path`]), buffered, synced, then renamed over `path`; on any failure the
+/// temporary file is removed and `path` is untouched.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<()> {
     use std::io::Write;
     let tmp = temp_path(path);
     let written = (|| {
-        let mut f = std::fs::File::create(&tmp).at(&tmp)?;
-        f.write_all(bytes).at(&tmp)?;
+        let f = std::fs::File::create(&tmp).at(&tmp)?;
+        let mut w = std::io::BufWriter::new(f);
+        write(&mut w).at(&tmp)?;
+        w.flush().at(&tmp)?;
+        let f = w.into_inner().map_err(|e| e.into_error()).at(&tmp)?;
         f.sync_all().at(&tmp)?;
         std::fs::rename(&tmp, path).at(path)
     })();

@@ -2,9 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::fast_bpe::FastBpe;
 use crate::token::TokenWidth;
+
+/// The largest `tokenizer.json` read (the largest published ones are tens of megabytes).
+pub const MAX_TOKENIZER_BYTES: u64 = 1 << 30;
 
 /// A loaded tokenizer.
 ///
@@ -33,8 +36,14 @@ impl std::fmt::Debug for Tokenizer {
 impl Tokenizer {
     /// Loads a `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Tokenizer> {
-        let bytes = std::fs::read(path).at(path)?;
+        let bytes = Tokenizer::read_file(path)?;
         Tokenizer::from_bytes(&bytes, path)
+    }
+
+    /// The bytes of a `tokenizer.json`: a regular file (after following symbolic links) of at
+    /// most [`MAX_TOKENIZER_BYTES`]; a FIFO or device in its place is an error, not a hang.
+    pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+        crate::manifest::read_regular(path, MAX_TOKENIZER_BYTES)
     }
 
     /// Loads a `tokenizer.json` from its bytes; `path` names it in errors.

@@ -629,6 +629,7 @@ fn naive_cnf(text: &[u16], q: &Cnf, sep: u16, list: usize) -> CnfResult {
         occurrences: 0,
         clause_totals: vec![0; k],
         approximate: false,
+        estimate: None,
         doc_ids: Vec::new(),
     };
     let mut occ = vec![0u64; k];

@@ -9,19 +9,52 @@
 //! shard size. Running the same build again verifies the published shards (sizes and checksums),
 //! keeps those that verify, and resumes reading the inputs where the last one ended, so the result
 //! is byte-identical to an uninterrupted build. `manifest.json`, written last, marks the index
-//! complete.
+//! complete. The whole build holds the directory's lock ([`familiar::lock::DirLock`]), so a second
+//! build into the same `--out` fails at once instead of interleaving its files with the first's.
+//!
+//! # Input fingerprints
+//!
+//! Sizes alone do not show that an input is the one an interrupted build read: an edit that keeps
+//! the size would make a resumed index mix the old text (in the kept shards) with the new. So the
+//! reader fingerprints what it reads, while it reads it (xxh3, no second pass; see
+//! [`familiar::corpus`]), and the fingerprints are recorded where they are facts:
+//!
+//! - `build.json` is written before any input is read, so it cannot hold whole-file fingerprints
+//!   then. While the build is unfinished it holds, per input, a `stamp` (modification and change
+//!   times, device, inode) next to the size. When the build completes, it is rewritten (before
+//!   `manifest.json`) with each input's whole-file `xxh3` and without the stamps: the same bytes
+//!   whether the build was interrupted or not, and what a finished index was built from.
+//! - Each shard manifest records `input_fingerprints`: the whole-file xxh3 of every input its
+//!   reading finished, and `end`, the fingerprint of the records of the file it stopped in up to
+//!   its `input_end` cursor (JSONL: the decompressed lines; Parquet and text files: the whole
+//!   file). Both depend only on the contents, never on how far the reader had read ahead.
+//!
+//! A resume checks the inputs against what the kept shards recorded: the file at the cursor is
+//! re-read up to the cursor anyway (compressed streams cannot seek), and its fingerprint must
+//! match `end`; a file wholly before the cursor, which the resume would not read, is re-read and
+//! compared with its recorded whole-file fingerprint only when its stamp changed (an edit changes
+//! its times). A difference is refused, naming the file; `--restart` ([`BuildOptions::restart`])
+//! discards the partial build. Files after the cursor have not been read, and the file at the
+//! cursor is checked only up to it: they may even have changed size (a bad line after the
+//! cursor, fixed), and the plan takes their new sizes. A plan that differs otherwise (other
+//! inputs or sizes, tokenizer, options; or any size, once the build is complete) is refused with
+//! what differs, unless no shard was published yet: then nothing is lost, and the new plan
+//! replaces the old (a first attempt that failed on a bad input line, fixed since).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use familiar::corpus::{self, CorpusReader, Document, Fields, InputFile, ReadOptions};
+use familiar::corpus::{
+    self, CorpusReader, Document, Fields, Fingerprints, InputFile, ReadOptions,
+};
 use familiar::error::IoContext;
 use familiar::format::{self, FileKind, Header};
+use familiar::lock::DirLock;
 use familiar::manifest::{
-    self, BuildPlan, FileEntry, IndexManifest, InputCursor, PlannedInput, ShardEntry,
-    ShardManifest, TokenizerEntry,
+    self, BuildPlan, FileEntry, FinishedInput, IndexManifest, InputCursor, InputFingerprints,
+    PlannedInput, ShardEntry, ShardManifest, TokenizerEntry,
 };
 use familiar::token::TokenWidth;
 use familiar::tokenizer::Tokenizer;
@@ -55,6 +88,12 @@ pub struct BuildOptions {
     pub progress: bool,
     /// Build each shard's tantivy text index (for concept counts) alongside the suffix array.
     pub text_index: bool,
+    /// Discard the previous build in `out` (finished or not) and start over. Refused when `out`
+    /// holds anything that is not part of a familiar build.
+    pub restart: bool,
+    /// Stop, as if interrupted, once this run has published this many shards while documents
+    /// remain (no `manifest.json`; running again resumes). A testing aid for resumption.
+    pub stop_after_shards: Option<usize>,
 }
 
 impl BuildOptions {
@@ -75,6 +114,8 @@ impl BuildOptions {
             threads: None,
             progress: false,
             text_index: true,
+            restart: false,
+            stop_after_shards: None,
         }
     }
 }
@@ -102,6 +143,17 @@ pub struct BuildReport {
     pub shard_tokens: u64,
     /// Whether the index was already complete.
     pub already_complete: bool,
+    /// With [`BuildOptions::restart`]: the shards of the previous build that were discarded
+    /// (`None` when the directory held no build).
+    pub discarded_shards: Option<usize>,
+    /// The plan of an earlier attempt that published no shard, replaced by this run's: what
+    /// differed.
+    pub replaced_plan: Option<String>,
+    /// Stopped by [`BuildOptions::stop_after_shards`]: the index is not complete.
+    pub stopped: bool,
+    /// Inputs of a resumed build that changed size since it started, where it had not read them
+    /// yet (or read a part that was checked unchanged).
+    pub resized_inputs: Vec<PathBuf>,
     /// Wall time reading and tokenizing.
     pub tokenize_time: Duration,
     /// Wall time in suffix sorting.
@@ -135,20 +187,31 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport> {
 
 fn build_in_pool(options: &BuildOptions, threads: usize) -> Result<BuildReport> {
     let started = Instant::now();
-    let tokenizer_bytes = std::fs::read(&options.tokenizer).at(&options.tokenizer)?;
+    let tokenizer_bytes = Tokenizer::read_file(&options.tokenizer)?;
     let tokenizer = Tokenizer::from_bytes(&tokenizer_bytes, &options.tokenizer)?;
     let expanded = corpus::expand_inputs(&options.inputs)?;
     let out = &options.out;
     std::fs::create_dir_all(out).at(out)?;
-    let plan = settle_plan(options, &tokenizer, &expanded.files)?;
+    // Held until the build returns: one build at a time per directory.
+    let _lock = DirLock::acquire(out, "index build")?;
     let mut report = BuildReport {
         ignored_files: expanded.ignored.clone(),
-        shard_tokens: plan.shard_tokens,
         ..Default::default()
     };
+    if options.restart {
+        report.discarded_shards = discard_previous_build(out)?;
+    }
+    let settled = settle_plan(options, &tokenizer, &expanded.files)?;
+    let mut plan = settled.plan;
+    report.shard_tokens = plan.shard_tokens;
+    report.replaced_plan = settled.replaced;
 
     let manifest_path = out.join(manifest::MANIFEST_FILE);
     let done = reusable_shards(out, &plan)?;
+    if !settled.resized.is_empty() {
+        report.resized_inputs =
+            accept_resized_inputs(out, &mut plan, &expanded.files, &settled.resized, &done)?;
+    }
     if manifest_path.exists() {
         // A finished build: confirm the manifest lists exactly the verified shards.
         let m: IndexManifest = manifest::read(&manifest_path, IndexManifest::FORMAT)?;
@@ -167,13 +230,15 @@ fn build_in_pool(options: &BuildOptions, threads: usize) -> Result<BuildReport> 
         }
         std::fs::remove_file(&manifest_path).at(&manifest_path)?;
     }
+    check_inputs_before_cursor(&plan, &expanded.files, &done)?;
     report.shards_reused = done.len();
-    let shards = match tokenizer.token_width() {
+    let files = expanded.files;
+    let (shards, fingerprints) = match tokenizer.token_width() {
         TokenWidth::U16 => run_shards::<u16>(
             options,
             &plan,
             &tokenizer,
-            expanded.files,
+            files,
             done,
             threads,
             &mut report,
@@ -182,15 +247,217 @@ fn build_in_pool(options: &BuildOptions, threads: usize) -> Result<BuildReport> 
             options,
             &plan,
             &tokenizer,
-            expanded.files,
+            files,
             done,
             threads,
             &mut report,
         )?,
     };
+    if report.stopped {
+        report.total_time = started.elapsed();
+        return Ok(report);
+    }
+    finish_plan(out, &plan, &shards, &fingerprints)?;
     finish_index(out, &shards, &tokenizer, &tokenizer_bytes, &mut report)?;
     report.total_time = started.elapsed();
     Ok(report)
+}
+
+/// The identity of a file, to tell whether it may have changed: modification and change times,
+/// device and inode (an edit changes the times; a copy, the inode). Recorded in an unfinished
+/// build's plan only (see the module documentation).
+fn file_stamp(path: &Path) -> Option<String> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some(format!(
+            "mtime {}.{:09} ctime {}.{:09} dev {} ino {}",
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.dev(),
+            m.ino()
+        ))
+    }
+    #[cfg(not(unix))]
+    {
+        let t = m
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        Some(format!("mtime {}.{:09}", t.as_secs(), t.subsec_nanos()))
+    }
+}
+
+/// Before resuming: every input wholly before the resume cursor (which this run will not read)
+/// whose stamp changed since the plan was written is read again and must have the whole-file
+/// fingerprint the shard that finished it recorded. (The file at the cursor is checked as it is
+/// re-read, by the corpus reader; files after it have not been read yet.)
+fn check_inputs_before_cursor(
+    plan: &BuildPlan,
+    files: &[InputFile],
+    done: &[ShardManifest],
+) -> Result<()> {
+    let Some(last) = done.last() else {
+        return Ok(());
+    };
+    let recorded: std::collections::BTreeMap<usize, &str> = done
+        .iter()
+        .filter_map(|m| m.input_fingerprints.as_ref())
+        .flat_map(|f| f.finished.iter().map(|i| (i.file, i.xxh3.as_str())))
+        .collect();
+    for (i, (file, planned)) in files.iter().zip(&plan.inputs).enumerate() {
+        if i >= last.input_end.file {
+            break;
+        }
+        let Some(then) = planned.stamp.as_deref() else {
+            continue;
+        };
+        if file_stamp(&file.path).as_deref() == Some(then) {
+            continue;
+        }
+        // Shards written before fingerprints existed recorded none: nothing to compare with.
+        let Some(want) = recorded.get(&i) else {
+            continue;
+        };
+        let (now, _) = manifest::checksum_regular(&file.path, Some(file.bytes))?;
+        if now != *want {
+            return Err(corpus::changed_since(
+                &file.path,
+                format!("{want} recorded, {now} now"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites `build.json` for a complete build: every input's whole-file fingerprint (from the
+/// shards that finished it, or from this run's reading), no stamps. The same bytes whether or not
+/// the build was interrupted.
+fn finish_plan(
+    out: &Path,
+    plan: &BuildPlan,
+    shards: &[ShardManifest],
+    read_now: &Fingerprints,
+) -> Result<()> {
+    let mut known: Vec<Option<String>> = vec![None; plan.inputs.len()];
+    for f in shards
+        .iter()
+        .filter_map(|m| m.input_fingerprints.as_ref())
+        .flat_map(|f| f.finished.iter())
+    {
+        if let Some(slot) = known.get_mut(f.file) {
+            *slot = Some(f.xxh3.clone());
+        }
+    }
+    let mut plan = plan.clone();
+    for (i, input) in plan.inputs.iter_mut().enumerate() {
+        input.stamp = None;
+        input.xxh3 = read_now
+            .get(i)
+            .map(manifest::fingerprint)
+            .or_else(|| known[i].take())
+            .or_else(|| input.xxh3.take());
+    }
+    manifest::write_atomic(
+        &out.join(manifest::BUILD_PLAN_FILE),
+        &manifest::to_bytes(&plan)?,
+    )
+}
+
+/// Whether `path` holds a JSON object whose `format` is `tag` (a familiar manifest of that kind,
+/// whatever its version or state).
+fn has_format_tag(path: &Path, tag: &str) -> bool {
+    manifest::read_regular(path, manifest::MAX_MANIFEST_BYTES)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| v.get("format").and_then(|f| f.as_str()) == Some(tag))
+}
+
+/// Whether a name is a shard directory's (`shard-NNNNN`).
+fn is_shard_name(name: &str) -> bool {
+    name.strip_prefix("shard-")
+        .is_some_and(|n| n.len() >= 5 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `--restart`: removes the previous build in `out` (its manifest, shards, tokenizer copy,
+/// temporaries and plan, the plan last). Returns the number of shards discarded, or `None` when
+/// `out` held no build. Refuses a directory that is not a familiar build, or that holds anything
+/// else besides one.
+fn discard_previous_build(out: &Path) -> Result<Option<usize>> {
+    let mut ours = Vec::new();
+    let mut foreign = Vec::new();
+    let mut shards = 0;
+    for entry in std::fs::read_dir(out).at(out)? {
+        let entry = entry.at(out)?;
+        let name = entry.file_name();
+        if familiar::lock::is_lock_file(&name) {
+            continue;
+        }
+        let text = name.to_string_lossy();
+        if manifest::is_temp_name(&name)
+            || text == manifest::BUILD_PLAN_FILE
+            || text == manifest::MANIFEST_FILE
+            || text == manifest::TOKENIZER_FILE
+        {
+            ours.push(entry.path());
+        } else if is_shard_name(&text) && entry.path().is_dir() {
+            shards += 1;
+            ours.push(entry.path());
+        } else {
+            foreign.push(text.into_owned());
+        }
+    }
+    if ours.is_empty() && foreign.is_empty() {
+        return Ok(None);
+    }
+    let only_temporaries = foreign.is_empty()
+        && ours
+            .iter()
+            .all(|p| p.file_name().is_some_and(manifest::is_temp_name));
+    let is_build = has_format_tag(&out.join(manifest::BUILD_PLAN_FILE), BuildPlan::FORMAT)
+        || has_format_tag(&out.join(manifest::MANIFEST_FILE), IndexManifest::FORMAT)
+        || ours.iter().any(|p| {
+            p.file_name()
+                .is_some_and(|n| is_shard_name(&n.to_string_lossy()))
+                && has_format_tag(&p.join(manifest::MANIFEST_FILE), ShardManifest::FORMAT)
+        });
+    if !is_build && !only_temporaries {
+        return Err(Error::Config(format!(
+            "{} holds no familiar build (no build.json, manifest.json or shard of one), so \
+             --restart will not empty it; choose a new or empty --out directory",
+            out.display()
+        )));
+    }
+    if !foreign.is_empty() {
+        foreign.sort();
+        return Err(Error::Config(format!(
+            "{} holds a familiar build but also {}, which are not part of it; --restart removes \
+             only a build: move them elsewhere first",
+            out.display(),
+            foreign.join(", ")
+        )));
+    }
+    // The manifest first (the directory stops looking complete), the plan last (until then it
+    // still looks like a build, should this be interrupted).
+    let rank = |p: &Path| match p.file_name().map(|n| n.to_string_lossy().into_owned()) {
+        Some(n) if n == manifest::MANIFEST_FILE => 0,
+        Some(n) if n == manifest::BUILD_PLAN_FILE => 2,
+        _ => 1,
+    };
+    ours.sort_by_key(|p| rank(p));
+    for p in ours {
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).at(&p)?;
+        } else {
+            std::fs::remove_file(&p).at(&p)?;
+        }
+    }
+    sync_dir(out)?;
+    Ok(Some(shards))
 }
 
 /// Writes the tokenizer copy and `manifest.json` over `all`, every shard of the index (those
@@ -240,12 +507,24 @@ fn finish_index(
     sync_dir(out)
 }
 
+/// The plan a build runs by.
+#[derive(Debug)]
+struct Settled {
+    /// A new build's plan, or a resumed build's own (with its input stamps).
+    plan: BuildPlan,
+    /// When the plan of an earlier attempt that published no shard was replaced: what differed.
+    replaced: Option<String>,
+    /// Inputs whose size differs from the resumed plan's (everything else being the same):
+    /// accepted or refused once the resume cursor is known ([`accept_resized_inputs`]).
+    resized: Vec<usize>,
+}
+
 /// Writes `build.json` for a new build, or checks that a resumed build is the same build.
 fn settle_plan(
     options: &BuildOptions,
     tokenizer: &Tokenizer,
     files: &[InputFile],
-) -> Result<BuildPlan> {
+) -> Result<Settled> {
     let out = &options.out;
     if let Some(n) = options.shard_tokens {
         if !(2..=MAX_SHARD_TOKENS).contains(&n) {
@@ -271,48 +550,59 @@ fn settle_plan(
             .map(|f| PlannedInput {
                 path: f.path.display().to_string(),
                 bytes: f.bytes,
+                xxh3: None,
+                stamp: file_stamp(&f.path),
             })
             .collect(),
     };
+    let mut replaced = None;
     if plan_path.exists() {
-        let existing: BuildPlan = manifest::read(&plan_path, BuildPlan::FORMAT)?;
+        let existing: BuildPlan = manifest::read(&plan_path, BuildPlan::FORMAT).map_err(|e| {
+            Error::Config(format!(
+                "{} holds a build whose plan cannot be read ({e}); rerun with --restart to \
+                 discard it and start over, or use another --out directory",
+                out.display()
+            ))
+        })?;
         if options.shard_tokens.is_none() {
             plan.shard_tokens = existing.shard_tokens;
         }
-        if existing != plan {
-            let what = if existing.tokenizer_hash != plan.tokenizer_hash {
-                format!(
-                    "a different tokenizer (hash {} there, {} given)",
-                    existing.tokenizer_hash, plan.tokenizer_hash
-                )
-            } else if existing.inputs != plan.inputs {
-                "different input files (or files that changed size since)".to_string()
-            } else if existing.text_index != plan.text_index {
-                let has = |b: bool| if b { "a text index" } else { "no text index" };
-                format!(
-                    "{} per shard, but this run asks for {} (--no-text-index)",
-                    has(existing.text_index),
-                    has(plan.text_index)
-                )
-            } else if existing.shard_tokens != plan.shard_tokens {
-                format!(
-                    "a shard size of {} tokens, not {}",
-                    existing.shard_tokens, plan.shard_tokens
-                )
-            } else {
-                "different field names or options".to_string()
-            };
+        let Some(what) = plan_difference(&existing, &plan) else {
+            return Ok(Settled {
+                plan: existing,
+                replaced: None,
+                resized: Vec::new(),
+            });
+        };
+        if !out.join(manifest::MANIFEST_FILE).exists() {
+            if let Some(resized) = resized_inputs(&existing, &plan) {
+                return Ok(Settled {
+                    plan: existing,
+                    replaced: None,
+                    resized,
+                });
+            }
+        }
+        if published_anything(out)? {
             return Err(Error::Config(format!(
-                "{} holds a build with {what}; use another --out directory or delete this one",
+                "{} holds a build with {what}; rerun with --restart to discard it and start \
+                 over, or use another --out directory",
                 out.display()
             )));
         }
-        return Ok(plan);
+        // An earlier attempt that published nothing (e.g. it failed on a bad input line, since
+        // fixed): nothing is lost by starting over with this plan.
+        replaced = Some(what);
+        std::fs::remove_file(&plan_path).at(&plan_path)?;
     }
-    // Leftovers of an interrupted start (e.g. `.tmp-build.json`) are ours to remove.
+    // Leftovers of an interrupted start (e.g. `.tmp-build.json.…`) are ours to remove; the
+    // directory's lock file is this run's.
     let mut foreign = false;
     for entry in std::fs::read_dir(out).at(out)? {
         let entry = entry.at(out)?;
+        if familiar::lock::is_lock_file(&entry.file_name()) {
+            continue;
+        }
         if !remove_if_temporary(&entry)? {
             foreign = true;
         }
@@ -327,13 +617,197 @@ fn settle_plan(
         plan.shard_tokens = crate::memory::auto_shard_tokens(tokenizer.token_width());
     }
     manifest::write_atomic(&plan_path, &manifest::to_bytes(&plan)?)?;
-    Ok(plan)
+    Ok(Settled {
+        plan,
+        replaced,
+        resized: Vec::new(),
+    })
+}
+
+/// When two plans differ only in the sizes of some inputs (same paths, tokenizer and options):
+/// those inputs.
+fn resized_inputs(existing: &BuildPlan, given: &BuildPlan) -> Option<Vec<usize>> {
+    let strip = |p: &BuildPlan| {
+        let mut p = p.clone();
+        for i in &mut p.inputs {
+            (i.bytes, i.xxh3, i.stamp) = (0, None, None);
+        }
+        p
+    };
+    if strip(existing) != strip(given) {
+        return None;
+    }
+    Some(
+        existing
+            .inputs
+            .iter()
+            .zip(&given.inputs)
+            .enumerate()
+            .filter(|(_, (a, b))| a.bytes != b.bytes)
+            .map(|(i, _)| i)
+            .collect(),
+    )
+}
+
+/// Inputs that changed size since an unfinished build started are fine if the build had not
+/// read them yet (after the resume cursor), or read only a part that the resume re-reads and
+/// checks (the file at the cursor, when the last kept shard recorded its fingerprint; e.g. a bad
+/// line after the cursor, fixed). Their new sizes (and stamps) go into the plan. Any other is
+/// refused: the kept shards hold its old contents. Returns the inputs accepted.
+fn accept_resized_inputs(
+    out: &Path,
+    plan: &mut BuildPlan,
+    files: &[InputFile],
+    resized: &[usize],
+    done: &[ShardManifest],
+) -> Result<Vec<PathBuf>> {
+    let cursor = done
+        .last()
+        .map(|m| (m.input_end.file, m.input_fingerprints.is_some()));
+    let mut accepted = Vec::new();
+    for &i in resized {
+        let unread = match cursor {
+            None => true,
+            Some((at, checked)) => i > at || (i == at && checked),
+        };
+        if !unread {
+            return Err(corpus::changed_since(
+                &files[i].path,
+                format!(
+                    "{} bytes when it started, {} now",
+                    plan.inputs[i].bytes, files[i].bytes
+                ),
+            ));
+        }
+        plan.inputs[i].bytes = files[i].bytes;
+        plan.inputs[i].stamp = file_stamp(&files[i].path);
+        accepted.push(files[i].path.clone());
+    }
+    manifest::write_atomic(
+        &out.join(manifest::BUILD_PLAN_FILE),
+        &manifest::to_bytes(plan)?,
+    )?;
+    Ok(accepted)
+}
+
+/// Whether `out` holds a published shard or an index manifest.
+fn published_anything(out: &Path) -> Result<bool> {
+    for entry in std::fs::read_dir(out).at(out)? {
+        let name = entry.at(out)?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("shard-") || name == manifest::MANIFEST_FILE {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// What differs between the plan in a directory and this run's (input fingerprints and stamps
+/// aside), in words; `None` when it is the same build.
+fn plan_difference(existing: &BuildPlan, given: &BuildPlan) -> Option<String> {
+    let strip = |p: &BuildPlan| {
+        let mut p = p.clone();
+        for i in &mut p.inputs {
+            i.xxh3 = None;
+            i.stamp = None;
+        }
+        p
+    };
+    let (a, b) = (strip(existing), strip(given));
+    if a == b {
+        return None;
+    }
+    if a.tokenizer_hash != b.tokenizer_hash {
+        return Some(format!(
+            "a different tokenizer (hash {} there, {} given)",
+            a.tokenizer_hash, b.tokenizer_hash
+        ));
+    }
+    if a.inputs != b.inputs {
+        let paths_a: Vec<&str> = a.inputs.iter().map(|i| i.path.as_str()).collect();
+        let paths_b: Vec<&str> = b.inputs.iter().map(|i| i.path.as_str()).collect();
+        if paths_a != paths_b {
+            let i = paths_a
+                .iter()
+                .zip(&paths_b)
+                .position(|(x, y)| x != y)
+                .unwrap_or(paths_a.len().min(paths_b.len()));
+            let name = |p: Option<&&str>| p.map_or("none".to_string(), |p| p.to_string());
+            return Some(format!(
+                "different input files ({} there, {} given; input {} is {} there, {} given)",
+                paths_a.len(),
+                paths_b.len(),
+                i + 1,
+                name(paths_a.get(i)),
+                name(paths_b.get(i))
+            ));
+        }
+        let changed: Vec<(&PlannedInput, &PlannedInput)> = a
+            .inputs
+            .iter()
+            .zip(&b.inputs)
+            .filter(|(x, y)| x.bytes != y.bytes)
+            .collect();
+        if let Some((x, y)) = changed.first() {
+            let more = match changed.len() {
+                1 => String::new(),
+                n => format!(", and {} more", n - 1),
+            };
+            return Some(format!(
+                "input {} that changed size since ({} bytes when the build started, {} now{more})",
+                x.path, x.bytes, y.bytes
+            ));
+        }
+    }
+    if a.text_index != b.text_index {
+        let has = |b: bool| if b { "a text index" } else { "no text index" };
+        return Some(format!(
+            "{} per shard, but this run asks for {} (--no-text-index)",
+            has(a.text_index),
+            has(b.text_index)
+        ));
+    }
+    if a.shard_tokens != b.shard_tokens {
+        return Some(format!(
+            "a shard size of {} tokens, not {}",
+            a.shard_tokens, b.shard_tokens
+        ));
+    }
+    let mut details = Vec::new();
+    for (flag, x, y) in [
+        ("--text-field", &a.text_field, &b.text_field),
+        ("--id-field", &a.id_field, &b.id_field),
+        ("--source-field", &a.source_field, &b.source_field),
+        ("--metadata-field", &a.metadata_field, &b.metadata_field),
+    ] {
+        if x != y {
+            details.push(format!("{flag} {x:?} there, {y:?} given"));
+        }
+    }
+    if a.skip_invalid != b.skip_invalid {
+        let on = |b: bool| if b { "on" } else { "off" };
+        details.push(format!(
+            "--skip-invalid {} there, {} given",
+            on(a.skip_invalid),
+            on(b.skip_invalid)
+        ));
+    }
+    if a.format_version != b.format_version {
+        details.push(format!(
+            "format version {} there, {} here",
+            a.format_version, b.format_version
+        ));
+    }
+    Some(format!(
+        "different field names or options ({})",
+        details.join("; ")
+    ))
 }
 
 /// Removes `entry` if it is a leftover of an interrupted write (`.tmp-*`, a file or a shard
 /// directory being built); returns whether it was one.
 fn remove_if_temporary(entry: &std::fs::DirEntry) -> Result<bool> {
-    if !entry.file_name().to_string_lossy().starts_with(".tmp-") {
+    if !manifest::is_temp_name(&entry.file_name()) {
         return Ok(false);
     }
     let p = entry.path();
@@ -396,14 +870,8 @@ pub fn verify_shard_files(dir: &Path) -> Result<ShardManifest> {
     let m: ShardManifest = manifest::read(&mpath, ShardManifest::FORMAT)?;
     for (name, entry) in &m.files {
         let path = dir.join(name);
-        let (checksum, bytes) = familiar::checksum::of_file(&path)?;
-        if bytes != entry.bytes {
-            return Err(Error::Size {
-                path,
-                expected: entry.bytes,
-                actual: bytes,
-            });
-        }
+        // A regular file of the recorded size, checked before it is read.
+        let (checksum, _) = manifest::checksum_regular(&path, Some(entry.bytes))?;
         if checksum != entry.checksum {
             return Err(Error::Checksum {
                 path,
@@ -485,6 +953,8 @@ struct ShardBuilder<T> {
     text: Option<crate::text::TextWriter>,
     input_start: InputCursor,
     input_end: InputCursor,
+    /// Fingerprint of the records of `input_end.file` consumed up to `input_end`.
+    input_end_xxh3: u64,
 }
 
 impl<T: SaInput> ShardBuilder<T> {
@@ -513,6 +983,7 @@ impl<T: SaInput> ShardBuilder<T> {
             text,
             input_start,
             input_end: input_start,
+            input_end_xxh3: 0,
         })
     }
 
@@ -520,7 +991,14 @@ impl<T: SaInput> ShardBuilder<T> {
         self.offsets.len() as u64
     }
 
-    fn push(&mut self, doc: &Document, ids: &[u32], separator: T, input_file: &str) -> Result<()> {
+    fn push(
+        &mut self,
+        doc: &Document,
+        ids: &[u32],
+        consumed_xxh3: u64,
+        separator: T,
+        input_file: &str,
+    ) -> Result<()> {
         self.offsets.push(self.tokens.len() as u64);
         let capacity = self.tokens.capacity();
         self.tokens.reserve(ids.len() + 1);
@@ -553,6 +1031,7 @@ impl<T: SaInput> ShardBuilder<T> {
             file: doc.file,
             record: doc.record,
         };
+        self.input_end_xxh3 = consumed_xxh3;
         Ok(())
     }
 
@@ -561,11 +1040,36 @@ impl<T: SaInput> ShardBuilder<T> {
         mut self,
         out: &Path,
         tokenizer: &Tokenizer,
+        fingerprints: Option<&Fingerprints>,
         threads: usize,
         report: &mut BuildReport,
         progress: &indicatif::ProgressBar,
     ) -> Result<ShardManifest> {
         let n = self.tokens.len() as u64;
+        // Every input before the one the shard ends in was read to its end before the shard's
+        // last document was read, so its whole-file fingerprint is known.
+        let input_fingerprints = match fingerprints {
+            None => None,
+            Some(fp) => {
+                let mut finished = Vec::new();
+                for file in self.input_start.file..self.input_end.file {
+                    let h = fp.get(file).ok_or_else(|| {
+                        Error::Bug(format!(
+                            "input {file} was finished before shard {} ended but has no fingerprint",
+                            self.shard
+                        ))
+                    })?;
+                    finished.push(FinishedInput {
+                        file,
+                        xxh3: manifest::fingerprint(h),
+                    });
+                }
+                Some(InputFingerprints {
+                    finished,
+                    end: manifest::fingerprint(self.input_end_xxh3),
+                })
+            }
+        };
         let mut files = std::collections::BTreeMap::new();
         let t0 = Instant::now();
         let tokens_path = self.tmp.join(manifest::TOKENS_FILE);
@@ -665,6 +1169,7 @@ impl<T: SaInput> ShardBuilder<T> {
             suffix_array_bits: sa_width,
             input_start: self.input_start,
             input_end: self.input_end,
+            input_fingerprints,
             files,
             text_index,
         };
@@ -696,6 +1201,12 @@ struct ShardSink<'a, T> {
     published: Vec<ShardManifest>,
     /// Time spent sorting and writing (to subtract from tokenization time).
     busy: Duration,
+    /// Whole-file fingerprints of the inputs (none for generated token streams).
+    fingerprints: Option<Fingerprints>,
+    /// Stop once this many shards are published by this run (see `BuildOptions`).
+    stop_after: Option<usize>,
+    /// Stopped: documents pushed from now on are dropped, and nothing more is published.
+    stopped: bool,
 }
 
 impl<'a, T: SaInput> ShardSink<'a, T> {
@@ -725,18 +1236,26 @@ impl<'a, T: SaInput> ShardSink<'a, T> {
             next_start,
             published: done,
             busy: Duration::ZERO,
+            fingerprints: None,
+            stop_after: None,
+            stopped: false,
         })
     }
 
-    /// Adds a document; `input_file` and the document's record name it in errors.
+    /// Adds a document; `consumed_xxh3` is the fingerprint of its input's records up to and
+    /// including it; `input_file` and the document's record name it in errors.
     fn push(
         &mut self,
         doc: &Document,
         ids: &[u32],
+        consumed_xxh3: u64,
         input_file: &str,
         report: &mut BuildReport,
         progress: &indicatif::ProgressBar,
     ) -> Result<()> {
+        if self.stopped {
+            return Ok(());
+        }
         let need = ids.len() as u64 + 1;
         if need > MAX_SHARD_TOKENS {
             return Err(Error::input(
@@ -751,6 +1270,10 @@ impl<'a, T: SaInput> ShardSink<'a, T> {
         if let Some(b) = &self.current {
             if b.tokens.len() as u64 + need > self.shard_tokens {
                 self.cut(report, progress)?;
+                if self.stop_after.is_some_and(|k| report.shards_built >= k) {
+                    self.stopped = true;
+                    return Ok(());
+                }
             }
         }
         if self.current.is_none() {
@@ -766,7 +1289,7 @@ impl<'a, T: SaInput> ShardSink<'a, T> {
             .current
             .as_mut()
             .ok_or_else(|| Error::Bug("no shard".into()))?;
-        b.push(doc, ids, self.separator, input_file)?;
+        b.push(doc, ids, consumed_xxh3, self.separator, input_file)?;
         report.tokens_tokenized += ids.len() as u64;
         Ok(())
     }
@@ -775,7 +1298,14 @@ impl<'a, T: SaInput> ShardSink<'a, T> {
     fn cut(&mut self, report: &mut BuildReport, progress: &indicatif::ProgressBar) -> Result<()> {
         if let Some(b) = self.current.take() {
             let t = Instant::now();
-            let m = b.finish(self.out, self.tokenizer, self.threads, report, progress)?;
+            let m = b.finish(
+                self.out,
+                self.tokenizer,
+                self.fingerprints.as_ref(),
+                self.threads,
+                report,
+                progress,
+            )?;
             self.busy += t.elapsed();
             self.next_shard = m.shard + 1;
             self.next_doc = m.first_doc + m.documents;
@@ -798,10 +1328,17 @@ fn run_shards<T: SaInput>(
     done: Vec<ShardManifest>,
     threads: usize,
     report: &mut BuildReport,
-) -> Result<Vec<ShardManifest>> {
+) -> Result<(Vec<ShardManifest>, Fingerprints)> {
     let out = &options.out;
     let cursor = done.last().map_or(InputCursor::default(), |m| m.input_end);
+    // What the last kept shard recorded about the records before the cursor, checked when they
+    // are re-read.
+    let expected = done
+        .last()
+        .and_then(|m| m.input_fingerprints.as_ref())
+        .map(|f| f.end.clone());
     let mut sink = ShardSink::<T>::new(out, plan, tokenizer, threads, done)?;
+    sink.stop_after = options.stop_after_shards;
     let total_bytes: u64 = files.iter().map(|f| f.bytes).sum();
     let done_bytes: u64 = files.iter().take(cursor.file).map(|f| f.bytes).sum();
     let names: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
@@ -810,8 +1347,13 @@ fn run_shards<T: SaInput>(
         skip_invalid: options.skip_invalid,
         allow_empty: options.allow_empty,
     };
-    let reader = CorpusReader::new(files, read_options, cursor);
+    let mut reader = CorpusReader::new(files, read_options, cursor);
+    if let Some(e) = expected {
+        reader = reader.expect_at_cursor(e);
+    }
     let bytes_read = reader.bytes_read();
+    let fingerprints = reader.fingerprints();
+    sink.fingerprints = Some(fingerprints.clone());
 
     let progress = if options.progress {
         let bar = indicatif::ProgressBar::with_draw_target(
@@ -830,7 +1372,8 @@ fn run_shards<T: SaInput>(
         indicatif::ProgressBar::hidden()
     };
 
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Document>>>(2);
+    // Each document with the fingerprint of its input's records up to it.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<(Document, u64)>>>(2);
     std::thread::scope(|scope| -> Result<()> {
         let reader_thread = std::thread::Builder::new()
             .name("familiar-read".into())
@@ -838,11 +1381,12 @@ fn run_shards<T: SaInput>(
                 let mut reader = reader;
                 let mut batch = Vec::new();
                 let mut bytes = 0usize;
-                for doc in reader.by_ref() {
+                while let Some(doc) = reader.next() {
                     match doc {
                         Ok(d) => {
                             bytes += d.text.len();
-                            batch.push(d);
+                            let consumed = reader.consumed_fingerprint().unwrap_or(0);
+                            batch.push((d, consumed));
                             if bytes >= BATCH_TEXT_BYTES || batch.len() >= BATCH_DOCS {
                                 if tx.send(Ok(std::mem::take(&mut batch))).is_err() {
                                     return reader;
@@ -869,9 +1413,9 @@ fn run_shards<T: SaInput>(
                 let batch = batch?;
                 let ids: Vec<Result<Vec<u32>>> = batch
                     .par_iter()
-                    .map(|d| tokenizer.encode(&d.text))
+                    .map(|(d, _)| tokenizer.encode(&d.text))
                     .collect();
-                for (doc, ids) in batch.iter().zip(ids) {
+                for ((doc, consumed), ids) in batch.iter().zip(ids) {
                     let ids = ids.map_err(|e| match e {
                         Error::Tokenizer { reason, .. } => Error::input(
                             &names[doc.file],
@@ -880,7 +1424,14 @@ fn run_shards<T: SaInput>(
                         ),
                         other => other,
                     })?;
-                    sink.push(doc, &ids, &names[doc.file], report, &progress)?;
+                    sink.push(doc, &ids, *consumed, &names[doc.file], report, &progress)?;
+                    if sink.stopped {
+                        break;
+                    }
+                }
+                if sink.stopped {
+                    report.stopped = true;
+                    return Ok(());
                 }
                 progress.set_position(done_bytes + bytes_read.load(Ordering::Relaxed));
                 let secs = tokenize_started
@@ -907,7 +1458,7 @@ fn run_shards<T: SaInput>(
         result
     })?;
     progress.finish_and_clear();
-    Ok(sink.published)
+    Ok((sink.published, fingerprints))
 }
 
 /// Builds an index directly from token ids, one `Vec<u32>` per document, bypassing corpus files
@@ -921,7 +1472,7 @@ pub fn build_from_tokens(
     threads: usize,
 ) -> Result<BuildReport> {
     let started = Instant::now();
-    let tokenizer_bytes = std::fs::read(tokenizer_path).at(tokenizer_path)?;
+    let tokenizer_bytes = Tokenizer::read_file(tokenizer_path)?;
     let tokenizer = Tokenizer::from_bytes(&tokenizer_bytes, tokenizer_path)?;
     if out.exists() {
         return Err(Error::Config(format!("{} already exists", out.display())));
@@ -932,6 +1483,7 @@ pub fn build_from_tokens(
         )));
     }
     std::fs::create_dir_all(out).at(out)?;
+    let _lock = DirLock::acquire(out, "index build")?;
     let plan = BuildPlan {
         format: BuildPlan::FORMAT.into(),
         format_version: format::FORMAT_VERSION,
@@ -980,7 +1532,7 @@ pub fn build_from_tokens(
                 file: 0,
                 record: i as u64 + 1,
             };
-            sink.push(&doc, &ids, "<tokens>", report, progress)?;
+            sink.push(&doc, &ids, 0, "<tokens>", report, progress)?;
         }
         sink.cut(report, progress)?;
         Ok(sink.published)

@@ -11,6 +11,9 @@
 //! When the projection has the output head, its factor ([`HeadFactor`], which whitens the head's
 //! projection) is fitted first, by forward passes over evenly spaced documents, and written to
 //! `head-factor.bin` before any row: the rows depend on it.
+//!
+//! A non-finite logit (while fitting the factor), loss or gradient row is an error naming the
+//! document ([`familiar::Error::NonFinite`]); no factor, row file or moments of it are published.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +25,7 @@ use familiar::grads::store::{
 };
 use familiar::grads::{Example, HeadFactor, Projection, ProjectionSpec};
 use familiar::index::Index;
+use familiar::model::finite;
 use familiar::model::{LinearGroup, Transformer};
 use familiar::token::Token;
 use familiar::{with_view, Error, Result};
@@ -246,21 +250,35 @@ fn fit_head_factor(
     let mut total = HeadFactor::zero(model.config.vocab_size);
     for block in picked.chunks(BLOCK) {
         let mut examples = Vec::new();
+        // The document of each example, for errors.
+        let mut owners = Vec::new();
         for &doc in block {
             let (shard, local) = index.locate_doc(doc)?;
             let tokens: Vec<u32> = with_view!(shard, |v| {
                 let (s, e) = v.doc_span(local)?;
                 v.tokens[s..e].iter().map(|t| t.to_u32()).collect()
             });
+            let before = examples.len();
             examples.extend(document_examples(
                 &tokens,
                 settings.start_token,
                 settings.context,
             ));
+            owners.extend((before..examples.len()).map(|k| (doc, k - before)));
         }
         let parts = examples
             .par_chunks(FACTOR_BATCH)
-            .map(|batch| HeadFactor::of_examples(model, batch, FACTOR_BATCH))
+            .enumerate()
+            .map(|(c, batch)| {
+                HeadFactor::of_examples_named(model, batch, FACTOR_BATCH, &|i| {
+                    let (doc, chunk) = owners[c * FACTOR_BATCH + i];
+                    format!("output-head factor: document {doc}, chunk {chunk}")
+                })
+            })
+            // Every batch's result, then the first error in order (rayon's own short circuit
+            // reports whichever thread fails first).
+            .collect::<Vec<Result<_>>>()
+            .into_iter()
             .collect::<Result<Vec<_>>>()?;
         parts.iter().for_each(|p| total.merge(p));
         progress(StoreProgress::Factor(block.len() as u64));
@@ -278,6 +296,7 @@ fn write_shard(
 ) -> Result<()> {
     let shard = &index.shards()[i];
     let docs = shard.manifest.documents;
+    let first = shard.first_doc();
     let dim = settings.projection.dim();
     let (layers, block) = (
         settings.projection.layers.len(),
@@ -301,8 +320,17 @@ fn write_shard(
                 for chunk in g.rows.chunks_exact(dim) {
                     row.iter_mut().zip(chunk).for_each(|(r, c)| *r += c);
                 }
+                // A NaN row would be stored, and score NaN against every query.
+                let named = |e| finite::within(e, format!("document {}", first + local));
+                for (k, &l) in g.losses.iter().enumerate() {
+                    finite::check_value(format!("the loss of chunk {k}"), l).map_err(named)?;
+                }
+                finite::check_values("the projected gradient", &row).map_err(named)?;
                 Ok(row)
             })
+            // The first error in document order, whichever thread met it first.
+            .collect::<Vec<Result<_>>>()
+            .into_iter()
             .collect::<Result<_>>()?;
         for r in &rows {
             w.push(r)?;

@@ -133,12 +133,10 @@ pub fn window(
         offset_in_doc.saturating_sub(before),
         offset_in_doc,
     )?;
-    let mid = tokens(index, doc_id, offset_in_doc, offset_in_doc + len)?;
-    let right = tokens(
-        index,
-        doc_id,
-        offset_in_doc + len,
-        offset_in_doc + len + after,
-    )?;
+    // Saturating: the ends are clamped to the document anyway, and `before`/`after` come from
+    // users (`--context 18446744073709551615`).
+    let end = offset_in_doc.saturating_add(len);
+    let mid = tokens(index, doc_id, offset_in_doc, end)?;
+    let right = tokens(index, doc_id, end, end.saturating_add(after))?;
     Ok((t.decode(&left)?, t.decode(&mid)?, t.decode(&right)?))
 }

@@ -274,12 +274,15 @@ pub struct Cnf {
 /// Options for [`cnf`].
 #[derive(Debug, Clone, Copy)]
 pub struct CnfOptions {
-    /// Largest number of occurrences of the rarest clause enumerated exactly (per shard); above it
-    /// that many occurrences are sampled (evenly spaced in suffix order) and the result is flagged
-    /// approximate. `None`: never sample.
+    /// Largest number of occurrences of the rarest clause enumerated exactly (per shard, at
+    /// least 1); above it each occurrence is kept independently with probability
+    /// `max_occurrences / occurrences` (so about that many are enumerated), the result is flagged
+    /// approximate and carries an unbiased [`CnfEstimate`]. `None`: never sample.
     pub max_occurrences: Option<u64>,
     /// How many matching document ids to return.
     pub list_documents: usize,
+    /// Seed of the sampling (the same seed gives the same sample and answer).
+    pub seed: u64,
 }
 
 impl Default for CnfOptions {
@@ -287,16 +290,39 @@ impl Default for CnfOptions {
         CnfOptions {
             max_occurrences: None,
             list_documents: 10,
+            seed: 0,
         }
     }
 }
 
+/// Estimates of a sampled CNF query's totals (Horvitz–Thompson over documents).
+///
+/// Occurrences of the rarest clause are kept independently with probability `p` (per shard),
+/// so a matching document with `m` such occurrences is found with probability
+/// `π = 1 − (1 − p)^m`, independently of every other document; `m` is then counted exactly in
+/// each found document. `Σ 1/π` over the found documents is an unbiased estimate of the number
+/// of matching documents, with variance estimated by `Σ (1 − π)/π²`; occurrences likewise.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CnfEstimate {
+    /// Unbiased estimate of the number of matching documents.
+    pub documents: f64,
+    /// Approximate 95 % confidence interval of the number of matching documents (normal
+    /// approximation, the lower end raised to the exact lower bound).
+    pub documents_ci95: [f64; 2],
+    /// Unbiased estimates of each clause's occurrences in the matching documents.
+    pub clause_occurrences: Vec<f64>,
+    /// Their sum.
+    pub occurrences: f64,
+}
+
 /// The answer to a CNF query.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CnfResult {
-    /// Documents matching every clause (in the sample, when `approximate`).
+    /// Documents matching every clause; when `approximate`, those found through the sample —
+    /// an exact lower bound (see `estimate` for the estimated total).
     pub documents: u64,
-    /// For each clause, occurrences of its n-grams inside the matching documents.
+    /// For each clause, occurrences of its n-grams inside the matching documents (found
+    /// documents when `approximate`: exact lower bounds).
     pub clause_occurrences: Vec<u64>,
     /// Sum of `clause_occurrences`.
     pub occurrences: u64,
@@ -304,6 +330,8 @@ pub struct CnfResult {
     pub clause_totals: Vec<u64>,
     /// Whether occurrences were sampled (see [`CnfOptions::max_occurrences`]).
     pub approximate: bool,
+    /// With sampling: unbiased estimates of the totals and a confidence interval.
+    pub estimate: Option<CnfEstimate>,
     /// Global ids of the first matching documents, in document order.
     pub doc_ids: Vec<u64>,
 }
@@ -322,6 +350,8 @@ struct ShardCnf {
     docs: Vec<(u64, Vec<u64>)>,
     totals: Vec<u64>,
     approximate: bool,
+    /// With sampling: per found document, its probability of being found.
+    inclusion: Vec<f64>,
 }
 
 /// The documents (local ids, ascending) of the occurrences at suffix-array entries `entries`, with
@@ -375,15 +405,44 @@ fn cnf_in_shard<T: Token>(
     let first = order[0];
     let budget = options.max_occurrences.unwrap_or(u64::MAX).max(1);
     let total_first = totals[first];
-    // Sample evenly (in suffix order) when the clause has more occurrences than the budget.
+    // Sample when the clause has more occurrences than the budget: each occurrence kept
+    // independently with probability p (Bernoulli sampling, drawn as geometric gaps so the cost
+    // is that of the kept ones).
     let approximate = total_first > budget;
+    let p = if approximate {
+        budget as f64 / total_first as f64
+    } else {
+        1.0
+    };
     let mut entries: Vec<u64> = Vec::new();
-    for &(lo, hi) in &ranges[first] {
-        let n = hi - lo;
-        if approximate {
-            let take = ((n as u128 * budget as u128).div_ceil(total_first as u128)) as u64;
-            entries.extend((0..take).map(|k| lo + (k as u128 * n as u128 / take as u128) as u64));
-        } else {
+    if approximate {
+        let mut rng = familiar::rng::SplitMix64::new(
+            options.seed ^ v.first_doc.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let ln_q = (-p).ln_1p();
+        // Index into the concatenated ranges of the clause.
+        let mut k: u64 = 0;
+        let gap = |rng: &mut familiar::rng::SplitMix64| -> u64 {
+            let u = 1.0 - rng.unit(); // (0, 1]
+            let g = (u.ln() / ln_q).floor();
+            if g.is_finite() && g < u64::MAX as f64 {
+                g as u64
+            } else {
+                u64::MAX
+            }
+        };
+        k = k.saturating_add(gap(&mut rng));
+        let mut base = 0u64;
+        for &(lo, hi) in &ranges[first] {
+            let n = hi - lo;
+            while k < base + n {
+                entries.push(lo + (k - base));
+                k = k.saturating_add(1).saturating_add(gap(&mut rng));
+            }
+            base += n;
+        }
+    } else {
+        for &(lo, hi) in &ranges[first] {
             entries.extend(lo..hi);
         }
     }
@@ -443,7 +502,8 @@ fn cnf_in_shard<T: Token>(
         }
     }
     // With sampling, the rarest clause's counts cover only the sampled occurrences; count them
-    // exactly in the surviving documents.
+    // exactly in the surviving documents, and with them each document's chance of being found.
+    let mut inclusion = Vec::new();
     if approximate {
         for (d, occ) in candidates.iter_mut() {
             let (s, e) = v.doc_span(*d)?;
@@ -451,6 +511,9 @@ fn cnf_in_shard<T: Token>(
                 .iter()
                 .map(|t| occurrences_in(&v.tokens[s..e], t))
                 .sum();
+            // 1 − (1 − p)^m, computed without cancellation for small p.
+            let m = occ[first] as f64;
+            inclusion.push(-((m * (-p).ln_1p()).exp_m1()));
         }
     }
     Ok(ShardCnf {
@@ -460,6 +523,7 @@ fn cnf_in_shard<T: Token>(
             .collect(),
         totals,
         approximate,
+        inclusion,
     })
 }
 
@@ -494,8 +558,27 @@ pub fn cnf(index: &Index, query: &Cnf, options: &CnfOptions) -> Result<CnfResult
         occurrences: 0,
         clause_totals: vec![0; k],
         approximate: false,
+        estimate: None,
         doc_ids: Vec::new(),
     };
+    // Horvitz–Thompson sums over every shard (a shard enumerated exactly has π = 1).
+    let mut est_docs = 0.0f64;
+    let mut est_var = 0.0f64;
+    let mut est_occ = vec![0.0f64; k];
+    for part in &parts {
+        for (i, (_, occ)) in part.docs.iter().enumerate() {
+            let pi = if part.approximate {
+                part.inclusion[i]
+            } else {
+                1.0
+            };
+            est_docs += 1.0 / pi;
+            est_var += (1.0 - pi) / (pi * pi);
+            for (e, &o) in est_occ.iter_mut().zip(occ) {
+                *e += o as f64 / pi;
+            }
+        }
+    }
     for part in parts {
         result.approximate |= part.approximate;
         for (t, p) in result.clause_totals.iter_mut().zip(&part.totals) {
@@ -512,5 +595,17 @@ pub fn cnf(index: &Index, query: &Cnf, options: &CnfOptions) -> Result<CnfResult
         }
     }
     result.occurrences = result.clause_occurrences.iter().sum();
+    if result.approximate {
+        let half = 1.959_963_984_540_054 * est_var.sqrt();
+        result.estimate = Some(CnfEstimate {
+            documents: est_docs,
+            documents_ci95: [
+                (est_docs - half).max(result.documents as f64),
+                est_docs + half,
+            ],
+            occurrences: est_occ.iter().sum(),
+            clause_occurrences: est_occ,
+        });
+    }
     Ok(result)
 }

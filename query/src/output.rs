@@ -207,13 +207,10 @@ impl Table {
                 Err(Error::Config("--format parquet needs --output FILE".into()))
             }
             (Format::Parquet, Some(path)) => self.write_parquet(path),
-            (_, Some(path)) => {
-                let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-                let mut w = std::io::BufWriter::new(f);
+            (_, Some(path)) => familiar::manifest::write_atomic_with(path, |w| {
+                let mut w = w;
                 self.write_text(format, &mut w)
-                    .and_then(|_| w.flush())
-                    .map_err(|e| Error::io(path, e))
-            }
+            }),
             (_, None) => {
                 let stdout = std::io::stdout();
                 let mut w = stdout.lock();
@@ -312,8 +309,8 @@ impl Table {
             .map_err(|e| Error::Bug(format!("result table: {e}")))
     }
 
-    /// Writes a Parquet file atomically: into `.tmp-NAME` beside it, then renamed, so a reader
-    /// never sees half a file.
+    /// Writes a Parquet file atomically: into a uniquely named temporary file beside it, then
+    /// renamed, so a reader never sees half a file and concurrent writers never mix.
     fn write_parquet(&self, path: &Path) -> Result<()> {
         let batch = self.to_record_batch()?;
         familiar_sql::output::write_parquet(path, &batch.schema(), std::slice::from_ref(&batch))

@@ -21,13 +21,17 @@ pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
 
 /// Claims `out` for `plan`: a directory whose `plan.json` equals `plan` is resumed, one with
 /// another plan is refused (`what` names the run, `settings` what the plan holds), and a new or
-/// empty directory gets `plan.json`. A non-empty directory without one is refused.
+/// empty directory gets `plan.json`. A non-empty directory without one is refused. The
+/// directory is locked ([`familiar::lock::DirLock`]) first: a second run into it fails with
+/// "in use by process N" until the returned guard is dropped.
 pub fn claim<P: Serialize + DeserializeOwned + PartialEq>(
     out: &Path,
     plan: &P,
     what: &str,
     settings: &str,
-) -> Result<()> {
+) -> Result<familiar::lock::DirLock> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let lock = familiar::lock::DirLock::acquire(out, what)?;
     let plan_path = out.join("plan.json");
     if plan_path.exists() {
         let old: P = read_json(&plan_path)?;
@@ -37,19 +41,24 @@ pub fn claim<P: Serialize + DeserializeOwned + PartialEq>(
                 out.display()
             )));
         }
-        return Ok(());
+        return Ok(lock);
     }
-    if out.exists()
-        && std::fs::read_dir(out)
-            .map_err(|e| Error::io(out, e))?
-            .next()
-            .is_some()
-    {
+    for entry in std::fs::read_dir(out).map_err(|e| Error::io(out, e))? {
+        let entry = entry.map_err(|e| Error::io(out, e))?;
+        let name = entry.file_name();
+        if familiar::lock::is_lock_file(&name) {
+            continue;
+        }
+        if familiar::manifest::is_temp_name(&name) {
+            // A leftover of an interrupted write of plan.json: ours to remove.
+            let _ = std::fs::remove_file(entry.path());
+            continue;
+        }
         return Err(Error::Query(format!(
             "{} is not empty and holds no {what} (plan.json); use a new directory",
             out.display()
         )));
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    write_json(&plan_path, plan)
+    write_json(&plan_path, plan)?;
+    Ok(lock)
 }

@@ -11,6 +11,9 @@
 //! `tokenizer.json`) that `transformers` loads as `GPT2LMHeadModel`; beside them
 //! `optimizer.safetensors` (AdamW moments) and `trainer_state.json` (step, random state, options,
 //! loss history) make a stopped run resume where it was, with the same batches.
+//!
+//! A non-finite loss, gradient norm or updated weight stops the run with an error naming the
+//! step ([`Error::NonFinite`]); the checkpoint on disk stays the last good one.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,6 +21,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use familiar::index::{Index, ShardTokens};
+use familiar::model::finite;
 use familiar::model::transformer::{candle_error, log_softmax_last, LoadOptions};
 use familiar::model::{Capture, Transformer};
 use familiar::rng::SplitMix64;
@@ -308,19 +312,40 @@ impl AdamW {
                     .ok_or_else(|| Error::Bug(format!("no gradient for {name}")))?,
             );
         }
+        let square_sum = |g: &Tensor| -> candle_core::Result<f64> {
+            let s = f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+            if s.is_infinite() {
+                // Finite gradients whose squares overflow f32: clipping handles them.
+                g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()
+            } else {
+                Ok(s)
+            }
+        };
         let norm: f64 = gs
             .iter()
-            .map(|g| {
-                g.sqr()
-                    .and_then(|s| s.sum_all())
-                    .and_then(|s| s.to_scalar::<f32>())
-            })
-            .collect::<candle_core::Result<Vec<f32>>>()
+            .map(square_sum)
+            .collect::<candle_core::Result<Vec<f64>>>()
             .map_err(candle_error("gradient norm"))?
             .iter()
-            .map(|&x| f64::from(x))
             .sum::<f64>()
             .sqrt();
+        // A NaN norm fails `norm > clip` and would write NaN into every weight.
+        if !norm.is_finite() {
+            let name = gs
+                .iter()
+                .zip(&model.vars)
+                .find_map(|(g, (name, _))| {
+                    square_sum(g)
+                        .ok()
+                        .filter(|s| !s.is_finite())
+                        .map(|_| name.as_str())
+                })
+                .unwrap_or("?");
+            return Err(finite::value_error(
+                format!("the gradient norm (first non-finite gradient: `{name}`)"),
+                norm,
+            ));
+        }
         if norm > clip {
             let s = clip / norm;
             gs = gs
@@ -551,10 +576,17 @@ pub fn train_on(
     let started = Instant::now();
     let mut tokens_now = 0u64;
     let last = stop_after.map_or(options.steps, |s| s.min(options.steps));
+    // The step of the newest checkpoint in `out` (0: the initial weights).
+    let mut saved = state.step;
     while state.step < last {
         let windows = data.batch(&mut rng, options.batch, options.context + 1);
+        let step = state.step + 1;
+        // A non-finite loss stops the run before the update, keeping the last checkpoint.
+        let at_step = |e: Error| diverged(e, step, out, saved);
         let l = loss(&model, &windows)?;
-        state.step += 1;
+        let lv = f64::from(l.to_scalar::<f32>().map_err(candle_error("loss"))?);
+        finite::check_value("the training loss", lv).map_err(at_step)?;
+        state.step = step;
         let lr = learning_rate(options, state.step);
         adam.update(
             &model,
@@ -563,8 +595,8 @@ pub fn train_on(
             lr,
             options.weight_decay,
             options.clip,
-        )?;
-        let lv = f64::from(l.to_scalar::<f32>().map_err(candle_error("loss"))?);
+        )
+        .map_err(at_step)?;
         state.losses.push(lv);
         let n = (options.batch * options.context) as u64;
         state.tokens += n;
@@ -577,7 +609,8 @@ pub fn train_on(
             tokens_now as f64 / started.elapsed().as_secs_f64().max(1e-9)
         ));
         if state.step % options.checkpoint_every.max(1) == 0 || state.step == last {
-            checkpoint(out, &model, &adam, &state)?;
+            checkpoint(out, &model, &adam, &state).map_err(at_step)?;
+            saved = state.step;
         }
     }
     bar.finish_and_clear();
@@ -610,9 +643,33 @@ fn write_model(
     familiar::manifest::write_atomic(&out.join("tokenizer.json"), &bytes)
 }
 
+/// `e` (a non-finite value at `step`) naming the step and the checkpoint `out` keeps.
+fn diverged(e: Error, step: u64, out: &Path, saved: u64) -> Error {
+    let kept = if saved == 0 {
+        "its initial weights".to_string()
+    } else {
+        format!("the checkpoint of step {saved}")
+    };
+    match e {
+        Error::NonFinite(m) => Error::NonFinite(format!(
+            "step {step}: {m}; stopped without writing a checkpoint ({} keeps {kept})",
+            out.display()
+        )),
+        other => other,
+    }
+}
+
 /// Writes the model, the optimizer state and then the trainer state (last: it marks the
-/// checkpoint complete).
+/// checkpoint complete). Weights that are not finite are an error, and nothing is written.
 fn checkpoint(out: &Path, model: &Transformer, adam: &AdamW, state: &TrainerState) -> Result<()> {
+    for (name, v) in &model.vars {
+        if let Some(bad) = finite::scan_tensor(v.as_tensor())? {
+            return Err(finite::values_error(
+                format!("the updated weight `{name}`"),
+                &bad,
+            ));
+        }
+    }
     let weights: HashMap<String, Tensor> = model
         .vars
         .iter()

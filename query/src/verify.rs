@@ -55,7 +55,9 @@ pub fn verify(dir: &Path, options: VerifyOptions) -> VerifyReport {
         let sdir = dir.join(&entry.dir);
         // The shard manifest first: if it was edited, blame it rather than the files it describes.
         let mpath = sdir.join(familiar::manifest::MANIFEST_FILE);
-        match std::fs::read(&mpath) {
+        // Regular files of bounded size only: a FIFO or `/dev/zero` in its place is a problem
+        // reported, not a hang.
+        match familiar::manifest::read_regular(&mpath, familiar::manifest::MAX_MANIFEST_BYTES) {
             Ok(bytes) if familiar::checksum::of_bytes(&bytes) != entry.manifest_checksum => {
                 report.problems.push(format!(
                     "{}: does not match the checksum recorded for it in the index manifest",
@@ -65,7 +67,7 @@ pub fn verify(dir: &Path, options: VerifyOptions) -> VerifyReport {
             }
             Ok(_) => {}
             Err(e) => {
-                report.problems.push(format!("{}: {e}", mpath.display()));
+                report.problems.push(e.to_string());
                 continue;
             }
         }
@@ -74,7 +76,7 @@ pub fn verify(dir: &Path, options: VerifyOptions) -> VerifyReport {
         }
     }
     let tok_path = dir.join(&manifest.tokenizer.file);
-    match familiar::checksum::of_file(&tok_path) {
+    match familiar::manifest::checksum_regular(&tok_path, None) {
         Ok((h, _)) if h != manifest.tokenizer.hash => report.problems.push(format!(
             "{}: hash {h} differs from {} in the manifest",
             tok_path.display(),

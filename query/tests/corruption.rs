@@ -222,6 +222,7 @@ fn query_battery(index: &Index, alphabet: &[u32]) -> Option<String> {
             let opts = ngram::CnfOptions {
                 max_occurrences,
                 list_documents: 5,
+                seed: 0,
             };
             note(run(format!("cnf {clauses:?} {max_occurrences:?}"), &|| {
                 ngram::cnf(index, &q, &opts).is_ok()

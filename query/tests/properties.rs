@@ -378,11 +378,13 @@ fn check_cnf(index: &Index, model: &Model, clauses: &[Vec<Vec<u32>>], seed: &Cnf
         occurrences: want.clause_occurrences.iter().sum(),
         clause_totals: want.clause_totals.clone(),
         approximate: false,
+        estimate: None,
         doc_ids: want.matching.iter().copied().take(list).collect(),
     };
     let opts = CnfOptions {
         max_occurrences: None,
         list_documents: list,
+        seed: 0,
     };
     let got = ngram::cnf(index, &query, &opts).unwrap_or_else(|e| panic!("cnf {clauses:?}: {e}"));
     assert_eq!(got, exact, "cnf {clauses:?} (no sampling), list {list}");
@@ -393,6 +395,7 @@ fn check_cnf(index: &Index, model: &Model, clauses: &[Vec<Vec<u32>>], seed: &Cnf
     let opts = CnfOptions {
         max_occurrences: Some(budget),
         list_documents: list,
+        seed: seed.max_occurrences ^ 0x5eed,
     };
     let got = ngram::cnf(index, &query, &opts)
         .unwrap_or_else(|e| panic!("cnf {clauses:?} budget {budget}: {e}"));
@@ -437,6 +440,23 @@ fn check_cnf(index: &Index, model: &Model, clauses: &[Vec<Vec<u32>>], seed: &Cnf
         got.clause_occurrences.iter().sum::<u64>(),
         "{ctx}"
     );
+    // The estimate: present, at least what was found (each found document counts 1/π ≥ 1),
+    // its interval around it and starting no lower than the exact lower bound.
+    let e = got
+        .estimate
+        .as_ref()
+        .expect("a sampled answer carries an estimate");
+    let found = got.documents as f64;
+    assert!(e.documents >= found - 1e-9, "{ctx}");
+    assert!(e.documents_ci95[0] >= found - 1e-9, "{ctx}");
+    assert!(e.documents_ci95[0] <= e.documents + 1e-9, "{ctx}");
+    assert!(e.documents_ci95[1] >= e.documents - 1e-9, "{ctx}");
+    for c in 0..clauses.len() {
+        assert!(
+            e.clause_occurrences[c] >= got.clause_occurrences[c] as f64 - 1e-9,
+            "{ctx}"
+        );
+    }
     if got.doc_ids.len() as u64 == got.documents {
         // Every found document is listed: its counts must be exact.
         let mut occ = vec![0u64; clauses.len()];
@@ -588,4 +608,76 @@ fn locate_with_unbounded_limit() {
             assert_eq!(page.hits.len() as u64, total, "{pattern:?} limit {limit}");
         }
     }
+}
+
+/// Sampled CNF answers are unbiased: over many seeds, the mean estimate of the matching
+/// documents (and occurrences) is the true number (brute force), and the 95 % interval holds it
+/// about 95 % of the time. A corpus where the rarest clause has many occurrences per document in
+/// some documents and one in others (unequal inclusion probabilities).
+#[test]
+fn sampled_cnf_estimates_are_unbiased() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tokenizer = common::write_tokenizer(tmp.path(), 3);
+    let mut docs: Vec<Vec<u32>> = Vec::new();
+    let mut rng = familiar::rng::SplitMix64::new(7);
+    for _ in 0..400 {
+        let len = 3 + rng.below(40) as usize;
+        docs.push(
+            (0..len)
+                .map(|_| (rng.below(10) < 8) as u32 + (rng.below(10) == 0) as u32)
+                .collect(),
+        );
+    }
+    let model = Model::new(&docs, 3, 1_000_000);
+    let index = common::build_and_open(&tokenizer, &tmp.path().join("index"), &docs, 1_000_000);
+    // Clause 1: token 2 (rare-ish, the one sampled); clause 2: "1 0" or "0 0".
+    let clauses = vec![vec![vec![2u32]], vec![vec![1, 0], vec![0, 0]]];
+    let want = model.cnf(&clauses);
+    let total_first: u64 = want.clause_totals[0];
+    assert!(
+        want.documents > 50 && total_first > 200,
+        "{:?}",
+        want.clause_totals
+    );
+    let runs = 300;
+    let (mut sum_docs, mut sum_occ, mut covered) = (0.0, 0.0, 0);
+    for seed in 0..runs {
+        let got = ngram::cnf(
+            &index,
+            &Cnf {
+                clauses: clauses.clone(),
+            },
+            &CnfOptions {
+                max_occurrences: Some(total_first / 4),
+                list_documents: 0,
+                seed,
+            },
+        )
+        .expect("cnf");
+        assert!(got.approximate);
+        let e = got.estimate.expect("estimate");
+        sum_docs += e.documents;
+        sum_occ += e.occurrences;
+        let truth = want.documents as f64;
+        if e.documents_ci95[0] <= truth && truth <= e.documents_ci95[1] {
+            covered += 1;
+        }
+    }
+    let mean_docs = sum_docs / runs as f64;
+    let mean_occ = sum_occ / runs as f64;
+    let true_occ: u64 = want.clause_occurrences.iter().sum();
+    // Standard error of the mean over 300 runs is well under 1 %; allow 3 %.
+    assert!(
+        (mean_docs / want.documents as f64 - 1.0).abs() < 0.03,
+        "mean estimate {mean_docs} vs {} documents",
+        want.documents
+    );
+    assert!(
+        (mean_occ / true_occ as f64 - 1.0).abs() < 0.03,
+        "mean estimate {mean_occ} vs {true_occ} occurrences"
+    );
+    assert!(
+        (0.85..=1.0).contains(&(covered as f64 / runs as f64)),
+        "95% interval held the truth in {covered} of {runs} runs"
+    );
 }

@@ -1,15 +1,88 @@
 //! JSON-lines reader (plain, zstd, gzip).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{flatten_metadata, CountingReader, Document, Fields, InputFormat, RecordSource};
+use xxhash_rust::xxh3::Xxh3;
+
+use super::{flatten_metadata, Document, Fields, InputFormat, RecordSource};
 use crate::error::{Error, IoContext, Result};
 
+/// The raw file under the decompressor: counts (for progress) and hashes every byte read from
+/// disk, so the whole file's fingerprint costs no second pass.
+pub(super) struct HashingReader {
+    file: std::fs::File,
+    hasher: Box<Xxh3>,
+    counter: Arc<AtomicU64>,
+}
+
+impl HashingReader {
+    pub(super) fn new(file: std::fs::File, counter: Arc<AtomicU64>) -> Self {
+        HashingReader {
+            file,
+            hasher: Box::new(Xxh3::new()),
+            counter,
+        }
+    }
+
+    /// Reads what is left of the file and returns the xxh3 of all of its bytes.
+    fn finish(mut self, path: &Path) -> Result<u64> {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = self.read(&mut buf).at(path)?;
+            if n == 0 {
+                return Ok(self.hasher.digest());
+            }
+        }
+    }
+}
+
+impl Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The decoded line stream, kept concrete so that the raw reader can be taken back at the end.
+enum Stream {
+    /// A 0-byte file (whatever its compression: a decoder would call it truncated).
+    Empty(HashingReader, std::io::Empty),
+    Plain(BufReader<HashingReader>),
+    Zstd(BufReader<zstd::Decoder<'static, BufReader<HashingReader>>>),
+    Gz(Box<BufReader<flate2::read::MultiGzDecoder<HashingReader>>>),
+    /// The raw reader was taken back.
+    Done(std::io::Empty),
+}
+
+impl Stream {
+    fn reader(&mut self) -> &mut dyn BufRead {
+        match self {
+            Stream::Empty(_, e) | Stream::Done(e) => e,
+            Stream::Plain(r) => r,
+            Stream::Zstd(r) => r,
+            Stream::Gz(r) => r.as_mut(),
+        }
+    }
+
+    /// The raw reader, after the decoded stream ended.
+    fn into_raw(self) -> Option<HashingReader> {
+        match self {
+            Stream::Empty(r, _) => Some(r),
+            Stream::Plain(r) => Some(r.into_inner()),
+            Stream::Zstd(r) => Some(r.into_inner().finish().into_inner()),
+            Stream::Gz(r) => Some(r.into_inner().into_inner()),
+            Stream::Done(_) => None,
+        }
+    }
+}
+
 pub(super) struct JsonlSource {
-    reader: Box<dyn BufRead + Send>,
+    stream: Stream,
     path: PathBuf,
     file_name: String,
     index: usize,
@@ -17,6 +90,8 @@ pub(super) struct JsonlSource {
     line: u64,
     buf: Vec<u8>,
     failed: bool,
+    /// xxh3 of the (decompressed) bytes of the lines consumed so far, terminators included.
+    lines: Box<Xxh3>,
 }
 
 impl JsonlSource {
@@ -28,30 +103,28 @@ impl JsonlSource {
         skip: u64,
         counter: Arc<AtomicU64>,
     ) -> Result<JsonlSource> {
-        let file = std::fs::File::open(path).at(path)?;
-        // A 0-byte file is an empty input whatever its compression (a decoder would call it truncated).
-        let empty = file.metadata().at(path)?.len() == 0;
-        let raw = CountingReader::new(file, counter);
-        let reader: Box<dyn BufRead + Send> = match format {
-            _ if empty => Box::new(std::io::empty()),
+        let (file, len) = crate::manifest::open_regular(path)?;
+        let raw = HashingReader::new(file, counter);
+        let stream = match format {
+            _ if len == 0 => Stream::Empty(raw, std::io::empty()),
             InputFormat::JsonlZst => {
                 let dec = zstd::Decoder::new(raw).map_err(|e| {
                     Error::input(path, 0, format!("cannot start zstd decoding: {e}"))
                 })?;
-                Box::new(BufReader::with_capacity(1 << 20, dec))
+                Stream::Zstd(BufReader::with_capacity(1 << 20, dec))
             }
-            InputFormat::JsonlGz => Box::new(BufReader::with_capacity(
+            InputFormat::JsonlGz => Stream::Gz(Box::new(BufReader::with_capacity(
                 1 << 20,
                 flate2::read::MultiGzDecoder::new(raw),
-            )),
-            _ => Box::new(BufReader::with_capacity(1 << 20, raw)),
+            ))),
+            _ => Stream::Plain(BufReader::with_capacity(1 << 20, raw)),
         };
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut src = JsonlSource {
-            reader,
+            stream,
             path: path.to_path_buf(),
             file_name,
             index,
@@ -59,44 +132,55 @@ impl JsonlSource {
             line: 0,
             buf: Vec::new(),
             failed: false,
+            lines: Box::new(Xxh3::new()),
         };
-        // Resuming: skip whole lines without parsing them.
+        // Resuming: skip whole lines without parsing them (hashing them, so that the caller can
+        // check them against the fingerprint the interrupted build recorded).
         while src.line < skip {
             src.buf.clear();
             let n = src.read_line()?;
             if n == 0 {
-                return Err(Error::input(
+                return Err(super::changed_since(
                     path,
-                    src.line,
-                    format!("file has only {} lines but the build resumes after line {skip}; it changed since", src.line),
+                    format!(
+                        "it has only {} lines, but the build resumes after line {skip}",
+                        src.line
+                    ),
                 ));
             }
         }
         Ok(src)
     }
 
-    /// Reads one physical line into `buf`, counting it. Errors are stream errors (decompression,
-    /// I/O); decoding runs ahead of parsing, so they name the last line read intact.
+    /// Reads one physical line into `buf`, counting and hashing it. Errors are stream errors
+    /// (decompression, I/O); decoding runs ahead of parsing, so they name the last line read
+    /// intact.
     fn read_line(&mut self) -> Result<usize> {
-        let n = self.reader.read_until(b'\n', &mut self.buf).map_err(|e| {
-            let what = match e.kind() {
-                std::io::ErrorKind::InvalidData
-                | std::io::ErrorKind::UnexpectedEof
-                | std::io::ErrorKind::Other => "corrupt or truncated compressed data",
-                _ => "read error",
-            };
-            let after = if self.line == 0 {
-                "at the start".to_string()
-            } else {
-                format!("after line {}", self.line)
-            };
-            Error::Io {
-                path: self.path.clone(),
-                error: std::io::Error::new(e.kind(), format!("{what} {after}: {e}")),
-            }
-        })?;
+        let start = self.buf.len();
+        let n = self
+            .stream
+            .reader()
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|e| {
+                let what = match e.kind() {
+                    std::io::ErrorKind::InvalidData
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::Other => "corrupt or truncated compressed data",
+                    _ => "read error",
+                };
+                let after = if self.line == 0 {
+                    "at the start".to_string()
+                } else {
+                    format!("after line {}", self.line)
+                };
+                Error::Io {
+                    path: self.path.clone(),
+                    error: std::io::Error::new(e.kind(), format!("{what} {after}: {e}")),
+                }
+            })?;
         if n > 0 {
             self.line += 1;
+            self.lines.update(&self.buf[start..]);
         }
         Ok(n)
     }
@@ -234,6 +318,20 @@ impl RecordSource for JsonlSource {
 
     fn consumed(&self) -> u64 {
         self.line
+    }
+
+    fn consumed_xxh3(&self) -> u64 {
+        self.lines.digest()
+    }
+
+    fn file_xxh3(&mut self) -> Result<u64> {
+        match std::mem::replace(&mut self.stream, Stream::Done(std::io::empty())).into_raw() {
+            Some(raw) => raw.finish(&self.path),
+            None => Err(Error::Bug(format!(
+                "{}: the file's fingerprint was asked for twice",
+                self.path.display()
+            ))),
+        }
     }
 }
 

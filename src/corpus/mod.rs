@@ -8,6 +8,16 @@
 //! - Parquet (`.parquet`), one document per row;
 //! - plain text (`.txt`), one document per file.
 //!
+//! Inputs must be regular files (symbolic links to them are followed): a FIFO or a device is
+//! refused when the inputs are expanded, since a build reads its inputs again when it resumes and
+//! records their sizes and fingerprints.
+//!
+//! While a file is read, the reader computes two fingerprints (xxh3, no second pass over the
+//! data): the whole file's bytes as stored, hashed under the decompressor
+//! ([`Fingerprints`], known once the file has been read to its end), and the records consumed so
+//! far ([`CorpusReader::consumed_fingerprint`]), which a shard records where it ends and a
+//! resumed build checks ([`CorpusReader::expect_at_cursor`]).
+//!
 //! Fields are Dolma's by default (`id`, `text`, `source`, `metadata`) and can be renamed. Records
 //! carry their file and 1-based line (or row) so every error names where it happened. Blank JSONL
 //! lines are not records. Malformed records fail the read unless the caller asked to skip them, in
@@ -19,7 +29,7 @@ mod parquet_reader;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::InputCursor;
@@ -144,7 +154,8 @@ pub fn expand_inputs<S: AsRef<str>>(specs: &[S]) -> Result<ExpandedInputs> {
                     format!("unrecognized file type; expected {SUPPORTED}"),
                 )
             })?;
-            let meta = std::fs::metadata(&p).at(&p)?;
+            // Regular files only: refused here, before any FIFO is opened (which would block).
+            let (_, bytes) = crate::manifest::open_regular(&p)?;
             let canonical = std::fs::canonicalize(&p).at(&p)?;
             if !seen.insert(canonical) {
                 return Err(Error::Config(format!(
@@ -155,7 +166,7 @@ pub fn expand_inputs<S: AsRef<str>>(specs: &[S]) -> Result<ExpandedInputs> {
             out.files.push(InputFile {
                 path: p,
                 format,
-                bytes: meta.len(),
+                bytes,
             });
         }
     }
@@ -236,6 +247,53 @@ trait RecordSource: Send {
     fn next_record(&mut self) -> Option<Result<Document>>;
     /// Records consumed so far (lines or rows), which a cursor can skip back to.
     fn consumed(&self) -> u64;
+    /// Fingerprint of what has been consumed so far, a function of the file's contents and
+    /// [`RecordSource::consumed`] only (never of how far decoding has read ahead): JSONL, the
+    /// xxh3 of the decompressed bytes of the lines consumed (terminators included; for an
+    /// uncompressed file, its first bytes); Parquet and text files, the xxh3 of the whole file
+    /// (hashed when opened).
+    fn consumed_xxh3(&self) -> u64;
+    /// The xxh3 of the whole file's bytes as stored; called once, after the last record (reads
+    /// whatever decoding left unread, usually nothing).
+    fn file_xxh3(&mut self) -> Result<u64>;
+}
+
+/// The error of a resumed build whose input differs from what the interrupted build read:
+/// "input X changed since the interrupted build (DETAIL); rerun with --restart to start over".
+pub fn changed_since(path: &Path, detail: impl std::fmt::Display) -> Error {
+    Error::Config(format!(
+        "input {} changed since the interrupted build ({detail}); rerun with --restart to start over",
+        path.display()
+    ))
+}
+
+/// Whole-file fingerprints (xxh3 of the bytes as stored) of a reader's inputs, filled in as each
+/// file is read to its end; shared with whoever records them (a handle, like
+/// [`CorpusReader::bytes_read`]).
+#[derive(Debug, Clone, Default)]
+pub struct Fingerprints(Arc<Mutex<Vec<Option<u64>>>>);
+
+impl Fingerprints {
+    fn new(files: usize) -> Fingerprints {
+        Fingerprints(Arc::new(Mutex::new(vec![None; files])))
+    }
+
+    /// The fingerprint of input `file`, once it has been read to its end.
+    pub fn get(&self, file: usize) -> Option<u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(file)
+            .copied()
+            .flatten()
+    }
+
+    fn set(&self, file: usize, xxh3: u64) {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = v.get_mut(file) {
+            *slot = Some(xxh3);
+        }
+    }
 }
 
 /// Streams documents from a list of input files, starting at a cursor.
@@ -252,6 +310,9 @@ pub struct CorpusReader {
     skipped: u64,
     empty_inputs: Vec<PathBuf>,
     bytes_read: Arc<AtomicU64>,
+    fingerprints: Fingerprints,
+    /// What the records before the cursor must hash to (`xxh3:<hex>`), checked once re-read.
+    expect_at_cursor: Option<String>,
 }
 
 impl std::fmt::Debug for CorpusReader {
@@ -277,6 +338,7 @@ pub struct ReadOptions {
 impl CorpusReader {
     /// A reader over `files` starting at `cursor`.
     pub fn new(files: Vec<InputFile>, options: ReadOptions, cursor: InputCursor) -> CorpusReader {
+        let files_len = files.len();
         CorpusReader {
             files,
             fields: options.fields,
@@ -288,7 +350,33 @@ impl CorpusReader {
             skipped: 0,
             empty_inputs: Vec::new(),
             bytes_read: Arc::new(AtomicU64::new(0)),
+            fingerprints: Fingerprints::new(files_len),
+            expect_at_cursor: None,
         }
+    }
+
+    /// Checks, when the file at the starting cursor has been re-read up to the cursor, that its
+    /// records so far have the fingerprint `xxh3` (`xxh3:<hex>`, what the shard that ended there
+    /// recorded; see [`CorpusReader::consumed_fingerprint`]). A mismatch is an error naming the
+    /// file: the interrupted build read other contents. Has no effect when the cursor is at the
+    /// start of a file (nothing of it was read).
+    pub fn expect_at_cursor(mut self, xxh3: impl Into<String>) -> CorpusReader {
+        self.expect_at_cursor = Some(xxh3.into());
+        self
+    }
+
+    /// The fingerprint of the records of the current file consumed so far, i.e. up to and
+    /// including the document last returned (see [`CorpusReader::cursor`]); `None` before the
+    /// first document of a file. Depends only on the file's contents and the cursor.
+    pub fn consumed_fingerprint(&self) -> Option<u64> {
+        self.current
+            .as_ref()
+            .map(|(_, src, _, _)| src.consumed_xxh3())
+    }
+
+    /// Whole-file fingerprints, filled in as files are read to their ends.
+    pub fn fingerprints(&self) -> Fingerprints {
+        self.fingerprints.clone()
     }
 
     /// Where the next document will be read from: everything before it has been consumed.
@@ -354,7 +442,29 @@ impl Iterator for CorpusReader {
                     return None;
                 }
                 let skip = std::mem::take(&mut self.start_record);
-                match self.open(self.next_file, skip) {
+                let expected = self.expect_at_cursor.take();
+                let opened = self
+                    .open(self.next_file, skip)
+                    .and_then(|src| match expected {
+                        Some(want) if skip > 0 => {
+                            let now = crate::manifest::fingerprint(src.consumed_xxh3());
+                            if now != want {
+                                let unit = match self.files[self.next_file].format {
+                                    InputFormat::Parquet | InputFormat::Text => {
+                                        "for the file".to_string()
+                                    }
+                                    _ => format!("for its first {skip} lines"),
+                                };
+                                return Err(changed_since(
+                                    &self.files[self.next_file].path,
+                                    format!("{want} recorded {unit}, {now} now"),
+                                ));
+                            }
+                            Ok(src)
+                        }
+                        _ => Ok(src),
+                    });
+                match opened {
                     Ok(src) => self.current = Some((self.next_file, src, 0, skip == 0)),
                     Err(e) => {
                         self.next_file = self.files.len();
@@ -383,6 +493,14 @@ impl Iterator for CorpusReader {
                 }
                 None => {
                     let (index, docs, from_start) = (*index, *docs, *from_start);
+                    match src.file_xxh3() {
+                        Ok(h) => self.fingerprints.set(index, h),
+                        Err(e) => {
+                            self.next_file = self.files.len();
+                            self.current = None;
+                            return Some(Err(e));
+                        }
+                    }
                     self.current = None;
                     // A file read from its start that held no records (blank lines aside) is empty.
                     if docs == 0 && from_start {
@@ -403,47 +521,35 @@ impl Iterator for CorpusReader {
     }
 }
 
-/// A `Read` that adds the bytes it reads to a shared counter.
-pub(crate) struct CountingReader<R> {
-    inner: R,
-    counter: Arc<AtomicU64>,
-}
-
-impl<R> CountingReader<R> {
-    pub(crate) fn new(inner: R, counter: Arc<AtomicU64>) -> Self {
-        CountingReader { inner, counter }
-    }
-}
-
-impl<R: std::io::Read> std::io::Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.counter.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
 /// A plain-text file: one document whose id is the path.
 struct TextSource {
     doc: Option<Result<Document>>,
     consumed: u64,
+    xxh3: u64,
 }
 
 impl TextSource {
     fn open(path: &Path, index: usize, skip: u64, counter: Arc<AtomicU64>) -> Result<TextSource> {
+        use std::io::Read;
+        let (file, len) = crate::manifest::open_regular(path)?;
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.take(len).read_to_end(&mut bytes).at(path)?;
+        counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let xxh3 = xxhash_rust::xxh3::xxh3_64(&bytes);
         if skip > 0 {
+            // Resumed past it: read only to check its fingerprint.
             return Ok(TextSource {
                 doc: None,
                 consumed: 1,
+                xxh3,
             });
         }
-        let bytes = std::fs::read(path).at(path)?;
-        counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if bytes.is_empty() {
             // No document at all: an empty input, like a JSONL file without records.
             return Ok(TextSource {
                 doc: None,
                 consumed: 0,
+                xxh3,
             });
         }
         let doc = match String::from_utf8(bytes) {
@@ -467,6 +573,7 @@ impl TextSource {
         Ok(TextSource {
             doc: Some(doc),
             consumed: 0,
+            xxh3,
         })
     }
 }
@@ -479,6 +586,12 @@ impl RecordSource for TextSource {
     }
     fn consumed(&self) -> u64 {
         self.consumed
+    }
+    fn consumed_xxh3(&self) -> u64 {
+        self.xxh3
+    }
+    fn file_xxh3(&mut self) -> Result<u64> {
+        Ok(self.xxh3)
     }
 }
 

@@ -22,6 +22,8 @@ pub(super) struct ParquetSource {
     row_in_batch: usize,
     row: u64,
     failed: bool,
+    /// xxh3 of the whole file.
+    xxh3: u64,
 }
 
 impl ParquetSource {
@@ -32,8 +34,35 @@ impl ParquetSource {
         skip: u64,
         counter: Arc<AtomicU64>,
     ) -> Result<ParquetSource> {
-        let file = std::fs::File::open(path).at(path)?;
-        let bytes = file.metadata().at(path)?.len();
+        let (mut file, bytes) = crate::manifest::open_regular(path)?;
+        // Parquet is read by column chunk, at offsets from the footer, not front to back: hash
+        // the file in one sequential pass first (which also brings it into the page cache the
+        // column reads then hit). The fingerprint covers the whole file, so a resumed build
+        // compares it whole (see `RecordSource::consumed_xxh3`).
+        let xxh3 = {
+            use std::io::{Read, Seek};
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut read = 0u64;
+            loop {
+                let n = file.read(&mut buf).at(path)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                read += n as u64;
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            if read != bytes {
+                return Err(Error::input(
+                    path,
+                    0,
+                    format!("changed while being read ({bytes} bytes, then {read})"),
+                ));
+            }
+            file.seek(std::io::SeekFrom::Start(0)).at(path)?;
+            hasher.digest()
+        };
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| Error::input(path, 0, format!("not a readable Parquet file: {e}")))?;
         let schema = builder.schema().clone();
@@ -65,10 +94,9 @@ impl ParquetSource {
         }
         let total = builder.metadata().file_metadata().num_rows().max(0) as u64;
         if skip > total {
-            return Err(Error::input(
+            return Err(super::changed_since(
                 path,
-                0,
-                format!("file has {total} rows but the build resumes after row {skip}; it changed since"),
+                format!("it has {total} rows, but the build resumes after row {skip}"),
             ));
         }
         let reader = builder
@@ -76,8 +104,6 @@ impl ParquetSource {
             .with_offset(skip as usize)
             .build()
             .map_err(|e| Error::input(path, 0, format!("cannot read Parquet: {e}")))?;
-        // Parquet is read in column chunks; count the file once, up front, for progress.
-        counter.fetch_add(bytes, Ordering::Relaxed);
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -92,6 +118,7 @@ impl ParquetSource {
             row_in_batch: 0,
             row: skip,
             failed: false,
+            xxh3,
         })
     }
 
@@ -196,5 +223,13 @@ impl RecordSource for ParquetSource {
 
     fn consumed(&self) -> u64 {
         self.row
+    }
+
+    fn consumed_xxh3(&self) -> u64 {
+        self.xxh3
+    }
+
+    fn file_xxh3(&mut self) -> Result<u64> {
+        Ok(self.xxh3)
     }
 }

@@ -33,6 +33,7 @@ pub mod store;
 use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
 
+use crate::model::finite;
 use crate::model::transformer::{candle_error, log_softmax_last, LinearGroup, HEAD};
 use crate::model::{Capture, Transformer};
 use crate::rng::SplitMix64;
@@ -232,20 +233,36 @@ impl HeadFactor {
     }
 
     /// The factor over `examples`' predicted tokens under `model`: one forward pass per batch of
-    /// `batch` examples (right-padded, which causal attention leaves exact).
+    /// `batch` examples (right-padded, which causal attention leaves exact). Non-finite logits
+    /// are an error ([`Error::NonFinite`]) naming the example's index.
     pub fn of_examples(
         model: &Transformer,
         examples: &[Example],
         batch: usize,
     ) -> Result<HeadFactor> {
+        HeadFactor::of_examples_named(model, examples, batch, &|i| format!("example {i}"))
+    }
+
+    /// [`HeadFactor::of_examples`], errors naming example `i` (its index in `examples`) as
+    /// `name(i)`.
+    pub fn of_examples_named(
+        model: &Transformer,
+        examples: &[Example],
+        batch: usize,
+        name: &dyn Fn(usize) -> String,
+    ) -> Result<HeadFactor> {
         let vocab = model.config.vocab_size;
         let mut f = HeadFactor::zero(vocab);
-        let counted: Vec<&Example> = examples.iter().filter(|e| e.targets() > 0).collect();
+        let counted: Vec<(usize, &Example)> = examples
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.targets() > 0)
+            .collect();
         for group in counted.chunks(batch.max(1)) {
-            let t = group.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+            let t = group.iter().map(|(_, e)| e.ids.len()).max().unwrap_or(0);
             let ids: Vec<Vec<u32>> = group
                 .iter()
-                .map(|e| {
+                .map(|(_, e)| {
                     let mut v = e.ids.clone();
                     v.resize(t, 0);
                     v
@@ -258,10 +275,17 @@ impl HeadFactor {
                 .and_then(|l| l.to_vec3::<f32>())
                 .map_err(candle_error("output-head factor"))?;
             let mut exps = vec![0.0f32; vocab];
-            for (e, rows) in group.iter().zip(&logits) {
+            for ((i, e), rows) in group.iter().zip(&logits) {
                 for j in e.first_target.max(1)..e.ids.len() {
                     // The softmax of the logits predicting token j.
                     let row = &rows[j - 1];
+                    // A NaN sum would be written to the factor file and refused when read.
+                    if let Some(bad) = finite::scan(row) {
+                        return Err(finite::within(
+                            finite::values_error(format!("the logits predicting token {j}"), &bad),
+                            name(*i),
+                        ));
+                    }
                     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let mut z = 0.0f64;
                     for (x, &l) in exps.iter_mut().zip(row) {

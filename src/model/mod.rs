@@ -1,9 +1,10 @@
 //! Decoder language models in candle: Hugging Face checkpoints of GPT-2, GPT-NeoX (Pythia) and
 //! Llama-family models ([`config`], [`weights`]) run by one differentiable implementation
 //! ([`transformer`]) that can capture hidden states, MLP activations, and the inputs and output gradients of linear
-//! layers.
+//! layers; [`finite`] checks weights and outputs for NaN and infinities.
 
 pub mod config;
+pub mod finite;
 pub mod transformer;
 pub mod weights;
 

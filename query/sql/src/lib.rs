@@ -2,6 +2,13 @@
 //! registered by name, the documents table of an index attached directly, and the functions
 //! frequency studies need ([`udf`]: Spearman rank correlation, log-count bins).
 //!
+//! Sessions are read-only by default ([`SqlOptions`]): queries, `EXPLAIN`, session views
+//! (`CREATE VIEW`, `DROP VIEW`) and prepared statements run; statements that read files other
+//! than the registered tables, write files or change settings (`CREATE EXTERNAL TABLE`,
+//! `CREATE TABLE`, `INSERT`, `COPY`, `DROP TABLE`, `SET`, …) are refused unless
+//! [`SqlOptions::allow_writes`] is set. A memory limit (half the machine's memory unless set) and an
+//! optional time limit bound every statement.
+//!
 //! ```no_run
 //! # fn main() -> Result<(), familiar_sql::Error> {
 //! let mut sql = familiar_sql::Sql::new()?;
@@ -20,10 +27,15 @@ pub mod udf;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::prelude::SessionContext;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement};
+use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::DFParser;
 
 pub use tables::TableInfo;
@@ -55,6 +67,17 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// A statement the session's policy refuses (see [`SqlOptions::allow_writes`]).
+    #[error("{reason}: refused; {policy}")]
+    Refused {
+        /// What the statement would do.
+        reason: String,
+        /// What the session permits and how to change it.
+        policy: String,
+    },
+    /// A statement ran past a limit of the session and was stopped.
+    #[error("{0}")]
+    Limit(String),
     /// Anything else (formatting results, the runtime).
     #[error("{0}")]
     Other(String),
@@ -81,11 +104,73 @@ impl StatementResult {
     }
 }
 
+/// What a session permits and how much it may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlOptions {
+    /// Permit statements that read files other than the registered tables, write files or
+    /// change the session's settings: `CREATE EXTERNAL TABLE` (local paths only), `CREATE TABLE`
+    /// (in memory), `INSERT` (writes into a table's files), `COPY … TO` (writes a file),
+    /// `DROP TABLE`, `SET`/`RESET` (except `datafusion.runtime.*`, which would lift the memory
+    /// limit). Off by default: a read-only session runs queries, `EXPLAIN`, session views
+    /// (`CREATE VIEW`, `DROP VIEW`, which touch no file) and prepared statements.
+    pub allow_writes: bool,
+    /// The most memory, in bytes, that a statement's operators (sorts, joins, aggregations)
+    /// may hold; past it a statement spills where it can and otherwise fails with
+    /// [`Error::Limit`]. `None`: no limit.
+    pub memory_limit: Option<usize>,
+    /// The longest a statement may run before it is cancelled with [`Error::Limit`]. `None`: no
+    /// limit.
+    pub time_limit: Option<Duration>,
+}
+
+impl Default for SqlOptions {
+    /// Read-only, [`default_memory_limit`], no time limit.
+    fn default() -> SqlOptions {
+        SqlOptions {
+            allow_writes: false,
+            memory_limit: Some(default_memory_limit()),
+            time_limit: None,
+        }
+    }
+}
+
+/// The default memory limit: half of the machine's memory (`MemTotal` in `/proc/meminfo`), or
+/// 4 GiB where that cannot be read.
+pub fn default_memory_limit() -> usize {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib.saturating_mul(1024))
+    });
+    match total {
+        Some(bytes) if bytes > 0 => usize::try_from(bytes / 2).unwrap_or(usize::MAX),
+        _ => 4 << 30,
+    }
+}
+
+/// `bytes` for people: `512 MiB`, `1.5 GiB`.
+pub fn format_bytes(bytes: usize) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 /// A SQL session over familiar's tables.
 pub struct Sql {
     ctx: SessionContext,
     runtime: tokio::runtime::Runtime,
     tables: Vec<TableInfo>,
+    options: SqlOptions,
 }
 
 impl std::fmt::Debug for Sql {
@@ -102,15 +187,34 @@ impl Sql {
             .map_err(|e| Error::Other(format!("starting the query runtime: {e}")))
     }
 
-    /// A session with familiar's functions and no tables.
+    /// A read-only session with familiar's functions, no tables and the default limits
+    /// ([`SqlOptions::default`]).
     pub fn new() -> Result<Sql> {
-        let ctx = SessionContext::new();
+        Sql::with_options(SqlOptions::default())
+    }
+
+    /// A session with familiar's functions, no tables, and `options`.
+    pub fn with_options(options: SqlOptions) -> Result<Sql> {
+        let mut rt = RuntimeEnvBuilder::new();
+        if let Some(limit) = options.memory_limit {
+            rt = rt.with_memory_limit(limit, 1.0);
+        }
+        let rt = rt
+            .build_arc()
+            .map_err(|e| Error::Other(format!("making the SQL runtime: {e}")))?;
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), rt);
         udf::register(&ctx);
         Ok(Sql {
             ctx,
             runtime: Sql::runtime()?,
             tables: Vec::new(),
+            options,
         })
+    }
+
+    /// The session's options.
+    pub fn options(&self) -> &SqlOptions {
+        &self.options
     }
 
     /// A session whose queries run on a DataFusion Ballista cluster: `standalone` starts a
@@ -119,6 +223,14 @@ impl Sql {
     /// same paths by every executor.
     #[cfg(feature = "ballista")]
     pub fn ballista(url: &str) -> Result<Sql> {
+        Sql::ballista_with(url, SqlOptions::default())
+    }
+
+    /// [`Sql::ballista`] with `options`: the statement policy and the time limit hold for this
+    /// client; memory is limited on the executors (`familiar-ballista executor`), so
+    /// `options.memory_limit` is not used here.
+    #[cfg(feature = "ballista")]
+    pub fn ballista_with(url: &str, options: SqlOptions) -> Result<Sql> {
         let runtime = Sql::runtime()?;
         let ctx = if url == "standalone" {
             runtime.block_on(ballista::standalone())?
@@ -129,6 +241,10 @@ impl Sql {
             ctx,
             runtime,
             tables: Vec::new(),
+            options: SqlOptions {
+                memory_limit: None,
+                ..options
+            },
         })
     }
 
@@ -144,7 +260,14 @@ impl Sql {
 
     /// Registers every Parquet table under `dir` (see [`tables::discover`]) and returns them.
     pub fn register_dir(&mut self, dir: &Path) -> Result<Vec<TableInfo>> {
-        let found = tables::discover(dir)?;
+        self.register_dirs(std::slice::from_ref(&dir))
+    }
+
+    /// Registers every Parquet table under each of `dirs`, named apart across them (see
+    /// [`tables::discover_many`]: a name found under two directories gets each directory's
+    /// name as a prefix), and returns them.
+    pub fn register_dirs<P: AsRef<Path>>(&mut self, dirs: &[P]) -> Result<Vec<TableInfo>> {
+        let found = tables::discover_many(dirs)?;
         for t in &found {
             self.register(t.clone())?;
         }
@@ -197,23 +320,39 @@ impl Sql {
         }
     }
 
-    /// Runs every statement of `text` in order; the first failure stops it.
+    /// Runs every statement of `text` in order; the first failure stops it. Each statement is
+    /// checked against the session's policy before it runs, and runs within its limits.
     pub fn run(&self, text: &str) -> Result<Vec<StatementResult>> {
         let statements = DFParser::parse_sql(text).map_err(|e| self.sql_error(e))?;
         let mut out = Vec::with_capacity(statements.len());
         for statement in statements {
             let sql = statement.to_string();
-            let (schema, batches) = self
-                .runtime
-                .block_on(async {
-                    let state = self.ctx.state();
-                    let plan = state.statement_to_plan(statement).await?;
+            let work = async {
+                let state = self.ctx.state();
+                let plan = state
+                    .statement_to_plan(statement)
+                    .await
+                    .map_err(|e| self.df_error(e))?;
+                self.check(&plan)?;
+                let run = async {
                     let df = self.ctx.execute_logical_plan(plan).await?;
                     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
                     let batches = df.collect().await?;
-                    Ok::<_, datafusion::error::DataFusionError>((schema, batches))
-                })
-                .map_err(|e| self.sql_error(e))?;
+                    Ok::<_, DataFusionError>((schema, batches))
+                };
+                match self.options.time_limit {
+                    None => run.await.map_err(|e| self.df_error(e)),
+                    Some(limit) => match tokio::time::timeout(limit, run).await {
+                        Ok(r) => r.map_err(|e| self.df_error(e)),
+                        Err(_) => Err(Error::Limit(format!(
+                            "the statement ran past the time limit of {} s and was cancelled \
+                             (raise it with --time-limit, or SqlOptions::time_limit)",
+                            limit.as_secs_f64()
+                        ))),
+                    },
+                }
+            };
+            let (schema, batches) = self.runtime.block_on(work)?;
             out.push(StatementResult {
                 sql,
                 schema,
@@ -222,4 +361,113 @@ impl Sql {
         }
         Ok(out)
     }
+
+    /// DataFusion's error, with the memory limit named when that is what was hit.
+    fn df_error(&self, e: DataFusionError) -> Error {
+        if let DataFusionError::ResourcesExhausted(m) = e.find_root() {
+            let limit = match self.options.memory_limit {
+                Some(l) => format!("the memory limit of {}", format_bytes(l)),
+                None => "the memory available".into(),
+            };
+            return Error::Limit(format!(
+                "the statement needs more than {limit} (raise it with --memory-limit, or \
+                 SqlOptions::memory_limit): {m}"
+            ));
+        }
+        self.sql_error(e)
+    }
+
+    /// Refuses a plan that the session's policy does not permit (anywhere in it, subqueries and
+    /// `EXPLAIN ANALYZE` included).
+    pub fn check(&self, plan: &LogicalPlan) -> Result<()> {
+        let allow = self.options.allow_writes;
+        let mut refusal = None;
+        let _ = plan.apply_with_subqueries(|node| {
+            refusal = refusal_of(node, allow);
+            Ok(if refusal.is_some() {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Continue
+            })
+        });
+        match refusal {
+            None => Ok(()),
+            Some(reason) => Err(Error::Refused {
+                reason,
+                policy: if allow {
+                    "files are read and written at local paths only, and the session's limits \
+                     cannot be changed from SQL"
+                        .into()
+                } else {
+                    "this session is read-only: queries, EXPLAIN, CREATE VIEW and DROP VIEW run; \
+                     statements that read other files, write files or change settings need \
+                     --allow-writes (SqlOptions::allow_writes)"
+                        .into()
+                },
+            }),
+        }
+    }
+}
+
+/// Whether `location` is a local path (no URL scheme other than `file://`).
+fn is_local(location: &str) -> bool {
+    match location.split_once("://") {
+        None => true,
+        Some((scheme, _)) => scheme.eq_ignore_ascii_case("file"),
+    }
+}
+
+/// Why one plan node is refused, or `None`.
+fn refusal_of(node: &LogicalPlan, allow_writes: bool) -> Option<String> {
+    let refuse = |what: &str| (!allow_writes).then(|| what.to_string());
+    match node {
+        LogicalPlan::Ddl(DdlStatement::CreateView(_) | DdlStatement::DropView(_)) => None,
+        LogicalPlan::Ddl(DdlStatement::CreateExternalTable(c)) => {
+            if let Some(remote) = c.locations.iter().find(|l| !is_local(l)) {
+                return Some(format!(
+                    "CREATE EXTERNAL TABLE at `{remote}`: only local paths can be read"
+                ));
+            }
+            refuse(&format!(
+                "CREATE EXTERNAL TABLE reads files ({}) that are not registered tables",
+                c.locations.join(", ")
+            ))
+        }
+        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(_)) => {
+            refuse("CREATE TABLE makes a table in memory")
+        }
+        LogicalPlan::Ddl(DdlStatement::DropTable(_)) => refuse("DROP TABLE removes a table"),
+        LogicalPlan::Ddl(d) => refuse(&format!("{} changes the catalog", d.name())),
+        LogicalPlan::Dml(d) => refuse(&format!(
+            "{} into `{}` writes the table's files",
+            d.op, d.table_name
+        )),
+        LogicalPlan::Copy(c) => {
+            if !is_local(&c.output_url) {
+                return Some(format!(
+                    "COPY to `{}`: only local paths can be written",
+                    c.output_url
+                ));
+            }
+            refuse(&format!("COPY writes the file `{}`", c.output_url))
+        }
+        LogicalPlan::Statement(Statement::SetVariable(v)) => setting(&v.variable, allow_writes),
+        LogicalPlan::Statement(Statement::ResetVariable(v)) => setting(&v.variable, allow_writes),
+        LogicalPlan::Statement(
+            Statement::Prepare(_) | Statement::Execute(_) | Statement::Deallocate(_),
+        ) => None,
+        LogicalPlan::Statement(s) => refuse(&format!("{} changes the session", s.name())),
+        _ => None,
+    }
+}
+
+fn setting(variable: &str, allow_writes: bool) -> Option<String> {
+    let v = variable.to_ascii_lowercase();
+    if v.starts_with("datafusion.runtime.") {
+        return Some(format!(
+            "SET {variable} would change the session's resource limits (set them with \
+             --memory-limit / SqlOptions)"
+        ));
+    }
+    (!allow_writes).then(|| format!("SET {variable} changes the session's settings"))
 }

@@ -51,18 +51,59 @@ struct Found {
 
 /// The tables under `dir`.
 pub fn discover(dir: &Path) -> Result<Vec<TableInfo>> {
-    let meta = std::fs::metadata(dir).map_err(|e| Error::Io {
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
-    if !meta.is_dir() {
-        return Err(Error::Table {
-            path: dir.to_path_buf(),
-            message: "not a directory (expected a directory of Parquet tables)".into(),
-        });
-    }
+    discover_many(&[dir])
+}
+
+/// The tables under each of `dirs`, named apart across them: with several directories, each
+/// directory's own name (its last path component, or its whole path where two share one) is the
+/// outermost prefix a colliding name takes (`--tables run1 --tables run2`, each with an
+/// `influence.parquet`: `run1_influence`, `run2_influence`). The same directory twice is an
+/// error.
+pub fn discover_many<P: AsRef<Path>>(dirs: &[P]) -> Result<Vec<TableInfo>> {
     let mut found = Vec::new();
-    walk(dir, &mut Vec::new(), &mut found)?;
+    let mut roots: Vec<(PathBuf, String)> = Vec::new();
+    for dir in dirs {
+        let dir = dir.as_ref();
+        let meta = std::fs::metadata(dir).map_err(|e| Error::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+        if !meta.is_dir() {
+            return Err(Error::Table {
+                path: dir.to_path_buf(),
+                message: "not a directory (expected a directory of Parquet tables)".into(),
+            });
+        }
+        let canonical = dir.canonicalize().map_err(|e| Error::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+        if let Some((_, _)) = roots.iter().find(|(c, _)| *c == canonical) {
+            return Err(Error::Table {
+                path: dir.to_path_buf(),
+                message: "this tables directory is given twice".into(),
+            });
+        }
+        roots.push((canonical.clone(), file_name(&canonical)));
+    }
+    let labels: Vec<String> = roots
+        .iter()
+        .map(|(c, name)| {
+            if name.is_empty() || roots.iter().filter(|(_, n)| n == name).count() > 1 {
+                c.to_string_lossy().into_owned()
+            } else {
+                name.clone()
+            }
+        })
+        .collect();
+    for (dir, label) in dirs.iter().zip(&labels) {
+        let mut above = if dirs.len() > 1 {
+            vec![label.clone()]
+        } else {
+            Vec::new()
+        };
+        walk(dir.as_ref(), &mut above, &mut found)?;
+    }
     let names = unique_names(&found);
     found
         .into_iter()

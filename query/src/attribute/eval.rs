@@ -190,7 +190,7 @@ pub fn evaluate(
             .map(|q| (q.id.clone(), q.prompt.clone(), q.completion.clone()))
             .collect(),
     };
-    crate::rundir::claim(
+    let _lock = crate::rundir::claim(
         &o.out,
         &plan,
         "an evaluation",

@@ -17,6 +17,7 @@ use familiar::grads::fast::FastGradients;
 use familiar::grads::linalg::Cholesky;
 use familiar::grads::store::{GradientStore, Moments};
 use familiar::grads::Example;
+use familiar::model::finite;
 use familiar::{Error, Result};
 use rayon::prelude::*;
 use serde_json::Value;
@@ -164,7 +165,8 @@ pub struct QueryGradient {
     pub truncated_tokens: usize,
 }
 
-/// Projected gradients of the queries' completions with the store's projection.
+/// Projected gradients of the queries' completions with the store's projection; a non-finite
+/// loss or gradient is an error ([`Error::NonFinite`]) naming the query.
 pub fn query_gradients(
     lm: &LanguageModel,
     store: &GradientStore,
@@ -183,6 +185,10 @@ pub fn query_gradients(
                 ids,
                 first_target: keep,
             }])?;
+            // A NaN gradient would score every document NaN (ranked as the lowest ids first).
+            let named = |e| finite::within(e, format!("query {}", q.id));
+            finite::check_value("the completion's loss", g.losses[0]).map_err(named)?;
+            finite::check_values("the projected gradient", &g.rows).map_err(named)?;
             Ok(QueryGradient {
                 gradient: g.rows,
                 logprob: -g.losses[0],
@@ -190,6 +196,9 @@ pub fn query_gradients(
                 truncated_tokens: truncated,
             })
         })
+        // The first error in the queries' order, whichever thread met it first.
+        .collect::<Vec<Result<_>>>()
+        .into_iter()
         .collect()
 }
 
@@ -218,10 +227,26 @@ pub fn moments_of_rows(store: &GradientStore) -> Moments {
 /// The second moment of each layer's rows, `(1/N) Σ g_l g_lᵀ` (`[layers][block × block]`, f64):
 /// from the store's moments files, or from the rows for a store without them.
 pub fn second_moments(store: &GradientStore) -> Result<Vec<Vec<f64>>> {
-    Ok(match store.moments()? {
+    let m = match store.moments()? {
         Some(m) => m.second_moments(),
         None => moments_of_rows(store).second_moments(),
-    })
+    };
+    // Only a store written before non-finite gradients were refused can hold them; without this
+    // check they would surface as "not positive definite".
+    if let Some((l, bad)) = m
+        .iter()
+        .enumerate()
+        .find_map(|(l, m)| finite::scan(m).map(|b| (l, b)))
+    {
+        return Err(Error::corrupt(
+            store.dir(),
+            format!(
+                "the second moment of layer {l} holds {bad}: the rows were computed by a model \
+                 whose outputs were not finite; rebuild the store"
+            ),
+        ));
+    }
+    Ok(m)
 }
 
 /// The vectors each row is multiplied with: the query gradients, preconditioned.

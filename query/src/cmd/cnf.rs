@@ -17,10 +17,15 @@ pub struct Args {
     /// Treat each alternative as comma-separated token ids instead of text.
     #[arg(long)]
     ids: bool,
-    /// Enumerate at most this many occurrences of the rarest clause per shard; above it, sample
-    /// that many and flag the result as approximate. Default: never sample.
-    #[arg(long)]
+    /// Enumerate about this many occurrences of the rarest clause per shard (at least 1); above
+    /// it, sample them (each kept with the same probability) and report the documents found (an
+    /// exact lower bound) with an unbiased estimate of the total and its 95% interval. Default:
+    /// never sample.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_occurrences: Option<u64>,
+    /// Seed of the sampling (with --max-occurrences).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Matching document ids to list.
     #[arg(long, default_value_t = 10)]
     list: usize,
@@ -56,21 +61,32 @@ pub fn run(a: Args) -> Result<i32> {
         &CnfOptions {
             max_occurrences: a.max_occurrences,
             list_documents: a.list,
+            seed: a.seed,
         },
     )?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
-        println!(
-            "documents:   {}{}",
-            r.documents,
-            if r.approximate {
-                "  (approximate: occurrences were sampled)"
-            } else {
-                ""
+        match &r.estimate {
+            Some(e) => {
+                println!(
+                    "documents:   ≈ {:.0} (estimate from a sample of occurrences; 95% interval {:.0}–{:.0})",
+                    e.documents, e.documents_ci95[0], e.documents_ci95[1]
+                );
+                println!(
+                    "             {} found in the sample (an exact lower bound)",
+                    r.documents
+                );
+                println!(
+                    "occurrences: ≈ {:.0} in matching documents ({} in the documents found)",
+                    e.occurrences, r.occurrences
+                );
             }
-        );
-        println!("occurrences: {} in matching documents", r.occurrences);
+            None => {
+                println!("documents:   {}", r.documents);
+                println!("occurrences: {} in matching documents", r.occurrences);
+            }
+        }
         for (i, c) in a.clauses.iter().enumerate() {
             println!(
                 "  clause {} {c:?}: {} in matching documents, {} in the index",

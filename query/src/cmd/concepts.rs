@@ -169,5 +169,23 @@ fn run_lookup(a: LookupArgs) -> Result<i32> {
             Column::Str(found.iter().map(|f| f.concept.clone()).collect()),
         );
     table.write(a.output.format, a.output.output.as_deref())?;
-    Ok(if found.is_empty() { 1 } else { 0 })
+    if found.is_empty() {
+        // Exit code 1 with a reason, like grep's "nothing matched" (the table above is empty).
+        let how = match mode {
+            Mode::Exact => "exactly".to_string(),
+            Mode::Prefix => "as a prefix".to_string(),
+            Mode::Fuzzy(n) => format!("within edit distance {n}"),
+        };
+        eprintln!(
+            "no word of the index{} matches `{}` {how} (try --prefix or --fuzzy N)",
+            if lexicon.is_some() {
+                " or the lexicon"
+            } else {
+                ""
+            },
+            a.form
+        );
+        return Ok(1);
+    }
+    Ok(0)
 }

@@ -11,7 +11,8 @@ pub struct Args {
     /// Global document ids.
     #[arg(required = true)]
     doc_ids: Vec<u64>,
-    /// Print only tokens `from..to` of each document (a window), by token offset.
+    /// Print only tokens `from..to` of each document (a window), by token offset (TO
+    /// exclusive; clamped to the document's end).
     #[arg(long, num_args = 2, value_names = ["FROM", "TO"])]
     window: Option<Vec<u64>>,
     /// Print JSON lines (record + text).
@@ -20,6 +21,15 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<i32> {
+    if let Some(w) = &a.window {
+        if w[0] > w[1] {
+            anyhow::bail!(
+                "--window {} {}: FROM must not be after TO (token offsets within the document, TO exclusive)",
+                w[0],
+                w[1]
+            );
+        }
+    }
     let index = familiar::index::Index::open(&a.index)?;
     for &id in &a.doc_ids {
         let rec = docs::record(&index, id)?;

@@ -26,6 +26,14 @@ pub struct BuildArgs {
     /// Index directory to create (or to resume).
     #[arg(long)]
     out: PathBuf,
+    /// Discard the build already in --out (finished or interrupted) and start over. Refused when
+    /// --out holds anything that is not part of a familiar build.
+    #[arg(long)]
+    restart: bool,
+    /// Testing aid: stop, as if interrupted, once this run has published N shards (running the
+    /// same command again resumes).
+    #[arg(long, value_name = "N", hide = true)]
+    stop_after_shards: Option<usize>,
     /// Corpus files, directories or glob patterns: .jsonl/.json/.ndjson (optionally .zst or .gz),
     /// .parquet, .txt.
     #[arg(required = true)]
@@ -109,11 +117,57 @@ fn run_build(a: BuildArgs) -> Result<i32> {
         threads: a.threads,
         progress: !a.quiet,
         text_index: !a.no_text_index,
+        restart: a.restart,
+        stop_after_shards: a.stop_after_shards,
         ..BuildOptions::new(a.tokenizer, a.out.clone(), a.inputs)
     };
     let r = build(&options).with_context(|| format!("building {}", a.out.display()))?;
     let mut lines = Vec::new();
-    if r.already_complete {
+    match r.discarded_shards {
+        Some(n) => lines.push(format!(
+            "--restart: discarded the previous build in {} ({n} shard(s))",
+            a.out.display()
+        )),
+        None if a.restart => lines.push(format!(
+            "--restart: {} held no previous build",
+            a.out.display()
+        )),
+        None => {}
+    }
+    if let Some(what) = &r.replaced_plan {
+        lines.push(format!(
+            "note: {} held the plan of an earlier attempt that published no shard, with {what}; \
+             started over with this run's",
+            a.out.display()
+        ));
+    }
+    if !r.resized_inputs.is_empty() {
+        let names: Vec<String> = r
+            .resized_inputs
+            .iter()
+            .take(3)
+            .map(|p| p.display().to_string())
+            .collect();
+        lines.push(format!(
+            "note: {} input(s) changed size since the build started, past what it had read \
+             (checked unchanged): {}{}",
+            r.resized_inputs.len(),
+            names.join(", "),
+            if r.resized_inputs.len() > 3 {
+                ", …"
+            } else {
+                ""
+            }
+        ));
+    }
+    if r.stopped {
+        lines.push(format!(
+            "stopped after {} shard(s) as asked (--stop-after-shards); {} is not complete: run \
+             the same command again to resume",
+            r.shards_built,
+            a.out.display()
+        ));
+    } else if r.already_complete {
         lines.push(format!(
             "{} is already complete: {} shards verified, nothing to do",
             a.out.display(),

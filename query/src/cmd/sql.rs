@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use familiar_sql::output::{write_parquet, write_text, Format};
-use familiar_sql::{Sql, StatementResult};
+use familiar_sql::{Sql, SqlOptions, StatementResult};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum OutFormat {
@@ -42,34 +42,106 @@ pub struct Args {
     /// `--features ballista`.
     #[arg(long, value_name = "URL")]
     ballista: Option<String>,
+    /// Permit statements that read files other than the registered tables, write files or
+    /// change settings: CREATE EXTERNAL TABLE (local paths only), CREATE TABLE (in memory),
+    /// INSERT (writes into the table's files), COPY ... TO (writes a file), DROP TABLE, SET.
+    /// Without it the session is read-only: queries, EXPLAIN, CREATE VIEW, DROP VIEW.
+    #[arg(long)]
+    allow_writes: bool,
+    /// The most memory a statement's sorts, joins and aggregations may hold (e.g. 512MiB, 8GiB,
+    /// or 0 for no limit); past it they spill to disk where they can, else the statement fails
+    /// naming this limit. Default: half of the machine's memory.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory_limit: Option<usize>,
+    /// Cancel a statement that runs longer than this many seconds (default: no limit).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    time_limit: Option<std::time::Duration>,
     /// The SQL to run (several statements separated by `;`). Without it and --file: the
     /// statements on standard input, or an interactive prompt on a terminal.
     query: Option<String>,
 }
 
+/// A size in bytes: a number with an optional unit (B, KB/KiB, MB/MiB, GB/GiB, TB/TiB; the
+/// decimal and binary spellings both mean powers of 1024). `0` means no limit.
+fn parse_size(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| {
+        format!("`{s}` is not a size (a number with an optional unit, e.g. 512MiB)")
+    })?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024f64.powi(2),
+        "g" | "gb" | "gib" => 1024f64.powi(3),
+        "t" | "tb" | "tib" => 1024f64.powi(4),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (use B, KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    let bytes = value * scale;
+    if !bytes.is_finite() || bytes >= usize::MAX as f64 {
+        return Err(format!("`{s}` is too large"));
+    }
+    Ok(bytes as usize)
+}
+
+fn parse_seconds(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0 && v < 1e9) {
+        return Err(format!(
+            "the time limit must be positive seconds (below 1e9), not `{s}`"
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(v))
+}
+
+fn options(a: &Args) -> SqlOptions {
+    let defaults = SqlOptions::default();
+    SqlOptions {
+        allow_writes: a.allow_writes,
+        memory_limit: match a.memory_limit {
+            None => defaults.memory_limit,
+            Some(0) => None,
+            Some(n) => Some(n),
+        },
+        time_limit: a.time_limit,
+    }
+}
+
 #[cfg(feature = "ballista")]
-fn new_session(ballista: Option<&str>) -> Result<Sql> {
-    Ok(match ballista {
-        Some(url) => Sql::ballista(url)?,
-        None => Sql::new()?,
+fn new_session(a: &Args) -> Result<Sql> {
+    Ok(match a.ballista.as_deref() {
+        Some(url) => Sql::ballista_with(url, options(a))?,
+        None => Sql::with_options(options(a))?,
     })
 }
 
 #[cfg(not(feature = "ballista"))]
-fn new_session(ballista: Option<&str>) -> Result<Sql> {
-    if ballista.is_some() {
+fn new_session(a: &Args) -> Result<Sql> {
+    if a.ballista.is_some() {
         anyhow::bail!(
             "--ballista needs a build with Ballista: cargo build --release -p familiar-query --features ballista"
         );
     }
-    Ok(Sql::new()?)
+    Ok(Sql::with_options(options(a))?)
 }
 
 fn session(a: &Args) -> Result<Sql> {
-    let mut sql = new_session(a.ballista.as_deref())?;
-    for dir in &a.tables {
-        sql.register_dir(dir)
-            .with_context(|| format!("registering the tables of {}", dir.display()))?;
+    let mut sql = new_session(a)?;
+    if !a.tables.is_empty() {
+        sql.register_dirs(&a.tables).with_context(|| {
+            let dirs: Vec<String> = a.tables.iter().map(|d| d.display().to_string()).collect();
+            format!("registering the tables of {}", dirs.join(", "))
+        })?;
     }
     for spec in &a.index {
         let (name, dir) = match spec.split_once('=') {
@@ -152,15 +224,23 @@ pub fn run(a: Args) -> Result<i32> {
         }
         (None, Format::Parquet) => bail!("--format parquet needs --output FILE"),
         (Some(path), _) => {
-            let tmp = path.with_extension("tmp");
-            let mut f = std::io::BufWriter::new(
-                std::fs::File::create(&tmp)
-                    .with_context(|| format!("creating {}", tmp.display()))?,
-            );
-            print_results(&mut f, format, &results)?;
-            f.into_inner()
-                .map_err(|e| anyhow::anyhow!("writing {}: {}", tmp.display(), e.error()))?;
-            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+            let tmp = familiar::manifest::temp_path(path);
+            let written = (|| -> Result<()> {
+                let mut f = std::io::BufWriter::new(
+                    std::fs::File::create(&tmp)
+                        .with_context(|| format!("creating {}", tmp.display()))?,
+                );
+                print_results(&mut f, format, &results)?;
+                f.into_inner()
+                    .map_err(|e| anyhow::anyhow!("writing {}: {}", tmp.display(), e.error()))?
+                    .sync_all()
+                    .with_context(|| format!("writing {}", tmp.display()))?;
+                std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+            })();
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written?;
         }
         (None, _) => {
             let stdout = std::io::stdout();

@@ -227,7 +227,8 @@ pub struct LayerStats {
     pub mlp_active_mean: Option<f64>,
 }
 
-/// Runs `windows` of token ids through the model and measures every layer.
+/// Runs `windows` of token ids through the model and measures every layer; a non-finite hidden
+/// state or MLP activation is an error ([`familiar::Error::NonFinite`]) naming the layer and token.
 pub fn measure(
     model: &familiar::model::Transformer,
     windows: &[Vec<u32>],
@@ -239,7 +240,7 @@ pub fn measure(
     let mut states: Vec<Vec<f32>> = vec![Vec::new(); layers + 1];
     let mut mlp: Vec<(u64, u64)> = vec![(0, 0); layers + 1];
     let mut mlp_last: Vec<f64> = vec![0.0; layers + 1];
-    for w in windows {
+    for (wi, w) in windows.iter().enumerate() {
         let out = model.forward(
             std::slice::from_ref(w),
             familiar::model::Capture {
@@ -249,14 +250,31 @@ pub fn measure(
             },
         )?;
         let bug = familiar::model::transformer::candle_error("activations");
+        // Non-finite states would give NaN metrics (and an eigenvalue iteration on NaN).
+        let check = |what: &str, l: usize, rows: &[Vec<f32>]| -> familiar::Result<()> {
+            for (t, r) in rows.iter().enumerate() {
+                let window = if windows.len() > 1 {
+                    format!("window {wi}, ")
+                } else {
+                    String::new()
+                };
+                familiar::model::finite::check_values(
+                    format!("{window}layer {l}, token {t}: the {what}"),
+                    r,
+                )?;
+            }
+            Ok(())
+        };
         for (l, h) in out.hidden_states.iter().enumerate() {
             let rows: Vec<Vec<f32>> = h.squeeze(0).and_then(|t| t.to_vec2()).map_err(&bug)?;
+            check("hidden state", l, &rows)?;
             for r in rows {
                 states[l].extend_from_slice(&r);
             }
         }
         for (l, a) in out.mlp_activations.iter().enumerate() {
             let rows: Vec<Vec<f32>> = a.squeeze(0).and_then(|t| t.to_vec2()).map_err(&bug)?;
+            check("MLP activation", l + 1, &rows)?;
             for r in &rows {
                 mlp[l + 1].0 += r.iter().filter(|&&x| x > threshold).count() as u64;
                 mlp[l + 1].1 += r.len() as u64;

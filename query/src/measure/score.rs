@@ -16,6 +16,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp};
+use familiar::model::finite;
 use familiar::model::transformer::{candle_error, log_softmax_last, LoadOptions};
 use familiar::model::{Capture, Transformer};
 use familiar::tokenizer::Tokenizer;
@@ -123,7 +124,27 @@ impl LanguageModel {
     /// Scores several `(ctx, cont)` pairs in one forward pass. Shorter sequences are padded at the
     /// end; causal attention keeps padding from touching the positions scored, so each score equals
     /// the one of its sequence alone (up to floating-point summation order).
+    ///
+    /// A non-finite log-probability is an error ([`Error::NonFinite`]) naming the sequence's place
+    /// in the batch; [`LanguageModel::score_batch_unchecked`] leaves the check
+    /// ([`Scored::check`]) to callers that can name the item.
     pub fn score_batch(&self, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Scored>> {
+        let scores = self.score_batch_unchecked(pairs)?;
+        for (b, s) in scores.iter().enumerate() {
+            s.check().map_err(|e| {
+                if scores.len() > 1 {
+                    finite::within(e, format!("sequence {b} of the batch"))
+                } else {
+                    e
+                }
+            })?;
+        }
+        Ok(scores)
+    }
+
+    /// [`LanguageModel::score_batch`] without the check for non-finite values: each [`Scored`]
+    /// must go through [`Scored::check`] before it is used.
+    pub fn score_batch_unchecked(&self, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Scored>> {
         let rows = pairs
             .iter()
             .map(|(ctx, cont)| self.fit(ctx, cont))
@@ -186,6 +207,24 @@ pub struct Scored {
     pub truncated: usize,
 }
 
+impl Scored {
+    /// An error ([`Error::NonFinite`]) when a log-probability is not finite (the model's logits
+    /// overflowed or its weights are damaged): NaN would rank as nothing, sum to NaN and count as
+    /// a wrong answer.
+    pub fn check(&self) -> Result<()> {
+        match self.token_logprobs.iter().position(|x| !x.is_finite()) {
+            None => Ok(()),
+            Some(k) => Err(finite::value_error(
+                format!(
+                    "the log-probability of completion token {k} (of {})",
+                    self.n_tokens
+                ),
+                self.token_logprobs[k],
+            )),
+        }
+    }
+}
+
 /// Multiple-choice results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Choices {
@@ -207,7 +246,11 @@ pub fn choose(lm: &LanguageModel, prompt: &str, choices: &[String]) -> Result<Ch
         .iter()
         .map(|c| lm.split(prompt, c))
         .collect::<Result<Vec<_>>>()?;
-    let scored = lm.score_batch(&pairs)?;
+    let scored = lm.score_batch_unchecked(&pairs)?;
+    for (s, c) in scored.iter().zip(choices) {
+        s.check()
+            .map_err(|e| finite::within(e, format!("choice {c:?}")))?;
+    }
     let argmax = |v: Vec<f64>| {
         v.iter()
             .enumerate()
@@ -278,7 +321,10 @@ pub fn zero_shot(
 ) -> Result<(Table, ZeroShotSummary)> {
     let mut t = Rows::default();
     for item in items {
-        let ctx = |e: Error| Error::Query(format!("{source}: item {}: {e}", item.id));
+        let ctx = |e: Error| match e {
+            Error::NonFinite(_) => finite::within(e, format!("{source}: item {}", item.id)),
+            e => Error::Query(format!("{source}: item {}: {e}", item.id)),
+        };
         let (kind, prompt_tokens, truncated) = match &item.ask {
             Ask::Completion(c) => {
                 let s = lm.score(&item.prompt, c).map_err(ctx)?;

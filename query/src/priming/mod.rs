@@ -30,6 +30,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 use familiar::index::Index;
+use familiar::model::finite;
 use familiar::model::transformer::{candle_error, LoadOptions};
 use familiar::model::Transformer;
 use familiar::rng::SplitMix64;
@@ -371,19 +372,33 @@ fn probes_of(sample: &Sample, theme: &Theme) -> Vec<(&'static str, String, Strin
     v
 }
 
-/// Log-probabilities of `pairs` under `lm`, in batches.
-fn score_pairs(lm: &LanguageModel, pairs: &[(String, String)]) -> Result<Vec<(f64, u64)>> {
+/// Log-probabilities of `pairs` under `lm`, in batches; a non-finite one is an error naming the
+/// pair as `name(i)` (`i` its index in `pairs`).
+fn score_pairs(
+    lm: &LanguageModel,
+    pairs: &[(String, String)],
+    name: &dyn Fn(usize) -> String,
+) -> Result<Vec<(f64, u64)>> {
     let mut out = Vec::with_capacity(pairs.len());
     for chunk in pairs.chunks(32) {
         let ids = chunk
             .iter()
             .map(|(c, k)| lm.split(c, k))
             .collect::<Result<Vec<_>>>()?;
-        for s in lm.score_batch(&ids)? {
+        for s in lm.score_batch_unchecked(&ids)? {
+            s.check().map_err(|e| finite::within(e, name(out.len())))?;
             out.push((s.logprob, s.n_tokens as u64));
         }
     }
     Ok(out)
+}
+
+/// A probe in errors: the sample, and the keyword after the context.
+fn probe_name(sample: &Sample, context: &str, keyword: &str) -> String {
+    format!(
+        "sample `{}`: probe {keyword:?} after {context:?}",
+        sample.id
+    )
 }
 
 /// Replay windows: the index's tokens, its document separator replaced by the model's
@@ -482,6 +497,11 @@ fn learn(
             t.to_scalar::<f32>().map_err(candle_error("loss"))?,
         ))
     };
+    let sample = &e.samples[i];
+    // A non-finite loss (a diverging learning rate) would leave NaN weights to be measured.
+    let at_step = |step: u64| {
+        move |x: Error| finite::within(x, format!("sample `{}`: learning step {step}", sample.id))
+    };
     let mut loss_before = None;
     for step in 1..=o.steps {
         let own = loss(&model, std::slice::from_ref(&tokens))?;
@@ -499,9 +519,13 @@ fn learn(
             }
             _ => own,
         };
-        adam.update(&model, &total, step, o.lr, o.weight_decay, o.clip)?;
+        finite::check_value("the loss", value(&total)?).map_err(at_step(step))?;
+        adam.update(&model, &total, step, o.lr, o.weight_decay, o.clip)
+            .map_err(at_step(step))?;
     }
     let after = value(&loss(&model, std::slice::from_ref(&tokens))?)?;
+    finite::check_value("the text's loss after learning", after)
+        .map_err(|x| finite::within(x, format!("sample `{}`", sample.id)))?;
     let before = match loss_before {
         Some(b) => b,
         None => after,
@@ -511,6 +535,14 @@ fn learn(
 
 /// Writes a learned model as a Hugging Face directory (config and tokenizer of the original).
 fn save_model(from: &Path, model: &Transformer, dir: &Path) -> Result<()> {
+    for (name, v) in &model.vars {
+        if let Some(bad) = finite::scan_tensor(v.as_tensor())? {
+            return Err(finite::values_error(
+                format!("the learned weight `{name}`"),
+                &bad,
+            ));
+        }
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let weights: HashMap<String, candle_core::Tensor> = model
         .vars
@@ -591,7 +623,7 @@ pub fn run(e: &Experiment, progress: &dyn Fn(Event)) -> Result<Outcome> {
         samples: e.samples.to_vec(),
         themes: e.themes.to_vec(),
     };
-    crate::rundir::claim(
+    let _lock = crate::rundir::claim(
         &e.out,
         &plan,
         "a priming experiment",
@@ -618,10 +650,19 @@ pub fn run(e: &Experiment, progress: &dyn Fn(Event)) -> Result<Outcome> {
     progress(Event::Before {
         probes: distinct.len(),
     });
+    let first_user = |pair: usize| {
+        let (c, k) = &distinct[pair];
+        let i = pending
+            .iter()
+            .copied()
+            .find(|&i| probes[i].iter().any(|(_, pc, pk)| pc == c && pk == k))
+            .unwrap_or(0);
+        probe_name(&e.samples[i], c, k)
+    };
     let before: HashMap<(String, String), (f64, u64)> = distinct
         .iter()
         .cloned()
-        .zip(score_pairs(&lm, &distinct)?)
+        .zip(score_pairs(&lm, &distinct, &first_user)?)
         .collect();
 
     let mut results = Vec::with_capacity(e.samples.len());
@@ -651,14 +692,20 @@ pub fn run(e: &Experiment, progress: &dyn Fn(Event)) -> Result<Outcome> {
                 e.model,
                 &model,
                 &e.out.join("models").join(format!("sample-{i:05}")),
-            )?;
+            )
+            .map_err(|x| finite::within(x, format!("sample `{}`", sample.id)))?;
         }
         let pairs: Vec<(String, String)> = probes[i]
             .iter()
             .map(|(_, c, k)| (c.clone(), k.clone()))
             .collect();
         let base = std::mem::replace(&mut lm.model, model);
-        let after = score_pairs(&lm, &pairs);
+        let after = score_pairs(&lm, &pairs, &|p| {
+            format!(
+                "{} after learning",
+                probe_name(sample, &pairs[p].0, &pairs[p].1)
+            )
+        });
         lm.model = base;
         let after = after?;
         let r = SampleResult {

@@ -15,8 +15,9 @@
 //! A third field, `doc_id`, holds the global document number (fast field), so tantivy's own document
 //! order never matters.
 //!
-//! Readers open the index read-only (no lock files, no watcher threads); every tantivy error is
-//! reported with the shard directory.
+//! Readers open the index read-only (no lock files, no watcher threads) and open regular files
+//! only (a FIFO or a device in place of an index file is an error naming it, never a hang); every
+//! tantivy error is reported with the shard directory.
 
 use std::path::{Path, PathBuf};
 
@@ -156,9 +157,43 @@ fn text_error(dir: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     Error::corrupt(dir, format!("text index: {what}: {e}"))
 }
 
-/// A read-only view of a directory for tantivy: no lock files, no writes, no watcher.
+/// A read-only view of a directory for tantivy: no lock files, no writes, no watcher, and only
+/// regular files opened (a FIFO would block the open; a device never ends).
 #[derive(Debug, Clone)]
-struct ReadOnly(MmapDirectory);
+struct ReadOnly {
+    mmap: MmapDirectory,
+    root: PathBuf,
+}
+
+/// Fails, naming the file and what it is, unless `path` is a regular file (symbolic links
+/// followed). Nothing is opened: a FIFO, device or socket is refused before any open.
+fn check_regular(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).at(path)?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    // Not regular: `open_regular` refuses it (before opening it) with the usual message.
+    crate::manifest::open_regular(path).map(|_| ())
+}
+
+impl ReadOnly {
+    /// Refuses (before tantivy opens it) a file of the index that is not a regular file.
+    fn check(&self, path: &Path) -> std::result::Result<(), OpenReadError> {
+        let full = self.root.join(path);
+        match check_regular(&full) {
+            Ok(()) => Ok(()),
+            // A missing file is tantivy's to report (it asks for some that may be absent).
+            Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(OpenReadError::IoError {
+                io_error: std::sync::Arc::new(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    e.to_string(),
+                )),
+                filepath: full,
+            }),
+        }
+    }
+}
 
 fn read_only(path: &Path) -> std::io::Error {
     std::io::Error::new(
@@ -172,7 +207,8 @@ impl Directory for ReadOnly {
         &self,
         path: &Path,
     ) -> std::result::Result<std::sync::Arc<dyn FileHandle>, OpenReadError> {
-        self.0.get_file_handle(path)
+        self.check(path)?;
+        self.mmap.get_file_handle(path)
     }
     fn delete(&self, path: &Path) -> std::result::Result<(), DeleteError> {
         Err(DeleteError::IoError {
@@ -181,7 +217,7 @@ impl Directory for ReadOnly {
         })
     }
     fn exists(&self, path: &Path) -> std::result::Result<bool, OpenReadError> {
-        self.0.exists(path)
+        self.mmap.exists(path)
     }
     fn open_write(&self, path: &Path) -> std::result::Result<WritePtr, OpenWriteError> {
         Err(OpenWriteError::IoError {
@@ -190,7 +226,8 @@ impl Directory for ReadOnly {
         })
     }
     fn atomic_read(&self, path: &Path) -> std::result::Result<Vec<u8>, OpenReadError> {
-        self.0.atomic_read(path)
+        self.check(path)?;
+        self.mmap.atomic_read(path)
     }
     fn atomic_write(&self, path: &Path, _data: &[u8]) -> std::io::Result<()> {
         Err(read_only(path))
@@ -265,6 +302,9 @@ impl TextIndex {
             if name.starts_with(&format!("{TEXT_DIR}/")) || name == WORDS_FILE {
                 text_files += 1;
                 let path = shard_dir.join(name);
+                // Regular files only, checked before anything opens them: a FIFO would block
+                // the open (and a device never ends), where an error naming it is due.
+                check_regular(&path)?;
                 let len = std::fs::metadata(&path).at(&path)?.len();
                 if len != entry.bytes {
                     return Err(Error::Size {
@@ -287,8 +327,11 @@ impl TextIndex {
             };
             let mmap = MmapDirectory::open_with_madvice(&dir, advice)
                 .map_err(|e| text_error(&dir, "cannot open", e))?;
-            let mut index = tantivy::Index::open(ReadOnly(mmap))
-                .map_err(|e| text_error(&dir, "cannot open", e))?;
+            let mut index = tantivy::Index::open(ReadOnly {
+                mmap,
+                root: dir.clone(),
+            })
+            .map_err(|e| text_error(&dir, "cannot open", e))?;
             index.set_tokenizers(tokenizers());
             let (expected, fields) = schema();
             if index.schema() != expected {
@@ -327,7 +370,16 @@ impl TextIndex {
             ));
         }
         let wpath = shard_dir.join(WORDS_FILE);
-        let file = std::fs::File::open(&wpath).at(&wpath)?;
+        let (file, len) = crate::manifest::open_regular(&wpath)?;
+        if let Some(entry) = manifest.files.get(WORDS_FILE) {
+            if len != entry.bytes {
+                return Err(Error::Size {
+                    path: wpath,
+                    expected: entry.bytes,
+                    actual: len,
+                });
+            }
+        }
         // SAFETY: index files are write-once and not modified while the index is open (the
         // contract of `Index`); the size was checked against the manifest above.
         let map = unsafe { memmap2::Mmap::map(&file) }.at(&wpath)?;

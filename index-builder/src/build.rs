@@ -3,7 +3,10 @@
 //! Documents stream from the inputs (a reader thread parses, a rayon pool tokenizes batches in
 //! parallel) into the current shard, in input order. A shard is cut before the document that would
 //! take it past the shard size, then published: its files are written into `.tmp-shard-NNNNN`,
-//! synced, and the directory renamed to `shard-NNNNN`. A half-built shard is never visible.
+//! synced, and the directory renamed to `shard-NNNNN`. A half-built shard is never visible. A
+//! document longer than the shard size gets a shard of its own, which passes the size (a memory
+//! budget): it is warned about on stderr as it is met and counted in the [`BuildReport`]
+//! ([`BuildReport::oversized_documents`]).
 //!
 //! `build.json` is written before the first shard and records the inputs, the tokenizer hash and the
 //! shard size. Running the same build again verifies the published shards (sizes and checksums),
@@ -139,6 +142,18 @@ pub struct BuildReport {
     pub empty_inputs: Vec<PathBuf>,
     /// Files inside input directories that were not read (unrecognized names).
     pub ignored_files: Vec<PathBuf>,
+    /// Directories inside the inputs that familiar wrote (an index, a build, a gradient store,
+    /// a directory a familiar process is writing into, the `--out` directory itself): not read
+    /// as corpus (see [`corpus::expand_inputs_excluding`]).
+    pub skipped_outputs: Vec<corpus::SkippedDir>,
+    /// Documents read by this run that were longer than the shard size (tokens + separator
+    /// more than `shard_tokens`): each was put in a shard of its own, which holds more tokens
+    /// than the shard size promises (the shard size is a memory budget).
+    pub oversized_documents: u64,
+    /// The first [`OVERSIZED_EXAMPLES`] of them (the largest is [`BuildReport::largest_oversized`]).
+    pub oversized_examples: Vec<OversizedDocument>,
+    /// The longest of them.
+    pub largest_oversized: Option<OversizedDocument>,
     /// Shard size used.
     pub shard_tokens: u64,
     /// Whether the index was already complete.
@@ -167,6 +182,47 @@ pub struct BuildReport {
     pub total_time: Duration,
 }
 
+/// A document longer than the shard size (see [`BuildReport::oversized_documents`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OversizedDocument {
+    /// Its global document number.
+    pub doc_id: u64,
+    /// Its id from the corpus.
+    pub external_id: String,
+    /// The input file it was read from.
+    pub input_file: String,
+    /// Its line (JSONL), row (Parquet) or 1 (text file).
+    pub record: u64,
+    /// Its tokens (without the separator).
+    pub tokens: u64,
+    /// The shard it makes on its own.
+    pub shard: u32,
+}
+
+impl std::fmt::Display for OversizedDocument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "document {} (id {:?}, {}:{}) has {} tokens",
+            self.doc_id, self.external_id, self.input_file, self.record, self.tokens
+        )
+    }
+}
+
+/// `bytes` in MiB or GiB, two decimals.
+fn human_bytes(bytes: u64) -> String {
+    let mib = bytes as f64 / (1u64 << 20) as f64;
+    if mib < 1024.0 {
+        format!("{mib:.2} MiB")
+    } else {
+        format!("{:.2} GiB", mib / 1024.0)
+    }
+}
+
+/// Oversized documents listed by name in a [`BuildReport`] (and warned about as they are met);
+/// the rest are counted.
+pub const OVERSIZED_EXAMPLES: usize = 10;
+
 fn shard_dir_name(i: u32) -> String {
     format!("shard-{i:05}")
 }
@@ -189,13 +245,15 @@ fn build_in_pool(options: &BuildOptions, threads: usize) -> Result<BuildReport> 
     let started = Instant::now();
     let tokenizer_bytes = Tokenizer::read_file(&options.tokenizer)?;
     let tokenizer = Tokenizer::from_bytes(&tokenizer_bytes, &options.tokenizer)?;
-    let expanded = corpus::expand_inputs(&options.inputs)?;
     let out = &options.out;
+    // The index (or any other output of familiar) inside an input directory is not corpus.
+    let expanded = corpus::expand_inputs_excluding(&options.inputs, Some(out))?;
     std::fs::create_dir_all(out).at(out)?;
     // Held until the build returns: one build at a time per directory.
     let _lock = DirLock::acquire(out, "index build")?;
     let mut report = BuildReport {
         ignored_files: expanded.ignored.clone(),
+        skipped_outputs: expanded.skipped.clone(),
         ..Default::default()
     };
     if options.restart {
@@ -1276,6 +1334,11 @@ impl<'a, T: SaInput> ShardSink<'a, T> {
                 }
             }
         }
+        if need > self.shard_tokens {
+            // Alone in its shard (the one before was just cut, and the next document starts
+            // another), but that shard passes the size, which is a memory budget: say so.
+            self.oversized(doc, ids.len() as u64, input_file, report, progress);
+        }
         if self.current.is_none() {
             self.current = Some(ShardBuilder::start(
                 self.out,
@@ -1292,6 +1355,54 @@ impl<'a, T: SaInput> ShardSink<'a, T> {
         b.push(doc, ids, consumed_xxh3, self.separator, input_file)?;
         report.tokens_tokenized += ids.len() as u64;
         Ok(())
+    }
+
+    /// Records (and, for the first few, warns on stderr about) a document longer than the
+    /// shard size.
+    fn oversized(
+        &self,
+        doc: &Document,
+        tokens: u64,
+        input_file: &str,
+        report: &mut BuildReport,
+        progress: &indicatif::ProgressBar,
+    ) {
+        let d = OversizedDocument {
+            doc_id: self.next_doc + self.current.as_ref().map_or(0, |b| b.docs()),
+            external_id: doc.external_id.clone(),
+            input_file: input_file.to_string(),
+            record: doc.record,
+            tokens,
+            shard: self.next_shard,
+        };
+        report.oversized_documents += 1;
+        if report
+            .largest_oversized
+            .as_ref()
+            .is_none_or(|l| l.tokens < d.tokens)
+        {
+            report.largest_oversized = Some(d.clone());
+        }
+        if report.oversized_examples.len() < OVERSIZED_EXAMPLES {
+            let bytes = (tokens + 1) * (T::WIDTH as u64 + 4);
+            let more = if report.oversized_examples.len() + 1 == OVERSIZED_EXAMPLES {
+                " (further ones are counted and summed up at the end)"
+            } else {
+                ""
+            };
+            progress.suspend(|| {
+                eprintln!(
+                    "warning: {d}, more than the shard size of {} tokens: it makes {} on its \
+                     own, {} tokens (about {} while its suffix array is sorted, past the shard \
+                     size's memory budget){more}",
+                    self.shard_tokens,
+                    shard_dir_name(d.shard),
+                    tokens + 1,
+                    human_bytes(bytes),
+                )
+            });
+            report.oversized_examples.push(d);
+        }
     }
 
     /// Publishes the current shard, if any.

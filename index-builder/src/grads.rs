@@ -138,6 +138,7 @@ pub fn build_store(
         tokens: index.manifest().tokens,
     };
     std::fs::create_dir_all(&o.out).at(&o.out)?;
+    let _lock = familiar::lock::DirLock::acquire(&o.out, "gradient store build")?;
     let plan_path = o.out.join(PLAN);
     if plan_path.exists() {
         let plan: StoreManifest =
@@ -149,7 +150,11 @@ pub fn build_store(
                 o.out.display()
             )));
         }
-    } else if std::fs::read_dir(&o.out).at(&o.out)?.next().is_some() {
+    } else if std::fs::read_dir(&o.out)
+        .at(&o.out)?
+        .filter_map(|e| e.ok())
+        .any(|e| !familiar::lock::is_lock_file(&e.file_name()))
+    {
         return Err(Error::Config(format!(
             "{} is not empty and holds no gradient store plan; choose an empty or new directory",
             o.out.display()

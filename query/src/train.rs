@@ -476,11 +476,18 @@ pub fn train_on(
             "--lr and --clip must be positive, --weight-decay not negative".into(),
         ));
     }
+    if options.steps == 0 || stop_after == Some(0) {
+        return Err(Error::Config(
+            "--steps and --stop-after must be at least 1 (a run without a step trains nothing)"
+                .into(),
+        ));
+    }
     let tokenizer = index.tokenizer()?;
     let vocab = index.vocab_size() as usize + 1;
     let eos = index.vocab_size();
     let state_path = out.join(STATE_FILE);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let _lock = familiar::lock::DirLock::acquire(out, "training run")?;
     let mut state = if state_path.exists() {
         let s = TrainerState::read(out)?;
         let same = TrainOptions {
@@ -615,7 +622,7 @@ pub fn train_on(
     }
     bar.finish_and_clear();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let k = (state.losses.len() / 4).clamp(1, 10);
+    let k = (state.losses.len() / 4).clamp(1, 10).min(state.losses.len());
     Ok(TrainReport {
         resumed_at,
         steps: state.step,

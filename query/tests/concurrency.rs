@@ -105,3 +105,67 @@ fn eight_writers_to_one_output_publish_one_whole_file() {
         }
     }
 }
+
+/// Directories one run owns refuse a second run while the first holds them, naming the
+/// process: here the test process holds each lock (as a running `familiar` would), and the
+/// command must fail at once without writing into the directory.
+#[test]
+fn directories_in_use_are_refused_naming_the_process() {
+    let t = TestDir::new();
+    let idx = fixture_index();
+    let model = fixtures().join("models/fixture-gpt2");
+    let pid = std::process::id().to_string();
+    type Args = Box<dyn Fn(&Path) -> Vec<std::ffi::OsString>>;
+    let cases: Vec<(&str, Args)> = vec![
+        (
+            "train",
+            Box::new(|dir: &Path| {
+                vec![
+                    "train".into(),
+                    "--index".into(),
+                    idx.into(),
+                    "--steps".into(),
+                    "1".into(),
+                    "--out".into(),
+                    dir.into(),
+                ]
+            }),
+        ),
+        (
+            "store",
+            Box::new(move |dir: &Path| {
+                vec![
+                    "attribute".into(),
+                    "store".into(),
+                    "--model".into(),
+                    model.clone().into(),
+                    "--index".into(),
+                    idx.into(),
+                    "--out".into(),
+                    dir.into(),
+                ]
+            }),
+        ),
+        (
+            "demo",
+            Box::new(|dir: &Path| vec!["demo".into(), "--quiet".into(), "--out".into(), dir.into()]),
+        ),
+        (
+            "build",
+            Box::new(|dir: &Path| build_args(dir, &fixture_inputs(), &[])),
+        ),
+    ];
+    for (name, args) in cases {
+        let dir = t.mkdir(format!("busy-{name}"));
+        let lock = familiar::lock::DirLock::acquire(&dir, "test").unwrap();
+        let o = familiar(args(&dir));
+        o.failure()
+            .stderr_has(&["in use by process", pid.as_str(), &dir.display().to_string()]);
+        let entries: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(entries, [familiar::lock::LOCK_FILE], "{name} wrote into {}", dir.display());
+        drop(lock);
+    }
+}

@@ -305,7 +305,14 @@ impl RecordSource for JsonlSource {
                 }
             }
             let bytes = std::mem::take(&mut self.buf);
-            let trimmed = trim_ascii(&bytes);
+            // A byte-order mark opens some UTF-8 files (Windows tools write one): not part of
+            // the first record. Only at the start of the file; anywhere else it is the record's.
+            let body = if self.line == 1 {
+                strip_bom(&bytes)
+            } else {
+                &bytes[..]
+            };
+            let trimmed = trim_ascii(body);
             if trimmed.is_empty() {
                 self.buf = bytes;
                 continue;
@@ -333,6 +340,14 @@ impl RecordSource for JsonlSource {
             ))),
         }
     }
+}
+
+/// The UTF-8 encoding of U+FEFF, the byte-order mark.
+pub(super) const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// `b` without a leading UTF-8 byte-order mark.
+pub(super) fn strip_bom(b: &[u8]) -> &[u8] {
+    b.strip_prefix(UTF8_BOM).unwrap_or(b)
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {

@@ -8,9 +8,18 @@
 //! - Parquet (`.parquet`), one document per row;
 //! - plain text (`.txt`), one document per file.
 //!
+//! A UTF-8 byte-order mark (EF BB BF) at the start of a file is not part of it: a JSONL file's
+//! first record and a text file's document start after it (the fingerprints still hash the file
+//! as stored). Anywhere else it is the record's own.
+//!
 //! Inputs must be regular files (symbolic links to them are followed): a FIFO or a device is
 //! refused when the inputs are expanded, since a build reads its inputs again when it resumes and
 //! records their sizes and fingerprints.
+//!
+//! Directories that familiar wrote (an index, a build, a gradient store, a directory a familiar
+//! process is writing into) and a build's own `--out` directory are not corpus: inside input
+//! directories and glob patterns they are skipped and reported ([`ExpandedInputs::skipped`]),
+//! so that an index built inside its own input directory is never read back as corpus.
 //!
 //! While a file is read, the reader computes two fingerprints (xxh3, no second pass over the
 //! data): the whole file's bytes as stored, hashed under the decompressor
@@ -95,47 +104,117 @@ pub struct ExpandedInputs {
     /// Files found inside directories whose names have no recognized extension: not read, and
     /// reported so that nothing is skipped silently.
     pub ignored: Vec<PathBuf>,
+    /// Directories found inside the inputs that familiar wrote (an index, a build, a gradient
+    /// store, a directory a familiar process is writing into) or that are the build's own
+    /// output: not read as corpus, and reported with how many files they hold and why.
+    pub skipped: Vec<SkippedDir>,
+}
+
+/// A directory of familiar's own output found among the inputs, not read as corpus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedDir {
+    /// The directory, as found.
+    pub path: PathBuf,
+    /// Why it is familiar's output, e.g. "a familiar index (manifest.json with format
+    /// \"familiar-index\")".
+    pub reason: String,
+    /// Files under it (recursively; symbolic links not followed).
+    pub files: u64,
+}
+
+impl std::fmt::Display for SkippedDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({} file{}: {})",
+            self.path.display(),
+            self.files,
+            if self.files == 1 { "" } else { "s" },
+            self.reason
+        )
+    }
 }
 
 const SUPPORTED: &str = ".jsonl/.ndjson/.json (optionally .zst, .zstd or .gz), .parquet or .txt";
 
+/// The files whose `format` tag (`familiar-…`) marks a directory as familiar's output: index,
+/// shard and gradient-store manifests, build and store plans.
+const OUTPUT_MARKERS: [&str; 4] = ["manifest.json", "build.json", "store.json", "plan.json"];
+
 /// Expands files, directories (recursively, in name order) and glob patterns into input files.
 ///
 /// Explicit files must have a recognized extension; inside directories, unrecognized files are
-/// listed in [`ExpandedInputs::ignored`]. The same file twice is an error.
+/// listed in [`ExpandedInputs::ignored`]. The same file twice is an error. Directories that
+/// familiar wrote are not read (see [`expand_inputs_excluding`]).
 pub fn expand_inputs<S: AsRef<str>>(specs: &[S]) -> Result<ExpandedInputs> {
-    let mut out = ExpandedInputs::default();
+    expand_inputs_excluding(specs, None)
+}
+
+/// [`expand_inputs`] for a build writing into `out`: inside input directories (and under the
+/// fixed part of glob patterns), familiar's own output is not corpus and is skipped, and listed
+/// in [`ExpandedInputs::skipped`]: a directory holding `.familiar-lock` (a familiar build or run
+/// is writing into it), a directory whose `manifest.json`, `build.json`, `store.json` or
+/// `plan.json` has a `familiar-…` format tag (an index, a build, a shard, a gradient store), and
+/// `out` itself. So an index built into a directory of its own corpus (`familiar index build
+/// corpus/ --out corpus/idx`) is not read as corpus when the build is resumed or run again. A
+/// file named explicitly is read wherever it is, except inside `out` (refused).
+pub fn expand_inputs_excluding<S: AsRef<str>>(
+    specs: &[S],
+    out: Option<&Path>,
+) -> Result<ExpandedInputs> {
+    let mut expanded = ExpandedInputs::default();
+    let mut skipper = Skipper::new(out);
     let mut seen = std::collections::BTreeSet::new();
     for spec in specs {
         let spec = spec.as_ref();
         let path = Path::new(spec);
         let mut found = Vec::new();
         if path.is_dir() {
-            walk_dir(path, &mut found, &mut out.ignored)?;
+            let before = expanded.skipped.len();
+            skipper.walk(path, &mut found, &mut expanded)?;
             if found.is_empty() {
                 return Err(Error::input(
                     path,
                     0,
-                    format!("directory holds no corpus files ({SUPPORTED})"),
+                    format!(
+                        "directory holds no corpus files ({SUPPORTED}){}",
+                        skipped_note(&expanded.skipped[before..])
+                    ),
                 ));
             }
         } else if path.exists() {
+            if let Some(out) = skipper.out.as_deref() {
+                if std::fs::canonicalize(path).is_ok_and(|c| c.starts_with(out)) {
+                    return Err(Error::Config(format!(
+                        "input {spec} is inside the --out directory {}; an index is not its own \
+                         corpus",
+                        out.display()
+                    )));
+                }
+            }
             found.push(path.to_path_buf());
         } else if spec.contains(['*', '?', '[']) {
             let entries = glob::glob(spec)
                 .map_err(|e| Error::Config(format!("bad glob pattern {spec:?}: {e}")))?;
+            let prefix = glob_prefix(spec);
+            let before = expanded.skipped.len();
             let mut matched = Vec::new();
             for e in entries {
                 let p = e.map_err(|e| Error::io(e.path(), std::io::Error::other(e.to_string())))?;
+                if let Some(dir) = skipper.outermost_skipped(&p, &prefix) {
+                    skipper.record(&dir, &mut expanded.skipped);
+                    continue;
+                }
                 if p.is_dir() {
-                    walk_dir(&p, &mut matched, &mut out.ignored)?;
+                    skipper.walk(&p, &mut matched, &mut expanded)?;
                 } else {
                     matched.push(p);
                 }
             }
             if matched.is_empty() {
                 return Err(Error::Config(format!(
-                    "glob pattern {spec:?} matched no files"
+                    "glob pattern {spec:?} matched no files{}",
+                    skipped_note(&expanded.skipped[before..])
                 )));
             }
             matched.sort();
@@ -163,36 +242,187 @@ pub fn expand_inputs<S: AsRef<str>>(specs: &[S]) -> Result<ExpandedInputs> {
                     p.display()
                 )));
             }
-            out.files.push(InputFile {
+            expanded.files.push(InputFile {
                 path: p,
                 format,
                 bytes,
             });
         }
     }
-    if out.files.is_empty() {
+    if expanded.files.is_empty() {
         return Err(Error::Config("no input files given".into()));
     }
-    Ok(out)
+    Ok(expanded)
 }
 
-fn walk_dir(dir: &Path, found: &mut Vec<PathBuf>, ignored: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .at(dir)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()
-        .at(dir)?;
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            walk_dir(&p, found, ignored)?;
-        } else if InputFormat::from_path(&p).is_some() && !is_plain_json(&p) {
-            found.push(p);
-        } else {
-            ignored.push(p);
+/// "; not read: DIR (N files: why), …" for an error about inputs that came out empty.
+fn skipped_note(skipped: &[SkippedDir]) -> String {
+    if skipped.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+    format!(
+        "; not read, as familiar's own output: {} (name files explicitly to read them anyway)",
+        list.join(", ")
+    )
+}
+
+/// The directories of a glob pattern before its first wildcard (`corpus/**/*.jsonl` →
+/// `corpus`): the part of the tree the user named.
+fn glob_prefix(spec: &str) -> PathBuf {
+    Path::new(spec)
+        .components()
+        .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+        .collect()
+}
+
+/// Decides which directories are familiar's own output (cached per directory).
+struct Skipper {
+    /// The build's output directory, canonical, when it exists.
+    out: Option<PathBuf>,
+    cache: std::collections::HashMap<PathBuf, Option<String>>,
+}
+
+impl Skipper {
+    fn new(out: Option<&Path>) -> Skipper {
+        Skipper {
+            out: out.and_then(|o| std::fs::canonicalize(o).ok()),
+            cache: std::collections::HashMap::new(),
         }
     }
-    Ok(())
+
+    /// Why `dir` is familiar's output, if it is.
+    fn reason(&mut self, dir: &Path) -> Option<String> {
+        if let Some(r) = self.cache.get(dir) {
+            return r.clone();
+        }
+        let r = self.decide(dir);
+        self.cache.insert(dir.to_path_buf(), r.clone());
+        r
+    }
+
+    fn decide(&self, dir: &Path) -> Option<String> {
+        if let Some(out) = &self.out {
+            if std::fs::canonicalize(dir).is_ok_and(|c| &c == out) {
+                return Some("this build's --out directory".into());
+            }
+        }
+        if std::fs::symlink_metadata(dir.join(crate::lock::LOCK_FILE)).is_ok() {
+            return Some(format!(
+                "holds {}: a familiar build or run is writing into it",
+                crate::lock::LOCK_FILE
+            ));
+        }
+        for name in OUTPUT_MARKERS {
+            if let Some(tag) = familiar_format_tag(&dir.join(name)) {
+                let what = match tag.as_str() {
+                    "familiar-index" => "a familiar index",
+                    "familiar-build" => "a familiar index build",
+                    "familiar-shard" => "a shard of a familiar index",
+                    "familiar-gradient-store" => "a familiar gradient store",
+                    _ => "familiar output",
+                };
+                return Some(format!("{what} ({name} with format {tag:?})"));
+            }
+        }
+        None
+    }
+
+    /// The outermost directory between `prefix` (included) and `path` (excluded unless it is a
+    /// directory) that is familiar's output.
+    fn outermost_skipped(&mut self, path: &Path, prefix: &Path) -> Option<PathBuf> {
+        let mut found = None;
+        let start = if path.is_dir() {
+            Some(path)
+        } else {
+            path.parent()
+        };
+        for dir in start.into_iter().flat_map(Path::ancestors) {
+            if dir.as_os_str().is_empty() || !dir.starts_with(prefix) {
+                break;
+            }
+            if self.reason(dir).is_some() {
+                found = Some(dir.to_path_buf());
+            }
+        }
+        found
+    }
+
+    /// Adds `dir` (known to be skipped) to `skipped`, once.
+    fn record(&mut self, dir: &Path, skipped: &mut Vec<SkippedDir>) {
+        if skipped.iter().any(|s| s.path == dir) {
+            return;
+        }
+        if let Some(reason) = self.reason(dir) {
+            skipped.push(SkippedDir {
+                path: dir.to_path_buf(),
+                reason,
+                files: count_files(dir),
+            });
+        }
+    }
+
+    /// Lists the corpus files under `dir` (in name order) unless it is familiar's output.
+    fn walk(
+        &mut self,
+        dir: &Path,
+        found: &mut Vec<PathBuf>,
+        expanded: &mut ExpandedInputs,
+    ) -> Result<()> {
+        if self.reason(dir).is_some() {
+            self.record(dir, &mut expanded.skipped);
+            return Ok(());
+        }
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .at(dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()
+            .at(dir)?;
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                self.walk(&p, found, expanded)?;
+            } else if InputFormat::from_path(&p).is_some() && !is_plain_json(&p) {
+                found.push(p);
+            } else {
+                expanded.ignored.push(p);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `format` of a familiar manifest (`familiar-…`), read from the first 4 KiB of `path` (the
+/// tag is the first field familiar writes); `None` for anything else, including files that are
+/// not regular (never opened).
+fn familiar_format_tag(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let (file, _) = crate::manifest::open_regular(path).ok()?;
+    let mut head = Vec::with_capacity(4096);
+    file.take(4096).read_to_end(&mut head).ok()?;
+    let text = String::from_utf8_lossy(&head);
+    let rest = text.trim_start().strip_prefix('{')?.trim_start();
+    let rest = rest.strip_prefix("\"format\"")?.trim_start();
+    let rest = rest.strip_prefix(':')?.trim_start();
+    let rest = rest.strip_prefix('"')?;
+    let tag = &rest[..rest.find('"')?];
+    tag.starts_with("familiar-").then(|| tag.to_string())
+}
+
+/// Files under `dir`, recursively, not following symbolic links.
+fn count_files(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        match e.file_type() {
+            Ok(t) if t.is_dir() => n += count_files(&e.path()),
+            Ok(_) => n += 1,
+            Err(_) => {}
+        }
+    }
+    n
 }
 
 fn is_plain_json(p: &Path) -> bool {
@@ -544,8 +774,17 @@ impl TextSource {
                 xxh3,
             });
         }
+        // A leading byte-order mark is not part of the text (the fingerprint keeps it: it hashes
+        // the file as stored).
+        let bom = if bytes.starts_with(jsonl::UTF8_BOM) {
+            bytes.drain(..jsonl::UTF8_BOM.len());
+            jsonl::UTF8_BOM.len()
+        } else {
+            0
+        };
         if bytes.is_empty() {
-            // No document at all: an empty input, like a JSONL file without records.
+            // No document at all (nothing, or only a byte-order mark): an empty input, like a
+            // JSONL file without records.
             return Ok(TextSource {
                 doc: None,
                 consumed: 0,
@@ -566,7 +805,7 @@ impl TextSource {
                 1,
                 format!(
                     "invalid UTF-8 at byte offset {} of the file",
-                    e.utf8_error().valid_up_to()
+                    bom + e.utf8_error().valid_up_to()
                 ),
             )),
         };

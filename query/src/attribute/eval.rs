@@ -233,7 +233,13 @@ pub fn evaluate(
         let sub = LanguageModel::load(&model_dir)?;
         let logprobs = queries
             .iter()
-            .map(|q| Ok(sub.score(&q.prompt, &q.completion)?.logprob))
+            .map(|q| {
+                sub.score(&q.prompt, &q.completion)
+                    .map(|s| s.logprob)
+                    .map_err(|e| {
+                        familiar::model::finite::within(e, format!("subset {m}, query {}", q.id))
+                    })
+            })
             .collect::<Result<Vec<f64>>>()?;
         let r = SubsetResult {
             subset: m,

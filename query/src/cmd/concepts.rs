@@ -40,8 +40,8 @@ pub struct CountArgs {
     /// Methods to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     method: Vec<Method>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads (default: all cores; at most 4096).
+    #[arg(long, value_parser = super::parse_threads)]
     threads: Option<usize>,
     /// Memory in MiB for keeping paired concepts' document sets between the passes.
     #[arg(long, default_value_t = 2048)]

@@ -151,6 +151,8 @@ fn write_fixtures(out: &Path) -> Result<()> {
 
 pub fn run(a: Args) -> Result<i32> {
     let out = &a.out;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let _lock = familiar::lock::DirLock::acquire(out, "demo")?;
     write_fixtures(out)?;
     let truth: GroundTruth =
         serde_json::from_slice(&std::fs::read(out.join("corpus/planted.json"))?)?;

@@ -35,7 +35,8 @@ pub struct BuildArgs {
     #[arg(long, value_name = "N", hide = true)]
     stop_after_shards: Option<usize>,
     /// Corpus files, directories or glob patterns: .jsonl/.json/.ndjson (optionally .zst or .gz),
-    /// .parquet, .txt.
+    /// .parquet, .txt. Inside directories, familiar's own output (indexes, builds, gradient
+    /// stores, --out itself) is skipped and reported.
     #[arg(required = true)]
     inputs: Vec<String>,
     /// Field (JSONL) or column (Parquet) holding the text.
@@ -51,7 +52,8 @@ pub struct BuildArgs {
     #[arg(long, default_value = "metadata")]
     metadata_field: String,
     /// Token positions per shard (default: half the machine's memory at 6 (u16) or 8 (u32) bytes
-    /// per token, at most 2^31 - 1).
+    /// per token, at most 2^31 - 1). A longer document gets a shard of its own, larger than this:
+    /// warned about and counted.
     #[arg(long)]
     shard_tokens: Option<u64>,
     /// Skip malformed records (counted and reported) instead of failing.
@@ -60,8 +62,8 @@ pub struct BuildArgs {
     /// Accept input files without documents (counted and reported) instead of failing.
     #[arg(long)]
     allow_empty: bool,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads (default: all cores; at most 4096).
+    #[arg(long, value_parser = super::parse_threads)]
     threads: Option<usize>,
     /// Build only the token and suffix-array files (n-gram queries), not the per-shard tantivy
     /// text index that concept counts need.
@@ -223,6 +225,52 @@ fn run_build(a: BuildArgs) -> Result<i32> {
                 ""
             }
         ));
+    }
+    if !r.skipped_outputs.is_empty() {
+        let files: u64 = r.skipped_outputs.iter().map(|d| d.files).sum();
+        let dirs: Vec<String> = r
+            .skipped_outputs
+            .iter()
+            .take(5)
+            .map(ToString::to_string)
+            .collect();
+        lines.push(format!(
+            "skipped {files} file(s) in {} director{} of familiar's own output inside the inputs \
+             (not corpus; name files explicitly to read them): {}{}",
+            r.skipped_outputs.len(),
+            if r.skipped_outputs.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            },
+            dirs.join(", "),
+            if r.skipped_outputs.len() > 5 {
+                ", …"
+            } else {
+                ""
+            }
+        ));
+    }
+    if r.oversized_documents > 0 {
+        // The longest, unless it is among those listed below.
+        let largest = match &r.largest_oversized {
+            Some(d) if !r.oversized_examples.contains(d) => format!("; the longest: {d}"),
+            _ => String::new(),
+        };
+        lines.push(format!(
+            "{} document(s) longer than the shard size of {} tokens, each in a shard of its own \
+             (larger than the shard size, which bounds a build's memory){largest}",
+            r.oversized_documents, r.shard_tokens
+        ));
+        for d in &r.oversized_examples {
+            lines.push(format!("  {d} (shard-{:05})", d.shard));
+        }
+        if r.oversized_documents > r.oversized_examples.len() as u64 {
+            lines.push(format!(
+                "  … and {} more",
+                r.oversized_documents - r.oversized_examples.len() as u64
+            ));
+        }
     }
     for l in lines {
         eprintln!("{l}");

@@ -210,3 +210,19 @@ pub fn token_strings(index: &Index, ids: &[u32]) -> Result<Vec<String>> {
         .map(|&id| t.id_to_token(id).unwrap_or_else(|| format!("<{id}>")))
         .collect())
 }
+
+/// The most worker threads a `--threads` option accepts (more would only exhaust the
+/// process's thread limit).
+pub const MAX_THREADS: usize = 4096;
+
+/// `--threads N`: 1 to [`MAX_THREADS`].
+pub fn parse_threads(s: &str) -> std::result::Result<usize, String> {
+    let n: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of threads"))?;
+    if n == 0 || n > MAX_THREADS as u64 {
+        return Err(format!("the number of threads must be 1 to {MAX_THREADS}, not {n}"));
+    }
+    Ok(n as usize)
+}

@@ -454,6 +454,48 @@ pub fn train_until(
     train_on(index, None, out, options, stop_after, progress, device)
 }
 
+/// Refuses shapes that cannot be a model (no layer, heads that do not divide the hidden size)
+/// and models whose training would not fit in this machine's memory, before anything is
+/// allocated: weights, their gradients and AdamW's two moments (16 bytes per parameter) plus a
+/// step's activations (about 4 bytes × batch × context × (20 · layers · hidden + 2 · layers ·
+/// heads · context + 3 · vocabulary)), against `MemTotal`.
+fn check_shape(o: &TrainOptions, vocab: usize) -> Result<()> {
+    if o.layers == 0 || o.hidden == 0 || o.heads == 0 || o.batch == 0 || o.context < 2 {
+        return Err(Error::Config(
+            "--layers, --hidden, --heads and --batch must be positive, --context at least 2".into(),
+        ));
+    }
+    if o.hidden % o.heads != 0 {
+        return Err(Error::Config(format!(
+            "--hidden {} must be a multiple of --heads {}",
+            o.hidden, o.heads
+        )));
+    }
+    let (l, h, c, b, v) = (
+        o.layers as f64,
+        o.hidden as f64,
+        o.context as f64,
+        o.batch as f64,
+        vocab as f64,
+    );
+    let parameters = l * (12.0 * h * h + 13.0 * h) + (v + c) * h + 2.0 * h;
+    let activations = 4.0 * b * c * (20.0 * l * h + 2.0 * l * o.heads as f64 * c + 3.0 * v);
+    let need = 16.0 * parameters + activations;
+    let have = familiar_index_builder::memory::meminfo("MemTotal").unwrap_or(u64::MAX) as f64;
+    if !(need < have) {
+        return Err(Error::Config(format!(
+            "a model of {parameters:.3e} parameters trained on batches of {} × {} tokens needs about \
+             {:.1} GiB (weights, gradients, AdamW moments and activations), more than this \
+             machine's {:.1} GiB; choose smaller --layers, --hidden, --context or --batch",
+            o.batch,
+            o.context,
+            need / f64::from(1u32 << 30),
+            have / f64::from(1u32 << 30)
+        )));
+    }
+    Ok(())
+}
+
 /// [`train_until`] on the documents marked in `keep` (by global id; every document with `None`).
 /// The caller records which documents a run used: resuming with another subset is not detected
 /// here.
@@ -485,6 +527,7 @@ pub fn train_on(
     let tokenizer = index.tokenizer()?;
     let vocab = index.vocab_size() as usize + 1;
     let eos = index.vocab_size();
+    check_shape(options, vocab)?;
     let state_path = out.join(STATE_FILE);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let _lock = familiar::lock::DirLock::acquire(out, "training run")?;

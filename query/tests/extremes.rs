@@ -11,8 +11,7 @@ mod util;
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use util::*;
 
@@ -264,33 +263,6 @@ fn long_run_allowed(case: &Case, value: &str) -> bool {
         || (matches!(case.option, "--steps" | "--subsets" | "--stop-after") && huge)
 }
 
-/// Runs `familiar args`, killing it after `limit`; (exit code or None for a signal/kill,
-/// stderr, timed out).
-fn run(args: &[OsString], limit: Duration) -> (Option<i32>, String, bool) {
-    let err = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err.reopen().unwrap())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let stderr = std::fs::read_to_string(err.path()).unwrap_or_default();
-            return (status.code(), stderr, false);
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = std::fs::read_to_string(err.path()).unwrap_or_default();
-            return (None, stderr, true);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Numeric options declared in `query/src/cmd/*.rs` (fields of integer or real type, as
 /// `--kebab-case`), by file.
 fn declared_numeric_options() -> BTreeSet<(String, String)> {
@@ -379,20 +351,23 @@ fn numeric_options_at_their_extremes_never_crash_or_hang() {
             }
             runs += 1;
             let long_ok = long_run_allowed(case, value);
-            let (code, stderr, timed_out) =
-                run(&args, if long_ok { Duration::from_secs(20) } else { limit });
+            let (out, timed_out) = familiar_killed_after(
+                &args,
+                if long_ok { Duration::from_secs(10) } else { limit },
+            );
+            let (code, stderr) = (out.code(), out.stderr);
             let shown: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
             let bad = (timed_out && !long_ok)
                 || (timed_out && stderr.contains("panicked"))
                 || (!timed_out && !matches!(code, Some(0..=2)))
                 || stderr.contains("panicked")
-                || (code != Some(0) && stderr.trim().is_empty());
+                || (!timed_out && code != Some(0) && stderr.trim().is_empty());
             if bad {
                 failures.push(format!(
                     "familiar {}: {}; stderr: {}",
                     shown.join(" "),
                     if timed_out {
-                        "still running after 120 s".to_string()
+                        "still running when stopped".to_string()
                     } else {
                         format!("exit {code:?}")
                     },

@@ -190,34 +190,6 @@ fn a_document_longer_than_the_shard_size_is_reported() {
     assert!(!o.stderr.contains("longer than the shard size"), "{o}");
 }
 
-/// Runs `familiar ARGS…`, killing it (and failing the test) if it runs past `limit`.
-#[track_caller]
-fn familiar_within(args: &[&std::ffi::OsStr], limit: Duration) -> Out {
-    let mut c = command();
-    c.args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let described = format!("{c:?}");
-    let mut child = c.spawn().unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{described} hung (killed after {limit:?})");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let o = child.wait_with_output().unwrap();
-    Out {
-        command: described,
-        status: o.status,
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
 /// A FIFO or a link to a character device in place of a text-index file: `concepts count`
 /// fails at once, naming the file and what it is (a FIFO would block the open).
 #[cfg(unix)]

@@ -8,40 +8,9 @@
 mod util;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use util::*;
-
-/// Runs `familiar ARGS…`, killing it (and failing the test) if it runs past `limit`.
-#[track_caller]
-fn familiar_within(args: &[std::ffi::OsString], limit: Duration) -> Out {
-    let mut c = command();
-    c.args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let described = format!("{c:?}");
-    let mut child = c.spawn().unwrap();
-    let started = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{described} hung (killed after {limit:?})");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let o = child.wait_with_output().unwrap();
-    Out {
-        command: described,
-        status: o.status,
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -164,6 +164,14 @@ pub fn evaluate(
             "--subsets must be at least 3 (a rank correlation over subsets)".into(),
         ));
     }
+    // Each subset is a model trained anew: beyond this a run would never end (Park et al. 2023
+    // use 50–100; the LDS settles within a few dozen).
+    if o.subsets > 100_000 {
+        return Err(Error::Config(format!(
+            "--subsets {} is more models than an evaluation can train (at most 100000)",
+            o.subsets
+        )));
+    }
     if !(o.fraction > 0.0 && o.fraction < 1.0) {
         return Err(Error::Query(format!(
             "--fraction must be between 0 and 1, not {}",

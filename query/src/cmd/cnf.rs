@@ -88,12 +88,21 @@ pub fn run(a: Args) -> Result<i32> {
             }
         }
         for (i, c) in a.clauses.iter().enumerate() {
-            println!(
-                "  clause {} {c:?}: {} in matching documents, {} in the index",
-                i + 1,
-                r.clause_occurrences[i],
-                r.clause_totals[i]
-            );
+            match &r.estimate {
+                Some(e) => println!(
+                    "  clause {} {c:?}: ≈ {:.0} in matching documents ({} in those found), {} in the index",
+                    i + 1,
+                    e.clause_occurrences[i],
+                    r.clause_occurrences[i],
+                    r.clause_totals[i]
+                ),
+                None => println!(
+                    "  clause {} {c:?}: {} in matching documents, {} in the index",
+                    i + 1,
+                    r.clause_occurrences[i],
+                    r.clause_totals[i]
+                ),
+            }
         }
         println!("first documents: {:?}", r.doc_ids);
     }

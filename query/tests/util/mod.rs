@@ -46,6 +46,60 @@ where
     run_command(c)
 }
 
+/// Runs `familiar ARGS…`, killing it once it has run for `limit`: what it printed and whether it
+/// had to be killed. Output goes to files, not pipes, so a chatty process never blocks on a full
+/// pipe and looks hung.
+pub fn familiar_killed_after<I, S>(args: I, limit: std::time::Duration) -> (Out, bool)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let mut c = command();
+    c.args(args)
+        .stdin(Stdio::null())
+        .stdout(out.reopen().unwrap())
+        .stderr(err.reopen().unwrap());
+    let described = format!("{c:?}");
+    let mut child = c
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {described}: {e}"));
+    let started = std::time::Instant::now();
+    let (status, killed) = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break (status, false);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            break (child.wait().unwrap(), true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let read = |f: &tempfile::NamedTempFile| {
+        String::from_utf8_lossy(&std::fs::read(f.path()).unwrap_or_default()).into_owned()
+    };
+    let o = Out {
+        command: described,
+        status,
+        stdout: read(&out),
+        stderr: read(&err),
+    };
+    (o, killed)
+}
+
+/// [`familiar_killed_after`], failing the test if the process had to be killed.
+#[track_caller]
+pub fn familiar_within<I, S>(args: I, limit: std::time::Duration) -> Out
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let (o, killed) = familiar_killed_after(args, limit);
+    assert!(!killed, "{} hung (killed after {limit:?})", o.command);
+    o
+}
+
 /// Runs `familiar ARGS…` with `input` on its standard input.
 pub fn familiar_with_stdin<I, S>(args: I, input: &str) -> Out
 where

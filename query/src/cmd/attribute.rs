@@ -14,7 +14,8 @@ use familiar_query::output::{Column, Format, Table};
 
 /// `attribute store --rank` by default: of the ranks measured (8, 16, 32, 64), 32 ranked the
 /// stating document of a planted fact first most often, on the fixture world and on generated
-/// worlds unlike it (benches/README.md, "Attribution defaults"); 64 found no more.
+/// worlds unlike it (benches/README.md, "Attribution defaults", and
+/// query/tests/unseen_world.rs); 64 found no more.
 const DEFAULT_RANK: usize = 32;
 /// `--damping` of `kfac` by default (`attribute score` and `attribute eval`): best or within one
 /// fact of the best of 0.01, 0.1 and 1 on every world measured.
@@ -131,18 +132,19 @@ pub struct StoreArgs {
     layers: Layers,
     /// Projection rank of each layer's input and output (a layer's row block is rank × rank).
     ///
-    /// 32, the default, ranked the stating document first for the most planted facts of the
-    /// ranks measured (8, 16, 32, 64; with `kfac`): the fixture world 31 of 32 (27 at rank 8),
-    /// generated English-like worlds 26–32 of 60 (rank 8: 7–25; rank 16: 16–31), 420 documents
-    /// of real text with the GPT-2 tokenizer 17 of 20; 64 found no more.
+    /// 32, the default, ranked the document that states a planted fact first most often of the
+    /// ranks measured (8, 16, 32, 64; with kfac): the fixture world 31 of 32 facts (rank 16: 30,
+    /// rank 8: 27), three generated English-like worlds 26, 32 and 34 of 60 (rank 16: 16, 30,
+    /// 26; rank 8: 7, 24, 18), 420 documents of real text with the GPT-2 tokenizer 17 of 20;
+    /// rank 64 found no more (benches/README.md).
     ///
-    /// Cost, for a model of L projected layers (4 per block and the output head: L = 9 for
+    /// Cost, for a model with L projected layers (4 per block and the output head: 9 for
     /// `familiar train`'s 2 layers): each document's row holds L × rank² values (f32: 2.3 KB at
     /// rank 8, 9.2 KB at 16, 37 KB at 32, 147 KB at 64; half with `--dtype f16`), and each index
-    /// shard adds the second moments `kfac` reads, L × rank⁴ f64 (0.3 MB, 4.7 MB, 75 MB, 1.2
-    /// GB). Time: the model's passes dominate up to rank 32 (1.2–2× the time of rank 8), the
-    /// moments above it (rank 64: 6× rank 32); scoring reads every row, so its time grows
-    /// with the row size.
+    /// shard adds the second moments kfac reads, L × rank⁴ f64 values (0.3 MB, 4.7 MB, 75 MB,
+    /// 1.2 GB). Time: the model's forward and backward passes dominate up to rank 32 (1–2.5× the
+    /// time of rank 8), the moments above it (rank 64: 6× rank 32); `attribute score` reads every
+    /// row, so its scan grows with the row size.
     #[arg(long, default_value_t = DEFAULT_RANK)]
     rank: usize,
     /// Seed of the random projections.
@@ -180,19 +182,20 @@ pub struct ScoreArgs {
     out: PathBuf,
     /// How rows are compared with the query gradient.
     ///
-    /// kfac, the default, ranked the stating document of a planted fact first as often as or
-    /// more often than identity and cosine at rank 32 on every world measured but the fixture
-    /// world (there 31 of 32 against 32 and 30): generated worlds 26–32 of 60 against 24–29
-    /// (identity) and 24–28 (cosine); real text, 17 of 20 against 13 (cosine). It costs one
-    /// Cholesky factorization per projected layer of a rank² × rank² matrix before the scan
-    /// (from the store's moments files, no pass over the rows): a few seconds at rank 32, minutes
-    /// at rank 64; the scan itself costs the same as identity.
+    /// kfac, the default, ranked the document that states a planted fact first most often at
+    /// rank 32 on every world measured but the fixture world, where identity found one more:
+    /// three generated English-like worlds 26, 32 and 34 of 60 facts (identity 24, 27, 32;
+    /// cosine 24, 25, 31), 420 documents of real text 17 of 20 (cosine 13), the fixture world
+    /// 31 of 32 (identity 32, cosine 30) (benches/README.md). Its cost: before the scan,
+    /// the store's moments files are read and each projected layer's rank² × rank² matrix is
+    /// factorized once (about 2 s for 56 queries at rank 32, minutes at rank 64); the scan costs
+    /// what identity's does.
     #[arg(long, value_enum, default_value = "kfac")]
     precondition: PreconditionArg,
     /// kfac: damping λ as a fraction of each layer's mean eigenvalue.
     ///
-    /// 0.1, the default, was best or within one fact of the best of 0.01, 0.1 and 1 at rank 32
-    /// on every world measured; it costs nothing.
+    /// 0.1, the default, was the best or within one fact of the best of 0.01, 0.1 and 1 at rank
+    /// 32 on every world measured; the value costs nothing.
     #[arg(long, default_value_t = DEFAULT_DAMPING)]
     damping: f64,
 }

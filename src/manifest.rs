@@ -375,6 +375,17 @@ pub fn parse<M: for<'de> Deserialize<'de>>(bytes: &[u8], format: &str, path: &Pa
         format: Option<String>,
         format_version: Option<u32>,
     }
+    // JSON is UTF-8 (RFC 8259); serde skips fields it does not know without checking their
+    // bytes, so check the whole text first (found by the `manifest` fuzz target).
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "not a valid JSON manifest: invalid UTF-8 at byte {}",
+                e.valid_up_to()
+            ),
+        ));
+    }
     let tag: Tag = serde_json::from_slice(bytes)
         .map_err(|e| Error::corrupt(path, format!("not a valid JSON manifest: {e}")))?;
     if tag.format.as_deref() != Some(format) {

@@ -384,3 +384,26 @@ fn tokenizer_with_malformed_decoder_value() {
         oracles::tokenizer_json(input);
     }
 }
+
+/// Found by the `manifest` fuzz target (2026-12-06): invalid UTF-8 inside a field the manifest
+/// type does not know was accepted, because serde skips unknown fields without checking their
+/// bytes. Every manifest with a byte that is not UTF-8 is now corrupt.
+#[test]
+fn manifest_with_invalid_utf8_is_corrupt() {
+    let mut bytes = INDEX_MANIFEST.to_vec();
+    // An unknown key whose name holds a lone continuation byte.
+    let at = bytes.iter().position(|&b| b == b'{').unwrap() + 1;
+    bytes.splice(at..at, b"\"x\x80y\": 1, ".iter().copied());
+    let e = familiar::manifest::parse::<IndexManifest>(
+        &bytes,
+        "familiar-index",
+        Path::new("manifest.json"),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("invalid UTF-8"), "{e}");
+    for m in [INDEX_MANIFEST] {
+        assert!(
+            familiar::manifest::parse::<IndexManifest>(m, "familiar-index", Path::new("m")).is_ok()
+        );
+    }
+}

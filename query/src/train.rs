@@ -665,7 +665,9 @@ pub fn train_on(
     }
     bar.finish_and_clear();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let k = (state.losses.len() / 4).clamp(1, 10).min(state.losses.len());
+    let k = (state.losses.len() / 4)
+        .clamp(1, 10)
+        .min(state.losses.len());
     Ok(TrainReport {
         resumed_at,
         steps: state.step,

@@ -148,7 +148,9 @@ fn directories_in_use_are_refused_naming_the_process() {
         ),
         (
             "demo",
-            Box::new(|dir: &Path| vec!["demo".into(), "--quiet".into(), "--out".into(), dir.into()]),
+            Box::new(|dir: &Path| {
+                vec!["demo".into(), "--quiet".into(), "--out".into(), dir.into()]
+            }),
         ),
         (
             "build",
@@ -159,13 +161,21 @@ fn directories_in_use_are_refused_naming_the_process() {
         let dir = t.mkdir(format!("busy-{name}"));
         let lock = familiar::lock::DirLock::acquire(&dir, "test").unwrap();
         let o = familiar(args(&dir));
-        o.failure()
-            .stderr_has(&["in use by process", pid.as_str(), &dir.display().to_string()]);
+        o.failure().stderr_has(&[
+            "in use by process",
+            pid.as_str(),
+            &dir.display().to_string(),
+        ]);
         let entries: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(entries, [familiar::lock::LOCK_FILE], "{name} wrote into {}", dir.display());
+        assert_eq!(
+            entries,
+            [familiar::lock::LOCK_FILE],
+            "{name} wrote into {}",
+            dir.display()
+        );
         drop(lock);
     }
 }

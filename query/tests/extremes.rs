@@ -86,8 +86,14 @@ fn cases(w: &World) -> Vec<Case> {
         "items.jsonl",
         "{\"id\": \"a\", \"prompt\": \"The capital of\", \"completion\": \" Jocyl\"}\n",
     );
-    let probes = t.write("probes.jsonl", "{\"id\": \"p\", \"text\": \"The capital of Jocyl\"}\n");
-    let corpus = t.write("corpus.jsonl", "{\"id\": \"d\", \"text\": \"Zelxir Exoexo Zelxir\"}\n");
+    let probes = t.write(
+        "probes.jsonl",
+        "{\"id\": \"p\", \"text\": \"The capital of Jocyl\"}\n",
+    );
+    let corpus = t.write(
+        "corpus.jsonl",
+        "{\"id\": \"d\", \"text\": \"Zelxir Exoexo Zelxir\"}\n",
+    );
     let idx = &w.idx;
     let train = |o: &str| {
         os(&[
@@ -159,56 +165,250 @@ fn cases(w: &World) -> Vec<Case> {
     let mut v = vec![
         c(os(&[&"locate", idx, &" Zelxir"]), "--limit", Int),
         c(os(&[&"locate", idx, &" Zelxir"]), "--offset", Int),
-        c(os(&[&"locate", idx, &" Zelxir", &"--limit", &"2"]), "--context", Int),
+        c(
+            os(&[&"locate", idx, &" Zelxir", &"--limit", &"2"]),
+            "--context",
+            Int,
+        ),
         c(os(&[&"ntd", idx, &" Zelxir"]), "--top", Int),
-        c(os(&[&"cnf", idx, &"--clause", &" Zelxir", &"--clause", &" Exoexo"]), "--max-occurrences", Int),
+        c(
+            os(&[
+                &"cnf",
+                idx,
+                &"--clause",
+                &" Zelxir",
+                &"--clause",
+                &" Exoexo",
+            ]),
+            "--max-occurrences",
+            Int,
+        ),
         c(os(&[&"cnf", idx, &"--clause", &" Zelxir"]), "--list", Int),
-        c(os(&[&"cnf", idx, &"--clause", &" Zelxir", &"--max-occurrences", &"3"]), "--seed", Int),
+        c(
+            os(&[
+                &"cnf",
+                idx,
+                &"--clause",
+                &" Zelxir",
+                &"--max-occurrences",
+                &"3",
+            ]),
+            "--seed",
+            Int,
+        ),
         c(os(&[&"docs", idx, &"0", &"--window", &"0"]), "", Int),
         c(os(&[&"docs", idx]), "", Int),
         c(os(&[&"prob", idx, &" Zelxir"]), "--next-id", Int),
-        c(os(&[&"concepts", &"lookup", idx, &"zelxir", &"--fuzzy", &"1"]), "--limit", Int),
-        c(os(&[&"concepts", &"lookup", idx, &"zelxir"]), "--fuzzy", Int),
-        c(os(&[&"concepts", &"count", idx, &lexicon, &"--out", &out("cc"), &"-q"]), "--threads", Int),
-        c(os(&[&"concepts", &"count", idx, &lexicon, &"--out", &out("cc2"), &"-q"]), "--pair-cache-mib", Int),
-        c(os(&[&"index", &"verify", idx]), "--samples", Int),
         c(
-            os(&[&"index", &"build", &"--tokenizer", &tokenizer(), &"--out", &out("b1"), &"-q", &corpus]),
-            "--shard-tokens",
+            os(&[&"concepts", &"lookup", idx, &"zelxir", &"--fuzzy", &"1"]),
+            "--limit",
             Int,
         ),
         c(
-            os(&[&"index", &"build", &"--tokenizer", &tokenizer(), &"--out", &out("b2"), &"-q", &corpus]),
+            os(&[&"concepts", &"lookup", idx, &"zelxir"]),
+            "--fuzzy",
+            Int,
+        ),
+        c(
+            os(&[
+                &"concepts",
+                &"count",
+                idx,
+                &lexicon,
+                &"--out",
+                &out("cc"),
+                &"-q",
+            ]),
             "--threads",
             Int,
         ),
         c(
-            os(&[&"index", &"build", &"--tokenizer", &tokenizer(), &"--out", &out("b3"), &"-q", &corpus]),
+            os(&[
+                &"concepts",
+                &"count",
+                idx,
+                &lexicon,
+                &"--out",
+                &out("cc2"),
+                &"-q",
+            ]),
+            "--pair-cache-mib",
+            Int,
+        ),
+        c(os(&[&"index", &"verify", idx]), "--samples", Int),
+        c(
+            os(&[
+                &"index",
+                &"build",
+                &"--tokenizer",
+                &tokenizer(),
+                &"--out",
+                &out("b1"),
+                &"-q",
+                &corpus,
+            ]),
+            "--shard-tokens",
+            Int,
+        ),
+        c(
+            os(&[
+                &"index",
+                &"build",
+                &"--tokenizer",
+                &tokenizer(),
+                &"--out",
+                &out("b2"),
+                &"-q",
+                &corpus,
+            ]),
+            "--threads",
+            Int,
+        ),
+        c(
+            os(&[
+                &"index",
+                &"build",
+                &"--tokenizer",
+                &tokenizer(),
+                &"--out",
+                &out("b3"),
+                &"-q",
+                &corpus,
+            ]),
             "--stop-after-shards",
             Int,
         ),
-        c(os(&[&"score", &"--model", &w.model, &"--items", &items, &"--out", &out("s.parquet"), &"-q"]), "--limit", Int),
-        c(os(&[&"density", &"--model", &w.model, &"--probes", &probes, &"--out", &out("d.parquet"), &"-q"]), "--threshold", Real),
-        c(os(&[&"report", &"frequency", &"--tables", &w.tables, &"--out", &out("rf")]), "--bins", Int),
-        c(os(&[&"report", &"density", &"--tables", &w.tables, &"--out", &out("rd")]), "--bins", Int),
-        c(os(&[&"report", &"priming", &"--tables", &w.tables, &"--out", &out("rp")]), "--threshold", Real),
         c(
-            os(&[&"attribute", &"store", &"--model", &w.model, &"--index", idx, &"--out", &out("st"), &"--layers", &"blocks", &"-q"]),
+            os(&[
+                &"score",
+                &"--model",
+                &w.model,
+                &"--items",
+                &items,
+                &"--out",
+                &out("s.parquet"),
+                &"-q",
+            ]),
+            "--limit",
+            Int,
+        ),
+        c(
+            os(&[
+                &"density",
+                &"--model",
+                &w.model,
+                &"--probes",
+                &probes,
+                &"--out",
+                &out("d.parquet"),
+                &"-q",
+            ]),
+            "--threshold",
+            Real,
+        ),
+        c(
+            os(&[
+                &"report",
+                &"frequency",
+                &"--tables",
+                &w.tables,
+                &"--out",
+                &out("rf"),
+            ]),
+            "--bins",
+            Int,
+        ),
+        c(
+            os(&[
+                &"report",
+                &"density",
+                &"--tables",
+                &w.tables,
+                &"--out",
+                &out("rd"),
+            ]),
+            "--bins",
+            Int,
+        ),
+        c(
+            os(&[
+                &"report",
+                &"priming",
+                &"--tables",
+                &w.tables,
+                &"--out",
+                &out("rp"),
+            ]),
+            "--threshold",
+            Real,
+        ),
+        c(
+            os(&[
+                &"attribute",
+                &"store",
+                &"--model",
+                &w.model,
+                &"--index",
+                idx,
+                &"--out",
+                &out("st"),
+                &"--layers",
+                &"blocks",
+                &"-q",
+            ]),
             "--rank",
             Int,
         ),
         c(
-            os(&[&"attribute", &"store", &"--model", &w.model, &"--index", idx, &"--out", &out("st2"), &"--layers", &"blocks", &"--rank", &"2", &"-q"]),
+            os(&[
+                &"attribute",
+                &"store",
+                &"--model",
+                &w.model,
+                &"--index",
+                idx,
+                &"--out",
+                &out("st2"),
+                &"--layers",
+                &"blocks",
+                &"--rank",
+                &"2",
+                &"-q",
+            ]),
             "--seed",
             Int,
         ),
         c(
-            os(&[&"attribute", &"score", &"--store", &w.store, &"--model", &w.model, &"--queries", &queries, &"--out", &out("sc")]),
+            os(&[
+                &"attribute",
+                &"score",
+                &"--store",
+                &w.store,
+                &"--model",
+                &w.model,
+                &"--queries",
+                &queries,
+                &"--out",
+                &out("sc"),
+            ]),
             "--top-k",
             Int,
         ),
         c(
-            os(&[&"attribute", &"score", &"--store", &w.store, &"--model", &w.model, &"--queries", &queries, &"--out", &out("sc2"), &"--precondition", &"kfac"]),
+            os(&[
+                &"attribute",
+                &"score",
+                &"--store",
+                &w.store,
+                &"--model",
+                &w.model,
+                &"--queries",
+                &queries,
+                &"--out",
+                &out("sc2"),
+                &"--precondition",
+                &"kfac",
+            ]),
             "--damping",
             Real,
         ),
@@ -218,9 +418,21 @@ fn cases(w: &World) -> Vec<Case> {
         c(eval("e4"), "--steps", Int),
         c(eval("e5"), "--stop-after", Int),
         c(eval("e6"), "--damping", Real),
-        c(os(&[&"sql", &"--tables", &w.tables, &"SELECT 1"]), "--memory-limit", Int),
-        c(os(&[&"sql", &"--tables", &w.tables, &"SELECT 1"]), "--time-limit", Real),
-        c(os(&[&"demo", &"--out", &out("demo"), &"-q", &"--train"]), "--train-steps", Int),
+        c(
+            os(&[&"sql", &"--tables", &w.tables, &"SELECT 1"]),
+            "--memory-limit",
+            Int,
+        ),
+        c(
+            os(&[&"sql", &"--tables", &w.tables, &"SELECT 1"]),
+            "--time-limit",
+            Real,
+        ),
+        c(
+            os(&[&"demo", &"--out", &out("demo"), &"-q", &"--train"]),
+            "--train-steps",
+            Int,
+        ),
     ];
     for (o, kind) in [
         ("--layers", Int),
@@ -257,7 +469,11 @@ fn cases(w: &World) -> Vec<Case> {
 /// Options that set how much work a run does: a huge value is a long run the user asked for,
 /// so these runs may still be working (without a crash so far) when the test stops them.
 fn long_run_allowed(case: &Case, value: &str) -> bool {
-    let base: Vec<String> = case.base.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let base: Vec<String> = case
+        .base
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let huge = value != "0" && value != "-1";
     (base[0] == "demo" && huge)
         || (matches!(case.option, "--steps" | "--subsets" | "--stop-after") && huge)
@@ -283,12 +499,16 @@ fn declared_numeric_options() -> BTreeSet<(String, String)> {
             if line == "}" {
                 in_args = false;
             }
-            let Some(field) = line.strip_prefix("    ") else { continue };
+            let Some(field) = line.strip_prefix("    ") else {
+                continue;
+            };
             if !in_args || field.starts_with(' ') || field.starts_with("//") {
                 continue;
             }
             let field = field.trim_start_matches("pub ");
-            let Some((name, ty)) = field.split_once(':') else { continue };
+            let Some((name, ty)) = field.split_once(':') else {
+                continue;
+            };
             let ty = ty.trim().trim_end_matches(',');
             let inner = ty
                 .strip_prefix("Option<")
@@ -316,7 +536,10 @@ fn numeric_options_at_their_extremes_never_crash_or_hang() {
         .filter(|(f, _)| f != "import") // import's numeric fields are file columns, not options
         .map(|(f, o)| format!("{f}: {o}"))
         .collect();
-    assert!(missing.is_empty(), "numeric options without an extremes case: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "numeric options without an extremes case: {missing:?}"
+    );
 
     let limit = Duration::from_secs(120);
     let mut failures = Vec::new();
@@ -353,10 +576,17 @@ fn numeric_options_at_their_extremes_never_crash_or_hang() {
             let long_ok = long_run_allowed(case, value);
             let (out, timed_out) = familiar_killed_after(
                 &args,
-                if long_ok { Duration::from_secs(10) } else { limit },
+                if long_ok {
+                    Duration::from_secs(10)
+                } else {
+                    limit
+                },
             );
             let (code, stderr) = (out.code(), out.stderr);
-            let shown: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            let shown: Vec<String> = args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
             let bad = (timed_out && !long_ok)
                 || (timed_out && stderr.contains("panicked"))
                 || (!timed_out && !matches!(code, Some(0..=2)))

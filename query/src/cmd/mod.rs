@@ -222,7 +222,9 @@ pub fn parse_threads(s: &str) -> std::result::Result<usize, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a number of threads"))?;
     if n == 0 || n > MAX_THREADS as u64 {
-        return Err(format!("the number of threads must be 1 to {MAX_THREADS}, not {n}"));
+        return Err(format!(
+            "the number of threads must be 1 to {MAX_THREADS}, not {n}"
+        ));
     }
     Ok(n as usize)
 }

@@ -339,17 +339,7 @@ pub fn checksum_regular(path: &Path, expected: Option<u64>) -> Result<(String, u
         }
     }
     let mut reader = file.take(expected.map_or(u64::MAX, |e| e + 1));
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut read = 0u64;
-    loop {
-        let n = reader.read(&mut buf).at(path)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        read += n as u64;
-    }
+    let (digest, read) = crate::checksum::hash_reader(&mut reader, path, |_| {})?;
     if let Some(expected) = expected {
         if read != expected {
             // Changed while being read.
@@ -360,12 +350,12 @@ pub fn checksum_regular(path: &Path, expected: Option<u64>) -> Result<(String, u
             });
         }
     }
-    Ok((fingerprint(hasher.digest()), read))
+    Ok((fingerprint(digest), read))
 }
 
 /// A 64-bit xxh3 value as written in manifests: `xxh3:<16 hex digits>`.
 pub fn fingerprint(xxh3: u64) -> String {
-    format!("xxh3:{xxh3:016x}")
+    crate::checksum::format(xxh3)
 }
 
 /// Parses manifest bytes (see [`read`]); `path` names the file in errors.
@@ -386,6 +376,9 @@ pub fn parse<M: for<'de> Deserialize<'de>>(bytes: &[u8], format: &str, path: &Pa
             ),
         ));
     }
+    // The same skip does not decode `\u` escapes: a lone surrogate would pass too.
+    crate::json::check(bytes)
+        .map_err(|e| Error::corrupt(path, format!("not a valid JSON manifest: {e}")))?;
     let tag: Tag = serde_json::from_slice(bytes)
         .map_err(|e| Error::corrupt(path, format!("not a valid JSON manifest: {e}")))?;
     if tag.format.as_deref() != Some(format) {

@@ -53,9 +53,11 @@ impl Tokenizer {
             reason: format!("not a valid Hugging Face tokenizer.json: {e}"),
         };
         // tokenizers 0.23 panics (instead of failing) on a JSON syntax error inside some sections,
-        // e.g. `{"decoder":-}`: check the syntax first, and keep any other panic of theirs from
-        // taking the process down with it.
-        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| invalid(&e))?;
+        // e.g. `{"decoder":-}`, an invalid string included (`{"decoder":"\ud800"}`): check the
+        // syntax first, then the BPE merges it would slice out of bounds, and keep any other
+        // panic of theirs from taking the process down with it.
+        crate::json::check(bytes).map_err(|e| invalid(&e))?;
+        check_merges(bytes).map_err(|e| invalid(&e))?;
         let inner = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes))
             .map_err(|_| invalid(&"the tokenizers library failed on it"))?
             .map_err(|e| invalid(&e))?;
@@ -80,7 +82,12 @@ impl Tokenizer {
             });
         }
         // The fast encoder, only where it supports this configuration and agrees with `tokenizers`.
-        let fast = FastBpe::from_json(bytes).filter(|f| f.agrees_with(&inner));
+        // (The comparison runs tokenizers on probe texts: a panic there means no fast path, and
+        // `encode` reports the failure on the texts that cause it.)
+        let fast = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            FastBpe::from_json(bytes).filter(|f| f.agrees_with(&inner))
+        }))
+        .unwrap_or(None);
         Ok(Tokenizer {
             inner,
             fast,
@@ -125,8 +132,7 @@ impl Tokenizer {
             }
         }
         let enc = self
-            .inner
-            .encode_fast(text, false)
+            .guarded("encoding", || self.inner.encode_fast(text, false))?
             .map_err(|e| Error::Tokenizer {
                 path: self.path.clone(),
                 reason: format!("encoding failed: {e}"),
@@ -136,9 +142,23 @@ impl Tokenizer {
 
     /// Text of token ids.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(|e| Error::Tokenizer {
+        self.guarded("decoding", || self.inner.decode(ids, false))?
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                reason: format!("decoding failed: {e}"),
+            })
+    }
+
+    /// Runs a call into `tokenizers`, turning a panic of theirs into an error: some valid
+    /// configurations panic on some inputs (a `Strip` decoder whose `stop` exceeds a decoded
+    /// token's length, tokenizers 0.23.2 `decoders/strip.rs`).
+    fn guarded<T>(&self, what: &str, call: impl FnOnce() -> T) -> Result<T> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|_| Error::Tokenizer {
             path: self.path.clone(),
-            reason: format!("decoding failed: {e}"),
+            reason: format!(
+                "{what} failed: the tokenizers library panicked on this input \
+                     (a configuration it does not handle)"
+            ),
         })
     }
 
@@ -151,4 +171,74 @@ impl Tokenizer {
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
+}
+
+/// Checks the merges of a BPE model the way tokenizers 0.23 uses them, where it would panic
+/// instead of failing (found by the `tokenizer_json` fuzz target): it copies each merge
+/// `(a, b)` into a buffer as long as the longest vocabulary entry, as `a` followed by `b` without
+/// its first `continuing_subword_prefix.len()` bytes. A merge whose result is not in the
+/// vocabulary, or whose `b` is shorter than the prefix or cut inside a character, is an error
+/// here. Merges naming tokens outside the vocabulary are left to tokenizers' own error.
+fn check_merges(bytes: &[u8]) -> std::result::Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        model: Option<Model>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Model {
+        #[serde(rename = "type")]
+        kind: Option<serde_json::Value>,
+        vocab: Option<serde_json::Value>,
+        merges: Option<Vec<serde_json::Value>>,
+        continuing_subword_prefix: Option<serde_json::Value>,
+    }
+    // Anything of another shape is for tokenizers to accept or refuse.
+    let Ok(Doc { model: Some(model) }) = serde_json::from_slice::<Doc>(bytes) else {
+        return Ok(());
+    };
+    if model.kind.as_ref().is_some_and(|k| k != "BPE") {
+        return Ok(());
+    }
+    let (Some(serde_json::Value::Object(vocab)), Some(merges)) = (&model.vocab, &model.merges)
+    else {
+        return Ok(());
+    };
+    let prefix_len = match &model.continuing_subword_prefix {
+        Some(serde_json::Value::String(p)) => p.len(),
+        _ => 0,
+    };
+    for (i, merge) in merges.iter().enumerate() {
+        let (a, b) = match merge {
+            serde_json::Value::Array(pair) => match pair.as_slice() {
+                [serde_json::Value::String(a), serde_json::Value::String(b)] => {
+                    (a.as_str(), b.as_str())
+                }
+                _ => continue,
+            },
+            serde_json::Value::String(line) => {
+                let mut parts = line.split(' ');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(a), Some(b), None) => (a, b),
+                    _ => continue,
+                }
+            }
+            _ => continue,
+        };
+        if !vocab.contains_key(a) || !vocab.contains_key(b) {
+            continue;
+        }
+        let Some(rest) = b.get(prefix_len..) else {
+            return Err(format!(
+                "merge {i} ({a:?}, {b:?}): the right part does not start with a \
+                 {prefix_len}-byte continuing_subword_prefix"
+            ));
+        };
+        let merged = format!("{a}{rest}");
+        if !vocab.contains_key(&merged) {
+            return Err(format!(
+                "merge {i} ({a:?}, {b:?}): the merged token {merged:?} is not in the vocabulary"
+            ));
+        }
+    }
+    Ok(())
 }

@@ -407,3 +407,77 @@ fn manifest_with_invalid_utf8_is_corrupt() {
         );
     }
 }
+
+/// Found by the `manifest` target (2026-12-06): a lone surrogate escape inside a field the
+/// manifest type does not know was accepted (serde skips unknown values without decoding their
+/// escapes), so an "accepted" manifest was not JSON.
+#[test]
+fn manifest_with_a_lone_surrogate_in_an_unknown_field_is_corrupt() {
+    for insert in [
+        &br#""x": "\ud800", "#[..],
+        br#""\udc00": 1, "#,
+        br#""x": ["a\ud83dz"], "#,
+    ] {
+        let mut bytes = INDEX_MANIFEST.to_vec();
+        let at = bytes.iter().position(|&b| b == b'{').unwrap() + 1;
+        bytes.splice(at..at, insert.iter().copied());
+        let e = familiar::manifest::parse::<IndexManifest>(
+            &bytes,
+            "familiar-index",
+            Path::new("manifest.json"),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("not a valid JSON manifest"),
+            "{}: {e}",
+            String::from_utf8_lossy(insert)
+        );
+        oracles::manifest(&bytes);
+    }
+    // A surrogate pair is a character, and fine.
+    let mut bytes = INDEX_MANIFEST.to_vec();
+    let at = bytes.iter().position(|&b| b == b'{').unwrap() + 1;
+    bytes.splice(at..at, br#""x": "\ud83e\udd80", "#.iter().copied());
+    familiar::manifest::parse::<IndexManifest>(&bytes, "familiar-index", Path::new("m")).unwrap();
+}
+
+/// Found by the `tokenizer_json` target (2026-12-06), all panics inside tokenizers 0.23.2: BPE
+/// merges it slices out of bounds while loading (`models/bpe/model.rs:265`, `:267`) and a
+/// `Strip` decoder that strips more than a token has (`decoders/strip.rs:46`, from `decode`). The
+/// first two are refused at load with a message naming the merge; the third loads, and decoding
+/// is an error, not a crash.
+#[test]
+fn tokenizers_panics_are_errors() {
+    for (input, says) in [
+        (
+            &br#"{"model":{"vocab":{"ab":0,"c":1},"merges":[["ab","c"]]}}"#[..],
+            r#"merge 0 ("ab", "c"): the merged token "abc" is not in the vocabulary"#,
+        ),
+        (
+            br#"{"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":[["a","b"]],"continuing_subword_prefix":"xx"}}"#,
+            "does not start with a 2-byte continuing_subword_prefix",
+        ),
+        (
+            // The prefix cuts the right part inside a character.
+            "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"\u{e9}\":1,\"a\u{e9}\":2},\"merges\":[\"a \u{e9}\"],\"continuing_subword_prefix\":\"x\"}}".as_bytes(),
+            "continuing_subword_prefix",
+        ),
+    ] {
+        let e = Tokenizer::from_bytes(input, Path::new("tokenizer.json")).unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+        oracles::tokenizer_json(input);
+    }
+    // Valid merges, with and without a prefix, still load.
+    for good in [
+        &br#"{"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":[["a","b"]]}}"#[..],
+        br###"{"model":{"type":"BPE","vocab":{"a":0,"##b":1,"ab":2},"merges":["a ##b"],"continuing_subword_prefix":"##"}}"###,
+    ] {
+        Tokenizer::from_bytes(good, Path::new("tokenizer.json")).unwrap();
+    }
+    let strip = br#"{"model":{"type":"WordLevel","vocab":{"a":0},"unk_token":"a"},"decoder":{"type":"Strip","content":"a","start":0,"stop":2}}"#;
+    let t = Tokenizer::from_bytes(strip, Path::new("tokenizer.json")).unwrap();
+    let e = t.decode(&[0]).unwrap_err();
+    assert!(e.to_string().contains("decoding failed"), "{e}");
+    assert!(e.to_string().contains("tokenizer.json"), "{e}");
+    oracles::tokenizer_json(strip);
+}

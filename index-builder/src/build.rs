@@ -209,16 +209,6 @@ impl std::fmt::Display for OversizedDocument {
     }
 }
 
-/// `bytes` in MiB or GiB, two decimals.
-fn human_bytes(bytes: u64) -> String {
-    let mib = bytes as f64 / (1u64 << 20) as f64;
-    if mib < 1024.0 {
-        format!("{mib:.2} MiB")
-    } else {
-        format!("{:.2} GiB", mib / 1024.0)
-    }
-}
-
 /// Oversized documents listed by name in a [`BuildReport`] (and warned about as they are met);
 /// the rest are counted.
 pub const OVERSIZED_EXAMPLES: usize = 10;
@@ -1398,7 +1388,7 @@ impl<'a, T: SaInput> ShardSink<'a, T> {
                     self.shard_tokens,
                     shard_dir_name(d.shard),
                     tokens + 1,
-                    human_bytes(bytes),
+                    familiar::memory::format_bytes(bytes),
                 )
             });
             report.oversized_examples.push(d);

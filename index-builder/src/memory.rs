@@ -19,13 +19,7 @@ pub fn build_bytes_per_token(width: TokenWidth) -> u64 {
     u64::from(width.bytes()) + 4
 }
 
-/// A `/proc/meminfo` field in bytes (`MemTotal`, `MemAvailable`, …), if readable.
-pub fn meminfo(field: &str) -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.split(':').next() == Some(field))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kb.checked_mul(1024)
-}
+pub use familiar::memory::meminfo;
 
 /// Shard size (token positions) for this machine: half its memory at the build's bytes per token,
 /// rounded down to a multiple of 2^20, capped at what libsais's 32-bit output can sort. Falls back to

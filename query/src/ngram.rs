@@ -420,8 +420,6 @@ fn cnf_in_shard<T: Token>(
             options.seed ^ v.first_doc.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
         let ln_q = (-p).ln_1p();
-        // Index into the concatenated ranges of the clause.
-        let mut k: u64 = 0;
         let gap = |rng: &mut familiar::rng::SplitMix64| -> u64 {
             let u = 1.0 - rng.unit(); // (0, 1]
             let g = (u.ln() / ln_q).floor();
@@ -431,7 +429,8 @@ fn cnf_in_shard<T: Token>(
                 u64::MAX
             }
         };
-        k = k.saturating_add(gap(&mut rng));
+        // Index into the concatenated ranges of the clause.
+        let mut k = gap(&mut rng);
         let mut base = 0u64;
         for &(lo, hi) in &ranges[first] {
             let n = hi - lo;

@@ -481,7 +481,7 @@ fn check_shape(o: &TrainOptions, vocab: usize) -> Result<()> {
     let parameters = l * (12.0 * h * h + 13.0 * h) + (v + c) * h + 2.0 * h;
     let activations = 4.0 * b * c * (20.0 * l * h + 2.0 * l * o.heads as f64 * c + 3.0 * v);
     let need = 16.0 * parameters + activations;
-    let have = familiar_index_builder::memory::meminfo("MemTotal").unwrap_or(u64::MAX) as f64;
+    let have = familiar::memory::meminfo("MemTotal").unwrap_or(u64::MAX) as f64;
     if !(need < have) {
         return Err(Error::Config(format!(
             "a model of {parameters:.3e} parameters trained on batches of {} × {} tokens needs about \

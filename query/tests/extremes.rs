@@ -40,10 +40,6 @@ struct World {
     scratch: TestDir,
 }
 
-fn os(v: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
-    v.iter().map(|s| s.as_ref().to_os_string()).collect()
-}
-
 fn world() -> World {
     let scratch = TestDir::new();
     let idx = fixture_index().to_path_buf();

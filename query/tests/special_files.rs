@@ -47,10 +47,6 @@ fn what(with: Special) -> &'static str {
     }
 }
 
-fn os(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<std::ffi::OsString> {
-    args.iter().map(|a| a.as_ref().to_os_string()).collect()
-}
-
 #[test]
 fn special_files_in_an_index_fail_at_once_naming_the_file() {
     let t = TestDir::new();

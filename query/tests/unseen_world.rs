@@ -544,10 +544,6 @@ impl World {
 // ---------------------------------------------------------------------------------------------
 // Running the CLI.
 
-fn os(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<std::ffi::OsString> {
-    args.iter().map(|a| a.as_ref().to_os_string()).collect()
-}
-
 /// A built world: its index, model, queries and truth.
 struct Built {
     index: PathBuf,

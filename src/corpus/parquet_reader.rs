@@ -40,19 +40,10 @@ impl ParquetSource {
         // column reads then hit). The fingerprint covers the whole file, so a resumed build
         // compares it whole (see `RecordSource::consumed_xxh3`).
         let xxh3 = {
-            use std::io::{Read, Seek};
-            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut read = 0u64;
-            loop {
-                let n = file.read(&mut buf).at(path)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                read += n as u64;
-                counter.fetch_add(n as u64, Ordering::Relaxed);
-            }
+            use std::io::Seek;
+            let (digest, read) = crate::checksum::hash_reader(&mut file, path, |n| {
+                counter.fetch_add(n, Ordering::Relaxed);
+            })?;
             if read != bytes {
                 return Err(Error::input(
                     path,
@@ -61,7 +52,7 @@ impl ParquetSource {
                 ));
             }
             file.seek(std::io::SeekFrom::Start(0)).at(path)?;
-            hasher.digest()
+            digest
         };
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| Error::input(path, 0, format!("not a readable Parquet file: {e}")))?;

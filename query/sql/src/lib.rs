@@ -134,34 +134,12 @@ impl Default for SqlOptions {
     }
 }
 
-/// The default memory limit: half of the machine's memory (`MemTotal` in `/proc/meminfo`), or
-/// 4 GiB where that cannot be read.
+/// The default memory limit: half of the machine's memory (`MemTotal`), or 4 GiB where that
+/// cannot be read.
 pub fn default_memory_limit() -> usize {
-    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        m.lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kib| kib.saturating_mul(1024))
-    });
-    match total {
+    match familiar::memory::meminfo("MemTotal") {
         Some(bytes) if bytes > 0 => usize::try_from(bytes / 2).unwrap_or(usize::MAX),
         _ => 4 << 30,
-    }
-}
-
-/// `bytes` for people: `512 MiB`, `1.5 GiB`.
-pub fn format_bytes(bytes: usize) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 || v.fract() == 0.0 {
-        format!("{v:.0} {}", UNITS[unit])
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }
 
@@ -366,7 +344,10 @@ impl Sql {
     fn df_error(&self, e: DataFusionError) -> Error {
         if let DataFusionError::ResourcesExhausted(m) = e.find_root() {
             let limit = match self.options.memory_limit {
-                Some(l) => format!("the memory limit of {}", format_bytes(l)),
+                Some(l) => format!(
+                    "the memory limit of {}",
+                    familiar::memory::format_bytes(l as u64)
+                ),
                 None => "the memory available".into(),
             };
             return Error::Limit(format!(

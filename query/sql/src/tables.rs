@@ -78,7 +78,7 @@ pub fn discover_many<P: AsRef<Path>>(dirs: &[P]) -> Result<Vec<TableInfo>> {
             path: dir.to_path_buf(),
             source: e,
         })?;
-        if let Some((_, _)) = roots.iter().find(|(c, _)| *c == canonical) {
+        if roots.iter().any(|(c, _)| *c == canonical) {
             return Err(Error::Table {
                 path: dir.to_path_buf(),
                 message: "this tables directory is given twice".into(),

@@ -144,22 +144,11 @@ fn run_build(a: BuildArgs) -> Result<i32> {
         ));
     }
     if !r.resized_inputs.is_empty() {
-        let names: Vec<String> = r
-            .resized_inputs
-            .iter()
-            .take(3)
-            .map(|p| p.display().to_string())
-            .collect();
         lines.push(format!(
             "note: {} input(s) changed size since the build started, past what it had read \
-             (checked unchanged): {}{}",
+             (checked unchanged): {}",
             r.resized_inputs.len(),
-            names.join(", "),
-            if r.resized_inputs.len() > 3 {
-                ", …"
-            } else {
-                ""
-            }
+            first(r.resized_inputs.iter().map(|p| p.display()), 3)
         ));
     }
     if r.stopped {
@@ -209,46 +198,24 @@ fn run_build(a: BuildArgs) -> Result<i32> {
         ));
     }
     if !r.ignored_files.is_empty() {
-        let names: Vec<String> = r
-            .ignored_files
-            .iter()
-            .take(5)
-            .map(|p| p.display().to_string())
-            .collect();
         lines.push(format!(
-            "ignored {} file(s) with unrecognized names in input directories: {}{}",
+            "ignored {} file(s) with unrecognized names in input directories: {}",
             r.ignored_files.len(),
-            names.join(", "),
-            if r.ignored_files.len() > 5 {
-                ", …"
-            } else {
-                ""
-            }
+            first(r.ignored_files.iter().map(|p| p.display()), 5)
         ));
     }
     if !r.skipped_outputs.is_empty() {
         let files: u64 = r.skipped_outputs.iter().map(|d| d.files).sum();
-        let dirs: Vec<String> = r
-            .skipped_outputs
-            .iter()
-            .take(5)
-            .map(ToString::to_string)
-            .collect();
         lines.push(format!(
             "skipped {files} file(s) in {} director{} of familiar's own output inside the inputs \
-             (not corpus; name files explicitly to read them): {}{}",
+             (not corpus; name files explicitly to read them): {}",
             r.skipped_outputs.len(),
             if r.skipped_outputs.len() == 1 {
                 "y"
             } else {
                 "ies"
             },
-            dirs.join(", "),
-            if r.skipped_outputs.len() > 5 {
-                ", …"
-            } else {
-                ""
-            }
+            first(r.skipped_outputs.iter(), 5)
         ));
     }
     if r.oversized_documents > 0 {
@@ -387,4 +354,11 @@ fn run_verify(a: VerifyArgs) -> Result<i32> {
         );
         Ok(1)
     }
+}
+
+/// The first `n` items, comma-separated, with ", …" when there are more.
+fn first<T: std::fmt::Display>(items: impl ExactSizeIterator<Item = T>, n: usize) -> String {
+    let more = items.len() > n;
+    let shown: Vec<String> = items.take(n).map(|x| x.to_string()).collect();
+    format!("{}{}", shown.join(", "), if more { ", …" } else { "" })
 }

@@ -223,25 +223,9 @@ pub fn run(a: Args) -> Result<i32> {
             eprintln!("wrote {} rows to {}", last.rows(), path.display());
         }
         (None, Format::Parquet) => bail!("--format parquet needs --output FILE"),
-        (Some(path), _) => {
-            let tmp = familiar::manifest::temp_path(path);
-            let written = (|| -> Result<()> {
-                let mut f = std::io::BufWriter::new(
-                    std::fs::File::create(&tmp)
-                        .with_context(|| format!("creating {}", tmp.display()))?,
-                );
-                print_results(&mut f, format, &results)?;
-                f.into_inner()
-                    .map_err(|e| anyhow::anyhow!("writing {}: {}", tmp.display(), e.error()))?
-                    .sync_all()
-                    .with_context(|| format!("writing {}", tmp.display()))?;
-                std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-            })();
-            if written.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            written?;
-        }
+        (Some(path), _) => familiar::manifest::write_atomic_with(path, |w| {
+            print_results(w, format, &results).map_err(std::io::Error::other)
+        })?,
         (None, _) => {
             let stdout = std::io::stdout();
             let mut out = stdout.lock();

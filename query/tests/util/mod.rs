@@ -24,6 +24,11 @@ pub fn command() -> Command {
     c
 }
 
+/// Arguments of mixed types (strings, paths) as one list: `os(&[&"count", &index, &" cat"])`.
+pub fn os(args: &[&dyn AsRef<OsStr>]) -> Vec<std::ffi::OsString> {
+    args.iter().map(|a| a.as_ref().to_os_string()).collect()
+}
+
 /// Runs `familiar ARGS…` in the current directory and captures everything.
 pub fn familiar<I, S>(args: I) -> Out
 where

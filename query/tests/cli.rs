@@ -1686,6 +1686,208 @@ fn killed_builds_resume_to_the_bytes_of_a_clean_build() {
     );
 }
 
+/// The fixture inputs decompressed into plain JSONL files in `t` (so that they can be edited in
+/// place, byte for byte).
+fn plain_fixture_inputs(t: &TestDir) -> Vec<PathBuf> {
+    fixture_inputs()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let raw = std::fs::read(p).unwrap();
+            let bytes = if p.extension() == Some("zst".as_ref()) {
+                zstd::decode_all(&raw[..]).unwrap()
+            } else {
+                let mut s = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut flate2::read::MultiGzDecoder::new(&raw[..]),
+                    &mut s,
+                )
+                .unwrap();
+                s
+            };
+            t.write(format!("input-{i}.jsonl"), bytes)
+        })
+        .collect()
+}
+
+/// Changes one ASCII lowercase letter inside the `text` of record `record` of a JSONL file (same
+/// size, still valid JSON, a different text). Returns what changed, for the report.
+fn edit_record_text(path: &Path, record: usize, rng: &mut Rng) -> String {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mut start = 0;
+    for _ in 0..record {
+        start += bytes[start..].iter().position(|&b| b == b'\n').unwrap() + 1;
+    }
+    let end = start + bytes[start..].iter().position(|&b| b == b'\n').unwrap();
+    let line = std::str::from_utf8(&bytes[start..end]).unwrap().to_string();
+    let before: Value = serde_json::from_str(&line).unwrap();
+    let text_at = line.find("\"text\"").expect("a text field");
+    let letters: Vec<usize> = line
+        .bytes()
+        .enumerate()
+        .skip(text_at + 8)
+        .take_while(|&(_, b)| b != b'"' && b != b'\\')
+        .filter(|&(_, b)| b.is_ascii_lowercase())
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!letters.is_empty(), "no letter to edit in {line}");
+    let at = letters[rng.range(0, letters.len() as u64 - 1) as usize];
+    let old = bytes[start + at];
+    bytes[start + at] = if old == b'z' { b'a' } else { old + 1 };
+    let after: Value = serde_json::from_slice(&bytes[start..end]).unwrap();
+    assert_eq!(before["id"], after["id"]);
+    assert_ne!(before["text"], after["text"]);
+    std::fs::write(path, &bytes).unwrap();
+    format!(
+        "{} record {record} byte {at}: {:?} -> {:?}",
+        path.display(),
+        old as char,
+        bytes[start + at] as char
+    )
+}
+
+/// The resume cursor `(file, record)` of a partial build: where the last published shard ends.
+fn resume_cursor(out: &Path) -> Option<(u64, u64)> {
+    let last = entries(out)
+        .into_iter()
+        .filter(|n| n.starts_with("shard-"))
+        .max()?;
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(out.join(last).join("manifest.json")).unwrap())
+            .unwrap();
+    let end = &m["input_end"];
+    Some((
+        end["file"].as_u64().unwrap(),
+        end["record"].as_u64().unwrap(),
+    ))
+}
+
+#[test]
+fn killed_builds_with_an_input_edited_before_the_resume_refuse_or_read_the_new_text() {
+    // Kill a build at a random point, change one letter of one input record (same size), and
+    // resume. An edit in text the kept shards hold must be refused (naming the input), and
+    // `--restart` then builds the edited inputs; an edit the build has not read yet is read by the
+    // resume. Either way the result is the bytes of a clean build of the edited inputs.
+    let t = TestDir::new();
+    let inputs = plain_fixture_inputs(&t);
+    let originals: Vec<Vec<u8>> = inputs.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let lines: Vec<usize> = originals
+        .iter()
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .collect();
+    let extra = ["--shard-tokens", "15000", "--threads", "1"];
+    let clean = t.join("clean");
+    build(&clean, &inputs, &extra);
+    let shards = shard_count(&clean);
+    assert!(shards >= 10, "want many shards, got {shards}");
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut rng = Rng::new(seed);
+    let mut report = vec![format!("seed {seed}, {shards} shards")];
+    let (mut refused, mut resumed_with_kept) = (0, 0);
+    for round in 0..4 {
+        for (p, b) in inputs.iter().zip(&originals) {
+            std::fs::write(p, b).unwrap();
+        }
+        let out = t.join(format!("run-{round}"));
+        let k = rng.range(1, shards as u64 - 2) as usize;
+        let at = KillAt::Shards(k, Duration::from_millis(rng.range(0, 20)));
+        let kill = build_and_kill(&out, &inputs, &extra, at);
+        let cursor = resume_cursor(&out);
+        // Even rounds edit the text the kept shards hold, odd rounds the text after the cursor.
+        let (file, record) = match cursor {
+            Some((f, r)) if round % 2 == 0 => {
+                let file = rng.range(0, f) as usize;
+                let limit = if file as u64 == f {
+                    r
+                } else {
+                    lines[file] as u64
+                };
+                if limit == 0 {
+                    (f as usize, r as usize)
+                } else {
+                    (file, rng.range(0, limit - 1) as usize)
+                }
+            }
+            Some((f, r)) => {
+                let file = rng.range(f, inputs.len() as u64 - 1) as usize;
+                let from = if file as u64 == f { r as usize } else { 0 };
+                if from >= lines[file] {
+                    continue; // the cursor lies at the end of the last input: nothing unread
+                }
+                (
+                    file,
+                    rng.range(from as u64, lines[file] as u64 - 1) as usize,
+                )
+            }
+            None => {
+                let file = rng.range(0, inputs.len() as u64 - 1) as usize;
+                (file, rng.range(0, lines[file] as u64 - 1) as usize)
+            }
+        };
+        let edit = edit_record_text(&inputs[file], record, &mut rng);
+        let consumed =
+            !kill.finished && cursor.is_some_and(|(f, r)| (file as u64, record as u64) < (f, r));
+        report.push(format!(
+            "round {round}: {kill:?}, cursor {cursor:?}, edit {edit}, consumed {consumed}"
+        ));
+        let edited = t.join(format!("edited-{round}"));
+        build(&edited, &inputs, &extra);
+        let before = tree(&out);
+        let o = familiar(build_args(&out, &inputs, &extra));
+        if kill.finished {
+            // A finished index is not rebuilt by a rerun; it says so.
+            o.success().stderr_has(&["already complete"]);
+        } else if consumed {
+            refused += 1;
+            o.failure().stderr_has(&[
+                format!(
+                    "input {} changed since the interrupted build",
+                    inputs[file].display()
+                ),
+                "--restart".to_string(),
+            ]);
+            // What the build had published is untouched (the killed process's temporary files
+            // and stale lock file may be cleaned up).
+            let after = tree(&out);
+            let leftover = |k: &PathBuf| {
+                let first = k.components().next().unwrap().as_os_str().to_string_lossy();
+                first.starts_with(".tmp-") || first == ".familiar-lock"
+            };
+            let changed: Vec<_> = before
+                .keys()
+                .chain(after.keys())
+                .filter(|k| !leftover(k) && before.get(*k) != after.get(*k))
+                .collect();
+            assert!(
+                changed.is_empty(),
+                "a refused resume changed {changed:?}\n{o}"
+            );
+            build(&out, &inputs, &[&extra[..], &["--restart"]].concat());
+            assert_same_tree(&edited, &out);
+        } else {
+            o.success();
+            if kill.shards_left > 0 {
+                resumed_with_kept += 1;
+                o.stderr_has(&["kept from an interrupted run"]);
+            }
+            assert_same_tree(&edited, &out);
+        }
+        std::fs::remove_dir_all(&out).unwrap();
+        std::fs::remove_dir_all(&edited).unwrap();
+    }
+    let report = report.join("\n");
+    eprintln!("{report}");
+    assert!(refused >= 1, "no edit landed in kept text:\n{report}");
+    assert!(
+        resumed_with_kept >= 1,
+        "no edit after the cursor was resumed over kept shards:\n{report}"
+    );
+}
+
 #[test]
 fn a_kill_while_build_json_is_written_leaves_a_resumable_directory() {
     let t = TestDir::new();

@@ -1589,6 +1589,15 @@ fn build_and_kill(out: &Path, inputs: &[PathBuf], extra: &[&str], at: KillAt) ->
     }
 }
 
+/// A generator seeded from the clock (each run kills at other points), and its seed, to report.
+fn clock_rng() -> (Rng, u64) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    (Rng::new(seed), seed)
+}
+
 #[test]
 fn killed_builds_resume_to_the_bytes_of_a_clean_build() {
     let t = TestDir::new();
@@ -1603,11 +1612,7 @@ fn killed_builds_resume_to_the_bytes_of_a_clean_build() {
     let shards = shard_count(&clean);
     assert!(shards >= 10, "want many shards, got {shards}");
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let mut rng = Rng::new(seed);
+    let (mut rng, seed) = clock_rng();
     let ms = |rng: &mut Rng, lo: u64, hi: u64| Duration::from_millis(rng.range(lo, hi));
     // Random delays (which may land before, during or after the build), and kills timed by the
     // build's progress, so that some surely land between shards, mid-build.
@@ -1672,7 +1677,7 @@ fn killed_builds_resume_to_the_bytes_of_a_clean_build() {
         std::fs::remove_dir_all(&out).unwrap();
     }
     let report = format!(
-        "clean build {clean_time:?}, {shards} shards\n{}",
+        "seed {seed}, clean build {clean_time:?}, {shards} shards\n{}",
         outcomes.join("\n")
     );
     eprintln!("{report}");
@@ -1780,12 +1785,7 @@ fn killed_builds_with_an_input_edited_before_the_resume_refuse_or_read_the_new_t
     build(&clean, &inputs, &extra);
     let shards = shard_count(&clean);
     assert!(shards >= 10, "want many shards, got {shards}");
-
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let mut rng = Rng::new(seed);
+    let (mut rng, seed) = clock_rng();
     let mut report = vec![format!("seed {seed}, {shards} shards")];
     let (mut refused, mut resumed_with_kept) = (0, 0);
     for round in 0..4 {

@@ -45,7 +45,6 @@ pub mod memory;
 pub mod model;
 pub mod rng;
 pub mod schema;
-pub mod text;
 pub mod token;
 pub mod tokenizer;
 

@@ -115,7 +115,7 @@ pub struct FinishedInput {
 /// What a shard's text index holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TextIndexInfo {
-    /// The analysis ([`crate::text::ANALYZER`]).
+    /// The analysis (`familiar_text::ANALYZER`).
     pub analyzer: String,
     /// Distinct words (unstemmed) in `words.fst`.
     pub words: u64,

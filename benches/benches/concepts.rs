@@ -85,7 +85,7 @@ fn form_pool(index: &Index, data: Option<&Path>, need: usize) -> BenchResult<Vec
     }
     let entities = pool.len();
     let shard = &index.shards()[0];
-    let text = familiar::text::TextIndex::open(&shard.dir, &shard.manifest)?;
+    let text = familiar_text::TextIndex::open(&shard.dir, &shard.manifest)?;
     let words = text.words();
     let total = words.len();
     let want = need.saturating_sub(pool.len());
@@ -266,7 +266,7 @@ fn run(mode: Mode) -> BenchResult<()> {
             Default::default(),
         );
         for d in reader {
-            docs.push(familiar::text::analyze(&d?.text));
+            docs.push(familiar_text::analyze(&d?.text));
         }
     }
     let k = mode.pick(20, 40).min(lexicon.concepts.len());
@@ -351,7 +351,7 @@ fn drop_page_cache() -> bool {
 /// every document's analyzed terms per form.
 fn naive_concept(docs: &[Vec<(String, u32)>], forms: &[String]) -> (u64, u64) {
     let analyzed: Vec<Vec<(String, u32)>> =
-        forms.iter().map(|f| familiar::text::analyze(f)).collect();
+        forms.iter().map(|f| familiar_text::analyze(f)).collect();
     let (mut all, mut phrase) = (BTreeSet::new(), BTreeSet::new());
     for (d, terms) in docs.iter().enumerate() {
         for form in &analyzed {

@@ -998,7 +998,7 @@ struct ShardBuilder<T> {
     tokens: Vec<T>,
     offsets: Vec<u64>,
     documents: DocumentsWriter<FileWriter>,
-    text: Option<crate::text::TextWriter>,
+    text: Option<familiar_text::writer::TextWriter>,
     input_start: InputCursor,
     input_end: InputCursor,
     /// Fingerprint of the records of `input_end.file` consumed up to `input_end`.
@@ -1017,7 +1017,7 @@ impl<T: SaInput> ShardBuilder<T> {
         std::fs::create_dir(&tmp).at(&tmp)?;
         let documents = DocumentsWriter::new(create(&tmp.join(manifest::DOCUMENTS_FILE))?, shard)?;
         let text = if text_index {
-            Some(crate::text::TextWriter::start(&tmp)?)
+            Some(familiar_text::writer::TextWriter::start(&tmp)?)
         } else {
             None
         };

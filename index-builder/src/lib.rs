@@ -19,4 +19,3 @@ pub mod fixtures;
 pub mod grads;
 pub mod memory;
 pub mod sa;
-mod text;

@@ -111,7 +111,7 @@ pub fn verify(dir: &Path, options: VerifyOptions) -> VerifyReport {
             report.problems.push(e);
         }
         if shard.manifest.text_index.is_some() {
-            let checked = familiar::text::TextIndex::open(&shard.dir, &shard.manifest)
+            let checked = familiar_text::TextIndex::open(&shard.dir, &shard.manifest)
                 .and_then(|t| t.check(shard.manifest.first_doc));
             if let Err(e) = checked {
                 report.problems.push(e.to_string());

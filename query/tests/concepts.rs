@@ -95,7 +95,7 @@ fn sa_exact_recovers_the_planted_counts_on_one_and_many_shards() {
 fn analyzed_docs() -> Vec<Vec<(String, u32)>> {
     fixture_records()
         .iter()
-        .map(|r| familiar::text::analyze(r["text"].as_str().unwrap()))
+        .map(|r| familiar_text::analyze(r["text"].as_str().unwrap()))
         .collect()
 }
 
@@ -177,7 +177,7 @@ fn text_methods_and_cooccurrence_equal_a_brute_force_scan() {
             let (mut all_u, mut phrase_u, mut starts_u) =
                 (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
             for form in &c.forms {
-                let analyzed = familiar::text::analyze(form);
+                let analyzed = familiar_text::analyze(form);
                 let (all, phrase, starts) = brute(&docs, &analyzed);
                 let find = |m: Method| {
                     rows(&counts, c.id, m, "form")

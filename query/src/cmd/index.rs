@@ -286,7 +286,7 @@ fn run_info(a: InfoArgs) -> Result<i32> {
                 .iter()
                 .flat_map(|s| s.manifest.files.iter())
                 .filter(|(name, _)| {
-                    name.starts_with("text/") || name.as_str() == familiar::text::WORDS_FILE
+                    name.starts_with("text/") || name.as_str() == familiar_text::WORDS_FILE
                 })
                 .map(|(_, f)| f.bytes)
                 .sum();

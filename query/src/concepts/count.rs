@@ -9,7 +9,7 @@
 //!   whole word (or words): a form that begins (ends) with a letter or digit must not be preceded
 //!   (followed) by a token that continues the word, so " Paris" inside " Parisian" is not counted.
 //!   This keeps `sa_exact` comparable with the text methods.
-//! - `text_all_words`: documents whose analyzed text (see [`familiar::text`]) contains every word
+//! - `text_all_words`: documents whose analyzed text (see [`familiar_text`]) contains every word
 //!   of the form, anywhere — the bag-of-words AND of Udandarao et al. 2024.
 //! - `text_phrase`: documents containing the analyzed form as a phrase, and its occurrences.
 //!
@@ -25,9 +25,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use familiar::index::{Index, ShardView};
-use familiar::text::TextIndex;
 use familiar::token::Token;
 use familiar::{with_view, Error, Result};
+use familiar_text::TextIndex;
 use rayon::prelude::*;
 
 use super::lexicon::{Concept, Lexicon};
@@ -561,7 +561,7 @@ impl<'a> Counter<'a> {
             concept
                 .forms
                 .iter()
-                .map(|f| familiar::text::analyze(f))
+                .map(|f| familiar_text::analyze(f))
                 .collect()
         };
         let mut distinct: Vec<&Vec<(String, u32)>> = Vec::new();

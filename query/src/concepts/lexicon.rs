@@ -50,7 +50,7 @@ pub struct Lexicon {
 /// The normalized form of a surface form: its words as the `words` field indexes them (lowercased,
 /// ASCII-folded), joined by single spaces. Empty if it has no letters or digits.
 pub fn normalize(form: &str) -> String {
-    familiar::text::analyze_words(form)
+    familiar_text::analyze_words(form)
         .into_iter()
         .map(|(w, _)| w)
         .collect::<Vec<_>>()

@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use familiar::index::Index;
-use familiar::text::TextIndex;
 use familiar::{Error, Result};
+use familiar_text::TextIndex;
 use fst::{Automaton, IntoStreamer, Streamer};
 
 use super::lexicon::{normalize, Lexicon};
@@ -92,7 +92,7 @@ pub fn lookup(
     lexicon: Option<&Lexicon>,
     limit: usize,
 ) -> Result<Vec<Found>> {
-    let words: Vec<String> = familiar::text::analyze_words(query)
+    let words: Vec<String> = familiar_text::analyze_words(query)
         .into_iter()
         .map(|w| w.0)
         .collect();
@@ -111,7 +111,7 @@ pub fn lookup(
         run_mode(t.words(), last, mode, &mut candidates)?;
     }
     let phrase_counts = |form: &str| -> Result<(u64, u64)> {
-        let terms = familiar::text::analyze(form);
+        let terms = familiar_text::analyze(form);
         let (mut d, mut o) = (0, 0);
         for t in &texts {
             let m = t.phrase(&terms)?;

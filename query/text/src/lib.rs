@@ -18,6 +18,12 @@
 //! Readers open the index read-only (no lock files, no watcher threads) and open regular files
 //! only (a FIFO or a device in place of an index file is an error naming it, never a hang); every
 //! tantivy error is reported with the shard directory.
+//!
+//! The writer ([`writer::TextWriter`]) is used by the index builder, in the same pass as the
+//! tokens; readers ([`TextIndex`]) by concept queries and `index verify`.
+#![warn(missing_docs)]
+
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 
@@ -36,8 +42,8 @@ use tantivy::tokenizer::{
 };
 use tantivy::{DocSet, Searcher, Term, TERMINATED};
 
-use crate::error::{Error, IoContext, Result};
-use crate::manifest::ShardManifest;
+use familiar::error::{Error, IoContext, Result};
+use familiar::manifest::ShardManifest;
 
 /// The text index's directory inside a shard.
 pub const TEXT_DIR: &str = "text";
@@ -173,7 +179,7 @@ fn check_regular(path: &Path) -> Result<()> {
         return Ok(());
     }
     // Not regular: `open_regular` refuses it (before opening it) with the usual message.
-    crate::manifest::open_regular(path).map(|_| ())
+    familiar::manifest::open_regular(path).map(|_| ())
 }
 
 impl ReadOnly {
@@ -282,7 +288,7 @@ impl TextIndex {
         manifest: &ShardManifest,
         preload: bool,
     ) -> Result<TextIndex> {
-        let mpath = shard_dir.join(crate::manifest::MANIFEST_FILE);
+        let mpath = shard_dir.join(familiar::manifest::MANIFEST_FILE);
         let Some(info) = &manifest.text_index else {
             return Err(Error::Config(format!(
                 "{}: this shard has no text index (the index was built with --no-text-index); \
@@ -370,7 +376,7 @@ impl TextIndex {
             ));
         }
         let wpath = shard_dir.join(WORDS_FILE);
-        let (file, len) = crate::manifest::open_regular(&wpath)?;
+        let (file, len) = familiar::manifest::open_regular(&wpath)?;
         if let Some(entry) = manifest.files.get(WORDS_FILE) {
             if len != entry.bytes {
                 return Err(Error::Size {

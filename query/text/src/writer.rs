@@ -1,4 +1,4 @@
-//! Writing a shard's text index (see [`familiar::text`]) in the same pass as its tokens.
+//! Writing a shard's text index (see [`crate`]) in the same pass as its tokens.
 //!
 //! Documents go, in blocks of 16, to one of several tantivy `IndexWriter`s of one thread each (the
 //! parts) as they arrive, so the text is analyzed and inverted in parallel while the builder
@@ -15,9 +15,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::{self as text, Fields, TEXT_DIR, WORDS_FILE};
 use familiar::error::IoContext;
 use familiar::manifest::{FileEntry, TextIndexInfo};
-use familiar::text::{self, Fields, TEXT_DIR, WORDS_FILE};
 use familiar::{Error, Result};
 use tantivy::schema::TantivyDocument;
 
@@ -25,7 +25,7 @@ use tantivy::schema::TantivyDocument;
 /// 2 GiB. A full segment is flushed as a segment of its own, and all are merged at the end (the
 /// merged segment does not depend on where the flushes fell).
 fn budget() -> usize {
-    crate::memory::meminfo("MemTotal")
+    familiar::memory::meminfo("MemTotal")
         .map_or(512 << 20, |m| (m / 16).clamp(256 << 20, 2 << 30) as usize)
 }
 
@@ -55,11 +55,21 @@ struct Part {
 }
 
 /// The text index of the shard being built.
-pub(crate) struct TextWriter {
+pub struct TextWriter {
     dir: PathBuf,
     parts: Vec<Part>,
     fields: Fields,
     added: u64,
+}
+
+impl std::fmt::Debug for TextWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextWriter")
+            .field("dir", &self.dir)
+            .field("parts", &self.parts.len())
+            .field("added", &self.added)
+            .finish()
+    }
 }
 
 fn settings() -> tantivy::IndexSettings {
@@ -73,7 +83,7 @@ impl TextWriter {
     /// Starts an empty text index for `shard_tmp/text`, indexed by [`PARTS`] writers of one
     /// thread each: blocks of [`BLOCK`] documents go to the parts in turn, so which part indexes
     /// which document depends only on the documents.
-    pub(crate) fn start(shard_tmp: &Path) -> Result<TextWriter> {
+    pub fn start(shard_tmp: &Path) -> Result<TextWriter> {
         let dir = shard_tmp.join(TEXT_DIR);
         let (schema, fields) = text::schema();
         let threads = PARTS;
@@ -107,7 +117,7 @@ impl TextWriter {
     }
 
     /// Adds document `doc_id` (global number) with its text.
-    pub(crate) fn add(&mut self, doc_id: u64, body: &str) -> Result<()> {
+    pub fn add(&mut self, doc_id: u64, body: &str) -> Result<()> {
         let mut doc = TantivyDocument::default();
         doc.add_u64(self.fields.doc_id, doc_id);
         doc.add_text(self.fields.text, body);
@@ -124,10 +134,7 @@ impl TextWriter {
     /// Commits every part, merges all their segments (ordered by first document) into one in
     /// `text/`, writes `words.fst` next to it, and returns the manifest entries of every file
     /// (paths relative to the shard directory).
-    pub(crate) fn finish(
-        self,
-        shard_tmp: &Path,
-    ) -> Result<(BTreeMap<String, FileEntry>, TextIndexInfo)> {
+    pub fn finish(self, shard_tmp: &Path) -> Result<(BTreeMap<String, FileEntry>, TextIndexInfo)> {
         let dir = self.dir.clone();
         let mut ordered: Vec<(u64, tantivy::index::Segment)> = Vec::new();
         let mut indexes = Vec::new();

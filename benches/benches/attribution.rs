@@ -1,7 +1,7 @@
 //! Attribution bench: CPU milliseconds per document to compute projected per-document gradients
 //! (the gradient store's work) on the model — GPT-2 with 2 layers, hidden 128, vocabulary
 //! 512, 128-token documents — by candle autograd (the reference path) and by familiar's own
-//! backward pass (`familiar::grads::fast`), whose rows must agree.
+//! backward pass (`familiar_models::grads::fast`), whose rows must agree.
 //!
 //! Then scoring: one query against a store of 1 M rows (the same model's 512-value rows, random
 //! values, f16 and f32), exact top 100 by `familiar_query::attribute::score_all`, against a naive
@@ -13,15 +13,17 @@
 
 use std::time::Instant;
 
-use familiar::grads::fast::FastGradients;
-use familiar::grads::store::{
+use familiar::rng::SplitMix64;
+use familiar_benches::*;
+use familiar_models::grads::fast::FastGradients;
+use familiar_models::grads::store::{
     shard_file, GradientStore, RowWriter, StoreDtype, StoreManifest, StoreSettings, StoreShard,
     MANIFEST,
 };
-use familiar::grads::{projected_gradients, Example, HeadFactor, Projection, ProjectionSpec};
-use familiar::model::{LinearGroup, Transformer};
-use familiar::rng::SplitMix64;
-use familiar_benches::*;
+use familiar_models::grads::{
+    projected_gradients, Example, HeadFactor, Projection, ProjectionSpec,
+};
+use familiar_models::model::{LinearGroup, Transformer};
 use familiar_query::attribute::score_all;
 use familiar_query::train::TrainOptions;
 

@@ -10,10 +10,10 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use familiar::model::transformer::LoadOptions;
-use familiar::model::{Capture, Transformer};
 use familiar_benches::*;
 use familiar_index_builder::fixtures::SplitMix64;
+use familiar_models::model::transformer::LoadOptions;
+use familiar_models::model::{Capture, Transformer};
 use familiar_query::train::{loss, TrainOptions};
 
 fn main() {

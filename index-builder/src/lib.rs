@@ -16,6 +16,5 @@
 pub mod build;
 pub mod documents;
 pub mod fixtures;
-pub mod grads;
 pub mod memory;
 pub mod sa;

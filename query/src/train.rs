@@ -21,11 +21,11 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use familiar::index::{Index, ShardTokens};
-use familiar::model::finite;
-use familiar::model::transformer::{candle_error, log_softmax_last, LoadOptions};
-use familiar::model::{Capture, Transformer};
 use familiar::rng::SplitMix64;
 use familiar::{Error, Result};
+use familiar_models::model::finite;
+use familiar_models::model::transformer::{candle_error, log_softmax_last, LoadOptions};
+use familiar_models::model::{Capture, Transformer};
 use serde::{Deserialize, Serialize};
 
 /// The size of the model and the schedule.

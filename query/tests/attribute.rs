@@ -9,10 +9,10 @@ mod util;
 use std::path::{Path, PathBuf};
 
 use arrow_array::{Array, Float64Array, StringArray, UInt64Array};
-use familiar::grads::store::GradientStore;
-use familiar::grads::{projected_gradients, Example};
 use familiar::index::Index;
-use familiar_index_builder::grads::document_examples;
+use familiar_models::grads::build::document_examples;
+use familiar_models::grads::store::GradientStore;
+use familiar_models::grads::{projected_gradients, Example};
 use familiar_query::measure::score::LanguageModel;
 use util::*;
 
@@ -288,7 +288,7 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
     let g16 = GradientStore::open(&s16, true).unwrap();
     assert_eq!(
         g16.manifest.settings.dtype,
-        familiar::grads::store::StoreDtype::F16
+        familiar_models::grads::store::StoreDtype::F16
     );
     let (mut a, mut b) = (vec![0f32; dim], vec![0f32; dim]);
     for (f32_file, f16_file) in g.files.iter().zip(&g16.files) {
@@ -803,9 +803,12 @@ fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
     let s = t.join("store");
     store_of(&model, &idx, &s, "2", &[]).success();
     // The optimizer state kept for resuming training is not part of the model's identity.
-    let hash = familiar::grads::store::model_hash(&model).unwrap();
+    let hash = familiar_models::grads::store::model_hash(&model).unwrap();
     std::fs::remove_file(model.join("optimizer.safetensors")).unwrap();
-    assert_eq!(familiar::grads::store::model_hash(&model).unwrap(), hash);
+    assert_eq!(
+        familiar_models::grads::store::model_hash(&model).unwrap(),
+        hash
+    );
     let queries = t.write(
         "q.jsonl",
         concat!(

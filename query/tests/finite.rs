@@ -300,7 +300,7 @@ fn attribute_score_fails_naming_the_query() {
     let m = overflowing_model(&t);
     let manifest = s.join("store.json");
     let mut v: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    v["settings"]["model_hash"] = json!(familiar::grads::store::model_hash(&m).unwrap());
+    v["settings"]["model_hash"] = json!(familiar_models::grads::store::model_hash(&m).unwrap());
     std::fs::write(&manifest, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
     let queries = t.write_jsonl(
         "queries.jsonl",

@@ -374,7 +374,7 @@ fn density_command_measures_every_layer_and_handles_long_probes() {
         .model
         .forward(
             std::slice::from_ref(&ids),
-            familiar::model::Capture {
+            familiar_models::model::Capture {
                 hidden_states: true,
                 mlp_activations: false,
                 linear: None,

@@ -15,10 +15,10 @@
 
 use std::path::{Path, PathBuf};
 
-use familiar::grads::store::GradientStore;
 use familiar::index::Index;
 use familiar::rng::SplitMix64;
 use familiar::{Error, Result};
+use familiar_models::grads::store::GradientStore;
 use serde::{Deserialize, Serialize};
 
 use super::report::spearman;
@@ -245,7 +245,10 @@ pub fn evaluate(
                 sub.score(&q.prompt, &q.completion)
                     .map(|s| s.logprob)
                     .map_err(|e| {
-                        familiar::model::finite::within(e, format!("subset {m}, query {}", q.id))
+                        familiar_models::model::finite::within(
+                            e,
+                            format!("subset {m}, query {}", q.id),
+                        )
                     })
             })
             .collect::<Result<Vec<f64>>>()?;

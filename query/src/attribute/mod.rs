@@ -13,12 +13,12 @@ pub mod report;
 
 use std::path::Path;
 
-use familiar::grads::fast::FastGradients;
-use familiar::grads::linalg::Cholesky;
-use familiar::grads::store::{GradientStore, Moments};
-use familiar::grads::Example;
-use familiar::model::finite;
 use familiar::{Error, Result};
+use familiar_models::grads::fast::FastGradients;
+use familiar_models::grads::linalg::Cholesky;
+use familiar_models::grads::store::{GradientStore, Moments};
+use familiar_models::grads::Example;
+use familiar_models::model::finite;
 use rayon::prelude::*;
 use serde_json::Value;
 

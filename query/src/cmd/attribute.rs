@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use familiar::grads::store::{model_hash, GradientStore, StoreDtype};
-use familiar_index_builder::grads::{build_store, StoreOptions, StoreProgress};
+use familiar_models::grads::build::{build_store, StoreOptions, StoreProgress};
+use familiar_models::grads::store::{model_hash, GradientStore, StoreDtype};
 use familiar_query::attribute::{
     preconditioned, query_gradients, read_queries, score_all, Precondition,
 };
@@ -338,11 +338,11 @@ fn store(a: StoreArgs) -> Result<i32> {
         model: a.model.clone(),
         out: a.out.clone(),
         layers: match a.layers {
-            Layers::All => familiar::model::LinearGroup::All,
-            Layers::Blocks => familiar::model::LinearGroup::Blocks,
-            Layers::Mlp => familiar::model::LinearGroup::Mlp,
-            Layers::Attention => familiar::model::LinearGroup::Attention,
-            Layers::Output => familiar::model::LinearGroup::Output,
+            Layers::All => familiar_models::model::LinearGroup::All,
+            Layers::Blocks => familiar_models::model::LinearGroup::Blocks,
+            Layers::Mlp => familiar_models::model::LinearGroup::Mlp,
+            Layers::Attention => familiar_models::model::LinearGroup::Attention,
+            Layers::Output => familiar_models::model::LinearGroup::Output,
         },
         rank: a.rank,
         seed: a.seed,

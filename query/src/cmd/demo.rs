@@ -389,7 +389,7 @@ pub fn run(a: Args) -> Result<i32> {
     };
     // Results that are locked to a model (the gradient store, the priming run) are made again
     // when the demo directory last used another one (`--train` after a plain run, or back).
-    let hash = familiar::grads::store::model_hash(&model)?;
+    let hash = familiar_models::grads::store::model_hash(&model)?;
     let marker = out.join("model.hash");
     if std::fs::read_to_string(&marker).is_ok_and(|h| h != hash) {
         for stale in ["store", "tables/attribution", "tables/priming"] {

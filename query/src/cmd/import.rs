@@ -145,8 +145,8 @@ fn models(a: ModelArgs) -> Result<i32> {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut steps, mut tokens, mut loss) = (Vec::new(), Vec::new(), Vec::new());
     for dir in &a.models {
-        let config = familiar::model::config::ModelConfig::read(&dir.join("config.json"))?;
-        let weights = familiar::model::weights::Weights::open(dir)?;
+        let config = familiar_models::model::config::ModelConfig::read(&dir.join("config.json"))?;
+        let weights = familiar_models::model::weights::Weights::open(dir)?;
         rows.push([
             Some(weights.parameters()),
             Some(config.layers as u64),
@@ -160,14 +160,14 @@ fn models(a: ModelArgs) -> Result<i32> {
         names.push(Some(dir.display().to_string()));
         families.push(Some(
             match config.family {
-                familiar::model::config::Family::Gpt2 => "gpt2",
-                familiar::model::config::Family::GptNeox => "gpt_neox",
-                familiar::model::config::Family::Llama => "llama",
+                familiar_models::model::config::Family::Gpt2 => "gpt2",
+                familiar_models::model::config::Family::GptNeox => "gpt_neox",
+                familiar_models::model::config::Family::Llama => "llama",
             }
             .to_string(),
         ));
         tied.push(Some(config.tied_embeddings));
-        mhash.push(Some(familiar::grads::store::model_hash(dir)?));
+        mhash.push(Some(familiar_models::grads::store::model_hash(dir)?));
         let tokenizer = dir.join("tokenizer.json");
         thash.push(if tokenizer.exists() {
             Some(familiar::checksum::of_file(&tokenizer)?.0)

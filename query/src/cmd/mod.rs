@@ -185,7 +185,7 @@ impl ModelArgs {
     pub fn load(&self) -> Result<familiar_query::measure::score::LanguageModel> {
         familiar_query::measure::score::LanguageModel::load_on(
             &self.model,
-            &familiar::model::device(&self.device)?,
+            &familiar_models::model::device(&self.device)?,
         )
         .with_context(|| format!("loading the model in {}", self.model.display()))
     }

@@ -81,7 +81,7 @@ pub fn run(a: Args) -> Result<i32> {
         out: a.out.clone(),
         stop_after: a.stop_after,
         keep_models: a.keep_models,
-        device: familiar::model::device(&a.model.device)?,
+        device: familiar_models::model::device(&a.model.device)?,
     };
     let bar = familiar_query::output::progress_bar(!a.quiet, samples.len() as u64, "samples")?;
     let progress = |e: Event| match e {

@@ -84,7 +84,7 @@ pub fn run(a: Args) -> Result<i32> {
         &options,
         a.stop_after,
         !a.quiet,
-        &familiar::model::device(&a.device)?,
+        &familiar_models::model::device(&a.device)?,
     )
     .with_context(|| format!("training into {}", a.out.display()))?;
     if r.resumed_at > 0 {

@@ -230,7 +230,7 @@ pub struct LayerStats {
 /// Runs `windows` of token ids through the model and measures every layer; a non-finite hidden
 /// state or MLP activation is an error ([`familiar::Error::NonFinite`]) naming the layer and token.
 pub fn measure(
-    model: &familiar::model::Transformer,
+    model: &familiar_models::model::Transformer,
     windows: &[Vec<u32>],
     threshold: f32,
 ) -> familiar::Result<Vec<LayerStats>> {
@@ -243,13 +243,13 @@ pub fn measure(
     for (wi, w) in windows.iter().enumerate() {
         let out = model.forward(
             std::slice::from_ref(w),
-            familiar::model::Capture {
+            familiar_models::model::Capture {
                 hidden_states: true,
                 mlp_activations: true,
                 linear: None,
             },
         )?;
-        let bug = familiar::model::transformer::candle_error("activations");
+        let bug = familiar_models::model::transformer::candle_error("activations");
         // Non-finite states would give NaN metrics (and an eigenvalue iteration on NaN).
         let check = |what: &str, l: usize, rows: &[Vec<f32>]| -> familiar::Result<()> {
             for (t, r) in rows.iter().enumerate() {
@@ -258,7 +258,7 @@ pub fn measure(
                 } else {
                     String::new()
                 };
-                familiar::model::finite::check_values(
+                familiar_models::model::finite::check_values(
                     format!("{window}layer {l}, token {t}: the {what}"),
                     r,
                 )?;

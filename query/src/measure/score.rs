@@ -16,11 +16,11 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp};
-use familiar::model::finite;
-use familiar::model::transformer::{candle_error, log_softmax_last, LoadOptions};
-use familiar::model::{Capture, Transformer};
 use familiar::tokenizer::Tokenizer;
 use familiar::{Error, Result};
+use familiar_models::model::finite;
+use familiar_models::model::transformer::{candle_error, log_softmax_last, LoadOptions};
+use familiar_models::model::{Capture, Transformer};
 
 use crate::measure::items::{Ask, Item};
 use crate::output::{Column, Table};
@@ -47,7 +47,7 @@ impl LanguageModel {
             ..LoadOptions::default()
         };
         let model = Transformer::load_with(dir, &options)?;
-        let tpath = familiar::model::tokenizer_file(dir)?;
+        let tpath = familiar_models::model::tokenizer_file(dir)?;
         let tokenizer = Tokenizer::from_file(&tpath)?;
         if tokenizer.vocab_size() as usize > model.config.vocab_size {
             return Err(Error::Config(format!(

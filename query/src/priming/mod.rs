@@ -30,11 +30,11 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 use familiar::index::Index;
-use familiar::model::finite;
-use familiar::model::transformer::{candle_error, LoadOptions};
-use familiar::model::Transformer;
 use familiar::rng::SplitMix64;
 use familiar::{Error, Result};
+use familiar_models::model::finite;
+use familiar_models::model::transformer::{candle_error, LoadOptions};
+use familiar_models::model::Transformer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -552,7 +552,7 @@ fn save_model(from: &Path, model: &Transformer, dir: &Path) -> Result<()> {
     crate::train::save_atomic(&weights, &dir.join("model.safetensors"))?;
     for name in ["config.json", "tokenizer.json"] {
         let src = if name == "tokenizer.json" {
-            familiar::model::tokenizer_file(from)?
+            familiar_models::model::tokenizer_file(from)?
         } else {
             from.join(name)
         };
@@ -611,7 +611,7 @@ pub fn run(e: &Experiment, progress: &dyn Fn(Event)) -> Result<Outcome> {
     };
     let plan = Plan {
         format: FORMAT.into(),
-        model_hash: familiar::grads::store::model_hash(e.model)?,
+        model_hash: familiar_models::grads::store::model_hash(e.model)?,
         options: o.clone(),
         replay: match e.replay {
             Some(index) => Some((

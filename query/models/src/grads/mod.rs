@@ -26,6 +26,7 @@
 //! of a batch are independent per-example gradients (right padding is exact under causal
 //! attention, and padded positions have no loss).
 
+pub mod build;
 pub mod fast;
 pub mod linalg;
 pub mod store;
@@ -36,8 +37,8 @@ use serde::{Deserialize, Serialize};
 use crate::model::finite;
 use crate::model::transformer::{candle_error, log_softmax_last, LinearGroup, HEAD};
 use crate::model::{Capture, Transformer};
-use crate::rng::SplitMix64;
-use crate::{Error, Result};
+use familiar::rng::SplitMix64;
+use familiar::{Error, Result};
 
 /// One linear layer of a projection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

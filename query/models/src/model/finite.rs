@@ -11,7 +11,7 @@ use std::fmt;
 
 use candle_core::{DType, Tensor};
 
-use crate::error::{Error, Result};
+use familiar::error::{Error, Result};
 
 /// Where a slice's non-finite values are.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -12,7 +12,7 @@ pub use config::ModelConfig;
 pub use transformer::{Capture, LinearCapture, LinearGroup, Output, Transformer};
 pub use weights::Weights;
 
-use crate::error::{Error, Result};
+use familiar::error::{Error, Result};
 
 /// The `tokenizer.json` of a model directory, which must exist.
 pub fn tokenizer_file(dir: &std::path::Path) -> Result<std::path::PathBuf> {

@@ -1,4 +1,4 @@
-//! Builds a gradient store ([`familiar::grads::store`]): the projected gradient of every document
+//! Builds a gradient store ([`crate::grads::store`]): the projected gradient of every document
 //! of an index under a model, per shard, resumable and atomic.
 //!
 //! A document is the model's start token (BOS, else EOS — the end-of-document token a model trained
@@ -17,16 +17,16 @@
 
 use std::path::{Path, PathBuf};
 
-use familiar::error::IoContext;
-use familiar::grads::fast::FastGradients;
-use familiar::grads::store::{
+use crate::grads::fast::FastGradients;
+use crate::grads::store::{
     model_hash, moments_file, shard_file, Moments, MomentsEntry, RowFile, RowWriter, StoreDtype,
     StoreManifest, StoreSettings, StoreShard, HEAD_FACTOR, MANIFEST, PLAN,
 };
-use familiar::grads::{Example, HeadFactor, Projection, ProjectionSpec};
+use crate::grads::{Example, HeadFactor, Projection, ProjectionSpec};
+use crate::model::finite;
+use crate::model::{LinearGroup, Transformer};
+use familiar::error::IoContext;
 use familiar::index::Index;
-use familiar::model::finite;
-use familiar::model::{LinearGroup, Transformer};
 use familiar::token::Token;
 use familiar::{with_view, Error, Result};
 use rayon::prelude::*;
@@ -109,7 +109,7 @@ pub fn build_store(
     progress: &(dyn Fn(StoreProgress) + Sync),
 ) -> Result<StoreReport> {
     let model = Transformer::load(&o.model)?;
-    let tpath = familiar::model::tokenizer_file(&o.model)?;
+    let tpath = crate::model::tokenizer_file(&o.model)?;
     let (thash, _) = familiar::checksum::of_file(&tpath)?;
     let ihash = &index.manifest().tokenizer.hash;
     if &thash != ihash {
@@ -142,7 +142,7 @@ pub fn build_store(
     let plan_path = o.out.join(PLAN);
     if plan_path.exists() {
         let plan: StoreManifest =
-            familiar::manifest::read(&plan_path, familiar::grads::store::FORMAT)?;
+            familiar::manifest::read(&plan_path, crate::grads::store::FORMAT)?;
         if plan.settings != settings {
             return Err(Error::Config(format!(
                 "{} was started with other settings (model, index, layers, rank, seed or dtype); \

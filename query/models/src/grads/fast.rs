@@ -18,7 +18,7 @@ use super::{Example, Gradients, Projection};
 use crate::model::config::{Activation, Positions};
 use crate::model::transformer::{candle_error, Linear, Norm, Qkv};
 use crate::model::Transformer;
-use crate::{Error, Result};
+use familiar::{Error, Result};
 
 /// `out[m×n]` (row stride `ldo`) = (or += when `acc`) `a[m×k] · b[k×n]`, where `a` and `b` are
 /// given as (slice, row stride, column stride). Panics if a view exceeds its slice.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::error::{Error, IoContext, Result};
+use familiar::error::{Error, IoContext, Result};
 
 /// The decoder family (`model_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

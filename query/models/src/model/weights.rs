@@ -10,7 +10,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 use super::finite::{self, Float};
-use crate::error::{Error, IoContext, Result};
+use familiar::error::{Error, IoContext, Result};
 
 /// The tensors of one checkpoint.
 pub struct Weights {

@@ -6,13 +6,15 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
-use familiar::grads::fast::FastGradients;
-use familiar::grads::{projected_gradients, Example, HeadFactor, Projection, ProjectionSpec};
-use familiar::model::transformer::{log_softmax_last, LoadOptions, HEAD};
-use familiar::model::{Capture, LinearGroup, Transformer};
+use familiar_models::grads::fast::FastGradients;
+use familiar_models::grads::{
+    projected_gradients, Example, HeadFactor, Projection, ProjectionSpec,
+};
+use familiar_models::model::transformer::{log_softmax_last, LoadOptions, HEAD};
+use familiar_models::model::{Capture, LinearGroup, Transformer};
 
 fn reference() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/reference")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/reference")
 }
 
 fn load(name: &str, dtype: DType, trainable: bool) -> Transformer {

@@ -67,7 +67,7 @@ mod tests {
         assert!(Cholesky::damped(&[0.0], 1, 0.0).is_none());
         assert!(Cholesky::damped(&[1.0, 2.0, 2.0, 1.0], 2, 0.0).is_none());
         // A random SPD matrix of size 7: M x recovers q.
-        let mut rng = crate::rng::SplitMix64::new(4);
+        let mut rng = familiar::rng::SplitMix64::new(4);
         let a = rng.normals(49, 1.0);
         let mut m = vec![0.0; 49];
         for i in 0..7 {

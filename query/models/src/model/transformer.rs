@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 
 use super::config::{Activation, Family, ModelConfig, Positions};
 use super::weights::Weights;
-use crate::error::{Error, Result};
+use familiar::error::{Error, Result};
 
 /// A candle error, with what was being done (candle fails only on shape or device mistakes, which
 /// are ours).

@@ -7,13 +7,13 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use familiar::model::config::{Family, ModelConfig, Positions};
-use familiar::model::transformer::{log_softmax_last, LoadOptions, HEAD};
-use familiar::model::{Capture, LinearGroup, Output, Transformer};
+use familiar_models::model::config::{Family, ModelConfig, Positions};
+use familiar_models::model::transformer::{log_softmax_last, LoadOptions, HEAD};
+use familiar_models::model::{Capture, LinearGroup, Output, Transformer};
 use serde_json::Value;
 
 fn reference() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/reference")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/reference")
 }
 
 fn expected() -> Value {
@@ -393,7 +393,7 @@ fn the_model_familiar_trained_loads_in_transformers_with_the_same_logits() {
     let e = expected();
     let trained = &e["trained"];
     let ids: Vec<Vec<u32>> = serde_json::from_value(trained["ids"].clone()).unwrap();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/fixture-gpt2");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/fixture-gpt2");
     let m = Transformer::load(&dir).unwrap();
     let out = m.forward(&ids, Capture::default()).unwrap();
     let d = max_diff(&out.logits, &flat(&trained["logits"]));

@@ -20,9 +20,9 @@ use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
 use super::{HeadFactor, ProjectionSpec};
-use crate::error::IoContext;
-use crate::format::{FileKind, Header, HEADER_LEN};
-use crate::{Error, Result};
+use familiar::error::IoContext;
+use familiar::format::{FileKind, Header, HEADER_LEN};
+use familiar::{Error, Result};
 
 /// Manifest format tag.
 pub const FORMAT: &str = "familiar-gradient-store";
@@ -124,7 +124,7 @@ impl StoreManifest {
     pub fn new(settings: StoreSettings) -> StoreManifest {
         StoreManifest {
             format: FORMAT.to_string(),
-            format_version: crate::format::FORMAT_VERSION,
+            format_version: familiar::format::FORMAT_VERSION,
             settings,
             shards: Vec::new(),
             head_factor: None,
@@ -151,7 +151,7 @@ impl HeadFactor {
         for v in &self.sums {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
-        crate::manifest::write_atomic(path, &bytes)
+        familiar::manifest::write_atomic(path, &bytes)
     }
 
     /// Reads a factor over a vocabulary of `vocab` entries.
@@ -293,7 +293,7 @@ impl Moments {
                 bytes.extend_from_slice(&v.to_le_bytes());
             }
         }
-        crate::manifest::write_atomic(path, &bytes)
+        familiar::manifest::write_atomic(path, &bytes)
     }
 
     /// Reads a moments file of `layers` blocks of `block` values, holding `rows` rows.
@@ -351,10 +351,10 @@ pub fn model_hash(dir: &Path) -> Result<String> {
     files.extend(weights);
     let mut all = String::new();
     for f in &files {
-        let (sum, _) = crate::checksum::of_file(f)?;
+        let (sum, _) = familiar::checksum::of_file(f)?;
         all.push_str(&sum);
     }
-    Ok(crate::checksum::of_bytes(all.as_bytes()))
+    Ok(familiar::checksum::of_bytes(all.as_bytes()))
 }
 
 /// Encodes a row of f32 values as stored.
@@ -394,7 +394,7 @@ impl RowWriter {
         first_doc: u64,
     ) -> Result<RowWriter> {
         use std::io::Write;
-        let tmp = crate::manifest::temp_path(path);
+        let tmp = familiar::manifest::temp_path(path);
         let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).at(&tmp)?);
         let header = Header::new(
             FileKind::Gradients,
@@ -549,7 +549,7 @@ impl GradientStore {
                 std::io::Error::new(std::io::ErrorKind::NotFound, why),
             ));
         }
-        let manifest: StoreManifest = crate::manifest::read(&path, FORMAT)?;
+        let manifest: StoreManifest = familiar::manifest::read(&path, FORMAT)?;
         let dim = manifest.settings.projection.dim();
         let mut files = Vec::with_capacity(manifest.shards.len());
         let mut next = 0u64;
@@ -566,7 +566,7 @@ impl GradientStore {
             next += s.documents;
             let p = dir.join(&s.file);
             if verify {
-                let (sum, _) = crate::checksum::of_file(&p)?;
+                let (sum, _) = familiar::checksum::of_file(&p)?;
                 if sum != s.checksum {
                     return Err(Error::corrupt(&p, "checksum mismatch"));
                 }
@@ -581,7 +581,7 @@ impl GradientStore {
             if let Some(m) = &s.moments {
                 let mp = dir.join(&m.file);
                 if verify {
-                    let (sum, _) = crate::checksum::of_file(&mp)?;
+                    let (sum, _) = familiar::checksum::of_file(&mp)?;
                     if sum != m.checksum {
                         return Err(Error::corrupt(&mp, "checksum mismatch"));
                     }
@@ -603,7 +603,7 @@ impl GradientStore {
             (Some(h), true) => {
                 let p = dir.join(&h.file);
                 if verify {
-                    let (sum, _) = crate::checksum::of_file(&p)?;
+                    let (sum, _) = familiar::checksum::of_file(&p)?;
                     if sum != h.checksum {
                         return Err(Error::corrupt(&p, "checksum mismatch"));
                     }

@@ -111,6 +111,9 @@ pub enum Error {
     /// A user-supplied setting is out of range or contradictory.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// An output directory that belongs to another run, or holds something else.
+    #[error("{0}")]
+    Conflict(String),
     /// A model computed a value that is not finite (NaN or ±∞): its weights overflow in floating
     /// point or are damaged, or training diverged. The message names the item (query, document,
     /// probe, training step) and the value; see `model::finite`.

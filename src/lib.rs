@@ -42,7 +42,9 @@ pub mod lock;
 pub mod manifest;
 pub mod memory;
 pub mod rng;
+pub mod rundir;
 pub mod schema;
+pub mod table;
 pub mod token;
 pub mod tokenizer;
 

@@ -495,7 +495,7 @@ type RunQuery<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Vec<String>);
 /// Writes a hand-made `attribute score` run: `(id, kind, task, answer, intermediate)` per query and
 /// `(query, doc, score)` rows (ranked here by score, then doc id).
 fn write_run(dir: &Path, queries: &[RunQuery<'_>], rows: &[(usize, u64, f64)]) {
-    use familiar_query::output::{Column, Format, Table};
+    use familiar::table::{Column, Format, Table};
     std::fs::create_dir_all(dir).unwrap();
     let mut rows = rows.to_vec();
     rows.sort_by(|a, b| a.0.cmp(&b.0).then(b.2.total_cmp(&a.2)).then(a.1.cmp(&b.1)));

@@ -76,33 +76,13 @@ pub fn write_text(
     Ok(())
 }
 
-/// Writes `batches` to the Parquet file `path` (zstd; a temporary file, synced, renamed into
-/// place, and removed if anything fails).
+/// Writes `batches` to the Parquet file `path` atomically ([`familiar::table::write_parquet`]).
 pub fn write_parquet(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
-    let tmp = familiar::manifest::temp_path(path);
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |e: std::io::Error| Error::Io { path: p, source: e }
-    };
-    let parquet =
-        |e: parquet::errors::ParquetError| Error::Other(format!("{}: {e}", path.display()));
-    let written = (|| -> Result<()> {
-        let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-            .build();
-        let mut w = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props))
-            .map_err(parquet)?;
-        for b in batches {
-            w.write(b).map_err(parquet)?;
-        }
-        let file = w.into_inner().map_err(parquet)?;
-        file.sync_all().map_err(io(&tmp))?;
-        drop(file);
-        std::fs::rename(&tmp, path).map_err(io(path))
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    familiar::table::write_parquet(path, schema, batches).map_err(|e| match e {
+        familiar::Error::Io { path, error } => Error::Io {
+            path,
+            source: error,
+        },
+        other => Error::Other(other.to_string()),
+    })
 }

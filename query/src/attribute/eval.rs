@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use super::report::spearman;
 use super::{preconditioned, query_gradients, score_all, Precondition, Query};
 use crate::measure::score::LanguageModel;
-use crate::rundir::{read_json, write_json};
 use crate::train::{train_on, TrainOptions};
+use familiar::rundir::{read_json, write_json};
 
 /// Format name in `plan.json`.
 pub const FORMAT: &str = "familiar-lds-eval";
@@ -198,7 +198,7 @@ pub fn evaluate(
             .map(|q| (q.id.clone(), q.prompt.clone(), q.completion.clone()))
             .collect(),
     };
-    let _lock = crate::rundir::claim(
+    let _lock = familiar::rundir::claim(
         &o.out,
         &plan,
         "an evaluation",

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use familiar::table::{Column, Format, Table};
 use familiar_models::grads::build::{build_store, StoreOptions, StoreProgress};
 use familiar_models::grads::store::{model_hash, GradientStore, StoreDtype};
 use familiar_query::attribute::{
     preconditioned, query_gradients, read_queries, score_all, Precondition,
 };
 use familiar_query::measure::score::LanguageModel;
-use familiar_query::output::{Column, Format, Table};
 
 /// `attribute store --rank` by default: of the ranks measured (8, 16, 32, 64), 32 ranked the
 /// stating document of a planted fact first most often, on the fixture world and on generated
@@ -273,7 +273,7 @@ fn eval(a: EvalArgs) -> Result<i32> {
         ],
         stop_after: a.stop_after,
     };
-    let bar = familiar_query::output::progress_bar(!a.quiet, a.subsets as u64, "subsets")?;
+    let bar = familiar_query::progress::progress_bar(!a.quiet, a.subsets as u64, "subsets")?;
     let started = Instant::now();
     let r = evaluate(&index, &store, &lm, &queries, &options, &|e| match e {
         Event::Training { m, total } => {
@@ -333,7 +333,7 @@ fn report(a: ReportArgs) -> Result<i32> {
 fn store(a: StoreArgs) -> Result<i32> {
     let started = Instant::now();
     let index = super::open_index(&a.index, None)?;
-    let bar = familiar_query::output::progress_bar(!a.quiet, index.documents(), "documents")?;
+    let bar = familiar_query::progress::progress_bar(!a.quiet, index.documents(), "documents")?;
     let options = StoreOptions {
         model: a.model.clone(),
         out: a.out.clone(),
@@ -352,7 +352,7 @@ fn store(a: StoreArgs) -> Result<i32> {
         },
     };
     let factor_bar =
-        familiar_query::output::progress_bar(!a.quiet, 0, "documents (output-head factor)")?;
+        familiar_query::progress::progress_bar(!a.quiet, 0, "documents (output-head factor)")?;
     let r = build_store(&index, &options, &|p| match p {
         StoreProgress::FactorStart(n) => factor_bar.set_length(n),
         StoreProgress::Factor(n) => factor_bar.inc(n),

@@ -4,11 +4,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use familiar::table::{Column, Table};
 use familiar_query::concepts::count::{CountOptions, Counter, Method};
 use familiar_query::concepts::lexicon::{read_pairs, Lexicon};
 use familiar_query::concepts::lookup::{lookup, Mode};
 use familiar_query::concepts::tables;
-use familiar_query::output::{Column, Table};
 
 use super::{open_index, OutputArgs};
 

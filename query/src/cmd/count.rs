@@ -4,8 +4,8 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use familiar::table::{Column, Format, Table};
 use familiar_query::ngram;
-use familiar_query::output::{Column, Format, Table};
 
 use super::QueryArgs;
 
@@ -24,7 +24,7 @@ pub struct Args {
     /// With --batch: output format (jsonl, the default; table; parquet, with --output; the
     /// ngram_counts table of schemas/).
     #[arg(long, value_enum, requires = "batch")]
-    format: Option<familiar_query::output::Format>,
+    format: Option<familiar::table::Format>,
     /// With --batch: write to this file instead of stdout.
     #[arg(long, short, requires = "batch")]
     output: Option<PathBuf>,

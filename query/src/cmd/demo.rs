@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use familiar::index::Index;
+use familiar::table::{Column, Format, Table};
 use familiar_index_builder::build::{build, BuildOptions};
 use familiar_index_builder::fixtures::GroundTruth;
 use familiar_query::concepts::count::{CountOptions, Counter, Method};
 use familiar_query::concepts::lexicon::{read_pairs, Lexicon};
 use familiar_query::concepts::tables;
 use familiar_query::ngram::{self, Cnf, CnfOptions};
-use familiar_query::output::{Column, Format, Table};
 
 /// The fixture corpus and tokenizer, compiled into the binary (regenerate with `familiar fixtures`).
 const EMBEDDED: &[(&str, &[u8])] = &[

@@ -4,8 +4,8 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use familiar::table::{Column, Format, Table};
 use familiar_query::measure::density::{measure, Overflow};
-use familiar_query::output::{Column, Format, Table};
 
 /// Arguments of `familiar density`.
 #[derive(Debug, clap::Args)]
@@ -63,7 +63,7 @@ pub fn run(a: Args) -> Result<i32> {
     }
     let window = lm.model.config.max_positions;
     let model_name = a.model.model.display().to_string();
-    let progress = familiar_query::output::progress_bar(!a.quiet, probes.len() as u64, "probes")?;
+    let progress = familiar_query::progress::progress_bar(!a.quiet, probes.len() as u64, "probes")?;
     let mut c = Cols::default();
     for (at, id, text, labels) in &probes {
         let ids = lm.tokenizer.encode(text)?;

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use familiar_query::output::{Column, Format, Table};
+use familiar::table::{Column, Format, Table};
 use serde_json::Value;
 
 /// What to import.

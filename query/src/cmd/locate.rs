@@ -1,8 +1,8 @@
 //! `familiar locate`.
 
 use anyhow::Result;
+use familiar::table::{Column, Table};
 use familiar_query::ngram;
-use familiar_query::output::{Column, Table};
 
 use super::{OutputArgs, QueryArgs};
 

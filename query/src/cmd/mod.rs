@@ -196,7 +196,7 @@ impl ModelArgs {
 pub struct OutputArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
-    pub format: familiar_query::output::Format,
+    pub format: familiar::table::Format,
     /// Write to this file instead of stdout (required for parquet).
     #[arg(long, short)]
     pub output: Option<PathBuf>,

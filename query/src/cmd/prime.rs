@@ -83,7 +83,7 @@ pub fn run(a: Args) -> Result<i32> {
         keep_models: a.keep_models,
         device: familiar_models::model::device(&a.model.device)?,
     };
-    let bar = familiar_query::output::progress_bar(!a.quiet, samples.len() as u64, "samples")?;
+    let bar = familiar_query::progress::progress_bar(!a.quiet, samples.len() as u64, "samples")?;
     let progress = |e: Event| match e {
         Event::Before { probes } => bar.set_message(format!("scoring {probes} probes before")),
         Event::Learning { i, .. } => bar.set_message(format!("learning {}", samples[i].id)),

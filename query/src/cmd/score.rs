@@ -4,9 +4,9 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use familiar::table::{Column, Format, Table};
 use familiar_query::measure::items::{read_items, ItemFormat};
 use familiar_query::measure::score::zero_shot;
-use familiar_query::output::{Column, Format, Table};
 
 /// Arguments of `familiar score`.
 #[derive(Debug, clap::Args)]
@@ -53,7 +53,7 @@ pub fn run_score(a: ScoreArgs) -> Result<i32> {
     let lm = a.model.load()?;
     let items = read_items(&a.items, a.format, a.limit)?;
     let model_name = a.model.model.display().to_string();
-    let progress = familiar_query::output::progress_bar(!a.quiet, items.len() as u64, "items")?;
+    let progress = familiar_query::progress::progress_bar(!a.quiet, items.len() as u64, "items")?;
     let n = items.len();
     let source = a.items.display().to_string();
     let (table, summary) = zero_shot(&lm, &items, &model_name, &source, &|| progress.inc(1))?;
@@ -108,7 +108,7 @@ pub fn run_keyword(a: KeywordArgs) -> Result<i32> {
         bail!("{}: no items", a.items.display());
     }
     let model_name = a.model.model.display().to_string();
-    let progress = familiar_query::output::progress_bar(!a.quiet, items.len() as u64, "items")?;
+    let progress = familiar_query::progress::progress_bar(!a.quiet, items.len() as u64, "items")?;
     let (mut ids, mut keywords, mut context_tokens, mut truncated) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut lps, mut probs, mut ns, mut toks, mut greedy) =

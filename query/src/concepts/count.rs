@@ -639,7 +639,7 @@ impl<'a> Counter<'a> {
         let paired: std::collections::HashSet<u64> =
             pairs.iter().flat_map(|&(_, a, b)| [a, b]).collect();
         let cache: Mutex<(usize, HashMap<u64, ConceptDocs>)> = Mutex::new((0, HashMap::new()));
-        let bar = crate::output::progress_bar(
+        let bar = crate::progress::progress_bar(
             options.progress,
             lexicon.concepts.len() as u64,
             "concepts",
@@ -668,7 +668,7 @@ impl<'a> Counter<'a> {
             .into_inner()
             .map_err(|_| Error::Bug("pair cache poisoned".into()))?
             .1;
-        let bar = crate::output::progress_bar(
+        let bar = crate::progress::progress_bar(
             options.progress && !pairs.is_empty(),
             pairs.len() as u64,
             "pairs",

@@ -8,7 +8,7 @@ use familiar::Result;
 
 use super::count::Counts;
 use super::lexicon::Lexicon;
-use crate::output::{Column, Format, Table};
+use familiar::table::{Column, Format, Table};
 
 /// File names inside the output directory.
 pub const CONCEPTS_FILE: &str = "concepts.parquet";

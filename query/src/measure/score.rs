@@ -23,7 +23,7 @@ use familiar_models::model::transformer::{candle_error, log_softmax_last, LoadOp
 use familiar_models::model::{Capture, Transformer};
 
 use crate::measure::items::{Ask, Item};
-use crate::output::{Column, Table};
+use familiar::table::{Column, Table};
 
 /// A model directory: the model and its tokenizer.
 #[derive(Debug)]

@@ -40,9 +40,9 @@ use serde_json::Value;
 
 use crate::measure::items::{bad, jsonl_lines};
 use crate::measure::score::LanguageModel;
-use crate::output::{Column, Format, Table};
-use crate::rundir::{read_json, write_json};
 use crate::train::{loss, AdamW, Data};
+use familiar::rundir::{read_json, write_json};
+use familiar::table::{Column, Format, Table};
 
 /// Format name in `plan.json`.
 pub const FORMAT: &str = "familiar-priming";
@@ -623,7 +623,7 @@ pub fn run(e: &Experiment, progress: &dyn Fn(Event)) -> Result<Outcome> {
         samples: e.samples.to_vec(),
         themes: e.themes.to_vec(),
     };
-    let _lock = crate::rundir::claim(
+    let _lock = familiar::rundir::claim(
         &e.out,
         &plan,
         "a priming experiment",

@@ -1,24 +1,26 @@
-//! Query results as typed tables, written as a readable text table, JSON lines, or Parquet.
+//! Result tables: named, typed columns written as a readable text table, JSON lines, or Parquet
+//! (atomically, with the schema of `schemas/` where the table has one).
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::{Error, Result};
 use arrow_array::builder::{Float64Builder, ListBuilder, StringBuilder, UInt32Builder};
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema};
-use familiar::{Error, Result};
 
 /// How results are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Format {
     /// An aligned text table.
     Table,
     /// One JSON object per row.
     Jsonl,
-    /// A Parquet file (needs `--output`).
+    /// A Parquet file (written to a file, not to stdout).
     Parquet,
 }
 
@@ -203,11 +205,11 @@ impl Table {
             return Err(Error::Bug(format!("column {name} has a different length")));
         }
         match (format, output) {
-            (Format::Parquet, None) => {
-                Err(Error::Config("--format parquet needs --output FILE".into()))
-            }
+            (Format::Parquet, None) => Err(Error::Config(
+                "Parquet output needs a file to write to, not stdout".into(),
+            )),
             (Format::Parquet, Some(path)) => self.write_parquet(path),
-            (_, Some(path)) => familiar::manifest::write_atomic_with(path, |w| {
+            (_, Some(path)) => crate::manifest::write_atomic_with(path, |w| {
                 let mut w = w;
                 self.write_text(format, &mut w)
             }),
@@ -313,28 +315,37 @@ impl Table {
     /// renamed, so a reader never sees half a file and concurrent writers never mix.
     fn write_parquet(&self, path: &Path) -> Result<()> {
         let batch = self.to_record_batch()?;
-        familiar_sql::output::write_parquet(path, &batch.schema(), std::slice::from_ref(&batch))
-            .map_err(|e| match e {
-                familiar_sql::Error::Io { path, source } => Error::io(&path, source),
-                other => Error::io(path, std::io::Error::other(other.to_string())),
-            })
+        write_parquet(path, &batch.schema(), std::slice::from_ref(&batch))
     }
 }
 
-/// A progress bar on stderr counting `total` `what`s (hidden unless `show`).
-pub fn progress_bar(show: bool, total: u64, what: &str) -> Result<indicatif::ProgressBar> {
-    if !show {
-        return Ok(indicatif::ProgressBar::hidden());
+/// Writes `batches` to the Parquet file `path` (zstd): into a uniquely named temporary file
+/// beside it ([`crate::manifest::temp_path`]), synced, renamed into place, and removed if
+/// anything fails.
+pub fn write_parquet(
+    path: &Path,
+    schema: &arrow_schema::SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<()> {
+    let tmp = crate::manifest::temp_path(path);
+    let parquet = |e: parquet::errors::ParquetError| Error::io(path, std::io::Error::other(e));
+    let written = (|| -> Result<()> {
+        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+            .build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props))
+            .map_err(parquet)?;
+        for b in batches {
+            w.write(b).map_err(parquet)?;
+        }
+        let file = w.into_inner().map_err(parquet)?;
+        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {what} ({{per_sec}}, {{eta}})"
-        ))
-        .map_err(|e| Error::Bug(format!("progress template: {e}")))?,
-    );
-    Ok(bar)
+    written
 }

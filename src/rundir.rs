@@ -1,10 +1,10 @@
-//! Run directories of resumable experiments (`attribute eval`, `prime`): `plan.json` is written
+//! Run directories of resumable experiments (attribution evaluations, priming runs): `plan.json` is written
 //! first and names the settings the directory belongs to; each finished unit of work is a JSON
 //! file written atomically, which a rerun reads instead of redoing the work.
 
 use std::path::Path;
 
-use familiar::{Error, Result};
+use crate::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -16,28 +16,28 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// Writes `v` as JSON atomically.
 pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    familiar::manifest::write_atomic(path, &familiar::manifest::to_bytes(v)?)
+    crate::manifest::write_atomic(path, &crate::manifest::to_bytes(v)?)
 }
 
 /// Claims `out` for `plan`: a directory whose `plan.json` equals `plan` is resumed, one with
 /// another plan is refused (`what` names the run, `settings` what the plan holds), and a new or
 /// empty directory gets `plan.json`. A non-empty directory without one is refused. The
-/// directory is locked ([`familiar::lock::DirLock`]) first: a second run into it fails with
+/// directory is locked ([`crate::lock::DirLock`]) first: a second run into it fails with
 /// "in use by process N" until the returned guard is dropped.
 pub fn claim<P: Serialize + DeserializeOwned + PartialEq>(
     out: &Path,
     plan: &P,
     what: &str,
     settings: &str,
-) -> Result<familiar::lock::DirLock> {
+) -> Result<crate::lock::DirLock> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let lock = familiar::lock::DirLock::acquire(out, what)?;
+    let lock = crate::lock::DirLock::acquire(out, what)?;
     let plan_path = out.join("plan.json");
     if plan_path.exists() {
         let old: P = read_json(&plan_path)?;
         if old != *plan {
-            return Err(Error::Query(format!(
-                "{} holds {what} with other settings ({settings}); use another --out",
+            return Err(Error::Conflict(format!(
+                "{} holds {what} with other settings ({settings}); use another directory",
                 out.display()
             )));
         }
@@ -46,15 +46,15 @@ pub fn claim<P: Serialize + DeserializeOwned + PartialEq>(
     for entry in std::fs::read_dir(out).map_err(|e| Error::io(out, e))? {
         let entry = entry.map_err(|e| Error::io(out, e))?;
         let name = entry.file_name();
-        if familiar::lock::is_lock_file(&name) {
+        if crate::lock::is_lock_file(&name) {
             continue;
         }
-        if familiar::manifest::is_temp_name(&name) {
+        if crate::manifest::is_temp_name(&name) {
             // A leftover of an interrupted write of plan.json: ours to remove.
             let _ = std::fs::remove_file(entry.path());
             continue;
         }
-        return Err(Error::Query(format!(
+        return Err(Error::Conflict(format!(
             "{} is not empty and holds no {what} (plan.json); use a new directory",
             out.display()
         )));

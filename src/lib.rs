@@ -44,6 +44,7 @@ pub mod memory;
 pub mod rng;
 pub mod rundir;
 pub mod schema;
+pub mod stats;
 pub mod table;
 pub mod token;
 pub mod tokenizer;

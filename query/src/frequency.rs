@@ -15,7 +15,8 @@
 use std::path::{Path, PathBuf};
 
 use familiar::error::{Error, Result};
-use familiar_sql::udf::{bin_of, pearson, spearman};
+use familiar::stats::{fit_linear, pearson, spearman};
+use familiar_sql::udf::bin_of;
 use familiar_sql::Sql;
 use serde::Serialize;
 
@@ -143,28 +144,6 @@ pub(crate) fn sql_error(e: familiar_sql::Error) -> Error {
     Error::Query(e.to_string())
 }
 
-/// Least-squares fit `y = a + b x`: `(a, b, r2)`.
-pub(crate) fn fit(x: &[f64], y: &[f64]) -> Option<(f64, f64, f64)> {
-    let n = x.len() as f64;
-    if x.len() < 2 {
-        return None;
-    }
-    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
-    let sxx: f64 = x.iter().map(|v| (v - mx) * (v - mx)).sum();
-    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
-    let syy: f64 = y.iter().map(|v| (v - my) * (v - my)).sum();
-    if sxx <= 0.0 {
-        return None;
-    }
-    let b = sxy / sxx;
-    let r2 = if syy > 0.0 {
-        (sxy * sxy) / (sxx * syy)
-    } else {
-        1.0
-    };
-    Some((my - b * mx, b, r2))
-}
-
 /// Analyses `points` (all of one model).
 pub fn analyse_model(model: String, mut points: Vec<Point>, bins: i64) -> Result<ModelReport> {
     points.sort_by(|a, b| a.count.cmp(&b.count).then(a.concept.cmp(&b.concept)));
@@ -174,7 +153,7 @@ pub fn analyse_model(model: String, mut points: Vec<Point>, bins: i64) -> Result
     let seen: Vec<&Point> = points.iter().filter(|p| p.count > 0).collect();
     let x: Vec<f64> = seen.iter().map(|p| (p.count as f64).log10()).collect();
     let y: Vec<f64> = seen.iter().map(|p| p.score).collect();
-    let fitted = fit(&x, &y);
+    let fitted = fit_linear(&x, &y);
     let mut binned = Vec::new();
     if let (Some(lo), Some(hi)) = (seen.first(), seen.last()) {
         let (lo, hi) = (lo.count as f64, hi.count as f64);
@@ -204,9 +183,9 @@ pub fn analyse_model(model: String, mut points: Vec<Point>, bins: i64) -> Result
         model,
         concepts: seen.len(),
         items: seen.iter().map(|p| p.items).sum(),
-        slope_per_decade: fitted.map(|f| f.1),
-        intercept: fitted.map(|f| f.0),
-        r2: fitted.map(|f| f.2),
+        slope_per_decade: fitted.map(|f| f.slope),
+        intercept: fitted.map(|f| f.intercept),
+        r2: fitted.map(|f| f.r2),
         pearson: pearson(&x, &y),
         spearman: spearman(&seen.iter().map(|p| p.count as f64).collect::<Vec<_>>(), &y),
         binned_pearson: pearson(&bx, &by),

@@ -927,7 +927,7 @@ fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
                 .iter()
                 .map(|r| r["logprobs"][qi].as_f64().unwrap())
                 .collect();
-            let want = familiar_query::attribute::report::spearman(&predicted, &actual);
+            let want = familiar::stats::spearman(&predicted, &actual).unwrap_or(0.0);
             let got = lds["lds"][j]["per_query"][qi].as_f64().unwrap();
             assert!(
                 (want - got).abs() < 1e-9,

@@ -32,6 +32,7 @@ use datafusion::logical_expr::{
     create_udaf, create_udf, Accumulator, AggregateUDF, ColumnarValue, ScalarUDF, Volatility,
 };
 use datafusion::prelude::SessionContext;
+use familiar::stats::spearman;
 
 /// The scalar functions of this module.
 pub fn scalar_functions() -> Vec<ScalarUDF> {
@@ -134,49 +135,6 @@ fn json_str(args: &[ColumnarValue]) -> Result<ColumnarValue> {
 
 fn list_type() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
-}
-
-/// Average ranks (1-based) of `v`: tied values share the mean of the ranks they span.
-pub fn average_ranks(v: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..v.len()).collect();
-    order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut ranks = vec![0.0; v.len()];
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
-            j += 1;
-        }
-        // Positions i..=j (0-based) hold ranks i+1 ..= j+1.
-        let r = (i + j) as f64 / 2.0 + 1.0;
-        for &k in &order[i..=j] {
-            ranks[k] = r;
-        }
-        i = j + 1;
-    }
-    ranks
-}
-
-/// Pearson's correlation; `None` when undefined (fewer than two values, a constant side).
-pub fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
-    let n = x.len();
-    if n < 2 || y.len() != n {
-        return None;
-    }
-    let mx = x.iter().sum::<f64>() / n as f64;
-    let my = y.iter().sum::<f64>() / n as f64;
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (a, b) in x.iter().zip(y) {
-        sxy += (a - mx) * (b - my);
-        sxx += (a - mx) * (a - mx);
-        syy += (b - my) * (b - my);
-    }
-    (sxx > 0.0 && syy > 0.0).then(|| (sxy / (sxx * syy).sqrt()).clamp(-1.0, 1.0))
-}
-
-/// Spearman's rank correlation with average ranks for ties.
-pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
-    pearson(&average_ranks(x), &average_ranks(y))
 }
 
 /// The pairs seen so far; the state is the two columns as lists.
@@ -360,30 +318,6 @@ fn log_bin_center(args: &[ColumnarValue]) -> Result<ColumnarValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn average_ranks_share_ties() {
-        assert_eq!(
-            average_ranks(&[10.0, 20.0, 20.0, 5.0, 20.0]),
-            vec![2.0, 4.0, 4.0, 1.0, 4.0]
-        );
-        assert_eq!(average_ranks(&[]), Vec::<f64>::new());
-    }
-
-    #[test]
-    fn spearman_by_hand() {
-        // x ranks 1 2 3 4, y ranks 1 3 2 4: Σd² = 2, ρ = 1 − 6·2/(4·15) = 0.8.
-        let r = spearman(&[1.0, 2.0, 3.0, 4.0], &[10.0, 30.0, 20.0, 40.0]).unwrap();
-        assert!((r - 0.8).abs() < 1e-12, "{r}");
-        // Ties: x = 1 2 2 3 → ranks 1 2.5 2.5 4; y = 1 2 3 4. Pearson of the ranks:
-        // mean 2.5 each; Σ(dx dy) = (−1.5)(−1.5) + 0·(−0.5) + 0·(0.5) + 1.5·1.5 = 4.5;
-        // Σdx² = 4.5, Σdy² = 5 → 4.5 / √22.5.
-        let r = spearman(&[1.0, 2.0, 2.0, 3.0], &[1.0, 2.0, 3.0, 4.0]).unwrap();
-        assert!((r - 4.5 / 22.5f64.sqrt()).abs() < 1e-12, "{r}");
-        assert_eq!(spearman(&[1.0], &[2.0]), None);
-        assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), None);
-        assert_eq!(spearman(&[3.0, 2.0, 1.0], &[1.0, 2.0, 3.0]), Some(-1.0));
-    }
 
     #[test]
     fn json_values_by_key() {

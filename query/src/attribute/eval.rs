@@ -21,7 +21,6 @@ use familiar::{Error, Result};
 use familiar_models::grads::store::GradientStore;
 use serde::{Deserialize, Serialize};
 
-use super::report::spearman;
 use super::{preconditioned, query_gradients, score_all, Precondition, Query};
 use crate::measure::score::LanguageModel;
 use crate::train::{train_on, TrainOptions};
@@ -298,7 +297,9 @@ pub fn evaluate(
             let per_query: Vec<f64> = (0..queries.len())
                 .map(|q| {
                     let actual: Vec<f64> = done.iter().map(|(_, r)| r.logprobs[q]).collect();
-                    spearman(&predicted[q], &actual)
+                    // Undefined (predictions or log-probabilities equal across subsets) counts
+                    // as 0: no rank agreement.
+                    familiar::stats::spearman(&predicted[q], &actual).unwrap_or(0.0)
                 })
                 .collect();
             let mean_of = |kind: Option<&str>| {

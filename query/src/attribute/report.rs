@@ -21,6 +21,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use familiar::index::Index;
+use familiar::stats::{average_ranks, fit_power_law, standardized, PowerLaw};
 use familiar::{Error, Result};
 use serde::Serialize;
 
@@ -176,54 +177,6 @@ impl Run {
     }
 }
 
-/// A power law `s_r = c · r^−α` fitted on log–log.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub struct PowerLaw {
-    /// Exponent α.
-    pub alpha: f64,
-    /// `ln c`.
-    pub log_c: f64,
-    /// R² of the log–log fit.
-    pub r2: f64,
-    /// Ranks fitted.
-    pub ranks: usize,
-}
-
-/// Least squares of `ln s_r` on `ln r` for `r = 1..=n` over the leading positive values of
-/// `ranked` (sorted descending); `None` with fewer than 3 positive values.
-pub fn fit_power_law(ranked: &[f64], n: usize) -> Option<PowerLaw> {
-    let pts: Vec<(f64, f64)> = ranked
-        .iter()
-        .take(n)
-        .take_while(|&&s| s > 0.0)
-        .enumerate()
-        .map(|(i, s)| (((i + 1) as f64).ln(), s.ln()))
-        .collect();
-    if pts.len() < 3 {
-        return None;
-    }
-    let m = pts.len() as f64;
-    let (mx, my) = (
-        pts.iter().map(|p| p.0).sum::<f64>() / m,
-        pts.iter().map(|p| p.1).sum::<f64>() / m,
-    );
-    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    let syy: f64 = pts.iter().map(|p| (p.1 - my).powi(2)).sum();
-    let slope = sxy / sxx;
-    let r2 = if syy > 0.0 {
-        sxy * sxy / (sxx * syy)
-    } else {
-        1.0
-    };
-    Some(PowerLaw {
-        alpha: -slope,
-        log_c: my - slope * mx,
-        r2,
-        ranks: pts.len(),
-    })
-}
-
 /// Share of the total positive influence held by the top `ceil(f · n)` documents (at least one),
 /// for each fraction `f`; `ranked` holds every document's score, descending.
 pub fn concentration(ranked: &[f64], fractions: &[f64]) -> Vec<f64> {
@@ -240,32 +193,6 @@ pub fn concentration(ranked: &[f64], fractions: &[f64]) -> Vec<f64> {
             }
         })
         .collect()
-}
-
-/// Ranks (1-based, ties get their average rank) of `v` (the SQL `spearman`'s).
-pub use familiar_sql::udf::average_ranks;
-
-/// Centred, unit-norm copy of `v` (all zeros for a constant vector).
-fn standardized(v: &[f64]) -> Vec<f64> {
-    let m = v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let c: Vec<f64> = v.iter().map(|x| x - m).collect();
-    let n = c.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if n > 0.0 {
-        c.into_iter().map(|x| x / n).collect()
-    } else {
-        vec![0.0; v.len()]
-    }
-}
-
-/// Pearson correlation.
-pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
-    let (a, b) = (standardized(a), standardized(b));
-    a.iter().zip(&b).map(|(x, y)| x * y).sum()
-}
-
-/// Spearman rank correlation (average ranks for ties).
-pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
-    pearson(&average_ranks(a), &average_ranks(b))
 }
 
 /// What the report found for one query.
@@ -533,10 +460,16 @@ fn correlations(run: &Run, n: usize) -> Vec<Correlation> {
             v
         })
         .collect();
-    let pear: Vec<Vec<f64>> = dense.par_iter().map(|v| standardized(v)).collect();
+    // A constant influence vector has no correlation with anything (`stats` says None); it
+    // counts as 0 in these means, as "no agreement", so that every pair of the group counts.
+    let zeros = vec![0.0; n];
+    let pear: Vec<Vec<f64>> = dense
+        .par_iter()
+        .map(|v| standardized(v).unwrap_or_else(|| zeros.clone()))
+        .collect();
     let spear: Vec<Vec<f64>> = dense
         .par_iter()
-        .map(|v| standardized(&average_ranks(v)))
+        .map(|v| standardized(&average_ranks(v)).unwrap_or_else(|| zeros.clone()))
         .collect();
     let dot = |a: &[f64], b: &[f64]| -> f64 { a.iter().zip(b).map(|(x, y)| x * y).sum() };
     let mean_over = |pairs: &[(usize, usize)]| -> (f64, f64) {
@@ -956,35 +889,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranks_average_ties_and_correlations_match_hand_values() {
-        assert_eq!(
-            average_ranks(&[3.0, 1.0, 3.0, 2.0]),
-            vec![3.5, 1.0, 3.5, 2.0]
-        );
-        let a = [1.0, 2.0, 3.0, 4.0];
-        assert!((pearson(&a, &[2.0, 4.0, 6.0, 8.0]) - 1.0).abs() < 1e-12);
-        assert!((pearson(&a, &[4.0, 3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
-        // Monotone but not linear: Spearman 1, Pearson below 1.
-        let b = [1.0, 10.0, 100.0, 1000.0];
-        assert!((spearman(&a, &b) - 1.0).abs() < 1e-12);
-        assert!(pearson(&a, &b) < 0.99);
-        // Hand value: x = [1,2,3], y = [1,3,2]: r = 0.5.
-        assert!((pearson(&[1.0, 2.0, 3.0], &[1.0, 3.0, 2.0]) - 0.5).abs() < 1e-12);
-        // Ties: x = [1,2,2,3] (ranks 1,2.5,2.5,4), y = [1,2,3,4]: r_s = 4.5 / sqrt(4.5 · 5).
-        let want = 4.5 / (4.5f64 * 5.0).sqrt();
-        assert!((spearman(&[1.0, 2.0, 2.0, 3.0], &a) - want).abs() < 1e-12);
-    }
-
-    #[test]
-    fn power_law_and_concentration_recover_planted_values() {
-        let ranked: Vec<f64> = (1..=1000).map(|r| 5.0 * (r as f64).powf(-1.5)).collect();
-        let fit = fit_power_law(&ranked, 100).unwrap();
-        assert!((fit.alpha - 1.5).abs() < 1e-9 && (fit.log_c - 5f64.ln()).abs() < 1e-9);
-        assert!((fit.r2 - 1.0).abs() < 1e-9 && fit.ranks == 100);
-        // Negative scores end the fit and do not count in the total.
+    fn concentration_recovers_planted_values() {
+        // Negative scores do not count in the total.
         let v = [4.0, 3.0, 2.0, 1.0, -5.0, -6.0, -7.0, -8.0, -9.0, -10.0];
-        assert_eq!(fit_power_law(&v, 10).unwrap().ranks, 4);
         assert_eq!(concentration(&v, &[0.1, 0.2, 1.0]), vec![0.4, 0.7, 1.0]);
-        assert!(fit_power_law(&[1.0, 0.0], 10).is_none());
     }
 }

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use familiar::error::{Error, Result};
-use familiar_sql::udf::{pearson, spearman};
+use familiar::stats::{fit_linear, pearson, spearman};
 use familiar_sql::Sql;
 use serde::Serialize;
 
@@ -112,7 +112,7 @@ pub fn analyse_model(model: String, mut points: Vec<Point>, threshold: f64) -> M
     let lp: Vec<f64> = points.iter().map(|p| p.p_before.log10()).collect();
     let ls: Vec<f64> = points.iter().map(|p| p.s_prime.log10()).collect();
     let lm: Vec<f64> = points.iter().map(|p| p.s_mem.log10()).collect();
-    let fitted = crate::frequency::fit(&lp, &ls);
+    let fitted = fit_linear(&lp, &ls);
     let group = |below: bool| {
         let members: Vec<&Point> = points
             .iter()
@@ -149,9 +149,9 @@ pub fn analyse_model(model: String, mut points: Vec<Point>, threshold: f64) -> M
         samples: points.len(),
         pearson_prime: pearson(&lp, &ls),
         spearman_prime: spearman(&p, &points.iter().map(|p| p.s_prime).collect::<Vec<_>>()),
-        slope_prime: fitted.map(|f| f.1),
-        intercept_prime: fitted.map(|f| f.0),
-        r2_prime: fitted.map(|f| f.2),
+        slope_prime: fitted.map(|f| f.slope),
+        intercept_prime: fitted.map(|f| f.intercept),
+        r2_prime: fitted.map(|f| f.r2),
         pearson_mem: pearson(&lp, &lm),
         spearman_mem: spearman(&p, &points.iter().map(|p| p.s_mem).collect::<Vec<_>>()),
         groups: [group(true), group(false)],

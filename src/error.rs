@@ -74,8 +74,9 @@ pub enum Error {
         /// What is wrong, and where.
         reason: String,
     },
-    /// A corpus record is malformed. `line` is 1-based (a row number for Parquet).
-    #[error("{}:{line}: {reason}", path.display())]
+    /// An input record is malformed (a corpus record, a query, an item …). `line` is 1-based (a
+    /// row number for Parquet).
+    #[error("{}: {reason}", location(path, *line))]
     Input {
         /// The corpus file.
         path: PathBuf,
@@ -148,6 +149,15 @@ impl Error {
             line,
             reason: reason.into(),
         }
+    }
+}
+
+/// `path:line`, or `path` alone for line 0 (the whole file).
+fn location(path: &Path, line: u64) -> String {
+    if line == 0 {
+        path.display().to_string()
+    } else {
+        format!("{}:{line}", path.display())
     }
 }
 

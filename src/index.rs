@@ -256,6 +256,19 @@ impl Index {
             ))),
         }
     }
+
+    /// Token ids of global document `doc`, restricted to its token range `from..to` (clamped to
+    /// the document).
+    pub fn doc_tokens(&self, doc: u64, from: u64, to: u64) -> Result<Vec<u32>> {
+        let (shard, local) = self.locate_doc(doc)?;
+        crate::with_view!(shard, |v| {
+            let (s, e) = v.doc_span(local)?;
+            let len = (e - s) as u64;
+            let a = s + from.min(len) as usize;
+            let b = (s + to.min(len) as usize).max(a);
+            Ok(v.tokens[a..b].iter().map(|t| t.to_u32()).collect())
+        })
+    }
 }
 
 impl Shard {

@@ -37,6 +37,7 @@ pub mod error;
 pub mod fast_bpe;
 pub mod format;
 pub mod index;
+pub mod input;
 pub mod json;
 pub mod lock;
 pub mod manifest;

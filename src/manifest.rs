@@ -466,3 +466,22 @@ pub fn write_atomic_with(
     }
     written
 }
+
+/// Checks a shard's files against its manifest (sizes and checksums).
+pub fn verify_shard_files(dir: &Path) -> Result<ShardManifest> {
+    let mpath = dir.join(MANIFEST_FILE);
+    let m: ShardManifest = read(&mpath, ShardManifest::FORMAT)?;
+    for (name, entry) in &m.files {
+        let path = dir.join(name);
+        // A regular file of the recorded size, checked before it is read.
+        let (checksum, _) = checksum_regular(&path, Some(entry.bytes))?;
+        if checksum != entry.checksum {
+            return Err(Error::Checksum {
+                path,
+                expected: entry.checksum.clone(),
+                got: checksum,
+            });
+        }
+    }
+    Ok(m)
+}

@@ -4,7 +4,7 @@
 //! backward pass (`familiar_models::grads::fast`), whose rows must agree.
 //!
 //! Then scoring: one query against a store of 1 M rows (the same model's 512-value rows, random
-//! values, f16 and f32), exact top 100 by `familiar_query::attribute::score_all`, against a naive
+//! values, f16 and f32), exact top 100 by `familiar_models::attribute::score_all`, against a naive
 //! single-threaded scan of the same rows in the same run (which must find the same top document).
 //! `FAMILIAR_BENCH_ROWS` changes the row count.
 //!
@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use familiar::rng::SplitMix64;
 use familiar_benches::*;
+use familiar_models::attribute::score_all;
 use familiar_models::grads::fast::FastGradients;
 use familiar_models::grads::store::{
     shard_file, GradientStore, RowWriter, StoreDtype, StoreManifest, StoreSettings, StoreShard,
@@ -24,11 +25,10 @@ use familiar_models::grads::{
     projected_gradients, Example, HeadFactor, Projection, ProjectionSpec,
 };
 use familiar_models::model::{LinearGroup, Transformer};
-use familiar_query::attribute::score_all;
-use familiar_query::train::TrainOptions;
+use familiar_models::train::TrainOptions;
 
 fn main() {
-    familiar_query::measure::prepare_cpu();
+    familiar_models::measure::prepare_cpu();
     let mode = Mode::from_args();
     if let Err(e) = run(mode) {
         eprintln!("attribution bench failed: {e}");
@@ -54,9 +54,9 @@ fn run(mode: Mode) -> BenchResult<()> {
     let dir = base.join(format!("attribution-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut rng = SplitMix64::new(3);
-    let config = familiar_query::train::gpt2_config(&o, vocab, (vocab - 1) as u32);
+    let config = familiar_models::train::gpt2_config(&o, vocab, (vocab - 1) as u32);
     std::fs::write(dir.join("config.json"), serde_json::to_vec(&config)?)?;
-    let weights = familiar_query::train::init_weights(&o, vocab, &mut rng)?;
+    let weights = familiar_models::train::init_weights(&o, vocab, &mut rng)?;
     candle_core::safetensors::save(&weights, dir.join("model.safetensors"))?;
     let model = Transformer::load(&dir)?;
     let examples: Vec<Example> = (0..docs)

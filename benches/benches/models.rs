@@ -14,11 +14,11 @@ use familiar_benches::*;
 use familiar_index_builder::fixtures::SplitMix64;
 use familiar_models::model::transformer::LoadOptions;
 use familiar_models::model::{Capture, Transformer};
-use familiar_query::train::{loss, TrainOptions};
+use familiar_models::train::{loss, TrainOptions};
 
 fn main() {
     // As the model commands do.
-    familiar_query::measure::prepare_cpu();
+    familiar_models::measure::prepare_cpu();
     let mode = Mode::from_args();
     if let Err(e) = run(mode) {
         eprintln!("models bench failed: {e}");
@@ -45,9 +45,9 @@ fn run(mode: Mode) -> BenchResult<()> {
     let dir = base.join(format!("models-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut rng = SplitMix64::new(1);
-    let config = familiar_query::train::gpt2_config(&o, vocab, (vocab - 1) as u32);
+    let config = familiar_models::train::gpt2_config(&o, vocab, (vocab - 1) as u32);
     std::fs::write(dir.join("config.json"), serde_json::to_vec(&config)?)?;
-    let weights = familiar_query::train::init_weights(&o, vocab, &mut rng)?;
+    let weights = familiar_models::train::init_weights(&o, vocab, &mut rng)?;
     candle_core::safetensors::save(&weights, dir.join("model.safetensors"))?;
     let model = Transformer::load(&dir)?;
     let trainable = Transformer::load_with(

@@ -887,7 +887,7 @@ fn reusable_shards(out: &Path, plan: &BuildPlan) -> Result<Vec<ShardManifest>> {
     for (i, name) in names.iter().enumerate() {
         let dir = out.join(name);
         if !broken {
-            match verify_shard_files(&dir) {
+            match manifest::verify_shard_files(&dir) {
                 Ok(m)
                     if name == &shard_dir_name(i as u32)
                         && m.shard as usize == i
@@ -910,25 +910,6 @@ fn reusable_shards(out: &Path, plan: &BuildPlan) -> Result<Vec<ShardManifest>> {
         std::fs::remove_dir_all(&dir).at(&dir)?;
     }
     Ok(good)
-}
-
-/// Checks a shard's files against its manifest (sizes and checksums).
-pub fn verify_shard_files(dir: &Path) -> Result<ShardManifest> {
-    let mpath = dir.join(manifest::MANIFEST_FILE);
-    let m: ShardManifest = manifest::read(&mpath, ShardManifest::FORMAT)?;
-    for (name, entry) in &m.files {
-        let path = dir.join(name);
-        // A regular file of the recorded size, checked before it is read.
-        let (checksum, _) = manifest::checksum_regular(&path, Some(entry.bytes))?;
-        if checksum != entry.checksum {
-            return Err(Error::Checksum {
-                path,
-                expected: entry.checksum.clone(),
-                got: checksum,
-            });
-        }
-    }
-    Ok(m)
 }
 
 /// A writer that hashes and counts what passes through it.

@@ -4,8 +4,8 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
 use arrow_array::Array;
 use familiar::index::Index;
-use familiar::token::Token;
-use familiar::{with_view, Error, Result};
+
+use familiar::{Error, Result};
 
 /// A document: its documents-table row and its text.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -98,21 +98,9 @@ pub fn record(index: &Index, doc_id: u64) -> Result<DocRecord> {
     })
 }
 
-/// Token ids of document `doc_id`, restricted to the token range `from..to` (clamped).
-pub fn tokens(index: &Index, doc_id: u64, from: u64, to: u64) -> Result<Vec<u32>> {
-    let (shard, local) = index.locate_doc(doc_id)?;
-    with_view!(shard, |v| {
-        let (s, e) = v.doc_span(local)?;
-        let len = (e - s) as u64;
-        let a = s + from.min(len) as usize;
-        let b = (s + to.min(len) as usize).max(a);
-        Ok(v.tokens[a..b].iter().map(|t| t.to_u32()).collect())
-    })
-}
-
 /// Text of document `doc_id`, decoded from its tokens with the index's tokenizer.
 pub fn text(index: &Index, doc_id: u64) -> Result<String> {
-    let ids = tokens(index, doc_id, 0, u64::MAX)?;
+    let ids = index.doc_tokens(doc_id, 0, u64::MAX)?;
     index.tokenizer()?.decode(&ids)
 }
 
@@ -127,16 +115,11 @@ pub fn window(
     after: u64,
 ) -> Result<(String, String, String)> {
     let t = index.tokenizer()?;
-    let left = tokens(
-        index,
-        doc_id,
-        offset_in_doc.saturating_sub(before),
-        offset_in_doc,
-    )?;
+    let left = index.doc_tokens(doc_id, offset_in_doc.saturating_sub(before), offset_in_doc)?;
     // Saturating: the ends are clamped to the document anyway, and `before`/`after` come from
     // users (`--context 18446744073709551615`).
     let end = offset_in_doc.saturating_add(len);
-    let mid = tokens(index, doc_id, offset_in_doc, end)?;
-    let right = tokens(index, doc_id, end, end.saturating_add(after))?;
+    let mid = index.doc_tokens(doc_id, offset_in_doc, end)?;
+    let right = index.doc_tokens(doc_id, end, end.saturating_add(after))?;
     Ok((t.decode(&left)?, t.decode(&mid)?, t.decode(&right)?))
 }

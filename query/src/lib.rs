@@ -13,15 +13,7 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod attribute;
 pub mod concepts;
 pub mod docs;
-pub mod frequency;
-pub mod html;
-pub mod measure;
 pub mod ngram;
-pub mod priming;
-pub mod progress;
-pub mod svg;
-pub mod train;
 pub mod verify;

@@ -608,3 +608,32 @@ pub fn cnf(index: &Index, query: &Cnf, options: &CnfOptions) -> Result<CnfResult
     }
     Ok(result)
 }
+
+/// One query of a batch file: `{"text": "…"}` or `{"tokens": [...]}`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchQuery {
+    /// Text, to tokenize with the index's tokenizer.
+    Text(String),
+    /// Token ids as given.
+    Tokens(Vec<u32>),
+}
+
+/// Reads a batch file of queries (JSONL, one `{"text": …}` or `{"tokens": [...]}` per line; see
+/// [`familiar::input`] for the rules), with their line numbers.
+pub fn read_batch(path: &std::path::Path) -> Result<Vec<(u64, BatchQuery)>> {
+    use familiar::input::bad;
+    familiar::input::read_jsonl(path)?
+        .into_iter()
+        .map(|(n, v)| match (v.get("tokens"), v.get("text")) {
+            (Some(t), _) => serde_json::from_value(t.clone())
+                .map(|ids| (n, BatchQuery::Tokens(ids)))
+                .map_err(|_| bad(path, n, "`tokens` must be an array of token ids")),
+            (None, Some(serde_json::Value::String(s))) => Ok((n, BatchQuery::Text(s.clone()))),
+            _ => Err(bad(
+                path,
+                n,
+                "expected {\"text\": \"…\"} or {\"tokens\": [...]}",
+            )),
+        })
+        .collect()
+}

@@ -71,7 +71,7 @@ pub fn verify(dir: &Path, options: VerifyOptions) -> VerifyReport {
                 continue;
             }
         }
-        if let Err(e) = familiar_index_builder::build::verify_shard_files(&sdir) {
+        if let Err(e) = familiar::manifest::verify_shard_files(&sdir) {
             report.problems.push(e.to_string());
         }
     }

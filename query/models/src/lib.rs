@@ -6,8 +6,19 @@
 //!   finite and every shard lies inside the model directory;
 //! - [`grads`]: per-example gradients of the linear layers, projected (LoGra-style Kronecker
 //!   projections), the on-disk gradient store, its preconditioners, and [`grads::build`], which
-//!   fills a store from an index.
+//!   fills a store from an index;
+//! - [`train`]: training small GPT-2-style models on an index (AdamW, checkpoints, resume);
+//! - [`measure`]: what a model does on items — zero-shot scores, keyword probabilities,
+//!   activation density;
+//! - [`attribute`]: gradient-similarity attribution of a model's completions to training
+//!   documents, and its evaluation by linear datamodeling (LDS);
+//! - [`priming`]: the priming experiment (Sun et al. 2025): how much one gradient step on a new
+//!   fact spreads to unrelated prompts.
 #![warn(missing_docs)]
 
+pub mod attribute;
 pub mod grads;
+pub mod measure;
 pub mod model;
+pub mod priming;
+pub mod train;

@@ -33,7 +33,8 @@ use rayon::prelude::*;
 use super::lexicon::{Concept, Lexicon};
 
 /// A counting method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Method {
     /// Whole-word token sequences in the suffix array.
     #[value(name = "sa_exact")]
@@ -378,8 +379,23 @@ pub struct CountOptions {
     /// Memory (bytes) for keeping the document sets of paired concepts between the counting pass
     /// and the co-occurrence pass; sets that do not fit are computed again.
     pub pair_cache_bytes: usize,
-    /// Draw a progress bar on stderr.
-    pub progress: bool,
+}
+
+/// Progress of [`Counter::run_with_progress`]: each stage (`"concepts"`, then `"pairs"`) starts
+/// with its total, reports each item done (from any worker thread), and finishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountEvent {
+    /// A stage starts with `total` items.
+    Start {
+        /// `"concepts"` or `"pairs"`.
+        stage: &'static str,
+        /// Items in the stage.
+        total: u64,
+    },
+    /// One item of the current stage is done.
+    Done,
+    /// The current stage is over.
+    Finish,
 }
 
 impl Default for CountOptions {
@@ -387,7 +403,6 @@ impl Default for CountOptions {
         CountOptions {
             methods: Method::ALL.to_vec(),
             pair_cache_bytes: 2 << 30,
-            progress: false,
         }
     }
 }
@@ -636,14 +651,24 @@ impl<'a> Counter<'a> {
         pairs: &[(u64, u64, u64)],
         options: &CountOptions,
     ) -> Result<Counts> {
+        self.run_with_progress(lexicon, pairs, options, &|_| {})
+    }
+
+    /// [`Counter::run`], telling `on_progress` of each concept and pair counted.
+    pub fn run_with_progress(
+        &self,
+        lexicon: &Lexicon,
+        pairs: &[(u64, u64, u64)],
+        options: &CountOptions,
+        on_progress: &(dyn Fn(CountEvent) + Sync),
+    ) -> Result<Counts> {
         let paired: std::collections::HashSet<u64> =
             pairs.iter().flat_map(|&(_, a, b)| [a, b]).collect();
         let cache: Mutex<(usize, HashMap<u64, ConceptDocs>)> = Mutex::new((0, HashMap::new()));
-        let bar = crate::progress::progress_bar(
-            options.progress,
-            lexicon.concepts.len() as u64,
-            "concepts",
-        )?;
+        on_progress(CountEvent::Start {
+            stage: "concepts",
+            total: lexicon.concepts.len() as u64,
+        });
         let results: Vec<Vec<FrequencyRow>> = lexicon
             .concepts
             .par_iter()
@@ -659,20 +684,19 @@ impl<'a> Counter<'a> {
                         g.1.insert(c.id, docs);
                     }
                 }
-                bar.inc(1);
+                on_progress(CountEvent::Done);
                 Ok(rows)
             })
             .collect::<Result<_>>()?;
-        bar.finish_and_clear();
+        on_progress(CountEvent::Finish);
         let cache = cache
             .into_inner()
             .map_err(|_| Error::Bug("pair cache poisoned".into()))?
             .1;
-        let bar = crate::progress::progress_bar(
-            options.progress && !pairs.is_empty(),
-            pairs.len() as u64,
-            "pairs",
-        )?;
+        on_progress(CountEvent::Start {
+            stage: "pairs",
+            total: pairs.len() as u64,
+        });
         let methods: Vec<Method> = self.methods.clone();
         let cooccurrences: Vec<Vec<CooccurrenceRow>> = pairs
             .par_iter()
@@ -709,11 +733,11 @@ impl<'a> Counter<'a> {
                         }
                     })
                     .collect();
-                bar.inc(1);
+                on_progress(CountEvent::Done);
                 Ok(rows)
             })
             .collect::<Result<_>>()?;
-        bar.finish_and_clear();
+        on_progress(CountEvent::Finish);
         let documents = self.index.documents();
         Ok(Counts {
             frequencies: results.into_iter().flatten().collect(),

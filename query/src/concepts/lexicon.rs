@@ -14,10 +14,10 @@
 //! concept, an empty alias, a form without letters or digits, the same concept twice, the same
 //! alias twice in a concept, and one normalized form claimed by two concepts.
 
+use familiar::input::bad;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use familiar::error::IoContext;
 use familiar::{Error, Result};
 
 /// One concept of a lexicon.
@@ -64,10 +64,6 @@ struct Row {
     group: Option<String>,
 }
 
-fn bad(path: &Path, line: u64, reason: impl Into<String>) -> Error {
-    Error::input(path, line, reason.into())
-}
-
 /// Byte offset → 1-based line.
 fn line_of(bytes: &[u8], offset: usize) -> u64 {
     1 + bytes[..offset.min(bytes.len())]
@@ -88,22 +84,7 @@ enum Format {
 /// Reads a lexicon or pairs file as UTF-8 text (a byte-order mark dropped) and tells its format
 /// from the extension; `what` names the file in the error for an unknown extension.
 fn read_text(path: &Path, what: &str) -> Result<(String, Format)> {
-    let bytes = std::fs::read(path).at(path)?;
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let at = e.utf8_error().valid_up_to();
-            return Err(bad(
-                path,
-                line_of(e.as_bytes(), at),
-                format!("not UTF-8 (invalid byte at offset {at})"),
-            ));
-        }
-    };
-    let text = match text.strip_prefix('\u{feff}') {
-        Some(t) => t.to_string(),
-        None => text,
-    };
+    let text = familiar::input::read_utf8(path)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
@@ -328,16 +309,7 @@ fn read_delimited(path: &Path, text: &str, delimiter: u8) -> Result<Vec<Row>> {
 
 fn read_jsonl(path: &Path, text: &str) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i as u64 + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| bad(path, line_no, format!("invalid JSON: {e}")))?;
-        let serde_json::Value::Object(obj) = v else {
-            return Err(bad(path, line_no, "expected a JSON object"));
-        };
+    for (line_no, obj) in familiar::input::parse_jsonl_objects(path, text)? {
         let mut row = Row {
             line: line_no,
             concept: None,
@@ -391,26 +363,22 @@ pub fn read_pairs(path: &Path, lexicon: &Lexicon) -> Result<Vec<(u64, u64, u64)>
     let mut raw: Vec<(u64, String, String)> = Vec::new();
     match format {
         Format::Jsonl => {
-            for (i, line) in text.lines().enumerate() {
-                let line_no = i as u64 + 1;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                #[derive(serde::Deserialize)]
-                #[serde(deny_unknown_fields)]
-                struct Pair {
-                    concept_a: String,
-                    concept_b: String,
-                }
-                let p: Pair = serde_json::from_str(line).map_err(|e| {
-                    bad(
-                        path,
-                        line_no,
-                        format!("expected {{\"concept_a\": \"…\", \"concept_b\": \"…\"}}: {e}"),
-                    )
-                })?;
-                raw.push((line_no, p.concept_a, p.concept_b));
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Pair {
+                concept_a: String,
+                concept_b: String,
             }
+            let pairs: Vec<(u64, Pair)> = familiar::input::parse_jsonl_records(
+                path,
+                &text,
+                "{\"concept_a\": \"…\", \"concept_b\": \"…\"}",
+            )?;
+            raw.extend(
+                pairs
+                    .into_iter()
+                    .map(|(n, p)| (n, p.concept_a, p.concept_b)),
+            );
         }
         Format::Delimited(d) => {
             let (columns, records) = delimited(

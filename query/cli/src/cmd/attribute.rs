@@ -1,0 +1,501 @@
+//! `familiar attribute store`, `score`, `report` and `eval`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use familiar::table::{Column, Format, Table};
+use familiar_models::attribute::{
+    preconditioned, query_gradients, read_queries, score_all, Precondition,
+};
+use familiar_models::grads::build::{build_store, StoreOptions, StoreProgress};
+use familiar_models::grads::store::{model_hash, GradientStore, StoreDtype};
+use familiar_models::measure::score::LanguageModel;
+
+/// `attribute store --rank` by default: of the ranks measured (8, 16, 32, 64), 32 ranked the
+/// stating document of a planted fact first most often, on the fixture world and on generated
+/// worlds unlike it (benches/README.md, "Attribution defaults", and
+/// query/tests/unseen_world.rs); 64 found no more.
+const DEFAULT_RANK: usize = 32;
+/// `--damping` of `kfac` by default (`attribute score` and `attribute eval`): best or within one
+/// fact of the best of 0.01, 0.1 and 1 on every world measured.
+const DEFAULT_DAMPING: f64 = 0.1;
+
+/// Gradient-similarity attribution.
+#[derive(Debug, clap::Subcommand)]
+pub enum AttributeCommand {
+    /// Build (or finish) a gradient store: the projected gradient of every document of an index.
+    Store(StoreArgs),
+    /// Rank the store's documents for each query; writes influence.parquet and queries.parquet.
+    Score(ScoreArgs),
+    /// Report how the top documents of reasoning and factual queries differ (Markdown, HTML, SVG,
+    /// summary.json) from the tables of `attribute score`.
+    Report(ReportArgs),
+    /// Linear datamodeling score of each preconditioner: retrain the model on random subsets of
+    /// the documents and correlate the measured query log-probabilities with the summed scores.
+    /// Resumable: rerun the same command to continue.
+    Eval(EvalArgs),
+}
+
+/// Arguments of `familiar attribute eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// The gradient store (of the model trained on every document).
+    #[arg(long)]
+    store: PathBuf,
+    /// The model the store was built with; trained by `familiar train` (its trainer_state.json
+    /// gives the options every subset model is trained with).
+    #[arg(long)]
+    model: PathBuf,
+    /// The index the store and the model were built from.
+    #[arg(long)]
+    index: PathBuf,
+    /// Queries, JSONL (as for `attribute score`).
+    #[arg(long)]
+    queries: PathBuf,
+    /// Run directory (new, or a run to continue).
+    #[arg(long)]
+    out: PathBuf,
+    /// Models retrained, each on its own random subset.
+    #[arg(long, default_value_t = 32)]
+    subsets: usize,
+    /// Fraction of the documents in each subset.
+    #[arg(long, default_value_t = 0.5)]
+    fraction: f64,
+    /// Seed of the subsets.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Training steps of each subset model (default: the model's own).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Train at most this many subsets now; run again to continue.
+    #[arg(long)]
+    stop_after: Option<usize>,
+    /// kfac damping (as for `attribute score`, and the same default).
+    #[arg(long, default_value_t = DEFAULT_DAMPING)]
+    damping: f64,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Arguments of `familiar attribute report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The output directory of `familiar attribute score` (influence.parquet, queries.parquet).
+    dir: PathBuf,
+    /// The index the gradient store was built from (answers and sources of documents).
+    #[arg(long)]
+    index: PathBuf,
+    /// Report directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Top documents per query examined for answers and sources.
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Layers {
+    /// Every linear layer of the blocks and the output head.
+    All,
+    /// Every linear layer of the blocks.
+    Blocks,
+    /// The MLPs' linear layers.
+    Mlp,
+    /// The attention's linear layers.
+    Attention,
+    /// The output head (the unembedding), whitened over the vocabulary.
+    Output,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Dtype {
+    F16,
+    F32,
+}
+
+/// Arguments of `familiar attribute store`.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// Hugging Face model directory (config.json, *.safetensors, and the index's tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// The index whose documents to store.
+    #[arg(long)]
+    index: PathBuf,
+    /// The store directory (new, or a store to finish).
+    #[arg(long)]
+    out: PathBuf,
+    /// Which linear layers.
+    #[arg(long, value_enum, default_value = "all")]
+    layers: Layers,
+    /// Projection rank of each layer's input and output (a layer's row block is rank × rank).
+    ///
+    /// 32, the default, ranked the document that states a planted fact first most often of the
+    /// ranks measured (8, 16, 32, 64; with kfac): the fixture world 31 of 32 facts (rank 16: 30,
+    /// rank 8: 27), three generated English-like worlds 26, 32 and 34 of 60 (rank 16: 16, 30,
+    /// 26; rank 8: 7, 24, 18), 420 documents of real text with the GPT-2 tokenizer 17 of 20;
+    /// rank 64 found no more (benches/README.md).
+    ///
+    /// Cost, for a model with L projected layers (4 per block and the output head: 9 for
+    /// `familiar train`'s 2 layers): each document's row holds L × rank² values (f32: 2.3 KB at
+    /// rank 8, 9.2 KB at 16, 37 KB at 32, 147 KB at 64; half with `--dtype f16`), and each index
+    /// shard adds the second moments kfac reads, L × rank⁴ f64 values (0.3 MB, 4.7 MB, 75 MB,
+    /// 1.2 GB). Time: the model's forward and backward passes dominate up to rank 32 (1–2.5× the
+    /// time of rank 8), the moments above it (rank 64: 6× rank 32); `attribute score` reads every
+    /// row, so its scan grows with the row size.
+    #[arg(long, default_value_t = DEFAULT_RANK)]
+    rank: usize,
+    /// Seed of the random projections.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Storage type of the rows.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: Dtype,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Arguments of `familiar attribute score`.
+#[derive(Debug, clap::Args)]
+pub struct ScoreArgs {
+    /// The gradient store.
+    #[arg(long)]
+    store: PathBuf,
+    /// The model the store was built with.
+    #[arg(long)]
+    model: PathBuf,
+    /// Queries, JSONL: {"id", "prompt", "completion", "kind": "factual"|"reasoning", "task",
+    /// "answer"?, "intermediate"?: [...]}.
+    #[arg(long)]
+    queries: PathBuf,
+    /// Documents kept per query.
+    #[arg(long, default_value_t = 100)]
+    top_k: usize,
+    /// Write every document's score instead of the top k.
+    #[arg(long)]
+    all: bool,
+    /// Output directory (influence.parquet, queries.parquet).
+    #[arg(long)]
+    out: PathBuf,
+    /// How rows are compared with the query gradient.
+    ///
+    /// kfac, the default, ranked the document that states a planted fact first most often at
+    /// rank 32 on every world measured but the fixture world, where identity found one more:
+    /// three generated English-like worlds 26, 32 and 34 of 60 facts (identity 24, 27, 32;
+    /// cosine 24, 25, 31), 420 documents of real text 17 of 20 (cosine 13), the fixture world
+    /// 31 of 32 (identity 32, cosine 30) (benches/README.md). Its cost: before the scan,
+    /// the store's moments files are read and each projected layer's rank² × rank² matrix is
+    /// factorized once (about 2 s for 56 queries at rank 32, minutes at rank 64); the scan costs
+    /// what identity's does.
+    #[arg(long, value_enum, default_value = "kfac")]
+    precondition: PreconditionArg,
+    /// kfac: damping λ as a fraction of each layer's mean eigenvalue.
+    ///
+    /// 0.1, the default, was the best or within one fact of the best of 0.01, 0.1 and 1 at rank
+    /// 32 on every world measured; the value costs nothing.
+    #[arg(long, default_value_t = DEFAULT_DAMPING)]
+    damping: f64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PreconditionArg {
+    /// The dot product of the row and the query gradient.
+    Identity,
+    /// The cosine of the angle between them (LESS).
+    Cosine,
+    /// The dot product after the damped inverse of each layer's second moment of the rows.
+    Kfac,
+}
+
+pub fn run(c: AttributeCommand) -> Result<i32> {
+    familiar_models::measure::prepare_cpu();
+    match c {
+        AttributeCommand::Store(a) => store(a),
+        AttributeCommand::Score(a) => score(a),
+        AttributeCommand::Report(a) => report(a),
+        AttributeCommand::Eval(a) => eval(a),
+    }
+}
+
+/// Opens a gradient store and the model it was built with, refusing any other model.
+fn open_store_and_model(
+    store_dir: &std::path::Path,
+    model: &std::path::Path,
+) -> Result<(GradientStore, LanguageModel)> {
+    let store = GradientStore::open(store_dir, false)
+        .with_context(|| format!("opening the gradient store {}", store_dir.display()))?;
+    let hash = model_hash(model)?;
+    if hash != store.manifest.settings.model_hash {
+        bail!(
+            "{} is not the model the store {} was built with (model hash {hash}, store {})",
+            model.display(),
+            store_dir.display(),
+            store.manifest.settings.model_hash
+        );
+    }
+    let lm = LanguageModel::load(model)
+        .with_context(|| format!("loading the model in {}", model.display()))?;
+    if lm.tokenizer.hash() != store.manifest.settings.tokenizer_hash {
+        bail!("the model's tokenizer.json is not the one the store was built with");
+    }
+    Ok((store, lm))
+}
+
+fn eval(a: EvalArgs) -> Result<i32> {
+    use familiar_models::attribute::eval::{evaluate, EvalOptions, Event};
+    let index = super::open_index(&a.index, None)?;
+    let (store, lm) = open_store_and_model(&a.store, &a.model)?;
+    let queries = read_queries(&a.queries)?;
+    let state = familiar_models::train::TrainerState::read(&a.model).with_context(|| {
+        format!(
+            "the subset models are trained with the options of {}'s own training by `familiar train`",
+            a.model.display()
+        )
+    })?;
+    let mut train = state.options;
+    if let Some(s) = a.steps {
+        train.steps = s;
+        train.warmup = train.warmup.min(s / 10);
+    }
+    let options = EvalOptions {
+        out: a.out.clone(),
+        subsets: a.subsets,
+        fraction: a.fraction,
+        seed: a.seed,
+        train,
+        preconditioners: vec![
+            Precondition::Identity,
+            Precondition::Cosine,
+            Precondition::Kfac { damping: a.damping },
+        ],
+        stop_after: a.stop_after,
+    };
+    let bar = crate::progress::progress_bar(!a.quiet, a.subsets as u64, "subsets")?;
+    let started = Instant::now();
+    let r = evaluate(&index, &store, &lm, &queries, &options, &|e| match e {
+        Event::Training { m, total } => {
+            bar.set_message(format!("training subset {}/{total}", m + 1))
+        }
+        Event::Done { .. } => bar.inc(1),
+    })
+    .with_context(|| format!("evaluating into {}", a.out.display()))?;
+    bar.finish_and_clear();
+    println!(
+        "{} of {} subsets measured ({:.1} s now); {}",
+        r.done,
+        r.subsets,
+        started.elapsed().as_secs_f64(),
+        a.out.join("lds.json").display()
+    );
+    if r.lds.is_empty() {
+        println!("LDS needs at least 3 measured subsets; run the same command again to continue");
+    }
+    for l in &r.lds {
+        println!(
+            "LDS {:<8} mean {:.4}  factual {:.4}  reasoning {:.4}",
+            l.precondition, l.mean, l.factual, l.reasoning
+        );
+    }
+    Ok(0)
+}
+
+fn report(a: ReportArgs) -> Result<i32> {
+    if a.top_k == 0 {
+        bail!("--top-k must be at least 1");
+    }
+    let index = super::open_index(&a.index, None)?;
+    use familiar_reports::attribution::{analyse, write, Run};
+    let run = Run::read(&a.dir).with_context(|| format!("reading the run {}", a.dir.display()))?;
+    let r = analyse(&run, &a.dir, &index, a.top_k)
+        .with_context(|| format!("reporting on {}", a.dir.display()))?;
+    let written = write(&r, &run, &a.out)?;
+    if !r.complete {
+        eprintln!(
+            "note: {} holds only the top documents of each query; run `familiar attribute score --all` for correlations, concentration and the power-law fit",
+            a.dir.display()
+        );
+    }
+    println!(
+        "report on {} queries ({}) against {} documents:",
+        r.queries.len(),
+        r.precondition,
+        r.documents
+    );
+    for p in written {
+        println!("  {}", p.display());
+    }
+    Ok(0)
+}
+
+fn store(a: StoreArgs) -> Result<i32> {
+    let started = Instant::now();
+    let index = super::open_index(&a.index, None)?;
+    let bar = crate::progress::progress_bar(!a.quiet, index.documents(), "documents")?;
+    let options = StoreOptions {
+        model: a.model.clone(),
+        out: a.out.clone(),
+        layers: match a.layers {
+            Layers::All => familiar_models::model::LinearGroup::All,
+            Layers::Blocks => familiar_models::model::LinearGroup::Blocks,
+            Layers::Mlp => familiar_models::model::LinearGroup::Mlp,
+            Layers::Attention => familiar_models::model::LinearGroup::Attention,
+            Layers::Output => familiar_models::model::LinearGroup::Output,
+        },
+        rank: a.rank,
+        seed: a.seed,
+        dtype: match a.dtype {
+            Dtype::F16 => StoreDtype::F16,
+            Dtype::F32 => StoreDtype::F32,
+        },
+    };
+    let factor_bar = crate::progress::progress_bar(!a.quiet, 0, "documents (output-head factor)")?;
+    let r = build_store(&index, &options, &|p| match p {
+        StoreProgress::FactorStart(n) => factor_bar.set_length(n),
+        StoreProgress::Factor(n) => factor_bar.inc(n),
+        StoreProgress::Rows(n) => {
+            if !factor_bar.is_finished() {
+                factor_bar.finish_and_clear();
+            }
+            bar.inc(n)
+        }
+    })
+    .with_context(|| format!("building the gradient store {}", a.out.display()))?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "stored {} documents × {} values in {} ({} shard(s) computed, {} resumed{}) in {secs:.1} s",
+        r.documents,
+        r.dim,
+        a.out.display(),
+        r.computed_shards,
+        r.resumed_shards,
+        match r.factor {
+            Some((t, secs)) => format!("; output-head factor fitted on {t} tokens in {secs:.1} s"),
+            None => String::new(),
+        }
+    );
+    Ok(0)
+}
+
+fn score(a: ScoreArgs) -> Result<i32> {
+    if a.top_k == 0 && !a.all {
+        bail!("--top-k must be at least 1");
+    }
+    let (store, lm) = open_store_and_model(&a.store, &a.model)?;
+    let queries = read_queries(&a.queries)?;
+    let grads = query_gradients(&lm, &store, &queries)?;
+    let precondition = match a.precondition {
+        PreconditionArg::Identity => Precondition::Identity,
+        PreconditionArg::Cosine => Precondition::Cosine,
+        PreconditionArg::Kfac => Precondition::Kfac { damping: a.damping },
+    };
+    let gradients: Vec<Vec<f32>> = grads.iter().map(|g| g.gradient.clone()).collect();
+    let vectors = preconditioned(&store, &gradients, precondition)?;
+    let started = Instant::now();
+    let top = if a.all { None } else { Some(a.top_k) };
+    let influence = score_all(
+        &store,
+        &vectors,
+        matches!(precondition, Precondition::Cosine),
+        top,
+    );
+    let scoring = started.elapsed().as_secs_f64();
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    Table::new()
+        .column(
+            "query_id",
+            Column::Str(
+                influence
+                    .iter()
+                    .map(|i| Some(queries[i.query].id.clone()))
+                    .collect(),
+            ),
+        )
+        .column(
+            "doc_id",
+            Column::U64(influence.iter().map(|i| Some(i.doc)).collect()),
+        )
+        .column(
+            "score",
+            Column::F64(influence.iter().map(|i| Some(i.score)).collect()),
+        )
+        .column(
+            "rank",
+            Column::U64(influence.iter().map(|i| Some(i.rank)).collect()),
+        )
+        .with_schema(familiar::schema::table("influence")?)
+        .write(Format::Parquet, Some(&a.out.join("influence.parquet")))?;
+    let col = |f: &dyn Fn(usize) -> Option<String>| -> Column {
+        Column::Str((0..queries.len()).map(f).collect())
+    };
+    Table::new()
+        .column("query_id", col(&|i| Some(queries[i].id.clone())))
+        .column("kind", col(&|i| Some(queries[i].kind.clone())))
+        .column("task", col(&|i| Some(queries[i].task.clone())))
+        .column("prompt", col(&|i| Some(queries[i].prompt.clone())))
+        .column("completion", col(&|i| Some(queries[i].completion.clone())))
+        .column("answer", col(&|i| queries[i].answer.clone()))
+        .column(
+            "intermediate",
+            Column::StrList(queries.iter().map(|q| q.intermediate.clone()).collect()),
+        )
+        .column(
+            "completion_tokens",
+            Column::U64(
+                grads
+                    .iter()
+                    .map(|g| Some(g.completion_tokens as u64))
+                    .collect(),
+            ),
+        )
+        .column(
+            "truncated_tokens",
+            Column::U64(
+                grads
+                    .iter()
+                    .map(|g| Some(g.truncated_tokens as u64))
+                    .collect(),
+            ),
+        )
+        .column(
+            "logprob",
+            Column::F64(grads.iter().map(|g| Some(g.logprob)).collect()),
+        )
+        .column(
+            "gradient_norm",
+            Column::F64(
+                grads
+                    .iter()
+                    .map(|g| {
+                        Some(
+                            g.gradient
+                                .iter()
+                                .map(|x| (*x as f64).powi(2))
+                                .sum::<f64>()
+                                .sqrt(),
+                        )
+                    })
+                    .collect(),
+            ),
+        )
+        .column(
+            "precondition",
+            col(&|_| Some(precondition.name().to_string())),
+        )
+        .column("model", col(&|_| Some(a.model.display().to_string())))
+        .column("store", col(&|_| Some(a.store.display().to_string())))
+        .with_schema(familiar::schema::table("queries")?)
+        .write(Format::Parquet, Some(&a.out.join("queries.parquet")))?;
+    println!(
+        "scored {} queries against {} documents ({}) in {scoring:.3} s; wrote {} rows to {}",
+        queries.len(),
+        store.rows(),
+        precondition.name(),
+        influence.len(),
+        a.out.join("influence.parquet").display()
+    );
+    Ok(0)
+}

@@ -1,0 +1,116 @@
+//! `familiar score` and `familiar keyword-prob`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use familiar::table::{Column, Format, Table};
+use familiar_models::measure::items::{read_items, ItemFormat};
+use familiar_models::measure::score::zero_shot;
+
+/// Arguments of `familiar score`.
+#[derive(Debug, clap::Args)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    model: super::ModelArgs,
+    /// Items: JSONL ({"id", "prompt", "completion"} or {"id", "prompt", "choices", "answer"}), or a
+    /// benchmark file in the format given by --format.
+    #[arg(long)]
+    items: PathBuf,
+    /// Format of --items.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    format: ItemFormat,
+    /// Score only the first N items.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// The Parquet file to write (the zero_shot table of schemas/).
+    #[arg(long)]
+    out: PathBuf,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Arguments of `familiar keyword-prob`.
+#[derive(Debug, clap::Args)]
+pub struct KeywordArgs {
+    #[command(flatten)]
+    model: super::ModelArgs,
+    /// JSONL items: {"id", "context", "keyword"}; the keyword is scored after the context as given
+    /// (a leading space is part of it).
+    #[arg(long)]
+    items: PathBuf,
+    /// The Parquet file to write (the keyword_probe table of schemas/).
+    #[arg(long)]
+    out: PathBuf,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn run_score(a: ScoreArgs) -> Result<i32> {
+    familiar_models::measure::prepare_cpu();
+    let lm = a.model.load()?;
+    let items = read_items(&a.items, a.format, a.limit)?;
+    let model_name = a.model.model.display().to_string();
+    let progress = crate::progress::progress_bar(!a.quiet, items.len() as u64, "items")?;
+    let n = items.len();
+    let source = a.items.display().to_string();
+    let (table, summary) = zero_shot(&lm, &items, &model_name, &source, &|| progress.inc(1))?;
+    progress.finish_and_clear();
+    let (acc, truncated, mean_lp) = (summary.correct, summary.truncated, summary.mean_logprob);
+    table.write(Format::Parquet, Some(&a.out))?;
+    println!(
+        "scored {n} items of {}: accuracy {:.4} ({acc}/{n}), mean log-probability {mean_lp:.4}; {truncated} truncated to fit the context",
+        a.items.display(),
+        acc as f64 / n as f64
+    );
+    println!("wrote {}", a.out.display());
+    Ok(0)
+}
+
+pub fn run_keyword(a: KeywordArgs) -> Result<i32> {
+    familiar_models::measure::prepare_cpu();
+    let lm = a.model.load()?;
+    let items: Vec<_> = familiar_models::measure::score::read_keyword_items(&a.items)?
+        .into_iter()
+        .map(|k| (k.line, k.id, k.context, k.keyword))
+        .collect();
+    let model_name = a.model.model.display().to_string();
+    let progress = crate::progress::progress_bar(!a.quiet, items.len() as u64, "items")?;
+    let (mut ids, mut keywords, mut context_tokens, mut truncated) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut lps, mut probs, mut ns, mut toks, mut greedy) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (line, id, context, keyword) in &items {
+        let s = lm
+            .score(context, keyword)
+            .with_context(|| format!("{}:{line}: item {id}", a.items.display()))?;
+        ids.push(Some(id.clone()));
+        keywords.push(Some(keyword.clone()));
+        context_tokens.push(Some(s.prompt_tokens as u64));
+        truncated.push(Some(s.truncated as u64));
+        lps.push(Some(s.logprob));
+        probs.push(Some(s.logprob.exp()));
+        ns.push(Some(s.n_tokens as u64));
+        toks.push(Some(s.token_logprobs.clone()));
+        greedy.push(Some(s.greedy));
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let n = items.len();
+    let table = Table::new()
+        .column("item_id", Column::Str(ids))
+        .column("model", Column::Str(vec![Some(model_name); n]))
+        .column("keyword", Column::Str(keywords))
+        .column("context_tokens", Column::U64(context_tokens))
+        .column("truncated_tokens", Column::U64(truncated))
+        .column("logprob", Column::F64(lps))
+        .column("prob", Column::F64(probs))
+        .column("n_tokens", Column::U64(ns))
+        .column("token_logprobs", Column::F64List(toks))
+        .column("greedy_match", Column::Bool(greedy))
+        .with_schema(familiar::schema::table("keyword_probe")?);
+    table.write(Format::Parquet, Some(&a.out))?;
+    println!("scored {n} keywords; wrote {}", a.out.display());
+    Ok(0)
+}

@@ -1,0 +1,944 @@
+//! The gradient store and attribution scores end to end on the fixture corpus and model: stored
+//! rows against candle autograd's projected gradients, scores against brute-force dot products,
+//! resumption, refused mismatches, damaged files and bad queries.
+
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use std::path::{Path, PathBuf};
+
+use arrow_array::{Array, Float64Array, StringArray, UInt64Array};
+use familiar::index::Index;
+use familiar_models::grads::build::document_examples;
+use familiar_models::grads::store::GradientStore;
+use familiar_models::grads::{projected_gradients, Example};
+use familiar_models::measure::score::LanguageModel;
+use util::*;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+fn model() -> PathBuf {
+    fixtures().join("models/fixture-gpt2")
+}
+
+/// An index (`t/idx`, no text index) of the fixture corpus files `parts`, with `extra` options.
+fn index_of(t: &TestDir, parts: &[&str], extra: &[&str]) -> PathBuf {
+    let out = t.join("idx");
+    let tokenizer = fixtures().join("tokenizer.json");
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "index".into(),
+        "build".into(),
+        "--tokenizer".into(),
+        tokenizer.into(),
+        "--out".into(),
+        out.clone().into(),
+        "--no-text-index".into(),
+        "-q".into(),
+    ];
+    args.extend(extra.iter().map(|&a| a.into()));
+    args.extend(
+        parts
+            .iter()
+            .map(|p| fixtures().join("corpus").join(p).into()),
+    );
+    familiar(args).success();
+    out
+}
+
+/// An index of one fixture part in two shards.
+fn index(t: &TestDir) -> PathBuf {
+    index_of(t, &["part-0001.jsonl.gz"], &["--shard-tokens", "120000"])
+}
+
+/// `familiar attribute store` of `model` with projections of `rank` and `extra` options.
+fn store_of(model: &Path, index: &Path, out: &Path, rank: &str, extra: &[&str]) -> Out {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "attribute".as_ref(),
+        "store".as_ref(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--index".as_ref(),
+        index.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--rank".as_ref(),
+        rank.as_ref(),
+        "-q".as_ref(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    familiar(args)
+}
+
+/// A store of the fixture model.
+fn store(index: &Path, out: &Path, rank: &str) -> Out {
+    store_of(&model(), index, out, rank, &[])
+}
+
+/// `familiar attribute score` with `extra` arguments.
+fn attribute_score(store: &Path, model: &Path, queries: &Path, out: &Path, extra: &[&str]) -> Out {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "attribute".as_ref(),
+        "score".as_ref(),
+        "--store".as_ref(),
+        store.as_os_str(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--queries".as_ref(),
+        queries.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    familiar(args)
+}
+
+#[test]
+fn store_rows_equal_autograd_and_scores_equal_brute_force() {
+    let t = TestDir::new();
+    let idx = index(&t);
+    let s = t.join("store");
+    store(&idx, &s, "4")
+        .success()
+        .stdout_has(&["2 shard(s) computed"]);
+    let g = GradientStore::open(&s, true).unwrap();
+    let index = Index::open(&idx).unwrap();
+    assert_eq!(g.rows(), index.documents());
+    assert_eq!(g.files.len(), index.shards().len());
+    assert!(g.files.len() >= 2);
+
+    // Rows against candle autograd on documents of both shards.
+    let lm = LanguageModel::load(&model()).unwrap();
+    let projection = g.projection(&lm.model).unwrap();
+    let dim = g.dim();
+    let mut row = vec![0.0f32; dim];
+    let last = index.documents() - 1;
+    let mut checked = 0;
+    for doc in [0, 1, 2, 3, last / 2, last / 2 + 1, last - 1, last] {
+        let tokens = index.doc_tokens(doc, 0, u64::MAX).unwrap();
+        let examples = document_examples(
+            &tokens,
+            g.manifest.settings.start_token,
+            g.manifest.settings.context,
+        );
+        let want = projected_gradients(&lm.model, &projection, &examples).unwrap();
+        let mut sum = vec![0.0f64; dim];
+        for chunk in want.rows.chunks(dim) {
+            sum.iter_mut().zip(chunk).for_each(|(s, c)| *s += *c as f64);
+        }
+        let (f, local) = g
+            .files
+            .iter()
+            .find_map(|f| {
+                (doc >= f.first_doc && doc < f.first_doc + f.rows).then(|| (f, doc - f.first_doc))
+            })
+            .unwrap();
+        f.row(local, &mut row);
+        let num: f64 = row
+            .iter()
+            .zip(&sum)
+            .map(|(a, b)| (*a as f64 - b).powi(2))
+            .sum();
+        let den: f64 = sum.iter().map(|b| b * b).sum();
+        if tokens.is_empty() {
+            // An empty document predicts nothing: a zero row.
+            assert!(row.iter().all(|&x| x == 0.0) && den == 0.0);
+            continue;
+        }
+        assert!(den > 0.0);
+        assert!(
+            (num / den).sqrt() < 1e-4,
+            "document {doc}: {}",
+            (num / den).sqrt()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 4);
+
+    // Scores: brute force over every row with the autograd query gradient.
+    let queries = t.write(
+        "q.jsonl",
+        concat!(
+            "{\"id\": \"f1\", \"prompt\": \"An rohi an ve tian\", \"completion\": \" Xirqenoxa qenoxazam\", \"kind\": \"factual\", \"task\": \"planted\", \"answer\": \"Xirqenoxa qenoxazam\"}\n",
+            "{\"id\": \"r1\", \"prompt\": \"Oxazyn oxazam ve\", \"completion\": \" Zelazu xanoxaexo\", \"kind\": \"reasoning\", \"task\": \"planted\", \"intermediate\": [\"Oxazyn\", 4]}\n",
+        ),
+    );
+    let q_grad = |prompt: &str, completion: &str| -> Vec<f32> {
+        let (ctx, cont) = lm.split(prompt, completion).unwrap();
+        let mut ids = ctx.clone();
+        ids.extend(&cont);
+        projected_gradients(
+            &lm.model,
+            &projection,
+            &[Example {
+                ids,
+                first_target: ctx.len(),
+            }],
+        )
+        .unwrap()
+        .rows
+    };
+    let qs = [
+        q_grad("An rohi an ve tian", " Xirqenoxa qenoxazam"),
+        q_grad("Oxazyn oxazam ve", " Zelazu xanoxaexo"),
+    ];
+    for (precondition, top) in [("identity", "7"), ("cosine", "5")] {
+        let out = t.join(format!("att-{precondition}"));
+        attribute_score(
+            &s,
+            &model(),
+            &queries,
+            &out,
+            &["--top-k", top, "--precondition", precondition],
+        )
+        .success()
+        .stdout_has(&["scored 2 queries"]);
+        let b = read_parquet(&out.join("influence.parquet"), "influence");
+        let k: usize = top.parse().unwrap();
+        assert_eq!(b.num_rows(), 2 * k);
+        let (qid, doc, score, rank) = (
+            col::<StringArray>(&b, "query_id"),
+            col::<UInt64Array>(&b, "doc_id"),
+            col::<Float64Array>(&b, "score"),
+            col::<UInt64Array>(&b, "rank"),
+        );
+        for (qi, q) in qs.iter().enumerate() {
+            let qn: f64 = q.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            let mut brute: Vec<(f64, u64)> = Vec::new();
+            for f in &g.files {
+                for i in 0..f.rows {
+                    f.row(i, &mut row);
+                    let dot: f64 = row.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum();
+                    let s = if precondition == "cosine" {
+                        let rn: f64 = row.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+                        dot / (rn * qn)
+                    } else {
+                        dot
+                    };
+                    brute.push((s, f.first_doc + i));
+                }
+            }
+            brute.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let rows: Vec<usize> = (0..b.num_rows())
+                .filter(|&r| qid.value(r) == ["f1", "r1"][qi])
+                .collect();
+            assert_eq!(rows.len(), k);
+            for (j, &r) in rows.iter().enumerate() {
+                assert_eq!(rank.value(r), j as u64 + 1);
+                let (want_s, want_d) = brute[j];
+                let tol = 1e-4 * want_s.abs().max(brute[0].0.abs() * 1e-3);
+                assert!(
+                    (score.value(r) - want_s).abs() <= tol,
+                    "{precondition} q{qi} rank {j}: {} vs {want_s}",
+                    score.value(r)
+                );
+                // Near-ties may swap between the two computations; documents agree otherwise.
+                if j + 1 < k && (brute[j].0 - brute[j + 1].0).abs() > 1e-3 * want_s.abs() {
+                    assert_eq!(doc.value(r), want_d, "{precondition} q{qi} rank {j}");
+                }
+            }
+        }
+        let qb = read_parquet(&out.join("queries.parquet"), "queries");
+        assert_eq!(qb.num_rows(), 2);
+        let lp = col::<Float64Array>(&qb, "logprob");
+        let want = lm
+            .score("An rohi an ve tian", " Xirqenoxa qenoxazam")
+            .unwrap();
+        assert!((lp.value(0) - want.logprob).abs() < 1e-3);
+        assert!(col::<StringArray>(&qb, "answer").is_null(1));
+    }
+
+    // kfac and --all: every document once per query, ranks 1..=N.
+    let out = t.join("att-kfac");
+    attribute_score(
+        &s,
+        &model(),
+        &queries,
+        &out,
+        &["--all", "--precondition", "kfac"],
+    )
+    .success();
+    let b = read_parquet(&out.join("influence.parquet"), "influence");
+    assert_eq!(b.num_rows() as u64, 2 * g.rows());
+    let rank = col::<UInt64Array>(&b, "rank");
+    assert_eq!(
+        (0..b.num_rows()).map(|r| rank.value(r)).max(),
+        Some(g.rows())
+    );
+
+    // Bad queries name the file and line.
+    for (body, needle) in [
+        ("{\"prompt\": \"a\", \"completion\": \"b\", \"kind\": \"fact\", \"task\": \"t\"}\n", "q-bad.jsonl:1"),
+        ("\n{\"prompt\": \"a\", \"completion\": \"b\", \"task\": \"t\"}\n", "q-bad.jsonl:2"),
+        ("{\"prompt\": \"a\", \"completion\": \"b\", \"kind\": \"factual\", \"task\": \"t\", \"extra\": 1}\n", "unknown key"),
+        ("{\"id\": 7, \"prompt\": \"a\", \"completion\": \"b\", \"kind\": \"factual\", \"task\": \"t\"}\n{\"id\": \"7\", \"prompt\": \"c\", \"completion\": \"d\", \"kind\": \"factual\", \"task\": \"t\"}\n", "q-bad.jsonl:2: duplicate id `7`"),
+        ("{\"prompt\": \"a\", \"completion\": \"\", \"kind\": \"factual\", \"task\": \"t\"}\n", "`completion` is empty"),
+        ("", "no queries"),
+    ] {
+        let bad = t.write("q-bad.jsonl", body);
+        attribute_score(&s, &model(), &bad, &t.join("x"), &[])
+        .failure()
+        .stderr_has(&[needle]);
+    }
+    // An f16 store holds the same rows to half precision, and ranks alike.
+    let s16 = t.join("store16");
+    store_of(&model(), &idx, &s16, "4", &["--dtype", "f16"]).success();
+    let g16 = GradientStore::open(&s16, true).unwrap();
+    assert_eq!(
+        g16.manifest.settings.dtype,
+        familiar_models::grads::store::StoreDtype::F16
+    );
+    let (mut a, mut b) = (vec![0f32; dim], vec![0f32; dim]);
+    for (f32_file, f16_file) in g.files.iter().zip(&g16.files) {
+        for i in 0..f32_file.rows {
+            f32_file.row(i, &mut a);
+            f16_file.row(i, &mut b);
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= x.abs() * 1e-3 + 1e-7, "{x} vs {y}");
+            }
+        }
+    }
+    assert!(
+        std::fs::metadata(s16.join("grads-00000.bin"))
+            .unwrap()
+            .len()
+            * 2
+            < std::fs::metadata(s.join("grads-00000.bin")).unwrap().len() + 128
+    );
+    let out16 = t.join("att-f16");
+    attribute_score(&s16, &model(), &queries, &out16, &["--top-k", "5"]).success();
+    let top = |dir: &Path| -> Vec<u64> {
+        let b = read_parquet(&dir.join("influence.parquet"), "influence");
+        let d = col::<UInt64Array>(&b, "doc_id");
+        (0..b.num_rows()).map(|i| d.value(i)).collect()
+    };
+    let top32 = t.join("att-f32");
+    attribute_score(&s, &model(), &queries, &top32, &["--top-k", "5"]).success();
+    let (x, y) = (top(&top32), top(&out16));
+    assert_eq!(x[0], y[0], "same first document");
+    assert!(
+        x.iter().filter(|d| y.contains(d)).count() >= 8,
+        "{x:?} vs {y:?}"
+    );
+
+    // Another model is refused by hash.
+    attribute_score(
+        &s,
+        &fixtures().join("models/reference/gpt2-fixture-vocab"),
+        &queries,
+        &t.join("x"),
+        &[],
+    )
+    .failure()
+    .stderr_has(&["not the model"]);
+}
+
+#[test]
+fn stores_resume_refuse_mismatches_and_fail_cleanly_when_damaged() {
+    let t = TestDir::new();
+    let idx = index(&t);
+    let s = t.join("store");
+    store(&idx, &s, "2").success();
+    let whole = std::fs::read(s.join("grads-00001.bin")).unwrap();
+    // An interrupted build: no manifest, one shard missing; the rerun computes only that shard
+    // and the result is byte-identical.
+    std::fs::remove_file(s.join("store.json")).unwrap();
+    std::fs::remove_file(s.join("grads-00001.bin")).unwrap();
+    let err = GradientStore::open(&s, false).unwrap_err().to_string();
+    assert!(err.contains("incomplete"), "{err}");
+    store(&idx, &s, "2")
+        .success()
+        .stdout_has(&["1 shard(s) computed, 1 resumed"]);
+    assert_eq!(std::fs::read(s.join("grads-00001.bin")).unwrap(), whole);
+    // The moments kept per shard are those of the rows.
+    let g = GradientStore::open(&s, true).unwrap();
+    let kept = g.moments().unwrap().unwrap();
+    let rows = familiar_models::attribute::moments_of_rows(&g);
+    assert_eq!(kept.rows, g.rows());
+    for (a, b) in kept.sums.iter().zip(&rows.sums) {
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x - y).abs() <= 1e-9 * (x.abs() + y.abs() + 1e-30),
+                "{x} vs {y}"
+            );
+        }
+    }
+    drop(g);
+    // A missing or truncated moments file is an error naming it.
+    let m = s.join("moments-00001.bin");
+    let mbytes = std::fs::read(&m).unwrap();
+    std::fs::write(&m, &mbytes[..mbytes.len() - 8]).unwrap();
+    let err = GradientStore::open(&s, false).unwrap_err().to_string();
+    assert!(err.contains("moments-00001.bin"), "{err}");
+    std::fs::remove_file(&m).unwrap();
+    let err = GradientStore::open(&s, false).unwrap_err().to_string();
+    assert!(err.contains("moments-00001.bin"), "{err}");
+    // Rebuilding the store recomputes that shard (its moments are part of it).
+    std::fs::remove_file(s.join("store.json")).unwrap();
+    store(&idx, &s, "2")
+        .success()
+        .stdout_has(&["1 shard(s) computed, 1 resumed"]);
+    assert_eq!(std::fs::read(&m).unwrap(), mbytes);
+    // The output head's factor: truncated, it is an error naming it; damaged, the checksum
+    // check catches it; lost before the manifest was written, the rerun fits the same factor
+    // again and keeps the rows.
+    let h = s.join("head-factor.bin");
+    let hbytes = std::fs::read(&h).unwrap();
+    std::fs::write(&h, &hbytes[..hbytes.len() - 8]).unwrap();
+    let err = GradientStore::open(&s, false).unwrap_err().to_string();
+    assert!(err.contains("head-factor.bin"), "{err}");
+    let mut flipped = hbytes.clone();
+    let last = flipped.len() - 2;
+    flipped[last] ^= 0x40;
+    std::fs::write(&h, &flipped).unwrap();
+    let err = GradientStore::open(&s, true).unwrap_err().to_string();
+    assert!(
+        err.contains("head-factor.bin") && err.contains("checksum"),
+        "{err}"
+    );
+    std::fs::remove_file(&h).unwrap();
+    std::fs::remove_file(s.join("store.json")).unwrap();
+    store(&idx, &s, "2")
+        .success()
+        .stdout_has(&["0 shard(s) computed, 2 resumed"]);
+    assert_eq!(std::fs::read(&h).unwrap(), hbytes);
+    // Other settings into the same directory are refused.
+    store(&idx, &s, "3")
+        .failure()
+        .stderr_has(&["other settings"]);
+    // A truncated row file: a clean error naming it, from open and from score.
+    let f = s.join("grads-00000.bin");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() - 10]).unwrap();
+    let err = GradientStore::open(&s, false).unwrap_err().to_string();
+    assert!(err.contains("grads-00000.bin"), "{err}");
+    let q = t.write(
+        "q.jsonl",
+        "{\"prompt\": \"a\", \"completion\": \" b\", \"kind\": \"factual\", \"task\": \"t\"}\n",
+    );
+    attribute_score(&s, &model(), &q, &t.join("x"), &[])
+        .failure()
+        .stderr_has(&["grads-00000.bin"]);
+    // A flipped byte in the rows is caught by the checksum check.
+    let mut damaged = bytes.clone();
+    let at = damaged.len() - 3;
+    damaged[at] ^= 0x40;
+    std::fs::write(&f, &damaged).unwrap();
+    assert!(GradientStore::open(&s, false).is_ok());
+    let err = GradientStore::open(&s, true).unwrap_err().to_string();
+    assert!(err.contains("checksum"), "{err}");
+}
+
+/// The planted facts of the fixture world (each stated in exactly one document, its answer spelled
+/// with tokens of its own): with rank-32 projections of every linear layer and the whitened output
+/// head, a query on a fact ranks the document that states it first, among 1,200 (chance: the
+/// middle), for at least 90 % of the facts under every preconditioner, and in the top 5 for all.
+#[test]
+fn planted_facts_rank_their_document_first() {
+    let t = TestDir::new();
+    let idx = index_of(&t, &["part-0000.jsonl.zst", "part-0001.jsonl.gz"], &[]);
+    let s = t.join("store");
+    store(&idx, &s, "32").success();
+    assert!(s.join("head-factor.bin").exists());
+    let truth: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("corpus/planted.json")).unwrap())
+            .unwrap();
+    let facts = truth["facts"].as_array().unwrap();
+    for precondition in ["kfac", "identity", "cosine"] {
+        let out = t.join(precondition);
+        attribute_score(
+            &s,
+            &model(),
+            &fixtures().join("attribution/queries.jsonl"),
+            &out,
+            &["--all", "--precondition", precondition, "--damping", "0.1"],
+        )
+        .success();
+        let b = read_parquet(&out.join("influence.parquet"), "influence");
+        let ids = col::<StringArray>(&b, "query_id");
+        let docs = col::<UInt64Array>(&b, "doc_id");
+        let ranks = col::<UInt64Array>(&b, "rank");
+        let rank_of: std::collections::HashMap<(&str, u64), u64> = (0..b.num_rows())
+            .map(|i| ((ids.value(i), docs.value(i)), ranks.value(i)))
+            .collect();
+        // Query ids are `{relation}-{nn}`, numbered in the order of planted.json.
+        let mut seen = std::collections::HashMap::new();
+        let planted_ranks: Vec<u64> = facts
+            .iter()
+            .map(|f| {
+                let relation = f["relation"].as_str().unwrap();
+                let n = seen.entry(relation).or_insert(0);
+                *n += 1;
+                let id = format!("{relation}-{n:02}");
+                rank_of[&(id.as_str(), f["document"].as_u64().unwrap())]
+            })
+            .collect();
+        let first = planted_ranks.iter().filter(|&&r| r == 1).count();
+        eprintln!("{precondition}: planted document ranks {planted_ranks:?}");
+        assert!(
+            first * 10 >= facts.len() * 9,
+            "{precondition}: first for {first} of {}",
+            facts.len()
+        );
+        assert!(
+            planted_ranks.iter().all(|&r| r <= 5),
+            "{precondition}: {planted_ranks:?}"
+        );
+    }
+}
+
+/// A hand-made query: `(id, kind, task, answer, intermediate answers)`.
+type RunQuery<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Vec<String>);
+
+/// Writes a hand-made `attribute score` run: `(id, kind, task, answer, intermediate)` per query and
+/// `(query, doc, score)` rows (ranked here by score, then doc id).
+fn write_run(dir: &Path, queries: &[RunQuery<'_>], rows: &[(usize, u64, f64)]) {
+    use familiar::table::{Column, Format, Table};
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rows = rows.to_vec();
+    rows.sort_by(|a, b| a.0.cmp(&b.0).then(b.2.total_cmp(&a.2)).then(a.1.cmp(&b.1)));
+    let mut rank = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        rank.push(if i > 0 && rows[i - 1].0 == r.0 {
+            rank[i - 1] + 1
+        } else {
+            1
+        });
+    }
+    Table::new()
+        .column(
+            "query_id",
+            Column::Str(
+                rows.iter()
+                    .map(|r| Some(queries[r.0].0.to_string()))
+                    .collect(),
+            ),
+        )
+        .column(
+            "doc_id",
+            Column::U64(rows.iter().map(|r| Some(r.1)).collect()),
+        )
+        .column(
+            "score",
+            Column::F64(rows.iter().map(|r| Some(r.2)).collect()),
+        )
+        .column("rank", Column::U64(rank.into_iter().map(Some).collect()))
+        .with_schema(familiar::schema::table("influence").unwrap())
+        .write(Format::Parquet, Some(&dir.join("influence.parquet")))
+        .unwrap();
+    let s =
+        |f: &dyn Fn(&RunQuery<'_>) -> Option<String>| Column::Str(queries.iter().map(f).collect());
+    let n = queries.len();
+    Table::new()
+        .column("query_id", s(&|q| Some(q.0.into())))
+        .column("kind", s(&|q| Some(q.1.into())))
+        .column("task", s(&|q| Some(q.2.into())))
+        .column("prompt", s(&|_| Some("p".into())))
+        .column("completion", s(&|_| Some(" c".into())))
+        .column("answer", s(&|q| q.3.map(String::from)))
+        .column(
+            "intermediate",
+            Column::StrList(queries.iter().map(|q| q.4.clone()).collect()),
+        )
+        .column("completion_tokens", Column::U64(vec![Some(1); n]))
+        .column("truncated_tokens", Column::U64(vec![Some(0); n]))
+        .column("logprob", Column::F64(vec![Some(-2.0); n]))
+        .column("gradient_norm", Column::F64(vec![Some(1.0); n]))
+        .column("precondition", s(&|_| Some("identity".into())))
+        .column("model", s(&|_| Some("m".into())))
+        .column("store", s(&|_| Some("s".into())))
+        .with_schema(familiar::schema::table("queries").unwrap())
+        .write(Format::Parquet, Some(&dir.join("queries.parquet")))
+        .unwrap();
+}
+
+/// `attribute report` on a run with planted influence: power law, perfectly (anti)correlated
+/// queries, concentration, answers and sources — each against a brute-force value.
+#[test]
+fn report_recovers_planted_influence_statistics() {
+    let t = TestDir::new();
+    let idx = index(&t);
+    let index = Index::open(&idx).unwrap();
+    let n = index.documents();
+    // A planted concept in at least two documents, as the answer; another as the intermediate.
+    let (_, planted) = planted();
+    let answer = planted
+        .iter()
+        .find(|p| p.text.starts_with(char::is_uppercase) && p.occurrences >= 20)
+        .unwrap()
+        .text
+        .clone();
+    let inter = planted
+        .iter()
+        .find(|p| p.text.starts_with(char::is_uppercase) && p.occurrences >= 50)
+        .unwrap()
+        .text
+        .clone();
+    let texts: Vec<String> = (0..n)
+        .map(|d| familiar_query::docs::text(&index, d).unwrap())
+        .collect();
+    let has = |d: u64, a: &str| texts[d as usize].contains(&format!(" {a}"));
+    let queries = vec![
+        (
+            "r1",
+            "reasoning",
+            "sum",
+            Some(answer.as_str()),
+            vec![inter.clone()],
+        ),
+        ("r2", "reasoning", "sum", Some(answer.as_str()), vec![]),
+        ("f1", "factual", "a", None, vec![]),
+        ("f2", "factual", "b", None, vec![]),
+    ];
+    // r1: s_d = (d + 1)^-2 (a power law over doc ids), r2 = 3 r1, f1 = d, f2 = -d.
+    let mut rows = Vec::new();
+    for d in 0..n {
+        let p = ((d + 1) as f64).powi(-2);
+        rows.push((0, d, p));
+        rows.push((1, d, 3.0 * p));
+        rows.push((2, d, d as f64));
+        rows.push((3, d, -(d as f64)));
+    }
+    let run = t.join("run");
+    write_run(&run, &queries, &rows);
+    let out = t.join("report");
+    familiar([
+        "attribute".as_ref(),
+        "report".as_ref(),
+        run.as_os_str(),
+        "--index".as_ref(),
+        idx.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--top-k".as_ref(),
+        "50".as_ref(),
+    ])
+    .success()
+    .stdout_has(&["report on 4 queries"]);
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(r["complete"], true);
+    assert_eq!(r["documents"], n);
+    let q = |id: &str| {
+        r["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let close = |a: &serde_json::Value, b: f64| {
+        let a = a.as_f64().unwrap();
+        assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{a} vs {b}");
+    };
+    // Influence per nat: logprob -2 → 2 nats.
+    close(&q("r2")["top_score_per_nat"], 1.5);
+    let law = &q("r1")["power_law"];
+    close(&law["alpha"], 2.0);
+    close(&law["r2"], 1.0);
+    assert_eq!(law["ranks"], (n / 10).max(10));
+    // Concentration of f1 (scores d, descending): brute force.
+    let total: f64 = (0..n).map(|d| d as f64).sum();
+    for (j, f) in [0.0001, 0.001, 0.01, 0.1].iter().enumerate() {
+        let k = ((f * n as f64).ceil() as u64).max(1);
+        let top: f64 = (0..k).map(|i| (n - 1 - i) as f64).sum();
+        close(&q("f1")["concentration"][j], top / total);
+    }
+    // f2 is never positive: no share, no fit.
+    assert!(q("f2")["power_law"].is_null());
+    // Correlations: within "sum" 1 (Pearson and Spearman), across factual -1.
+    let corr = r["correlations"].as_array().unwrap();
+    let sum = corr
+        .iter()
+        .find(|c| c["group"] == "within task: sum")
+        .unwrap();
+    close(&sum["pearson"], 1.0);
+    close(&sum["spearman"], 1.0);
+    let fact = corr
+        .iter()
+        .find(|c| c["group"] == "across factual queries")
+        .unwrap();
+    close(&fact["pearson"], -1.0);
+    close(&fact["spearman"], -1.0);
+    assert_eq!(fact["pairs"], 1);
+    // Answers in the top 50 of r1 (documents 0..50) and their base rate, by scanning texts.
+    let in_top = (0..50).filter(|&d| has(d, &answer)).count();
+    assert_eq!(q("r1")["answer_in_top"], in_top);
+    let base = (0..n).filter(|&d| has(d, &answer)).count() as f64 / n as f64;
+    close(&q("r1")["answer_base_rate"], base);
+    assert_eq!(
+        q("r1")["intermediate_in_top"],
+        (0..50).filter(|&d| has(d, &inter)).count()
+    );
+    assert!(q("r2")["intermediate_in_top"].is_null());
+    // Sources: f1's top 50 are the last 50 documents.
+    let source = |d: u64| {
+        familiar_query::docs::record(&index, d)
+            .unwrap()
+            .source
+            .unwrap()
+    };
+    let mut top_factual = std::collections::HashMap::new();
+    for d in (n - 50..n).chain(0..50) {
+        *top_factual.entry(source(d)).or_insert(0.0) += 1.0 / 100.0;
+    }
+    for e in r["enrichment"].as_array().unwrap() {
+        if e["kind"] != "factual" {
+            continue;
+        }
+        let src = e["source"].as_str().unwrap();
+        let corpus = (0..n).filter(|&d| source(d) == src).count() as f64 / n as f64;
+        let top = top_factual.get(src).copied().unwrap_or(0.0);
+        close(&e["corpus_share"], corpus);
+        close(&e["top_share"], top);
+        close(&e["enrichment"], top / corpus);
+    }
+    // The files: Markdown naming the charts, HTML with them inline.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("(concentration.svg)") && md.contains("| within task: sum | reasoning | 1 |")
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 3);
+    for f in ["concentration.svg", "tail.svg", "correlation.svg"] {
+        assert!(std::fs::read_to_string(out.join(f))
+            .unwrap()
+            .starts_with("<svg"));
+    }
+
+    // Only the top documents: no correlations or concentration, and a note saying why.
+    let top_run = t.join("top");
+    let top_rows: Vec<_> = rows
+        .iter()
+        .copied()
+        .filter(|r| r.0 == 0 && r.1 < 5)
+        .collect();
+    write_run(&top_run, &queries[..1], &top_rows);
+    let out2 = t.join("report2");
+    familiar([
+        "attribute".as_ref(),
+        "report".as_ref(),
+        top_run.as_os_str(),
+        "--index".as_ref(),
+        idx.as_os_str(),
+        "--out".as_ref(),
+        out2.as_os_str(),
+    ])
+    .success()
+    .stderr_has(&["--all"]);
+    let r2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out2.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(r2["complete"], false);
+    assert!(r2["correlations"].as_array().unwrap().is_empty());
+    assert!(r2["queries"][0]["concentration"].is_null());
+
+    // Bad inputs: a document the index lacks; a table of the wrong kind; no run at all.
+    let bad = t.join("bad");
+    write_run(&bad, &queries[..1], &[(0, n + 5, 1.0)]);
+    let report = |run: &Path| {
+        familiar([
+            "attribute".as_ref(),
+            "report".as_ref(),
+            run.as_os_str(),
+            "--index".as_ref(),
+            idx.as_os_str(),
+            "--out".as_ref(),
+            t.join("r-bad").as_os_str(),
+        ])
+    };
+    report(&bad)
+        .failure()
+        .stderr_has(&["names document", "not the index the store was built from"]);
+    std::fs::copy(bad.join("queries.parquet"), bad.join("influence.parquet")).unwrap();
+    report(&bad).failure().stderr_has(&[
+        "influence.parquet",
+        "expected the influence table",
+        "doc_id",
+    ]);
+    report(&t.join("nothing-here"))
+        .failure()
+        .stderr_has(&["queries.parquet"]);
+    assert!(!t.join("r-bad").join("report.md").exists());
+}
+
+/// `attribute eval`: resumable, refuses other settings, and its LDS equals the Spearman
+/// correlation, recomputed here, of each query's summed `attribute score --all` scores over each
+/// subset with the log-probabilities measured by models retrained on those subsets (one of them
+/// retrained again here).
+#[test]
+fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
+    use familiar_models::attribute::eval::subset_members;
+    let t = TestDir::new();
+    let idx = index(&t);
+    let model = t.join("model");
+    let train_args = [
+        "--steps",
+        "4",
+        "--layers",
+        "1",
+        "--hidden",
+        "16",
+        "--heads",
+        "2",
+        "--context",
+        "16",
+        "--batch",
+        "4",
+        "--warmup",
+        "1",
+    ];
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "train".as_ref(),
+        "--index".as_ref(),
+        idx.as_os_str(),
+        "--out".as_ref(),
+        model.as_os_str(),
+        "-q".as_ref(),
+    ];
+    args.extend(train_args.iter().map(std::ffi::OsStr::new));
+    familiar(args).success();
+    let s = t.join("store");
+    store_of(&model, &idx, &s, "2", &[]).success();
+    // The optimizer state kept for resuming training is not part of the model's identity.
+    let hash = familiar_models::grads::store::model_hash(&model).unwrap();
+    std::fs::remove_file(model.join("optimizer.safetensors")).unwrap();
+    assert_eq!(
+        familiar_models::grads::store::model_hash(&model).unwrap(),
+        hash
+    );
+    let queries = t.write(
+        "q.jsonl",
+        concat!(
+            "{\"id\": \"f1\", \"prompt\": \"An rohi an ve\", \"completion\": \" tian\", \"kind\": \"factual\", \"task\": \"a\"}\n",
+            "{\"id\": \"f2\", \"prompt\": \"Es ve lido\", \"completion\": \" ost ve\", \"kind\": \"factual\", \"task\": \"a\"}\n",
+            "{\"id\": \"r1\", \"prompt\": \"Oxazyn oxazam ve\", \"completion\": \" ve\", \"kind\": \"reasoning\", \"task\": \"b\"}\n",
+        ),
+    );
+    let out = t.join("eval");
+    let eval_into = |out: &Path, extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "attribute".as_ref(),
+            "eval".as_ref(),
+            "--store".as_ref(),
+            s.as_os_str(),
+            "--model".as_ref(),
+            model.as_os_str(),
+            "--index".as_ref(),
+            idx.as_os_str(),
+            "--queries".as_ref(),
+            queries.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--subsets".as_ref(),
+            "4".as_ref(),
+            "--seed".as_ref(),
+            "3".as_ref(),
+            "-q".as_ref(),
+        ];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        familiar(args)
+    };
+    let eval = |extra: &[&str]| eval_into(&out, extra);
+    eval(&["--stop-after", "2"])
+        .success()
+        .stdout_has(&["2 of 4 subsets measured", "at least 3"]);
+    let first = std::fs::read(out.join("subsets/subset-0001.json")).unwrap();
+    eval(&["--fraction", "0.4"])
+        .failure()
+        .stderr_has(&["other settings"]);
+    eval(&[])
+        .success()
+        .stdout_has(&["4 of 4 subsets measured", "LDS kfac"]);
+    assert_eq!(
+        std::fs::read(out.join("subsets/subset-0001.json")).unwrap(),
+        first
+    );
+    assert!(!out.join("models").exists(), "measured models are removed");
+
+    let index = Index::open(&idx).unwrap();
+    let n = index.documents();
+    let lds: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("lds.json")).unwrap()).unwrap();
+    let subsets: Vec<serde_json::Value> = (0..4)
+        .map(|m| {
+            serde_json::from_slice(
+                &std::fs::read(out.join(format!("subsets/subset-{m:04}.json"))).unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    // One subset model retrained here measures the same log-probabilities.
+    let state: familiar_models::train::TrainerState =
+        serde_json::from_slice(&std::fs::read(model.join("trainer_state.json")).unwrap()).unwrap();
+    let keep = subset_members(n, 0.5, 3, 2);
+    assert_eq!(keep.iter().filter(|&&k| k).count() as u64, n.div_ceil(2));
+    let again = t.join("again");
+    familiar_models::train::train_on(
+        &index,
+        Some(&keep),
+        &again,
+        &state.options,
+        None,
+        &|_| {},
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let lm = LanguageModel::load(&again).unwrap();
+    for (i, (p, c)) in [("An rohi an ve", " tian"), ("Es ve lido", " ost ve")]
+        .iter()
+        .enumerate()
+    {
+        let want = subsets[2]["logprobs"][i].as_f64().unwrap();
+        let got = lm.score(p, c).unwrap().logprob;
+        assert!((want - got).abs() < 1e-5, "{want} vs {got}");
+    }
+    // LDS from the scores of every document.
+    for (j, precondition) in ["identity", "cosine", "kfac"].iter().enumerate() {
+        assert_eq!(lds["lds"][j]["precondition"], *precondition);
+        let att = t.join(format!("all-{precondition}"));
+        attribute_score(
+            &s,
+            &model,
+            &queries,
+            &att,
+            &["--all", "--precondition", precondition],
+        )
+        .success();
+        let b = read_parquet(&att.join("influence.parquet"), "influence");
+        let ids = col::<StringArray>(&b, "query_id");
+        let docs = col::<UInt64Array>(&b, "doc_id");
+        let scores = col::<Float64Array>(&b, "score");
+        for (qi, q) in ["f1", "f2", "r1"].iter().enumerate() {
+            let mut predicted = vec![0.0; 4];
+            for i in 0..b.num_rows() {
+                if ids.value(i) != *q {
+                    continue;
+                }
+                for (m, p) in predicted.iter_mut().enumerate() {
+                    if subset_members(n, 0.5, 3, m)[docs.value(i) as usize] {
+                        *p += scores.value(i);
+                    }
+                }
+            }
+            let actual: Vec<f64> = subsets
+                .iter()
+                .map(|r| r["logprobs"][qi].as_f64().unwrap())
+                .collect();
+            let want = familiar::stats::spearman(&predicted, &actual).unwrap_or(0.0);
+            let got = lds["lds"][j]["per_query"][qi].as_f64().unwrap();
+            assert!(
+                (want - got).abs() < 1e-9,
+                "{precondition} {q}: {want} vs {got}"
+            );
+        }
+    }
+    // A directory holding something else is refused.
+    let foreign = t.mkdir("foreign");
+    t.write("foreign/notes.txt", "mine");
+    eval_into(&foreign, &[])
+        .failure()
+        .stderr_has(&["not empty"]);
+}

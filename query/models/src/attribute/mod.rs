@@ -1,0 +1,417 @@
+//! Gradient-similarity attribution: score every document of a gradient store against the projected
+//! gradient of a query's completion, exactly (every row is read; no approximate search).
+//!
+//! Preconditioners (the score of query gradient `q` and document row `g`):
+//! - `identity`: `q · g` (gradient dot product; TracIn with one checkpoint);
+//! - `cosine`: `q · g / (|q| |g|)` (LESS, Xia et al. 2024);
+//! - `kfac`: `Σ_l q_lᵀ (M_l + λ_l I)⁻¹ g_l` over layers `l`, with `M_l` the second moment of the
+//!   store's projected gradients of that layer (`(1/N) Σ g_l g_lᵀ`) and `λ_l = damping · tr(M_l) /
+//!   dim_l` — the block-diagonal, damped inverse Fisher in projected space that LogIX and TRAK use.
+
+pub mod eval;
+
+use std::path::Path;
+
+use crate::grads::fast::FastGradients;
+use crate::grads::linalg::Cholesky;
+use crate::grads::store::{GradientStore, Moments};
+use crate::grads::Example;
+use crate::model::finite;
+use familiar::{Error, Result};
+use rayon::prelude::*;
+use serde_json::Value;
+
+use crate::measure::score::LanguageModel;
+use familiar::input::{bad, read_jsonl, string};
+
+/// A query: a prompt and the completion whose gradient is attributed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// Its id.
+    pub id: String,
+    /// The prompt.
+    pub prompt: String,
+    /// The completion.
+    pub completion: String,
+    /// `factual` or `reasoning`.
+    pub kind: String,
+    /// Task name (queries of one task are compared with each other).
+    pub task: String,
+    /// The answer (to look for in top documents).
+    pub answer: Option<String>,
+    /// Intermediate answers of a reasoning query.
+    pub intermediate: Vec<String>,
+}
+
+/// Reads queries from JSONL: `{"id", "prompt", "completion", "kind": "factual"|"reasoning",
+/// "task", "answer"?, "intermediate"?: [...]}`; errors name the file and line.
+pub fn read_queries(path: &Path) -> Result<Vec<Query>> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (line, v) in read_jsonl(path)? {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| bad(path, line, "expected a JSON object"))?;
+        for k in obj.keys() {
+            if ![
+                "id",
+                "prompt",
+                "completion",
+                "kind",
+                "task",
+                "answer",
+                "intermediate",
+            ]
+            .contains(&k.as_str())
+            {
+                return Err(bad(path, line, format!("unknown key `{k}`")));
+            }
+        }
+        let id = match v.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            None => format!("{line}"),
+            _ => return Err(bad(path, line, "`id` must be a string or a number")),
+        };
+        if !seen.insert(id.clone()) {
+            return Err(bad(path, line, format!("duplicate id `{id}`")));
+        }
+        let kind = string(path, line, &v, "kind")?;
+        if kind != "factual" && kind != "reasoning" {
+            return Err(bad(
+                path,
+                line,
+                format!("`kind` must be factual or reasoning, not `{kind}`"),
+            ));
+        }
+        let completion = string(path, line, &v, "completion")?;
+        if completion.is_empty() {
+            return Err(bad(path, line, "`completion` is empty"));
+        }
+        let answer = match v.get("answer") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => return Err(bad(path, line, "`answer` must be a string or a number")),
+        };
+        let intermediate = match v.get("intermediate") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| match x {
+                    Value::String(s) => Ok(s.clone()),
+                    Value::Number(n) => Ok(n.to_string()),
+                    _ => Err(bad(
+                        path,
+                        line,
+                        "`intermediate` must list strings or numbers",
+                    )),
+                })
+                .collect::<Result<_>>()?,
+            _ => return Err(bad(path, line, "`intermediate` must be a list")),
+        };
+        out.push(Query {
+            id,
+            prompt: string(path, line, &v, "prompt")?,
+            completion,
+            kind,
+            task: string(path, line, &v, "task")?,
+            answer,
+            intermediate,
+        });
+    }
+    if out.is_empty() {
+        return Err(Error::input(path, 1, "no queries"));
+    }
+    Ok(out)
+}
+
+/// How document rows are compared with a query gradient.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Precondition {
+    /// Dot product.
+    Identity,
+    /// Cosine similarity.
+    Cosine,
+    /// Damped inverse of each layer's projected-gradient second moment.
+    Kfac {
+        /// λ as a fraction of the mean eigenvalue (trace / dim) of each layer's moment.
+        damping: f64,
+    },
+}
+
+impl Precondition {
+    /// Its name in tables.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Precondition::Identity => "identity",
+            Precondition::Cosine => "cosine",
+            Precondition::Kfac { .. } => "kfac",
+        }
+    }
+}
+
+/// A query's gradient and what it measured.
+#[derive(Debug, Clone)]
+pub struct QueryGradient {
+    /// The projected gradient of −log p(completion | prompt).
+    pub gradient: Vec<f32>,
+    /// log p(completion | prompt) (natural log): minus the completion's information content.
+    pub logprob: f64,
+    /// Tokens of the completion.
+    pub completion_tokens: usize,
+    /// Prompt tokens dropped from the start to fit the context.
+    pub truncated_tokens: usize,
+}
+
+/// Projected gradients of the queries' completions with the store's projection; a non-finite
+/// loss or gradient is an error ([`Error::NonFinite`]) naming the query.
+pub fn query_gradients(
+    lm: &LanguageModel,
+    store: &GradientStore,
+    queries: &[Query],
+) -> Result<Vec<QueryGradient>> {
+    let projection = store.projection(&lm.model)?;
+    let fast = FastGradients::new(&lm.model, &projection)?;
+    queries
+        .par_iter()
+        .map(|q| {
+            let (ctx, cont) = lm.split(&q.prompt, &q.completion)?;
+            let (ids, keep, truncated) = lm
+                .fit(&ctx, &cont)
+                .map_err(|e| Error::Query(format!("query {}: {e}", q.id)))?;
+            let g = fast.compute(&[Example {
+                ids,
+                first_target: keep,
+            }])?;
+            // A NaN gradient would score every document NaN (ranked as the lowest ids first).
+            let named = |e| finite::within(e, format!("query {}", q.id));
+            finite::check_value("the completion's loss", g.losses[0]).map_err(named)?;
+            finite::check_values("the projected gradient", &g.rows).map_err(named)?;
+            Ok(QueryGradient {
+                gradient: g.rows,
+                logprob: -g.losses[0],
+                completion_tokens: cont.len(),
+                truncated_tokens: truncated,
+            })
+        })
+        // The first error in the queries' order, whichever thread met it first.
+        .collect::<Vec<Result<_>>>()
+        .into_iter()
+        .collect()
+}
+
+/// The sums of outer products of every row of `store`, read from the rows themselves.
+pub fn moments_of_rows(store: &GradientStore) -> Moments {
+    let spec = &store.manifest.settings.projection;
+    let (layers, block) = (spec.layers.len(), spec.block());
+    let dim = store.dim();
+    let mut total = Moments::zero(layers, block);
+    for f in &store.files {
+        // Blocks of rows in memory at a time, summed as the store builder sums them.
+        for start in (0..f.rows).step_by(1024) {
+            let rows: Vec<Vec<f32>> = (start..(start + 1024).min(f.rows))
+                .map(|i| {
+                    let mut row = vec![0.0f32; dim];
+                    f.row(i, &mut row);
+                    row
+                })
+                .collect();
+            total.merge(&Moments::of_rows(&rows, layers, block));
+        }
+    }
+    total
+}
+
+/// The second moment of each layer's rows, `(1/N) Σ g_l g_lᵀ` (`[layers][block × block]`, f64):
+/// from the store's moments files, or from the rows for a store without them.
+pub fn second_moments(store: &GradientStore) -> Result<Vec<Vec<f64>>> {
+    let m = match store.moments()? {
+        Some(m) => m.second_moments(),
+        None => moments_of_rows(store).second_moments(),
+    };
+    // Only a store written before non-finite gradients were refused can hold them; without this
+    // check they would surface as "not positive definite".
+    if let Some((l, bad)) = m
+        .iter()
+        .enumerate()
+        .find_map(|(l, m)| finite::scan(m).map(|b| (l, b)))
+    {
+        return Err(Error::corrupt(
+            store.dir(),
+            format!(
+                "the second moment of layer {l} holds {bad}: the rows were computed by a model \
+                 whose outputs were not finite; rebuild the store"
+            ),
+        ));
+    }
+    Ok(m)
+}
+
+/// The vectors each row is multiplied with: the query gradients, preconditioned.
+pub fn preconditioned(
+    store: &GradientStore,
+    gradients: &[Vec<f32>],
+    p: Precondition,
+) -> Result<Vec<Vec<f32>>> {
+    match p {
+        Precondition::Identity => Ok(gradients.to_vec()),
+        Precondition::Cosine => Ok(gradients
+            .iter()
+            .map(|g| {
+                let norm = g.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+                let s = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+                g.iter().map(|x| (*x as f64 * s) as f32).collect()
+            })
+            .collect()),
+        Precondition::Kfac { damping } => {
+            if damping.is_nan() || damping <= 0.0 {
+                return Err(Error::Query("--damping must be positive".into()));
+            }
+            let block = store.manifest.settings.projection.block();
+            let moments = second_moments(store)?;
+            // One factorization per layer, shared by every query.
+            let factors = moments
+                .par_iter()
+                .map(|m| {
+                    let trace: f64 = (0..block).map(|i| m[i * block + i]).sum();
+                    let lambda = if trace > 0.0 {
+                        damping * trace / block as f64
+                    } else {
+                        damping
+                    };
+                    Cholesky::damped(m, block, lambda).ok_or_else(|| {
+                        Error::Query(
+                            "the damped second moment is not positive definite; raise --damping"
+                                .into(),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(gradients
+                .par_iter()
+                .map(|g| {
+                    let mut out = Vec::with_capacity(g.len());
+                    for (l, c) in factors.iter().enumerate() {
+                        let q: Vec<f64> = g[l * block..(l + 1) * block]
+                            .iter()
+                            .map(|&x| x as f64)
+                            .collect();
+                        out.extend(c.solve(&q).into_iter().map(|x| x as f32));
+                    }
+                    out
+                })
+                .collect())
+        }
+    }
+}
+
+/// One document's score for one query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Influence {
+    /// Index of the query.
+    pub query: usize,
+    /// Global document id.
+    pub doc: u64,
+    /// Score.
+    pub score: f64,
+    /// 1 for the highest score of the query (ties: lower document id first).
+    pub rank: u64,
+}
+
+/// Scores every row against every vector; keeps the `top_k` best per query (every document with
+/// `None`), ranked.
+pub fn score_all(
+    store: &GradientStore,
+    vectors: &[Vec<f32>],
+    cosine: bool,
+    top_k: Option<usize>,
+) -> Vec<Influence> {
+    let dim = store.dim();
+    let nq = vectors.len();
+    // (score, doc) per query, per block of rows.
+    let blocks: Vec<(usize, u64, u64)> = store
+        .files
+        .iter()
+        .enumerate()
+        .flat_map(|(fi, f)| {
+            (0..f.rows)
+                .step_by(4096)
+                .map(move |s| (fi, s, (s + 4096).min(f.rows)))
+        })
+        .collect();
+    let keep = |v: &mut Vec<(f64, u64)>| {
+        if let Some(k) = top_k {
+            if v.len() > k {
+                v.select_nth_unstable_by(k, |a, b| better(*a, *b));
+                v.truncate(k);
+            }
+        }
+    };
+    let per_query: Vec<Vec<(f64, u64)>> = blocks
+        .par_iter()
+        .map(|&(fi, s, e)| {
+            let f = &store.files[fi];
+            let mut row = vec![0.0f32; dim];
+            let mut out: Vec<Vec<(f64, u64)>> = vec![Vec::new(); nq];
+            for i in s..e {
+                f.row(i, &mut row);
+                let norm = if cosine {
+                    row.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
+                } else {
+                    1.0
+                };
+                for (q, v) in vectors.iter().enumerate() {
+                    let dot: f64 = row
+                        .chunks(16)
+                        .zip(v.chunks(16))
+                        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() as f64)
+                        .sum();
+                    let score = if cosine {
+                        if norm > 0.0 {
+                            dot / norm
+                        } else {
+                            0.0
+                        }
+                    } else {
+                        dot
+                    };
+                    out[q].push((score, f.first_doc + i));
+                }
+            }
+            for v in &mut out {
+                keep(v);
+            }
+            out
+        })
+        .reduce(
+            || vec![Vec::new(); nq],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    x.extend(y);
+                    keep(x);
+                }
+                a
+            },
+        );
+    let mut out = Vec::new();
+    for (q, mut v) in per_query.into_iter().enumerate() {
+        v.sort_by(|a, b| better(*a, *b));
+        out.extend(
+            v.into_iter()
+                .enumerate()
+                .map(|(r, (score, doc))| Influence {
+                    query: q,
+                    doc,
+                    score,
+                    rank: r as u64 + 1,
+                }),
+        );
+    }
+    out
+}
+
+/// Higher score first, then lower document id.
+fn better(a: (f64, u64), b: (f64, u64)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}

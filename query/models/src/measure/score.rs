@@ -1,0 +1,437 @@
+//! Zero-shot scores and keyword probabilities: log-probabilities of completions given prompts.
+//!
+//! Tokenization follows lm-evaluation-harness: the completion's tokens are those that follow the
+//! prompt's tokens in the tokenization of prompt + completion (when the prompt's tokens are a prefix
+//! of it; otherwise the completion is tokenized on its own), so a merge across the boundary is
+//! attributed to the completion. An empty prompt becomes the model's BOS token (else its EOS
+//! token). A sequence longer than the model's context loses tokens from the start of the prompt,
+//! and the number lost is reported with the item; a completion that alone exceeds the context is
+//! an error naming the item.
+//!
+//! Metrics per item: `logprob` (natural log, summed over the completion's tokens), `n_tokens`,
+//! `greedy_match` (every completion token is the model's argmax: LAMBADA's accuracy), and for
+//! multiple choice `acc` (argmax of the summed log-probabilities) and `acc_norm` (argmax of the sum
+//! divided by the choice's length in characters), as lm-evaluation-harness defines them.
+
+use std::path::Path;
+
+use crate::model::finite;
+use crate::model::transformer::{candle_error, log_softmax_last, LoadOptions};
+use crate::model::{Capture, Transformer};
+use candle_core::{DType, Device, IndexOp};
+use familiar::tokenizer::Tokenizer;
+use familiar::{Error, Result};
+
+use crate::measure::items::{Ask, Item};
+use familiar::table::{Column, Table};
+
+/// A model directory: the model and its tokenizer.
+#[derive(Debug)]
+pub struct LanguageModel {
+    /// The network.
+    pub model: Transformer,
+    /// Its tokenizer (`tokenizer.json` of the model directory).
+    pub tokenizer: Tokenizer,
+}
+
+impl LanguageModel {
+    /// Loads `config.json`, the safetensors and `tokenizer.json` of a model directory onto the CPU.
+    pub fn load(dir: &Path) -> Result<LanguageModel> {
+        LanguageModel::load_on(dir, &Device::Cpu)
+    }
+
+    /// [`LanguageModel::load`] onto `device`.
+    pub fn load_on(dir: &Path, device: &Device) -> Result<LanguageModel> {
+        let options = LoadOptions {
+            device: device.clone(),
+            ..LoadOptions::default()
+        };
+        let model = Transformer::load_with(dir, &options)?;
+        let tpath = crate::model::tokenizer_file(dir)?;
+        let tokenizer = Tokenizer::from_file(&tpath)?;
+        if tokenizer.vocab_size() as usize > model.config.vocab_size {
+            return Err(Error::Config(format!(
+                "{}: the tokenizer has {} ids but the model only {}",
+                tpath.display(),
+                tokenizer.vocab_size(),
+                model.config.vocab_size
+            )));
+        }
+        Ok(LanguageModel { model, tokenizer })
+    }
+
+    /// Token ids of `prompt` and of `completion` after it (see the module documentation).
+    pub fn split(&self, prompt: &str, completion: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+        let ctx = self.tokenizer.encode(prompt)?;
+        let whole = self.tokenizer.encode(&format!("{prompt}{completion}"))?;
+        let cont = if whole.starts_with(&ctx) {
+            whole[ctx.len()..].to_vec()
+        } else {
+            self.tokenizer.encode(completion)?
+        };
+        let ctx = if ctx.is_empty() {
+            let start = self
+                .model
+                .config
+                .bos_token_id
+                .or(self.model.config.eos_token_id)
+                .ok_or_else(|| {
+                    Error::Query(
+                        "an empty prompt needs a BOS or EOS token, and config.json names neither"
+                            .into(),
+                    )
+                })?;
+            vec![start]
+        } else {
+            ctx
+        };
+        Ok((ctx, cont))
+    }
+
+    /// Scores `completion` after `prompt`.
+    pub fn score(&self, prompt: &str, completion: &str) -> Result<Scored> {
+        let (ctx, cont) = self.split(prompt, completion)?;
+        self.score_ids(&ctx, &cont)
+    }
+
+    /// Scores token ids `cont` after `ctx` (`ctx` non-empty).
+    pub fn score_ids(&self, ctx: &[u32], cont: &[u32]) -> Result<Scored> {
+        let mut v = self.score_batch(&[(ctx.to_vec(), cont.to_vec())])?;
+        v.pop()
+            .ok_or_else(|| Error::Bug("one score for one sequence".into()))
+    }
+
+    /// `ctx` then `cont` in the model's context: the sequence, where `cont` starts in it, and how
+    /// many tokens of `ctx` were dropped from the start to make it fit.
+    pub fn fit(&self, ctx: &[u32], cont: &[u32]) -> Result<(Vec<u32>, usize, usize)> {
+        let window = self.model.config.max_positions;
+        if cont.is_empty() {
+            return Err(Error::Query("the completion has no tokens".into()));
+        }
+        if cont.len() >= window {
+            return Err(Error::Query(format!(
+                "the completion has {} tokens; the model's context holds {window}",
+                cont.len()
+            )));
+        }
+        let keep = (window - cont.len()).min(ctx.len());
+        let truncated = ctx.len() - keep;
+        let mut ids = ctx[truncated..].to_vec();
+        ids.extend_from_slice(cont);
+        Ok((ids, keep, truncated))
+    }
+
+    /// Scores several `(ctx, cont)` pairs in one forward pass. Shorter sequences are padded at the
+    /// end; causal attention keeps padding from touching the positions scored, so each score equals
+    /// the one of its sequence alone (up to floating-point summation order).
+    ///
+    /// A non-finite log-probability is an error ([`Error::NonFinite`]) naming the sequence's place
+    /// in the batch; [`LanguageModel::score_batch_unchecked`] leaves the check
+    /// ([`Scored::check`]) to callers that can name the item.
+    pub fn score_batch(&self, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Scored>> {
+        let scores = self.score_batch_unchecked(pairs)?;
+        for (b, s) in scores.iter().enumerate() {
+            s.check().map_err(|e| {
+                if scores.len() > 1 {
+                    finite::within(e, format!("sequence {b} of the batch"))
+                } else {
+                    e
+                }
+            })?;
+        }
+        Ok(scores)
+    }
+
+    /// [`LanguageModel::score_batch`] without the check for non-finite values: each [`Scored`]
+    /// must go through [`Scored::check`] before it is used.
+    pub fn score_batch_unchecked(&self, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Scored>> {
+        let rows = pairs
+            .iter()
+            .map(|(ctx, cont)| self.fit(ctx, cont))
+            .collect::<Result<Vec<_>>>()?;
+        let len = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        let batch: Vec<Vec<u32>> = rows
+            .iter()
+            .map(|(ids, _, _)| {
+                let mut v = ids.clone();
+                v.resize(len, 0);
+                v
+            })
+            .collect();
+        let out = self.model.forward(&batch, Capture::default())?;
+        let mut scores = Vec::with_capacity(pairs.len());
+        for (b, ((_, start, truncated), (ctx, cont))) in rows.iter().zip(pairs).enumerate() {
+            let f = || -> candle_core::Result<(Vec<f64>, bool)> {
+                let logits = out.logits.i(b)?.to_dtype(DType::F64)?;
+                let lp = log_softmax_last(&logits.narrow(0, start - 1, cont.len())?)?;
+                let rows: Vec<Vec<f64>> = lp.to_vec2()?;
+                let mut greedy = true;
+                let mut token_logprobs = Vec::with_capacity(cont.len());
+                for (row, &tok) in rows.iter().zip(cont) {
+                    token_logprobs.push(row[tok as usize]);
+                    let best = (0..row.len())
+                        .max_by(|&x, &y| row[x].total_cmp(&row[y]))
+                        .unwrap_or(0);
+                    greedy &= best == tok as usize;
+                }
+                Ok((token_logprobs, greedy))
+            };
+            let (token_logprobs, greedy) = f().map_err(candle_error("scoring"))?;
+            scores.push(Scored {
+                logprob: token_logprobs.iter().sum(),
+                n_tokens: cont.len(),
+                greedy,
+                token_logprobs,
+                prompt_tokens: ctx.len(),
+                truncated: *truncated,
+            });
+        }
+        Ok(scores)
+    }
+}
+
+/// The score of one completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// Σ log P(token | everything before it), natural log.
+    pub logprob: f64,
+    /// Tokens of the completion.
+    pub n_tokens: usize,
+    /// Whether every completion token is the argmax.
+    pub greedy: bool,
+    /// Per token.
+    pub token_logprobs: Vec<f64>,
+    /// Tokens of the prompt (before truncation).
+    pub prompt_tokens: usize,
+    /// Prompt tokens dropped from the start to fit the context.
+    pub truncated: usize,
+}
+
+impl Scored {
+    /// An error ([`Error::NonFinite`]) when a log-probability is not finite (the model's logits
+    /// overflowed or its weights are damaged): NaN would rank as nothing, sum to NaN and count as
+    /// a wrong answer.
+    pub fn check(&self) -> Result<()> {
+        match self.token_logprobs.iter().position(|x| !x.is_finite()) {
+            None => Ok(()),
+            Some(k) => Err(finite::value_error(
+                format!(
+                    "the log-probability of completion token {k} (of {})",
+                    self.n_tokens
+                ),
+                self.token_logprobs[k],
+            )),
+        }
+    }
+}
+
+/// Multiple-choice results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choices {
+    /// Each choice's score.
+    pub scored: Vec<Scored>,
+    /// Argmax of the summed log-probabilities.
+    pub predicted: usize,
+    /// Argmax of the sum divided by the choice's length in characters.
+    pub predicted_norm: usize,
+}
+
+/// Scores every choice after `prompt`.
+pub fn choose(lm: &LanguageModel, prompt: &str, choices: &[String]) -> Result<Choices> {
+    if choices.is_empty() {
+        return Err(Error::Query("no choices".into()));
+    }
+    // Every choice in one forward pass.
+    let pairs = choices
+        .iter()
+        .map(|c| lm.split(prompt, c))
+        .collect::<Result<Vec<_>>>()?;
+    let scored = lm.score_batch_unchecked(&pairs)?;
+    for (s, c) in scored.iter().zip(choices) {
+        s.check()
+            .map_err(|e| finite::within(e, format!("choice {c:?}")))?;
+    }
+    let argmax = |v: Vec<f64>| {
+        v.iter()
+            .enumerate()
+            .fold((0usize, f64::NEG_INFINITY), |b, (i, &x)| {
+                if x > b.1 {
+                    (i, x)
+                } else {
+                    b
+                }
+            })
+            .0
+    };
+    let predicted = argmax(scored.iter().map(|s| s.logprob).collect());
+    let predicted_norm = argmax(
+        scored
+            .iter()
+            .zip(choices)
+            .map(|(s, c)| s.logprob / c.chars().count().max(1) as f64)
+            .collect(),
+    );
+    Ok(Choices {
+        scored,
+        predicted,
+        predicted_norm,
+    })
+}
+
+/// What [`zero_shot`] measured overall.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ZeroShotSummary {
+    /// Items right (`acc`).
+    pub correct: usize,
+    /// Items whose prompt was truncated to fit the context.
+    pub truncated: usize,
+    /// Mean log-probability of the (correct) completions.
+    pub mean_logprob: f64,
+}
+
+#[derive(Default)]
+struct Rows {
+    id: Vec<Option<String>>,
+    task: Vec<Option<String>>,
+    kind: Vec<Option<String>>,
+    model: Vec<Option<String>>,
+    prompt_tokens: Vec<Option<u64>>,
+    truncated: Vec<Option<u64>>,
+    logprob: Vec<Option<f64>>,
+    n_tokens: Vec<Option<u64>>,
+    greedy: Vec<Option<bool>>,
+    choice_logprobs: Vec<Option<Vec<f64>>>,
+    answer: Vec<Option<u64>>,
+    predicted: Vec<Option<u64>>,
+    predicted_norm: Vec<Option<u64>>,
+    acc: Vec<Option<bool>>,
+    acc_norm: Vec<Option<bool>>,
+    concepts: Vec<Vec<String>>,
+}
+
+/// Scores `items` with `lm` (completions: Σ log P and greedy match; multiple choice: acc and
+/// acc_norm as lm-evaluation-harness) into the zero_shot table; `source` names the items in
+/// errors, `on_item` is called after each item.
+pub fn zero_shot(
+    lm: &LanguageModel,
+    items: &[Item],
+    model_name: &str,
+    source: &str,
+    on_item: &dyn Fn(),
+) -> Result<(Table, ZeroShotSummary)> {
+    let mut t = Rows::default();
+    for item in items {
+        let ctx = |e: Error| match e {
+            Error::NonFinite(_) => finite::within(e, format!("{source}: item {}", item.id)),
+            e => Error::Query(format!("{source}: item {}: {e}", item.id)),
+        };
+        let (kind, prompt_tokens, truncated) = match &item.ask {
+            Ask::Completion(c) => {
+                let s = lm.score(&item.prompt, c).map_err(ctx)?;
+                t.logprob.push(Some(s.logprob));
+                t.n_tokens.push(Some(s.n_tokens as u64));
+                t.greedy.push(Some(s.greedy));
+                t.choice_logprobs.push(None);
+                t.answer.push(None);
+                t.predicted.push(None);
+                t.predicted_norm.push(None);
+                t.acc.push(Some(s.greedy));
+                t.acc_norm.push(None);
+                ("completion", s.prompt_tokens, s.truncated)
+            }
+            Ask::Choice { choices, answer } => {
+                let r = choose(lm, &item.prompt, choices).map_err(ctx)?;
+                let right = &r.scored[*answer];
+                let truncated = r.scored.iter().map(|s| s.truncated).max().unwrap_or(0);
+                t.logprob.push(Some(right.logprob));
+                t.n_tokens.push(Some(right.n_tokens as u64));
+                t.greedy.push(Some(right.greedy));
+                t.choice_logprobs
+                    .push(Some(r.scored.iter().map(|s| s.logprob).collect()));
+                t.answer.push(Some(*answer as u64));
+                t.predicted.push(Some(r.predicted as u64));
+                t.predicted_norm.push(Some(r.predicted_norm as u64));
+                t.acc.push(Some(r.predicted == *answer));
+                t.acc_norm.push(Some(r.predicted_norm == *answer));
+                ("multiple_choice", right.prompt_tokens, truncated)
+            }
+        };
+        t.id.push(Some(item.id.clone()));
+        t.task.push(Some(item.task.clone()));
+        t.kind.push(Some(kind.to_string()));
+        t.model.push(Some(model_name.to_string()));
+        t.prompt_tokens.push(Some(prompt_tokens as u64));
+        t.truncated.push(Some(truncated as u64));
+        t.concepts.push(item.concepts.clone());
+        on_item();
+    }
+    let n = items.len().max(1);
+    let summary = ZeroShotSummary {
+        correct: t.acc.iter().filter(|x| **x == Some(true)).count(),
+        truncated: t.truncated.iter().filter(|x| x.unwrap_or(0) > 0).count(),
+        mean_logprob: t.logprob.iter().flatten().sum::<f64>() / n as f64,
+    };
+    let table = Table::new()
+        .column("item_id", Column::Str(t.id))
+        .column("task", Column::Str(t.task))
+        .column("kind", Column::Str(t.kind))
+        .column("model", Column::Str(t.model))
+        .column("prompt_tokens", Column::U64(t.prompt_tokens))
+        .column("truncated_tokens", Column::U64(t.truncated))
+        .column("logprob", Column::F64(t.logprob))
+        .column("n_tokens", Column::U64(t.n_tokens))
+        .column("greedy_match", Column::Bool(t.greedy))
+        .column("choice_logprobs", Column::F64List(t.choice_logprobs))
+        .column("answer", Column::U64(t.answer))
+        .column("predicted", Column::U64(t.predicted))
+        .column("predicted_norm", Column::U64(t.predicted_norm))
+        .column("acc", Column::Bool(t.acc))
+        .column("acc_norm", Column::Bool(t.acc_norm))
+        .column("concepts", Column::StrList(t.concepts))
+        .with_schema(familiar::schema::table("zero_shot")?);
+    Ok((table, summary))
+}
+
+/// One item of a keyword-probability file: the keyword's probability after the context is
+/// measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeywordItem {
+    /// Line of the items file.
+    pub line: u64,
+    /// `id` (a string as is, another JSON value as JSON), or the line number.
+    pub id: String,
+    /// Text before the keyword.
+    pub context: String,
+    /// The keyword (not empty).
+    pub keyword: String,
+}
+
+/// Reads a keyword items file (JSONL, `{"id"?, "context", "keyword"}` per line; see
+/// [`familiar::input`]); an empty keyword or an empty file is an error.
+pub fn read_keyword_items(path: &std::path::Path) -> familiar::Result<Vec<KeywordItem>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        id: Option<serde_json::Value>,
+        context: String,
+        keyword: String,
+    }
+    let raw: Vec<(u64, Raw)> =
+        familiar::input::read_jsonl_records(path, "{\"id\", \"context\", \"keyword\"}")?;
+    if raw.is_empty() {
+        return Err(familiar::input::bad(path, 0, "no items"));
+    }
+    raw.into_iter()
+        .map(|(line, r)| {
+            if r.keyword.is_empty() {
+                return Err(familiar::input::bad(path, line, "empty keyword"));
+            }
+            Ok(KeywordItem {
+                line,
+                id: familiar::input::id_or_line(r.id, line),
+                context: r.context,
+                keyword: r.keyword,
+            })
+        })
+        .collect()
+}

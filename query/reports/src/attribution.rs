@@ -1,0 +1,897 @@
+//! `familiar attribute report`: how the documents that drive reasoning completions differ from those
+//! that drive factual ones (the analyses of Ruis et al. 2024, "Procedural knowledge in pretraining
+//! drives reasoning in large language models"), from the tables `familiar attribute score` wrote.
+//!
+//! For every query: influence per nat (scores divided by the completion's information content
+//! `−log p(completion | prompt)`); with every document scored (`score --all`), the share of the
+//! total positive influence held by the top 0.01 / 0.1 / 1 / 10 % of documents and a power law
+//! `s_r ∝ r^−α` fitted by least squares on log–log over the ranked positive scores of the top 10 %
+//! of documents (at least 10 ranks). Across queries (again with every document scored): Pearson
+//! and Spearman (average ranks for ties) correlation of the influence vectors of each pair of
+//! queries, averaged within each task and, as the baseline, over all pairs of factual queries. Over
+//! the top `k` documents of each query: how often the answer (and the intermediate answers) occurs
+//! in them — as the token sequence of `" " + answer`, found with the suffix array — against its
+//! share of all documents; and the source-type enrichment (a source's share among top documents ÷
+//! its share of the corpus).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, UInt64Type};
+use arrow_array::{Array, RecordBatch};
+use familiar::index::Index;
+use familiar::stats::{average_ranks, fit_power_law, standardized, PowerLaw};
+use familiar::{Error, Result};
+use serde::Serialize;
+
+use crate::svg::{BarChart, LineChart, Series};
+
+/// Fractions of documents whose share of positive influence is reported.
+pub const CONCENTRATION: [f64; 4] = [0.0001, 0.001, 0.01, 0.1];
+
+/// A query of the run (a row of queries.parquet).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunQuery {
+    /// Its id.
+    pub id: String,
+    /// factual or reasoning.
+    pub kind: String,
+    /// Task.
+    pub task: String,
+    /// Answer, if given.
+    pub answer: Option<String>,
+    /// Intermediate answers.
+    pub intermediate: Vec<String>,
+    /// log p(completion | prompt).
+    pub logprob: f64,
+    /// Preconditioner of the run.
+    pub precondition: String,
+}
+
+/// The tables of one `familiar attribute score` run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The queries.
+    pub queries: Vec<RunQuery>,
+    /// Per query (same order), `(doc_id, score)` by rank.
+    pub scores: Vec<Vec<(u64, f64)>>,
+}
+
+fn read_table(path: &Path, table: &str) -> Result<Vec<RecordBatch>> {
+    let err = |e: &dyn std::fmt::Display| Error::corrupt(path, e.to_string());
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| err(&e))?
+        .build()
+        .map_err(|e| err(&e))?;
+    let expected = familiar::schema::table(table)?;
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| err(&e))?;
+    for b in &batches {
+        for f in expected.fields() {
+            let have = b.schema().field_with_name(f.name()).ok().cloned();
+            if have.as_ref().map(|h| h.data_type()) != Some(f.data_type()) {
+                return Err(err(&format!(
+                    "expected the {table} table: column `{}` of type {} is {}",
+                    f.name(),
+                    f.data_type(),
+                    match have {
+                        Some(h) => format!("of type {}", h.data_type()),
+                        None => "missing".into(),
+                    }
+                )));
+            }
+        }
+    }
+    Ok(batches)
+}
+
+fn strings(b: &RecordBatch, name: &str) -> Vec<Option<String>> {
+    let c = b.column_by_name(name).map(|c| c.as_string::<i32>().clone());
+    match c {
+        Some(c) => (0..c.len())
+            .map(|i| (!c.is_null(i)).then(|| c.value(i).to_string()))
+            .collect(),
+        None => vec![None; b.num_rows()],
+    }
+}
+
+impl Run {
+    /// Reads `influence.parquet` and `queries.parquet` from `dir`.
+    pub fn read(dir: &Path) -> Result<Run> {
+        let qpath = dir.join("queries.parquet");
+        let mut queries = Vec::new();
+        for b in read_table(&qpath, "queries")? {
+            let ids = strings(&b, "query_id");
+            let kinds = strings(&b, "kind");
+            let tasks = strings(&b, "task");
+            let answers = strings(&b, "answer");
+            let pre = strings(&b, "precondition");
+            let lp = b
+                .column_by_name("logprob")
+                .map(|c| c.as_primitive::<Float64Type>().clone());
+            let inter = b
+                .column_by_name("intermediate")
+                .map(|c| c.as_list::<i32>().clone());
+            for i in 0..b.num_rows() {
+                let intermediate = match &inter {
+                    Some(l) if !l.is_null(i) => {
+                        let v = l.value(i);
+                        let s = v.as_string::<i32>();
+                        (0..s.len()).map(|j| s.value(j).to_string()).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                queries.push(RunQuery {
+                    id: ids[i].clone().unwrap_or_default(),
+                    kind: kinds[i].clone().unwrap_or_default(),
+                    task: tasks[i].clone().unwrap_or_default(),
+                    answer: answers[i].clone(),
+                    intermediate,
+                    logprob: lp.as_ref().map_or(f64::NAN, |c| c.value(i)),
+                    precondition: pre[i].clone().unwrap_or_default(),
+                });
+            }
+        }
+        let position: HashMap<String, usize> = queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (q.id.clone(), i))
+            .collect();
+        let ipath = dir.join("influence.parquet");
+        let mut ranked: Vec<Vec<(u64, u64, f64)>> = vec![Vec::new(); queries.len()];
+        for b in read_table(&ipath, "influence")? {
+            let ids = strings(&b, "query_id");
+            let col_u64 = |n: &str| {
+                b.column_by_name(n)
+                    .map(|c| c.as_primitive::<UInt64Type>().clone())
+            };
+            let (docs, ranks) = (col_u64("doc_id"), col_u64("rank"));
+            let scores = b
+                .column_by_name("score")
+                .map(|c| c.as_primitive::<Float64Type>().clone());
+            let (Some(docs), Some(ranks), Some(scores)) = (docs, ranks, scores) else {
+                return Err(Error::corrupt(&ipath, "columns missing"));
+            };
+            for (i, id) in ids.iter().enumerate() {
+                let id = id.as_deref().unwrap_or_default();
+                let q = *position.get(id).ok_or_else(|| {
+                    Error::corrupt(
+                        &ipath,
+                        format!("query `{id}` is not in {}", qpath.display()),
+                    )
+                })?;
+                ranked[q].push((ranks.value(i), docs.value(i), scores.value(i)));
+            }
+        }
+        let scores = ranked
+            .into_iter()
+            .map(|mut r| {
+                r.sort_by_key(|x| x.0);
+                r.into_iter().map(|(_, d, s)| (d, s)).collect()
+            })
+            .collect();
+        Ok(Run { queries, scores })
+    }
+}
+
+/// Share of the total positive influence held by the top `ceil(f · n)` documents (at least one),
+/// for each fraction `f`; `ranked` holds every document's score, descending.
+pub fn concentration(ranked: &[f64], fractions: &[f64]) -> Vec<f64> {
+    let total: f64 = ranked.iter().filter(|&&s| s > 0.0).sum();
+    fractions
+        .iter()
+        .map(|f| {
+            let k = ((f * ranked.len() as f64).ceil() as usize).clamp(1, ranked.len().max(1));
+            let top: f64 = ranked.iter().take(k).filter(|&&s| s > 0.0).sum();
+            if total > 0.0 {
+                top / total
+            } else {
+                f64::NAN
+            }
+        })
+        .collect()
+}
+
+/// What the report found for one query.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryStats {
+    /// Query id.
+    pub id: String,
+    /// Kind.
+    pub kind: String,
+    /// Task.
+    pub task: String,
+    /// Information content of the completion, nats.
+    pub nats: f64,
+    /// Highest score.
+    pub top_score: f64,
+    /// Highest score per nat.
+    pub top_score_per_nat: f64,
+    /// Sum of positive scores per nat (every document scored only).
+    pub positive_per_nat: Option<f64>,
+    /// Share of positive influence in the top fractions [`CONCENTRATION`] (every document only).
+    pub concentration: Option<Vec<f64>>,
+    /// Power law of the ranked top 10 % (every document only).
+    pub power_law: Option<PowerLaw>,
+    /// Top documents containing the answer, of `top_k` (None without an answer).
+    pub answer_in_top: Option<usize>,
+    /// Share of all documents containing the answer.
+    pub answer_base_rate: Option<f64>,
+    /// Top documents containing an intermediate answer (None without any).
+    pub intermediate_in_top: Option<usize>,
+    /// Share of all documents containing an intermediate answer.
+    pub intermediate_base_rate: Option<f64>,
+}
+
+/// Mean correlations of one group of query pairs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Correlation {
+    /// What the pairs are (`task: …` within one task, or the factual baseline).
+    pub group: String,
+    /// Kind of the task's queries (`factual`, `reasoning`).
+    pub kind: String,
+    /// Pairs averaged.
+    pub pairs: usize,
+    /// Mean Pearson correlation.
+    pub pearson: f64,
+    /// Mean Spearman correlation.
+    pub spearman: f64,
+}
+
+/// A source's enrichment among the top documents of one kind of query.
+#[derive(Debug, Clone, Serialize)]
+pub struct Enrichment {
+    /// Kind of query.
+    pub kind: String,
+    /// Source name (`(none)` without one).
+    pub source: String,
+    /// Share among the top documents.
+    pub top_share: f64,
+    /// Share of the corpus.
+    pub corpus_share: f64,
+    /// `top_share / corpus_share`.
+    pub enrichment: f64,
+}
+
+/// Everything the report found (`summary.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The run directory.
+    pub run: String,
+    /// Preconditioner of the run.
+    pub precondition: String,
+    /// Documents in the index.
+    pub documents: u64,
+    /// Whether every document was scored (`score --all`): needed for correlations and
+    /// concentration.
+    pub complete: bool,
+    /// Top documents examined per query (answers, sources).
+    pub top_k: usize,
+    /// Per query.
+    pub queries: Vec<QueryStats>,
+    /// Mean correlations within tasks and across factual queries.
+    pub correlations: Vec<Correlation>,
+    /// Source enrichment by kind.
+    pub enrichment: Vec<Enrichment>,
+}
+
+/// The documents of `index` containing the token sequence of `" " + text` (sorted ids).
+fn documents_containing(index: &Index, text: &str) -> Result<HashSet<u64>> {
+    let ids = index.tokenizer()?.encode(&format!(" {text}"))?;
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let page = familiar_query::ngram::locate(index, &ids, 0, u64::MAX)?;
+    Ok(page.hits.into_iter().map(|h| h.doc_id).collect())
+}
+
+/// Every document's source (index by global doc id), and the distinct sources.
+fn sources(index: &Index) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(index.documents() as usize);
+    for shard in index.shards() {
+        let path = shard.dir.join(familiar::manifest::DOCUMENTS_FILE);
+        for b in read_table(&path, "documents")? {
+            out.extend(
+                strings(&b, "source")
+                    .into_iter()
+                    .map(|s| s.unwrap_or_else(|| "(none)".into())),
+            );
+        }
+    }
+    if out.len() as u64 != index.documents() {
+        return Err(Error::corrupt(
+            index.dir(),
+            format!(
+                "the documents tables hold {} rows, the index {} documents",
+                out.len(),
+                index.documents()
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// Analyses `run` (read from `dir`) against `index` (the index the store was built from).
+pub fn analyse(run: &Run, dir: &Path, index: &Index, top_k: usize) -> Result<Report> {
+    let n = index.documents();
+    for s in &run.scores {
+        if let Some(&(d, _)) = s.iter().find(|(d, _)| *d >= n) {
+            return Err(Error::Query(format!(
+                "{} names document {d}, but the index {} has {n} documents: not the index the store was built from",
+                dir.join("influence.parquet").display(),
+                index.dir().display()
+            )));
+        }
+    }
+    let complete = !run.scores.is_empty() && run.scores.iter().all(|s| s.len() as u64 == n);
+    let source = sources(index)?;
+    // The documents containing each distinct answer and intermediate answer, found once.
+    let mut containing: HashMap<&str, HashSet<u64>> = HashMap::new();
+    for q in &run.queries {
+        for a in q.answer.iter().chain(&q.intermediate) {
+            if !containing.contains_key(a.as_str()) {
+                containing.insert(a, documents_containing(index, a)?);
+            }
+        }
+    }
+    let mut stats = Vec::with_capacity(run.queries.len());
+    for (q, s) in run.queries.iter().zip(&run.scores) {
+        let nats = -q.logprob;
+        let ranked: Vec<f64> = s.iter().map(|x| x.1).collect();
+        let top_score = ranked.first().copied().unwrap_or(f64::NAN);
+        let top: Vec<u64> = s.iter().take(top_k).map(|x| x.0).collect();
+        let (answer_in_top, answer_base_rate) = match &q.answer {
+            Some(a) => {
+                let docs = &containing[a.as_str()];
+                (
+                    Some(top.iter().filter(|d| docs.contains(d)).count()),
+                    Some(docs.len() as f64 / n.max(1) as f64),
+                )
+            }
+            None => (None, None),
+        };
+        let (intermediate_in_top, intermediate_base_rate) = if q.intermediate.is_empty() {
+            (None, None)
+        } else {
+            let docs: HashSet<u64> = q
+                .intermediate
+                .iter()
+                .flat_map(|a| containing[a.as_str()].iter().copied())
+                .collect();
+            (
+                Some(top.iter().filter(|d| docs.contains(d)).count()),
+                Some(docs.len() as f64 / n.max(1) as f64),
+            )
+        };
+        let tail = (ranked.len() / 10).max(10);
+        stats.push(QueryStats {
+            id: q.id.clone(),
+            kind: q.kind.clone(),
+            task: q.task.clone(),
+            nats,
+            top_score,
+            top_score_per_nat: top_score / nats,
+            positive_per_nat: complete
+                .then(|| ranked.iter().filter(|&&x| x > 0.0).sum::<f64>() / nats),
+            concentration: complete.then(|| concentration(&ranked, &CONCENTRATION)),
+            power_law: if complete {
+                fit_power_law(&ranked, tail)
+            } else {
+                None
+            },
+            answer_in_top,
+            answer_base_rate,
+            intermediate_in_top,
+            intermediate_base_rate,
+        });
+    }
+    let correlations = if complete {
+        correlations(run, n as usize)
+    } else {
+        Vec::new()
+    };
+    // Source enrichment of the top documents, by kind.
+    let mut corpus: BTreeMap<&str, f64> = BTreeMap::new();
+    for s in &source {
+        *corpus.entry(s.as_str()).or_default() += 1.0 / source.len().max(1) as f64;
+    }
+    let mut enrichment = Vec::new();
+    let kinds: Vec<String> = run
+        .queries
+        .iter()
+        .map(|q| q.kind.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for kind in &kinds {
+        let mut counts: BTreeMap<&str, f64> = BTreeMap::new();
+        let mut total = 0.0;
+        for (q, s) in run.queries.iter().zip(&run.scores) {
+            if &q.kind != kind {
+                continue;
+            }
+            for (d, _) in s.iter().take(top_k) {
+                *counts.entry(source[*d as usize].as_str()).or_default() += 1.0;
+                total += 1.0;
+            }
+        }
+        for (src, share) in &corpus {
+            let top_share = counts.get(src).copied().unwrap_or(0.0) / f64::max(total, 1.0);
+            enrichment.push(Enrichment {
+                kind: kind.clone(),
+                source: src.to_string(),
+                top_share,
+                corpus_share: *share,
+                enrichment: top_share / share,
+            });
+        }
+    }
+    Ok(Report {
+        run: dir.display().to_string(),
+        precondition: run
+            .queries
+            .first()
+            .map(|q| q.precondition.clone())
+            .unwrap_or_default(),
+        documents: n,
+        complete,
+        top_k,
+        queries: stats,
+        correlations,
+        enrichment,
+    })
+}
+
+/// Mean Pearson and Spearman correlations of influence vectors within each task and over all
+/// pairs of factual queries.
+fn correlations(run: &Run, n: usize) -> Vec<Correlation> {
+    use rayon::prelude::*;
+    let dense: Vec<Vec<f64>> = run
+        .scores
+        .iter()
+        .map(|s| {
+            let mut v = vec![0.0; n];
+            for &(d, x) in s {
+                v[d as usize] = x;
+            }
+            v
+        })
+        .collect();
+    // A constant influence vector has no correlation with anything (`stats` says None); it
+    // counts as 0 in these means, as "no agreement", so that every pair of the group counts.
+    let zeros = vec![0.0; n];
+    let pear: Vec<Vec<f64>> = dense
+        .par_iter()
+        .map(|v| standardized(v).unwrap_or_else(|| zeros.clone()))
+        .collect();
+    let spear: Vec<Vec<f64>> = dense
+        .par_iter()
+        .map(|v| standardized(&average_ranks(v)).unwrap_or_else(|| zeros.clone()))
+        .collect();
+    let dot = |a: &[f64], b: &[f64]| -> f64 { a.iter().zip(b).map(|(x, y)| x * y).sum() };
+    let mean_over = |pairs: &[(usize, usize)]| -> (f64, f64) {
+        let (p, s) = pairs
+            .par_iter()
+            .map(|&(i, j)| (dot(&pear[i], &pear[j]), dot(&spear[i], &spear[j])))
+            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let m = pairs.len().max(1) as f64;
+        (p / m, s / m)
+    };
+    let q = &run.queries;
+    let mut tasks: Vec<(&str, &str)> = q
+        .iter()
+        .map(|x| (x.kind.as_str(), x.task.as_str()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // Reasoning tasks first, as in the paper's figures.
+    tasks.sort_by_key(|t| (t.0 != "reasoning", t.1));
+    let mut out = Vec::new();
+    for (kind, task) in tasks {
+        let members: Vec<usize> = (0..q.len()).filter(|&i| q[i].task == task).collect();
+        let pairs: Vec<(usize, usize)> = members
+            .iter()
+            .enumerate()
+            .flat_map(|(a, &i)| members[a + 1..].iter().map(move |&j| (i, j)))
+            .collect();
+        if pairs.is_empty() {
+            continue;
+        }
+        let (p, s) = mean_over(&pairs);
+        out.push(Correlation {
+            group: format!("within task: {task}"),
+            kind: kind.to_string(),
+            pairs: pairs.len(),
+            pearson: p,
+            spearman: s,
+        });
+    }
+    let factual: Vec<usize> = (0..q.len()).filter(|&i| q[i].kind == "factual").collect();
+    let pairs: Vec<(usize, usize)> = factual
+        .iter()
+        .enumerate()
+        .flat_map(|(a, &i)| factual[a + 1..].iter().map(move |&j| (i, j)))
+        .collect();
+    if !pairs.is_empty() {
+        let (p, s) = mean_over(&pairs);
+        out.push(Correlation {
+            group: "across factual queries".into(),
+            kind: "factual".into(),
+            pairs: pairs.len(),
+            pearson: p,
+            spearman: s,
+        });
+    }
+    out
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = v
+        .filter(|x| x.is_finite())
+        .fold((0.0, 0usize), |a, x| (a.0 + x, a.1 + 1));
+    if n == 0 {
+        f64::NAN
+    } else {
+        s / n as f64
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if !v.is_finite() {
+        "–".into()
+    } else if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e5) {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// Groups of queries the tables summarize: each kind, then each task.
+fn groups(r: &Report) -> Vec<(String, String, Vec<&QueryStats>)> {
+    let mut out = Vec::new();
+    let mut kinds: Vec<&str> = r.queries.iter().map(|q| q.kind.as_str()).collect();
+    kinds.sort_unstable_by_key(|k| (*k != "reasoning", *k));
+    kinds.dedup();
+    for kind in kinds {
+        let members: Vec<&QueryStats> = r.queries.iter().filter(|q| q.kind == kind).collect();
+        let mut tasks: Vec<&str> = members.iter().map(|q| q.task.as_str()).collect();
+        tasks.sort_unstable();
+        tasks.dedup();
+        out.push((kind.to_string(), "(all)".to_string(), members.clone()));
+        for t in tasks {
+            out.push((
+                kind.to_string(),
+                t.to_string(),
+                members.iter().copied().filter(|q| q.task == t).collect(),
+            ));
+        }
+    }
+    out
+}
+
+/// A Markdown table.
+fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut s = format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
+    for r in rows {
+        s.push_str(&format!("| {} |\n", r.join(" | ")));
+    }
+    s
+}
+
+/// The charts of the report: `(file name, title, svg)`.
+fn charts(r: &Report, run: &Run) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let kinds: Vec<&str> = {
+        let mut k: Vec<&str> = r.queries.iter().map(|q| q.kind.as_str()).collect();
+        k.sort_unstable_by_key(|k| (*k != "reasoning", *k));
+        k.dedup();
+        k
+    };
+    if r.complete {
+        // Cumulative share of positive influence against the fraction of documents, mean by kind.
+        let n = r.documents as usize;
+        let fractions: Vec<f64> = (0..=40)
+            .map(|i| 10f64.powf(-4.0 + 4.0 * i as f64 / 40.0))
+            .filter(|f| f * n as f64 >= 1.0)
+            .collect();
+        let mut series = Vec::new();
+        let mut tail = Vec::new();
+        for kind in &kinds {
+            let members: Vec<usize> = (0..r.queries.len())
+                .filter(|&i| r.queries[i].kind == *kind)
+                .collect();
+            let curves: Vec<Vec<f64>> = members
+                .iter()
+                .map(|&i| {
+                    let ranked: Vec<f64> = run.scores[i].iter().map(|x| x.1).collect();
+                    concentration(&ranked, &fractions)
+                })
+                .collect();
+            series.push(Series {
+                name: kind.to_string(),
+                points: fractions
+                    .iter()
+                    .enumerate()
+                    .map(|(j, f)| (*f, mean(curves.iter().map(|c| c[j]))))
+                    .collect(),
+                dashed: false,
+                markers: false,
+            });
+            // Ranked scores normalized by the top score, averaged over the kind's queries.
+            let ranks = (n / 10).max(10).min(n);
+            let pts: Vec<(f64, f64)> = (0..ranks)
+                .map(|j| {
+                    let v = mean(members.iter().map(|&i| {
+                        let s = &run.scores[i];
+                        let top = s.first().map_or(f64::NAN, |x| x.1);
+                        s.get(j).map_or(f64::NAN, |x| x.1 / top)
+                    }));
+                    ((j + 1) as f64, v)
+                })
+                .collect();
+            tail.push(Series {
+                name: format!("{kind}: mean s_r / s_1"),
+                points: pts.clone(),
+                dashed: false,
+                markers: false,
+            });
+            let ranked: Vec<f64> = pts.iter().map(|p| p.1).collect();
+            if let Some(fit) = fit_power_law(&ranked, ranks) {
+                tail.push(Series {
+                    name: format!("{kind}: fit α = {:.2}", fit.alpha),
+                    points: [1.0, fit.ranks as f64]
+                        .iter()
+                        .map(|&x| (x, (fit.log_c - fit.alpha * x.ln()).exp()))
+                        .collect(),
+                    dashed: true,
+                    markers: false,
+                });
+            }
+        }
+        out.push((
+            "concentration.svg".into(),
+            "Concentration of positive influence".into(),
+            LineChart {
+                title: "Share of positive influence in the top documents".into(),
+                x_label: "fraction of documents (top ranked)".into(),
+                y_label: "share of total positive influence".into(),
+                log_x: true,
+                log_y: false,
+                series,
+            }
+            .to_svg(),
+        ));
+        out.push((
+            "tail.svg".into(),
+            "Ranked influence (top 10 %)".into(),
+            LineChart {
+                title: "Ranked influence, top 10 % of documents".into(),
+                x_label: "rank".into(),
+                y_label: "score / top score".into(),
+                log_x: true,
+                log_y: true,
+                series: tail,
+            }
+            .to_svg(),
+        ));
+    }
+    if !r.correlations.is_empty() {
+        out.push((
+            "correlation.svg".into(),
+            "Correlation of influence between queries".into(),
+            BarChart {
+                title: "Mean correlation of influence vectors".into(),
+                y_label: "correlation".into(),
+                categories: r
+                    .correlations
+                    .iter()
+                    .map(|c| {
+                        c.group
+                            .trim_start_matches("within task: ")
+                            .replace("across factual queries", "factual (all pairs)")
+                    })
+                    .collect(),
+                series: vec![
+                    (
+                        "Pearson".into(),
+                        r.correlations.iter().map(|c| c.pearson).collect(),
+                    ),
+                    (
+                        "Spearman".into(),
+                        r.correlations.iter().map(|c| c.spearman).collect(),
+                    ),
+                ],
+            }
+            .to_svg(),
+        ));
+    }
+    out
+}
+
+/// The report as Markdown (charts referenced as files).
+fn markdown(r: &Report, charts: &[(String, String, String)]) -> String {
+    let mut s = format!(
+        "# Attribution report\n\nRun `{}` ({} preconditioner), {} queries against {} documents{}.\n\n",
+        r.run,
+        r.precondition,
+        r.queries.len(),
+        r.documents,
+        if r.complete {
+            " (every document scored)"
+        } else {
+            "; only the top documents of each query were scored, so correlations, concentration and the power-law fit need `familiar attribute score --all`"
+        }
+    );
+    s.push_str("## Influence per nat\n\nScores divided by the completion's information content (−log p(completion | prompt), nats).\n\n");
+    let rows: Vec<Vec<String>> = groups(r)
+        .iter()
+        .map(|(kind, task, qs)| {
+            vec![
+                kind.clone(),
+                task.clone(),
+                qs.len().to_string(),
+                fmt(mean(qs.iter().map(|q| q.nats))),
+                fmt(mean(qs.iter().map(|q| q.top_score_per_nat))),
+                fmt(mean(qs.iter().filter_map(|q| q.positive_per_nat))),
+            ]
+        })
+        .collect();
+    s.push_str(&table(
+        &[
+            "kind",
+            "task",
+            "queries",
+            "mean nats",
+            "top score / nat",
+            "total positive / nat",
+        ],
+        &rows,
+    ));
+    if r.complete {
+        s.push_str("\n## Concentration\n\nShare of the total positive influence in the top fraction of documents (mean over queries), and a power law `s_r ∝ r^−α` fitted on the ranked top 10 %.\n\n");
+        let rows: Vec<Vec<String>> = groups(r)
+            .iter()
+            .map(|(kind, task, qs)| {
+                let mut row = vec![kind.clone(), task.clone()];
+                for j in 0..CONCENTRATION.len() {
+                    row.push(fmt(mean(
+                        qs.iter()
+                            .filter_map(|q| q.concentration.as_ref().map(|c| c[j])),
+                    )));
+                }
+                row.push(fmt(mean(
+                    qs.iter().filter_map(|q| q.power_law.map(|p| p.alpha)),
+                )));
+                row.push(fmt(mean(
+                    qs.iter().filter_map(|q| q.power_law.map(|p| p.r2)),
+                )));
+                row
+            })
+            .collect();
+        s.push_str(&table(
+            &[
+                "kind",
+                "task",
+                "top 0.01 %",
+                "top 0.1 %",
+                "top 1 %",
+                "top 10 %",
+                "α",
+                "R²",
+            ],
+            &rows,
+        ));
+        s.push_str("\n## Correlation of influence between queries\n\nMean over pairs of queries of the correlation of their influence vectors (every document).\n\n");
+        let rows: Vec<Vec<String>> = r
+            .correlations
+            .iter()
+            .map(|c| {
+                vec![
+                    c.group.clone(),
+                    c.kind.clone(),
+                    c.pairs.to_string(),
+                    fmt(c.pearson),
+                    fmt(c.spearman),
+                ]
+            })
+            .collect();
+        s.push_str(&table(
+            &["pairs of", "kind", "pairs", "Pearson", "Spearman"],
+            &rows,
+        ));
+    }
+    s.push_str(&format!(
+        "\n## Answers in the top {} documents\n\nMean number of the top {} documents containing the answer (its token sequence after a space), against the share of all documents that contain it.\n\n",
+        r.top_k, r.top_k
+    ));
+    let rows: Vec<Vec<String>> = groups(r)
+        .iter()
+        .map(|(kind, task, qs)| {
+            vec![
+                kind.clone(),
+                task.clone(),
+                fmt(mean(
+                    qs.iter().filter_map(|q| q.answer_in_top.map(|x| x as f64)),
+                )),
+                fmt(mean(qs.iter().filter_map(|q| {
+                    q.answer_in_top.map(|x| f64::from(u8::from(x > 0)))
+                }))),
+                fmt(mean(qs.iter().filter_map(|q| q.answer_base_rate))),
+                fmt(mean(
+                    qs.iter()
+                        .filter_map(|q| q.intermediate_in_top.map(|x| x as f64)),
+                )),
+                fmt(mean(qs.iter().filter_map(|q| q.intermediate_base_rate))),
+            ]
+        })
+        .collect();
+    s.push_str(&table(
+        &[
+            "kind",
+            "task",
+            "answer in top",
+            "queries with answer in top",
+            "answer base rate",
+            "intermediate in top",
+            "intermediate base rate",
+        ],
+        &rows,
+    ));
+    s.push_str(&format!(
+        "\n## Sources of the top {} documents\n\nEnrichment = a source's share among the top documents ÷ its share of the corpus.\n\n",
+        r.top_k
+    ));
+    let rows: Vec<Vec<String>> = r
+        .enrichment
+        .iter()
+        .map(|e| {
+            vec![
+                e.kind.clone(),
+                e.source.clone(),
+                fmt(e.top_share),
+                fmt(e.corpus_share),
+                fmt(e.enrichment),
+            ]
+        })
+        .collect();
+    s.push_str(&table(
+        &[
+            "kind",
+            "source",
+            "share in top",
+            "share in corpus",
+            "enrichment",
+        ],
+        &rows,
+    ));
+    if !charts.is_empty() {
+        s.push_str("\n## Charts\n\n");
+        for (file, title, _) in charts {
+            s.push_str(&format!("![{title}]({file})\n\n"));
+        }
+    }
+    s
+}
+
+/// Writes `report.md`, `report.html`, `summary.json` and the charts (SVG) of `report` on `run`
+/// into `out`; returns the paths written. Each file is written atomically.
+pub fn write(report: &Report, run: &Run, out: &Path) -> Result<Vec<PathBuf>> {
+    let charts = charts(report, run);
+    let md = markdown(report, &charts);
+    crate::html::write_report(out, "Attribution report", &md, report, &charts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concentration_recovers_planted_values() {
+        // Negative scores do not count in the total.
+        let v = [4.0, 3.0, 2.0, 1.0, -5.0, -6.0, -7.0, -8.0, -9.0, -10.0];
+        assert_eq!(concentration(&v, &[0.1, 0.2, 1.0]), vec![0.4, 0.7, 1.0]);
+    }
+}

@@ -2,6 +2,8 @@
 //! only what its purpose needs, so that, e.g., a Ballista executor of familiar's SQL does not
 //! compile a transformer, and a library user of the n-gram queries does not compile the builder.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 

@@ -153,7 +153,7 @@ fn header_file(kind: FileKind, width: u32, count: u64, fill: &[u8], aux0: u64) -
     let bits = count * u64::from(width);
     let body = bits.div_ceil(8) as usize;
     file.extend((0..body).map(|i| fill.get(i % fill.len().max(1)).copied().unwrap_or(0xa5)));
-    if bits % 8 != 0 {
+    if !bits.is_multiple_of(8) {
         *file.last_mut().expect("a body") &= (1u8 << (bits % 8)) - 1;
     }
     file
@@ -401,7 +401,8 @@ fn manifest_with_invalid_utf8_is_corrupt() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("invalid UTF-8"), "{e}");
-    for m in [INDEX_MANIFEST] {
+    {
+        let m = INDEX_MANIFEST;
         assert!(
             familiar::manifest::parse::<IndexManifest>(m, "familiar-index", Path::new("m")).is_ok()
         );

@@ -94,7 +94,7 @@ fn form_pool(index: &Index, data: Option<&Path>, need: usize) -> BenchResult<Vec
         let mut stream = words.stream();
         let mut i = 0usize;
         while let Some((k, _)) = stream.next() {
-            if i % stride == 0 {
+            if i.is_multiple_of(stride) {
                 if let Ok(w) = std::str::from_utf8(k) {
                     push(w, &mut pool);
                 }

@@ -72,7 +72,7 @@ fn le(bytes: &[u8]) -> u64 {
 /// rounded up to whole bytes, computed in `u128` (no `u64` product or sum can overflow there).
 fn model_len(count: u64, width: u32) -> u128 {
     let bits = count as u128 * width as u128;
-    HEADER_LEN as u128 + bits / 8 + u128::from(bits % 8 != 0)
+    HEADER_LEN as u128 + bits / 8 + u128::from(!bits.is_multiple_of(8))
 }
 
 /// Element `i` of `width` bits (1..=64) of a packed body, assembled one bit at a time: bit `k` of

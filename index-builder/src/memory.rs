@@ -43,7 +43,10 @@ mod tests {
             familiar::token::TokenWidth::U32,
         ] {
             let n = super::auto_shard_tokens(w);
-            assert!(n % (1 << 20) == 0 || n == super::MAX_SHARD_TOKENS, "{n}");
+            assert!(
+                n.is_multiple_of(1 << 20) || n == super::MAX_SHARD_TOKENS,
+                "{n}"
+            );
             assert_eq!(n, super::auto_shard_tokens(w));
         }
     }

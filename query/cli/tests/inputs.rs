@@ -221,7 +221,7 @@ fn the_text_index_opens_regular_files_only() {
             }
             let out = t.join(format!("concepts-{n}-{fifo}"));
             let o = familiar_within(
-                &[
+                [
                     "concepts".as_ref(),
                     "count".as_ref(),
                     idx.as_os_str(),

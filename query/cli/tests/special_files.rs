@@ -69,10 +69,10 @@ fn special_files_in_an_index_fail_at_once_naming_the_file() {
             replace(&damaged, with);
             let name = damaged.display().to_string();
             // A text query opens every shard and loads the tokenizer.
-            let o = familiar_within(&os(&[&"count", &idx, &" Zelxir"]), LIMIT);
+            let o = familiar_within(os(&[&"count", &idx, &" Zelxir"]), LIMIT);
             o.failure().stderr_has(&[name.as_str(), what(with)]);
             // verify reports it as a problem.
-            let o = familiar_within(&os(&[&"index", &"verify", &idx]), LIMIT);
+            let o = familiar_within(os(&[&"index", &"verify", &idx]), LIMIT);
             o.failure()
                 .stdout_has(&["problem:", name.as_str(), what(with)]);
         }
@@ -93,7 +93,7 @@ fn a_resumed_build_over_a_special_file_rebuilds_that_shard() {
         let out = t.copy_tree(clean, format!("resume-{}", entries(t.path()).len()));
         std::fs::remove_file(out.join("manifest.json")).unwrap();
         replace(&out.join(rel), with);
-        let o = familiar_within(&build_args(&out, &inputs, &extra), LIMIT);
+        let o = familiar_within(build_args(&out, &inputs, &extra), LIMIT);
         o.success().stderr_has(&["1 kept from an interrupted run"]);
         assert_same_tree(clean, &out);
     }
@@ -107,10 +107,7 @@ fn special_files_as_build_inputs_or_tokenizer_are_refused() {
         let input = t.join(format!("special-{with:?}.jsonl"));
         replace(&input, with);
         let out = t.join(format!("out-input-{with:?}"));
-        let o = familiar_within(
-            &build_args(&out, &[good.clone(), input.clone()], &[]),
-            LIMIT,
-        );
+        let o = familiar_within(build_args(&out, &[good.clone(), input.clone()], &[]), LIMIT);
         o.failure()
             .stderr_has(&[input.display().to_string().as_str(), what(with)]);
 

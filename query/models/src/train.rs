@@ -480,7 +480,7 @@ fn check_shape(o: &TrainOptions, vocab: usize) -> Result<()> {
             "--layers, --hidden, --heads and --batch must be positive, --context at least 2".into(),
         ));
     }
-    if o.hidden % o.heads != 0 {
+    if !o.hidden.is_multiple_of(o.heads) {
         return Err(Error::Config(format!(
             "--hidden {} must be a multiple of --heads {}",
             o.hidden, o.heads
@@ -497,7 +497,8 @@ fn check_shape(o: &TrainOptions, vocab: usize) -> Result<()> {
     let activations = 4.0 * b * c * (20.0 * l * h + 2.0 * l * o.heads as f64 * c + 3.0 * v);
     let need = 16.0 * parameters + activations;
     let have = familiar::memory::meminfo("MemTotal").unwrap_or(u64::MAX) as f64;
-    if !(need < have) {
+    // (Not `need >= have`: a NaN estimate is refused too.)
+    if need.partial_cmp(&have) != Some(std::cmp::Ordering::Less) {
         return Err(Error::Config(format!(
             "a model of {parameters:.3e} parameters trained on batches of {} × {} tokens needs about \
              {:.1} GiB (weights, gradients, AdamW moments and activations), more than this \
@@ -573,7 +574,10 @@ pub fn train_on(
                 out.display()
             )));
         }
-        if options.hidden % options.heads != 0 || options.context < 2 || options.batch == 0 {
+        if !options.hidden.is_multiple_of(options.heads)
+            || options.context < 2
+            || options.batch == 0
+        {
             return Err(Error::Config(
                 "--hidden must be a multiple of --heads, --context at least 2, --batch positive"
                     .into(),

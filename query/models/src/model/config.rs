@@ -264,13 +264,13 @@ impl ModelConfig {
 
     fn check(&self, file: &Path) -> Result<()> {
         let bad = |what: String| Error::corrupt(file, what);
-        if self.heads == 0 || self.hidden % self.heads != 0 {
+        if self.heads == 0 || !self.hidden.is_multiple_of(self.heads) {
             return Err(bad(format!(
                 "hidden size {} is not a multiple of the {} attention heads",
                 self.hidden, self.heads
             )));
         }
-        if self.kv_heads == 0 || self.heads % self.kv_heads != 0 {
+        if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
             return Err(bad(format!(
                 "{} attention heads are not a multiple of the {} key/value heads",
                 self.heads, self.kv_heads

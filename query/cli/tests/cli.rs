@@ -5,7 +5,7 @@
 
 mod util;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -1935,4 +1935,99 @@ fn interrupted_build_leftovers_are_cleaned_on_resume() {
         shards.len() - 1
     )]);
     assert_same_tree(&clean, &out);
+}
+
+/// Every file of `dir` (relative path → xxh3), sorted.
+fn checksums(dir: &Path) -> BTreeMap<String, String> {
+    tree(dir)
+        .into_iter()
+        .filter(|(p, _)| !p.to_string_lossy().ends_with('/'))
+        .map(|(p, bytes)| {
+            (
+                p.to_string_lossy().into_owned(),
+                familiar::checksum::of_bytes(&bytes),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn fixture_build_and_concept_tables_match_their_pinned_checksums() {
+    // The fixture corpus built with fixed options, and its concept tables, file by file against
+    // checksums recorded in `fixtures/pinned-outputs.json`: recorded when the workspace was split
+    // into crates by purpose (issue 15), from outputs checked byte-identical to those of the code
+    // before the split. Refactors must not change a byte of an index or a table; a deliberate
+    // format change re-records the list with `FAMILIAR_PIN=record`.
+    let t = TestDir::new();
+    t.mkdir("corpus");
+    for p in fixture_inputs() {
+        t.write(
+            Path::new("corpus").join(p.file_name().unwrap()),
+            std::fs::read(&p).unwrap(),
+        );
+    }
+    t.write("tokenizer.json", std::fs::read(tokenizer()).unwrap());
+    for f in ["planted.csv", "pairs.csv"] {
+        t.write(
+            f,
+            std::fs::read(fixtures().join("concepts").join(f)).unwrap(),
+        );
+    }
+    familiar_in(
+        t.path(),
+        [
+            "index",
+            "build",
+            "--quiet",
+            "--tokenizer",
+            "tokenizer.json",
+            "--out",
+            "idx",
+            "--shard-tokens",
+            "60000",
+            "corpus/part-0000.jsonl.zst",
+            "corpus/part-0001.jsonl.gz",
+        ],
+    )
+    .success();
+    familiar_in(
+        t.path(),
+        [
+            "concepts",
+            "count",
+            "idx",
+            "planted.csv",
+            "--pairs",
+            "pairs.csv",
+            "--out",
+            "tables",
+            "--quiet",
+        ],
+    )
+    .success();
+    let mut got = BTreeMap::new();
+    for (dir, prefix) in [("idx", "index/"), ("tables", "tables/")] {
+        for (p, c) in checksums(&t.join(dir)) {
+            got.insert(format!("{prefix}{p}"), c);
+        }
+    }
+    let pinned = fixtures().join("pinned-outputs.json");
+    if std::env::var("FAMILIAR_PIN").as_deref() == Ok("record") {
+        std::fs::write(&pinned, serde_json::to_vec_pretty(&got).unwrap()).unwrap();
+        return;
+    }
+    let want: BTreeMap<String, String> =
+        serde_json::from_slice(&std::fs::read(&pinned).unwrap()).unwrap();
+    let differ: Vec<&String> = want
+        .keys()
+        .chain(got.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| want.get(*k) != got.get(*k))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "outputs differ from fixtures/pinned-outputs.json: {differ:?}"
+    );
+    assert!(got.len() > 100, "{} files", got.len());
 }

@@ -349,3 +349,249 @@ pub fn write_parquet(
     }
     written
 }
+
+/// A row of one of familiar's tables (`schemas/NAME.json`): a struct whose serde fields are the
+/// table's columns, by name. [`from_rows`] turns rows into a [`Table`] with the table's schema —
+/// the one place where rows become columns.
+pub trait TableRow: serde::Serialize {
+    /// The table's name in `schemas/`.
+    const TABLE: &'static str;
+}
+
+/// `rows` as a [`Table`] with the schema of `R::TABLE`: each column is built from the rows'
+/// field of its name, by the schema's type. A field the schema does not have, a column no field
+/// fills, or a value of another type is a bug in familiar (the row type and the schema file
+/// disagree), reported as [`Error::Bug`] naming the table and column.
+pub fn from_rows<R: TableRow>(rows: &[R]) -> Result<Table> {
+    use serde_json::Value;
+    let schema = crate::schema::table(R::TABLE)?;
+    let bug = |column: &str, what: &str| {
+        Error::Bug(format!("table {}, column {column}: {what}", R::TABLE))
+    };
+    let mut objects = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Value::Object(o) = serde_json::to_value(row).map_err(|e| bug("*", &e.to_string()))?
+        else {
+            return Err(bug("*", "a row is not a struct"));
+        };
+        if let Some(k) = o.keys().find(|k| schema.field_with_name(k).is_err()) {
+            return Err(bug(
+                k,
+                "the row has this field; the schema has no such column",
+            ));
+        }
+        objects.push(o);
+    }
+    let mut table = Table::new();
+    for field in schema.fields() {
+        let name = field.name().as_str();
+        let values: Vec<&Value> = objects
+            .iter()
+            .map(|o| o.get(name).unwrap_or(&Value::Null))
+            .collect();
+        if !objects.is_empty() && objects.iter().all(|o| !o.contains_key(name)) {
+            return Err(bug(name, "no field of the row fills this column"));
+        }
+        let wrong = |v: &Value| bug(name, &format!("unexpected value {v}"));
+        let opt = |v: &Value| if v.is_null() { None } else { Some(()) };
+        let column = match field.data_type() {
+            DataType::UInt64 => Column::U64(
+                values
+                    .iter()
+                    .map(|v| {
+                        opt(v)
+                            .map(|_| v.as_u64().ok_or_else(|| wrong(v)))
+                            .transpose()
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            DataType::Float64 => Column::F64(
+                values
+                    .iter()
+                    .map(|v| {
+                        opt(v)
+                            .map(|_| v.as_f64().ok_or_else(|| wrong(v)))
+                            .transpose()
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            DataType::Utf8 => Column::Str(
+                values
+                    .iter()
+                    .map(|v| {
+                        opt(v)
+                            .map(|_| v.as_str().map(str::to_string).ok_or_else(|| wrong(v)))
+                            .transpose()
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            DataType::Boolean => Column::Bool(
+                values
+                    .iter()
+                    .map(|v| {
+                        opt(v)
+                            .map(|_| v.as_bool().ok_or_else(|| wrong(v)))
+                            .transpose()
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            DataType::List(item) => {
+                let list = |v: &Value| -> Result<Option<Vec<Value>>> {
+                    match v {
+                        Value::Null => Ok(None),
+                        Value::Array(a) => Ok(Some(a.clone())),
+                        _ => Err(wrong(v)),
+                    }
+                };
+                let lists: Vec<Option<Vec<Value>>> =
+                    values.iter().map(|v| list(v)).collect::<Result<_>>()?;
+                match item.data_type() {
+                    DataType::UInt32 => Column::OptIds(
+                        lists
+                            .iter()
+                            .map(|l| {
+                                l.as_ref()
+                                    .map(|l| {
+                                        l.iter()
+                                            .map(|x| {
+                                                x.as_u64()
+                                                    .and_then(|x| u32::try_from(x).ok())
+                                                    .ok_or_else(|| wrong(x))
+                                            })
+                                            .collect::<Result<Vec<u32>>>()
+                                    })
+                                    .transpose()
+                            })
+                            .collect::<Result<_>>()?,
+                    ),
+                    DataType::Float64 => Column::F64List(
+                        lists
+                            .iter()
+                            .map(|l| {
+                                l.as_ref()
+                                    .map(|l| {
+                                        l.iter()
+                                            .map(|x| x.as_f64().ok_or_else(|| wrong(x)))
+                                            .collect::<Result<Vec<f64>>>()
+                                    })
+                                    .transpose()
+                            })
+                            .collect::<Result<_>>()?,
+                    ),
+                    DataType::Utf8 => Column::StrList(
+                        lists
+                            .iter()
+                            .map(|l| {
+                                l.as_deref()
+                                    .unwrap_or_default()
+                                    .iter()
+                                    .map(|x| x.as_str().map(str::to_string).ok_or_else(|| wrong(x)))
+                                    .collect::<Result<Vec<String>>>()
+                            })
+                            .collect::<Result<_>>()?,
+                    ),
+                    other => return Err(bug(name, &format!("lists of {other} are not supported"))),
+                }
+            }
+            other => return Err(bug(name, &format!("type {other} is not supported"))),
+        };
+        table = table.column(name, column);
+    }
+    Ok(table.with_schema(schema))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize)]
+    struct Count {
+        text: Option<String>,
+        tokens: Vec<u32>,
+        count: u64,
+    }
+
+    impl TableRow for Count {
+        const TABLE: &'static str = "ngram_counts";
+    }
+
+    #[test]
+    fn rows_become_the_columns_a_hand_built_table_has() {
+        let rows = [
+            Count {
+                text: Some(" the cat".into()),
+                tokens: vec![262, 3797],
+                count: 7,
+            },
+            Count {
+                text: None,
+                tokens: vec![],
+                count: 0,
+            },
+        ];
+        let got = from_rows(&rows).unwrap().to_record_batch().unwrap();
+        let want = Table::new()
+            .column("text", Column::Str(vec![Some(" the cat".into()), None]))
+            .column("tokens", Column::Ids(vec![vec![262, 3797], vec![]]))
+            .column("count", Column::U64(vec![Some(7), Some(0)]))
+            .with_schema(crate::schema::table("ngram_counts").unwrap())
+            .to_record_batch()
+            .unwrap();
+        assert_eq!(got, want);
+        assert_eq!(from_rows::<Count>(&[]).unwrap().rows(), 0);
+    }
+
+    #[test]
+    fn rows_that_disagree_with_the_schema_are_bugs() {
+        #[derive(serde::Serialize)]
+        struct Extra {
+            text: Option<String>,
+            tokens: Vec<u32>,
+            count: u64,
+            surplus: u64,
+        }
+        impl TableRow for Extra {
+            const TABLE: &'static str = "ngram_counts";
+        }
+        #[derive(serde::Serialize)]
+        struct Missing {
+            text: Option<String>,
+            count: u64,
+        }
+        impl TableRow for Missing {
+            const TABLE: &'static str = "ngram_counts";
+        }
+        #[derive(serde::Serialize)]
+        struct Mistyped {
+            text: u64,
+            tokens: Vec<u32>,
+            count: u64,
+        }
+        impl TableRow for Mistyped {
+            const TABLE: &'static str = "ngram_counts";
+        }
+        let extra = Extra {
+            text: None,
+            tokens: vec![1],
+            count: 1,
+            surplus: 2,
+        };
+        let e = from_rows(&[extra]).unwrap_err().to_string();
+        assert!(e.contains("ngram_counts, column surplus"), "{e}");
+        let e = from_rows(&[Missing {
+            text: None,
+            count: 1,
+        }])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("column tokens: no field"), "{e}");
+        let e = from_rows(&[Mistyped {
+            text: 3,
+            tokens: vec![],
+            count: 1,
+        }])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("column text: unexpected value 3"), "{e}");
+    }
+}

@@ -637,3 +637,43 @@ pub fn read_batch(path: &std::path::Path) -> Result<Vec<(u64, BatchQuery)>> {
         })
         .collect()
 }
+
+/// A row of the `ngram_counts` table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NgramCountRow {
+    /// The query's text (`None` for a query given as token ids).
+    pub text: Option<String>,
+    /// Its token ids.
+    pub tokens: Vec<u32>,
+    /// Occurrences in the index.
+    pub count: u64,
+}
+
+impl familiar::table::TableRow for NgramCountRow {
+    const TABLE: &'static str = "ngram_counts";
+}
+
+/// Counts every query of a batch (from [`read_batch`] of `path`), in order; an error names the
+/// query's line.
+pub fn count_batch(
+    index: &Index,
+    path: &std::path::Path,
+    queries: Vec<(u64, BatchQuery)>,
+) -> Result<Vec<NgramCountRow>> {
+    queries
+        .into_iter()
+        .map(|(line, query)| {
+            let at = |e: Error| familiar::input::bad(path, line, e.to_string());
+            let (tokens, text) = match query {
+                BatchQuery::Tokens(ids) => (ids, None),
+                BatchQuery::Text(s) => (index.tokenizer()?.encode(&s).map_err(at)?, Some(s)),
+            };
+            let count = count(index, &tokens).map_err(at)?;
+            Ok(NgramCountRow {
+                text,
+                tokens,
+                count,
+            })
+        })
+        .collect()
+}

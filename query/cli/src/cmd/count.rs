@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use familiar::table::{Column, Format, Table};
+use anyhow::Result;
+use familiar::table::Format;
 use familiar_query::ngram;
 
 use super::QueryArgs;
@@ -32,23 +32,8 @@ pub struct Args {
 pub fn run(a: Args) -> Result<i32> {
     let index = a.query.open()?;
     if let Some(path) = &a.batch {
-        let (mut texts, mut all_ids, mut counts) = (Vec::new(), Vec::new(), Vec::new());
-        for (line, query) in ngram::read_batch(path)? {
-            let (ids, text) = match query {
-                ngram::BatchQuery::Tokens(ids) => (ids, None),
-                ngram::BatchQuery::Text(s) => (index.tokenizer()?.encode(&s)?, Some(s)),
-            };
-            let count =
-                ngram::count(&index, &ids).with_context(|| format!("{}:{line}", path.display()))?;
-            texts.push(text);
-            all_ids.push(ids);
-            counts.push(Some(count));
-        }
-        let table = Table::new()
-            .column("text", Column::Str(texts))
-            .column("tokens", Column::Ids(all_ids))
-            .column("count", Column::U64(counts))
-            .with_schema(familiar::schema::table("ngram_counts")?);
+        let rows = ngram::count_batch(&index, path, ngram::read_batch(path)?)?;
+        let table = familiar::table::from_rows(&rows)?;
         super::write_table(
             &table,
             a.format.unwrap_or(Format::Jsonl),

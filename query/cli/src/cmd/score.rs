@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use familiar::table::{Column, Format, Table};
+use anyhow::Result;
+use familiar::table::Format;
 use familiar_models::measure::items::{read_items, ItemFormat};
 use familiar_models::measure::score::zero_shot;
 
@@ -69,48 +69,15 @@ pub fn run_score(a: ScoreArgs) -> Result<i32> {
 }
 
 pub fn run_keyword(a: KeywordArgs) -> Result<i32> {
+    use familiar_models::measure::score::{keyword_probe, read_keyword_items};
     familiar_models::measure::prepare_cpu();
     let lm = a.model.load()?;
-    let items: Vec<_> = familiar_models::measure::score::read_keyword_items(&a.items)?
-        .into_iter()
-        .map(|k| (k.line, k.id, k.context, k.keyword))
-        .collect();
+    let items = read_keyword_items(&a.items)?;
     let model_name = a.model.model.display().to_string();
     let progress = crate::progress::progress_bar(!a.quiet, items.len() as u64, "items")?;
-    let (mut ids, mut keywords, mut context_tokens, mut truncated) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut lps, mut probs, mut ns, mut toks, mut greedy) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (line, id, context, keyword) in &items {
-        let s = lm
-            .score(context, keyword)
-            .with_context(|| format!("{}:{line}: item {id}", a.items.display()))?;
-        ids.push(Some(id.clone()));
-        keywords.push(Some(keyword.clone()));
-        context_tokens.push(Some(s.prompt_tokens as u64));
-        truncated.push(Some(s.truncated as u64));
-        lps.push(Some(s.logprob));
-        probs.push(Some(s.logprob.exp()));
-        ns.push(Some(s.n_tokens as u64));
-        toks.push(Some(s.token_logprobs.clone()));
-        greedy.push(Some(s.greedy));
-        progress.inc(1);
-    }
+    let rows = keyword_probe(&lm, &model_name, &a.items, &items, &|| progress.inc(1))?;
     progress.finish_and_clear();
-    let n = items.len();
-    let table = Table::new()
-        .column("item_id", Column::Str(ids))
-        .column("model", Column::Str(vec![Some(model_name); n]))
-        .column("keyword", Column::Str(keywords))
-        .column("context_tokens", Column::U64(context_tokens))
-        .column("truncated_tokens", Column::U64(truncated))
-        .column("logprob", Column::F64(lps))
-        .column("prob", Column::F64(probs))
-        .column("n_tokens", Column::U64(ns))
-        .column("token_logprobs", Column::F64List(toks))
-        .column("greedy_match", Column::Bool(greedy))
-        .with_schema(familiar::schema::table("keyword_probe")?);
-    table.write(Format::Parquet, Some(&a.out))?;
-    println!("scored {n} keywords; wrote {}", a.out.display());
+    familiar::table::from_rows(&rows)?.write(Format::Parquet, Some(&a.out))?;
+    println!("scored {} keywords; wrote {}", rows.len(), a.out.display());
     Ok(0)
 }

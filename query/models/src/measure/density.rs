@@ -354,3 +354,97 @@ pub fn read_probes(path: &std::path::Path) -> familiar::Result<Vec<Probe>> {
         })
         .collect())
 }
+
+/// A row of the `activation_stats` table: one probe at one layer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[allow(missing_docs)] // the columns are documented in schemas/activation_stats.json
+pub struct ActivationRow {
+    pub probe_id: String,
+    pub model: String,
+    pub layer: u64,
+    pub tokens: u64,
+    pub windows: u64,
+    pub truncated_tokens: u64,
+    pub top1_energy_last: f64,
+    pub top1_energy_mean: f64,
+    pub top5_energy_last: f64,
+    pub top5_energy_mean: f64,
+    pub top10_energy_last: f64,
+    pub top10_energy_mean: f64,
+    pub hoyer_last: f64,
+    pub hoyer_mean: f64,
+    pub effective_rank_ratio: f64,
+    pub mlp_active_last: Option<f64>,
+    pub mlp_active_mean: Option<f64>,
+    pub labels: Option<String>,
+}
+
+impl familiar::table::TableRow for ActivationRow {
+    const TABLE: &'static str = "activation_stats";
+}
+
+/// Measures every probe (read from `path` by [`read_probes`]) at every layer of `lm`, named
+/// `model` in the rows; a probe longer than the context is handled as `overflow` says (refused:
+/// an [`familiar::Error::Input`] saying "more than the model's context"). `on_probe` hears of
+/// each probe done.
+pub fn measure_probes(
+    lm: &crate::measure::score::LanguageModel,
+    model: &str,
+    path: &std::path::Path,
+    probes: &[Probe],
+    overflow: Overflow,
+    threshold: f32,
+    on_probe: &dyn Fn(),
+) -> familiar::Result<Vec<ActivationRow>> {
+    let window = lm.model.config.max_positions;
+    let mut rows = Vec::new();
+    for p in probes {
+        let bad = |reason: String| familiar::input::bad(path, p.line, reason);
+        let ids = lm.tokenizer.encode(&p.text)?;
+        if ids.is_empty() {
+            return Err(bad(format!("probe {} has no tokens", p.id)));
+        }
+        let (windows, truncated): (Vec<Vec<u32>>, usize) = if ids.len() <= window {
+            (vec![ids.clone()], 0)
+        } else {
+            match overflow {
+                Overflow::Error => {
+                    return Err(bad(format!(
+                        "probe {} has {} tokens, more than the model's context of {window}",
+                        p.id,
+                        ids.len()
+                    )))
+                }
+                Overflow::Truncate => (vec![ids[..window].to_vec()], ids.len() - window),
+                Overflow::Stride => (ids.chunks(window).map(<[u32]>::to_vec).collect(), 0),
+            }
+        };
+        let tokens: usize = windows.iter().map(Vec::len).sum();
+        let stats = measure(&lm.model, &windows, threshold)
+            .map_err(|e| bad(format!("probe {}: {e}", p.id)))?;
+        for s in stats {
+            rows.push(ActivationRow {
+                probe_id: p.id.clone(),
+                model: model.to_string(),
+                layer: s.layer as u64,
+                tokens: tokens as u64,
+                windows: windows.len() as u64,
+                truncated_tokens: truncated as u64,
+                top1_energy_last: s.top_energy_last[0],
+                top1_energy_mean: s.top_energy_mean[0],
+                top5_energy_last: s.top_energy_last[1],
+                top5_energy_mean: s.top_energy_mean[1],
+                top10_energy_last: s.top_energy_last[2],
+                top10_energy_mean: s.top_energy_mean[2],
+                hoyer_last: s.hoyer_last,
+                hoyer_mean: s.hoyer_mean,
+                effective_rank_ratio: s.effective_rank_ratio,
+                mlp_active_last: s.mlp_active_last,
+                mlp_active_mean: s.mlp_active_mean,
+                labels: p.labels.as_ref().map(|l| l.to_string()),
+            });
+        }
+        on_probe();
+    }
+    Ok(rows)
+}

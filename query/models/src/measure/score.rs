@@ -435,3 +435,55 @@ pub fn read_keyword_items(path: &std::path::Path) -> familiar::Result<Vec<Keywor
         })
         .collect()
 }
+
+/// A row of the `keyword_probe` table: one keyword's probability after its context.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[allow(missing_docs)] // the columns are documented in schemas/keyword_probe.json
+pub struct KeywordProbeRow {
+    pub item_id: String,
+    pub model: String,
+    pub keyword: String,
+    pub context_tokens: u64,
+    pub truncated_tokens: u64,
+    pub logprob: f64,
+    pub prob: f64,
+    pub n_tokens: u64,
+    pub token_logprobs: Vec<f64>,
+    pub greedy_match: bool,
+}
+
+impl familiar::table::TableRow for KeywordProbeRow {
+    const TABLE: &'static str = "keyword_probe";
+}
+
+/// Scores every keyword item (read from `path` by [`read_keyword_items`]) with `lm`, named
+/// `model` in the rows; an error names the item's line. `on_item` hears of each item done.
+pub fn keyword_probe(
+    lm: &LanguageModel,
+    model: &str,
+    path: &std::path::Path,
+    items: &[KeywordItem],
+    on_item: &dyn Fn(),
+) -> Result<Vec<KeywordProbeRow>> {
+    items
+        .iter()
+        .map(|k| {
+            let s = lm
+                .score(&k.context, &k.keyword)
+                .map_err(|e| familiar::input::bad(path, k.line, format!("item {}: {e}", k.id)))?;
+            on_item();
+            Ok(KeywordProbeRow {
+                item_id: k.id.clone(),
+                model: model.to_string(),
+                keyword: k.keyword.clone(),
+                context_tokens: s.prompt_tokens as u64,
+                truncated_tokens: s.truncated as u64,
+                logprob: s.logprob,
+                prob: s.logprob.exp(),
+                n_tokens: s.n_tokens as u64,
+                token_logprobs: s.token_logprobs,
+                greedy_match: s.greedy,
+            })
+        })
+        .collect()
+}

@@ -4,10 +4,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use familiar::table::{Column, Format, Table};
-use familiar_models::attribute::{
-    preconditioned, query_gradients, read_queries, score_all, Precondition,
-};
+use familiar::table::Format;
+use familiar_models::attribute::{attribute, read_queries, Precondition};
 use familiar_models::grads::build::{build_store, StoreOptions, StoreProgress};
 use familiar_models::grads::store::{model_hash, GradientStore, StoreDtype};
 use familiar_models::measure::score::LanguageModel;
@@ -386,115 +384,33 @@ fn score(a: ScoreArgs) -> Result<i32> {
     }
     let (store, lm) = open_store_and_model(&a.store, &a.model)?;
     let queries = read_queries(&a.queries)?;
-    let grads = query_gradients(&lm, &store, &queries)?;
     let precondition = match a.precondition {
         PreconditionArg::Identity => Precondition::Identity,
         PreconditionArg::Cosine => Precondition::Cosine,
         PreconditionArg::Kfac => Precondition::Kfac { damping: a.damping },
     };
-    let gradients: Vec<Vec<f32>> = grads.iter().map(|g| g.gradient.clone()).collect();
-    let vectors = preconditioned(&store, &gradients, precondition)?;
-    let started = Instant::now();
     let top = if a.all { None } else { Some(a.top_k) };
-    let influence = score_all(
+    let run = attribute(
         &store,
-        &vectors,
-        matches!(precondition, Precondition::Cosine),
+        &lm,
+        &queries,
+        precondition,
         top,
-    );
-    let scoring = started.elapsed().as_secs_f64();
+        &a.model.display().to_string(),
+        &a.store.display().to_string(),
+    )?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    Table::new()
-        .column(
-            "query_id",
-            Column::Str(
-                influence
-                    .iter()
-                    .map(|i| Some(queries[i.query].id.clone()))
-                    .collect(),
-            ),
-        )
-        .column(
-            "doc_id",
-            Column::U64(influence.iter().map(|i| Some(i.doc)).collect()),
-        )
-        .column(
-            "score",
-            Column::F64(influence.iter().map(|i| Some(i.score)).collect()),
-        )
-        .column(
-            "rank",
-            Column::U64(influence.iter().map(|i| Some(i.rank)).collect()),
-        )
-        .with_schema(familiar::schema::table("influence")?)
+    familiar::table::from_rows(&run.influence)?
         .write(Format::Parquet, Some(&a.out.join("influence.parquet")))?;
-    let col = |f: &dyn Fn(usize) -> Option<String>| -> Column {
-        Column::Str((0..queries.len()).map(f).collect())
-    };
-    Table::new()
-        .column("query_id", col(&|i| Some(queries[i].id.clone())))
-        .column("kind", col(&|i| Some(queries[i].kind.clone())))
-        .column("task", col(&|i| Some(queries[i].task.clone())))
-        .column("prompt", col(&|i| Some(queries[i].prompt.clone())))
-        .column("completion", col(&|i| Some(queries[i].completion.clone())))
-        .column("answer", col(&|i| queries[i].answer.clone()))
-        .column(
-            "intermediate",
-            Column::StrList(queries.iter().map(|q| q.intermediate.clone()).collect()),
-        )
-        .column(
-            "completion_tokens",
-            Column::U64(
-                grads
-                    .iter()
-                    .map(|g| Some(g.completion_tokens as u64))
-                    .collect(),
-            ),
-        )
-        .column(
-            "truncated_tokens",
-            Column::U64(
-                grads
-                    .iter()
-                    .map(|g| Some(g.truncated_tokens as u64))
-                    .collect(),
-            ),
-        )
-        .column(
-            "logprob",
-            Column::F64(grads.iter().map(|g| Some(g.logprob)).collect()),
-        )
-        .column(
-            "gradient_norm",
-            Column::F64(
-                grads
-                    .iter()
-                    .map(|g| {
-                        Some(
-                            g.gradient
-                                .iter()
-                                .map(|x| (*x as f64).powi(2))
-                                .sum::<f64>()
-                                .sqrt(),
-                        )
-                    })
-                    .collect(),
-            ),
-        )
-        .column(
-            "precondition",
-            col(&|_| Some(precondition.name().to_string())),
-        )
-        .column("model", col(&|_| Some(a.model.display().to_string())))
-        .column("store", col(&|_| Some(a.store.display().to_string())))
-        .with_schema(familiar::schema::table("queries")?)
+    familiar::table::from_rows(&run.queries)?
         .write(Format::Parquet, Some(&a.out.join("queries.parquet")))?;
     println!(
-        "scored {} queries against {} documents ({}) in {scoring:.3} s; wrote {} rows to {}",
+        "scored {} queries against {} documents ({}) in {:.3} s; wrote {} rows to {}",
         queries.len(),
         store.rows(),
         precondition.name(),
-        influence.len(),
+        run.scoring_seconds,
+        run.influence.len(),
         a.out.join("influence.parquet").display()
     );
     Ok(0)

@@ -415,3 +415,116 @@ pub fn score_all(
 fn better(a: (f64, u64), b: (f64, u64)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
+
+/// A row of the `influence` table: a training document's score for a query.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[allow(missing_docs)] // the columns are documented in schemas/influence.json
+pub struct InfluenceRow {
+    pub query_id: String,
+    pub doc_id: u64,
+    pub score: f64,
+    pub rank: u64,
+}
+
+impl familiar::table::TableRow for InfluenceRow {
+    const TABLE: &'static str = "influence";
+}
+
+/// A row of the `queries` table: a query of an attribution run and its gradient.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[allow(missing_docs)] // the columns are documented in schemas/queries.json
+pub struct QueryRow {
+    pub query_id: String,
+    pub kind: String,
+    pub task: String,
+    pub prompt: String,
+    pub completion: String,
+    pub answer: Option<String>,
+    pub intermediate: Vec<String>,
+    pub completion_tokens: u64,
+    pub truncated_tokens: u64,
+    pub logprob: f64,
+    pub gradient_norm: f64,
+    pub precondition: String,
+    pub model: String,
+    pub store: String,
+}
+
+impl familiar::table::TableRow for QueryRow {
+    const TABLE: &'static str = "queries";
+}
+
+/// What [`attribute`] found: the two tables of an attribution run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attribution {
+    /// Documents ranked per query (the top `k`, or all).
+    pub influence: Vec<InfluenceRow>,
+    /// The queries, with their gradients' statistics.
+    pub queries: Vec<QueryRow>,
+    /// Seconds spent scoring the store's rows.
+    pub scoring_seconds: f64,
+}
+
+/// Scores every document of `store` for each query (its completion's projected gradient under
+/// `precondition`, from `lm`), keeping the `top` documents per query (`None`: all). `model` and
+/// `store_name` label the rows of the queries table.
+pub fn attribute(
+    store: &GradientStore,
+    lm: &LanguageModel,
+    queries: &[Query],
+    precondition: Precondition,
+    top: Option<usize>,
+    model: &str,
+    store_name: &str,
+) -> Result<Attribution> {
+    let grads = query_gradients(lm, store, queries)?;
+    let gradients: Vec<Vec<f32>> = grads.iter().map(|g| g.gradient.clone()).collect();
+    let vectors = preconditioned(store, &gradients, precondition)?;
+    let started = std::time::Instant::now();
+    let scores = score_all(
+        store,
+        &vectors,
+        matches!(precondition, Precondition::Cosine),
+        top,
+    );
+    let scoring_seconds = started.elapsed().as_secs_f64();
+    let influence = scores
+        .iter()
+        .map(|i| InfluenceRow {
+            query_id: queries[i.query].id.clone(),
+            doc_id: i.doc,
+            score: i.score,
+            rank: i.rank,
+        })
+        .collect();
+    let queries = queries
+        .iter()
+        .zip(&grads)
+        .map(|(q, g)| QueryRow {
+            query_id: q.id.clone(),
+            kind: q.kind.clone(),
+            task: q.task.clone(),
+            prompt: q.prompt.clone(),
+            completion: q.completion.clone(),
+            answer: q.answer.clone(),
+            intermediate: q.intermediate.clone(),
+            completion_tokens: g.completion_tokens as u64,
+            truncated_tokens: g.truncated_tokens as u64,
+            logprob: g.logprob,
+            gradient_norm: g
+                .gradient
+                .iter()
+                .map(|x| f64::from(*x).powi(2))
+                .sum::<f64>()
+                .sqrt(),
+            precondition: precondition.name().to_string(),
+            model: model.to_string(),
+            store: store_name.to_string(),
+        })
+        .collect();
+    Ok(Attribution {
+        influence,
+        queries,
+        scoring_seconds,
+    })
+}

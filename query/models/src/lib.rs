@@ -12,11 +12,13 @@
 //!   activation density;
 //! - [`attribute`]: gradient-similarity attribution of a model's completions to training
 //!   documents, and its evaluation by linear datamodeling (LDS);
+//! - [`catalog`]: the `models` table, describing checkpoint directories;
 //! - [`priming`]: the priming experiment (Sun et al. 2025): how much one gradient step on a new
 //!   fact spreads to unrelated prompts.
 #![warn(missing_docs)]
 
 pub mod attribute;
+pub mod catalog;
 pub mod grads;
 pub mod measure;
 pub mod model;

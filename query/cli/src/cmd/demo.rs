@@ -427,7 +427,7 @@ pub fn run(a: Args) -> Result<i32> {
         .column("logprob_per_token", Column::F64(per_token))
         .write(Format::Table, None)?;
     let model_name = model.display().to_string();
-    let (table, _) = familiar_models::measure::score::zero_shot(
+    let (rows, _) = familiar_models::measure::score::zero_shot(
         &lm,
         &items,
         &model_name,
@@ -435,7 +435,7 @@ pub fn run(a: Args) -> Result<i32> {
         &|| {},
     )?;
     let zero_shot = tables_dir.join("zero_shot.parquet");
-    table.write(Format::Parquet, Some(&zero_shot))?;
+    familiar::table::from_rows(&rows)?.write(Format::Parquet, Some(&zero_shot))?;
     println!(
         "   {} items scored into {}",
         items.len(),

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use familiar::table::{Column, Format, Table};
+use familiar::table::Format;
 use serde_json::Value;
 
 /// What to import.
@@ -80,26 +80,7 @@ pub struct ZeroShotArgs {
     out: PathBuf,
 }
 
-/// One row of the zero_shot table.
-#[derive(Debug, Default, Clone, PartialEq)]
-struct Row {
-    item_id: String,
-    task: String,
-    kind: String,
-    model: String,
-    prompt_tokens: Option<u64>,
-    truncated_tokens: Option<u64>,
-    logprob: Option<f64>,
-    n_tokens: Option<u64>,
-    greedy_match: Option<bool>,
-    choice_logprobs: Option<Vec<f64>>,
-    answer: Option<u64>,
-    predicted: Option<u64>,
-    predicted_norm: Option<u64>,
-    acc: bool,
-    acc_norm: Option<bool>,
-    concepts: Vec<String>,
-}
+use familiar_models::measure::score::ZeroShotRow as Row;
 
 const KEYS: &[&str] = &[
     "item_id",
@@ -140,70 +121,12 @@ pub fn run(c: ImportCommand) -> Result<i32> {
 }
 
 fn models(a: ModelArgs) -> Result<i32> {
-    let mut rows: Vec<[Option<u64>; 8]> = Vec::new();
-    let (mut names, mut families, mut tied, mut mhash, mut thash) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut steps, mut tokens, mut loss) = (Vec::new(), Vec::new(), Vec::new());
-    for dir in &a.models {
-        let config = familiar_models::model::config::ModelConfig::read(&dir.join("config.json"))?;
-        let weights = familiar_models::model::weights::Weights::open(dir)?;
-        rows.push([
-            Some(weights.parameters()),
-            Some(config.layers as u64),
-            Some(config.hidden as u64),
-            Some(config.heads as u64),
-            Some(config.kv_heads as u64),
-            Some(config.intermediate as u64),
-            Some(config.vocab_size as u64),
-            Some(config.max_positions as u64),
-        ]);
-        names.push(Some(dir.display().to_string()));
-        families.push(Some(
-            match config.family {
-                familiar_models::model::config::Family::Gpt2 => "gpt2",
-                familiar_models::model::config::Family::GptNeox => "gpt_neox",
-                familiar_models::model::config::Family::Llama => "llama",
-            }
-            .to_string(),
-        ));
-        tied.push(Some(config.tied_embeddings));
-        mhash.push(Some(familiar_models::grads::store::model_hash(dir)?));
-        let tokenizer = dir.join("tokenizer.json");
-        thash.push(if tokenizer.exists() {
-            Some(familiar::checksum::of_file(&tokenizer)?.0)
-        } else {
-            None
-        });
-        let state = dir.join("trainer_state.json");
-        let trained = if state.exists() {
-            Some(familiar_models::train::TrainerState::read(dir)?)
-        } else {
-            None
-        };
-        steps.push(trained.as_ref().map(|t| t.step));
-        tokens.push(trained.as_ref().map(|t| t.tokens));
-        loss.push(trained.as_ref().and_then(|t| t.losses.last().copied()));
-    }
-    let col = |i: usize| Column::U64(rows.iter().map(|r| r[i]).collect());
-    Table::new()
-        .column("model", Column::Str(names))
-        .column("family", Column::Str(families))
-        .column("parameters", col(0))
-        .column("layers", col(1))
-        .column("hidden", col(2))
-        .column("heads", col(3))
-        .column("kv_heads", col(4))
-        .column("intermediate", col(5))
-        .column("vocab_size", col(6))
-        .column("context", col(7))
-        .column("tied_embeddings", Column::Bool(tied))
-        .column("model_hash", Column::Str(mhash))
-        .column("tokenizer_hash", Column::Str(thash))
-        .column("trained_steps", Column::U64(steps))
-        .column("trained_tokens", Column::U64(tokens))
-        .column("final_loss", Column::F64(loss))
-        .with_schema(familiar::schema::table("models")?)
-        .write(Format::Parquet, Some(&a.out))?;
+    let rows = a
+        .models
+        .iter()
+        .map(|dir| familiar_models::catalog::describe(dir))
+        .collect::<familiar::Result<Vec<_>>>()?;
+    familiar::table::from_rows(&rows)?.write(Format::Parquet, Some(&a.out))?;
     println!(
         "imported {} models into {}",
         a.models.len(),
@@ -295,56 +218,7 @@ fn zero_shot(a: ZeroShotArgs) -> Result<i32> {
 }
 
 fn write(rows: &[Row], out: &Path) -> Result<()> {
-    let col_u64 = |f: fn(&Row) -> Option<u64>| Column::U64(rows.iter().map(f).collect());
-    Table::new()
-        .column(
-            "item_id",
-            Column::Str(rows.iter().map(|r| Some(r.item_id.clone())).collect()),
-        )
-        .column(
-            "task",
-            Column::Str(rows.iter().map(|r| Some(r.task.clone())).collect()),
-        )
-        .column(
-            "kind",
-            Column::Str(rows.iter().map(|r| Some(r.kind.clone())).collect()),
-        )
-        .column(
-            "model",
-            Column::Str(rows.iter().map(|r| Some(r.model.clone())).collect()),
-        )
-        .column("prompt_tokens", col_u64(|r| r.prompt_tokens))
-        .column("truncated_tokens", col_u64(|r| r.truncated_tokens))
-        .column(
-            "logprob",
-            Column::F64(rows.iter().map(|r| r.logprob).collect()),
-        )
-        .column("n_tokens", col_u64(|r| r.n_tokens))
-        .column(
-            "greedy_match",
-            Column::Bool(rows.iter().map(|r| r.greedy_match).collect()),
-        )
-        .column(
-            "choice_logprobs",
-            Column::F64List(rows.iter().map(|r| r.choice_logprobs.clone()).collect()),
-        )
-        .column("answer", col_u64(|r| r.answer))
-        .column("predicted", col_u64(|r| r.predicted))
-        .column("predicted_norm", col_u64(|r| r.predicted_norm))
-        .column(
-            "acc",
-            Column::Bool(rows.iter().map(|r| Some(r.acc)).collect()),
-        )
-        .column(
-            "acc_norm",
-            Column::Bool(rows.iter().map(|r| r.acc_norm).collect()),
-        )
-        .column(
-            "concepts",
-            Column::StrList(rows.iter().map(|r| r.concepts.clone()).collect()),
-        )
-        .with_schema(familiar::schema::table("zero_shot")?)
-        .write(Format::Parquet, Some(out))?;
+    familiar::table::from_rows(rows)?.write(Format::Parquet, Some(out))?;
     Ok(())
 }
 

@@ -55,10 +55,10 @@ pub fn run_score(a: ScoreArgs) -> Result<i32> {
     let progress = crate::progress::progress_bar(!a.quiet, items.len() as u64, "items")?;
     let n = items.len();
     let source = a.items.display().to_string();
-    let (table, summary) = zero_shot(&lm, &items, &model_name, &source, &|| progress.inc(1))?;
+    let (rows, summary) = zero_shot(&lm, &items, &model_name, &source, &|| progress.inc(1))?;
     progress.finish_and_clear();
     let (acc, truncated, mean_lp) = (summary.correct, summary.truncated, summary.mean_logprob);
-    table.write(Format::Parquet, Some(&a.out))?;
+    familiar::table::from_rows(&rows)?.write(Format::Parquet, Some(&a.out))?;
     println!(
         "scored {n} items of {}: accuracy {:.4} ({acc}/{n}), mean log-probability {mean_lp:.4}; {truncated} truncated to fit the context",
         a.items.display(),

@@ -23,7 +23,6 @@ use familiar::tokenizer::Tokenizer;
 use familiar::{Error, Result};
 
 use crate::measure::items::{Ask, Item};
-use familiar::table::{Column, Table};
 
 /// A model directory: the model and its tokenizer.
 #[derive(Debug)]
@@ -289,24 +288,31 @@ pub struct ZeroShotSummary {
     pub mean_logprob: f64,
 }
 
-#[derive(Default)]
-struct Rows {
-    id: Vec<Option<String>>,
-    task: Vec<Option<String>>,
-    kind: Vec<Option<String>>,
-    model: Vec<Option<String>>,
-    prompt_tokens: Vec<Option<u64>>,
-    truncated: Vec<Option<u64>>,
-    logprob: Vec<Option<f64>>,
-    n_tokens: Vec<Option<u64>>,
-    greedy: Vec<Option<bool>>,
-    choice_logprobs: Vec<Option<Vec<f64>>>,
-    answer: Vec<Option<u64>>,
-    predicted: Vec<Option<u64>>,
-    predicted_norm: Vec<Option<u64>>,
-    acc: Vec<Option<bool>>,
-    acc_norm: Vec<Option<bool>>,
-    concepts: Vec<Vec<String>>,
+/// A row of the `zero_shot` table: one item scored by one model (by familiar, or imported from
+/// elsewhere, where some columns may be unknown).
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
+#[allow(missing_docs)] // the columns are documented in schemas/zero_shot.json
+pub struct ZeroShotRow {
+    pub item_id: String,
+    pub task: String,
+    pub kind: String,
+    pub model: String,
+    pub prompt_tokens: Option<u64>,
+    pub truncated_tokens: Option<u64>,
+    pub logprob: Option<f64>,
+    pub n_tokens: Option<u64>,
+    pub greedy_match: Option<bool>,
+    pub choice_logprobs: Option<Vec<f64>>,
+    pub answer: Option<u64>,
+    pub predicted: Option<u64>,
+    pub predicted_norm: Option<u64>,
+    pub acc: bool,
+    pub acc_norm: Option<bool>,
+    pub concepts: Vec<String>,
+}
+
+impl familiar::table::TableRow for ZeroShotRow {
+    const TABLE: &'static str = "zero_shot";
 }
 
 /// Scores `items` with `lm` (completions: Σ log P and greedy match; multiple choice: acc and
@@ -318,78 +324,62 @@ pub fn zero_shot(
     model_name: &str,
     source: &str,
     on_item: &dyn Fn(),
-) -> Result<(Table, ZeroShotSummary)> {
-    let mut t = Rows::default();
+) -> Result<(Vec<ZeroShotRow>, ZeroShotSummary)> {
+    let mut rows = Vec::with_capacity(items.len());
     for item in items {
         let ctx = |e: Error| match e {
             Error::NonFinite(_) => finite::within(e, format!("{source}: item {}", item.id)),
             e => Error::Query(format!("{source}: item {}: {e}", item.id)),
         };
-        let (kind, prompt_tokens, truncated) = match &item.ask {
+        let mut row = ZeroShotRow {
+            item_id: item.id.clone(),
+            task: item.task.clone(),
+            model: model_name.to_string(),
+            concepts: item.concepts.clone(),
+            ..Default::default()
+        };
+        match &item.ask {
             Ask::Completion(c) => {
                 let s = lm.score(&item.prompt, c).map_err(ctx)?;
-                t.logprob.push(Some(s.logprob));
-                t.n_tokens.push(Some(s.n_tokens as u64));
-                t.greedy.push(Some(s.greedy));
-                t.choice_logprobs.push(None);
-                t.answer.push(None);
-                t.predicted.push(None);
-                t.predicted_norm.push(None);
-                t.acc.push(Some(s.greedy));
-                t.acc_norm.push(None);
-                ("completion", s.prompt_tokens, s.truncated)
+                row.kind = "completion".into();
+                row.prompt_tokens = Some(s.prompt_tokens as u64);
+                row.truncated_tokens = Some(s.truncated as u64);
+                row.logprob = Some(s.logprob);
+                row.n_tokens = Some(s.n_tokens as u64);
+                row.greedy_match = Some(s.greedy);
+                row.acc = s.greedy;
             }
             Ask::Choice { choices, answer } => {
                 let r = choose(lm, &item.prompt, choices).map_err(ctx)?;
                 let right = &r.scored[*answer];
-                let truncated = r.scored.iter().map(|s| s.truncated).max().unwrap_or(0);
-                t.logprob.push(Some(right.logprob));
-                t.n_tokens.push(Some(right.n_tokens as u64));
-                t.greedy.push(Some(right.greedy));
-                t.choice_logprobs
-                    .push(Some(r.scored.iter().map(|s| s.logprob).collect()));
-                t.answer.push(Some(*answer as u64));
-                t.predicted.push(Some(r.predicted as u64));
-                t.predicted_norm.push(Some(r.predicted_norm as u64));
-                t.acc.push(Some(r.predicted == *answer));
-                t.acc_norm.push(Some(r.predicted_norm == *answer));
-                ("multiple_choice", right.prompt_tokens, truncated)
+                row.kind = "multiple_choice".into();
+                row.prompt_tokens = Some(right.prompt_tokens as u64);
+                row.truncated_tokens =
+                    Some(r.scored.iter().map(|s| s.truncated).max().unwrap_or(0) as u64);
+                row.logprob = Some(right.logprob);
+                row.n_tokens = Some(right.n_tokens as u64);
+                row.greedy_match = Some(right.greedy);
+                row.choice_logprobs = Some(r.scored.iter().map(|s| s.logprob).collect());
+                row.answer = Some(*answer as u64);
+                row.predicted = Some(r.predicted as u64);
+                row.predicted_norm = Some(r.predicted_norm as u64);
+                row.acc = r.predicted == *answer;
+                row.acc_norm = Some(r.predicted_norm == *answer);
             }
-        };
-        t.id.push(Some(item.id.clone()));
-        t.task.push(Some(item.task.clone()));
-        t.kind.push(Some(kind.to_string()));
-        t.model.push(Some(model_name.to_string()));
-        t.prompt_tokens.push(Some(prompt_tokens as u64));
-        t.truncated.push(Some(truncated as u64));
-        t.concepts.push(item.concepts.clone());
+        }
+        rows.push(row);
         on_item();
     }
     let n = items.len().max(1);
     let summary = ZeroShotSummary {
-        correct: t.acc.iter().filter(|x| **x == Some(true)).count(),
-        truncated: t.truncated.iter().filter(|x| x.unwrap_or(0) > 0).count(),
-        mean_logprob: t.logprob.iter().flatten().sum::<f64>() / n as f64,
+        correct: rows.iter().filter(|r| r.acc).count(),
+        truncated: rows
+            .iter()
+            .filter(|r| r.truncated_tokens.unwrap_or(0) > 0)
+            .count(),
+        mean_logprob: rows.iter().filter_map(|r| r.logprob).sum::<f64>() / n as f64,
     };
-    let table = Table::new()
-        .column("item_id", Column::Str(t.id))
-        .column("task", Column::Str(t.task))
-        .column("kind", Column::Str(t.kind))
-        .column("model", Column::Str(t.model))
-        .column("prompt_tokens", Column::U64(t.prompt_tokens))
-        .column("truncated_tokens", Column::U64(t.truncated))
-        .column("logprob", Column::F64(t.logprob))
-        .column("n_tokens", Column::U64(t.n_tokens))
-        .column("greedy_match", Column::Bool(t.greedy))
-        .column("choice_logprobs", Column::F64List(t.choice_logprobs))
-        .column("answer", Column::U64(t.answer))
-        .column("predicted", Column::U64(t.predicted))
-        .column("predicted_norm", Column::U64(t.predicted_norm))
-        .column("acc", Column::Bool(t.acc))
-        .column("acc_norm", Column::Bool(t.acc_norm))
-        .column("concepts", Column::StrList(t.concepts))
-        .with_schema(familiar::schema::table("zero_shot")?);
-    Ok((table, summary))
+    Ok((rows, summary))
 }
 
 /// One item of a keyword-probability file: the keyword's probability after the context is

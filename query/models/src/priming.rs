@@ -40,7 +40,7 @@ use crate::measure::score::LanguageModel;
 use crate::train::{loss, AdamW, Data};
 use familiar::input::{bad, read_jsonl};
 use familiar::rundir::{read_json, write_json};
-use familiar::table::{Column, Format, Table};
+use familiar::table::Format;
 
 /// Format name in `plan.json`.
 pub const FORMAT: &str = "familiar-priming";
@@ -749,70 +749,96 @@ pub fn run(e: &Experiment, progress: &dyn Fn(Event)) -> Result<Outcome> {
     })
 }
 
-/// Writes `priming.parquet` and `priming_probe.parquet`.
-fn write_tables(e: &Experiment, results: &[SampleResult]) -> Result<[PathBuf; 2]> {
+/// A row of the `priming` table: one sample learned.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[allow(missing_docs)] // the columns are documented in schemas/priming.json
+pub struct PrimingRow {
+    pub sample_id: String,
+    pub theme: String,
+    pub keyword: String,
+    pub model: String,
+    pub steps: u64,
+    pub p_before: f64,
+    pub p_after: f64,
+    pub s_mem: f64,
+    pub s_prime: f64,
+    pub theme_contexts: u64,
+    pub loss_before: f64,
+    pub loss_after: f64,
+}
+
+impl familiar::table::TableRow for PrimingRow {
+    const TABLE: &'static str = "priming";
+}
+
+/// A row of the `priming_probe` table: one probe of one sample, before and after learning it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[allow(missing_docs)] // the columns are documented in schemas/priming_probe.json
+pub struct PrimingProbeRow {
+    pub sample_id: String,
+    pub theme: String,
+    pub keyword: String,
+    pub kind: String,
+    pub context: String,
+    pub completion: String,
+    pub n_tokens: u64,
+    pub logprob_before: f64,
+    pub logprob_after: f64,
+}
+
+impl familiar::table::TableRow for PrimingProbeRow {
+    const TABLE: &'static str = "priming_probe";
+}
+
+/// The rows of the two tables of an experiment whose samples all have `results`.
+pub fn rows(e: &Experiment, results: &[SampleResult]) -> (Vec<PrimingRow>, Vec<PrimingProbeRow>) {
     let model = e.model.display().to_string();
-    let s = |f: &dyn Fn(&Sample) -> String| -> Column {
-        Column::Str(e.samples.iter().map(|x| Some(f(x))).collect())
-    };
-    let f = |g: &dyn Fn(&SampleResult) -> f64| -> Column {
-        Column::F64(results.iter().map(|r| Some(g(r))).collect())
-    };
-    let n = results.len();
-    let samples = Table::new()
-        .column("sample_id", s(&|x| x.id.clone()))
-        .column("theme", s(&|x| x.theme.clone()))
-        .column("keyword", s(&|x| x.keyword.clone()))
-        .column("model", Column::Str(vec![Some(model); n]))
-        .column("steps", Column::U64(vec![Some(e.options.steps); n]))
-        .column("p_before", f(&SampleResult::p_before))
-        .column("p_after", f(&SampleResult::p_after))
-        .column("s_mem", f(&SampleResult::s_mem))
-        .column("s_prime", f(&SampleResult::s_prime))
-        .column(
-            "theme_contexts",
-            Column::U64(
-                results
-                    .iter()
-                    .map(|r| Some(r.probes.len() as u64 - 1))
-                    .collect(),
-            ),
-        )
-        .column("loss_before", f(&|r| r.loss_before))
-        .column("loss_after", f(&|r| r.loss_after))
-        .with_schema(familiar::schema::table("priming")?);
-    let rows: Vec<(&Sample, &Probe)> = e
+    let samples = e
         .samples
         .iter()
         .zip(results)
-        .flat_map(|(s, r)| r.probes.iter().map(move |p| (s, p)))
+        .map(|(x, r)| PrimingRow {
+            sample_id: x.id.clone(),
+            theme: x.theme.clone(),
+            keyword: x.keyword.clone(),
+            model: model.clone(),
+            steps: e.options.steps,
+            p_before: r.p_before(),
+            p_after: r.p_after(),
+            s_mem: r.s_mem(),
+            s_prime: r.s_prime(),
+            theme_contexts: r.probes.len() as u64 - 1,
+            loss_before: r.loss_before,
+            loss_after: r.loss_after,
+        })
         .collect();
-    let col = |g: &dyn Fn(&Sample, &Probe) -> String| -> Column {
-        Column::Str(rows.iter().map(|(s, p)| Some(g(s, p))).collect())
-    };
-    let probes = Table::new()
-        .column("sample_id", col(&|s, _| s.id.clone()))
-        .column("theme", col(&|s, _| s.theme.clone()))
-        .column("keyword", col(&|s, _| s.keyword.clone()))
-        .column("kind", col(&|_, p| p.kind.clone()))
-        .column("context", col(&|_, p| p.context.clone()))
-        .column("completion", col(&|_, p| p.completion.clone()))
-        .column(
-            "n_tokens",
-            Column::U64(rows.iter().map(|(_, p)| Some(p.n_tokens)).collect()),
-        )
-        .column(
-            "logprob_before",
-            Column::F64(rows.iter().map(|(_, p)| Some(p.before)).collect()),
-        )
-        .column(
-            "logprob_after",
-            Column::F64(rows.iter().map(|(_, p)| Some(p.after)).collect()),
-        )
-        .with_schema(familiar::schema::table("priming_probe")?);
+    let probes = e
+        .samples
+        .iter()
+        .zip(results)
+        .flat_map(|(s, r)| {
+            r.probes.iter().map(move |p| PrimingProbeRow {
+                sample_id: s.id.clone(),
+                theme: s.theme.clone(),
+                keyword: s.keyword.clone(),
+                kind: p.kind.clone(),
+                context: p.context.clone(),
+                completion: p.completion.clone(),
+                n_tokens: p.n_tokens,
+                logprob_before: p.before,
+                logprob_after: p.after,
+            })
+        })
+        .collect();
+    (samples, probes)
+}
+
+/// Writes `priming.parquet` and `priming_probe.parquet`.
+fn write_tables(e: &Experiment, results: &[SampleResult]) -> Result<[PathBuf; 2]> {
+    let (samples, probes) = rows(e, results);
     let paths = [e.out.join(SAMPLES_TABLE), e.out.join(PROBES_TABLE)];
-    samples.write(Format::Parquet, Some(&paths[0]))?;
-    probes.write(Format::Parquet, Some(&paths[1]))?;
+    familiar::table::from_rows(&samples)?.write(Format::Parquet, Some(&paths[0]))?;
+    familiar::table::from_rows(&probes)?.write(Format::Parquet, Some(&paths[1]))?;
     Ok(paths)
 }
 

@@ -8,7 +8,7 @@ use familiar::Result;
 
 use super::count::Counts;
 use super::lexicon::Lexicon;
-use familiar::table::{Column, Format, Table};
+use familiar::table::{from_rows, Format, Table};
 
 /// File names inside the output directory.
 pub const CONCEPTS_FILE: &str = "concepts.parquet";
@@ -19,152 +19,130 @@ pub const COOCCURRENCE_FILE: &str = "cooccurrence.parquet";
 /// The lexicon as an fst map: normalized form → concept id.
 pub const LEXICON_FST_FILE: &str = "lexicon.fst";
 
+/// A row of the `concepts` table: one concept of a lexicon.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[allow(missing_docs)] // the columns are documented in schemas/concepts.json
+pub struct ConceptTableRow {
+    pub concept_id: u64,
+    pub concept: String,
+    pub group: Option<String>,
+    pub aliases: Vec<String>,
+    pub normalized_forms: Vec<String>,
+    pub lexicon: String,
+    pub line: u64,
+}
+
+impl familiar::table::TableRow for ConceptTableRow {
+    const TABLE: &'static str = "concepts";
+}
+
+/// A row of the `concept_frequency` table: one count of a concept, form or variant.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[allow(missing_docs)] // the columns are documented in schemas/concept_frequency.json
+pub struct FrequencyTableRow {
+    pub concept_id: u64,
+    pub concept: String,
+    pub method: String,
+    pub level: String,
+    pub form: Option<String>,
+    pub variant: Option<String>,
+    pub variant_text: Option<String>,
+    pub tokens: Option<Vec<u32>>,
+    pub occurrences: Option<u64>,
+    pub documents: u64,
+    pub corpus_documents: u64,
+    pub corpus_tokens: u64,
+}
+
+impl familiar::table::TableRow for FrequencyTableRow {
+    const TABLE: &'static str = "concept_frequency";
+}
+
+/// A row of the `cooccurrence` table: documents holding both concepts of a pair.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[allow(missing_docs)] // the columns are documented in schemas/cooccurrence.json
+pub struct CooccurrenceTableRow {
+    pub pair_line: u64,
+    pub concept_a_id: u64,
+    pub concept_a: String,
+    pub concept_b_id: u64,
+    pub concept_b: String,
+    pub method: String,
+    pub documents_a: u64,
+    pub documents_b: u64,
+    pub documents_both: u64,
+    pub corpus_documents: u64,
+}
+
+impl familiar::table::TableRow for CooccurrenceTableRow {
+    const TABLE: &'static str = "cooccurrence";
+}
+
+/// The rows of the `concepts` table.
+pub fn concept_rows(lexicon: &Lexicon) -> Vec<ConceptTableRow> {
+    let lex = lexicon.path.display().to_string();
+    lexicon
+        .concepts
+        .iter()
+        .map(|c| ConceptTableRow {
+            concept_id: c.id,
+            concept: c.name.clone(),
+            group: c.group.clone(),
+            aliases: c.forms[1..].to_vec(),
+            normalized_forms: c.normalized.clone(),
+            lexicon: lex.clone(),
+            line: c.line,
+        })
+        .collect()
+}
+
+/// The rows of the `concept_frequency` table.
+pub fn frequency_rows(lexicon: &Lexicon, counts: &Counts) -> Vec<FrequencyTableRow> {
+    let name = |id: u64| lexicon.concepts[id as usize].name.clone();
+    counts
+        .frequencies
+        .iter()
+        .map(|r| FrequencyTableRow {
+            concept_id: r.concept_id,
+            concept: name(r.concept_id),
+            method: r.method.name().to_string(),
+            level: r.level.to_string(),
+            form: r.form.clone(),
+            variant: r.variant.clone(),
+            variant_text: r.variant_text.clone(),
+            tokens: r.tokens.clone(),
+            occurrences: r.occurrences,
+            documents: r.documents,
+            corpus_documents: counts.corpus_documents,
+            corpus_tokens: counts.corpus_tokens,
+        })
+        .collect()
+}
+
+/// The rows of the `cooccurrence` table.
+pub fn cooccurrence_rows(lexicon: &Lexicon, counts: &Counts) -> Vec<CooccurrenceTableRow> {
+    let name = |id: u64| lexicon.concepts[id as usize].name.clone();
+    counts
+        .cooccurrences
+        .iter()
+        .map(|r| CooccurrenceTableRow {
+            pair_line: r.line,
+            concept_a_id: r.concept_a,
+            concept_a: name(r.concept_a),
+            concept_b_id: r.concept_b,
+            concept_b: name(r.concept_b),
+            method: r.method.name().to_string(),
+            documents_a: r.documents_a,
+            documents_b: r.documents_b,
+            documents_both: r.documents_both,
+            corpus_documents: counts.corpus_documents,
+        })
+        .collect()
+}
+
 /// The `concepts` table.
 pub fn concepts_table(lexicon: &Lexicon) -> Result<Table> {
-    let c = &lexicon.concepts;
-    let lex = lexicon.path.display().to_string();
-    Ok(Table::new()
-        .column(
-            "concept_id",
-            Column::U64(c.iter().map(|c| Some(c.id)).collect()),
-        )
-        .column(
-            "concept",
-            Column::Str(c.iter().map(|c| Some(c.name.clone())).collect()),
-        )
-        .column(
-            "group",
-            Column::Str(c.iter().map(|c| c.group.clone()).collect()),
-        )
-        .column(
-            "aliases",
-            Column::StrList(c.iter().map(|c| c.forms[1..].to_vec()).collect()),
-        )
-        .column(
-            "normalized_forms",
-            Column::StrList(c.iter().map(|c| c.normalized.clone()).collect()),
-        )
-        .column(
-            "lexicon",
-            Column::Str(c.iter().map(|_| Some(lex.clone())).collect()),
-        )
-        .column(
-            "line",
-            Column::U64(c.iter().map(|c| Some(c.line)).collect()),
-        )
-        .with_schema(familiar::schema::table("concepts")?))
-}
-
-/// The `concept_frequency` table.
-pub fn frequency_table(lexicon: &Lexicon, counts: &Counts) -> Result<Table> {
-    let r = &counts.frequencies;
-    let name = |id: u64| Some(lexicon.concepts[id as usize].name.clone());
-    Ok(Table::new()
-        .column(
-            "concept_id",
-            Column::U64(r.iter().map(|r| Some(r.concept_id)).collect()),
-        )
-        .column(
-            "concept",
-            Column::Str(r.iter().map(|r| name(r.concept_id)).collect()),
-        )
-        .column(
-            "method",
-            Column::Str(
-                r.iter()
-                    .map(|r| Some(r.method.name().to_string()))
-                    .collect(),
-            ),
-        )
-        .column(
-            "level",
-            Column::Str(r.iter().map(|r| Some(r.level.to_string())).collect()),
-        )
-        .column(
-            "form",
-            Column::Str(r.iter().map(|r| r.form.clone()).collect()),
-        )
-        .column(
-            "variant",
-            Column::Str(r.iter().map(|r| r.variant.clone()).collect()),
-        )
-        .column(
-            "variant_text",
-            Column::Str(r.iter().map(|r| r.variant_text.clone()).collect()),
-        )
-        .column(
-            "tokens",
-            Column::OptIds(r.iter().map(|r| r.tokens.clone()).collect()),
-        )
-        .column(
-            "occurrences",
-            Column::U64(r.iter().map(|r| r.occurrences).collect()),
-        )
-        .column(
-            "documents",
-            Column::U64(r.iter().map(|r| Some(r.documents)).collect()),
-        )
-        .column(
-            "corpus_documents",
-            Column::U64(vec![Some(counts.corpus_documents); r.len()]),
-        )
-        .column(
-            "corpus_tokens",
-            Column::U64(vec![Some(counts.corpus_tokens); r.len()]),
-        )
-        .with_schema(familiar::schema::table("concept_frequency")?))
-}
-
-/// The `cooccurrence` table.
-pub fn cooccurrence_table(lexicon: &Lexicon, counts: &Counts) -> Result<Table> {
-    let r = &counts.cooccurrences;
-    let name = |id: u64| Some(lexicon.concepts[id as usize].name.clone());
-    Ok(Table::new()
-        .column(
-            "pair_line",
-            Column::U64(r.iter().map(|r| Some(r.line)).collect()),
-        )
-        .column(
-            "concept_a_id",
-            Column::U64(r.iter().map(|r| Some(r.concept_a)).collect()),
-        )
-        .column(
-            "concept_a",
-            Column::Str(r.iter().map(|r| name(r.concept_a)).collect()),
-        )
-        .column(
-            "concept_b_id",
-            Column::U64(r.iter().map(|r| Some(r.concept_b)).collect()),
-        )
-        .column(
-            "concept_b",
-            Column::Str(r.iter().map(|r| name(r.concept_b)).collect()),
-        )
-        .column(
-            "method",
-            Column::Str(
-                r.iter()
-                    .map(|r| Some(r.method.name().to_string()))
-                    .collect(),
-            ),
-        )
-        .column(
-            "documents_a",
-            Column::U64(r.iter().map(|r| Some(r.documents_a)).collect()),
-        )
-        .column(
-            "documents_b",
-            Column::U64(r.iter().map(|r| Some(r.documents_b)).collect()),
-        )
-        .column(
-            "documents_both",
-            Column::U64(r.iter().map(|r| Some(r.documents_both)).collect()),
-        )
-        .column(
-            "corpus_documents",
-            Column::U64(vec![Some(counts.corpus_documents); r.len()]),
-        )
-        .with_schema(familiar::schema::table("cooccurrence")?))
+    from_rows(&concept_rows(lexicon))
 }
 
 /// Writes the three tables and `lexicon.fst` into `dir` (created if needed); each file is
@@ -174,8 +152,11 @@ pub fn write_all(dir: &Path, lexicon: &Lexicon, counts: &Counts) -> Result<Vec<P
     let mut written = Vec::new();
     for (file, table) in [
         (CONCEPTS_FILE, concepts_table(lexicon)?),
-        (FREQUENCY_FILE, frequency_table(lexicon, counts)?),
-        (COOCCURRENCE_FILE, cooccurrence_table(lexicon, counts)?),
+        (FREQUENCY_FILE, from_rows(&frequency_rows(lexicon, counts))?),
+        (
+            COOCCURRENCE_FILE,
+            from_rows(&cooccurrence_rows(lexicon, counts))?,
+        ),
     ] {
         let path = dir.join(file);
         table.write(Format::Parquet, Some(&path))?;

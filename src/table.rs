@@ -393,106 +393,79 @@ pub fn from_rows<R: TableRow>(rows: &[R]) -> Result<Table> {
             return Err(bug(name, "no field of the row fills this column"));
         }
         let wrong = |v: &Value| bug(name, &format!("unexpected value {v}"));
-        let opt = |v: &Value| if v.is_null() { None } else { Some(()) };
+        // Each value (null: None) read by `get`, which fails on a value of another type.
+        fn each<'v, T>(
+            values: impl IntoIterator<Item = &'v Value>,
+            get: impl Fn(&Value) -> Option<T>,
+            wrong: &dyn Fn(&Value) -> Error,
+        ) -> Result<Vec<Option<T>>> {
+            values
+                .into_iter()
+                .map(|v| match v {
+                    Value::Null => Ok(None),
+                    v => get(v).map(Some).ok_or_else(|| wrong(v)),
+                })
+                .collect()
+        }
+        let string = |v: &Value| v.as_str().map(str::to_string);
+        // A list's items, none of which may be null.
+        let items = |v: &Value, get: &dyn Fn(&Value) -> Option<()>| {
+            v.as_array()
+                .is_some_and(|a| a.iter().all(|x| get(x).is_some()))
+        };
         let column = match field.data_type() {
-            DataType::UInt64 => Column::U64(
-                values
-                    .iter()
-                    .map(|v| {
-                        opt(v)
-                            .map(|_| v.as_u64().ok_or_else(|| wrong(v)))
-                            .transpose()
-                    })
-                    .collect::<Result<_>>()?,
-            ),
-            DataType::Float64 => Column::F64(
-                values
-                    .iter()
-                    .map(|v| {
-                        opt(v)
-                            .map(|_| v.as_f64().ok_or_else(|| wrong(v)))
-                            .transpose()
-                    })
-                    .collect::<Result<_>>()?,
-            ),
-            DataType::Utf8 => Column::Str(
-                values
-                    .iter()
-                    .map(|v| {
-                        opt(v)
-                            .map(|_| v.as_str().map(str::to_string).ok_or_else(|| wrong(v)))
-                            .transpose()
-                    })
-                    .collect::<Result<_>>()?,
-            ),
-            DataType::Boolean => Column::Bool(
-                values
-                    .iter()
-                    .map(|v| {
-                        opt(v)
-                            .map(|_| v.as_bool().ok_or_else(|| wrong(v)))
-                            .transpose()
-                    })
-                    .collect::<Result<_>>()?,
-            ),
-            DataType::List(item) => {
-                let list = |v: &Value| -> Result<Option<Vec<Value>>> {
-                    match v {
-                        Value::Null => Ok(None),
-                        Value::Array(a) => Ok(Some(a.clone())),
-                        _ => Err(wrong(v)),
-                    }
-                };
-                let lists: Vec<Option<Vec<Value>>> =
-                    values.iter().map(|v| list(v)).collect::<Result<_>>()?;
-                match item.data_type() {
-                    DataType::UInt32 => Column::OptIds(
-                        lists
-                            .iter()
-                            .map(|l| {
-                                l.as_ref()
-                                    .map(|l| {
-                                        l.iter()
-                                            .map(|x| {
-                                                x.as_u64()
-                                                    .and_then(|x| u32::try_from(x).ok())
-                                                    .ok_or_else(|| wrong(x))
-                                            })
-                                            .collect::<Result<Vec<u32>>>()
-                                    })
-                                    .transpose()
-                            })
-                            .collect::<Result<_>>()?,
-                    ),
-                    DataType::Float64 => Column::F64List(
-                        lists
-                            .iter()
-                            .map(|l| {
-                                l.as_ref()
-                                    .map(|l| {
-                                        l.iter()
-                                            .map(|x| x.as_f64().ok_or_else(|| wrong(x)))
-                                            .collect::<Result<Vec<f64>>>()
-                                    })
-                                    .transpose()
-                            })
-                            .collect::<Result<_>>()?,
-                    ),
-                    DataType::Utf8 => Column::StrList(
-                        lists
-                            .iter()
-                            .map(|l| {
-                                l.as_deref()
-                                    .unwrap_or_default()
-                                    .iter()
-                                    .map(|x| x.as_str().map(str::to_string).ok_or_else(|| wrong(x)))
-                                    .collect::<Result<Vec<String>>>()
-                            })
-                            .collect::<Result<_>>()?,
-                    ),
-                    other => return Err(bug(name, &format!("lists of {other} are not supported"))),
-                }
+            DataType::UInt64 => Column::U64(each(values.iter().copied(), Value::as_u64, &wrong)?),
+            DataType::Float64 => Column::F64(each(values.iter().copied(), Value::as_f64, &wrong)?),
+            DataType::Utf8 => Column::Str(each(values.iter().copied(), string, &wrong)?),
+            DataType::Boolean => {
+                Column::Bool(each(values.iter().copied(), Value::as_bool, &wrong)?)
             }
+            DataType::List(item) => match item.data_type() {
+                DataType::UInt32 => {
+                    let id = |x: &Value| x.as_u64().and_then(|x| u32::try_from(x).ok());
+                    Column::OptIds(each(
+                        values.iter().copied(),
+                        |v| {
+                            items(v, &|x| id(x).map(|_| ())).then(|| {
+                                v.as_array().into_iter().flatten().filter_map(id).collect()
+                            })
+                        },
+                        &wrong,
+                    )?)
+                }
+                DataType::Float64 => Column::F64List(each(
+                    values.iter().copied(),
+                    |v| {
+                        items(v, &|x| x.as_f64().map(|_| ())).then(|| {
+                            v.as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(Value::as_f64)
+                                .collect()
+                        })
+                    },
+                    &wrong,
+                )?),
+                DataType::Utf8 => Column::StrList(
+                    each(
+                        values.iter().copied(),
+                        |v| {
+                            items(v, &|x| x.as_str().map(|_| ())).then(|| {
+                                v.as_array()
+                                    .into_iter()
+                                    .flatten()
+                                    .filter_map(string)
+                                    .collect()
+                            })
+                        },
+                        &wrong,
+                    )?
+                    .into_iter()
+                    .map(Option::unwrap_or_default)
+                    .collect(),
+                ),
+                other => return Err(bug(name, &format!("lists of {other} are not supported"))),
+            },
             other => return Err(bug(name, &format!("type {other} is not supported"))),
         };
         table = table.column(name, column);

@@ -16,10 +16,36 @@ use super::config::{Activation, Family, ModelConfig, Positions};
 use super::weights::Weights;
 use familiar::error::{Error, Result};
 
-/// A candle error, with what was being done (candle fails only on shape or device mistakes, which
-/// are ours).
+/// A candle error, with what was being done: a failure of the compute device (out of memory on a
+/// GPU, a CUDA or Metal error, a backend this build lacks) is [`Error::Device`], the user's to
+/// act on; anything else (shapes, dtypes, indices) is a mistake of familiar's, [`Error::Bug`].
 pub fn candle_error(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
-    move |e| Error::Bug(format!("{what}: {e}"))
+    move |e| {
+        if is_device_error(&e) {
+            Error::Device(format!("{what}: {e}"))
+        } else {
+            Error::Bug(format!("{what}: {e}"))
+        }
+    }
+}
+
+/// Whether a candle error comes from the device rather than from the computation asked of it.
+pub fn is_device_error(e: &candle_core::Error) -> bool {
+    use candle_core::Error as E;
+    match e {
+        E::Cuda(_)
+        | E::Metal(_)
+        | E::NotCompiledWithCudaSupport
+        | E::NotCompiledWithMetalSupport
+        | E::DeviceMismatchBinaryOp { .. } => true,
+        E::Context { inner, .. } | E::WithPath { inner, .. } | E::WithBacktrace { inner, .. } => {
+            is_device_error(inner)
+        }
+        other => {
+            let m = other.to_string().to_lowercase();
+            m.contains("out of memory") || m.contains("cuda") || m.contains("alloc")
+        }
+    }
 }
 
 /// `y = x W + b` with `W` stored `[in, out]`.
@@ -788,4 +814,31 @@ fn repeat_kv(x: &Tensor, group: usize) -> candle_core::Result<Tensor> {
     x.unsqueeze(2)?
         .broadcast_as((b, n, group, t, hd))?
         .reshape((b, n * group, t, hd))
+}
+
+#[cfg(test)]
+mod device_error_tests {
+    use super::*;
+
+    #[test]
+    fn device_failures_are_device_errors_and_shape_mistakes_bugs() {
+        let oom = candle_core::Error::Cuda(
+            "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into(),
+        );
+        let e = candle_error("a forward pass")(oom);
+        assert!(matches!(e, Error::Device(_)), "{e}");
+        assert!(
+            e.to_string().starts_with("device error: a forward pass: "),
+            "{e}"
+        );
+        let missing = candle_error("loading")(candle_core::Error::NotCompiledWithCudaSupport);
+        assert!(matches!(missing, Error::Device(_)), "{missing}");
+        let wrapped = candle_core::Error::Cuda("launch failed".into()).context("matmul");
+        assert!(matches!(candle_error("x")(wrapped), Error::Device(_)));
+        let shapes =
+            candle_core::Tensor::zeros((2, 3), candle_core::DType::F32, &candle_core::Device::Cpu)
+                .and_then(|a| a.matmul(&a))
+                .unwrap_err();
+        assert!(matches!(candle_error("x")(shapes), Error::Bug(_)));
+    }
 }

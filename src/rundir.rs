@@ -1,12 +1,15 @@
-//! Run directories of resumable experiments (attribution evaluations, priming runs): `plan.json` is written
-//! first and names the settings the directory belongs to; each finished unit of work is a JSON
-//! file written atomically, which a rerun reads instead of redoing the work.
+//! Run directories of resumable runs (gradient stores, attribution evaluations, priming runs):
+//! `plan.json` is written first and names the settings the directory belongs to; each finished
+//! unit of work is a file written atomically, which a rerun reads instead of redoing the work.
 
 use std::path::Path;
 
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+/// The file naming the settings a run directory belongs to.
+pub const PLAN_FILE: &str = "plan.json";
 
 /// Reads a JSON file; a file that does not parse is reported as corrupt, naming it.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
@@ -32,7 +35,7 @@ pub fn claim<P: Serialize + DeserializeOwned + PartialEq>(
 ) -> Result<crate::lock::DirLock> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let lock = crate::lock::DirLock::acquire(out, what)?;
-    let plan_path = out.join("plan.json");
+    let plan_path = out.join(PLAN_FILE);
     if plan_path.exists() {
         let old: P = read_json(&plan_path)?;
         if old != *plan {

@@ -20,12 +20,11 @@ use std::path::{Path, PathBuf};
 use crate::grads::fast::FastGradients;
 use crate::grads::store::{
     model_hash, moments_file, shard_file, Moments, MomentsEntry, RowFile, RowWriter, StoreDtype,
-    StoreManifest, StoreSettings, StoreShard, HEAD_FACTOR, MANIFEST, PLAN,
+    StoreManifest, StoreSettings, StoreShard, HEAD_FACTOR, MANIFEST,
 };
 use crate::grads::{Example, HeadFactor, Projection, ProjectionSpec};
 use crate::model::finite;
 use crate::model::{LinearGroup, Transformer};
-use familiar::error::IoContext;
 use familiar::index::Index;
 use familiar::token::Token;
 use familiar::{with_view, Error, Result};
@@ -137,32 +136,13 @@ pub fn build_store(
         documents: index.documents(),
         tokens: index.manifest().tokens,
     };
-    std::fs::create_dir_all(&o.out).at(&o.out)?;
-    let _lock = familiar::lock::DirLock::acquire(&o.out, "gradient store build")?;
-    let plan_path = o.out.join(PLAN);
-    if plan_path.exists() {
-        let plan: StoreManifest =
-            familiar::manifest::read(&plan_path, crate::grads::store::FORMAT)?;
-        if plan.settings != settings {
-            return Err(Error::Config(format!(
-                "{} was started with other settings (model, index, layers, rank, seed or dtype); \
-                 remove it or choose another --out",
-                o.out.display()
-            )));
-        }
-    } else if std::fs::read_dir(&o.out)
-        .at(&o.out)?
-        .filter_map(|e| e.ok())
-        .any(|e| !familiar::lock::is_lock_file(&e.file_name()))
-    {
-        return Err(Error::Config(format!(
-            "{} is not empty and holds no gradient store plan; choose an empty or new directory",
-            o.out.display()
-        )));
-    } else {
-        let plan = StoreManifest::new(settings.clone());
-        familiar::manifest::write_atomic(&plan_path, &familiar::manifest::to_bytes(&plan)?)?;
-    }
+    // The store's directory is a run directory whose plan is the store manifest without shards.
+    let _lock = familiar::rundir::claim(
+        &o.out,
+        &StoreManifest::new(settings.clone()),
+        "a gradient store",
+        "model, index, layers, rank, seed or dtype",
+    )?;
     let mut manifest = StoreManifest::new(settings.clone());
     let mut fitted = None;
     let head = match &settings.projection.head_whitening {

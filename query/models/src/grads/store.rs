@@ -29,7 +29,7 @@ pub const FORMAT: &str = "familiar-gradient-store";
 /// Manifest file name.
 pub const MANIFEST: &str = "store.json";
 /// Plan file name.
-pub const PLAN: &str = "plan.json";
+pub const PLAN: &str = familiar::rundir::PLAN_FILE;
 
 /// How row values are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -1,5 +1,6 @@
-//! Helpers for the CLI integration tests: run the real `familiar` binary in temporary
-//! directories, write small corpora in every input format, compare index trees byte for byte.
+//! The one test-support module of the CLI crate's tests: run the real `familiar` binary in
+//! temporary directories, write small corpora in every input format, compare index trees byte for
+//! byte; [`tokens`]: indexes of generated token ids and a brute-force model of their answers.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -11,6 +12,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 
 use serde_json::Value;
+
+pub mod tokens;
 
 /// The `familiar` binary cargo built for these tests.
 pub fn bin() -> PathBuf {

@@ -1,11 +1,8 @@
-//! Shared helpers of the query integration tests: building small indexes from token ids, and a
-//! brute-force model of a corpus that answers every query by scanning the documents.
+//! Indexes of generated token ids, and a brute-force model of a corpus that answers every query by scanning the documents.
 //!
 //! The model never looks at an index: it knows only the documents, the vocabulary size and the
 //! documented shard-cutting rule (a shard is cut before the document that would take it past the
 //! shard size, so a document longer than the shard size gets a shard of its own).
-
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,20 +28,6 @@ pub fn build(tokenizer: &Path, out: &Path, docs: &[Vec<u32>], shard_tokens: u64)
 pub fn build_and_open(tokenizer: &Path, out: &Path, docs: &[Vec<u32>], shard_tokens: u64) -> Index {
     build(tokenizer, out, docs, shard_tokens);
     Index::open(out).unwrap_or_else(|e| panic!("opening a fresh index failed: {e}"))
-}
-
-/// Copies a directory tree.
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("dir entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy file");
-        }
-    }
 }
 
 /// One shard as the model expects it.

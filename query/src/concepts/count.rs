@@ -37,13 +37,13 @@ use super::lexicon::{Concept, Lexicon};
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Method {
     /// Whole-word token sequences in the suffix array.
-    #[value(name = "sa_exact")]
+    #[cfg_attr(feature = "clap", value(name = "sa_exact"))]
     SaExact,
     /// Documents with every word of the form (analyzed text).
-    #[value(name = "text_all_words")]
+    #[cfg_attr(feature = "clap", value(name = "text_all_words"))]
     TextAllWords,
     /// Documents with the form as a phrase (analyzed text).
-    #[value(name = "text_phrase")]
+    #[cfg_attr(feature = "clap", value(name = "text_phrase"))]
     TextPhrase,
 }
 

@@ -408,11 +408,10 @@ pub fn from_rows<R: TableRow>(rows: &[R]) -> Result<Table> {
                 .collect()
         }
         let string = |v: &Value| v.as_str().map(str::to_string);
-        // A list's items, none of which may be null.
-        let items = |v: &Value, get: &dyn Fn(&Value) -> Option<()>| {
-            v.as_array()
-                .is_some_and(|a| a.iter().all(|x| get(x).is_some()))
-        };
+        // A list read item by item with `get`; `None` (so: a wrong value) if any item fails.
+        fn list<T>(v: &Value, get: impl Fn(&Value) -> Option<T>) -> Option<Vec<T>> {
+            v.as_array()?.iter().map(get).collect()
+        }
         let column = match field.data_type() {
             DataType::UInt64 => Column::U64(each(values.iter().copied(), Value::as_u64, &wrong)?),
             DataType::Float64 => Column::F64(each(values.iter().copied(), Value::as_f64, &wrong)?),
@@ -423,46 +422,18 @@ pub fn from_rows<R: TableRow>(rows: &[R]) -> Result<Table> {
             DataType::List(item) => match item.data_type() {
                 DataType::UInt32 => {
                     let id = |x: &Value| x.as_u64().and_then(|x| u32::try_from(x).ok());
-                    Column::OptIds(each(
-                        values.iter().copied(),
-                        |v| {
-                            items(v, &|x| id(x).map(|_| ())).then(|| {
-                                v.as_array().into_iter().flatten().filter_map(id).collect()
-                            })
-                        },
-                        &wrong,
-                    )?)
+                    Column::OptIds(each(values.iter().copied(), |v| list(v, id), &wrong)?)
                 }
                 DataType::Float64 => Column::F64List(each(
                     values.iter().copied(),
-                    |v| {
-                        items(v, &|x| x.as_f64().map(|_| ())).then(|| {
-                            v.as_array()
-                                .into_iter()
-                                .flatten()
-                                .filter_map(Value::as_f64)
-                                .collect()
-                        })
-                    },
+                    |v| list(v, Value::as_f64),
                     &wrong,
                 )?),
                 DataType::Utf8 => Column::StrList(
-                    each(
-                        values.iter().copied(),
-                        |v| {
-                            items(v, &|x| x.as_str().map(|_| ())).then(|| {
-                                v.as_array()
-                                    .into_iter()
-                                    .flatten()
-                                    .filter_map(string)
-                                    .collect()
-                            })
-                        },
-                        &wrong,
-                    )?
-                    .into_iter()
-                    .map(Option::unwrap_or_default)
-                    .collect(),
+                    each(values.iter().copied(), |v| list(v, string), &wrong)?
+                        .into_iter()
+                        .map(Option::unwrap_or_default)
+                        .collect(),
                 ),
                 other => return Err(bug(name, &format!("lists of {other} are not supported"))),
             },

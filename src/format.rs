@@ -8,7 +8,7 @@
 //! | 0..8   | magic `FAMILIAR`                                              |
 //! | 8..12  | kind: `TOKS` tokens, `SUFA` suffix array, `DOCO` doc offsets, `GRAD` gradient rows, `MOMS` gradient moments, `HFAC` output-head factor |
 //! | 12..16 | format version (u32)                                          |
-//! | 16..20 | element width in bits (u32): tokens 16 or 32; others 1..=57   |
+//! | 16..20 | element width in bits (u32): tokens and gradient rows 16 or 32; moments and the head factor 64; others 1..=57 |
 //! | 20..24 | flags (u32, zero in version 1)                                |
 //! | 24..32 | element count (u64)                                           |
 //! | 32..40 | `aux0` (u64): tokens: separator id; SA, offsets: text length; gradients: row length |

@@ -5,8 +5,9 @@
 //! take it past the shard size, then published: its files are written into `.tmp-shard-NNNNN`,
 //! synced, and the directory renamed to `shard-NNNNN`. A half-built shard is never visible. A
 //! document longer than the shard size gets a shard of its own, which passes the size (a memory
-//! budget): it is warned about on stderr as it is met and counted in the [`BuildReport`]
-//! ([`BuildReport::oversized_documents`]).
+//! budget): it is reported as it is met ([`BuildEvent::Oversized`]) and counted in the
+//! [`BuildReport`] ([`BuildReport::oversized_documents`]). Progress reaches the caller as
+//! [`BuildEvent`]s ([`build_with_progress`]); the library draws nothing.
 //!
 //! `build.json` is written before the first shard and records the inputs, the tokenizer hash and the
 //! shard size. Running the same build again verifies the published shards (sizes and checksums),
@@ -73,6 +74,22 @@ mod shard;
 use plan::*;
 use shard::*;
 
+/// Runs `$body` with `$t` the element type of token files of width `$width` (`u16` or `u32`).
+macro_rules! with_token_type {
+    ($width:expr, $t:ident => $body:expr) => {
+        match $width {
+            TokenWidth::U16 => {
+                type $t = u16;
+                $body
+            }
+            TokenWidth::U32 => {
+                type $t = u32;
+                $body
+            }
+        }
+    };
+}
+
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -93,8 +110,6 @@ pub struct BuildOptions {
     pub allow_empty: bool,
     /// Worker threads (tokenization and suffix sorting); `None` uses every core.
     pub threads: Option<usize>,
-    /// Draw a progress bar on stderr.
-    pub progress: bool,
     /// Build each shard's tantivy text index (for concept counts) alongside the suffix array.
     pub text_index: bool,
     /// Discard the previous build in `out` (finished or not) and start over. Refused when `out`
@@ -121,7 +136,6 @@ impl BuildOptions {
             skip_invalid: false,
             allow_empty: false,
             threads: None,
-            progress: false,
             text_index: true,
             restart: false,
             stop_after_shards: None,
@@ -219,12 +233,66 @@ impl std::fmt::Display for OversizedDocument {
 /// the rest are counted.
 pub const OVERSIZED_EXAMPLES: usize = 10;
 
-fn shard_dir_name(i: u32) -> String {
+/// The directory name of shard `i` (`shard-00007`).
+pub fn shard_dir_name(i: u32) -> String {
     format!("shard-{i:05}")
 }
 
+/// What a running build reports ([`build_with_progress`]). Events come from the thread that
+/// called the build, in order.
+#[derive(Debug, Clone, Copy)]
+pub enum BuildEvent<'a> {
+    /// After each batch of documents: `bytes` of the inputs read of `total_bytes` (both counting
+    /// the inputs a resumed build had read before), the shard being filled, the tokens this run
+    /// tokenized and their rate (reading and tokenizing time only).
+    Read {
+        /// Input bytes read.
+        bytes: u64,
+        /// Input bytes in all.
+        total_bytes: u64,
+        /// The shard being filled.
+        shard: u32,
+        /// Tokens tokenized by this run.
+        tokens: u64,
+        /// Tokens per second of reading and tokenizing.
+        tokens_per_second: f64,
+    },
+    /// A shard's suffixes are being sorted (and its text index merged, with `text_index`).
+    Sorting {
+        /// The shard.
+        shard: u32,
+        /// Its token positions.
+        tokens: u64,
+        /// Whether its text index is being merged beside the sort.
+        text_index: bool,
+    },
+    /// One of the first [`OVERSIZED_EXAMPLES`] documents longer than the shard size, as it is
+    /// met: it makes a shard of its own of about `bytes` while sorted (`last`: the last one
+    /// reported this way; the rest are only counted in the [`BuildReport`]).
+    Oversized {
+        /// The document.
+        document: &'a OversizedDocument,
+        /// The shard size it passes.
+        shard_tokens: u64,
+        /// Memory its shard takes while its suffix array is sorted, about.
+        bytes: u64,
+        /// Whether further ones will only be counted.
+        last: bool,
+    },
+    /// Reading, tokenizing and sorting are over (the index files are being finished).
+    Done,
+}
+
+/// A callback receiving [`BuildEvent`]s.
+pub type Progress<'a> = dyn Fn(BuildEvent) + Sync + 'a;
+
 /// Builds (or resumes, or confirms) the index described by `options`.
 pub fn build(options: &BuildOptions) -> Result<BuildReport> {
+    build_with_progress(options, &|_| {})
+}
+
+/// [`build`], reporting progress to `progress`.
+pub fn build_with_progress(options: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     let threads = options
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -234,10 +302,25 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport> {
         .thread_name(|i| format!("familiar-tokenize-{i}"))
         .build()
         .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
-    pool.install(|| build_in_pool(options, threads))
+    pool.install(|| {
+        build_in_pool(&Job {
+            options,
+            threads,
+            progress,
+        })
+    })
 }
 
-fn build_in_pool(options: &BuildOptions, threads: usize) -> Result<BuildReport> {
+/// A build's options with what was settled for this run.
+struct Job<'a> {
+    options: &'a BuildOptions,
+    /// Worker threads.
+    threads: usize,
+    progress: &'a Progress<'a>,
+}
+
+fn build_in_pool(job: &Job) -> Result<BuildReport> {
+    let options = job.options;
     let started = Instant::now();
     let tokenizer_bytes = Tokenizer::read_file(&options.tokenizer)?;
     let tokenizer = Tokenizer::from_bytes(&tokenizer_bytes, &options.tokenizer)?;
@@ -287,26 +370,9 @@ fn build_in_pool(options: &BuildOptions, threads: usize) -> Result<BuildReport> 
     check_inputs_before_cursor(&plan, &expanded.files, &done)?;
     report.shards_reused = done.len();
     let files = expanded.files;
-    let (shards, fingerprints) = match tokenizer.token_width() {
-        TokenWidth::U16 => run_shards::<u16>(
-            options,
-            &plan,
-            &tokenizer,
-            files,
-            done,
-            threads,
-            &mut report,
-        )?,
-        TokenWidth::U32 => run_shards::<u32>(
-            options,
-            &plan,
-            &tokenizer,
-            files,
-            done,
-            threads,
-            &mut report,
-        )?,
-    };
+    let (shards, fingerprints) = with_token_type!(tokenizer.token_width(), T => {
+        run_shards::<T>(job, &plan, &tokenizer, files, done, &mut report)
+    })?;
     if report.stopped {
         report.total_time = started.elapsed();
         return Ok(report);
@@ -322,14 +388,18 @@ const BATCH_TEXT_BYTES: usize = 8 << 20;
 const BATCH_DOCS: usize = 4096;
 
 fn run_shards<T: SaInput>(
-    options: &BuildOptions,
+    job: &Job,
     plan: &BuildPlan,
     tokenizer: &Tokenizer,
     files: Vec<InputFile>,
     done: Vec<ShardManifest>,
-    threads: usize,
     report: &mut BuildReport,
 ) -> Result<(Vec<ShardManifest>, Fingerprints)> {
+    let Job {
+        options,
+        threads,
+        progress,
+    } = *job;
     let out = &options.out;
     let cursor = done.last().map_or(InputCursor::default(), |m| m.input_end);
     // What the last kept shard recorded about the records before the cursor, checked when they
@@ -355,23 +425,6 @@ fn run_shards<T: SaInput>(
     let bytes_read = reader.bytes_read();
     let fingerprints = reader.fingerprints();
     sink.fingerprints = Some(fingerprints.clone());
-
-    let progress = if options.progress {
-        let bar = indicatif::ProgressBar::with_draw_target(
-            Some(total_bytes),
-            indicatif::ProgressDrawTarget::stderr(),
-        );
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} ({eta}) {msg}",
-            )
-            .map_err(|e| Error::Bug(format!("progress template: {e}")))?,
-        );
-        bar.set_position(done_bytes);
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
 
     // Each document with the fingerprint of its input's records up to it.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<(Document, u64)>>>(2);
@@ -425,7 +478,7 @@ fn run_shards<T: SaInput>(
                         ),
                         other => other,
                     })?;
-                    sink.push(doc, &ids, *consumed, &names[doc.file], report, &progress)?;
+                    sink.push(doc, &ids, *consumed, &names[doc.file], report, progress)?;
                     if sink.stopped {
                         break;
                     }
@@ -434,20 +487,20 @@ fn run_shards<T: SaInput>(
                     report.stopped = true;
                     return Ok(());
                 }
-                progress.set_position(done_bytes + bytes_read.load(Ordering::Relaxed));
                 let secs = tokenize_started
                     .elapsed()
                     .saturating_sub(sink.busy)
                     .as_secs_f64()
                     .max(1e-9);
-                progress.set_message(format!(
-                    "shard {} · {} tokens · {:.2} M tokens/s",
-                    sink.next_shard,
-                    report.tokens_tokenized,
-                    report.tokens_tokenized as f64 / secs / 1e6
-                ));
+                progress(BuildEvent::Read {
+                    bytes: done_bytes + bytes_read.load(Ordering::Relaxed),
+                    total_bytes,
+                    shard: sink.next_shard,
+                    tokens: report.tokens_tokenized,
+                    tokens_per_second: report.tokens_tokenized as f64 / secs,
+                });
             }
-            sink.cut(report, &progress)
+            sink.cut(report, progress)
         })();
         drop(rx);
         let reader = reader_thread
@@ -458,7 +511,7 @@ fn run_shards<T: SaInput>(
         report.empty_inputs = reader.empty_inputs().to_vec();
         result
     })?;
-    progress.finish_and_clear();
+    progress(BuildEvent::Done);
     Ok((sink.published, fingerprints))
 }
 
@@ -506,7 +559,6 @@ pub fn build_from_tokens(
         shard_tokens,
         ..Default::default()
     };
-    let progress = indicatif::ProgressBar::hidden();
     let threads = threads.max(1);
     fn run<T: SaInput>(
         out: &Path,
@@ -515,8 +567,8 @@ pub fn build_from_tokens(
         threads: usize,
         docs: impl IntoIterator<Item = Vec<u32>>,
         report: &mut BuildReport,
-        progress: &indicatif::ProgressBar,
     ) -> Result<Vec<ShardManifest>> {
+        let progress: &Progress = &|_| {};
         let mut sink = ShardSink::<T>::new(out, plan, tokenizer, threads, Vec::new())?;
         for (i, ids) in docs.into_iter().enumerate() {
             if let Some(bad) = ids.iter().find(|&&t| t >= tokenizer.vocab_size()) {
@@ -538,26 +590,9 @@ pub fn build_from_tokens(
         sink.cut(report, progress)?;
         Ok(sink.published)
     }
-    let shards = match tokenizer.token_width() {
-        TokenWidth::U16 => run::<u16>(
-            out,
-            &plan,
-            &tokenizer,
-            threads,
-            docs,
-            &mut report,
-            &progress,
-        )?,
-        TokenWidth::U32 => run::<u32>(
-            out,
-            &plan,
-            &tokenizer,
-            threads,
-            docs,
-            &mut report,
-            &progress,
-        )?,
-    };
+    let shards = with_token_type!(tokenizer.token_width(), T => {
+        run::<T>(out, &plan, &tokenizer, threads, docs, &mut report)
+    })?;
     finish_index(out, &shards, &tokenizer, &tokenizer_bytes, &mut report)?;
     report.total_time = started.elapsed();
     Ok(report)

@@ -163,7 +163,7 @@ impl<T: SaInput> ShardBuilder<T> {
         fingerprints: Option<&Fingerprints>,
         threads: usize,
         report: &mut BuildReport,
-        progress: &indicatif::ProgressBar,
+        progress: &Progress,
     ) -> Result<ShardManifest> {
         let n = self.tokens.len() as u64;
         // Every input before the one the shard ends in was read to its end before the shard's
@@ -227,16 +227,11 @@ impl<T: SaInput> ShardBuilder<T> {
         // The text index's commit and merge run beside the suffix sort.
         let text = self.text.take();
         let tmp = self.tmp.clone();
-        progress.set_message(format!(
-            "shard {}: sorting the suffixes of {} tokens{}",
-            self.shard,
-            n,
-            if text.is_some() {
-                ", merging the text index"
-            } else {
-                ""
-            }
-        ));
+        progress(BuildEvent::Sorting {
+            shard: self.shard,
+            tokens: n,
+            text_index: text.is_some(),
+        });
         let tokens = &mut self.tokens;
         let (sa, text_result) = std::thread::scope(|scope| {
             let merging = text.map(|text| {
@@ -371,7 +366,7 @@ impl<'a, T: SaInput> ShardSink<'a, T> {
         consumed_xxh3: u64,
         input_file: &str,
         report: &mut BuildReport,
-        progress: &indicatif::ProgressBar,
+        progress: &Progress,
     ) -> Result<()> {
         if self.stopped {
             return Ok(());
@@ -419,15 +414,15 @@ impl<'a, T: SaInput> ShardSink<'a, T> {
         Ok(())
     }
 
-    /// Records (and, for the first few, warns on stderr about) a document longer than the
-    /// shard size.
+    /// Records (and, for the first few, reports as [`BuildEvent::Oversized`]) a document longer
+    /// than the shard size.
     pub(super) fn oversized(
         &self,
         doc: &Document,
         tokens: u64,
         input_file: &str,
         report: &mut BuildReport,
-        progress: &indicatif::ProgressBar,
+        progress: &Progress,
     ) {
         let d = OversizedDocument {
             doc_id: self.next_doc + self.current.as_ref().map_or(0, |b| b.docs()),
@@ -446,33 +441,18 @@ impl<'a, T: SaInput> ShardSink<'a, T> {
             report.largest_oversized = Some(d.clone());
         }
         if report.oversized_examples.len() < OVERSIZED_EXAMPLES {
-            let bytes = (tokens + 1) * (T::WIDTH as u64 + 4);
-            let more = if report.oversized_examples.len() + 1 == OVERSIZED_EXAMPLES {
-                " (further ones are counted and summed up at the end)"
-            } else {
-                ""
-            };
-            progress.suspend(|| {
-                eprintln!(
-                    "warning: {d}, more than the shard size of {} tokens: it makes {} on its \
-                     own, {} tokens (about {} while its suffix array is sorted, past the shard \
-                     size's memory budget){more}",
-                    self.shard_tokens,
-                    shard_dir_name(d.shard),
-                    tokens + 1,
-                    familiar::memory::format_bytes(bytes),
-                )
+            progress(BuildEvent::Oversized {
+                document: &d,
+                shard_tokens: self.shard_tokens,
+                bytes: (tokens + 1) * (T::WIDTH as u64 + 4),
+                last: report.oversized_examples.len() + 1 == OVERSIZED_EXAMPLES,
             });
             report.oversized_examples.push(d);
         }
     }
 
     /// Publishes the current shard, if any.
-    pub(super) fn cut(
-        &mut self,
-        report: &mut BuildReport,
-        progress: &indicatif::ProgressBar,
-    ) -> Result<()> {
+    pub(super) fn cut(&mut self, report: &mut BuildReport, progress: &Progress) -> Result<()> {
         if let Some(b) = self.current.take() {
             let t = Instant::now();
             let m = b.finish(

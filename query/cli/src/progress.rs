@@ -64,3 +64,71 @@ pub fn count_bars(show: bool) -> impl Fn(familiar_query::concepts::count::CountE
         }
     }
 }
+
+/// Progress of an index build on stderr: a bar over the input bytes (hidden unless `show`), and
+/// a warning for each document the build reports as longer than the shard size (always).
+pub fn build_bar(show: bool) -> Result<impl Fn(familiar_index_builder::build::BuildEvent) + Sync> {
+    use familiar_index_builder::build::{shard_dir_name, BuildEvent};
+    let bar = if show {
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} ({eta}) {msg}",
+            )
+            .map_err(|e| Error::Bug(format!("progress template: {e}")))?,
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    Ok(move |e: BuildEvent| match e {
+        BuildEvent::Read {
+            bytes,
+            total_bytes,
+            shard,
+            tokens,
+            tokens_per_second,
+        } => {
+            bar.set_length(total_bytes);
+            bar.set_position(bytes);
+            bar.set_message(format!(
+                "shard {shard} · {tokens} tokens · {:.2} M tokens/s",
+                tokens_per_second / 1e6
+            ));
+        }
+        BuildEvent::Sorting {
+            shard,
+            tokens,
+            text_index,
+        } => bar.set_message(format!(
+            "shard {shard}: sorting the suffixes of {tokens} tokens{}",
+            if text_index {
+                ", merging the text index"
+            } else {
+                ""
+            }
+        )),
+        BuildEvent::Oversized {
+            document,
+            shard_tokens,
+            bytes,
+            last,
+        } => bar.suspend(|| {
+            eprintln!(
+                "warning: {document}, more than the shard size of {shard_tokens} tokens: it \
+                 makes {} on its own, {} tokens (about {} while its suffix array is sorted, past \
+                 the shard size's memory budget){}",
+                shard_dir_name(document.shard),
+                document.tokens + 1,
+                familiar::memory::format_bytes(bytes),
+                if last {
+                    " (further ones are counted and summed up at the end)"
+                } else {
+                    ""
+                }
+            )
+        }),
+        BuildEvent::Done => bar.finish_and_clear(),
+    })
+}

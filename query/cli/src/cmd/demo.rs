@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use familiar::index::Index;
 use familiar::table::{Column, Format, Table};
-use familiar_index_builder::build::{build, BuildOptions};
+use familiar_index_builder::build::{build_with_progress, BuildOptions};
 use familiar_index_builder::fixtures::GroundTruth;
 use familiar_query::concepts::count::{CountOptions, Counter, Method};
 use familiar_query::concepts::lexicon::{read_pairs, Lexicon};
@@ -171,10 +171,9 @@ pub fn run(a: Args) -> Result<i32> {
             .map(|f| out.join("corpus").join(f).display().to_string())
             .collect(),
     );
-    options.progress = !a.quiet;
     // Several shards even for a small corpus, so the demo exercises the cross-shard paths.
     options.shard_tokens = Some(200_000);
-    let r = build(&options)?;
+    let r = build_with_progress(&options, &crate::progress::build_bar(!a.quiet)?)?;
     let index = Index::open(&index_dir)?;
     println!(
         "   {}: {} documents, {} tokens, {} shards ({:.2}s{})",

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use familiar::corpus::Fields;
-use familiar_index_builder::build::{build, BuildOptions};
+use familiar_index_builder::build::{build_with_progress, shard_dir_name, BuildOptions};
 
 /// `familiar index` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -117,13 +117,13 @@ fn run_build(a: BuildArgs) -> Result<i32> {
         skip_invalid: a.skip_invalid,
         allow_empty: a.allow_empty,
         threads: a.threads,
-        progress: !a.quiet,
         text_index: !a.no_text_index,
         restart: a.restart,
         stop_after_shards: a.stop_after_shards,
         ..BuildOptions::new(a.tokenizer, a.out.clone(), a.inputs)
     };
-    let r = build(&options).with_context(|| format!("building {}", a.out.display()))?;
+    let r = build_with_progress(&options, &crate::progress::build_bar(!a.quiet)?)
+        .with_context(|| format!("building {}", a.out.display()))?;
     let mut lines = Vec::new();
     match r.discarded_shards {
         Some(n) => lines.push(format!(
@@ -230,7 +230,7 @@ fn run_build(a: BuildArgs) -> Result<i32> {
             r.oversized_documents, r.shard_tokens
         ));
         for d in &r.oversized_examples {
-            lines.push(format!("  {d} (shard-{:05})", d.shard));
+            lines.push(format!("  {d} ({})", shard_dir_name(d.shard)));
         }
         if r.oversized_documents > r.oversized_examples.len() as u64 {
             lines.push(format!(

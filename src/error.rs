@@ -115,15 +115,6 @@ pub enum Error {
     /// An output directory that belongs to another run, or holds something else.
     #[error("{0}")]
     Conflict(String),
-    /// A model computed a value that is not finite (NaN or ±∞): its weights overflow in floating
-    /// point or are damaged, or training diverged. The message names the item (query, document,
-    /// probe, training step) and the value; see `model::finite`.
-    #[error("non-finite model output: {0}")]
-    NonFinite(String),
-    /// A compute device failed: out of memory on a GPU, a CUDA or Metal error, a backend this
-    /// build lacks. Not a bug: a smaller batch, another device or another build may do.
-    #[error("device error: {0}")]
-    Device(String),
     /// A bug in familiar: an invariant that the code itself should have kept.
     #[error("internal error (a bug in familiar, please report it): {0}")]
     Bug(String),

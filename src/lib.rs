@@ -42,6 +42,7 @@ pub mod json;
 pub mod lock;
 pub mod manifest;
 pub mod memory;
+pub mod option;
 pub mod rng;
 pub mod rundir;
 pub mod schema;

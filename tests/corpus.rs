@@ -193,7 +193,7 @@ fn empty_inputs_fail_unless_allowed() {
         ReadOptions::default(),
         InputCursor::default(),
     );
-    assert!(err.unwrap().to_string().contains("--allow-empty"));
+    assert!(err.unwrap().to_string().contains("`allow_empty`"));
     let options = ReadOptions {
         allow_empty: true,
         ..Default::default()

@@ -140,7 +140,7 @@ fn a_resume_checks_the_records_before_the_cursor() {
         let name = paths[cursor.file].display().to_string();
         assert!(
             e.contains(&format!("input {name} changed since the interrupted build"))
-                && e.contains("--restart")
+                && e.contains("`restart`")
                 && e.contains(&fingerprint(h ^ 1)),
             "{e}"
         );

@@ -80,7 +80,7 @@ fn familiar_output_inside_input_directories_is_skipped_and_reported() {
     assert!(reasons[0].contains(".familiar-lock"), "{reasons:?}");
     assert!(reasons[1].contains("gradient store"), "{reasons:?}");
     assert!(reasons[2].contains("a familiar index"), "{reasons:?}");
-    assert!(reasons[3].contains("--out"), "{reasons:?}");
+    assert!(reasons[3].contains("`out`"), "{reasons:?}");
     assert!(reasons[4].contains("familiar-build"), "{reasons:?}");
 
     // Without an --out, the output directory is corpus like any other.
@@ -108,7 +108,7 @@ fn familiar_output_inside_input_directories_is_skipped_and_reported() {
     let inside = [out.join("c.jsonl").display().to_string()];
     let err = expand_inputs_excluding(&inside, Some(&out)).unwrap_err();
     assert!(
-        err.to_string().contains("inside the --out directory"),
+        err.to_string().contains("inside the `out` directory"),
         "{err}"
     );
     // A familiar directory named as the input: nothing to read, and why.

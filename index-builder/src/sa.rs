@@ -11,6 +11,7 @@
 //! With the `openmp` feature libsais uses OpenMP threads; set `OMP_WAIT_POLICY=PASSIVE` (the
 //! `familiar` binary does) or idle threads spin and steal the CPU from everything else.
 
+use familiar::option::name;
 use familiar::token::Token;
 use familiar::{Error, Result};
 use libsais::{suffix_array::AlphabetSize, SuffixArrayConstruction, ThreadCount};
@@ -32,7 +33,8 @@ fn thread_count(threads: usize) -> ThreadCount {
 fn libsais_error(e: libsais::LibsaisError, n: usize) -> Error {
     match e {
         libsais::LibsaisError::OutOfMemory => Error::Config(format!(
-            "out of memory sorting the suffixes of {n} tokens; use smaller shards (--shard-tokens)"
+            "out of memory sorting the suffixes of {n} tokens; use smaller shards ({})",
+            name("shard_tokens")
         )),
         other => Error::Bug(format!("libsais failed on {n} tokens: {other:?}")),
     }

@@ -241,13 +241,14 @@ pub fn parse_record(
                 path,
                 line,
                 format!(
-                    "no `{}` field (the record has: {}); name the text field with --text-field",
+                    "no `{}` field (the record has: {}); name the text field with {}",
                     f.text,
                     if keys.is_empty() {
                         "no fields".to_string()
                     } else {
                         keys.join(", ")
-                    }
+                    },
+                    crate::option::name("text_field")
                 ),
             ));
         }

@@ -186,8 +186,9 @@ pub fn expand_inputs_excluding<S: AsRef<str>>(
             if let Some(out) = skipper.out.as_deref() {
                 if std::fs::canonicalize(path).is_ok_and(|c| c.starts_with(out)) {
                     return Err(Error::Config(format!(
-                        "input {spec} is inside the --out directory {}; an index is not its own \
+                        "input {spec} is inside the {} directory {}; an index is not its own \
                          corpus",
+                        crate::option::name("out"),
                         out.display()
                     )));
                 }
@@ -304,7 +305,10 @@ impl Skipper {
     fn decide(&self, dir: &Path) -> Option<String> {
         if let Some(out) = &self.out {
             if std::fs::canonicalize(dir).is_ok_and(|c| &c == out) {
-                return Some("this build's --out directory".into());
+                return Some(format!(
+                    "this build's {} directory",
+                    crate::option::name("out")
+                ));
             }
         }
         if std::fs::symlink_metadata(dir.join(crate::lock::LOCK_FILE)).is_ok() {
@@ -489,11 +493,12 @@ trait RecordSource: Send {
 }
 
 /// The error of a resumed build whose input differs from what the interrupted build read:
-/// "input X changed since the interrupted build (DETAIL); rerun with --restart to start over".
+/// "input X changed since the interrupted build (DETAIL); rerun with `restart` to start over".
 pub fn changed_since(path: &Path, detail: impl std::fmt::Display) -> Error {
     Error::Config(format!(
-        "input {} changed since the interrupted build ({detail}); rerun with --restart to start over",
-        path.display()
+        "input {} changed since the interrupted build ({detail}); rerun with {} to start over",
+        path.display(),
+        crate::option::name("restart")
     ))
 }
 
@@ -740,7 +745,11 @@ impl Iterator for CorpusReader {
                             return Some(Err(Error::input(
                                 path,
                                 0,
-                                "holds no documents (an empty shard); pass --allow-empty to accept empty inputs",
+                                format!(
+                                    "holds no documents (an empty shard); pass {} to accept empty \
+                                     inputs",
+                                    crate::option::name("allow_empty")
+                                ),
                             )));
                         }
                         self.empty_inputs.push(path);

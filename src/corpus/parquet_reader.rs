@@ -76,9 +76,10 @@ impl ParquetSource {
                     path,
                     0,
                     format!(
-                        "no `{}` column (columns: {}); name the text column with --text-field",
+                        "no `{}` column (columns: {}); name the text column with {}",
                         fields.text,
-                        names.join(", ")
+                        names.join(", "),
+                        crate::option::name("text_field")
                     ),
                 ));
             }

@@ -2,6 +2,7 @@
 //! checking inputs before the resume cursor, verifying and keeping published shards, `--restart`.
 
 use super::*;
+use familiar::option::{name, off};
 
 /// The identity of a file, to tell whether it may have changed: modification and change times,
 /// device and inode (an edit changes the times; a copy, the inode). Recorded in an unfinished
@@ -168,17 +169,20 @@ pub(super) fn discard_previous_build(out: &Path) -> Result<Option<usize>> {
     if !is_build && !only_temporaries {
         return Err(Error::Config(format!(
             "{} holds no familiar build (no build.json, manifest.json or shard of one), so \
-             --restart will not empty it; choose a new or empty --out directory",
-            out.display()
+             {} will not empty it; choose a new or empty {} directory",
+            out.display(),
+            name("restart"),
+            name("out")
         )));
     }
     if !foreign.is_empty() {
         foreign.sort();
         return Err(Error::Config(format!(
-            "{} holds a familiar build but also {}, which are not part of it; --restart removes \
+            "{} holds a familiar build but also {}, which are not part of it; {} removes \
              only a build: move them elsewhere first",
             out.display(),
-            foreign.join(", ")
+            foreign.join(", "),
+            name("restart")
         )));
     }
     // The manifest first (the directory stops looking complete), the plan last (until then it
@@ -269,7 +273,8 @@ pub(super) fn settle_plan(
     if let Some(n) = options.shard_tokens {
         if !(2..=MAX_SHARD_TOKENS).contains(&n) {
             return Err(Error::Config(format!(
-                "--shard-tokens must be between 2 and {MAX_SHARD_TOKENS}, got {n}"
+                "{} must be between 2 and {MAX_SHARD_TOKENS}, got {n}",
+                name("shard_tokens")
             )));
         }
     }
@@ -299,9 +304,11 @@ pub(super) fn settle_plan(
     if plan_path.exists() {
         let existing: BuildPlan = manifest::read(&plan_path, BuildPlan::FORMAT).map_err(|e| {
             Error::Config(format!(
-                "{} holds a build whose plan cannot be read ({e}); rerun with --restart to \
-                 discard it and start over, or use another --out directory",
-                out.display()
+                "{} holds a build whose plan cannot be read ({e}); rerun with {} to \
+                 discard it and start over, or use another {} directory",
+                out.display(),
+                name("restart"),
+                name("out")
             ))
         })?;
         if options.shard_tokens.is_none() {
@@ -325,9 +332,11 @@ pub(super) fn settle_plan(
         }
         if published_anything(out)? {
             return Err(Error::Config(format!(
-                "{} holds a build with {what}; rerun with --restart to discard it and start \
-                 over, or use another --out directory",
-                out.display()
+                "{} holds a build with {what}; rerun with {} to discard it and start \
+                 over, or use another {} directory",
+                out.display(),
+                name("restart"),
+                name("out")
             )));
         }
         // An earlier attempt that published nothing (e.g. it failed on a bad input line, since
@@ -349,8 +358,9 @@ pub(super) fn settle_plan(
     }
     if foreign {
         return Err(Error::Config(format!(
-            "{} is not empty and holds no familiar build; choose a new or empty --out directory",
-            out.display()
+            "{} is not empty and holds no familiar build; choose a new or empty {} directory",
+            out.display(),
+            name("out")
         )));
     }
     if plan.shard_tokens == 0 {
@@ -502,9 +512,10 @@ pub(super) fn plan_difference(existing: &BuildPlan, given: &BuildPlan) -> Option
     if a.text_index != b.text_index {
         let has = |b: bool| if b { "a text index" } else { "no text index" };
         return Some(format!(
-            "{} per shard, but this run asks for {} (--no-text-index)",
+            "{} per shard, but this run asks for {} ({})",
             has(a.text_index),
-            has(b.text_index)
+            has(b.text_index),
+            off("text_index")
         ));
     }
     if a.shard_tokens != b.shard_tokens {
@@ -514,20 +525,21 @@ pub(super) fn plan_difference(existing: &BuildPlan, given: &BuildPlan) -> Option
         ));
     }
     let mut details = Vec::new();
-    for (flag, x, y) in [
-        ("--text-field", &a.text_field, &b.text_field),
-        ("--id-field", &a.id_field, &b.id_field),
-        ("--source-field", &a.source_field, &b.source_field),
-        ("--metadata-field", &a.metadata_field, &b.metadata_field),
+    for (option, x, y) in [
+        ("text_field", &a.text_field, &b.text_field),
+        ("id_field", &a.id_field, &b.id_field),
+        ("source_field", &a.source_field, &b.source_field),
+        ("metadata_field", &a.metadata_field, &b.metadata_field),
     ] {
         if x != y {
-            details.push(format!("{flag} {x:?} there, {y:?} given"));
+            details.push(format!("{} {x:?} there, {y:?} given", name(option)));
         }
     }
     if a.skip_invalid != b.skip_invalid {
         let on = |b: bool| if b { "on" } else { "off" };
         details.push(format!(
-            "--skip-invalid {} there, {} given",
+            "{} {} there, {} given",
+            name("skip_invalid"),
             on(a.skip_invalid),
             on(b.skip_invalid)
         ));

@@ -17,6 +17,8 @@ fn main() {
         unsafe { std::env::set_var("OMP_WAIT_POLICY", "PASSIVE") };
     }
     install_sigbus_handler();
+    // The libraries' messages name options as this front end's users type them.
+    familiar::option::set_spelling(familiar::option::Spelling::Flag);
     let cli = cmd::Cli::parse();
     match cmd::run(cli) {
         Ok(code) => std::process::exit(code),

@@ -2031,3 +2031,32 @@ fn fixture_build_and_concept_tables_match_their_pinned_checksums() {
     );
     assert!(got.len() > 100, "{} files", got.len());
 }
+
+/// The libraries name options by their API names; the CLI spells them as flags.
+#[test]
+fn library_messages_name_options_as_the_cli_spells_them() {
+    let t = TestDir::new();
+    let a = t.write_jsonl("a.jsonl", &[doc("a", "one two three")]);
+    familiar(build_args(
+        &t.join("idx"),
+        std::slice::from_ref(&a),
+        &["--shard-tokens", "1"],
+    ))
+    .failure()
+    .stderr_has(&["--shard-tokens must be between 2"]);
+    let empty = t.write("empty.jsonl", "");
+    familiar(build_args(&t.join("idx2"), &[empty], &[]))
+        .failure()
+        .stderr_has(&["pass --allow-empty to accept empty inputs"]);
+    let tables = t.mkdir("tables");
+    let target = t.join("out.csv");
+    familiar(os(&[
+        &"sql",
+        &"--tables",
+        &tables,
+        &format!("COPY (SELECT 1) TO '{}'", target.display()),
+    ]))
+    .failure()
+    .stderr_has(&["read-only", "need --allow-writes"]);
+    assert!(!target.exists());
+}

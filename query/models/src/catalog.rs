@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use familiar::Result;
+use crate::error::Result;
 
 use crate::model::config::{Family, ModelConfig};
 

@@ -19,8 +19,11 @@
 
 pub mod attribute;
 pub mod catalog;
+pub mod error;
 pub mod grads;
 pub mod measure;
 pub mod model;
 pub mod priming;
 pub mod train;
+
+pub use error::{Error, Result};

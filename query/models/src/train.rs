@@ -15,17 +15,18 @@
 //! A non-finite loss, gradient norm or updated weight stops the run with an error naming the
 //! step ([`Error::NonFinite`]); the checkpoint on disk stays the last good one.
 
+use familiar::option::{name, names};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
+use crate::error::{Error, Result};
 use crate::model::finite;
 use crate::model::transformer::{candle_error, log_softmax_last, LoadOptions};
 use crate::model::{Capture, Transformer};
 use candle_core::{DType, Device, Tensor, Var};
 use familiar::index::{Index, ShardTokens};
 use familiar::rng::SplitMix64;
-use familiar::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// The size of the model and the schedule.
@@ -185,7 +186,7 @@ impl Data {
     /// The documents marked in `keep` (by global id), each followed by the separator.
     fn subset(index: &Index, keep: &[bool]) -> Result<Data> {
         if keep.len() as u64 != index.documents() {
-            return Err(Error::Bug(format!(
+            return Err(Error::bug(format!(
                 "a subset of {} documents for an index of {}",
                 keep.len(),
                 index.documents()
@@ -309,7 +310,7 @@ impl AdamW {
                 grads
                     .get(v.as_tensor())
                     .cloned()
-                    .ok_or_else(|| Error::Bug(format!("no gradient for {name}")))?,
+                    .ok_or_else(|| Error::bug(format!("no gradient for {name}")))?,
             );
         }
         let square_sum = |g: &Tensor| -> candle_core::Result<f64> {
@@ -476,14 +477,19 @@ pub fn train_until(
 /// heads · context + 3 · vocabulary)), against `MemTotal`.
 fn check_shape(o: &TrainOptions, vocab: usize) -> Result<()> {
     if o.layers == 0 || o.hidden == 0 || o.heads == 0 || o.batch == 0 || o.context < 2 {
-        return Err(Error::Config(
-            "--layers, --hidden, --heads and --batch must be positive, --context at least 2".into(),
-        ));
+        return Err(Error::config(format!(
+            "{} must be positive, {} at least 2",
+            names(&["layers", "hidden", "heads", "batch"]),
+            name("context")
+        )));
     }
     if !o.hidden.is_multiple_of(o.heads) {
-        return Err(Error::Config(format!(
-            "--hidden {} must be a multiple of --heads {}",
-            o.hidden, o.heads
+        return Err(Error::config(format!(
+            "{} {} must be a multiple of {} {}",
+            name("hidden"),
+            o.hidden,
+            name("heads"),
+            o.heads
         )));
     }
     let (l, h, c, b, v) = (
@@ -499,14 +505,15 @@ fn check_shape(o: &TrainOptions, vocab: usize) -> Result<()> {
     let have = familiar::memory::meminfo("MemTotal").unwrap_or(u64::MAX) as f64;
     // (Not `need >= have`: a NaN estimate is refused too.)
     if need.partial_cmp(&have) != Some(std::cmp::Ordering::Less) {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "a model of {parameters:.3e} parameters trained on batches of {} × {} tokens needs about \
              {:.1} GiB (weights, gradients, AdamW moments and activations), more than this \
-             machine's {:.1} GiB; choose smaller --layers, --hidden, --context or --batch",
+             machine's {:.1} GiB; choose smaller {}",
             o.batch,
             o.context,
             need / f64::from(1u32 << 30),
-            have / f64::from(1u32 << 30)
+            have / f64::from(1u32 << 30),
+            names(&["layers", "hidden", "context", "batch"]).replace(" and ", " or ")
         )));
     }
     Ok(())
@@ -530,15 +537,17 @@ pub fn train_on(
         && options.weight_decay.is_finite()
         && options.weight_decay >= 0.0;
     if !valid {
-        return Err(Error::Config(
-            "--lr and --clip must be positive, --weight-decay not negative".into(),
-        ));
+        return Err(Error::config(format!(
+            "{} must be positive, {} not negative",
+            names(&["lr", "clip"]),
+            name("weight_decay")
+        )));
     }
     if options.steps == 0 || stop_after == Some(0) {
-        return Err(Error::Config(
-            "--steps and --stop-after must be at least 1 (a run without a step trains nothing)"
-                .into(),
-        ));
+        return Err(Error::config(format!(
+            "{} must be at least 1 (a run without a step trains nothing)",
+            names(&["steps", "stop_after"])
+        )));
     }
     let tokenizer = index.tokenizer()?;
     let vocab = index.vocab_size() as usize + 1;
@@ -554,14 +563,15 @@ pub fn train_on(
             ..s.options.clone()
         };
         if same != *options {
-            return Err(Error::Config(format!(
-                "{} holds a run with other options ({:?}); use another --out or the same options",
+            return Err(Error::config(format!(
+                "{} holds a run with other options ({:?}); use another {} or the same options",
                 out.display(),
-                s.options
+                s.options,
+                name("out")
             )));
         }
         if s.tokenizer_hash != tokenizer.hash() {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "{} was trained on an index with another tokenizer",
                 out.display()
             )));
@@ -569,19 +579,23 @@ pub fn train_on(
         s
     } else {
         if out.join("model.safetensors").exists() {
-            return Err(Error::Config(format!(
-                "{} holds a model but no {STATE_FILE}; choose a new --out directory",
-                out.display()
+            return Err(Error::config(format!(
+                "{} holds a model but no {STATE_FILE}; choose a new {} directory",
+                out.display(),
+                name("out")
             )));
         }
         if !options.hidden.is_multiple_of(options.heads)
             || options.context < 2
             || options.batch == 0
         {
-            return Err(Error::Config(
-                "--hidden must be a multiple of --heads, --context at least 2, --batch positive"
-                    .into(),
-            ));
+            return Err(Error::config(format!(
+                "{} must be a multiple of {}, {} at least 2, {} positive",
+                name("hidden"),
+                name("heads"),
+                name("context"),
+                name("batch")
+            )));
         }
         let mut rng = SplitMix64::new(options.seed);
         let weights = init_weights(options, vocab, &mut rng)?;
@@ -600,7 +614,7 @@ pub fn train_on(
         None => Data::new(index),
     };
     if data.tokens.len() < options.context + 2 {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "the index has {} tokens, fewer than one training window of {}",
             data.tokens.len(),
             options.context + 1
@@ -700,10 +714,13 @@ fn write_model(
 ) -> Result<()> {
     save_atomic(weights, &out.join("model.safetensors"))?;
     let config = serde_json::to_vec_pretty(&gpt2_config(o, vocab, eos))
-        .map_err(|e| Error::Bug(e.to_string()))?;
+        .map_err(|e| Error::bug(e.to_string()))?;
     familiar::manifest::write_atomic(&out.join("config.json"), &config)?;
     let bytes = std::fs::read(tokenizer).map_err(|e| Error::io(tokenizer, e))?;
-    familiar::manifest::write_atomic(&out.join("tokenizer.json"), &bytes)
+    Ok(familiar::manifest::write_atomic(
+        &out.join("tokenizer.json"),
+        &bytes,
+    )?)
 }
 
 /// `e` (a non-finite value at `step`) naming the step and the checkpoint `out` keeps.
@@ -740,6 +757,9 @@ fn checkpoint(out: &Path, model: &Transformer, adam: &AdamW, state: &TrainerStat
         .collect();
     save_atomic(&weights, &out.join("model.safetensors"))?;
     adam.save(&model.vars, &out.join(OPTIMIZER_FILE))?;
-    let bytes = serde_json::to_vec_pretty(state).map_err(|e| Error::Bug(e.to_string()))?;
-    familiar::manifest::write_atomic(&out.join(STATE_FILE), &bytes)
+    let bytes = serde_json::to_vec_pretty(state).map_err(|e| Error::bug(e.to_string()))?;
+    Ok(familiar::manifest::write_atomic(
+        &out.join(STATE_FILE),
+        &bytes,
+    )?)
 }

@@ -218,7 +218,10 @@ pub fn analyse(o: &Options) -> Result<Report> {
         )));
     }
     if o.bins < 1 {
-        return Err(Error::Config("--bins must be at least 1".into()));
+        return Err(Error::Config(format!(
+            "{} must be at least 1",
+            familiar::option::name("bins")
+        )));
     }
     let mut sql = Sql::new().map_err(sql_error)?;
     let tables = sql.register_dir(&o.tables).map_err(sql_error)?;

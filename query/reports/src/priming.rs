@@ -164,7 +164,8 @@ pub fn analyse_model(model: String, mut points: Vec<Point>, threshold: f64) -> M
 pub fn analyse(tables: &Path, threshold: f64) -> Result<Report> {
     if !(threshold > 0.0 && threshold < 1.0) {
         return Err(Error::Config(format!(
-            "--threshold must be a probability between 0 and 1, not {threshold}"
+            "{} must be a probability between 0 and 1, not {threshold}",
+            familiar::option::name("threshold")
         )));
     }
     let mut sql = Sql::new().map_err(sql_error)?;

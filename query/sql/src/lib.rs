@@ -25,6 +25,7 @@ pub mod output;
 pub mod tables;
 pub mod udf;
 
+use familiar::option::name;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -324,8 +325,9 @@ impl Sql {
                         Ok(r) => r.map_err(|e| self.df_error(e)),
                         Err(_) => Err(Error::Limit(format!(
                             "the statement ran past the time limit of {} s and was cancelled \
-                             (raise it with --time-limit, or SqlOptions::time_limit)",
-                            limit.as_secs_f64()
+                             (raise it with {})",
+                            limit.as_secs_f64(),
+                            name("time_limit")
                         ))),
                     },
                 }
@@ -351,8 +353,8 @@ impl Sql {
                 None => "the memory available".into(),
             };
             return Error::Limit(format!(
-                "the statement needs more than {limit} (raise it with --memory-limit, or \
-                 SqlOptions::memory_limit): {m}"
+                "the statement needs more than {limit} (raise it with {}): {m}",
+                name("memory_limit")
             ));
         }
         self.sql_error(e)
@@ -380,10 +382,12 @@ impl Sql {
                      cannot be changed from SQL"
                         .into()
                 } else {
-                    "this session is read-only: queries, EXPLAIN, CREATE VIEW and DROP VIEW run; \
-                     statements that read other files, write files or change settings need \
-                     --allow-writes (SqlOptions::allow_writes)"
-                        .into()
+                    format!(
+                        "this session is read-only: queries, EXPLAIN, CREATE VIEW and DROP VIEW \
+                         run; statements that read other files, write files or change settings \
+                         need {}",
+                        name("allow_writes")
+                    )
                 },
             }),
         }
@@ -446,8 +450,8 @@ fn setting(variable: &str, allow_writes: bool) -> Option<String> {
     let v = variable.to_ascii_lowercase();
     if v.starts_with("datafusion.runtime.") {
         return Some(format!(
-            "SET {variable} would change the session's resource limits (set them with \
-             --memory-limit / SqlOptions)"
+            "SET {variable} would change the session's resource limits (set them with {})",
+            name("memory_limit")
         ));
     }
     (!allow_writes).then(|| format!("SET {variable} changes the session's settings"))

@@ -68,9 +68,10 @@ pub fn write_text(
             writeln!(out).map_err(other)?;
         }
         Format::Parquet => {
-            return Err(Error::Other(
-                "Parquet output needs --output FILE".to_string(),
-            ))
+            return Err(Error::Other(format!(
+                "Parquet output is written to a file, not a stream: name one with {}",
+                familiar::option::name("output")
+            )))
         }
     }
     Ok(())

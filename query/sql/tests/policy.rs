@@ -110,7 +110,7 @@ fn read_only_by_default_refuses_every_statement_that_touches_files_or_settings()
         let e = refused(&sql, &statement);
         assert!(e.contains(needle), "{statement}: {e}");
         assert!(
-            e.contains("read-only") && e.contains("--allow-writes"),
+            e.contains("read-only") && e.contains("`allow_writes`"),
             "{e}"
         );
     }
@@ -206,7 +206,7 @@ fn the_memory_limit_stops_a_statement_and_names_itself() {
     assert!(matches!(e, Error::Limit(_)), "{e}");
     let m = e.to_string();
     assert!(
-        m.contains("memory limit of 1 MiB") && m.contains("--memory-limit"),
+        m.contains("memory limit of 1 MiB") && m.contains("`memory_limit`"),
         "{m}"
     );
     // Without the limit the same statement runs.

@@ -291,9 +291,10 @@ impl TextIndex {
         let mpath = shard_dir.join(familiar::manifest::MANIFEST_FILE);
         let Some(info) = &manifest.text_index else {
             return Err(Error::Config(format!(
-                "{}: this shard has no text index (the index was built with --no-text-index); \
+                "{}: this shard has no text index (the index was built with {}); \
                  rebuild it without that option to count concepts in text",
-                shard_dir.display()
+                shard_dir.display(),
+                familiar::option::off("text_index")
             )));
         };
         if info.analyzer != ANALYZER {

@@ -45,7 +45,7 @@ pub fn run(a: Args) -> Result<i32> {
         &|| progress.inc(1),
     )
     .map_err(|e| match e {
-        familiar::Error::Input { ref reason, .. }
+        familiar_models::Error::Core(familiar::Error::Input { ref reason, .. })
             if a.overflow == Overflow::Error
                 && reason.contains("more than the model's context") =>
         {

@@ -125,7 +125,7 @@ fn models(a: ModelArgs) -> Result<i32> {
         .models
         .iter()
         .map(|dir| familiar_models::catalog::describe(dir))
-        .collect::<familiar::Result<Vec<_>>>()?;
+        .collect::<familiar_models::Result<Vec<_>>>()?;
     familiar::table::from_rows(&rows)?.write(Format::Parquet, Some(&a.out))?;
     println!(
         "imported {} models into {}",

@@ -13,12 +13,13 @@
 //! it) and `lds.json` (rewritten after every run). Models are trained in `models/subset-NNNN`
 //! (checkpointed, so an interrupted subset resumes mid-training) and removed once measured.
 
+use familiar::option::name;
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, Result};
 use crate::grads::store::GradientStore;
 use familiar::index::Index;
 use familiar::rng::SplitMix64;
-use familiar::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{preconditioned, query_gradients, score_all, Precondition, Query};
@@ -159,26 +160,29 @@ pub fn evaluate(
     progress: &dyn Fn(Event),
 ) -> Result<EvalReport> {
     if o.subsets < 3 {
-        return Err(Error::Query(
-            "--subsets must be at least 3 (a rank correlation over subsets)".into(),
-        ));
+        return Err(Error::query(format!(
+            "{} must be at least 3 (a rank correlation over subsets)",
+            name("subsets")
+        )));
     }
     // Each subset is a model trained anew: beyond this a run would never end (Park et al. 2023
     // use 50–100; the LDS settles within a few dozen).
     if o.subsets > 100_000 {
-        return Err(Error::Config(format!(
-            "--subsets {} is more models than an evaluation can train (at most 100000)",
+        return Err(Error::config(format!(
+            "{} {} is more models than an evaluation can train (at most 100000)",
+            name("subsets"),
             o.subsets
         )));
     }
     if !(o.fraction > 0.0 && o.fraction < 1.0) {
-        return Err(Error::Query(format!(
-            "--fraction must be between 0 and 1, not {}",
+        return Err(Error::query(format!(
+            "{} must be between 0 and 1, not {}",
+            name("fraction"),
             o.fraction
         )));
     }
     if store.rows() != index.documents() {
-        return Err(Error::Query(format!(
+        return Err(Error::query(format!(
             "the store holds {} documents, the index {}: not the index the store was built from",
             store.rows(),
             index.documents()

@@ -10,19 +10,20 @@
 
 pub mod eval;
 
+use familiar::option::name;
 use std::path::Path;
 
+use crate::error::{Error, Result};
 use crate::grads::fast::FastGradients;
 use crate::grads::linalg::Cholesky;
 use crate::grads::store::{GradientStore, Moments};
 use crate::grads::Example;
 use crate::model::finite;
-use familiar::{Error, Result};
 use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::measure::score::LanguageModel;
-use familiar::input::{bad, read_jsonl, string};
+use familiar::input::{read_jsonl, string};
 
 /// A query: a prompt and the completion whose gradient is attributed.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +52,7 @@ pub fn read_queries(path: &Path) -> Result<Vec<Query>> {
     for (line, v) in read_jsonl(path)? {
         let obj = v
             .as_object()
-            .ok_or_else(|| bad(path, line, "expected a JSON object"))?;
+            .ok_or_else(|| Error::input(path, line, "expected a JSON object"))?;
         for k in obj.keys() {
             if ![
                 "id",
@@ -64,21 +65,27 @@ pub fn read_queries(path: &Path) -> Result<Vec<Query>> {
             ]
             .contains(&k.as_str())
             {
-                return Err(bad(path, line, format!("unknown key `{k}`")));
+                return Err(Error::input(path, line, format!("unknown key `{k}`")));
             }
         }
         let id = match v.get("id") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
             None => format!("{line}"),
-            _ => return Err(bad(path, line, "`id` must be a string or a number")),
+            _ => {
+                return Err(Error::input(
+                    path,
+                    line,
+                    "`id` must be a string or a number",
+                ))
+            }
         };
         if !seen.insert(id.clone()) {
-            return Err(bad(path, line, format!("duplicate id `{id}`")));
+            return Err(Error::input(path, line, format!("duplicate id `{id}`")));
         }
         let kind = string(path, line, &v, "kind")?;
         if kind != "factual" && kind != "reasoning" {
-            return Err(bad(
+            return Err(Error::input(
                 path,
                 line,
                 format!("`kind` must be factual or reasoning, not `{kind}`"),
@@ -86,13 +93,19 @@ pub fn read_queries(path: &Path) -> Result<Vec<Query>> {
         }
         let completion = string(path, line, &v, "completion")?;
         if completion.is_empty() {
-            return Err(bad(path, line, "`completion` is empty"));
+            return Err(Error::input(path, line, "`completion` is empty"));
         }
         let answer = match v.get("answer") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
-            _ => return Err(bad(path, line, "`answer` must be a string or a number")),
+            _ => {
+                return Err(Error::input(
+                    path,
+                    line,
+                    "`answer` must be a string or a number",
+                ))
+            }
         };
         let intermediate = match v.get("intermediate") {
             None | Some(Value::Null) => Vec::new(),
@@ -101,14 +114,14 @@ pub fn read_queries(path: &Path) -> Result<Vec<Query>> {
                 .map(|x| match x {
                     Value::String(s) => Ok(s.clone()),
                     Value::Number(n) => Ok(n.to_string()),
-                    _ => Err(bad(
+                    _ => Err(Error::input(
                         path,
                         line,
                         "`intermediate` must list strings or numbers",
                     )),
                 })
                 .collect::<Result<_>>()?,
-            _ => return Err(bad(path, line, "`intermediate` must be a list")),
+            _ => return Err(Error::input(path, line, "`intermediate` must be a list")),
         };
         out.push(Query {
             id,
@@ -179,7 +192,7 @@ pub fn query_gradients(
             let (ctx, cont) = lm.split(&q.prompt, &q.completion)?;
             let (ids, keep, truncated) = lm
                 .fit(&ctx, &cont)
-                .map_err(|e| Error::Query(format!("query {}: {e}", q.id)))?;
+                .map_err(|e| Error::query(format!("query {}: {e}", q.id)))?;
             let g = fast.compute(&[Example {
                 ids,
                 first_target: keep,
@@ -266,7 +279,10 @@ pub fn preconditioned(
             .collect()),
         Precondition::Kfac { damping } => {
             if damping.is_nan() || damping <= 0.0 {
-                return Err(Error::Query("--damping must be positive".into()));
+                return Err(Error::query(format!(
+                    "{} must be positive",
+                    name("damping")
+                )));
             }
             let block = store.manifest.settings.projection.block();
             let moments = second_moments(store)?;
@@ -281,10 +297,10 @@ pub fn preconditioned(
                         damping
                     };
                     Cholesky::damped(m, block, lambda).ok_or_else(|| {
-                        Error::Query(
-                            "the damped second moment is not positive definite; raise --damping"
-                                .into(),
-                        )
+                        Error::query(format!(
+                            "the damped second moment is not positive definite; raise {}",
+                            name("damping")
+                        ))
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;

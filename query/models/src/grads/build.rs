@@ -13,10 +13,11 @@
 //! `head-factor.bin` before any row: the rows depend on it.
 //!
 //! A non-finite logit (while fitting the factor), loss or gradient row is an error naming the
-//! document ([`familiar::Error::NonFinite`]); no factor, row file or moments of it are published.
+//! document ([`crate::Error::NonFinite`]); no factor, row file or moments of it are published.
 
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, Result};
 use crate::grads::fast::FastGradients;
 use crate::grads::store::{
     model_hash, moments_file, shard_file, Moments, MomentsEntry, RowFile, RowWriter, StoreDtype,
@@ -27,7 +28,7 @@ use crate::model::finite;
 use crate::model::{LinearGroup, Transformer};
 use familiar::index::Index;
 use familiar::token::Token;
-use familiar::{with_view, Error, Result};
+use familiar::with_view;
 use rayon::prelude::*;
 
 /// What to build.
@@ -112,13 +113,13 @@ pub fn build_store(
     let (thash, _) = familiar::checksum::of_file(&tpath)?;
     let ihash = &index.manifest().tokenizer.hash;
     if &thash != ihash {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "{}: the model's tokenizer ({thash}) is not the index's ({ihash})",
             tpath.display()
         )));
     }
     if (index.vocab_size() as usize) > model.config.vocab_size {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "the index has {} token ids, the model's vocabulary only {}",
             index.vocab_size(),
             model.config.vocab_size

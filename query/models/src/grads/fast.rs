@@ -15,10 +15,10 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::{Example, Gradients, Projection};
+use crate::error::{Error, Result};
 use crate::model::config::{Activation, Positions};
 use crate::model::transformer::{candle_error, Linear, Norm, Qkv};
 use crate::model::Transformer;
-use familiar::{Error, Result};
 
 /// `out[m×n]` (row stride `ldo`) = (or += when `acc`) `a[m×k] · b[k×n]`, where `a` and `b` are
 /// given as (slice, row stride, column stride). Panics if a view exceeds its slice.
@@ -371,7 +371,7 @@ impl FastGradients {
         let found: usize =
             layers.iter().map(|l| l.slots.len()).sum::<usize>() + usize::from(head_slot.is_some());
         if found != spec.layers.len() {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "the projection names {} layers, the model has {found} of them",
                 spec.layers.len()
             )));
@@ -415,14 +415,14 @@ impl FastGradients {
         let c = &self.config;
         for e in examples {
             if e.ids.len() > c.max_positions {
-                return Err(Error::Query(format!(
+                return Err(Error::query(format!(
                     "{} tokens exceed the model's context of {} positions",
                     e.ids.len(),
                     c.max_positions
                 )));
             }
             if let Some(&bad) = e.ids.iter().find(|&&i| i as usize >= c.vocab_size) {
-                return Err(Error::Query(format!(
+                return Err(Error::query(format!(
                     "token id {bad} is outside the model's vocabulary of {}",
                     c.vocab_size
                 )));

@@ -34,11 +34,11 @@ pub mod store;
 use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::model::finite;
 use crate::model::transformer::{candle_error, log_softmax_last, LinearGroup, HEAD};
 use crate::model::{Capture, Transformer};
 use familiar::rng::SplitMix64;
-use familiar::{Error, Result};
 
 /// One linear layer of a projection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +108,7 @@ pub fn parse_group(name: &str) -> Result<LinearGroup> {
         "attention" => Ok(LinearGroup::Attention),
         "mlp" => Ok(LinearGroup::Mlp),
         "output" => Ok(LinearGroup::Output),
-        other => Err(Error::Config(format!(
+        other => Err(Error::config(format!(
             "unknown layer group `{other}`: expected all, blocks, attention, mlp or output"
         ))),
     }
@@ -124,7 +124,7 @@ impl ProjectionSpec {
         seed: u64,
     ) -> Result<ProjectionSpec> {
         if rank_in == 0 || rank_out == 0 {
-            return Err(Error::Config("projection ranks must be at least 1".into()));
+            return Err(Error::config("projection ranks must be at least 1"));
         }
         let mut layers = Vec::new();
         for l in model.linear_layers() {
@@ -150,13 +150,13 @@ impl ProjectionSpec {
             .iter()
             .find(|l| rank_in > l.input || rank_out > l.output)
         {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "rank {rank_in}×{rank_out} exceeds layer {} ({} inputs, {} outputs)",
                 l.name, l.input, l.output
             )));
         }
         if layers.is_empty() {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "the model has no {} linear layers",
                 group_name(group)
             )));
@@ -350,16 +350,19 @@ impl Projection {
         let group = parse_group(&spec.group)?;
         let own = ProjectionSpec::new(model, group, spec.rank_in, spec.rank_out, spec.seed)?;
         if own.layers != spec.layers {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "the model's {} linear layers differ from the projection's ({} vs {} layers{})",
                 spec.group,
                 own.layers.len(),
                 spec.layers.len(),
                 if own.has_head() && !spec.has_head() {
-                    "; stores made before the output head was projected: rebuild the store, or \
-                     keep the blocks' layers with --layers blocks"
+                    format!(
+                        "; stores made before the output head was projected: rebuild the store, \
+                         or keep the blocks' layers with {} blocks",
+                        familiar::option::name("layers")
+                    )
                 } else {
-                    ""
+                    String::new()
                 }
             )));
         }
@@ -367,7 +370,7 @@ impl Projection {
         match (&spec.head_whitening, head) {
             (Some(w), Some(f)) => {
                 if f.sums.len() != model.config.vocab_size {
-                    return Err(Error::Config(format!(
+                    return Err(Error::config(format!(
                         "the output-head factor covers {} tokens, the model's vocabulary {}",
                         f.sums.len(),
                         model.config.vocab_size
@@ -381,13 +384,13 @@ impl Projection {
                 }
             }
             (Some(_), None) => {
-                return Err(Error::Config(
-                    "the projection whitens the output head: its fitted factor is needed".into(),
+                return Err(Error::config(
+                    "the projection whitens the output head: its fitted factor is needed",
                 ))
             }
             (None, Some(_)) => {
-                return Err(Error::Config(
-                    "an output-head factor was given for a projection without the head".into(),
+                return Err(Error::config(
+                    "an output-head factor was given for a projection without the head",
                 ))
             }
             (None, None) => {}

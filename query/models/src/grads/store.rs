@@ -20,9 +20,9 @@ use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
 use super::{HeadFactor, ProjectionSpec};
+use crate::error::{Error, Result};
 use familiar::error::IoContext;
 use familiar::format::{FileKind, Header, HEADER_LEN};
-use familiar::{Error, Result};
 
 /// Manifest format tag.
 pub const FORMAT: &str = "familiar-gradient-store";
@@ -151,7 +151,7 @@ impl HeadFactor {
         for v in &self.sums {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
-        familiar::manifest::write_atomic(path, &bytes)
+        Ok(familiar::manifest::write_atomic(path, &bytes)?)
     }
 
     /// Reads a factor over a vocabulary of `vocab` entries.
@@ -169,11 +169,12 @@ impl HeadFactor {
         }
         let want = HEADER_LEN as u64 + 8 * vocab as u64;
         if bytes.len() as u64 != want {
-            return Err(Error::Size {
+            return Err(familiar::Error::Size {
                 path: path.to_path_buf(),
                 expected: want,
                 actual: bytes.len() as u64,
-            });
+            }
+            .into());
         }
         let sums: Vec<f64> = bytes[HEADER_LEN..]
             .chunks_exact(8)
@@ -293,7 +294,7 @@ impl Moments {
                 bytes.extend_from_slice(&v.to_le_bytes());
             }
         }
-        familiar::manifest::write_atomic(path, &bytes)
+        Ok(familiar::manifest::write_atomic(path, &bytes)?)
     }
 
     /// Reads a moments file of `layers` blocks of `block` values, holding `rows` rows.
@@ -420,7 +421,7 @@ impl RowWriter {
     pub fn push(&mut self, row: &[f32]) -> Result<()> {
         use std::io::Write;
         if row.len() != self.dim || self.written == self.rows {
-            return Err(Error::Bug(format!(
+            return Err(Error::bug(format!(
                 "row {} of length {} for a file of {} rows of {}",
                 self.written,
                 row.len(),
@@ -438,7 +439,7 @@ impl RowWriter {
     /// Syncs the file and moves it into place; every row must have been pushed.
     pub fn finish(self) -> Result<()> {
         if self.written != self.rows {
-            return Err(Error::Bug(format!(
+            return Err(Error::bug(format!(
                 "{} of {} rows written",
                 self.written, self.rows
             )));
@@ -449,7 +450,7 @@ impl RowWriter {
             .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
         f.sync_all().at(&self.tmp)?;
         drop(f);
-        std::fs::rename(&self.tmp, &self.path).at(&self.path)
+        Ok(std::fs::rename(&self.tmp, &self.path).at(&self.path)?)
     }
 }
 
@@ -590,11 +591,12 @@ impl GradientStore {
                 let want = HEADER_LEN as u64 + 8 * (spec.layers.len() * spec.block().pow(2)) as u64;
                 let got = std::fs::metadata(&mp).at(&mp)?.len();
                 if got != want {
-                    return Err(Error::Size {
+                    return Err(familiar::Error::Size {
                         path: mp,
                         expected: want,
                         actual: got,
-                    });
+                    }
+                    .into());
                 }
             }
         }
@@ -612,11 +614,12 @@ impl GradientStore {
                     HEADER_LEN as u64 + 8 * spec.layers.last().map_or(0, |l| l.output) as u64;
                 let got = std::fs::metadata(&p).at(&p)?.len();
                 if got != want {
-                    return Err(Error::Size {
+                    return Err(familiar::Error::Size {
                         path: p,
                         expected: want,
                         actual: got,
-                    });
+                    }
+                    .into());
                 }
             }
             (None, false) => {}

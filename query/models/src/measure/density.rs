@@ -229,12 +229,12 @@ pub struct LayerStats {
 }
 
 /// Runs `windows` of token ids through the model and measures every layer; a non-finite hidden
-/// state or MLP activation is an error ([`familiar::Error::NonFinite`]) naming the layer and token.
+/// state or MLP activation is an error ([`crate::Error::NonFinite`]) naming the layer and token.
 pub fn measure(
     model: &crate::model::Transformer,
     windows: &[Vec<u32>],
     threshold: f32,
-) -> familiar::Result<Vec<LayerStats>> {
+) -> crate::Result<Vec<LayerStats>> {
     let layers = model.config.layers;
     let hidden = model.config.hidden;
     // Per layer: all tokens' hidden states (row-major), and MLP counts.
@@ -252,7 +252,7 @@ pub fn measure(
         )?;
         let bug = crate::model::transformer::candle_error("activations");
         // Non-finite states would give NaN metrics (and an eigenvalue iteration on NaN).
-        let check = |what: &str, l: usize, rows: &[Vec<f32>]| -> familiar::Result<()> {
+        let check = |what: &str, l: usize, rows: &[Vec<f32>]| -> crate::Result<()> {
             for (t, r) in rows.iter().enumerate() {
                 let window = if windows.len() > 1 {
                     format!("window {wi}, ")
@@ -342,7 +342,7 @@ pub fn read_probes(path: &std::path::Path) -> familiar::Result<Vec<Probe>> {
     let raw: Vec<(u64, Raw)> =
         familiar::input::read_jsonl_records(path, "{\"id\", \"text\", \"labels\"}")?;
     if raw.is_empty() {
-        return Err(familiar::input::bad(path, 0, "no probes"));
+        return Err(familiar::Error::input(path, 0, "no probes"));
     }
     Ok(raw
         .into_iter()
@@ -395,11 +395,11 @@ pub fn measure_probes(
     overflow: Overflow,
     threshold: f32,
     on_probe: &dyn Fn(),
-) -> familiar::Result<Vec<ActivationRow>> {
+) -> crate::Result<Vec<ActivationRow>> {
     let window = lm.model.config.max_positions;
     let mut rows = Vec::new();
     for p in probes {
-        let bad = |reason: String| familiar::input::bad(path, p.line, reason);
+        let bad = |reason: String| crate::Error::input(path, p.line, reason);
         let ids = lm.tokenizer.encode(&p.text)?;
         if ids.is_empty() {
             return Err(bad(format!("probe {} has no tokens", p.id)));

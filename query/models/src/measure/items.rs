@@ -6,11 +6,11 @@
 //! `"concepts"` (names to join with concept frequencies). Other keys are errors (a misspelt
 //! `completion` must not pass as an item without one).
 
-use familiar::input::{bad, string};
+use familiar::input::string;
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, Result};
 use familiar::error::IoContext;
-use familiar::{Error, Result};
 use serde_json::Value;
 
 /// What is asked.
@@ -80,7 +80,7 @@ pub fn read_items(path: &Path, format: ItemFormat, limit: Option<usize>) -> Resu
                     .and_then(|a| a.first())
                     .and_then(Value::as_str)
                     .ok_or_else(|| {
-                        bad(path, line, "`answer` must be a non-empty list of strings")
+                        Error::input(path, line, "`answer` must be a non-empty list of strings")
                     })?;
                 Ok(Item {
                     id: format!("{stem}:{line}"),
@@ -98,7 +98,7 @@ pub fn read_items(path: &Path, format: ItemFormat, limit: Option<usize>) -> Resu
                 let text = text.trim_end();
                 let cut = text
                     .rfind(char::is_whitespace)
-                    .ok_or_else(|| bad(path, line, "the text has a single word"))?;
+                    .ok_or_else(|| Error::input(path, line, "the text has a single word"))?;
                 Ok(Item {
                     id: format!("{stem}:{line}"),
                     task: "lambada".into(),
@@ -125,7 +125,7 @@ pub fn read_items(path: &Path, format: ItemFormat, limit: Option<usize>) -> Resu
         items.truncate(n);
     }
     if items.is_empty() {
-        return Err(Error::Config(format!("{}: no items", path.display())));
+        return Err(Error::config(format!("{}: no items", path.display())));
     }
     Ok(items)
 }
@@ -134,14 +134,14 @@ fn read_jsonl(path: &Path, stem: &str) -> Result<Vec<Item>> {
     let mut out = Vec::new();
     for (line, v) in familiar::input::read_jsonl(path)? {
         let Value::Object(obj) = &v else {
-            return Err(bad(path, line, "expected a JSON object"));
+            return Err(Error::input(path, line, "expected a JSON object"));
         };
         for k in obj.keys() {
             if !matches!(
                 k.as_str(),
                 "id" | "prompt" | "completion" | "choices" | "answer" | "task" | "concepts"
             ) {
-                return Err(bad(
+                return Err(Error::input(
                     path,
                     line,
                     format!("unknown key {k:?}; expected id, prompt, completion or choices + answer, task, concepts"),
@@ -152,7 +152,13 @@ fn read_jsonl(path: &Path, stem: &str) -> Result<Vec<Item>> {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
             None => format!("{stem}:{line}"),
-            Some(_) => return Err(bad(path, line, "`id` must be a string or a number")),
+            Some(_) => {
+                return Err(Error::input(
+                    path,
+                    line,
+                    "`id` must be a string or a number",
+                ))
+            }
         };
         let prompt = string(path, line, &v, "prompt")?;
         let ask =
@@ -163,13 +169,15 @@ fn read_jsonl(path: &Path, stem: &str) -> Result<Vec<Item>> {
                         .iter()
                         .map(|c| c.as_str().map(str::to_string))
                         .collect::<Option<_>>()
-                        .ok_or_else(|| bad(path, line, "`choices` must be a list of strings"))?;
+                        .ok_or_else(|| {
+                            Error::input(path, line, "`choices` must be a list of strings")
+                        })?;
                     let answer = a
                         .as_u64()
                         .map(|a| a as usize)
                         .filter(|&a| a < choices.len())
                         .ok_or_else(|| {
-                            bad(
+                            Error::input(
                                 path,
                                 line,
                                 format!(
@@ -180,7 +188,7 @@ fn read_jsonl(path: &Path, stem: &str) -> Result<Vec<Item>> {
                         })?;
                     Ask::Choice { choices, answer }
                 }
-                _ => return Err(bad(
+                _ => return Err(Error::input(
                     path,
                     line,
                     "expected a string `completion`, or `choices` (strings) with an `answer` index",
@@ -192,8 +200,14 @@ fn read_jsonl(path: &Path, stem: &str) -> Result<Vec<Item>> {
                 .iter()
                 .map(|c| c.as_str().map(str::to_string))
                 .collect::<Option<_>>()
-                .ok_or_else(|| bad(path, line, "`concepts` must be a list of strings"))?,
-            Some(_) => return Err(bad(path, line, "`concepts` must be a list of strings")),
+                .ok_or_else(|| Error::input(path, line, "`concepts` must be a list of strings"))?,
+            Some(_) => {
+                return Err(Error::input(
+                    path,
+                    line,
+                    "`concepts` must be a list of strings",
+                ))
+            }
         };
         out.push(Item {
             id,
@@ -232,11 +246,11 @@ fn read_mmlu(path: &Path) -> Result<Vec<Item>> {
         let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
         let headers = reader
             .headers()
-            .map_err(|e| bad(&file, 1, format!("cannot read the header row: {e}")))?
+            .map_err(|e| Error::input(&file, 1, format!("cannot read the header row: {e}")))?
             .clone();
         let col = |n: &str| headers.iter().position(|h| h == n);
         let (Some(q), Some(a)) = (col("question"), col("answer")) else {
-            return Err(bad(
+            return Err(Error::input(
                 &file,
                 1,
                 "expected columns question, choice0..choice3, answer",
@@ -244,11 +258,16 @@ fn read_mmlu(path: &Path) -> Result<Vec<Item>> {
         };
         let choice_cols: Vec<usize> = (0..).map_while(|k| col(&format!("choice{k}"))).collect();
         if choice_cols.len() < 2 {
-            return Err(bad(&file, 1, "expected columns choice0, choice1, …"));
+            return Err(Error::input(
+                &file,
+                1,
+                "expected columns choice0, choice1, …",
+            ));
         }
         for (row, record) in reader.records().enumerate() {
             let line = row as u64 + 2;
-            let record = record.map_err(|e| bad(&file, line, format!("malformed row: {e}")))?;
+            let record =
+                record.map_err(|e| Error::input(&file, line, format!("malformed row: {e}")))?;
             let field = |i: usize| record.get(i).unwrap_or_default().to_string();
             let mut prompt = field(q).trim().to_string();
             let letters: Vec<char> = ('A'..='Z').take(choice_cols.len()).collect();
@@ -261,7 +280,7 @@ fn read_mmlu(path: &Path) -> Result<Vec<Item>> {
                 .parse()
                 .ok()
                 .filter(|&k: &usize| k < choice_cols.len())
-                .ok_or_else(|| bad(&file, line, "`answer` must be a choice index"))?;
+                .ok_or_else(|| Error::input(&file, line, "`answer` must be a choice index"))?;
             out.push(Item {
                 id: format!("{task}:{}", row + 1),
                 task: task.clone(),
@@ -282,7 +301,7 @@ fn read_pararel(path: &Path, relation: &str) -> Result<Vec<Item>> {
         .parent()
         .and_then(Path::parent)
         .map(|d| d.join("patterns").join(format!("{relation}.jsonl")))
-        .ok_or_else(|| Error::Config(format!("{}: cannot find its patterns", path.display())))?;
+        .ok_or_else(|| Error::config(format!("{}: cannot find its patterns", path.display())))?;
     let mut template = None;
     for (line, v) in familiar::input::read_jsonl(&patterns)? {
         let p = string(&patterns, line, &v, "pattern")?;
@@ -293,7 +312,7 @@ fn read_pararel(path: &Path, relation: &str) -> Result<Vec<Item>> {
         }
     }
     let template = template.ok_or_else(|| {
-        Error::Config(format!(
+        Error::config(format!(
             "{}: no pattern ends with [Y], so none can be scored as a completion",
             patterns.display()
         ))

@@ -15,12 +15,12 @@
 
 use std::path::Path;
 
+use crate::error::{Error, Result};
 use crate::model::finite;
 use crate::model::transformer::{candle_error, log_softmax_last, LoadOptions};
 use crate::model::{Capture, Transformer};
 use candle_core::{DType, Device, IndexOp};
 use familiar::tokenizer::Tokenizer;
-use familiar::{Error, Result};
 
 use crate::measure::items::{Ask, Item};
 
@@ -49,7 +49,7 @@ impl LanguageModel {
         let tpath = crate::model::tokenizer_file(dir)?;
         let tokenizer = Tokenizer::from_file(&tpath)?;
         if tokenizer.vocab_size() as usize > model.config.vocab_size {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "{}: the tokenizer has {} ids but the model only {}",
                 tpath.display(),
                 tokenizer.vocab_size(),
@@ -75,9 +75,8 @@ impl LanguageModel {
                 .bos_token_id
                 .or(self.model.config.eos_token_id)
                 .ok_or_else(|| {
-                    Error::Query(
-                        "an empty prompt needs a BOS or EOS token, and config.json names neither"
-                            .into(),
+                    Error::query(
+                        "an empty prompt needs a BOS or EOS token, and config.json names neither",
                     )
                 })?;
             vec![start]
@@ -97,7 +96,7 @@ impl LanguageModel {
     pub fn score_ids(&self, ctx: &[u32], cont: &[u32]) -> Result<Scored> {
         let mut v = self.score_batch(&[(ctx.to_vec(), cont.to_vec())])?;
         v.pop()
-            .ok_or_else(|| Error::Bug("one score for one sequence".into()))
+            .ok_or_else(|| Error::bug("one score for one sequence"))
     }
 
     /// `ctx` then `cont` in the model's context: the sequence, where `cont` starts in it, and how
@@ -105,10 +104,10 @@ impl LanguageModel {
     pub fn fit(&self, ctx: &[u32], cont: &[u32]) -> Result<(Vec<u32>, usize, usize)> {
         let window = self.model.config.max_positions;
         if cont.is_empty() {
-            return Err(Error::Query("the completion has no tokens".into()));
+            return Err(Error::query("the completion has no tokens"));
         }
         if cont.len() >= window {
-            return Err(Error::Query(format!(
+            return Err(Error::query(format!(
                 "the completion has {} tokens; the model's context holds {window}",
                 cont.len()
             )));
@@ -238,7 +237,7 @@ pub struct Choices {
 /// Scores every choice after `prompt`.
 pub fn choose(lm: &LanguageModel, prompt: &str, choices: &[String]) -> Result<Choices> {
     if choices.is_empty() {
-        return Err(Error::Query("no choices".into()));
+        return Err(Error::query("no choices"));
     }
     // Every choice in one forward pass.
     let pairs = choices
@@ -329,7 +328,7 @@ pub fn zero_shot(
     for item in items {
         let ctx = |e: Error| match e {
             Error::NonFinite(_) => finite::within(e, format!("{source}: item {}", item.id)),
-            e => Error::Query(format!("{source}: item {}: {e}", item.id)),
+            e => Error::query(format!("{source}: item {}: {e}", item.id)),
         };
         let mut row = ZeroShotRow {
             item_id: item.id.clone(),
@@ -409,12 +408,12 @@ pub fn read_keyword_items(path: &std::path::Path) -> familiar::Result<Vec<Keywor
     let raw: Vec<(u64, Raw)> =
         familiar::input::read_jsonl_records(path, "{\"id\", \"context\", \"keyword\"}")?;
     if raw.is_empty() {
-        return Err(familiar::input::bad(path, 0, "no items"));
+        return Err(familiar::Error::input(path, 0, "no items"));
     }
     raw.into_iter()
         .map(|(line, r)| {
             if r.keyword.is_empty() {
-                return Err(familiar::input::bad(path, line, "empty keyword"));
+                return Err(familiar::Error::input(path, line, "empty keyword"));
             }
             Ok(KeywordItem {
                 line,
@@ -460,7 +459,7 @@ pub fn keyword_probe(
         .map(|k| {
             let s = lm
                 .score(&k.context, &k.keyword)
-                .map_err(|e| familiar::input::bad(path, k.line, format!("item {}: {e}", k.id)))?;
+                .map_err(|e| Error::input(path, k.line, format!("item {}: {e}", k.id)))?;
             on_item();
             Ok(KeywordProbeRow {
                 item_id: k.id.clone(),

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use familiar::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use familiar::error::IoContext;
 
 /// The decoder family (`model_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

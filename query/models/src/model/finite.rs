@@ -11,7 +11,7 @@ use std::fmt;
 
 use candle_core::{DType, Tensor};
 
-use familiar::error::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Where a slice's non-finite values are.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -182,7 +182,7 @@ mod tests {
             "{e}"
         );
         // Other errors pass through unchanged.
-        let e = within(Error::Query("q".into()), "item");
+        let e = within(Error::query("q"), "item");
         assert_eq!(e.to_string(), "invalid query: q");
     }
 }

@@ -12,7 +12,7 @@ pub use config::ModelConfig;
 pub use transformer::{Capture, LinearCapture, LinearGroup, Output, Transformer};
 pub use weights::Weights;
 
-use familiar::error::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The `tokenizer.json` of a model directory, which must exist.
 pub fn tokenizer_file(dir: &std::path::Path) -> Result<std::path::PathBuf> {
@@ -40,18 +40,18 @@ pub fn device(spec: &str) -> Result<candle_core::Device> {
         s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(n)) => n,
             _ => {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "unknown device `{spec}`: expected cpu, cuda or cuda:N"
                 )))
             }
         },
     };
     if !candle_core::utils::cuda_is_available() {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "device `{spec}`: this build of familiar has no CUDA support; rebuild with \
              `--features cuda` (needs the CUDA toolkit)"
         )));
     }
     candle_core::Device::new_cuda(ordinal)
-        .map_err(|e| Error::Config(format!("device `{spec}`: {e}")))
+        .map_err(|e| Error::config(format!("device `{spec}`: {e}")))
 }

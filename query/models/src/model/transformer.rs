@@ -14,17 +14,35 @@ use candle_core::{DType, Device, Tensor, Var, D};
 
 use super::config::{Activation, Family, ModelConfig, Positions};
 use super::weights::Weights;
-use familiar::error::{Error, Result};
+use crate::error::{Error, Result};
 
-/// A candle error, with what was being done: a failure of the compute device (out of memory on a
-/// GPU, a CUDA or Metal error, a backend this build lacks) is [`Error::Device`], the user's to
-/// act on; anything else (shapes, dtypes, indices) is a mistake of familiar's, [`Error::Bug`].
+/// A candle error, with what was being done: the compute device running out of memory is
+/// [`Error::OutOfMemory`] and any other failure of the device (a CUDA or Metal error, a backend
+/// this build lacks, tensors on different devices) [`Error::Device`], both the user's to act on;
+/// anything else (shapes, dtypes, indices) is a mistake of familiar's, [`familiar::Error::Bug`].
 pub fn candle_error(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
     move |e| {
-        if is_device_error(&e) {
+        if is_out_of_memory(&e) {
+            Error::OutOfMemory(format!("{what}: {e}"))
+        } else if is_device_error(&e) {
             Error::Device(format!("{what}: {e}"))
         } else {
-            Error::Bug(format!("{what}: {e}"))
+            Error::bug(format!("{what}: {e}"))
+        }
+    }
+}
+
+/// Whether a candle error says the device (or the host, allocating for it) ran out of memory.
+pub fn is_out_of_memory(e: &candle_core::Error) -> bool {
+    use candle_core::Error as E;
+    match e {
+        // The wrappers' messages carry backtraces, whose frames name `alloc`.
+        E::Context { inner, .. } | E::WithPath { inner, .. } | E::WithBacktrace { inner, .. } => {
+            is_out_of_memory(inner)
+        }
+        other => {
+            let m = other.to_string().to_lowercase();
+            m.contains("out of memory") || m.contains("out_of_memory") || m.contains("allocat")
         }
     }
 }
@@ -382,7 +400,7 @@ impl Transformer {
         options: &LoadOptions,
     ) -> Result<Transformer> {
         if !matches!(options.dtype, DType::F32 | DType::F64) {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "models compute in f32 or f64, not {:?}",
                 options.dtype
             )));
@@ -548,15 +566,15 @@ impl Transformer {
         let batch = ids.len();
         let t = ids.first().map_or(0, Vec::len);
         if batch == 0 || t == 0 {
-            return Err(Error::Query("the model needs at least one token".into()));
+            return Err(Error::query("the model needs at least one token"));
         }
         if ids.iter().any(|r| r.len() != t) {
-            return Err(Error::Query(
-                "every sequence of a batch must have the same length".into(),
+            return Err(Error::query(
+                "every sequence of a batch must have the same length",
             ));
         }
         if t > self.config.max_positions {
-            return Err(Error::Query(format!(
+            return Err(Error::query(format!(
                 "{t} tokens exceed the model's context of {} positions",
                 self.config.max_positions
             )));
@@ -566,7 +584,7 @@ impl Transformer {
             .flatten()
             .find(|&&i| i as usize >= self.config.vocab_size)
         {
-            return Err(Error::Query(format!(
+            return Err(Error::query(format!(
                 "token id {bad} is outside the model's vocabulary of {}",
                 self.config.vocab_size
             )));
@@ -826,19 +844,25 @@ mod device_error_tests {
             "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into(),
         );
         let e = candle_error("a forward pass")(oom);
-        assert!(matches!(e, Error::Device(_)), "{e}");
+        assert!(matches!(e, Error::OutOfMemory(_)), "{e}");
         assert!(
-            e.to_string().starts_with("device error: a forward pass: "),
+            e.to_string()
+                .starts_with("out of memory on the device: a forward pass: "),
             "{e}"
         );
         let missing = candle_error("loading")(candle_core::Error::NotCompiledWithCudaSupport);
         assert!(matches!(missing, Error::Device(_)), "{missing}");
+        assert!(missing.to_string().starts_with("device error: loading: "));
         let wrapped = candle_core::Error::Cuda("launch failed".into()).context("matmul");
         assert!(matches!(candle_error("x")(wrapped), Error::Device(_)));
         let shapes =
             candle_core::Tensor::zeros((2, 3), candle_core::DType::F32, &candle_core::Device::Cpu)
                 .and_then(|a| a.matmul(&a))
                 .unwrap_err();
-        assert!(matches!(candle_error("x")(shapes), Error::Bug(_)));
+        let shapes = candle_error("x")(shapes);
+        assert!(
+            matches!(shapes, Error::Core(familiar::Error::Bug(_))),
+            "{shapes}"
+        );
     }
 }

@@ -10,7 +10,8 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 use super::finite::{self, Float};
-use familiar::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use familiar::error::IoContext;
 
 /// The tensors of one checkpoint.
 pub struct Weights {
@@ -215,7 +216,7 @@ impl Weights {
                     None => Tensor::from_vec(v, shape, device).map_err(bug),
                 }
             }
-            other => Err(Error::Bug(format!(
+            other => Err(Error::bug(format!(
                 "tensors load as f32 or f64, not {other:?}"
             ))),
         }
@@ -384,7 +385,7 @@ mod tests {
             }
         }
         let e = w.get("bad.f16", &[2, 3], DType::F32, &cpu).unwrap_err();
-        assert!(matches!(e, Error::Corrupt { .. }));
+        assert!(matches!(e, Error::Core(familiar::Error::Corrupt { .. })));
         let m = e.to_string();
         assert!(
             m.contains("model.safetensors: corrupt: tensor `bad.f16` holds 3 non-finite values (first at element 1: NaN)"),
@@ -466,7 +467,10 @@ mod tests {
             write_index(serde_json::json!({"x": "model-1.safetensors", "y": file}));
             let e = Weights::open(dir.path()).unwrap_err();
             let m = e.to_string();
-            assert!(matches!(e, Error::Corrupt { .. }), "{m}");
+            assert!(
+                matches!(e, Error::Core(familiar::Error::Corrupt { .. })),
+                "{m}"
+            );
             assert!(
                 m.contains("model.safetensors.index.json: corrupt: `weight_map.y` names")
                     && m.contains(&format!("`{file}`, {why}")),

@@ -40,7 +40,7 @@ pub fn read_samples(path: &Path) -> Result<Vec<Sample>> {
     let mut ids = HashSet::new();
     for (line, v) in read_jsonl(path)? {
         let r: Raw = serde_json::from_value(v).map_err(|e| {
-            bad(
+            Error::input(
                 path,
                 line,
                 format!("expected {{\"id\", \"text\", \"keyword\", \"theme\"}}: {e}"),
@@ -48,10 +48,10 @@ pub fn read_samples(path: &Path) -> Result<Vec<Sample>> {
         })?;
         let keyword = r.keyword.trim().to_string();
         if keyword.is_empty() {
-            return Err(bad(path, line, "empty keyword"));
+            return Err(Error::input(path, line, "empty keyword"));
         }
         if own_probe(&r.text, &keyword).is_none() {
-            return Err(bad(
+            return Err(Error::input(
                 path,
                 line,
                 format!("the keyword `{keyword}` is not a whole word of the text"),
@@ -59,7 +59,7 @@ pub fn read_samples(path: &Path) -> Result<Vec<Sample>> {
         }
         let id = familiar::input::id_or_line(r.id, line);
         if !ids.insert(id.clone()) {
-            return Err(bad(path, line, format!("duplicate id `{id}`")));
+            return Err(Error::input(path, line, format!("duplicate id `{id}`")));
         }
         out.push(Sample {
             id,
@@ -69,7 +69,7 @@ pub fn read_samples(path: &Path) -> Result<Vec<Sample>> {
         });
     }
     if out.is_empty() {
-        return Err(bad(path, 0, "no samples"));
+        return Err(Error::input(path, 0, "no samples"));
     }
     Ok(out)
 }
@@ -79,26 +79,30 @@ pub fn read_themes(path: &Path) -> Result<Vec<Theme>> {
     let mut out: Vec<Theme> = Vec::new();
     for (line, v) in read_jsonl(path)? {
         let t: Theme = serde_json::from_value(v).map_err(|e| {
-            bad(
+            Error::input(
                 path,
                 line,
                 format!("expected {{\"theme\", \"prefixes\"}}: {e}"),
             )
         })?;
         if t.prefixes.is_empty() || t.prefixes.iter().any(|p| p.trim().is_empty()) {
-            return Err(bad(
+            return Err(Error::input(
                 path,
                 line,
                 "`prefixes` must be a non-empty list of non-empty strings",
             ));
         }
         if out.iter().any(|o| o.theme == t.theme) {
-            return Err(bad(path, line, format!("theme `{}` again", t.theme)));
+            return Err(Error::input(
+                path,
+                line,
+                format!("theme `{}` again", t.theme),
+            ));
         }
         out.push(t);
     }
     if out.is_empty() {
-        return Err(bad(path, 0, "no themes"));
+        return Err(Error::input(path, 0, "no themes"));
     }
     Ok(out)
 }

@@ -22,23 +22,24 @@
 //! tables `priming.parquet` (one row per sample) and `priming_probe.parquet` (one row per probe)
 //! once every sample is done.
 
+use familiar::option::{name, names};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::error::{Error, Result};
 use crate::model::finite;
 use crate::model::transformer::{candle_error, LoadOptions};
 use crate::model::Transformer;
 use candle_core::{DType, Device};
 use familiar::index::Index;
 use familiar::rng::SplitMix64;
-use familiar::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::measure::score::LanguageModel;
 use crate::train::{loss, AdamW, Data};
-use familiar::input::{bad, read_jsonl};
+use familiar::input::read_jsonl;
 use familiar::rundir::{read_json, write_json};
 use familiar::table::Format;
 
@@ -278,14 +279,14 @@ fn probe_name(sample: &Sample, context: &str, keyword: &str) -> String {
 /// end-of-text token when the model's vocabulary does not hold the separator.
 fn replay_data(index: &Index, lm: &LanguageModel, window: usize) -> Result<Data> {
     if index.tokenizer()?.hash() != lm.tokenizer.hash() {
-        return Err(Error::Config(
-            "the replay index was built with another tokenizer than the model's".into(),
+        return Err(Error::config(
+            "the replay index was built with another tokenizer than the model's",
         ));
     }
     let mut data = Data::new(index);
     let need = window.min(lm.model.config.max_positions) + 2;
     if data.tokens.len() < need {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "the replay index has {} tokens, fewer than one replay window of {}",
             data.tokens.len(),
             need - 1
@@ -299,10 +300,9 @@ fn replay_data(index: &Index, lm: &LanguageModel, window: usize) -> Result<Data>
             .eos_token_id
             .or(lm.model.config.bos_token_id)
             .ok_or_else(|| {
-                Error::Config(
+                Error::config(
                     "config.json names no EOS or BOS token to mark document ends of the replay \
-                     index"
-                        .into(),
+                     index",
                 )
             })?;
         for t in &mut data.tokens {
@@ -323,7 +323,7 @@ fn sequences(e: &Experiment, lm: &LanguageModel) -> Result<Vec<Vec<u32>>> {
         .config
         .bos_token_id
         .or(lm.model.config.eos_token_id)
-        .ok_or_else(|| Error::Config("config.json names no BOS or EOS token".into()))?;
+        .ok_or_else(|| Error::config("config.json names no BOS or EOS token"))?;
     let window = lm.model.config.max_positions;
     e.samples
         .iter()
@@ -331,7 +331,7 @@ fn sequences(e: &Experiment, lm: &LanguageModel) -> Result<Vec<Vec<u32>>> {
             let mut tokens = vec![start];
             tokens.extend(lm.tokenizer.encode(&s.text)?);
             if tokens.len() > window + 1 {
-                return Err(Error::Query(format!(
+                return Err(Error::query(format!(
                     "sample `{}`: its text has {} tokens; the model's context holds {window}",
                     s.id,
                     tokens.len() - 1
@@ -446,15 +446,15 @@ pub fn run(e: &Experiment, progress: &dyn Fn(Event)) -> Result<Outcome> {
         || !positive(o.clip)
         || !(o.weight_decay.is_finite() && o.weight_decay >= 0.0)
     {
-        return Err(Error::Config(
-            "--steps, --batch, --lr, --clip and --replay-window must be positive, --weight-decay \
-             not negative"
-                .into(),
-        ));
+        return Err(Error::config(format!(
+            "{} must be positive, {} not negative",
+            names(&["steps", "batch", "lr", "clip", "replay_window"]),
+            name("weight_decay")
+        )));
     }
     let theme = |s: &Sample| -> Result<&Theme> {
         e.themes.iter().find(|t| t.theme == s.theme).ok_or_else(|| {
-            Error::Query(format!(
+            Error::query(format!(
                 "sample `{}`: theme `{}` is not among the themes ({})",
                 s.id,
                 s.theme,
@@ -469,7 +469,7 @@ pub fn run(e: &Experiment, progress: &dyn Fn(Event)) -> Result<Outcome> {
     for s in e.samples {
         theme(s)?;
         if own_probe(&s.text, &s.keyword).is_none() {
-            return Err(Error::Query(format!(
+            return Err(Error::query(format!(
                 "sample `{}`: the keyword `{}` is not a whole word of the text",
                 s.id, s.keyword
             )));
@@ -591,7 +591,7 @@ pub fn run(e: &Experiment, progress: &dyn Fn(Event)) -> Result<Outcome> {
                     let b = before
                         .get(&(c.clone(), k.clone()))
                         .map(|x| x.0)
-                        .ok_or_else(|| Error::Bug(format!("no score before for {c:?}")))?;
+                        .ok_or_else(|| Error::bug(format!("no score before for {c:?}")))?;
                     Ok(Probe {
                         kind: (*kind).to_string(),
                         context: c.clone(),

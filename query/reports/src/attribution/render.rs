@@ -174,9 +174,13 @@ pub(super) fn markdown(r: &Report, charts: &[(String, String, String)]) -> Strin
         r.queries.len(),
         r.documents,
         if r.complete {
-            " (every document scored)"
+            " (every document scored)".to_string()
         } else {
-            "; only the top documents of each query were scored, so correlations, concentration and the power-law fit need `familiar attribute score --all`"
+            format!(
+                "; only the top documents of each query were scored, so correlations, \
+                 concentration and the power-law fit need every document scored ({})",
+                familiar::option::name("all")
+            )
         }
     );
     s.push_str("## Influence per nat\n\nScores divided by the completion's information content (−log p(completion | prompt), nats).\n\n");

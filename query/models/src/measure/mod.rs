@@ -1,6 +1,7 @@
 //! What a model does: zero-shot scores and keyword probabilities ([`score`], over [`items`]).
 
 pub mod density;
+pub mod import;
 pub mod items;
 pub mod score;
 

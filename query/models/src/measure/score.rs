@@ -327,7 +327,9 @@ pub fn zero_shot(
     let mut rows = Vec::with_capacity(items.len());
     for item in items {
         let ctx = |e: Error| match e {
-            Error::NonFinite(_) => finite::within(e, format!("{source}: item {}", item.id)),
+            Error::NonFinite(_) | Error::Device(_) | Error::OutOfMemory(_) => {
+                finite::within(e, format!("{source}: item {}", item.id))
+            }
             e => Error::query(format!("{source}: item {}: {e}", item.id)),
         };
         let mut row = ZeroShotRow {

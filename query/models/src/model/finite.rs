@@ -108,11 +108,14 @@ pub fn values_error(what: impl fmt::Display, bad: &NonFinite) -> Error {
     Error::NonFinite(format!("{what} holds {bad} ({HINT})"))
 }
 
-/// `e` with `item` (the query, document, probe or step it concerns) in front of a
-/// [`Error::NonFinite`] message; other errors unchanged.
+/// `e` with `item` (the query, document, probe or step it concerns) in front of the message of a
+/// model's error ([`Error::NonFinite`], [`Error::Device`], [`Error::OutOfMemory`]); other errors
+/// unchanged.
 pub fn within(e: Error, item: impl fmt::Display) -> Error {
     match e {
         Error::NonFinite(m) => Error::NonFinite(format!("{item}: {m}")),
+        Error::Device(m) => Error::Device(format!("{item}: {m}")),
+        Error::OutOfMemory(m) => Error::OutOfMemory(format!("{item}: {m}")),
         other => other,
     }
 }

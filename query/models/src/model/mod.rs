@@ -47,11 +47,11 @@ pub fn device(spec: &str) -> Result<candle_core::Device> {
         },
     };
     if !candle_core::utils::cuda_is_available() {
-        return Err(Error::config(format!(
+        return Err(Error::Device(format!(
             "device `{spec}`: this build of familiar has no CUDA support; rebuild with \
              `--features cuda` (needs the CUDA toolkit)"
         )));
     }
     candle_core::Device::new_cuda(ordinal)
-        .map_err(|e| Error::config(format!("device `{spec}`: {e}")))
+        .map_err(|e| Error::Device(format!("device `{spec}`: {e}")))
 }

@@ -17,6 +17,10 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
     ("ngram_counts", include_str!("../schemas/ngram_counts.json")),
     ("concepts", include_str!("../schemas/concepts.json")),
     (
+        "concept_lookup",
+        include_str!("../schemas/concept_lookup.json"),
+    ),
+    (
         "concept_frequency",
         include_str!("../schemas/concept_frequency.json"),
     ),

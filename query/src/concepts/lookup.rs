@@ -29,7 +29,7 @@ pub enum Mode {
 }
 
 /// One match.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Found {
     /// Where it was found: `index` or `lexicon`.
     pub source: &'static str,
@@ -43,6 +43,10 @@ pub struct Found {
     pub phrase_occurrences: u64,
     /// The lexicon concept the form belongs to, if any.
     pub concept: Option<String>,
+}
+
+impl familiar::table::TableRow for Found {
+    const TABLE: &'static str = "concept_lookup";
 }
 
 fn search<A: Automaton>(

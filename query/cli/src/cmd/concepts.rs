@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use familiar::table::{Column, Table};
 use familiar_query::concepts::count::{CountOptions, Counter, Method};
 use familiar_query::concepts::lexicon::{read_pairs, Lexicon};
 use familiar_query::concepts::lookup::{lookup, Mode};
@@ -143,31 +142,7 @@ fn run_lookup(a: LookupArgs) -> Result<i32> {
         (false, None) => Mode::Exact,
     };
     let found = lookup(&index, &a.form, mode, lexicon.as_ref(), a.limit)?;
-    let table = Table::new()
-        .column(
-            "source",
-            Column::Str(found.iter().map(|f| Some(f.source.to_string())).collect()),
-        )
-        .column(
-            "form",
-            Column::Str(found.iter().map(|f| Some(f.form.clone())).collect()),
-        )
-        .column(
-            "word_documents",
-            Column::U64(found.iter().map(|f| f.word_documents).collect()),
-        )
-        .column(
-            "phrase_documents",
-            Column::U64(found.iter().map(|f| Some(f.phrase_documents)).collect()),
-        )
-        .column(
-            "phrase_occurrences",
-            Column::U64(found.iter().map(|f| Some(f.phrase_occurrences)).collect()),
-        )
-        .column(
-            "concept",
-            Column::Str(found.iter().map(|f| f.concept.clone()).collect()),
-        );
+    let table = familiar::table::from_rows(&found)?;
     super::write_table(&table, a.output.format, a.output.output.as_deref())?;
     if found.is_empty() {
         // Exit code 1 with a reason, like grep's "nothing matched" (the table above is empty).

@@ -1,6 +1,7 @@
 //! The one test-support module of the CLI crate's tests: run the real `familiar` binary in
 //! temporary directories, write small corpora in every input format, compare index trees byte for
-//! byte; [`tokens`]: indexes of generated token ids and a brute-force model of their answers.
+//! byte (with `copy_tree` of the query crate's test support, `query/tests/support`, shared by
+//! path).
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -13,7 +14,9 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-pub mod tokens;
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+pub use support::copy_tree;
 
 /// The `familiar` binary cargo built for these tests.
 pub fn bin() -> PathBuf {
@@ -362,20 +365,6 @@ impl TestDir {
 impl Default for TestDir {
     fn default() -> Self {
         TestDir::new()
-    }
-}
-
-/// Copies a directory tree.
-pub fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
     }
 }
 

@@ -8,7 +8,7 @@
 //!
 //! Case counts are modest (debug builds on slow machines); raise them with `PROPTEST_CASES`.
 
-mod util;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -18,7 +18,7 @@ use familiar::Error;
 use familiar_query::ngram::{self, Cnf, CnfOptions, CnfResult, Hit};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use util::tokens::{Model, ShardModel};
+use support::tokens::{Model, ShardModel};
 
 /// A pattern, resolved against the corpus once it exists.
 #[derive(Debug, Clone)]
@@ -122,7 +122,7 @@ fn cases(default: u32) -> u32 {
 fn run(vocab: u32, alphabet: Vec<u32>, default_cases: u32) {
     assert!(alphabet.iter().all(|&t| t < vocab));
     let tmp = tempfile::tempdir().expect("tempdir");
-    let tokenizer = util::tokens::write_tokenizer(tmp.path(), vocab);
+    let tokenizer = support::tokens::write_tokenizer(tmp.path(), vocab);
     let mut runner = TestRunner::new(Config {
         cases: cases(default_cases),
         failure_persistence: None,
@@ -163,7 +163,7 @@ fn queries_match_brute_force_u32_vocabulary() {
 
 fn check_case(tokenizer: &Path, out: &Path, vocab: u32, alphabet: &[u32], case: &Case) {
     let model = Model::new(&case.docs, vocab, case.shard_tokens);
-    let index = util::tokens::build_and_open(tokenizer, out, &case.docs, case.shard_tokens);
+    let index = support::tokens::build_and_open(tokenizer, out, &case.docs, case.shard_tokens);
     check_layout(&index, &model);
 
     let patterns: Vec<Vec<u32>> = case
@@ -540,7 +540,7 @@ fn check_bad_queries(index: &Index, vocab: u32) {
 fn fixed_corner_cases() {
     let tmp = tempfile::tempdir().expect("tempdir");
     for vocab in [3u32, 70_000] {
-        let tokenizer = util::tokens::write_tokenizer(tmp.path(), vocab);
+        let tokenizer = support::tokens::write_tokenizer(tmp.path(), vocab);
         let top = vocab - 1;
         let corpora: Vec<(Vec<Vec<u32>>, u64)> = vec![
             // One empty document.
@@ -596,10 +596,10 @@ fn fixed_corner_cases() {
 #[test]
 fn locate_with_unbounded_limit() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let tokenizer = util::tokens::write_tokenizer(tmp.path(), 3);
+    let tokenizer = support::tokens::write_tokenizer(tmp.path(), 3);
     let docs = vec![vec![0, 1, 0, 1], vec![1, 1]];
     let index =
-        util::tokens::build_and_open(&tokenizer, &tmp.path().join("index"), &docs, 1_000_000);
+        support::tokens::build_and_open(&tokenizer, &tmp.path().join("index"), &docs, 1_000_000);
     for (pattern, total) in [(vec![0u32], 2u64), (vec![1], 4), (vec![0, 1], 2)] {
         for limit in [u64::MAX, u64::MAX - 1, u64::MAX / 2 + 1] {
             let page = std::panic::catch_unwind(|| ngram::locate(&index, &pattern, 0, limit))
@@ -618,7 +618,7 @@ fn locate_with_unbounded_limit() {
 #[test]
 fn sampled_cnf_estimates_are_unbiased() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let tokenizer = util::tokens::write_tokenizer(tmp.path(), 3);
+    let tokenizer = support::tokens::write_tokenizer(tmp.path(), 3);
     let mut docs: Vec<Vec<u32>> = Vec::new();
     let mut rng = familiar::rng::SplitMix64::new(7);
     for _ in 0..400 {
@@ -631,7 +631,7 @@ fn sampled_cnf_estimates_are_unbiased() {
     }
     let model = Model::new(&docs, 3, 1_000_000);
     let index =
-        util::tokens::build_and_open(&tokenizer, &tmp.path().join("index"), &docs, 1_000_000);
+        support::tokens::build_and_open(&tokenizer, &tmp.path().join("index"), &docs, 1_000_000);
     // Clause 1: token 2 (rare-ish, the one sampled); clause 2: "1 0" or "0 0".
     let clauses = vec![vec![vec![2u32]], vec![vec![1, 0], vec![0, 0]]];
     let want = model.cnf(&clauses);

@@ -12,7 +12,7 @@ use familiar_index_builder::fixtures::{GoldenExpected, GOLDEN_V1};
 use familiar_query::verify::{self, VerifyOptions};
 use familiar_query::{docs, ngram};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures");
 
 fn golden_dir() -> PathBuf {
     Path::new(FIXTURES).join(GOLDEN_V1)

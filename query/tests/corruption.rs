@@ -8,7 +8,7 @@
 //!   table): every query returns `Ok` or `Err` but never panics;
 //! - in every case `verify` reports at least one problem naming the file.
 
-mod util;
+mod support;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -54,9 +54,9 @@ fn documents(alphabet: &[u32]) -> Vec<Vec<u32>> {
 impl Pristine {
     fn new(vocab: u32, alphabet: Vec<u32>) -> Pristine {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let tokenizer = util::tokens::write_tokenizer(tmp.path(), vocab);
+        let tokenizer = support::tokens::write_tokenizer(tmp.path(), vocab);
         let dir = tmp.path().join("pristine");
-        util::tokens::build(&tokenizer, &dir, &documents(&alphabet), 30);
+        support::tokens::build(&tokenizer, &dir, &documents(&alphabet), 30);
         let index = Index::open(&dir).expect("open pristine");
         assert!(index.shards().len() >= 3, "several shards");
         let report = verify::verify(&dir, full());
@@ -78,7 +78,7 @@ impl Pristine {
         let k = self.n.get();
         self.n.set(k + 1);
         let to = self.work.join(format!("copy-{k}"));
-        util::copy_tree(&self.dir, &to);
+        support::copy_tree(&self.dir, &to);
         to
     }
 }

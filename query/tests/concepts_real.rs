@@ -13,7 +13,7 @@ use familiar_index_builder::build::{build, BuildOptions};
 use familiar_query::concepts::count::{CountOptions, Counter, Method};
 use familiar_query::concepts::lexicon::{normalize, read_pairs, Lexicon};
 
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data");
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data");
 const ARTICLES: usize = 1500;
 const FACTS_PER_RELATION: usize = 60;
 

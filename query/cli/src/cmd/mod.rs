@@ -14,6 +14,8 @@ mod locate;
 mod ntd;
 mod prime;
 mod prob;
+#[cfg(test)]
+mod readme_spellings;
 mod report;
 mod score;
 mod sql;

@@ -87,12 +87,14 @@ pub fn parse_jsonl_records<T: DeserializeOwned>(
 ) -> Result<Vec<(u64, T)>> {
     lines(text)
         .map(|(n, l)| {
-            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(l) {
-                return Err(bad(path, n, format!("invalid JSON: {e}")));
-            }
-            serde_json::from_str(l)
-                .map(|r| (n, r))
-                .map_err(|e| bad(path, n, format!("expected {expected}: {e}")))
+            serde_json::from_str(l).map(|r| (n, r)).map_err(|e| {
+                // A line that is not JSON at all says so, whatever serde met first; the
+                // second parse happens on this error path only.
+                match serde_json::from_str::<serde::de::IgnoredAny>(l) {
+                    Err(syntax) => bad(path, n, format!("invalid JSON: {syntax}")),
+                    Ok(_) => bad(path, n, format!("expected {expected}: {e}")),
+                }
+            })
         })
         .collect()
 }
@@ -153,7 +155,6 @@ mod tests {
         );
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
-        #[allow(dead_code)]
         struct R {
             a: u32,
         }
@@ -166,6 +167,16 @@ mod tests {
             e.contains("in.jsonl:2: expected {\"a\"}: unknown field `b`"),
             "{e}"
         );
+        // A line that is not JSON is "invalid JSON" even where serde meets a wrong type first.
+        let (_d, p) = file(b"{\"a\": \"x\", \n");
+        let e = read_jsonl_records::<R>(&p, "{\"a\"}")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("in.jsonl:1: invalid JSON"), "{e}");
+        let (_d, p) = file(b"{\"a\": 7}\n");
+        let v = read_jsonl_records::<R>(&p, "{\"a\"}").unwrap();
+        assert_eq!((v.len(), v[0].0, v[0].1.a), (1, 1, 7));
         assert_eq!(id_or_line(None, 7), "7");
         assert_eq!(id_or_line(Some(Value::from(3)), 7), "3");
         assert_eq!(id_or_line(Some(Value::from("x")), 7), "x");

@@ -529,7 +529,7 @@ pub fn build_from_tokens(
     let tokenizer_bytes = Tokenizer::read_file(tokenizer_path)?;
     let tokenizer = Tokenizer::from_bytes(&tokenizer_bytes, tokenizer_path)?;
     if out.exists() {
-        return Err(Error::Config(format!("{} already exists", out.display())));
+        return Err(Error::Conflict(format!("{} already exists", out.display())));
     }
     if !(2..=MAX_SHARD_TOKENS).contains(&shard_tokens) {
         return Err(Error::Config(format!(

@@ -167,7 +167,7 @@ pub(super) fn discard_previous_build(out: &Path) -> Result<Option<usize>> {
                 && has_format_tag(&p.join(manifest::MANIFEST_FILE), ShardManifest::FORMAT)
         });
     if !is_build && !only_temporaries {
-        return Err(Error::Config(format!(
+        return Err(Error::Conflict(format!(
             "{} holds no familiar build (no build.json, manifest.json or shard of one), so \
              {} will not empty it; choose a new or empty {} directory",
             out.display(),
@@ -177,7 +177,7 @@ pub(super) fn discard_previous_build(out: &Path) -> Result<Option<usize>> {
     }
     if !foreign.is_empty() {
         foreign.sort();
-        return Err(Error::Config(format!(
+        return Err(Error::Conflict(format!(
             "{} holds a familiar build but also {}, which are not part of it; {} removes \
              only a build: move them elsewhere first",
             out.display(),
@@ -303,7 +303,7 @@ pub(super) fn settle_plan(
     let mut replaced = None;
     if plan_path.exists() {
         let existing: BuildPlan = manifest::read(&plan_path, BuildPlan::FORMAT).map_err(|e| {
-            Error::Config(format!(
+            Error::Conflict(format!(
                 "{} holds a build whose plan cannot be read ({e}); rerun with {} to \
                  discard it and start over, or use another {} directory",
                 out.display(),
@@ -331,7 +331,7 @@ pub(super) fn settle_plan(
             }
         }
         if published_anything(out)? {
-            return Err(Error::Config(format!(
+            return Err(Error::Conflict(format!(
                 "{} holds a build with {what}; rerun with {} to discard it and start \
                  over, or use another {} directory",
                 out.display(),
@@ -357,7 +357,7 @@ pub(super) fn settle_plan(
         }
     }
     if foreign {
-        return Err(Error::Config(format!(
+        return Err(Error::Conflict(format!(
             "{} is not empty and holds no familiar build; choose a new or empty {} directory",
             out.display(),
             name("out")

@@ -44,6 +44,11 @@ impl Error {
         Error::Core(familiar::Error::Query(message.into()))
     }
 
+    /// [`familiar::Error::Conflict`]: an output directory that belongs to another run.
+    pub fn conflict(message: impl Into<String>) -> Error {
+        Error::Core(familiar::Error::Conflict(message.into()))
+    }
+
     /// [`familiar::Error::Bug`]: an invariant familiar should have kept.
     pub fn bug(message: impl Into<String>) -> Error {
         Error::Core(familiar::Error::Bug(message.into()))

@@ -563,7 +563,7 @@ pub fn train_on(
             ..s.options.clone()
         };
         if same != *options {
-            return Err(Error::config(format!(
+            return Err(Error::conflict(format!(
                 "{} holds a run with other options ({:?}); use another {} or the same options",
                 out.display(),
                 s.options,
@@ -571,7 +571,7 @@ pub fn train_on(
             )));
         }
         if s.tokenizer_hash != tokenizer.hash() {
-            return Err(Error::config(format!(
+            return Err(Error::conflict(format!(
                 "{} was trained on an index with another tokenizer",
                 out.display()
             )));
@@ -579,7 +579,7 @@ pub fn train_on(
         s
     } else {
         if out.join("model.safetensors").exists() {
-            return Err(Error::config(format!(
+            return Err(Error::conflict(format!(
                 "{} holds a model but no {STATE_FILE}; choose a new {} directory",
                 out.display(),
                 name("out")

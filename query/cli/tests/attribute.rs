@@ -408,16 +408,29 @@ fn stores_resume_refuse_mismatches_and_fail_cleanly_when_damaged() {
     store(&idx, &s, "3")
         .failure()
         .stderr_has(&["other settings"]);
+    let q = t.write(
+        "q.jsonl",
+        "{\"prompt\": \"a\", \"completion\": \" b\", \"kind\": \"factual\", \"task\": \"t\"}\n",
+    );
+    // Scores of another model against these rows would mean nothing: a copy of the model with
+    // one weight changed is refused, naming it.
+    let other = t.join("other-model");
+    copy_tree(&model(), &other);
+    let w = other.join("model.safetensors");
+    let mut weights = std::fs::read(&w).unwrap();
+    let last = weights.len() - 1;
+    weights[last] ^= 0x01;
+    std::fs::write(&w, &weights).unwrap();
+    attribute_score(&s, &other, &q, &t.join("y"), &[])
+        .failure()
+        .stderr_has(&["other-model is not the model the store"]);
+    assert!(!t.join("y").exists());
     // A truncated row file: a clean error naming it, from open and from score.
     let f = s.join("grads-00000.bin");
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() - 10]).unwrap();
     let err = GradientStore::open(&s, false).unwrap_err().to_string();
     assert!(err.contains("grads-00000.bin"), "{err}");
-    let q = t.write(
-        "q.jsonl",
-        "{\"prompt\": \"a\", \"completion\": \" b\", \"kind\": \"factual\", \"task\": \"t\"}\n",
-    );
     attribute_score(&s, &model(), &q, &t.join("x"), &[])
         .failure()
         .stderr_has(&["grads-00000.bin"]);

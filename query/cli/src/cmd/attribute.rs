@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use familiar::table::Format;
 use familiar_models::attribute::{attribute, read_queries, Precondition};
 use familiar_models::grads::build::{build_store, StoreOptions, StoreProgress};
-use familiar_models::grads::store::{model_hash, GradientStore, StoreDtype};
+use familiar_models::grads::store::{GradientStore, StoreDtype};
 use familiar_models::measure::score::LanguageModel;
 
 /// `attribute store --rank` by default: of the ranks measured (8, 16, 32, 64), 32 ranked the
@@ -218,28 +218,18 @@ pub fn run(c: AttributeCommand) -> Result<i32> {
     }
 }
 
-/// Opens a gradient store and the model it was built with, refusing any other model.
+/// [`familiar_models::attribute::open_store_and_model`], naming what was being opened.
 fn open_store_and_model(
     store_dir: &std::path::Path,
     model: &std::path::Path,
 ) -> Result<(GradientStore, LanguageModel)> {
-    let store = GradientStore::open(store_dir, false)
-        .with_context(|| format!("opening the gradient store {}", store_dir.display()))?;
-    let hash = model_hash(model)?;
-    if hash != store.manifest.settings.model_hash {
-        bail!(
-            "{} is not the model the store {} was built with (model hash {hash}, store {})",
-            model.display(),
+    familiar_models::attribute::open_store_and_model(store_dir, model).with_context(|| {
+        format!(
+            "opening the gradient store {} with the model {}",
             store_dir.display(),
-            store.manifest.settings.model_hash
-        );
-    }
-    let lm = LanguageModel::load(model)
-        .with_context(|| format!("loading the model in {}", model.display()))?;
-    if lm.tokenizer.hash() != store.manifest.settings.tokenizer_hash {
-        bail!("the model's tokenizer.json is not the one the store was built with");
-    }
-    Ok((store, lm))
+            model.display()
+        )
+    })
 }
 
 fn eval(a: EvalArgs) -> Result<i32> {

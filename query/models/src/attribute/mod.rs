@@ -25,6 +25,34 @@ use serde_json::Value;
 use crate::measure::score::LanguageModel;
 use familiar::input::{read_jsonl, string};
 
+/// Opens the gradient store in `store_dir` and the model in `model`, which must be the model the
+/// store was built with (same weights hash and tokenizer): scores of another model against these
+/// rows would mean nothing.
+pub fn open_store_and_model(
+    store_dir: &Path,
+    model: &Path,
+) -> Result<(GradientStore, LanguageModel)> {
+    let store = GradientStore::open(store_dir, false)?;
+    let hash = crate::grads::store::model_hash(model)?;
+    if hash != store.manifest.settings.model_hash {
+        return Err(Error::query(format!(
+            "{} is not the model the store {} was built with (model hash {hash}, store {})",
+            model.display(),
+            store_dir.display(),
+            store.manifest.settings.model_hash
+        )));
+    }
+    let lm = LanguageModel::load(model)?;
+    if lm.tokenizer.hash() != store.manifest.settings.tokenizer_hash {
+        return Err(Error::query(format!(
+            "the tokenizer.json of {} is not the one the store {} was built with",
+            model.display(),
+            store_dir.display()
+        )));
+    }
+    Ok((store, lm))
+}
+
 /// A query: a prompt and the completion whose gradient is attributed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {

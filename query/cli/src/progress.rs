@@ -2,38 +2,38 @@
 
 use familiar::{Error, Result};
 
-/// A progress bar on stderr counting `total` `what`s (hidden unless `show`).
-pub fn progress_bar(show: bool, total: u64, what: &str) -> Result<indicatif::ProgressBar> {
-    if !show {
-        return Ok(indicatif::ProgressBar::hidden());
-    }
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {what} ({{per_sec}}, {{eta}})"
-        ))
-        .map_err(|e| Error::Bug(format!("progress template: {e}")))?,
-    );
-    Ok(bar)
-}
-
-/// A progress bar for a training run (hidden unless `show`), fed by [`show_step`].
-pub fn training_bar(show: bool) -> Result<indicatif::ProgressBar> {
+/// A bar on stderr of `len` steps (unknown: `None`) drawn with `template` (hidden unless `show`).
+fn styled_bar(show: bool, len: Option<u64>, template: &str) -> Result<indicatif::ProgressBar> {
     if !show {
         return Ok(indicatif::ProgressBar::hidden());
     }
     let bar =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        indicatif::ProgressBar::with_draw_target(len, indicatif::ProgressDrawTarget::stderr());
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} step {pos}/{len} {msg}",
-        )
-        .map_err(|e| Error::Bug(format!("progress template: {e}")))?,
+        indicatif::ProgressStyle::with_template(template)
+            .map_err(|e| Error::Bug(format!("progress template: {e}")))?,
     );
     Ok(bar)
+}
+
+/// A progress bar on stderr counting `total` `what`s (hidden unless `show`).
+pub fn progress_bar(show: bool, total: u64, what: &str) -> Result<indicatif::ProgressBar> {
+    styled_bar(
+        show,
+        Some(total),
+        &format!(
+            "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {what} ({{per_sec}}, {{eta}})"
+        ),
+    )
+}
+
+/// A progress bar for a training run (hidden unless `show`), fed by [`show_step`].
+pub fn training_bar(show: bool) -> Result<indicatif::ProgressBar> {
+    styled_bar(
+        show,
+        None,
+        "{spinner} [{elapsed_precise}] {bar:30} step {pos}/{len} {msg}",
+    )
 }
 
 /// Shows a training step on `bar`.
@@ -69,19 +69,11 @@ pub fn count_bars(show: bool) -> impl Fn(familiar_query::concepts::count::CountE
 /// a warning for each document the build reports as longer than the shard size (always).
 pub fn build_bar(show: bool) -> Result<impl Fn(familiar_index_builder::build::BuildEvent) + Sync> {
     use familiar_index_builder::build::{shard_dir_name, BuildEvent};
-    let bar = if show {
-        let bar =
-            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} ({eta}) {msg}",
-            )
-            .map_err(|e| Error::Bug(format!("progress template: {e}")))?,
-        );
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = styled_bar(
+        show,
+        None,
+        "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} ({eta}) {msg}",
+    )?;
     Ok(move |e: BuildEvent| match e {
         BuildEvent::Read {
             bytes,

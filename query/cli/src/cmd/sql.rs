@@ -38,7 +38,7 @@ pub struct Args {
     file: Option<PathBuf>,
     /// Run on a DataFusion Ballista cluster: `df://HOST:PORT`, a scheduler started with
     /// `familiar-ballista scheduler` (its executors must see the tables at the same paths), or
-    /// `standalone` (a scheduler and executor in this process). Needs a build with
+    /// `standalone` (a scheduler and executor in this process). Needs a build of familiar-cli with
     /// `--features ballista`.
     #[arg(long, value_name = "URL")]
     ballista: Option<String>,
@@ -129,7 +129,7 @@ fn new_session(a: &Args) -> Result<Sql> {
 fn new_session(a: &Args) -> Result<Sql> {
     if a.ballista.is_some() {
         anyhow::bail!(
-            "--ballista needs a build with Ballista: cargo build --release -p familiar-query --features ballista"
+            "--ballista needs a build with Ballista: cargo build --release -p familiar-cli --features ballista"
         );
     }
     Ok(Sql::with_options(options(a))?)

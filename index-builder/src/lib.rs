@@ -2,7 +2,8 @@
 //!
 //! The offline index build: corpus shards (JSONL, JSONL.zst/.gz, Parquet, text) are tokenized with a
 //! Hugging Face tokenizer into shards of token ids with exact suffix arrays, resumably and
-//! atomically. Start at [`build::build`] with [`build::BuildOptions`].
+//! atomically. Start at [`build::build`] with [`build::BuildOptions`] ([`build::build_with_progress`]
+//! reports [`build::BuildEvent`]s as it goes).
 //!
 //! ```no_run
 //! use familiar_index_builder::build::{build, BuildOptions};

@@ -1,9 +1,9 @@
 //! # familiar-query
 //!
-//! Everything that reads a familiar index: exact n-gram counts, occurrences, next-token
-//! distributions and CNF document queries ([`ngram`]), documents by id ([`docs`]), index
-//! verification ([`verify`]) and result tables ([`output`]); plus the `familiar` command-line
-//! program.
+//! Queries over a familiar index: exact n-gram counts, occurrences, next-token distributions and
+//! CNF document queries ([`ngram`]), concept counts over the suffix arrays and the text indexes
+//! and word lookups ([`concepts`]), documents by id ([`docs`]) and index verification
+//! ([`verify`]). The `familiar` command-line program that calls them is `familiar-cli`.
 //!
 //! ```no_run
 //! let index = familiar::index::Index::open("my-index")?;

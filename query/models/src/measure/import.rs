@@ -1,4 +1,4 @@
-//! Zero-shot results measured elsewhere, read into [`ZeroShotRow`]s: CSV/TSV with a header row,
+//! Zero-shot results measured elsewhere, read into [`ZeroShotRow`](super::score::ZeroShotRow)s: CSV/TSV with a header row,
 //! JSONL with the same keys, and lm-evaluation-harness per-sample logs (`--log_samples`,
 //! `samples_TASK_DATE.jsonl`). Every error names the file and line.
 

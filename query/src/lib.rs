@@ -15,5 +15,6 @@
 
 pub mod concepts;
 pub mod docs;
+pub mod infgram;
 pub mod ngram;
 pub mod verify;

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use familiar::index::Index;
 use familiar::Error;
+use familiar_query::infgram;
 use familiar_query::ngram::{self, Cnf, CnfOptions, CnfResult, Hit};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -182,7 +183,13 @@ fn check_case(tokenizer: &Path, out: &Path, vocab: u32, alphabet: &[u32], case: 
         check_next_tokens(&index, &model, p);
         let next = alphabet[case.nexts[i % case.nexts.len()]];
         check_probability(&index, &model, p, next);
+        // ∞-gram prompts: a pattern alone, and two patterns run together (whose longest
+        // occurring suffix may be anywhere between nothing and the whole).
+        check_infgram(&index, &model, p, next);
+        let joined = [p.as_slice(), &patterns[(i + 1) % patterns.len()]].concat();
+        check_infgram(&index, &model, &joined, next);
     }
+    check_infgram(&index, &model, &[], alphabet[0]);
     check_next_tokens(&index, &model, &[]);
     for &t in alphabet {
         check_probability(&index, &model, &[], t);
@@ -364,6 +371,37 @@ fn check_probability(index: &Index, model: &Model, prefix: &[u32], next: u32) {
     assert_eq!(got.count, count, "P({next} | {prefix:?}) count");
     let want = (prefix_count > 0).then(|| count as f64 / prefix_count as f64);
     assert_eq!(got.probability, want, "P({next} | {prefix:?})");
+}
+
+/// The ∞-gram against brute force: the longest suffix of `prompt` that occurs (scanning every
+/// length), then the probability and next-token distribution after it.
+fn check_infgram(index: &Index, model: &Model, prompt: &[u32], next: u32) {
+    let want_len = (1..=prompt.len())
+        .rev()
+        .find(|&l| model.count(&prompt[prompt.len() - l..]) > 0)
+        .unwrap_or(0);
+    let suffix = &prompt[prompt.len() - want_len..];
+    let got = infgram::infgram_prob(index, prompt, next)
+        .unwrap_or_else(|e| panic!("infgram_prob {prompt:?} -> {next}: {e}"));
+    assert_eq!(got.suffix_len, want_len, "∞-gram suffix of {prompt:?}");
+    let (prompt_cnt, _, nexts) = model.next_tokens(suffix);
+    let cont_cnt = nexts.get(&next).copied().unwrap_or(0);
+    assert_eq!(
+        (got.probability.prefix_count, got.probability.count),
+        (prompt_cnt, cont_cnt),
+        "∞-gram counts of {prompt:?} -> {next}"
+    );
+    assert_eq!(
+        got.probability.probability,
+        Some(cont_cnt as f64 / prompt_cnt as f64),
+        "P∞({next} | {prompt:?})"
+    );
+    let ntd = infgram::infgram_ntd(index, prompt)
+        .unwrap_or_else(|e| panic!("infgram_ntd {prompt:?}: {e}"));
+    assert_eq!(ntd.suffix_len, want_len);
+    assert_eq!(ntd.next.prefix_count, prompt_cnt);
+    let got_next: BTreeMap<u32, u64> = ntd.next.next.iter().copied().collect();
+    assert_eq!(got_next, nexts, "∞-gram next tokens after {prompt:?}");
 }
 
 fn check_cnf(index: &Index, model: &Model, clauses: &[Vec<Vec<u32>>], seed: &CnfSeed) {

@@ -2060,3 +2060,126 @@ fn library_messages_name_options_as_the_cli_spells_them() {
     .stderr_has(&["read-only", "need --allow-writes"]);
     assert!(!target.exists());
 }
+
+/// `familiar count --tokens` of `ids`.
+fn count_ids(idx: &Path, ids: &[u64]) -> u64 {
+    familiar([
+        "count".as_ref(),
+        idx.as_os_str(),
+        "--tokens".as_ref(),
+        id_list(ids).as_ref(),
+    ])
+    .success()
+    .number()
+}
+
+/// The ∞-gram from the CLI against `familiar count` and `familiar ntd` of the longest suffix
+/// that occurs (found by counting every suffix), on several shards.
+#[test]
+fn infgram_predicts_from_the_longest_suffix_that_occurs() {
+    let idx = fixture_index_sharded();
+    let pair = ids_of(&count_json(idx, " Zelxir Exoexo"));
+    let (a, b) = (pair[0], pair[1]);
+    let total = familiar([
+        "index".as_ref(),
+        "info".as_ref(),
+        idx.as_os_str(),
+        "--json".as_ref(),
+    ])
+    .success()
+    .json()["tokens"]
+        .as_u64()
+        .unwrap();
+    for prompt in [vec![b, b, a], vec![a], vec![b, a, b, a], vec![]] {
+        let want_len = (1..=prompt.len())
+            .rev()
+            .find(|&l| count_ids(idx, &prompt[prompt.len() - l..]) > 0)
+            .unwrap_or(0);
+        let suffix = &prompt[prompt.len() - want_len..];
+        let prompt_cnt = if suffix.is_empty() {
+            total
+        } else {
+            count_ids(idx, suffix)
+        };
+        let cont_cnt = count_ids(idx, &[suffix, &[b]].concat());
+        let mut args = os(&[
+            &"infgram",
+            &"prob",
+            &idx,
+            &"--next",
+            &b.to_string(),
+            &"--json",
+        ]);
+        if !prompt.is_empty() {
+            args.extend(os(&[&"--tokens", &id_list(&prompt)]));
+        } else {
+            // An empty prompt: the next token as an id.
+            args = os(&[
+                &"infgram",
+                &"prob",
+                &idx,
+                &"--next-id",
+                &b.to_string(),
+                &"--json",
+            ]);
+        }
+        let v = familiar(args).success().json();
+        assert_eq!(v["suffix_len"], want_len as u64, "{prompt:?}: {v}");
+        assert_eq!(v["prompt_cnt"], prompt_cnt, "{prompt:?}: {v}");
+        assert_eq!(v["cont_cnt"], cont_cnt, "{prompt:?}: {v}");
+        assert_eq!(
+            v["prob"].as_f64(),
+            Some(cont_cnt as f64 / prompt_cnt as f64),
+            "{prompt:?}: {v}"
+        );
+        // The distribution after the same suffix, as `familiar ntd` gives it.
+        if !prompt.is_empty() {
+            let rows = familiar(os(&[
+                &"infgram",
+                &"ntd",
+                &idx,
+                &"--tokens",
+                &id_list(&prompt),
+                &"--top",
+                &"0",
+                &"--format",
+                &"jsonl",
+            ]))
+            .success()
+            .json_lines();
+            let mut args = os(&[&"ntd", &idx, &"--top", &"0", &"--format", &"jsonl"]);
+            if !suffix.is_empty() {
+                args.extend(os(&[&"--tokens", &id_list(suffix)]));
+            }
+            let want = familiar(args).success().json_lines();
+            assert_eq!(rows.len(), want.len(), "{prompt:?}");
+            for (r, w) in rows.iter().zip(&want) {
+                assert_eq!(r["suffix_len"], want_len as u64);
+                assert_eq!((&r["token_id"], &r["count"]), (&w["token_id"], &w["count"]));
+            }
+        }
+    }
+    // With a prompt of ids, --next is an id.
+    familiar(os(&[
+        &"infgram",
+        &"prob",
+        &idx,
+        &"--tokens",
+        &id_list(&[a]),
+        &"--next",
+        &"cat",
+    ]))
+    .failure()
+    .stderr_has(&["the next token is an id"]);
+    // Text prompts work as text.
+    familiar(os(&[
+        &"infgram",
+        &"prob",
+        &idx,
+        &"qqzx Zelxir",
+        &"--next",
+        &" Exoexo",
+    ]))
+    .success()
+    .stdout_has(&["1 (512 / 512, from the last 1 of"]);
+}

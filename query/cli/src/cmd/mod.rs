@@ -10,6 +10,7 @@ mod docs;
 mod fixtures;
 mod import;
 mod index;
+mod infgram;
 mod locate;
 mod ntd;
 mod prime;
@@ -52,6 +53,10 @@ enum Command {
     Prob(prob::Args),
     /// Documents matching (a OR b) AND (c) … of n-grams, with exact counts.
     Cnf(cnf::Args),
+    /// The ∞-gram (Liu et al. 2024): P(next | the longest suffix of the prompt that occurs), or
+    /// the exact next-token distribution after it.
+    #[command(subcommand)]
+    Infgram(infgram::InfgramCommand),
     /// Concept frequencies from a lexicon: counts by several methods, co-occurrence, lookups.
     #[command(subcommand)]
     Concepts(concepts::ConceptsCommand),
@@ -94,6 +99,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Ntd(a) => ntd::run(a),
         Command::Prob(a) => prob::run(a),
         Command::Cnf(a) => cnf::run(a),
+        Command::Infgram(c) => infgram::run(c),
         Command::Concepts(c) => concepts::run(c),
         Command::Score(a) => score::run_score(a),
         Command::KeywordProb(a) => score::run_keyword(a),

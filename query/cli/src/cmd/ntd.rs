@@ -1,6 +1,7 @@
 //! `familiar ntd`.
 
 use anyhow::Result;
+use familiar::index::Index;
 use familiar::table::{Column, Table};
 use familiar_query::ngram;
 
@@ -29,15 +30,23 @@ pub fn run(a: Args) -> Result<i32> {
         d.next.len(),
         d.end_of_document
     );
-    let shown: Vec<(u32, u64)> = if a.top == 0 {
-        d.next.clone()
+    let table = distribution_table(&index, &d, a.top)?;
+    super::write_table(&table, a.out.format, a.out.output.as_deref())?;
+    Ok(0)
+}
+
+/// The `top` most frequent next tokens of `d` (all with 0) as a table: id, token text, count and
+/// probability (of the prefix's occurrences).
+pub fn distribution_table(index: &Index, d: &ngram::NextTokens, top: usize) -> Result<Table> {
+    let shown: &[(u32, u64)] = if top == 0 {
+        &d.next
     } else {
-        d.next.iter().take(a.top).copied().collect()
+        &d.next[..top.min(d.next.len())]
     };
     let ids_shown: Vec<u32> = shown.iter().map(|p| p.0).collect();
-    let strings = token_strings(&index, &ids_shown)?;
+    let strings = token_strings(index, &ids_shown)?;
     let denom = d.prefix_count.max(1) as f64;
-    let table = Table::new()
+    Ok(Table::new()
         .column(
             "token_id",
             Column::U64(shown.iter().map(|p| Some(u64::from(p.0))).collect()),
@@ -53,7 +62,5 @@ pub fn run(a: Args) -> Result<i32> {
         .column(
             "probability",
             Column::F64(shown.iter().map(|p| Some(p.1 as f64 / denom)).collect()),
-        );
-    super::write_table(&table, a.out.format, a.out.output.as_deref())?;
-    Ok(0)
+        ))
 }

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 pub const SCHEMA_FILES: &[(&str, &str)] = &[
     ("documents", include_str!("../schemas/documents.json")),
     ("ngram_counts", include_str!("../schemas/ngram_counts.json")),
+    ("top_ngrams", include_str!("../schemas/top_ngrams.json")),
     ("concepts", include_str!("../schemas/concepts.json")),
     (
         "concept_lookup",

@@ -123,3 +123,35 @@ pub fn window(
     let right = index.doc_tokens(doc_id, end, end.saturating_add(after))?;
     Ok((t.decode(&left)?, t.decode(&mid)?, t.decode(&right)?))
 }
+
+/// Every document's source (the documents tables' `source` column), indexed by global document
+/// id. A table whose row count differs from its shard's documents is corrupt.
+pub fn sources(index: &Index) -> Result<Vec<Option<String>>> {
+    let mut out = Vec::with_capacity(index.documents() as usize);
+    for shard in index.shards() {
+        let path = shard.dir.join(familiar::manifest::DOCUMENTS_FILE);
+        let err = |e: &dyn std::fmt::Display| Error::corrupt(&path, e.to_string());
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| err(&e))?;
+        let column = builder.schema().index_of("source").map_err(|e| err(&e))?;
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [column]);
+        let before = out.len();
+        for batch in builder.with_projection(mask).build().map_err(|e| err(&e))? {
+            let batch = batch.map_err(|e| err(&e))?;
+            let c = batch
+                .column(0)
+                .as_string_opt::<i32>()
+                .ok_or_else(|| err(&"source is not a string column"))?;
+            out.extend((0..c.len()).map(|i| c.is_valid(i).then(|| c.value(i).to_string())));
+        }
+        let rows = (out.len() - before) as u64;
+        if rows != shard.manifest.documents {
+            return Err(err(&format!(
+                "{rows} rows for the shard's {} documents",
+                shard.manifest.documents
+            )));
+        }
+    }
+    Ok(out)
+}

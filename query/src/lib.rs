@@ -17,4 +17,5 @@ pub mod concepts;
 pub mod docs;
 pub mod infgram;
 pub mod ngram;
+pub mod top;
 pub mod verify;

@@ -17,6 +17,7 @@ use familiar::index::Index;
 use familiar::Error;
 use familiar_query::infgram;
 use familiar_query::ngram::{self, Cnf, CnfOptions, CnfResult, Hit};
+use familiar_query::top::{top_ngrams, TopOptions};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use support::tokens::{Model, ShardModel};
@@ -190,6 +191,7 @@ fn check_case(tokenizer: &Path, out: &Path, vocab: u32, alphabet: &[u32], case: 
         check_infgram(&index, &model, &joined, next);
     }
     check_infgram(&index, &model, &[], alphabet[0]);
+    check_top(&index, &model, case.page_sizes[0] as usize % 7 + 1);
     check_next_tokens(&index, &model, &[]);
     for &t in alphabet {
         check_probability(&index, &model, &[], t);
@@ -402,6 +404,42 @@ fn check_infgram(index: &Index, model: &Model, prompt: &[u32], next: u32) {
     assert_eq!(ntd.next.prefix_count, prompt_cnt);
     let got_next: BTreeMap<u32, u64> = ntd.next.next.iter().copied().collect();
     assert_eq!(got_next, nexts, "∞-gram next tokens after {prompt:?}");
+}
+
+/// The top `k` n-grams of lengths 1 to 4 against counting every window of every document.
+fn check_top(index: &Index, model: &Model, k: usize) {
+    let got = top_ngrams(
+        index,
+        &TopOptions {
+            lengths: 1..=4,
+            k,
+            source: None,
+        },
+    )
+    .unwrap_or_else(|e| panic!("top n-grams: {e}"));
+    for n in 1..=4usize {
+        let mut counts: BTreeMap<Vec<u32>, u64> = BTreeMap::new();
+        for d in &model.docs {
+            for w in d.windows(n) {
+                *counts.entry(w.to_vec()).or_default() += 1;
+            }
+        }
+        let mut want: Vec<(Vec<u32>, u64)> = counts.into_iter().collect();
+        want.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        want.truncate(k);
+        let rows: Vec<(Vec<u32>, u64)> = got
+            .iter()
+            .filter(|r| r.n == n as u64)
+            .map(|r| (r.tokens.clone(), r.count))
+            .collect();
+        assert_eq!(rows, want, "top {k} {n}-grams");
+        let ranks: Vec<u64> = got
+            .iter()
+            .filter(|r| r.n == n as u64)
+            .map(|r| r.rank)
+            .collect();
+        assert_eq!(ranks, (1..=want.len() as u64).collect::<Vec<_>>());
+    }
 }
 
 fn check_cnf(index: &Index, model: &Model, clauses: &[Vec<Vec<u32>>], seed: &CnfSeed) {

@@ -2183,3 +2183,94 @@ fn infgram_predicts_from_the_longest_suffix_that_occurs() {
     .success()
     .stdout_has(&["1 (512 / 512, from the last 1 of"]);
 }
+
+fn top_rows(idx: &Path, extra: &[&str]) -> Vec<(u64, u64, Vec<u64>, u64)> {
+    let mut args = os(&[&"ngrams", &"top", &idx, &"--format", &"jsonl"]);
+    args.extend(extra.iter().map(Into::into));
+    familiar(args)
+        .success()
+        .json_lines()
+        .iter()
+        .map(|r| {
+            (
+                r["n"].as_u64().unwrap(),
+                r["rank"].as_u64().unwrap(),
+                ids_of(r),
+                r["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `familiar ngrams top`: each count is `familiar count`'s, ranks follow counts (ties by ids),
+/// several shards give the answer of one, and `--source S` gives the answer of an index of the
+/// documents of source S alone.
+#[test]
+fn top_ngrams_are_exact_across_shards_and_per_source() {
+    let one = fixture_index();
+    let rows = top_rows(one, &["--n", "1..=3", "--k", "6"]);
+    assert_eq!(rows.len(), 18);
+    for n in 1..=3u64 {
+        let of_n: Vec<_> = rows.iter().filter(|r| r.0 == n).collect();
+        assert_eq!(
+            of_n.iter().map(|r| r.1).collect::<Vec<_>>(),
+            (1..=6).collect::<Vec<_>>()
+        );
+        for w in of_n.windows(2) {
+            assert!(
+                w[0].3 > w[1].3 || (w[0].3 == w[1].3 && w[0].2 < w[1].2),
+                "ranking {w:?}"
+            );
+        }
+        for r in &of_n {
+            assert_eq!(r.2.len() as u64, n);
+            assert_eq!(count_ids(one, &r.2), r.3, "{r:?}");
+        }
+    }
+    // Several shards rank as one.
+    assert_eq!(
+        top_rows(fixture_index_sharded(), &["--n", "1..=3", "--k", "6"]),
+        rows
+    );
+
+    // Per source: the same as an index of that source's documents only.
+    let t = TestDir::new();
+    let forum: Vec<Value> = fixture_records()
+        .into_iter()
+        .filter(|r| r["source"] == "forum")
+        .collect();
+    assert!(forum.len() > 10);
+    let input = t.write_jsonl("forum.jsonl", &forum);
+    let alone = t.join("forum-idx");
+    build(&alone, &[input], &[]);
+    assert_eq!(
+        top_rows(
+            fixture_index_sharded(),
+            &["--n", "2", "--k", "8", "--source", "forum"]
+        ),
+        top_rows(&alone, &["--n", "2", "--k", "8"])
+    );
+    // A source no document has: no rows, said on stderr.
+    let o = familiar(os(&[
+        &"ngrams",
+        &"top",
+        &one,
+        &"--n",
+        &"1",
+        &"--source",
+        &"nowhere",
+    ]));
+    o.success()
+        .stderr_has(&["no document of source \"nowhere\""]);
+    // Bad lengths (refused as arguments: exit code 2) and k.
+    for (n, k, code, needle) in [
+        ("0", "1", 2, "not an n-gram length"),
+        ("3..=2", "1", 2, "larger than the last"),
+        ("65", "1", 2, "not an n-gram length"),
+        ("2", "0", 1, "k must be at least 1"),
+    ] {
+        let o = familiar(os(&[&"ngrams", &"top", &one, &"--n", &n, &"--k", &k]));
+        assert_eq!(o.code(), Some(code), "{o}");
+        o.stderr_has(&[needle]);
+    }
+}

@@ -12,6 +12,7 @@ mod import;
 mod index;
 mod infgram;
 mod locate;
+mod ngrams;
 mod ntd;
 mod prime;
 mod prob;
@@ -57,6 +58,9 @@ enum Command {
     /// the exact next-token distribution after it.
     #[command(subcommand)]
     Infgram(infgram::InfgramCommand),
+    /// Statistics of the index's n-grams: the most frequent of each length.
+    #[command(subcommand)]
+    Ngrams(ngrams::NgramsCommand),
     /// Concept frequencies from a lexicon: counts by several methods, co-occurrence, lookups.
     #[command(subcommand)]
     Concepts(concepts::ConceptsCommand),
@@ -100,6 +104,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Prob(a) => prob::run(a),
         Command::Cnf(a) => cnf::run(a),
         Command::Infgram(c) => infgram::run(c),
+        Command::Ngrams(c) => ngrams::run(c),
         Command::Concepts(c) => concepts::run(c),
         Command::Score(a) => score::run_score(a),
         Command::KeywordProb(a) => score::run_keyword(a),

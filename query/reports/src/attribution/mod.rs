@@ -288,30 +288,12 @@ fn documents_containing(index: &Index, text: &str) -> Result<HashSet<u64>> {
     Ok(page.hits.into_iter().map(|h| h.doc_id).collect())
 }
 
-/// Every document's source (index by global doc id), and the distinct sources.
+/// Every document's source (index by global doc id; `(none)` where it has none).
 fn sources(index: &Index) -> Result<Vec<String>> {
-    let mut out = Vec::with_capacity(index.documents() as usize);
-    for shard in index.shards() {
-        let path = shard.dir.join(familiar::manifest::DOCUMENTS_FILE);
-        for b in read_table(&path, "documents")? {
-            out.extend(
-                strings(&b, "source")
-                    .into_iter()
-                    .map(|s| s.unwrap_or_else(|| "(none)".into())),
-            );
-        }
-    }
-    if out.len() as u64 != index.documents() {
-        return Err(Error::corrupt(
-            index.dir(),
-            format!(
-                "the documents tables hold {} rows, the index {} documents",
-                out.len(),
-                index.documents()
-            ),
-        ));
-    }
-    Ok(out)
+    Ok(familiar_query::docs::sources(index)?
+        .into_iter()
+        .map(|s| s.unwrap_or_else(|| "(none)".into()))
+        .collect())
 }
 
 /// Analyses `run` (read from `dir`) against `index` (the index the store was built from).

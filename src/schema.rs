@@ -16,6 +16,11 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
     ("documents", include_str!("../schemas/documents.json")),
     ("ngram_counts", include_str!("../schemas/ngram_counts.json")),
     ("top_ngrams", include_str!("../schemas/top_ngrams.json")),
+    ("trace_spans", include_str!("../schemas/trace_spans.json")),
+    (
+        "trace_documents",
+        include_str!("../schemas/trace_documents.json"),
+    ),
     ("concepts", include_str!("../schemas/concepts.json")),
     (
         "concept_lookup",

@@ -140,6 +140,24 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of `text` with each token's character range in `text` (`start..end`, in
+    /// `char`s), by `tokenizers` itself (the ids are those of [`Tokenizer::encode`]). A token that
+    /// holds part of a character (byte-level BPE splits some) has that character's range.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<Vec<(u32, (usize, usize))>> {
+        let enc = self
+            .guarded("encoding", || self.inner.encode_char_offsets(text, false))?
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                reason: format!("encoding failed: {e}"),
+            })?;
+        Ok(enc
+            .get_ids()
+            .iter()
+            .copied()
+            .zip(enc.get_offsets().iter().copied())
+            .collect())
+    }
+
     /// Text of token ids.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.guarded("decoding", || self.inner.decode(ids, false))?

@@ -18,4 +18,5 @@ pub mod docs;
 pub mod infgram;
 pub mod ngram;
 pub mod top;
+pub mod trace;
 pub mod verify;

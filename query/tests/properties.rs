@@ -18,6 +18,7 @@ use familiar::Error;
 use familiar_query::infgram;
 use familiar_query::ngram::{self, Cnf, CnfOptions, CnfResult, Hit};
 use familiar_query::top::{top_ngrams, TopOptions};
+use familiar_query::trace::{maximal_spans, trace_tokens, TraceOptions};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use support::tokens::{Model, ShardModel};
@@ -189,6 +190,13 @@ fn check_case(tokenizer: &Path, out: &Path, vocab: u32, alphabet: &[u32], case: 
         check_infgram(&index, &model, p, next);
         let joined = [p.as_slice(), &patterns[(i + 1) % patterns.len()]].concat();
         check_infgram(&index, &model, &joined, next);
+        let text = [
+            joined.as_slice(),
+            &[next],
+            &patterns[(i + 2) % patterns.len()],
+        ]
+        .concat();
+        check_trace(&index, &model, &text);
     }
     check_infgram(&index, &model, &[], alphabet[0]);
     check_top(&index, &model, case.page_sizes[0] as usize % 7 + 1);
@@ -404,6 +412,58 @@ fn check_infgram(index: &Index, model: &Model, prompt: &[u32], next: u32) {
     assert_eq!(ntd.next.prefix_count, prompt_cnt);
     let got_next: BTreeMap<u32, u64> = ntd.next.next.iter().copied().collect();
     assert_eq!(got_next, nexts, "∞-gram next tokens after {prompt:?}");
+}
+
+/// Maximal spans against brute force: every `[i, j)` that occurs and extends neither way.
+fn check_trace(index: &Index, model: &Model, text: &[u32]) {
+    let m = text.len();
+    let occurs = |i: usize, j: usize| model.count(&text[i..j]) > 0;
+    let mut want = Vec::new();
+    for i in 0..m {
+        for j in i + 1..=m {
+            if occurs(i, j) && (i == 0 || !occurs(i - 1, j)) && (j == m || !occurs(i, j + 1)) {
+                want.push((i, j));
+            }
+        }
+    }
+    let got = maximal_spans(index, text).unwrap_or_else(|e| panic!("spans of {text:?}: {e}"));
+    assert_eq!(got, want, "maximal spans of {text:?}");
+    // All spans of at least 2 tokens, with their counts and documents.
+    let options = TraceOptions {
+        docs_per_span: 3,
+        ..TraceOptions::all_spans(2)
+    };
+    let t = trace_tokens(index, text, &options).unwrap();
+    let spans: Vec<(usize, usize, u64)> =
+        t.spans.iter().map(|s| (s.start, s.end, s.count)).collect();
+    let want2: Vec<(usize, usize, u64)> = want
+        .iter()
+        .filter(|(i, j)| j - i >= 2)
+        .map(|&(i, j)| (i, j, model.count(&text[i..j])))
+        .collect();
+    assert_eq!(spans, want2, "spans of {text:?}");
+    for (k, s) in t.spans.iter().enumerate() {
+        let docs: Vec<u64> = t
+            .documents
+            .iter()
+            .filter(|d| d.span == k)
+            .map(|d| d.doc_id)
+            .collect();
+        let mut all: Vec<u64> = model
+            .occurrences(&text[s.start..s.end])
+            .iter()
+            .map(|o| o.0)
+            .collect();
+        all.dedup();
+        assert_eq!(docs.len(), all.len().min(3), "documents of {s:?}");
+        for d in &t.documents {
+            if d.span == k {
+                let doc = &model.docs[d.doc_id as usize];
+                let at = d.position as usize;
+                assert_eq!(&doc[at..at + (s.end - s.start)], &text[s.start..s.end]);
+            }
+        }
+    }
 }
 
 /// The top `k` n-grams of lengths 1 to 4 against counting every window of every document.

@@ -2274,3 +2274,147 @@ fn top_ngrams_are_exact_across_shards_and_per_source() {
         o.stderr_has(&[needle]);
     }
 }
+
+/// `familiar trace --all-spans`: every span it reports occurs as often as `familiar count` says
+/// and is maximal (one more token on either side never occurs); its characters are the span's;
+/// the documents it lists contain it.
+#[test]
+fn trace_reports_maximal_spans_with_their_counts_and_documents() {
+    let idx = fixture_index_sharded();
+    let record = &fixture_records()[37];
+    let body: String = record["text"].as_str().unwrap().chars().take(300).collect();
+    let text = format!("{body} qqzx vvq xxz {body}");
+    let tokens = ids_of(&count_json(idx, &text));
+    let t = TestDir::new();
+    let docs_file = t.join("docs.parquet");
+    let rows = familiar(os(&[
+        &"trace",
+        &idx,
+        &"--text",
+        &text,
+        &"--min-len",
+        &"4",
+        &"--all-spans",
+        &"--docs-per-span",
+        &"3",
+        &"--documents",
+        &docs_file,
+        &"--format",
+        &"jsonl",
+    ]))
+    .success()
+    .json_lines();
+    assert!(rows.len() >= 2, "{rows:?}");
+    let chars: Vec<char> = text.chars().collect();
+    for r in &rows {
+        let (s, e) = (
+            r["start"].as_u64().unwrap() as usize,
+            r["end"].as_u64().unwrap() as usize,
+        );
+        assert!(e - s >= 4);
+        assert_eq!(
+            count_ids(idx, &tokens[s..e]),
+            r["count"].as_u64().unwrap(),
+            "{r}"
+        );
+        if s > 0 {
+            assert_eq!(count_ids(idx, &tokens[s - 1..e]), 0, "not maximal: {r}");
+        }
+        if e < tokens.len() {
+            assert_eq!(count_ids(idx, &tokens[s..e + 1]), 0, "not maximal: {r}");
+        }
+        let (cs, ce) = (
+            r["char_start"].as_u64().unwrap() as usize,
+            r["char_end"].as_u64().unwrap() as usize,
+        );
+        let covered: String = chars[cs..ce].iter().collect();
+        assert_eq!(covered.trim(), r["text"].as_str().unwrap().trim(), "{r}");
+    }
+    // The documents listed hold the span at the position given.
+    let docs = read_parquet(&docs_file, "trace_documents");
+    let doc_ids = col::<arrow_array::UInt64Array>(&docs, "doc_id");
+    let spans = col::<arrow_array::UInt64Array>(&docs, "span");
+    let positions = col::<arrow_array::UInt64Array>(&docs, "position");
+    assert!(doc_ids.len() >= rows.len());
+    for i in 0..doc_ids.len() {
+        let r = &rows[spans.value(i) as usize];
+        let (s, e) = (
+            r["start"].as_u64().unwrap() as usize,
+            r["end"].as_u64().unwrap() as usize,
+        );
+        let hits = familiar(os(&[
+            &"locate",
+            &idx,
+            &"--tokens",
+            &id_list(&tokens[s..e]),
+            &"--limit",
+            &"100000",
+            &"--format",
+            &"jsonl",
+        ]))
+        .success()
+        .json_lines();
+        assert!(
+            hits.iter().any(
+                |h| h["doc_id"] == doc_ids.value(i) && h["offset_in_doc"] == positions.value(i)
+            ),
+            "document {} position {} does not hold span {r}",
+            doc_ids.value(i),
+            positions.value(i)
+        );
+    }
+    // Whole words: every span starts and ends at a word boundary of the text.
+    let whole = familiar(os(&[
+        &"trace",
+        &idx,
+        &"--text",
+        &text,
+        &"--min-len",
+        &"3",
+        &"--all-spans",
+        &"--whole-words",
+        &"--format",
+        &"jsonl",
+    ]))
+    .success()
+    .json_lines();
+    assert!(!whole.is_empty());
+    let word = |i: usize| chars.get(i).is_some_and(|c| c.is_alphanumeric());
+    for r in &whole {
+        let (cs, ce) = (
+            r["char_start"].as_u64().unwrap() as usize,
+            r["char_end"].as_u64().unwrap() as usize,
+        );
+        assert!(
+            cs == 0 || !word(cs - 1) || !word(cs),
+            "starts inside a word: {r}"
+        );
+        assert!(!word(ce) || !word(ce - 1), "ends inside a word: {r}");
+    }
+    // The default (OLMoTrace) filters keep a subset of the spans of 8 tokens or more.
+    let kept = familiar(os(&[
+        &"trace",
+        &idx,
+        &"--text",
+        &text,
+        &"--format",
+        &"jsonl",
+    ]))
+    .success()
+    .json_lines();
+    assert!(kept.len() <= (0.05 * tokens.len() as f64).ceil() as usize);
+    for k in &kept {
+        assert!(k["end"].as_u64().unwrap() - k["start"].as_u64().unwrap() >= 8);
+        assert!(k["count"].as_u64().unwrap() <= 10);
+    }
+    // Bad input.
+    familiar(os(&[&"trace", &idx, &"--text", &text, &"--min-len", &"0"]))
+        .failure()
+        .stderr_has(&["at least 1 token"]);
+    familiar(os(&[&"trace", &idx]))
+        .failure()
+        .stderr_has(&["--text, --tokens or --items"]);
+    familiar(os(&[&"trace", &idx, &"--tokens", &"999999"]))
+        .failure()
+        .stderr_has(&["999999"]);
+}

@@ -21,6 +21,7 @@ mod readme_spellings;
 mod report;
 mod score;
 mod sql;
+mod trace;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +62,9 @@ enum Command {
     /// Statistics of the index's n-grams: the most frequent of each length.
     #[command(subcommand)]
     Ngrams(ngrams::NgramsCommand),
+    /// The maximal spans of a text that occur verbatim in the index (OLMoTrace), with the
+    /// documents that contain them.
+    Trace(trace::Args),
     /// Concept frequencies from a lexicon: counts by several methods, co-occurrence, lookups.
     #[command(subcommand)]
     Concepts(concepts::ConceptsCommand),
@@ -105,6 +109,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Cnf(a) => cnf::run(a),
         Command::Infgram(c) => infgram::run(c),
         Command::Ngrams(c) => ngrams::run(c),
+        Command::Trace(a) => trace::run(a),
         Command::Concepts(c) => concepts::run(c),
         Command::Score(a) => score::run_score(a),
         Command::KeywordProb(a) => score::run_keyword(a),

@@ -433,7 +433,8 @@ fn check_trace(index: &Index, model: &Model, text: &[u32]) {
         docs_per_span: 3,
         ..TraceOptions::all_spans(2)
     };
-    let t = trace_tokens(index, text, &options).unwrap();
+    let t =
+        trace_tokens(index, text, &options).unwrap_or_else(|e| panic!("trace of {text:?}: {e}"));
     let spans: Vec<(usize, usize, u64)> =
         t.spans.iter().map(|s| (s.start, s.end, s.count)).collect();
     let want2: Vec<(usize, usize, u64)> = want

@@ -36,11 +36,13 @@ pub struct TraceOptions {
     pub docs_per_span: usize,
     /// Trim spans to whole words.
     pub whole_words: bool,
+    /// Rank each span's documents by BM25 against the whole text (needs the text index).
+    pub bm25: bool,
 }
 
 impl Default for TraceOptions {
     /// OLMoTrace-like: spans of at least 8 tokens, occurring at most 10 times, 5 % of the text's
-    /// tokens in spans, 10 documents each.
+    /// tokens in spans, 10 documents each ranked by BM25.
     fn default() -> Self {
         TraceOptions {
             min_len: 8,
@@ -48,6 +50,7 @@ impl Default for TraceOptions {
             max_span_density: Some(0.05),
             docs_per_span: 10,
             whole_words: false,
+            bm25: true,
         }
     }
 }
@@ -84,7 +87,7 @@ pub struct Span {
 }
 
 /// A document that contains a span.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SpanDocument {
     /// The span (its index in [`Trace::spans`]).
     pub span: usize,
@@ -92,6 +95,8 @@ pub struct SpanDocument {
     pub doc_id: u64,
     /// Token offset of the span's first occurrence listed in the document.
     pub position: u64,
+    /// BM25 of the document against the whole text (with [`TraceOptions::bm25`]).
+    pub bm25: Option<f32>,
 }
 
 /// What [`trace_tokens`] found.
@@ -101,8 +106,9 @@ pub struct Trace {
     pub tokens: Vec<u32>,
     /// The spans kept, by start.
     pub spans: Vec<Span>,
-    /// Up to `docs_per_span` documents per span (distinct per span; shards in order, then
-    /// suffix-array order).
+    /// Up to `docs_per_span` documents per span (distinct per span; the first found, shards in
+    /// order then suffix-array order), by BM25 (highest first, ties by id) with
+    /// [`TraceOptions::bm25`].
     pub documents: Vec<SpanDocument>,
 }
 
@@ -133,7 +139,7 @@ pub fn trace_text(index: &Index, text: &str, options: &TraceOptions) -> Result<T
     let tokenizer = index.tokenizer()?;
     let with_offsets = tokenizer.encode_with_offsets(text)?;
     let tokens: Vec<u32> = with_offsets.iter().map(|(t, _)| *t).collect();
-    let mut trace = trace_tokens(index, &tokens, options)?;
+    let mut trace = trace_inner(index, &tokens, text, options)?;
     for s in &mut trace.spans {
         s.char_start = Some(with_offsets[s.start].1 .0);
         s.char_end = Some(with_offsets[s.end - 1].1 .1);
@@ -141,8 +147,15 @@ pub fn trace_text(index: &Index, text: &str, options: &TraceOptions) -> Result<T
     Ok(trace)
 }
 
-/// Traces the token sequence `tokens` (see the module's documentation).
+/// Traces the token sequence `tokens` (see the module's documentation; BM25 against the
+/// tokens decoded).
 pub fn trace_tokens(index: &Index, tokens: &[u32], options: &TraceOptions) -> Result<Trace> {
+    index.check_ids(tokens)?;
+    let text = index.tokenizer()?.decode(tokens)?;
+    trace_inner(index, tokens, &text, options)
+}
+
+fn trace_inner(index: &Index, tokens: &[u32], text: &str, options: &TraceOptions) -> Result<Trace> {
     if options.min_len == 0 {
         return Err(Error::Query(
             "the shortest span must be at least 1 token".into(),
@@ -227,17 +240,60 @@ pub fn trace_tokens(index: &Index, tokens: &[u32], options: &TraceOptions) -> Re
                             span: i,
                             doc_id: h.doc_id,
                             position: h.offset_in_doc,
+                            bm25: None,
                         });
                     }
                 }
             }
         }
     }
+    if options.bm25 && !documents.is_empty() {
+        rank_by_bm25(index, text, &mut documents)?;
+    }
     Ok(Trace {
         tokens: tokens.to_vec(),
         spans: out,
         documents,
     })
+}
+
+/// Scores every listed document by BM25 against `text` (index-wide statistics) and orders each
+/// span's documents by it, highest first (ties by document id).
+fn rank_by_bm25(index: &Index, text: &str, documents: &mut [SpanDocument]) -> Result<()> {
+    let shards = index
+        .shards()
+        .iter()
+        .map(|s| familiar_text::TextIndex::open(&s.dir, &s.manifest))
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| {
+            Error::Config(format!(
+                "ranking documents by BM25 needs the text index: {e} (or trace with {})",
+                familiar::option::off("bm25")
+            ))
+        })?;
+    let terms = familiar_text::bm25::query_terms(text);
+    let stats = familiar_text::bm25::Bm25Stats::of(&shards, &terms)?;
+    for (k, shard) in index.shards().iter().enumerate() {
+        let (first, n) = (shard.manifest.first_doc, shard.manifest.documents);
+        let mine: Vec<usize> = (0..documents.len())
+            .filter(|&i| (first..first + n).contains(&documents[i].doc_id))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let ids: Vec<u64> = mine.iter().map(|&i| documents[i].doc_id).collect();
+        let scores = shards[k].bm25(&terms, &stats, &ids)?;
+        for (&i, score) in mine.iter().zip(scores) {
+            documents[i].bm25 = Some(score);
+        }
+    }
+    documents.sort_by(|a, b| {
+        a.span
+            .cmp(&b.span)
+            .then(b.bm25.unwrap_or(0.0).total_cmp(&a.bm25.unwrap_or(0.0)))
+            .then(a.doc_id.cmp(&b.doc_id))
+    });
+    Ok(())
 }
 
 /// Each span trimmed to whole words (dropping those with no whole word), then without the
@@ -300,13 +356,14 @@ impl familiar::table::TableRow for TraceSpanRow {
 }
 
 /// A row of the `trace_documents` table.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[allow(missing_docs)] // the columns are documented in schemas/trace_documents.json
 pub struct TraceDocumentRow {
     pub item_id: String,
     pub span: u64,
     pub doc_id: u64,
     pub position: u64,
+    pub bm25: Option<f64>,
 }
 
 impl familiar::table::TableRow for TraceDocumentRow {
@@ -340,6 +397,7 @@ impl Trace {
                 span: d.span as u64,
                 doc_id: d.doc_id,
                 position: d.position,
+                bm25: d.bm25.map(f64::from),
             })
             .collect();
         (spans, documents)

@@ -431,6 +431,8 @@ fn check_trace(index: &Index, model: &Model, text: &[u32]) {
     // All spans of at least 2 tokens, with their counts and documents.
     let options = TraceOptions {
         docs_per_span: 3,
+        // These indexes have no text index.
+        bm25: false,
         ..TraceOptions::all_spans(2)
     };
     let t =

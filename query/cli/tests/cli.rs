@@ -2418,3 +2418,72 @@ fn trace_reports_maximal_spans_with_their_counts_and_documents() {
         .failure()
         .stderr_has(&["999999"]);
 }
+
+/// The BM25 of a span's documents uses statistics of the whole index: one shard and several give
+/// the same scores; each span's documents come highest score first. Without a text index, BM25
+/// is refused with the way out named.
+#[test]
+fn trace_ranks_documents_by_bm25_over_the_whole_index() {
+    let record = &fixture_records()[101];
+    let body: String = record["text"].as_str().unwrap().chars().take(400).collect();
+    let t = TestDir::new();
+    let scores = |idx: &Path, name: &str| -> BTreeMap<(String, u64), f64> {
+        let out = t.join(name);
+        familiar(os(&[
+            &"trace",
+            &idx,
+            &"--text",
+            &body,
+            &"--min-len",
+            &"3",
+            &"--all-spans",
+            &"--docs-per-span",
+            &"100000",
+            &"--documents",
+            &out,
+            &"--format",
+            &"jsonl",
+        ]))
+        .success();
+        let b = read_parquet(&out, "trace_documents");
+        let span = col::<arrow_array::UInt64Array>(&b, "span");
+        let doc = col::<arrow_array::UInt64Array>(&b, "doc_id");
+        let bm25 = col::<arrow_array::Float64Array>(&b, "bm25");
+        let mut m = BTreeMap::new();
+        for i in 0..b.num_rows() {
+            if i > 0 && span.value(i) == span.value(i - 1) {
+                assert!(bm25.value(i) <= bm25.value(i - 1), "not ranked at row {i}");
+            }
+            assert!(bm25.value(i) > 0.0, "a document holding the span scores 0");
+            m.insert((span.value(i).to_string(), doc.value(i)), bm25.value(i));
+        }
+        m
+    };
+    let one = scores(fixture_index(), "one.parquet");
+    let many = scores(fixture_index_sharded(), "many.parquet");
+    assert!(!one.is_empty());
+    assert_eq!(
+        one.keys().collect::<Vec<_>>(),
+        many.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &one {
+        let w = many[k];
+        assert!((v - w).abs() <= 1e-4 * v.abs(), "{k:?}: {v} vs {w}");
+    }
+    // No text index: refused, naming --no-bm25; with it, the documents come unranked.
+    let a = t.write_jsonl("a.jsonl", &[doc("a", &body)]);
+    let bare = t.join("bare");
+    build(&bare, &[a], &["--no-text-index"]);
+    familiar(os(&[&"trace", &bare, &"--text", &body, &"--all-spans"]))
+        .failure()
+        .stderr_has(&["--no-bm25"]);
+    familiar(os(&[
+        &"trace",
+        &bare,
+        &"--text",
+        &body,
+        &"--all-spans",
+        &"--no-bm25",
+    ]))
+    .success();
+}

@@ -23,6 +23,7 @@
 //! tokens; readers ([`TextIndex`]) by concept queries and `index verify`.
 #![warn(missing_docs)]
 
+pub mod bm25;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

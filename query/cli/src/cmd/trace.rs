@@ -41,6 +41,10 @@ pub struct Args {
     /// Trim spans to whole words.
     #[arg(long)]
     whole_words: bool,
+    /// List each span's documents as found, without ranking them by BM25 against the whole
+    /// text (which needs the text index).
+    #[arg(long)]
+    no_bm25: bool,
     /// Write the documents of the spans (the trace_documents table) to this Parquet file.
     #[arg(long)]
     documents: Option<PathBuf>,
@@ -56,6 +60,7 @@ pub fn run(a: Args) -> Result<i32> {
         max_span_density: (!a.all_spans).then_some(a.max_span_density),
         docs_per_span: a.docs_per_span,
         whole_words: a.whole_words,
+        bm25: !a.no_bm25,
     };
     let mut spans = Vec::new();
     let mut documents = Vec::new();

@@ -38,6 +38,7 @@ pub mod fast_bpe;
 pub mod format;
 pub mod index;
 pub mod input;
+pub mod items;
 pub mod json;
 pub mod lock;
 pub mod manifest;

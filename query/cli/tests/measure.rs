@@ -8,7 +8,7 @@ mod util;
 
 use std::path::{Path, PathBuf};
 
-use familiar_models::measure::items::{read_items, Ask, ItemFormat};
+use familiar::items::{read_items, Ask, ItemFormat};
 use familiar_models::measure::score::{choose, LanguageModel};
 use serde_json::Value;
 use util::*;

@@ -412,11 +412,11 @@ pub fn run(a: Args) -> Result<i32> {
         names.push(Some(p.text.clone()));
         counts.push(Some(p.occurrences));
         per_token.push(Some(s.logprob / s.n_tokens as f64));
-        items.push(familiar_models::measure::items::Item {
+        items.push(familiar::items::Item {
             id: format!("recall-{}", c.id),
             task: "concept recall".into(),
             prompt: CONTEXT.into(),
-            ask: familiar_models::measure::items::Ask::Completion(format!(" {}", p.text)),
+            ask: familiar::items::Ask::Completion(format!(" {}", p.text)),
             concepts: vec![c.name.clone()],
         });
     }
@@ -447,8 +447,8 @@ pub fn run(a: Args) -> Result<i32> {
         .iter()
         .map(|i| {
             let text = match &i.ask {
-                familiar_models::measure::items::Ask::Completion(c) => format!("{}{c}", i.prompt),
-                familiar_models::measure::items::Ask::Choice { .. } => i.prompt.clone(),
+                familiar::items::Ask::Completion(c) => format!("{}{c}", i.prompt),
+                familiar::items::Ask::Choice { .. } => i.prompt.clone(),
             };
             serde_json::json!({"id": i.id, "text": text, "labels": {"concept": i.concepts[0]}})
                 .to_string()

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use familiar::table::Format;
-use familiar_models::measure::items::{read_items, ItemFormat};
+use familiar::items::{read_items, ItemFormat};
 use familiar_models::measure::score::zero_shot;
 
 /// Arguments of `familiar score`.

@@ -1,8 +1,7 @@
-//! What a model does: zero-shot scores and keyword probabilities ([`score`], over [`items`]).
+//! What a model does: zero-shot scores and keyword probabilities ([`score`], over `familiar::items`).
 
 pub mod density;
 pub mod import;
-pub mod items;
 pub mod score;
 
 /// Prepares the process for model computations on the CPU; call before the first model is loaded.

@@ -22,7 +22,7 @@ use crate::model::{Capture, Transformer};
 use candle_core::{DType, Device, IndexOp};
 use familiar::tokenizer::Tokenizer;
 
-use crate::measure::items::{Ask, Item};
+use familiar::items::{Ask, Item};
 
 /// A model directory: the model and its tokenizer.
 #[derive(Debug)]

@@ -6,12 +6,12 @@
 //! `"concepts"` (names to join with concept frequencies). Other keys are errors (a misspelt
 //! `completion` must not pass as an item without one).
 
-use familiar::input::string;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
-use familiar::error::IoContext;
 use serde_json::Value;
+
+use crate::error::{Error, IoContext, Result};
+use crate::input::string;
 
 /// What is asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub fn read_items(path: &Path, format: ItemFormat, limit: Option<usize>) -> Resu
         ItemFormat::Jsonl => read_jsonl(path, &stem)?,
         ItemFormat::Mmlu => read_mmlu(path)?,
         ItemFormat::Pararel => read_pararel(path, &stem)?,
-        ItemFormat::NqOpen => familiar::input::read_jsonl(path)?
+        ItemFormat::NqOpen => crate::input::read_jsonl(path)?
             .into_iter()
             .map(|(line, v)| {
                 let q = string(path, line, &v, "question")?;
@@ -91,7 +91,7 @@ pub fn read_items(path: &Path, format: ItemFormat, limit: Option<usize>) -> Resu
                 })
             })
             .collect::<Result<_>>()?,
-        ItemFormat::Lambada => familiar::input::read_jsonl(path)?
+        ItemFormat::Lambada => crate::input::read_jsonl(path)?
             .into_iter()
             .map(|(line, v)| {
                 let text = string(path, line, &v, "text")?;
@@ -108,7 +108,7 @@ pub fn read_items(path: &Path, format: ItemFormat, limit: Option<usize>) -> Resu
                 })
             })
             .collect::<Result<_>>()?,
-        ItemFormat::Gsm8k => familiar::input::read_jsonl(path)?
+        ItemFormat::Gsm8k => crate::input::read_jsonl(path)?
             .into_iter()
             .map(|(line, v)| {
                 Ok(Item {
@@ -125,14 +125,14 @@ pub fn read_items(path: &Path, format: ItemFormat, limit: Option<usize>) -> Resu
         items.truncate(n);
     }
     if items.is_empty() {
-        return Err(Error::config(format!("{}: no items", path.display())));
+        return Err(Error::Config(format!("{}: no items", path.display())));
     }
     Ok(items)
 }
 
 fn read_jsonl(path: &Path, stem: &str) -> Result<Vec<Item>> {
     let mut out = Vec::new();
-    for (line, v) in familiar::input::read_jsonl(path)? {
+    for (line, v) in crate::input::read_jsonl(path)? {
         let Value::Object(obj) = &v else {
             return Err(Error::input(path, line, "expected a JSON object"));
         };
@@ -301,9 +301,9 @@ fn read_pararel(path: &Path, relation: &str) -> Result<Vec<Item>> {
         .parent()
         .and_then(Path::parent)
         .map(|d| d.join("patterns").join(format!("{relation}.jsonl")))
-        .ok_or_else(|| Error::config(format!("{}: cannot find its patterns", path.display())))?;
+        .ok_or_else(|| Error::Config(format!("{}: cannot find its patterns", path.display())))?;
     let mut template = None;
-    for (line, v) in familiar::input::read_jsonl(&patterns)? {
+    for (line, v) in crate::input::read_jsonl(&patterns)? {
         let p = string(&patterns, line, &v, "pattern")?;
         let p = p.trim_end().trim_end_matches('.').trim_end().to_string();
         if p.ends_with("[Y]") && p.contains("[X]") {
@@ -312,12 +312,12 @@ fn read_pararel(path: &Path, relation: &str) -> Result<Vec<Item>> {
         }
     }
     let template = template.ok_or_else(|| {
-        Error::config(format!(
+        Error::Config(format!(
             "{}: no pattern ends with [Y], so none can be scored as a completion",
             patterns.display()
         ))
     })?;
-    familiar::input::read_jsonl(path)?
+    crate::input::read_jsonl(path)?
         .into_iter()
         .map(|(line, v)| {
             let sub = string(path, line, &v, "sub_label")?;

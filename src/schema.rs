@@ -18,6 +18,10 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
     ("top_ngrams", include_str!("../schemas/top_ngrams.json")),
     ("trace_spans", include_str!("../schemas/trace_spans.json")),
     (
+        "contamination",
+        include_str!("../schemas/contamination.json"),
+    ),
+    (
         "trace_documents",
         include_str!("../schemas/trace_documents.json"),
     ),

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::{Error, Result};
-use arrow_array::builder::{Float64Builder, ListBuilder, StringBuilder, UInt32Builder};
+use arrow_array::builder::{
+    Float64Builder, ListBuilder, StringBuilder, UInt32Builder, UInt64Builder,
+};
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array,
 };
@@ -43,6 +45,8 @@ pub enum Column {
     StrList(Vec<Vec<String>>),
     /// Lists of floats, or null.
     F64List(Vec<Option<Vec<f64>>>),
+    /// Lists of unsigned integers (document ids, sizes), or null.
+    U64List(Vec<Option<Vec<u64>>>),
 }
 
 impl Column {
@@ -56,6 +60,7 @@ impl Column {
             Column::OptIds(v) => v.len(),
             Column::StrList(v) => v.len(),
             Column::F64List(v) => v.len(),
+            Column::U64List(v) => v.len(),
         }
     }
 
@@ -70,6 +75,7 @@ impl Column {
             Column::OptIds(v) => v[i].clone().map_or(Value::Null, Value::from),
             Column::StrList(v) => Value::from(v[i].clone()),
             Column::F64List(v) => v[i].clone().map_or(Value::Null, Value::from),
+            Column::U64List(v) => v[i].clone().map_or(Value::Null, Value::from),
         }
     }
 
@@ -94,6 +100,12 @@ impl Column {
             Column::F64List(v) => v[i].as_ref().map_or(String::new(), |x| {
                 x.iter()
                     .map(|f| format!("{f:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
+            Column::U64List(v) => v[i].as_ref().map_or(String::new(), |x| {
+                x.iter()
+                    .map(|n| n.to_string())
                     .collect::<Vec<_>>()
                     .join(",")
             }),
@@ -131,6 +143,20 @@ impl Column {
             }
             Column::F64List(v) => {
                 let mut b = ListBuilder::new(Float64Builder::new());
+                for list in v {
+                    match list {
+                        Some(list) => {
+                            b.values().append_slice(list);
+                            b.append(true);
+                        }
+                        None => b.append(false),
+                    }
+                }
+                let a = b.finish();
+                (a.data_type().clone(), Arc::new(a))
+            }
+            Column::U64List(v) => {
+                let mut b = ListBuilder::new(UInt64Builder::new());
                 for list in v {
                     match list {
                         Some(list) => {
@@ -427,6 +453,11 @@ pub fn from_rows<R: TableRow>(rows: &[R]) -> Result<Table> {
                 DataType::Float64 => Column::F64List(each(
                     values.iter().copied(),
                     |v| list(v, Value::as_f64),
+                    &wrong,
+                )?),
+                DataType::UInt64 => Column::U64List(each(
+                    values.iter().copied(),
+                    |v| list(v, Value::as_u64),
                     &wrong,
                 )?),
                 DataType::Utf8 => Column::StrList(

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod concepts;
+pub mod contamination;
 pub mod docs;
 pub mod infgram;
 pub mod ngram;

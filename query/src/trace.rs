@@ -112,13 +112,14 @@ pub struct Trace {
     pub documents: Vec<SpanDocument>,
 }
 
-/// The maximal spans `[start, end)` of `tokens` that occur in the index, by start (every length).
-pub fn maximal_spans(index: &Index, tokens: &[u32]) -> Result<Vec<(usize, usize)>> {
+/// For each start `i`, the length of the longest span of `tokens` starting at `i` that occurs in
+/// the index (`L(i)`, 0 when even the token at `i` never occurs).
+pub fn longest_matches(index: &Index, tokens: &[u32]) -> Result<Vec<usize>> {
     index.check_ids(tokens)?;
     let m = tokens.len();
     let occurs =
         |s: usize, e: usize| -> Result<bool> { Ok(ngram::count(index, &tokens[s..e])? > 0) };
-    let mut spans = Vec::new();
+    let mut out = Vec::with_capacity(m);
     let mut prev = 0usize;
     for i in 0..m {
         // [i, i + prev − 1) occurs: it is a suffix of the span found at i − 1.
@@ -126,12 +127,23 @@ pub fn maximal_spans(index: &Index, tokens: &[u32]) -> Result<Vec<(usize, usize)
         while i + l < m && occurs(i, i + l + 1)? {
             l += 1;
         }
-        if l > 0 && (i == 0 || prev <= l) {
-            spans.push((i, i + l));
-        }
+        out.push(l);
         prev = l;
     }
-    Ok(spans)
+    Ok(out)
+}
+
+/// The maximal spans `[start, end)` of `tokens` that occur in the index, by start (every length).
+pub fn maximal_spans(index: &Index, tokens: &[u32]) -> Result<Vec<(usize, usize)>> {
+    Ok(spans_of(&longest_matches(index, tokens)?))
+}
+
+/// The maximal spans given each start's longest match `l`.
+fn spans_of(l: &[usize]) -> Vec<(usize, usize)> {
+    (0..l.len())
+        .filter(|&i| l[i] > 0 && (i == 0 || l[i - 1] <= l[i]))
+        .map(|i| (i, i + l[i]))
+        .collect()
 }
 
 /// Traces the text `text`: [`trace_tokens`] of its tokens, with the spans' character ranges.

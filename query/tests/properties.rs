@@ -15,6 +15,7 @@ use std::path::Path;
 
 use familiar::index::Index;
 use familiar::Error;
+use familiar_query::contamination::{contamination, ContaminationOptions};
 use familiar_query::infgram;
 use familiar_query::ngram::{self, Cnf, CnfOptions, CnfResult, Hit};
 use familiar_query::top::{top_ngrams, TopOptions};
@@ -200,6 +201,7 @@ fn check_case(tokenizer: &Path, out: &Path, vocab: u32, alphabet: &[u32], case: 
     }
     check_infgram(&index, &model, &[], alphabet[0]);
     check_top(&index, &model, case.page_sizes[0] as usize % 7 + 1);
+    check_contamination(&index, &model, &patterns, alphabet);
     check_next_tokens(&index, &model, &[]);
     for &t in alphabet {
         check_probability(&index, &model, &[], t);
@@ -466,6 +468,104 @@ fn check_trace(index: &Index, model: &Model, text: &[u32]) {
                 assert_eq!(&doc[at..at + (s.end - s.start)], &text[s.start..s.end]);
             }
         }
+    }
+}
+
+/// Contamination of items whose fields are the patterns (as word-level text, `t3 t1 …`) against
+/// brute force: longest match, n-gram fractions, whole-field occurrences and documents.
+fn check_contamination(index: &Index, model: &Model, patterns: &[Vec<u32>], alphabet: &[u32]) {
+    let words = |ids: &[u32]| {
+        ids.iter()
+            .map(|t| format!("t{t}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let items: Vec<familiar::items::Item> = patterns
+        .iter()
+        .enumerate()
+        .map(|(i, p)| familiar::items::Item {
+            id: format!("q{i}"),
+            task: "t".into(),
+            prompt: words(p),
+            ask: familiar::items::Ask::Choice {
+                choices: vec![
+                    words(&patterns[(i + 1) % patterns.len()]),
+                    words(&[p.as_slice(), &[alphabet[i % alphabet.len()]]].concat()),
+                ],
+                answer: 1,
+            },
+            concepts: Vec::new(),
+        })
+        .collect();
+    let options = ContaminationOptions {
+        ngram_sizes: vec![1, 2, 3],
+        documents: 2,
+    };
+    let rows = contamination(index, &items, &options, &|| {})
+        .unwrap_or_else(|e| panic!("contamination: {e}"));
+    assert_eq!(rows.len(), items.len() * 3);
+    for (r, (item, field)) in rows.iter().zip(
+        items
+            .iter()
+            .flat_map(|it| ["prompt", "choice_0", "choice_1"].map(move |f| (it, f))),
+    ) {
+        assert_eq!(
+            (r.item_id.as_str(), r.field.as_str()),
+            (item.id.as_str(), field)
+        );
+        assert_eq!(r.answer, field == "choice_1");
+        let text = match field {
+            "prompt" => item.prompt.clone(),
+            f => match &item.ask {
+                familiar::items::Ask::Choice { choices, .. } => {
+                    choices[f["choice_".len()..].parse::<usize>().expect("choice number")].clone()
+                }
+                familiar::items::Ask::Completion(c) => c.clone(),
+            },
+        };
+        let t: Vec<u32> = text
+            .split_whitespace()
+            .map(|w| w[1..].parse().expect("a word-level token"))
+            .collect();
+        let m = t.len();
+        assert_eq!(r.field_tokens, m as u64);
+        let occurs = |i: usize, j: usize| model.count(&t[i..j]) > 0;
+        let longest = (0..m)
+            .flat_map(|i| (i + 1..=m).map(move |j| (i, j)))
+            .filter(|&(i, j)| occurs(i, j))
+            .map(|(i, j)| j - i)
+            .max()
+            .unwrap_or(0);
+        assert_eq!(r.longest_match, longest as u64, "{r:?}");
+        for (&n, &f) in r.ngram_sizes.iter().zip(&r.ngram_fractions) {
+            let n = n as usize;
+            let want = if m == 0 {
+                0.0
+            } else if m < n {
+                if occurs(0, m) {
+                    1.0
+                } else {
+                    0.0
+                }
+            } else {
+                (0..=m - n).filter(|&i| occurs(i, i + n)).count() as f64 / (m - n + 1) as f64
+            };
+            assert_eq!(f, want, "{n}-grams of {r:?}");
+        }
+        assert_eq!(
+            r.occurrences,
+            if m == 0 { 0 } else { model.count(&t) },
+            "{r:?}"
+        );
+        let mut docs: Vec<u64> = if m == 0 {
+            Vec::new()
+        } else {
+            model.occurrences(&t).iter().map(|o| o.0).collect()
+        };
+        docs.dedup();
+        assert_eq!(r.documents, docs.len() as u64, "{r:?}");
+        docs.truncate(2);
+        assert_eq!(r.first_documents, docs, "{r:?}");
     }
 }
 

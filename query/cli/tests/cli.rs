@@ -2487,3 +2487,109 @@ fn trace_ranks_documents_by_bm25_over_the_whole_index() {
     ]))
     .success();
 }
+
+/// `familiar contamination`: items taken from the corpus occur whole, made-up ones do not; every
+/// count is `familiar count`'s; the rows carry the ids `familiar score` gives the same items.
+#[test]
+fn contamination_measures_each_field_exactly() {
+    let idx = fixture_index_sharded();
+    let t = TestDir::new();
+    let records = fixture_records();
+    let mut items = Vec::new();
+    for k in [3usize, 40, 77] {
+        let words: Vec<&str> = records[k]["text"].as_str().unwrap().split(' ').collect();
+        items.push(json!({
+            "id": format!("seen-{k}"),
+            "task": "recall",
+            "prompt": words[..12].join(" "),
+            "choices": [format!(" {}", words[12]), " qqzx"],
+            "answer": 0,
+        }));
+    }
+    items.push(
+        json!({"id": "unseen", "prompt": "Quiet copper lanterns hum", "completion": " harbor"}),
+    );
+    let file = t.write_jsonl("items.jsonl", &items);
+    let out = t.join("contamination.parquet");
+    familiar(os(&[
+        &"contamination",
+        &idx,
+        &"--items",
+        &file,
+        &"--ngrams",
+        &"2,8",
+        &"--out",
+        &out,
+        &"-q",
+    ]))
+    .success()
+    .stdout_has(&["4 items (11 fields)"]);
+    let b = read_parquet(&out, "contamination");
+    let ids = col::<arrow_array::StringArray>(&b, "item_id");
+    let fields = col::<arrow_array::StringArray>(&b, "field");
+    let answer = col::<arrow_array::BooleanArray>(&b, "answer");
+    let tokens = col::<arrow_array::UInt64Array>(&b, "field_tokens");
+    let longest = col::<arrow_array::UInt64Array>(&b, "longest_match");
+    let occurrences = col::<arrow_array::UInt64Array>(&b, "occurrences");
+    let documents = col::<arrow_array::UInt64Array>(&b, "documents");
+    assert_eq!(b.num_rows(), 11);
+    for i in 0..b.num_rows() {
+        let item = items
+            .iter()
+            .find(|it| it["id"] == ids.value(i))
+            .unwrap_or_else(|| panic!("unknown item {}", ids.value(i)));
+        let text = match fields.value(i) {
+            "prompt" => item["prompt"].as_str().unwrap().to_string(),
+            "completion" => item["completion"].as_str().unwrap().to_string(),
+            f => item["choices"][f["choice_".len()..].parse::<usize>().unwrap()]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        };
+        assert_eq!(
+            answer.value(i),
+            matches!(fields.value(i), "completion" | "choice_0")
+        );
+        let ids_of_field = ids_of(&count_json(idx, &text));
+        assert_eq!(tokens.value(i), ids_of_field.len() as u64);
+        let whole = count_ids(idx, &ids_of_field);
+        assert_eq!(occurrences.value(i), whole, "{text:?}");
+        assert_eq!(documents.value(i) > 0, whole > 0, "{text:?}");
+        assert!(longest.value(i) <= tokens.value(i));
+        if ids.value(i).starts_with("seen") && fields.value(i) == "prompt" {
+            assert_eq!(
+                longest.value(i),
+                tokens.value(i),
+                "a prompt from the corpus: {text:?}"
+            );
+            assert!(documents.value(i) >= 1);
+        }
+        if ids.value(i) == "unseen" && fields.value(i) == "prompt" {
+            assert_eq!(documents.value(i), 0);
+            assert!(longest.value(i) < tokens.value(i));
+        }
+    }
+    // Bad input.
+    familiar(os(&[
+        &"contamination",
+        &idx,
+        &"--items",
+        &file,
+        &"--ngrams",
+        &"0",
+        &"--out",
+        &out,
+    ]))
+    .failure()
+    .stderr_has(&["at least 1"]);
+    familiar(os(&[
+        &"contamination",
+        &idx,
+        &"--items",
+        &t.join("nope.jsonl"),
+        &"--out",
+        &out,
+    ]))
+    .failure()
+    .stderr_has(&["nope.jsonl"]);
+}

@@ -3,6 +3,7 @@
 mod attribute;
 mod cnf;
 mod concepts;
+mod contamination;
 mod count;
 mod demo;
 mod density;
@@ -65,6 +66,9 @@ enum Command {
     /// The maximal spans of a text that occur verbatim in the index (OLMoTrace), with the
     /// documents that contain them.
     Trace(trace::Args),
+    /// Contamination of evaluation items: per item and field, the longest span that occurs, the
+    /// n-grams that occur, and the documents that hold it whole, to Parquet.
+    Contamination(contamination::Args),
     /// Concept frequencies from a lexicon: counts by several methods, co-occurrence, lookups.
     #[command(subcommand)]
     Concepts(concepts::ConceptsCommand),
@@ -110,6 +114,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Infgram(c) => infgram::run(c),
         Command::Ngrams(c) => ngrams::run(c),
         Command::Trace(a) => trace::run(a),
+        Command::Contamination(a) => contamination::run(a),
         Command::Concepts(c) => concepts::run(c),
         Command::Score(a) => score::run_score(a),
         Command::KeywordProb(a) => score::run_keyword(a),

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use familiar::table::Format;
 use familiar::items::{read_items, ItemFormat};
+use familiar::table::Format;
 use familiar_models::measure::score::zero_shot;
 
 /// Arguments of `familiar score`.

@@ -517,9 +517,10 @@ fn check_contamination(index: &Index, model: &Model, patterns: &[Vec<u32>], alph
         let text = match field {
             "prompt" => item.prompt.clone(),
             f => match &item.ask {
-                familiar::items::Ask::Choice { choices, .. } => {
-                    choices[f["choice_".len()..].parse::<usize>().expect("choice number")].clone()
-                }
+                familiar::items::Ask::Choice { choices, .. } => choices[f["choice_".len()..]
+                    .parse::<usize>()
+                    .expect("choice number")]
+                .clone(),
                 familiar::items::Ask::Completion(c) => c.clone(),
             },
         };

@@ -217,7 +217,7 @@ impl Stream {
 
 /// Merges the shards' runs (each in lexicographic order) and keeps the best `k`.
 fn merge(streams: &mut [Stream], n: usize, k: usize) -> Result<Vec<(Vec<u32>, u64)>> {
-    let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
+    let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k.min(1 << 16) + 1);
     let mut key = vec![0u32; n];
     loop {
         let mut min: Option<usize> = None;

@@ -240,7 +240,7 @@ fn trace_inner(index: &Index, tokens: &[u32], text: &str, options: &TraceOptions
                     index,
                     &tokens[s.start..s.end],
                     offset,
-                    (options.docs_per_span * 4) as u64,
+                    (options.docs_per_span as u64).saturating_mul(4),
                 )?;
                 if page.hits.is_empty() {
                     break;

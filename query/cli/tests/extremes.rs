@@ -430,6 +430,29 @@ fn cases(w: &World) -> Vec<Case> {
             Int,
         ),
     ];
+    let text = "An rohi an ve tian Zelxir Exoexo ve, lo vana ve nisi ve kokaon.";
+    for (o, kind) in [
+        ("--min-len", Int),
+        ("--max-count", Int),
+        ("--max-span-density", Real),
+        ("--docs-per-span", Int),
+    ] {
+        v.push(c(os(&[&"trace", idx, &"--text", &text]), o, kind));
+    }
+    v.push(c(os(&[&"ngrams", &"top", idx, &"--n", &"2"]), "--k", Int));
+    v.push(c(
+        os(&[
+            &"contamination",
+            idx,
+            &"--items",
+            &items,
+            &"--out",
+            &out("contamination"),
+            &"-q",
+        ]),
+        "--documents",
+        Int,
+    ));
     for (o, kind) in [
         ("--layers", Int),
         ("--hidden", Int),

@@ -15,7 +15,8 @@
 //! log-probability (the sum of `ln P(t)` over the span's tokens, `P(t)` = the token's share of the
 //! index's tokens: the rarer spans) are kept. With `whole_words`, spans are trimmed to whole
 //! words first (they start after and end before a word boundary: a non-alphanumeric character at
-//! either side of the token boundary).
+//! either side of the token boundary). A text longer than `max_tokens` is refused, or traced in
+//! pieces of that many tokens with `chunk` (spans then end at the pieces' boundaries).
 
 use familiar::index::Index;
 use familiar::{Error, Result};
@@ -38,6 +39,11 @@ pub struct TraceOptions {
     pub whole_words: bool,
     /// Rank each span's documents by BM25 against the whole text (needs the text index).
     pub bm25: bool,
+    /// The longest text traced at once, in tokens; a longer one is refused unless `chunk`.
+    pub max_tokens: usize,
+    /// Trace a text longer than `max_tokens` in consecutive pieces of that many tokens (spans
+    /// then end at the pieces' boundaries).
+    pub chunk: bool,
 }
 
 impl Default for TraceOptions {
@@ -51,6 +57,8 @@ impl Default for TraceOptions {
             docs_per_span: 10,
             whole_words: false,
             bm25: true,
+            max_tokens: 10_000,
+            chunk: false,
         }
     }
 }
@@ -180,8 +188,32 @@ fn trace_inner(index: &Index, tokens: &[u32], text: &str, options: &TraceOptions
             )));
         }
     }
+    if options.max_tokens == 0 {
+        return Err(Error::Query(format!(
+            "{} must be at least 1",
+            familiar::option::name("max_tokens")
+        )));
+    }
+    if tokens.len() > options.max_tokens && !options.chunk {
+        return Err(Error::Query(format!(
+            "the text has {} tokens, more than {} ({}): raise it, or trace the text in pieces \
+             of that many tokens ({})",
+            tokens.len(),
+            familiar::option::name("max_tokens"),
+            options.max_tokens,
+            familiar::option::name("chunk")
+        )));
+    }
     let tokenizer = index.tokenizer()?;
-    let mut spans = maximal_spans(index, tokens)?;
+    let mut spans = Vec::new();
+    for (k, piece) in tokens.chunks(options.max_tokens).enumerate() {
+        let base = k * options.max_tokens;
+        spans.extend(
+            maximal_spans(index, piece)?
+                .into_iter()
+                .map(|(s, e)| (s + base, e + base)),
+        );
+    }
     if options.whole_words {
         spans = whole_words(tokenizer, tokens, &spans)?;
     }

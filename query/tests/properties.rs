@@ -430,6 +430,47 @@ fn check_trace(index: &Index, model: &Model, text: &[u32]) {
     }
     let got = maximal_spans(index, text).unwrap_or_else(|e| panic!("spans of {text:?}: {e}"));
     assert_eq!(got, want, "maximal spans of {text:?}");
+    // In pieces of 3 tokens: each piece's maximal spans, at the piece's offset.
+    let pieces = TraceOptions {
+        docs_per_span: 0,
+        bm25: false,
+        max_tokens: 3,
+        chunk: true,
+        ..TraceOptions::all_spans(1)
+    };
+    let got: Vec<(usize, usize)> = trace_tokens(index, text, &pieces)
+        .unwrap_or_else(|e| panic!("pieces of {text:?}: {e}"))
+        .spans
+        .iter()
+        .map(|s| (s.start, s.end))
+        .collect();
+    let mut want_pieces = Vec::new();
+    for (k, piece) in text.chunks(3).enumerate() {
+        let n = piece.len();
+        for i in 0..n {
+            for j in i + 1..=n {
+                let occ = |a: usize, b: usize| model.count(&piece[a..b]) > 0;
+                if occ(i, j) && (i == 0 || !occ(i - 1, j)) && (j == n || !occ(i, j + 1)) {
+                    want_pieces.push((3 * k + i, 3 * k + j));
+                }
+            }
+        }
+    }
+    assert_eq!(got, want_pieces, "spans of {text:?} in pieces of 3");
+    if text.len() > 3 {
+        let refused = trace_tokens(
+            index,
+            text,
+            &TraceOptions {
+                chunk: false,
+                ..pieces
+            },
+        );
+        assert!(
+            refused.is_err(),
+            "a text longer than max_tokens must be refused"
+        );
+    }
     // All spans of at least 2 tokens, with their counts and documents.
     let options = TraceOptions {
         docs_per_span: 3,

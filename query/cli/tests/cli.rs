@@ -2417,6 +2417,38 @@ fn trace_reports_maximal_spans_with_their_counts_and_documents() {
     familiar(os(&[&"trace", &idx, &"--tokens", &"999999"]))
         .failure()
         .stderr_has(&["999999"]);
+    // Longer than --max-tokens: refused, naming --chunk; with it, traced in pieces.
+    familiar(os(&[
+        &"trace",
+        &idx,
+        &"--text",
+        &text,
+        &"--max-tokens",
+        &"20",
+    ]))
+    .failure()
+    .stderr_has(&["--max-tokens", "--chunk"]);
+    let pieces = familiar(os(&[
+        &"trace",
+        &idx,
+        &"--text",
+        &text,
+        &"--max-tokens",
+        &"20",
+        &"--chunk",
+        &"--all-spans",
+        &"--min-len",
+        &"4",
+        &"--format",
+        &"jsonl",
+    ]))
+    .success()
+    .json_lines();
+    assert!(!pieces.is_empty());
+    for r in &pieces {
+        let (s, e) = (r["start"].as_u64().unwrap(), r["end"].as_u64().unwrap());
+        assert_eq!(s / 20, (e - 1) / 20, "a span crosses a piece: {r}");
+    }
 }
 
 /// The BM25 of a span's documents uses statistics of the whole index: one shard and several give

@@ -436,6 +436,7 @@ fn cases(w: &World) -> Vec<Case> {
         ("--max-count", Int),
         ("--max-span-density", Real),
         ("--docs-per-span", Int),
+        ("--max-tokens", Int),
     ] {
         v.push(c(os(&[&"trace", idx, &"--text", &text]), o, kind));
     }

@@ -45,6 +45,12 @@ pub struct Args {
     /// text (which needs the text index).
     #[arg(long)]
     no_bm25: bool,
+    /// The longest text traced at once, in tokens (a longer one is refused unless --chunk).
+    #[arg(long, default_value_t = 10_000)]
+    max_tokens: usize,
+    /// Trace longer texts in pieces of --max-tokens tokens (spans end at the pieces' boundaries).
+    #[arg(long)]
+    chunk: bool,
     /// Write the documents of the spans (the trace_documents table) to this Parquet file.
     #[arg(long)]
     documents: Option<PathBuf>,
@@ -61,6 +67,8 @@ pub fn run(a: Args) -> Result<i32> {
         docs_per_span: a.docs_per_span,
         whole_words: a.whole_words,
         bm25: !a.no_bm25,
+        max_tokens: a.max_tokens,
+        chunk: a.chunk,
     };
     let mut spans = Vec::new();
     let mut documents = Vec::new();

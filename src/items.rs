@@ -335,3 +335,22 @@ fn read_pararel(path: &Path, relation: &str) -> Result<Vec<Item>> {
         })
         .collect()
 }
+
+/// Token ids of `prompt` and of `completion` after it, as lm-evaluation-harness splits them: the
+/// completion's tokens are those the whole text has after the prompt's (so a completion that
+/// merges with the prompt's last characters is tokenized as in the whole text), or, where the
+/// whole text does not start with the prompt's tokens, the completion's own.
+pub fn split_tokens(
+    tokenizer: &crate::tokenizer::Tokenizer,
+    prompt: &str,
+    completion: &str,
+) -> Result<(Vec<u32>, Vec<u32>)> {
+    let ctx = tokenizer.encode(prompt)?;
+    let whole = tokenizer.encode(&format!("{prompt}{completion}"))?;
+    let cont = if whole.starts_with(&ctx) {
+        whole[ctx.len()..].to_vec()
+    } else {
+        tokenizer.encode(completion)?
+    };
+    Ok((ctx, cont))
+}

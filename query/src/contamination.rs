@@ -1,7 +1,8 @@
 //! Contamination of evaluation items: how much of each item's text occurs verbatim in the index.
 //!
 //! Per item (read by [`familiar::items`], with the ids `familiar score` gives them) and field —
-//! the prompt, the completion, each choice — the field is tokenized as `score` scores it, and:
+//! the prompt, the completion, each choice — the field is tokenized as `score` scores it (a
+//! completion or choice as it follows the prompt, [`familiar::items::split_tokens`]), and:
 //! the longest span of it that occurs; for each n-gram size (8 and 13 by default, as in the
 //! contamination studies of GPT-3 and PaLM), the fraction of its n-grams that occur (a field
 //! shorter than n counts as one n-gram, itself); how often and in how many documents the whole
@@ -89,7 +90,12 @@ pub fn contamination(
         .map(|item| -> Result<Vec<ContaminationRow>> {
             let mut rows = Vec::new();
             for (field, text, answer) in fields(item) {
-                let tokens = tokenizer.encode(text)?;
+                // The prompt alone; a completion or choice as it follows the prompt.
+                let tokens = if field == "prompt" {
+                    tokenizer.encode(text)?
+                } else {
+                    familiar::items::split_tokens(tokenizer, &item.prompt, text)?.1
+                };
                 rows.push(measure(index, item, field, answer, &tokens, options)?);
             }
             on_item();

@@ -529,9 +529,13 @@ fn check_contamination(index: &Index, model: &Model, patterns: &[Vec<u32>], alph
             task: "t".into(),
             prompt: words(p),
             ask: familiar::items::Ask::Choice {
+                // After the prompt, as completions are: with a leading space.
                 choices: vec![
-                    words(&patterns[(i + 1) % patterns.len()]),
-                    words(&[p.as_slice(), &[alphabet[i % alphabet.len()]]].concat()),
+                    format!(" {}", words(&patterns[(i + 1) % patterns.len()])),
+                    format!(
+                        " {}",
+                        words(&[p.as_slice(), &[alphabet[i % alphabet.len()]]].concat())
+                    ),
                 ],
                 answer: 1,
             },

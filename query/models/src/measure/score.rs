@@ -61,13 +61,7 @@ impl LanguageModel {
 
     /// Token ids of `prompt` and of `completion` after it (see the module documentation).
     pub fn split(&self, prompt: &str, completion: &str) -> Result<(Vec<u32>, Vec<u32>)> {
-        let ctx = self.tokenizer.encode(prompt)?;
-        let whole = self.tokenizer.encode(&format!("{prompt}{completion}"))?;
-        let cont = if whole.starts_with(&ctx) {
-            whole[ctx.len()..].to_vec()
-        } else {
-            self.tokenizer.encode(completion)?
-        };
+        let (ctx, cont) = familiar::items::split_tokens(&self.tokenizer, prompt, completion)?;
         let ctx = if ctx.is_empty() {
             let start = self
                 .model

@@ -6,9 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::{Error, Result};
-use arrow_array::builder::{
-    Float64Builder, ListBuilder, StringBuilder, UInt32Builder, UInt64Builder,
-};
+use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::types::{Float64Type, UInt32Type, UInt64Type};
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array,
 };
@@ -118,57 +117,10 @@ impl Column {
             Column::F64(v) => (DataType::Float64, Arc::new(Float64Array::from(v.clone()))),
             Column::Str(v) => (DataType::Utf8, Arc::new(StringArray::from(v.clone()))),
             Column::Bool(v) => (DataType::Boolean, Arc::new(BooleanArray::from(v.clone()))),
-            Column::Ids(v) => {
-                let mut b = ListBuilder::new(UInt32Builder::new());
-                for ids in v {
-                    b.values().append_slice(ids);
-                    b.append(true);
-                }
-                let a = b.finish();
-                (a.data_type().clone(), Arc::new(a))
-            }
-            Column::OptIds(v) => {
-                let mut b = ListBuilder::new(UInt32Builder::new());
-                for ids in v {
-                    match ids {
-                        Some(ids) => {
-                            b.values().append_slice(ids);
-                            b.append(true);
-                        }
-                        None => b.append(false),
-                    }
-                }
-                let a = b.finish();
-                (a.data_type().clone(), Arc::new(a))
-            }
-            Column::F64List(v) => {
-                let mut b = ListBuilder::new(Float64Builder::new());
-                for list in v {
-                    match list {
-                        Some(list) => {
-                            b.values().append_slice(list);
-                            b.append(true);
-                        }
-                        None => b.append(false),
-                    }
-                }
-                let a = b.finish();
-                (a.data_type().clone(), Arc::new(a))
-            }
-            Column::U64List(v) => {
-                let mut b = ListBuilder::new(UInt64Builder::new());
-                for list in v {
-                    match list {
-                        Some(list) => {
-                            b.values().append_slice(list);
-                            b.append(true);
-                        }
-                        None => b.append(false),
-                    }
-                }
-                let a = b.finish();
-                (a.data_type().clone(), Arc::new(a))
-            }
+            Column::Ids(v) => primitive_lists::<UInt32Type>(v.iter().map(|l| Some(l.as_slice()))),
+            Column::OptIds(v) => primitive_lists::<UInt32Type>(v.iter().map(Option::as_deref)),
+            Column::F64List(v) => primitive_lists::<Float64Type>(v.iter().map(Option::as_deref)),
+            Column::U64List(v) => primitive_lists::<UInt64Type>(v.iter().map(Option::as_deref)),
             Column::StrList(v) => {
                 let mut b = ListBuilder::new(StringBuilder::new());
                 for list in v {
@@ -473,6 +425,24 @@ pub fn from_rows<R: TableRow>(rows: &[R]) -> Result<Table> {
         table = table.column(name, column);
     }
     Ok(table.with_schema(schema))
+}
+
+/// A list column of primitive values (`None`: a null list).
+fn primitive_lists<'a, T: arrow_array::types::ArrowPrimitiveType>(
+    lists: impl Iterator<Item = Option<&'a [T::Native]>>,
+) -> (DataType, ArrayRef) {
+    let mut b = ListBuilder::new(arrow_array::builder::PrimitiveBuilder::<T>::new());
+    for list in lists {
+        match list {
+            Some(list) => {
+                b.values().append_slice(list);
+                b.append(true);
+            }
+            None => b.append(false),
+        }
+    }
+    let a = b.finish();
+    (a.data_type().clone(), Arc::new(a))
 }
 
 #[cfg(test)]

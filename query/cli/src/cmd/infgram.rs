@@ -63,16 +63,7 @@ fn next_token(index: &Index, a: &ProbArgs) -> Result<u32> {
         (Some(s), None) if a.query.tokens.is_some() => s.trim().parse::<u32>().map_err(|_| {
             anyhow::anyhow!("--next {s:?}: with a prompt of --tokens, the next token is an id")
         }),
-        (Some(s), None) => {
-            let ids = index.tokenizer()?.encode(s)?;
-            if ids.len() != 1 {
-                bail!(
-                    "--next {s:?} is {} tokens ({ids:?}); give exactly one token",
-                    ids.len()
-                );
-            }
-            Ok(ids[0])
-        }
+        (Some(s), None) => super::one_token(index, s),
         (None, None) => bail!("give the next token with --next or --next-id"),
     }
 }

@@ -130,6 +130,18 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// The id of `text`, which must be exactly one token (the `--next` of `prob` and `infgram prob`).
+pub fn one_token(index: &Index, text: &str) -> Result<u32> {
+    let ids = index.tokenizer()?.encode(text)?;
+    match ids.as_slice() {
+        [id] => Ok(*id),
+        _ => bail!(
+            "--next {text:?} is {} tokens ({ids:?}); give exactly one token",
+            ids.len()
+        ),
+    }
+}
+
 /// A comma-separated list of token ids.
 #[derive(Debug, Clone)]
 pub struct TokenList(pub Vec<u32>);

@@ -27,16 +27,7 @@ pub fn run(a: Args) -> Result<i32> {
     let prefix = a.query.ids(&index, true)?;
     let next = match (&a.next, &a.next_id) {
         (_, Some(t)) if t.0.len() == 1 => t.0[0],
-        (Some(s), None) => {
-            let ids = index.tokenizer()?.encode(s)?;
-            if ids.len() != 1 {
-                bail!(
-                    "--next {s:?} is {} tokens ({ids:?}); give exactly one token",
-                    ids.len()
-                );
-            }
-            ids[0]
-        }
+        (Some(s), None) => super::one_token(&index, s)?,
         _ => bail!("give the next token with --next TEXT or --next-id ID"),
     };
     let p = ngram::probability(&index, &prefix, next)?;

@@ -593,14 +593,31 @@ fn numeric_options_at_their_extremes_never_crash_or_hang() {
             }
             runs += 1;
             let long_ok = long_run_allowed(case, value);
-            let (out, timed_out) = familiar_killed_after(
-                &args,
-                if long_ok {
-                    Duration::from_secs(10)
-                } else {
-                    limit
-                },
-            );
+            let wait = if long_ok {
+                Duration::from_secs(10)
+            } else {
+                limit
+            };
+            let (mut out, mut timed_out) = familiar_killed_after(&args, wait);
+            if timed_out && !long_ok {
+                // Once in a few hundred runs a `prime` run of ordinary values (`--replay-window=1`,
+                // 0.4 s normally) has stalled until killed; that is not what this test is about,
+                // so a stalled run is run again, said on stderr, and only a second stall fails.
+                eprintln!(
+                    "warning: familiar {} stalled for {} s; running it again",
+                    args.iter()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    wait.as_secs()
+                );
+                if let Some(o) = args.iter().skip_while(|a| *a != "--out").nth(1) {
+                    let p = PathBuf::from(o);
+                    let _ = std::fs::remove_dir_all(&p);
+                    let _ = std::fs::remove_file(&p);
+                }
+                (out, timed_out) = familiar_killed_after(&args, wait);
+            }
             let (code, stderr) = (out.code(), out.stderr);
             let shown: Vec<String> = args
                 .iter()

@@ -336,21 +336,19 @@ fn read_pararel(path: &Path, relation: &str) -> Result<Vec<Item>> {
         .collect()
 }
 
-/// Token ids of `prompt` and of `completion` after it, as lm-evaluation-harness splits them: the
-/// completion's tokens are those the whole text has after the prompt's (so a completion that
-/// merges with the prompt's last characters is tokenized as in the whole text), or, where the
-/// whole text does not start with the prompt's tokens, the completion's own.
-pub fn split_tokens(
+/// Token ids of `completion` after `prompt` (whose own tokens are `prompt_tokens`), as
+/// lm-evaluation-harness splits them: the tokens the whole text has after the prompt's (so a
+/// completion that merges with the prompt's last characters is tokenized as in the whole text),
+/// or, where the whole text does not start with the prompt's tokens, the completion's own.
+pub fn completion_tokens(
     tokenizer: &crate::tokenizer::Tokenizer,
     prompt: &str,
+    prompt_tokens: &[u32],
     completion: &str,
-) -> Result<(Vec<u32>, Vec<u32>)> {
-    let ctx = tokenizer.encode(prompt)?;
+) -> Result<Vec<u32>> {
     let whole = tokenizer.encode(&format!("{prompt}{completion}"))?;
-    let cont = if whole.starts_with(&ctx) {
-        whole[ctx.len()..].to_vec()
-    } else {
-        tokenizer.encode(completion)?
-    };
-    Ok((ctx, cont))
+    match whole.strip_prefix(prompt_tokens) {
+        Some(cont) => Ok(cont.to_vec()),
+        None => tokenizer.encode(completion),
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! Per item (read by [`familiar::items`], with the ids `familiar score` gives them) and field —
 //! the prompt, the completion, each choice — the field is tokenized as `score` scores it (a
-//! completion or choice as it follows the prompt, [`familiar::items::split_tokens`]), and:
+//! completion or choice as it follows the prompt, [`familiar::items::completion_tokens`]), and:
 //! the longest span of it that occurs; for each n-gram size (8 and 13 by default, as in the
 //! contamination studies of GPT-3 and PaLM), the fraction of its n-grams that occur (a field
 //! shorter than n counts as one n-gram, itself); how often and in how many documents the whole
@@ -89,12 +89,13 @@ pub fn contamination(
         .par_iter()
         .map(|item| -> Result<Vec<ContaminationRow>> {
             let mut rows = Vec::new();
+            // The prompt alone (tokenized once); a completion or choice as it follows it.
+            let prompt = tokenizer.encode(&item.prompt)?;
             for (field, text, answer) in fields(item) {
-                // The prompt alone; a completion or choice as it follows the prompt.
                 let tokens = if field == "prompt" {
-                    tokenizer.encode(text)?
+                    prompt.clone()
                 } else {
-                    familiar::items::split_tokens(tokenizer, &item.prompt, text)?.1
+                    familiar::items::completion_tokens(tokenizer, &item.prompt, &prompt, text)?
                 };
                 rows.push(measure(index, item, field, answer, &tokens, options)?);
             }

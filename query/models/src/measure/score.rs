@@ -61,7 +61,8 @@ impl LanguageModel {
 
     /// Token ids of `prompt` and of `completion` after it (see the module documentation).
     pub fn split(&self, prompt: &str, completion: &str) -> Result<(Vec<u32>, Vec<u32>)> {
-        let (ctx, cont) = familiar::items::split_tokens(&self.tokenizer, prompt, completion)?;
+        let ctx = self.tokenizer.encode(prompt)?;
+        let cont = familiar::items::completion_tokens(&self.tokenizer, prompt, &ctx, completion)?;
         let ctx = if ctx.is_empty() {
             let start = self
                 .model

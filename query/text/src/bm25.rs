@@ -101,23 +101,33 @@ impl TextIndex {
                 &self.searcher,
             ))
             .map_err(|e| crate::text_error(&self.dir, "BM25", e))?;
-        // Where each wanted document sits: (segment, document in it, index in `global`).
-        let all: Vec<u32> = (0..self.documents as u32).collect();
-        let globals = self.global_docs(&all)?;
-        let mut local_of: HashMap<u64, u32> = HashMap::with_capacity(globals.len());
-        for (local, g) in globals.into_iter().enumerate() {
-            local_of.insert(g, local as u32);
+        // Where each wanted document sits: (segment, document in it, index in `global`), from
+        // one pass over the `doc_id` column that keeps only the wanted documents.
+        let mut index_of: HashMap<u64, Vec<usize>> = HashMap::with_capacity(global.len());
+        for (i, g) in global.iter().enumerate() {
+            index_of.entry(*g).or_default().push(i);
         }
         let mut wanted: Vec<(usize, u32, usize)> = Vec::with_capacity(global.len());
-        for (i, g) in global.iter().enumerate() {
-            let local = *local_of.get(g).ok_or_else(|| {
-                Error::Query(format!(
-                    "document {g} is not in the text index of {}",
-                    self.dir.display()
-                ))
-            })?;
-            let s = self.bases.partition_point(|&b| b <= local) - 1;
-            wanted.push((s, local - self.bases[s], i));
+        for (s, reader) in self.searcher.segment_readers().iter().enumerate() {
+            let column = reader
+                .fast_fields()
+                .u64("doc_id")
+                .map_err(|e| crate::text_error(&self.dir, "doc_id column", e))?;
+            for doc in 0..reader.max_doc() {
+                if let Some(is) = column.first(doc).and_then(|g| index_of.get(&g)) {
+                    wanted.extend(is.iter().map(|&i| (s, doc, i)));
+                }
+            }
+        }
+        if wanted.len() < global.len() {
+            let found: std::collections::HashSet<usize> = wanted.iter().map(|w| w.2).collect();
+            let missing = (0..global.len())
+                .find(|i| !found.contains(i))
+                .map_or(0, |i| global[i]);
+            return Err(Error::Query(format!(
+                "document {missing} is not in the text index of {}",
+                self.dir.display()
+            )));
         }
         wanted.sort_unstable();
         let mut at = 0;

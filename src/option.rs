@@ -60,11 +60,20 @@ pub fn name(field: &str) -> String {
 
 /// Several options: "`a`, `b` and `c`" in the current spelling.
 pub fn names(fields: &[&str]) -> String {
+    listed(fields, "and")
+}
+
+/// Alternative options: "`a`, `b` or `c`" in the current spelling.
+pub fn names_or(fields: &[&str]) -> String {
+    listed(fields, "or")
+}
+
+fn listed(fields: &[&str], conjunction: &str) -> String {
     let named: Vec<String> = fields.iter().map(|f| name(f)).collect();
     match named.split_last() {
         None => String::new(),
         Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        Some((last, rest)) => format!("{} {conjunction} {last}", rest.join(", ")),
     }
 }
 
@@ -99,6 +108,10 @@ mod tests {
             assert_eq!(
                 names(&["allow_empty", "allow_empty", "allow_empty"]),
                 format!("{on}, {on} and {on}")
+            );
+            assert_eq!(
+                names_or(&["allow_empty", "allow_empty"]),
+                format!("{on} or {on}")
             );
         }
         set_spelling(Spelling::Api);

@@ -586,11 +586,14 @@ fn numeric_options_at_their_extremes_never_crash_or_hang() {
                 args.push(format!("{}={value}", last.to_string_lossy()).into());
             }
             // Each run starts from a fresh output.
-            if let Some(o) = args.iter().skip_while(|a| *a != "--out").nth(1) {
-                let p = PathBuf::from(o);
-                let _ = std::fs::remove_dir_all(&p);
-                let _ = std::fs::remove_file(&p);
-            }
+            let fresh_output = || {
+                if let Some(o) = args.iter().skip_while(|a| *a != "--out").nth(1) {
+                    let p = PathBuf::from(o);
+                    let _ = std::fs::remove_dir_all(&p);
+                    let _ = std::fs::remove_file(&p);
+                }
+            };
+            fresh_output();
             runs += 1;
             let long_ok = long_run_allowed(case, value);
             let wait = if long_ok {
@@ -611,11 +614,7 @@ fn numeric_options_at_their_extremes_never_crash_or_hang() {
                         .join(" "),
                     wait.as_secs()
                 );
-                if let Some(o) = args.iter().skip_while(|a| *a != "--out").nth(1) {
-                    let p = PathBuf::from(o);
-                    let _ = std::fs::remove_dir_all(&p);
-                    let _ = std::fs::remove_file(&p);
-                }
+                fresh_output();
                 (out, timed_out) = familiar_killed_after(&args, wait);
             }
             let (code, stderr) = (out.code(), out.stderr);

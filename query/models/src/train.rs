@@ -15,7 +15,7 @@
 //! A non-finite loss, gradient norm or updated weight stops the run with an error naming the
 //! step ([`Error::NonFinite`]); the checkpoint on disk stays the last good one.
 
-use familiar::option::{name, names};
+use familiar::option::{name, names, names_or};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
@@ -513,7 +513,7 @@ fn check_shape(o: &TrainOptions, vocab: usize) -> Result<()> {
             o.context,
             need / f64::from(1u32 << 30),
             have / f64::from(1u32 << 30),
-            names(&["layers", "hidden", "context", "batch"]).replace(" and ", " or ")
+            names_or(&["layers", "hidden", "context", "batch"])
         )));
     }
     Ok(())

@@ -5,7 +5,7 @@ use familiar::index::Index;
 use familiar::table::Column;
 use familiar_query::infgram;
 
-use super::{OutputArgs, QueryArgs, TokenList};
+use super::{QueryArgs, TokenList};
 
 /// The ∞-gram: predictions from the longest suffix of the prompt that occurs in the index.
 #[derive(Debug, clap::Subcommand)]
@@ -14,7 +14,7 @@ pub enum InfgramCommand {
     /// suffix of the prompt that occurs.
     Prob(ProbArgs),
     /// The exact distribution of the token after the longest suffix of the prompt that occurs.
-    Ntd(NtdArgs),
+    Ntd(super::ntd::Args),
 }
 
 /// Arguments of `familiar infgram prob`.
@@ -33,19 +33,6 @@ pub struct ProbArgs {
     /// Print JSON (infini-gram's fields: prob, suffix_len, prompt_cnt, cont_cnt).
     #[arg(long)]
     json: bool,
-}
-
-/// Arguments of `familiar infgram ntd`.
-#[derive(Debug, clap::Args)]
-pub struct NtdArgs {
-    /// The prompt (text or --tokens).
-    #[command(flatten)]
-    query: QueryArgs,
-    /// Show the K most frequent next tokens (0 for all).
-    #[arg(long, default_value_t = 20)]
-    top: usize,
-    #[command(flatten)]
-    out: OutputArgs,
 }
 
 /// Runs `familiar infgram`.
@@ -101,7 +88,7 @@ fn prob(a: ProbArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn ntd(a: NtdArgs) -> Result<i32> {
+fn ntd(a: super::ntd::Args) -> Result<i32> {
     let index = a.query.open()?;
     let prompt = a.query.ids(&index, true)?;
     let r = infgram::infgram_ntd(&index, &prompt)?;

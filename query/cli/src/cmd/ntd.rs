@@ -12,12 +12,12 @@ use super::{token_strings, OutputArgs, QueryArgs};
 pub struct Args {
     /// The prefix (text or --tokens); none gives the unigram distribution.
     #[command(flatten)]
-    query: QueryArgs,
+    pub query: QueryArgs,
     /// Show the K most frequent next tokens (0 for all).
     #[arg(long, default_value_t = 20)]
-    top: usize,
+    pub top: usize,
     #[command(flatten)]
-    out: OutputArgs,
+    pub out: OutputArgs,
 }
 
 pub fn run(a: Args) -> Result<i32> {

@@ -25,6 +25,11 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         "trace_documents",
         include_str!("../schemas/trace_documents.json"),
     ),
+    ("duplicates", include_str!("../schemas/duplicates.json")),
+    (
+        "duplicate_clusters",
+        include_str!("../schemas/duplicate_clusters.json"),
+    ),
     ("concepts", include_str!("../schemas/concepts.json")),
     (
         "concept_lookup",

@@ -16,8 +16,12 @@
 pub mod concepts;
 pub mod contamination;
 pub mod docs;
+pub mod duplicates;
 pub mod infgram;
 pub mod ngram;
+mod runs;
+#[doc(hidden)]
+pub use runs::set_pieces_per_shard;
 pub mod top;
 pub mod trace;
 pub mod verify;

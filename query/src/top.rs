@@ -1,11 +1,9 @@
 //! The exact K most frequent n-grams of an index, per length, from the suffix arrays.
 //!
-//! In a suffix array the suffixes that start with one n-gram are contiguous, so a scan in suffix
-//! order meets every distinct n-gram once, as a run, in lexicographic order; the end of a run is
-//! found by galloping and bisection (long runs cost a logarithm, not their length). No n-gram is
-//! hashed or stored: each shard is scanned by its own thread, the shards' runs (each shard in
-//! lexicographic order) are merged, counts of the same n-gram added, and a heap keeps the best
-//! K. Memory is the heap and a few batches of runs per shard.
+//! Every distinct n-gram is a run of the suffix array ([`crate::runs`]); no n-gram is hashed or
+//! stored: pieces of each shard's array are scanned by threads of their own, their runs (each
+//! piece in lexicographic order) are merged, counts of the same n-gram added, and a heap keeps
+//! the best K. Memory is the heap and a few batches of runs per piece.
 //!
 //! An n-gram never contains the document separator, so none crosses a document boundary, as in
 //! [`crate::ngram::count`]. Ranking: count, most frequent first; ties by the token ids in
@@ -14,11 +12,13 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::ops::RangeInclusive;
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::sync_channel;
 
 use familiar::index::{Index, ShardView};
 use familiar::token::Token;
 use familiar::{with_view, Error, Result};
+
+use crate::runs::{self, Batch, Stream};
 
 /// The longest n-gram length [`top_ngrams`] accepts.
 pub const MAX_N: usize = 64;
@@ -95,15 +95,6 @@ pub fn top_ngrams(index: &Index, options: &TopOptions) -> Result<Vec<TopNgramRow
     Ok(rows)
 }
 
-/// Runs of one shard, flattened: `keys` holds `n` ids per run.
-struct Batch {
-    keys: Vec<u32>,
-    counts: Vec<u64>,
-}
-
-/// Runs per batch a shard's scanner sends.
-const BATCH_RUNS: usize = 4096;
-
 /// A candidate of the top K: the heap's top is the worst (lowest count; among equal counts, the
 /// larger tokens).
 #[derive(PartialEq, Eq)]
@@ -134,11 +125,11 @@ fn top_of_length(
     k: usize,
     keep: Option<&[bool]>,
 ) -> Result<Vec<(Vec<u32>, u64)>> {
+    let parts = runs::pieces_per_shard(index);
     std::thread::scope(|scope| -> Result<Vec<(Vec<u32>, u64)>> {
         let mut streams = Vec::new();
         let mut scanners = Vec::new();
-        for shard in index.shards() {
-            let (tx, rx) = sync_channel::<Result<Batch>>(4);
+        for (s, shard) in index.shards().iter().enumerate() {
             let keep = match keep {
                 None => None,
                 Some(k) => {
@@ -152,89 +143,35 @@ fn top_of_length(
                     })?)
                 }
             };
-            scanners.push(scope.spawn(move || {
-                let result = with_view!(shard, |v| scan(&v, n, keep, &|b| {
-                    tx.send(Ok(b)).is_ok()
+            for (from, to) in runs::pieces(with_view!(shard, |v| v.len()), parts) {
+                let (tx, rx) = sync_channel::<Result<Batch>>(4);
+                scanners.push(scope.spawn(move || {
+                    let result = with_view!(shard, |v| scan(&v, n, from, to, keep, &|b| {
+                        tx.send(Ok(b)).is_ok()
+                    }));
+                    if let Err(e) = result {
+                        let _ = tx.send(Err(e));
+                    }
                 }));
-                if let Err(e) = result {
-                    let _ = tx.send(Err(e));
-                }
-            }));
-            streams.push(Stream::new(rx, n));
+                streams.push(Stream::new(rx, n, s));
+            }
         }
         let best = merge(&mut streams, n, k);
         // Stop the scanners (their channels close) before reporting.
         drop(streams);
-        for s in scanners {
-            s.join()
-                .map_err(|_| Error::Bug("an n-gram scanner panicked".into()))?;
-        }
+        runs::join_all(scanners)?;
         best
     })
 }
 
-/// One shard's runs as they arrive.
-struct Stream {
-    rx: Receiver<Result<Batch>>,
-    batch: Batch,
-    at: usize,
-    n: usize,
-    done: bool,
-}
-
-impl Stream {
-    fn new(rx: Receiver<Result<Batch>>, n: usize) -> Stream {
-        Stream {
-            rx,
-            batch: Batch {
-                keys: Vec::new(),
-                counts: Vec::new(),
-            },
-            at: 0,
-            n,
-            done: false,
-        }
-    }
-
-    /// Makes the current run available; false when the shard has no more.
-    fn fill(&mut self) -> Result<bool> {
-        while !self.done && self.at >= self.batch.counts.len() {
-            match self.rx.recv() {
-                Ok(b) => {
-                    self.batch = b?;
-                    self.at = 0;
-                }
-                Err(_) => self.done = true,
-            }
-        }
-        Ok(!self.done)
-    }
-
-    fn key(&self) -> &[u32] {
-        &self.batch.keys[self.at * self.n..(self.at + 1) * self.n]
-    }
-}
-
-/// Merges the shards' runs (each in lexicographic order) and keeps the best `k`.
+/// Merges the pieces' runs (each in lexicographic order) and keeps the best `k`.
 fn merge(streams: &mut [Stream], n: usize, k: usize) -> Result<Vec<(Vec<u32>, u64)>> {
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k.min(1 << 16) + 1);
     let mut key = vec![0u32; n];
-    loop {
-        let mut min: Option<usize> = None;
-        for i in 0..streams.len() {
-            if !streams[i].fill()? {
-                continue;
-            }
-            min = match min {
-                Some(m) if streams[m].key() <= streams[i].key() => Some(m),
-                _ => Some(i),
-            };
-        }
-        let Some(m) = min else { break };
-        key.copy_from_slice(streams[m].key());
+    while runs::least(streams, &mut key)? {
         let mut count = 0u64;
         for s in streams.iter_mut() {
-            if !s.done && s.at < s.batch.counts.len() && s.key() == key.as_slice() {
+            if s.is_at(&key) {
                 count += s.batch.counts[s.at];
                 s.at += 1;
             }
@@ -256,61 +193,20 @@ fn merge(streams: &mut [Stream], n: usize, k: usize) -> Result<Vec<(Vec<u32>, u6
     Ok(best.into_iter().map(|c| (c.tokens, c.count)).collect())
 }
 
-/// Scans one shard's suffix array for the runs of n-grams (counting only positions in kept
-/// documents, with `keep`), sending them in batches until `send` says stop.
+/// Scans entries `from..to` of one shard's suffix array for the runs of n-grams (counting only
+/// positions in kept documents, with `keep`), sending them in batches until `send` says stop.
 fn scan<T: Token>(
     v: &ShardView<'_, T>,
     n: usize,
+    from: u64,
+    to: u64,
     keep: Option<&[bool]>,
     send: &dyn Fn(Batch) -> bool,
 ) -> Result<()> {
-    let len = v.len();
-    let separator = v.separator;
     let sa_file = || v.dir.join(familiar::manifest::SUFFIX_ARRAY_FILE);
-    // The n-gram at SA entry j, if the suffix there has n tokens before a separator.
-    let gram = |j: u64| -> Result<Option<&[T]>> {
-        let pos = v.suffix(j)?;
-        let Some(g) = v.tokens.get(pos..pos + n) else {
-            return Ok(None);
-        };
-        Ok((!g.iter().any(|t| t.to_u32() == separator)).then_some(g))
-    };
-    let mut batch = Batch {
-        keys: Vec::with_capacity(BATCH_RUNS * n),
-        counts: Vec::with_capacity(BATCH_RUNS),
-    };
-    let mut i = 0u64;
-    while i < len {
-        let Some(g) = gram(i)? else {
-            i += 1;
-            continue;
-        };
-        let starts = |j: u64| -> Result<bool> {
-            let pos = v.suffix(j)?;
-            Ok(v.tokens.get(pos..pos + n) == Some(g))
-        };
-        // Gallop to a suffix past the run, then bisect for its first entry.
-        let (mut a, mut step) = (i, 1u64);
-        let mut b = loop {
-            let probe = i.saturating_add(step);
-            if probe >= len {
-                break len;
-            }
-            if !starts(probe)? {
-                break probe;
-            }
-            a = probe;
-            step = step.saturating_mul(2);
-        };
-        while b - a > 1 {
-            let mid = a + (b - a) / 2;
-            if starts(mid)? {
-                a = mid;
-            } else {
-                b = mid;
-            }
-        }
-        let end = b;
+    let mut batch = Batch::with_capacity(n);
+    let mut open = true;
+    runs::scan_runs(v, n, from, to, &mut |g, i, end| {
         let count = match keep {
             None => end - i,
             Some(keep) => {
@@ -328,22 +224,13 @@ fn scan<T: Token>(
         if count > 0 {
             batch.keys.extend(g.iter().map(|t| t.to_u32()));
             batch.counts.push(count);
-            if batch.counts.len() == BATCH_RUNS {
-                let full = std::mem::replace(
-                    &mut batch,
-                    Batch {
-                        keys: Vec::with_capacity(BATCH_RUNS * n),
-                        counts: Vec::with_capacity(BATCH_RUNS),
-                    },
-                );
-                if !send(full) {
-                    return Ok(());
-                }
+            if batch.is_full() {
+                open = send(std::mem::replace(&mut batch, Batch::with_capacity(n)));
             }
         }
-        i = end;
-    }
-    if !batch.counts.is_empty() {
+        Ok(open)
+    })?;
+    if open && !batch.counts.is_empty() {
         send(batch);
     }
     Ok(())

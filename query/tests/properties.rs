@@ -16,6 +16,7 @@ use std::path::Path;
 use familiar::index::Index;
 use familiar::Error;
 use familiar_query::contamination::{contamination, ContaminationOptions};
+use familiar_query::duplicates::{duplicates, DuplicateOptions, Segment};
 use familiar_query::infgram;
 use familiar_query::ngram::{self, Cnf, CnfOptions, CnfResult, Hit};
 use familiar_query::top::{top_ngrams, TopOptions};
@@ -200,7 +201,13 @@ fn check_case(tokenizer: &Path, out: &Path, vocab: u32, alphabet: &[u32], case: 
         check_trace(&index, &model, &text);
     }
     check_infgram(&index, &model, &[], alphabet[0]);
+    // Scans cut each shard into pieces; answers must not depend on how many (tests run in
+    // parallel, so another case may change it meanwhile, which is as good).
+    familiar_query::set_pieces_per_shard(1 + case.nexts[0] % 4);
     check_top(&index, &model, case.page_sizes[0] as usize % 7 + 1);
+    for l in [1, 2, 3, 6] {
+        check_duplicates(&index, &model, l);
+    }
     check_contamination(&index, &model, &patterns, alphabet);
     check_next_tokens(&index, &model, &[]);
     for &t in alphabet {
@@ -649,6 +656,152 @@ fn check_top(index: &Index, model: &Model, k: usize) {
             .collect();
         assert_eq!(ranks, (1..=want.len() as u64).collect::<Vec<_>>());
     }
+}
+
+/// Exact duplicates (every token inside an `l`-gram that occurs twice or more) against counting
+/// every window of every document.
+fn check_duplicates(index: &Index, model: &Model, l: usize) {
+    let got = duplicates(
+        index,
+        &DuplicateOptions {
+            min_len: l,
+            docs_per_cluster: 2,
+        },
+        &|_| {},
+    )
+    .unwrap_or_else(|e| panic!("duplicates of length {l}: {e}"));
+    let mut counts: BTreeMap<&[u32], u64> = BTreeMap::new();
+    for d in &model.docs {
+        for w in d.windows(l) {
+            *counts.entry(w).or_default() += 1;
+        }
+    }
+    // Segments: the maximal runs of covered tokens.
+    let mut want_segments: Vec<(u64, u64, u64)> = Vec::new();
+    for (i, d) in model.docs.iter().enumerate() {
+        let mut covered = vec![false; d.len()];
+        for (p, w) in d.windows(l).enumerate() {
+            if counts[w] >= 2 {
+                covered[p..p + l].iter_mut().for_each(|c| *c = true);
+            }
+        }
+        let mut p = 0;
+        while p < d.len() {
+            if covered[p] {
+                let start = p;
+                while p < d.len() && covered[p] {
+                    p += 1;
+                }
+                want_segments.push((i as u64, start as u64, p as u64));
+            } else {
+                p += 1;
+            }
+        }
+    }
+    let segs: Vec<(u64, u64, u64)> = got
+        .segments
+        .iter()
+        .map(|s| (s.doc_id, s.start, s.end))
+        .collect();
+    assert_eq!(segs, want_segments, "segments, L = {l}");
+    // Clusters: numbered by the first segment that starts with their l-gram.
+    let mut keys: Vec<&[u32]> = Vec::new();
+    for (s, &(doc, start, _)) in got.segments.iter().zip(&want_segments) {
+        let key = &model.docs[doc as usize][start as usize..start as usize + l];
+        let c = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+            keys.push(key);
+            keys.len() - 1
+        });
+        assert_eq!(s.cluster, c as u64, "cluster of {s:?}, L = {l}");
+    }
+    assert_eq!(got.clusters.len(), keys.len(), "clusters, L = {l}");
+    let tokenizer = index.tokenizer().expect("tokenizer");
+    for (c, key) in keys.iter().enumerate() {
+        let row = &got.clusters[c];
+        let occurrences: Vec<(usize, usize)> = model
+            .docs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, d)| {
+                d.windows(l)
+                    .enumerate()
+                    .filter(|(_, w)| w == key)
+                    .map(move |(p, _)| (i, p))
+            })
+            .collect();
+        let mut shared = l;
+        let (d0, p0) = occurrences[0];
+        loop {
+            let next = model.docs[d0].get(p0 + shared);
+            if next.is_none()
+                || occurrences
+                    .iter()
+                    .any(|&(d, p)| model.docs[d].get(p + shared) != next)
+            {
+                break;
+            }
+            shared += 1;
+        }
+        let mut docs: Vec<u64> = occurrences.iter().map(|o| o.0 as u64).collect();
+        docs.dedup();
+        let segments = got.segments.iter().filter(|s| s.cluster == c as u64).count();
+        assert_eq!(row.cluster, c as u64);
+        assert_eq!(row.occurrences, occurrences.len() as u64, "{row:?}");
+        assert_eq!(row.length, shared as u64, "{row:?}");
+        let text = tokenizer
+            .decode(&model.docs[d0][p0..p0 + shared])
+            .expect("decode");
+        assert_eq!(row.text, text, "{row:?}");
+        assert_eq!(row.documents, docs.len() as u64, "{row:?}");
+        assert_eq!(row.segments, segments as u64, "{row:?}");
+        docs.truncate(2);
+        assert_eq!(row.doc_ids, docs, "{row:?}");
+    }
+    // Documents.
+    let mut rows = Vec::new();
+    for (doc, group) in want_segments.chunk_by(|a, b| a.0 == b.0).map(|g| (g[0].0, g)) {
+        let dup: u64 = group.iter().map(|s| s.2 - s.1).sum();
+        let mut clusters: Vec<u64> = Vec::new();
+        for s in got.segments.iter().filter(|s: &&Segment| s.doc_id == doc) {
+            if !clusters.contains(&s.cluster) {
+                clusters.push(s.cluster);
+            }
+        }
+        let tokens = model.docs[doc as usize].len() as u64;
+        rows.push((doc, tokens, dup, group.len() as u64, clusters));
+    }
+    let got_rows: Vec<_> = got
+        .documents
+        .iter()
+        .map(|r| {
+            assert_eq!(
+                r.duplicated_fraction,
+                r.duplicated_tokens as f64 / r.tokens as f64
+            );
+            (
+                r.doc_id,
+                r.tokens,
+                r.duplicated_tokens,
+                r.segments,
+                r.clusters.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(got_rows, rows, "documents, L = {l}");
+    let s = got.summary;
+    assert_eq!(s.documents, model.docs.len() as u64);
+    assert_eq!(
+        s.tokens,
+        model.docs.iter().map(|d| d.len() as u64).sum::<u64>()
+    );
+    assert_eq!(s.duplicated_documents, rows.len() as u64);
+    assert_eq!(
+        s.duplicated_tokens,
+        rows.iter().map(|r| r.2).sum::<u64>(),
+        "L = {l}"
+    );
+    assert_eq!(s.segments, want_segments.len() as u64);
+    assert_eq!(s.clusters, keys.len() as u64);
 }
 
 fn check_cnf(index: &Index, model: &Model, clauses: &[Vec<Vec<u32>>], seed: &CnfSeed) {

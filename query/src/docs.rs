@@ -128,24 +128,67 @@ pub fn window(
 /// id. A table whose row count differs from its shard's documents is corrupt.
 pub fn sources(index: &Index) -> Result<Vec<Option<String>>> {
     let mut out = Vec::with_capacity(index.documents() as usize);
+    read_columns(index, &["source"], &mut |batch, err| {
+        let c = batch
+            .column(0)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| err("source is not a string column"))?;
+        out.extend((0..c.len()).map(|i| c.is_valid(i).then(|| c.value(i).to_string())));
+        Ok(c.len())
+    })?;
+    Ok(out)
+}
+
+/// Where every document was read from (the documents tables' `input_file` and `input_record`:
+/// the input's path as the build was given it, and the 1-based line or row), by global id.
+pub fn locations(index: &Index) -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::with_capacity(index.documents() as usize);
+    read_columns(index, &["input_file", "input_record"], &mut |batch, err| {
+        let files = batch
+            .column(0)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| err("input_file is not a string column"))?;
+        let records = batch
+            .column(1)
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| err("input_record is not a uint64 column"))?;
+        out.extend((0..files.len()).map(|i| (files.value(i).to_string(), records.value(i))));
+        Ok(files.len())
+    })?;
+    Ok(out)
+}
+
+/// Reads the columns `names` (in that order) of every shard's documents table, batch by batch;
+/// `f` takes a batch and an error maker naming the file, and returns the batch's rows.
+fn read_columns(
+    index: &Index,
+    names: &[&str],
+    f: &mut dyn FnMut(&arrow_array::RecordBatch, &dyn Fn(&str) -> Error) -> Result<usize>,
+) -> Result<()> {
     for shard in index.shards() {
         let path = shard.dir.join(familiar::manifest::DOCUMENTS_FILE);
         let err = |e: &dyn std::fmt::Display| Error::corrupt(&path, e.to_string());
         let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
         let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| err(&e))?;
-        let column = builder.schema().index_of("source").map_err(|e| err(&e))?;
-        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [column]);
-        let before = out.len();
+        let columns = names
+            .iter()
+            .map(|n| builder.schema().index_of(n).map_err(|e| err(&e)))
+            .collect::<Result<Vec<usize>>>()?;
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), columns.clone());
+        let mut rows = 0u64;
         for batch in builder.with_projection(mask).build().map_err(|e| err(&e))? {
             let batch = batch.map_err(|e| err(&e))?;
-            let c = batch
-                .column(0)
-                .as_string_opt::<i32>()
-                .ok_or_else(|| err(&"source is not a string column"))?;
-            out.extend((0..c.len()).map(|i| c.is_valid(i).then(|| c.value(i).to_string())));
+            // The projection keeps the file's column order: put the batch in the asked order.
+            let mut order: Vec<usize> = (0..names.len()).collect();
+            order.sort_by_key(|&i| columns[i]);
+            let mut asked = vec![0usize; names.len()];
+            for (pos, &i) in order.iter().enumerate() {
+                asked[i] = pos;
+            }
+            let batch = batch.project(&asked).map_err(|e| err(&e))?;
+            rows += f(&batch, &|m| err(&m))? as u64;
         }
-        let rows = (out.len() - before) as u64;
         if rows != shard.manifest.documents {
             return Err(err(&format!(
                 "{rows} rows for the shard's {} documents",
@@ -153,5 +196,5 @@ pub fn sources(index: &Index) -> Result<Vec<Option<String>>> {
             )));
         }
     }
-    Ok(out)
+    Ok(())
 }

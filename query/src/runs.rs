@@ -20,7 +20,11 @@ use familiar::{Error, Result};
 
 /// The n-gram of length `n` at suffix-array entry `j`, if the suffix there has `n` tokens before
 /// a separator.
-pub(crate) fn gram<'a, T: Token>(v: &ShardView<'a, T>, n: usize, j: u64) -> Result<Option<&'a [T]>> {
+pub(crate) fn gram<'a, T: Token>(
+    v: &ShardView<'a, T>,
+    n: usize,
+    j: u64,
+) -> Result<Option<&'a [T]>> {
     let pos = v.suffix(j)?;
     let Some(g) = v.tokens.get(pos..pos + n) else {
         return Ok(None);

@@ -744,7 +744,11 @@ fn check_duplicates(index: &Index, model: &Model, l: usize) {
         }
         let mut docs: Vec<u64> = occurrences.iter().map(|o| o.0 as u64).collect();
         docs.dedup();
-        let segments = got.segments.iter().filter(|s| s.cluster == c as u64).count();
+        let segments = got
+            .segments
+            .iter()
+            .filter(|s| s.cluster == c as u64)
+            .count();
         assert_eq!(row.cluster, c as u64);
         assert_eq!(row.occurrences, occurrences.len() as u64, "{row:?}");
         assert_eq!(row.length, shared as u64, "{row:?}");
@@ -759,7 +763,10 @@ fn check_duplicates(index: &Index, model: &Model, l: usize) {
     }
     // Documents.
     let mut rows = Vec::new();
-    for (doc, group) in want_segments.chunk_by(|a, b| a.0 == b.0).map(|g| (g[0].0, g)) {
+    for (doc, group) in want_segments
+        .chunk_by(|a, b| a.0 == b.0)
+        .map(|g| (g[0].0, g))
+    {
         let dup: u64 = group.iter().map(|s| s.2 - s.1).sum();
         let mut clusters: Vec<u64> = Vec::new();
         for s in got.segments.iter().filter(|s: &&Segment| s.doc_id == doc) {

@@ -362,3 +362,31 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
         .map_or(start, |i| i + 1);
     &b[start..end]
 }
+
+/// The decompressed bytes of a JSON-lines input (plain, zstd or gzip, as its name says; a
+/// 0-byte file is empty whatever its name), for tools that rewrite a corpus line by line with
+/// the lines numbered as the reader numbers them.
+pub fn open_decompressed(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+    let format = InputFormat::from_path(path);
+    let (file, len) = crate::manifest::open_regular(path)?;
+    Ok(match format {
+        _ if len == 0 => Box::new(BufReader::new(std::io::empty())),
+        Some(InputFormat::JsonlZst) => Box::new(BufReader::with_capacity(
+            1 << 20,
+            zstd::Decoder::new(file)
+                .map_err(|e| Error::input(path, 0, format!("cannot start zstd decoding: {e}")))?,
+        )),
+        Some(InputFormat::JsonlGz) => Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::read::MultiGzDecoder::new(file),
+        )),
+        Some(InputFormat::Jsonl) => Box::new(BufReader::with_capacity(1 << 20, file)),
+        _ => {
+            return Err(Error::input(
+                path,
+                0,
+                "not a JSON-lines file (expected .jsonl, .ndjson or .json, plain, .zst or .gz)",
+            ))
+        }
+    })
+}

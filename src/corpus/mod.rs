@@ -33,7 +33,7 @@
 //! which case they are counted (see [`CorpusReader::skipped`]).
 
 mod jsonl;
-pub use jsonl::parse_record;
+pub use jsonl::{open_decompressed, parse_record};
 mod parquet_reader;
 
 use std::path::{Path, PathBuf};

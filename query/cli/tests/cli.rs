@@ -2625,3 +2625,288 @@ fn contamination_measures_each_field_exactly() {
     .failure()
     .stderr_has(&["nope.jsonl"]);
 }
+
+// =============================================================================================
+// Exact duplicates.
+
+/// The tokens of `text` under the fixture tokenizer, with each token's byte range in `text`.
+fn tokens_with_bytes(
+    tokenizer: &familiar::tokenizer::Tokenizer,
+    text: &str,
+) -> Vec<(u32, usize, usize)> {
+    let mut bytes: Vec<usize> = text.char_indices().map(|(b, _)| b).collect();
+    bytes.push(text.len());
+    tokenizer
+        .encode_with_offsets(text)
+        .unwrap()
+        .into_iter()
+        .map(|(id, (a, b))| (id, bytes[a], bytes[b]))
+        .collect()
+}
+
+#[test]
+fn duplicates_match_brute_force_and_remove_cuts_exactly_them() {
+    let t = TestDir::new();
+    let mut rng = Rng::new(11);
+    let syllables = [
+        "ka", "ro", "mi", "tu", "se", "vo", "li", "na", "pe", "zu", "gra", "shi",
+    ];
+    let mut word = || -> String {
+        let n = rng.range(1, 3);
+        (0..n)
+            .map(|_| syllables[rng.range(0, syllables.len() as u64 - 1) as usize])
+            .collect()
+    };
+    let mut filler = |n: usize| -> String { (0..n).map(|_| word()).collect::<Vec<_>>().join(" ") };
+    let boiler = "This page is licensed under the Creative Commons Attribution license, \
+                  see the terms of use for details and the list of contributors.";
+    let mut texts: Vec<String> = (0..34).map(|_| filler(25)).collect();
+    for (i, at) in [(3, 0), (17, 1), (25, 2), (28, 1)] {
+        let text = &texts[i];
+        texts[i] = match at {
+            0 => format!("{boiler} {text}"),
+            1 => format!("{text} {boiler} {}", filler(5)),
+            _ => format!("{text} {boiler}"),
+        };
+    }
+    texts[30] = texts[5].clone();
+    texts[12] = format!("{} é日本 {}", texts[12], texts[12]);
+    // a.jsonl: plain records with an extra field before the text; b.jsonl.zst: a blank line and
+    // a malformed line (skipped by the build, copied as they are); c.parquet.
+    let mut a_lines = Vec::new();
+    for (i, text) in texts.iter().enumerate().take(15) {
+        a_lines.push(
+            serde_json::to_string(
+                &json!({"n": i, "extra": {"k": [1, 2]}, "text": text, "id": format!("d{i}")}),
+            )
+            .unwrap(),
+        );
+    }
+    let a = t.write("a.jsonl", a_lines.join("\n") + "\n");
+    let mut b_lines = Vec::new();
+    for (i, text) in texts.iter().enumerate().skip(15).take(15) {
+        b_lines.push(
+            serde_json::to_string(&json!({"id": format!("d{i}"), "text": text, "source": "web"}))
+                .unwrap(),
+        );
+        if i == 20 {
+            b_lines.push(String::new());
+            b_lines.push("{not json".into());
+        }
+    }
+    let b = t.write("b.jsonl.zst", zst((b_lines.join("\n") + "\n").as_bytes()));
+    let rows: Vec<(String, &str)> = texts
+        .iter()
+        .enumerate()
+        .skip(30)
+        .map(|(i, s)| (format!("d{i}"), s.as_str()))
+        .collect();
+    let rows: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), *b)).collect();
+    let c = t.write_parquet("c.parquet", &rows);
+    let idx = t.join("idx");
+    build(
+        &idx,
+        &[a.clone(), b.clone(), c.clone()],
+        &["--skip-invalid"],
+    );
+
+    // The oracle: every document tokenized, every 12-gram counted.
+    let l = 12usize;
+    let tokenizer = familiar::tokenizer::Tokenizer::from_file(&tokenizer()).unwrap();
+    let docs: Vec<Vec<(u32, usize, usize)>> = texts
+        .iter()
+        .map(|s| tokens_with_bytes(&tokenizer, s))
+        .collect();
+    let mut counts: BTreeMap<Vec<u32>, u64> = BTreeMap::new();
+    for d in &docs {
+        let ids: Vec<u32> = d.iter().map(|x| x.0).collect();
+        for w in ids.windows(l) {
+            *counts.entry(w.to_vec()).or_default() += 1;
+        }
+    }
+    let covered: Vec<Vec<bool>> = docs
+        .iter()
+        .map(|d| {
+            let ids: Vec<u32> = d.iter().map(|x| x.0).collect();
+            let mut c = vec![false; ids.len()];
+            for (p, w) in ids.windows(l).enumerate() {
+                if counts[w] >= 2 {
+                    c[p..p + l].iter_mut().for_each(|x| *x = true);
+                }
+            }
+            c
+        })
+        .collect();
+
+    let clusters = t.join("clusters.parquet");
+    let out = t.join("dedup");
+    let o = familiar(os(&[
+        &"duplicates",
+        &idx,
+        &"--min-len",
+        &"12",
+        &"--clusters",
+        &clusters,
+        &"--remove",
+        &out,
+        &"--format",
+        &"jsonl",
+        &"--quiet",
+    ]));
+    o.success();
+    let got: BTreeMap<u64, (u64, u64, u64)> = o
+        .json_lines()
+        .iter()
+        .map(|r| {
+            let f = |k: &str| r[k].as_u64().unwrap();
+            (
+                f("doc_id"),
+                (f("tokens"), f("duplicated_tokens"), f("segments")),
+            )
+        })
+        .collect();
+    let mut want = BTreeMap::new();
+    for (i, c) in covered.iter().enumerate() {
+        let dup = c.iter().filter(|x| **x).count() as u64;
+        let segments = (0..c.len())
+            .filter(|&p| c[p] && (p == 0 || !c[p - 1]))
+            .count() as u64;
+        if dup > 0 {
+            want.insert(i as u64, (c.len() as u64, dup, segments));
+        }
+    }
+    assert_eq!(got, want);
+    // The planted copies: whole documents 5 and 30, the boilerplate in 3, 17, 25 and 28.
+    for i in [5u64, 30] {
+        assert_eq!(got[&i].0, got[&i].1, "document {i} is all duplicated");
+    }
+    for i in [3u64, 17, 25, 28, 12] {
+        assert!(got[&i].1 >= 20, "document {i}: {:?}", got[&i]);
+    }
+    o.stderr_has(&[&format!(
+        "{} of 34 documents hold duplicated tokens",
+        want.len()
+    )]);
+    let b_clusters = read_parquet(&clusters, "duplicate_clusters");
+    let text = col::<arrow_array::StringArray>(&b_clusters, "text");
+    let documents = col::<arrow_array::UInt64Array>(&b_clusters, "documents");
+    assert!(
+        (0..b_clusters.num_rows()).any(|i| text
+            .value(i)
+            .contains("Creative Commons Attribution license")
+            && documents.value(i) == 4),
+        "the boilerplate's cluster"
+    );
+
+    // The copy: each input once, every byte kept but the cut texts.
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(out.join("dedup.json")).unwrap()).unwrap();
+    let dup_total: u64 = want.values().map(|v| v.1).sum();
+    assert_eq!(summary["removed_tokens"].as_u64().unwrap(), dup_total);
+    assert_eq!(
+        summary["changed_documents"].as_u64().unwrap(),
+        want.len() as u64
+    );
+    assert_eq!(summary["emptied_documents"].as_u64().unwrap(), 2);
+    // Token k owns the text from the end of token k - 1 to its own end (the ends of the text
+    // for the first and the last).
+    let expected_text = |i: usize| -> String {
+        let d = &docs[i];
+        let mut s = String::new();
+        for k in 0..d.len() {
+            let from = if k == 0 { 0 } else { d[k - 1].2 };
+            let to = if k + 1 == d.len() {
+                texts[i].len()
+            } else {
+                d[k].2
+            };
+            if !covered[i][k] && to > from {
+                s.push_str(&texts[i][from..to]);
+            }
+        }
+        s
+    };
+    let read_zst = |p: &Path| {
+        String::from_utf8(zstd::decode_all(std::fs::File::open(p).unwrap()).unwrap()).unwrap()
+    };
+    let copied_a = read_zst(&out.join("a.jsonl.zst"));
+    let copied_b = read_zst(&out.join("b.jsonl.zst"));
+    let mut removed_bytes = 0;
+    for (lines_in, copied, first) in [(&a_lines, &copied_a, 0usize), (&b_lines, &copied_b, 15)] {
+        let lines_out: Vec<&str> = copied.lines().collect();
+        assert_eq!(lines_out.len(), lines_in.len());
+        let mut doc = first;
+        for (x, y) in lines_in.iter().zip(&lines_out) {
+            let Ok(Value::Object(mut rec)) = serde_json::from_str::<Value>(x) else {
+                assert_eq!(x, y, "a line that is no record is copied as it is");
+                continue;
+            };
+            if want.contains_key(&(doc as u64)) {
+                let Value::Object(mut new) = serde_json::from_str::<Value>(y).unwrap() else {
+                    panic!()
+                };
+                let cut = new.remove("text").unwrap();
+                assert_eq!(cut.as_str().unwrap(), expected_text(doc), "document {doc}");
+                removed_bytes += texts[doc].len() - expected_text(doc).len();
+                rec.remove("text");
+                assert_eq!(rec, new, "document {doc}: the other fields are kept");
+                // In place: the line is the original up to the text's value.
+                let key = x.find("\"text\":").unwrap();
+                assert_eq!(x[..key], y[..key]);
+            } else {
+                assert_eq!(x, y, "document {doc} is copied as it is");
+            }
+            doc += 1;
+        }
+    }
+    let copied_c = read_zst(&out.join("c.jsonl.zst"));
+    let recs: Vec<Value> = copied_c
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 4);
+    for (k, r) in recs.iter().enumerate() {
+        let i = 30 + k;
+        assert_eq!(r["id"], format!("d{i}"));
+        let want_text = if want.contains_key(&(i as u64)) {
+            expected_text(i)
+        } else {
+            texts[i].clone()
+        };
+        if want.contains_key(&(i as u64)) {
+            removed_bytes += texts[i].len() - want_text.len();
+        }
+        assert_eq!(r["text"].as_str().unwrap(), want_text, "document {i}");
+    }
+    assert_eq!(
+        summary["removed_bytes"].as_u64().unwrap(),
+        removed_bytes as u64
+    );
+
+    // Refusals: an existing output; a changed input (and nothing left behind); min-len 0.
+    familiar(os(&[&"duplicates", &idx, &"--remove", &out, &"--quiet"]))
+        .failure()
+        .stderr_has(&["exists", "new directory"]);
+    familiar(os(&[&"duplicates", &idx, &"--min-len", &"0"]))
+        .failure()
+        .stderr_has(&["--min-len 0", "from 1 to"]);
+    t.write("a.jsonl", a_lines.join("\n") + "\n\n");
+    let out2 = t.join("dedup2");
+    familiar(os(&[
+        &"duplicates",
+        &idx,
+        &"--min-len",
+        &"12",
+        &"--remove",
+        &out2,
+        &"--quiet",
+    ]))
+    .failure()
+    .stderr_has(&["a.jsonl", "changed since the index was built"]);
+    assert!(!out2.exists());
+    assert!(
+        entries(t.path()).iter().all(|e| !e.starts_with(".tmp-")),
+        "{:?}",
+        entries(t.path())
+    );
+}

@@ -441,6 +441,9 @@ fn cases(w: &World) -> Vec<Case> {
         v.push(c(os(&[&"trace", idx, &"--text", &text]), o, kind));
     }
     v.push(c(os(&[&"ngrams", &"top", idx, &"--n", &"2"]), "--k", Int));
+    for o in ["--min-len", "--docs-per-cluster"] {
+        v.push(c(os(&[&"duplicates", idx, &"-q"]), o, Int));
+    }
     v.push(c(
         os(&[
             &"contamination",

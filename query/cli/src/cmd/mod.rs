@@ -8,6 +8,7 @@ mod count;
 mod demo;
 mod density;
 mod docs;
+mod duplicates;
 mod fixtures;
 mod import;
 mod index;
@@ -69,6 +70,10 @@ enum Command {
     /// Contamination of evaluation items: per item and field, the longest span that occurs, the
     /// n-grams that occur, and the documents that hold it whole, to Parquet.
     Contamination(contamination::Args),
+    /// Exact duplicates (Lee et al. 2022's ExactSubstr): every substring of at least --min-len
+    /// tokens that occurs twice or more; per document the duplicated fraction, per cluster the
+    /// text and its documents; optionally a copy of the corpus without them.
+    Duplicates(duplicates::Args),
     /// Concept frequencies from a lexicon: counts by several methods, co-occurrence, lookups.
     #[command(subcommand)]
     Concepts(concepts::ConceptsCommand),
@@ -115,6 +120,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Ngrams(c) => ngrams::run(c),
         Command::Trace(a) => trace::run(a),
         Command::Contamination(a) => contamination::run(a),
+        Command::Duplicates(a) => duplicates::run(a),
         Command::Concepts(c) => concepts::run(c),
         Command::Score(a) => score::run_score(a),
         Command::KeywordProb(a) => score::run_keyword(a),

@@ -33,6 +33,9 @@ use rayon::prelude::*;
 
 use crate::runs::{self, Batch, Stream};
 
+mod remove;
+pub use remove::{check_copy_target, remove_duplicates, RemoveSummary, RemovedFile, SUMMARY_FILE};
+
 /// The longest `min_len` accepted (in tokens).
 pub const MAX_MIN_LEN: usize = 4096;
 
@@ -418,7 +421,11 @@ fn assign_clusters(
 }
 
 /// A segment's global document, its start and end in the document, and its L-gram.
-fn locate<T: Token>(v: &ShardView<'_, T>, l: usize, f: &Found) -> Result<(u64, u64, u64, Vec<u32>)> {
+fn locate<T: Token>(
+    v: &ShardView<'_, T>,
+    l: usize,
+    f: &Found,
+) -> Result<(u64, u64, u64, Vec<u32>)> {
     let local = v.doc_of(f.start)?;
     let (a, b) = v.doc_span(local)?;
     if f.end > b as u64 {
@@ -434,7 +441,12 @@ fn locate<T: Token>(v: &ShardView<'_, T>, l: usize, f: &Found) -> Result<(u64, u
         .iter()
         .map(|t| t.to_u32())
         .collect();
-    Ok((v.first_doc + local, f.start - a as u64, f.end - a as u64, key))
+    Ok((
+        v.first_doc + local,
+        f.start - a as u64,
+        f.end - a as u64,
+        key,
+    ))
 }
 
 fn segment_counts(segments: &[Segment], clusters: usize) -> Vec<u64> {

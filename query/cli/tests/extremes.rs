@@ -317,6 +317,30 @@ fn cases(w: &World) -> Vec<Case> {
         c(
             os(&[
                 &"report",
+                &"frequency",
+                &"--tables",
+                &w.tables,
+                &"--out",
+                &out("rf2"),
+            ]),
+            "--contamination-n",
+            Int,
+        ),
+        c(
+            os(&[
+                &"report",
+                &"frequency",
+                &"--tables",
+                &w.tables,
+                &"--out",
+                &out("rf3"),
+            ]),
+            "--contamination-threshold",
+            Real,
+        ),
+        c(
+            os(&[
+                &"report",
                 &"density",
                 &"--tables",
                 &w.tables,

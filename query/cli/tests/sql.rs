@@ -887,3 +887,102 @@ fn the_demo_trains_its_model_when_asked() {
         q.stdout
     );
 }
+
+/// The accuracy report with a contamination table: items whose prompts are copied from the corpus
+/// against made-up ones, with accuracies planted per group — the report's split recovers them.
+#[test]
+fn frequency_report_sets_contaminated_against_clean_items() {
+    let t = TestDir::new();
+    let idx = fixture_index(&t);
+    let tables = t.join("tables");
+    count_concepts(&idx, &tables);
+    let concept = sql(
+        &tables,
+        "csv",
+        "SELECT concept FROM concept_frequency WHERE method = 'sa_exact' AND level = 'concept' \
+         AND occurrences > 0 ORDER BY concept LIMIT 1",
+    );
+    concept.success();
+    let concept = concept.stdout.lines().nth(1).unwrap().to_string();
+    let records = fixture_records();
+    let mut items = String::new();
+    let mut results = String::new();
+    for i in 0..10 {
+        let prompt: String = if i < 5 {
+            let text = records[10 + i * 7]["text"].as_str().unwrap();
+            text.split_whitespace()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join(" ")
+        } else {
+            format!("Qqzx vvq{i} xxzq zzqv qvxz wwqz zqqx vvzq qxqx zzvv wqzx qqvv zxzq")
+        };
+        items += &serde_json::to_string(&serde_json::json!({
+            "id": format!("item-{i}"), "task": "t", "prompt": prompt, "completion": " ok"
+        }))
+        .unwrap();
+        items += "\n";
+        // Contaminated items: 4 of 5 right; clean ones: 1 of 5.
+        let right = if i < 5 { i != 0 } else { i == 9 };
+        results += &format!(
+            "{{\"item_id\": \"item-{i}\", \"task\": \"t\", \"acc\": {right}, \"concepts\": [\"{concept}\"]}}\n"
+        );
+    }
+    let items = t.write("items.jsonl", &items);
+    familiar([
+        "contamination".as_ref(),
+        idx.as_os_str(),
+        "--items".as_ref(),
+        items.as_os_str(),
+        "--out".as_ref(),
+        tables.join("contamination.parquet").as_os_str(),
+        "-q".as_ref(),
+    ])
+    .success();
+    let results = t.write("results.jsonl", &results);
+    familiar([
+        "import".as_ref(),
+        "zero-shot".as_ref(),
+        results.as_os_str(),
+        "--model".as_ref(),
+        "planted".as_ref(),
+        "--out".as_ref(),
+        tables.join("zero_shot.parquet").as_os_str(),
+    ])
+    .success();
+    let rep = t.join("report");
+    let run = |extra: &[&str]| {
+        let mut a: Vec<std::ffi::OsString> = vec![
+            "report".into(),
+            "frequency".into(),
+            "--tables".into(),
+            tables.clone().into(),
+            "--out".into(),
+            rep.clone().into(),
+        ];
+        a.extend(extra.iter().map(Into::into));
+        familiar(a)
+    };
+    run(&[])
+        .success()
+        .stdout_has(&["planted: 5 contaminated items (mean 0.8000), 5 clean (mean 0.2000)"]);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rep.join("summary.json")).unwrap()).unwrap();
+    let c = &summary["contamination"];
+    assert_eq!(c["n"], 8);
+    assert_eq!(c["models"][0]["contaminated_items"], 5);
+    assert_eq!(c["models"][0]["clean_items"], 5);
+    let md = std::fs::read_to_string(rep.join("report.md")).unwrap();
+    assert!(md.contains("## Contaminated and clean items"), "{md}");
+    assert!(
+        md.contains("| planted | 5 | 0.8000 | 5 | 0.2000 | 0.6000 |"),
+        "{md}"
+    );
+    // A size the table did not measure, and a threshold that is no fraction.
+    run(&["--contamination-n", "5"])
+        .failure()
+        .stderr_has(&["did not measure 5-grams", "--contamination-n"]);
+    run(&["--contamination-threshold", "1.5"])
+        .failure()
+        .stderr_has(&["--contamination-threshold 1.5", "from 0 to 1"]);
+}

@@ -11,6 +11,12 @@
 //! largest positive count (12 as in the paper) and Pearson's r of the bins' means against their
 //! centers; Spearman's ρ; and the concepts never seen (count 0) apart. Markdown, HTML with an SVG
 //! scatter (log x axis, fit, binned means) and `summary.json`.
+//!
+//! When the tables also hold `contamination` (`familiar contamination` of the same items), the
+//! accuracy report sets the mean score of contaminated items against that of clean ones, per
+//! model: an item is contaminated when, in its prompt or its answer, at least `threshold` of the
+//! n-grams occur in the corpus (PaLM's criterion — Chowdhery et al. 2022, 70 % of 8-grams —
+//! applied per field; n = 8 and 0.7 unless chosen).
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +72,10 @@ pub struct Options {
     pub metric: String,
     /// Equal-width bins of ln(count).
     pub bins: i64,
+    /// The n-gram size of the contamination criterion.
+    pub contamination_n: u64,
+    /// The fraction of a field's n-grams that makes its item contaminated.
+    pub contamination_threshold: f64,
 }
 
 /// One concept's point.
@@ -138,6 +148,34 @@ pub struct Report {
     pub bins: i64,
     /// Per model.
     pub models: Vec<ModelReport>,
+    /// Contaminated against clean items, when the tables hold `contamination` (accuracy only).
+    pub contamination: Option<ContaminationReport>,
+}
+
+/// Contaminated against clean items.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ContaminationReport {
+    /// The n-gram size of the criterion.
+    pub n: u64,
+    /// The fraction of a field's n-grams that makes its item contaminated.
+    pub threshold: f64,
+    /// Per model.
+    pub models: Vec<ContaminationSplit>,
+}
+
+/// One model's scores on contaminated and clean items.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ContaminationSplit {
+    /// The model.
+    pub model: String,
+    /// Contaminated items scored.
+    pub contaminated_items: u64,
+    /// Their mean score.
+    pub contaminated_mean: Option<f64>,
+    /// Clean items scored.
+    pub clean_items: u64,
+    /// Their mean score.
+    pub clean_mean: Option<f64>,
 }
 
 pub(crate) fn sql_error(e: familiar_sql::Error) -> Error {
@@ -239,11 +277,7 @@ pub fn analyse(o: &Options) -> Result<Report> {
     // Columns: group name parts (model[, layer]), concept, count, mean score, items.
     let query = match &o.subject {
         Subject::Accuracy => {
-            let score = match o.metric.as_str() {
-                "logprob" => "z.logprob".to_string(),
-                "logprob_per_token" => "(z.logprob / z.n_tokens)".to_string(),
-                m => format!("CAST(z.{m} AS DOUBLE)"),
-            };
+            let score = score_of(&o.metric);
             format!(
                 "SELECT z.model, CAST(NULL AS BIGINT) AS layer, c.concept, c.{count} AS count, \
                  avg({score}) AS score, count(*) AS items \
@@ -268,6 +302,12 @@ pub fn analyse(o: &Options) -> Result<Report> {
         }
     };
     let results = sql.run(&query).map_err(sql_error)?;
+    let contamination = match o.subject {
+        Subject::Accuracy if tables.iter().any(|t| t.name == "contamination") => {
+            Some(contamination_split(&mut sql, o)?)
+        }
+        _ => None,
+    };
     let mut by_model: Vec<(String, Vec<Point>)> = Vec::new();
     for b in &results[0].batches {
         use arrow_array::cast::AsArray;
@@ -313,6 +353,7 @@ pub fn analyse(o: &Options) -> Result<Report> {
             Subject::Density { .. } => "density",
         }
         .into(),
+        contamination,
         method: o.method.clone(),
         count: o.count.clone(),
         metric: o.metric.clone(),
@@ -321,6 +362,108 @@ pub fn analyse(o: &Options) -> Result<Report> {
             .into_iter()
             .map(|(m, p)| analyse_model(m, p, o.bins))
             .collect::<Result<_>>()?,
+    })
+}
+
+/// The SQL expression of a zero_shot score (the table as `z`).
+fn score_of(metric: &str) -> String {
+    match metric {
+        "logprob" => "z.logprob".to_string(),
+        "logprob_per_token" => "(z.logprob / z.n_tokens)".to_string(),
+        m => format!("CAST(z.{m} AS DOUBLE)"),
+    }
+}
+
+/// Mean scores of contaminated and clean items per model (see the module's documentation).
+fn contamination_split(sql: &mut Sql, o: &Options) -> Result<ContaminationReport> {
+    let (n, t) = (o.contamination_n, o.contamination_threshold);
+    if !(0.0..=1.0).contains(&t) {
+        return Err(Error::Config(format!(
+            "{} {t}: expected a fraction from 0 to 1",
+            familiar::option::name("contamination_threshold")
+        )));
+    }
+    let position = format!("array_position(ngram_sizes, arrow_cast({n}, 'UInt64'))");
+    let missing = sql
+        .run(&format!(
+            "SELECT count(*) - count({position}) FROM contamination"
+        ))
+        .map_err(sql_error)?;
+    let missing: u64 = missing[0]
+        .batches
+        .iter()
+        .filter_map(|b| {
+            use arrow_array::cast::AsArray;
+            b.column(0)
+                .as_primitive_opt::<arrow_array::types::Int64Type>()
+                .map(|c| c.values().iter().map(|&v| v.max(0) as u64).sum::<u64>())
+        })
+        .sum();
+    if missing > 0 {
+        return Err(Error::Config(format!(
+            "{}: {missing} rows of the contamination table did not measure {n}-grams; choose one \
+             of the sizes it measured with {} (or measure {n}-grams with `familiar \
+             contamination`)",
+            o.tables.display(),
+            familiar::option::name("contamination_n")
+        )));
+    }
+    let score = score_of(&o.metric);
+    let query = format!(
+        "WITH item AS (SELECT item_id, task, \
+         max(array_element(ngram_fractions, CAST({position} AS BIGINT))) AS fraction \
+         FROM contamination WHERE field = 'prompt' OR answer GROUP BY 1, 2) \
+         SELECT z.model, i.fraction >= {t:?} AS contaminated, count(*) AS items, \
+         avg({score}) AS score \
+         FROM zero_shot z JOIN item i ON z.item_id = i.item_id AND z.task = i.task \
+         WHERE {score} IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2"
+    );
+    let results = sql.run(&query).map_err(sql_error)?;
+    let mut models: Vec<ContaminationSplit> = Vec::new();
+    for b in &results[0].batches {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{Float64Type, Int64Type};
+        let bad = |c: &str| Error::Bug(format!("contamination split: column {c}"));
+        let names = b
+            .column(0)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| bad("model"))?;
+        let dirty = b
+            .column(1)
+            .as_boolean_opt()
+            .ok_or_else(|| bad("contaminated"))?;
+        let items = b
+            .column(2)
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| bad("items"))?;
+        let scores = b
+            .column(3)
+            .as_primitive_opt::<Float64Type>()
+            .ok_or_else(|| bad("score"))?;
+        for i in 0..b.num_rows() {
+            let model = names.value(i);
+            if models.last().is_none_or(|m| m.model != model) {
+                models.push(ContaminationSplit {
+                    model: model.to_string(),
+                    contaminated_items: 0,
+                    contaminated_mean: None,
+                    clean_items: 0,
+                    clean_mean: None,
+                });
+            }
+            let m = models.last_mut().ok_or_else(|| bad("model"))?;
+            let (k, mean) = (items.value(i).max(0) as u64, Some(scores.value(i)));
+            if dirty.value(i) {
+                (m.contaminated_items, m.contaminated_mean) = (k, mean);
+            } else {
+                (m.clean_items, m.clean_mean) = (k, mean);
+            }
+        }
+    }
+    Ok(ContaminationReport {
+        n,
+        threshold: t,
+        models,
     })
 }
 
@@ -429,6 +572,34 @@ fn markdown(r: &Report, charts: &[(String, String, String)]) -> String {
             );
         }
         s += &format!("\n![{title}]({file})\n");
+    }
+    if let Some(c) = &r.contamination {
+        s += &format!(
+            "\n## Contaminated and clean items\n\n\
+             An item is contaminated when at least {:.0} % of the {}-grams of its prompt or of its \
+             answer occur in the corpus (the contamination table; PaLM's criterion, per field). \
+             Mean `{}` of the items scored:\n\n\
+             | model | contaminated items | their mean | clean items | their mean | difference |\n\
+             |---|---|---|---|---|---|\n",
+            100.0 * c.threshold,
+            c.n,
+            r.metric
+        );
+        for m in &c.models {
+            let diff = m.contaminated_mean.zip(m.clean_mean).map(|(a, b)| a - b);
+            s += &format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                m.model,
+                m.contaminated_items,
+                num(m.contaminated_mean),
+                m.clean_items,
+                num(m.clean_mean),
+                num(diff)
+            );
+        }
+        if c.models.is_empty() {
+            s += "\nNo item of zero_shot is in the contamination table (same item_id and task).\n";
+        }
     }
     s
 }

@@ -50,6 +50,13 @@ pub struct FrequencyArgs {
     /// The score: acc, acc_norm, logprob or logprob_per_token.
     #[arg(long, default_value = "acc")]
     metric: String,
+    /// With a contamination table among the tables: the n-gram size whose fraction in a prompt or
+    /// answer decides whether its item is contaminated.
+    #[arg(long, default_value_t = 8)]
+    contamination_n: u64,
+    /// ... and the fraction of those n-grams occurring in the corpus that makes it so (PaLM: 0.7).
+    #[arg(long, default_value_t = 0.7)]
+    contamination_threshold: f64,
 }
 
 /// Arguments of `familiar report density`.
@@ -101,7 +108,7 @@ fn priming(a: PrimingArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn report(c: Common, subject: Subject, metric: String) -> Result<i32> {
+fn report(c: Common, subject: Subject, metric: String, contamination: (u64, f64)) -> Result<i32> {
     let options = Options {
         subject,
         tables: c.tables.clone(),
@@ -109,6 +116,8 @@ fn report(c: Common, subject: Subject, metric: String) -> Result<i32> {
         count: c.count,
         metric,
         bins: c.bins,
+        contamination_n: contamination.0,
+        contamination_threshold: contamination.1,
     };
     let report = analyse(&options).with_context(|| format!("reading {}", c.tables.display()))?;
     let written = write(&report, &c.out)?;
@@ -122,6 +131,19 @@ fn report(c: Common, subject: Subject, metric: String) -> Result<i32> {
             m.binned_pearson.map_or("–".into(), |v| format!("{v:.3}")),
         );
     }
+    if let Some(c) = &report.contamination {
+        for m in &c.models {
+            let v = |x: Option<f64>| x.map_or("–".into(), |v| format!("{v:.4}"));
+            println!(
+                "{}: {} contaminated items (mean {}), {} clean (mean {})",
+                m.model,
+                m.contaminated_items,
+                v(m.contaminated_mean),
+                m.clean_items,
+                v(m.clean_mean)
+            );
+        }
+    }
     for p in written {
         println!("  {}", p.display());
     }
@@ -132,13 +154,19 @@ fn report(c: Common, subject: Subject, metric: String) -> Result<i32> {
 pub fn run(c: ReportCommand) -> Result<i32> {
     match c {
         ReportCommand::Priming(a) => priming(a),
-        ReportCommand::Frequency(a) => report(a.common, Subject::Accuracy, a.metric),
+        ReportCommand::Frequency(a) => report(
+            a.common,
+            Subject::Accuracy,
+            a.metric,
+            (a.contamination_n, a.contamination_threshold),
+        ),
         ReportCommand::Density(a) => report(
             a.common,
             Subject::Density {
                 label_key: a.label_key,
             },
             a.metric,
+            (8, 0.7),
         ),
     }
 }

@@ -158,13 +158,13 @@ pub fn locations(index: &Index) -> Result<Vec<(String, u64)>> {
     Ok(out)
 }
 
+/// What [`read_columns`] calls per batch.
+type BatchFn<'a> =
+    dyn FnMut(&arrow_array::RecordBatch, &dyn Fn(&str) -> Error) -> Result<usize> + 'a;
+
 /// Reads the columns `names` (in that order) of every shard's documents table, batch by batch;
 /// `f` takes a batch and an error maker naming the file, and returns the batch's rows.
-fn read_columns(
-    index: &Index,
-    names: &[&str],
-    f: &mut dyn FnMut(&arrow_array::RecordBatch, &dyn Fn(&str) -> Error) -> Result<usize>,
-) -> Result<()> {
+fn read_columns(index: &Index, names: &[&str], f: &mut BatchFn<'_>) -> Result<()> {
     for shard in index.shards() {
         let path = shard.dir.join(familiar::manifest::DOCUMENTS_FILE);
         let err = |e: &dyn std::fmt::Display| Error::corrupt(&path, e.to_string());

@@ -392,13 +392,16 @@ fn find_segments(l: usize, marks: &Marks) -> Vec<Found> {
     out
 }
 
+/// Where a cluster's first segment lies: shard, position, length.
+type FirstSegment = (usize, u64, u64);
+
 /// Gives each segment its document and cluster. Returns the segments and, per cluster, where
 /// its first segment lies (shard, position, length).
 fn assign_clusters(
     index: &Index,
     l: usize,
     found: Vec<Found>,
-) -> Result<(Vec<Segment>, Vec<(usize, u64, u64)>)> {
+) -> Result<(Vec<Segment>, Vec<FirstSegment>)> {
     let mut clusters: HashMap<Vec<u32>, u64> = HashMap::new();
     let mut keys = Vec::new();
     let mut segments = Vec::with_capacity(found.len());

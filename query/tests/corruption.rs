@@ -229,6 +229,47 @@ fn query_battery(index: &Index, alphabet: &[u32]) -> Option<String> {
             }));
         }
     }
+    // The suffix-array scans (in pieces, across shards): a bug error counts as a panic.
+    let no_bug = |r: Result<(), Error>| {
+        if let Err(Error::Bug(m)) = r {
+            panic!("a bug error: {m}");
+        }
+        true
+    };
+    for l in [1, 2, 4] {
+        note(run(format!("duplicates {l}"), &|| {
+            no_bug(
+                familiar_query::duplicates::duplicates(
+                    index,
+                    &familiar_query::duplicates::DuplicateOptions {
+                        min_len: l,
+                        docs_per_cluster: 3,
+                    },
+                    &|_| {},
+                )
+                .map(|_| ()),
+            )
+        }));
+    }
+    note(run("top n-grams".into(), &|| {
+        no_bug(
+            familiar_query::top::top_ngrams(
+                index,
+                &familiar_query::top::TopOptions {
+                    lengths: 1..=3,
+                    k: 5,
+                    source: None,
+                },
+            )
+            .map(|_| ()),
+        )
+    }));
+    note(run("longest matches".into(), &|| {
+        no_bug(
+            familiar_query::trace::longest_matches(index, &patterns[patterns.len() - 1])
+                .map(|_| ()),
+        )
+    }));
     let mut doc_ids = vec![0];
     if let Some(s) = index
         .shards()

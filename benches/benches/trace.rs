@@ -105,6 +105,50 @@ fn naive_total(streams: &[Vec<u32>], pattern: &[u32]) -> u64 {
     streams.iter().map(|s| naive_count(s, pattern)).sum()
 }
 
+/// Occurrences in the whole index by linear scans of the mapped token files (no copy).
+fn naive_in_index(index: &Index, pattern: &[u32]) -> u64 {
+    index
+        .shards()
+        .iter()
+        .map(|s| {
+            with_view!(s, |v| {
+                let p: Option<Vec<_>> = pattern.iter().map(|&t| Token::from_u32(t)).collect();
+                p.map_or(0, |p| naive_count(v.tokens, &p))
+            })
+        })
+        .sum()
+}
+
+/// The largest anonymous resident memory (`RssAnon` of `/proc/self/status`: the heap, not the
+/// mapped index files) seen while `f` runs, sampled every 20 ms.
+fn peak_anon<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    let read = || -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("RssAnon:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb * 1024)
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut peak = read();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(read());
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            peak.max(read())
+        });
+        let r = f();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peak = sampler.join().unwrap_or(0);
+        (r, peak)
+    })
+}
+
 /// The first `n` tokens of the stream: the baselines' sample.
 fn sample(streams: &[Vec<u32>], n: usize) -> &[u32] {
     let s = &streams[0];
@@ -310,6 +354,7 @@ fn run(mode: Mode) -> BenchResult<()> {
             name.into(),
             fmt_secs(wall),
             fmt_secs(r.cpu),
+            fmt_bytes(r.get::<u64>("anon").unwrap_or(0)),
             fmt_bytes(r.max_rss),
             fmt_secs(naive),
             fmt_ratio(naive / wall),
@@ -367,15 +412,18 @@ fn child(phase: &str) -> BenchResult<()> {
             report("top5", format!("{:?} × {}", best.text, best.count));
         }
         "duplicates" => {
-            let found = duplicates(
-                &index,
-                &DuplicateOptions {
-                    min_len: 50,
-                    docs_per_cluster: 10,
-                },
-                &|_| {},
-            )?;
-            let all = streams(&index);
+            let (found, anon) = peak_anon(|| {
+                duplicates(
+                    &index,
+                    &DuplicateOptions {
+                        min_len: 50,
+                        docs_per_cluster: 10,
+                    },
+                    &|_| {},
+                )
+            });
+            let found = found?;
+            report("anon", anon);
             for s in found
                 .segments
                 .iter()
@@ -383,7 +431,7 @@ fn child(phase: &str) -> BenchResult<()> {
                 .take(3)
             {
                 let key = index.doc_tokens(s.doc_id, s.start, s.start + 50)?;
-                let want = naive_total(&all, &key);
+                let want = naive_in_index(&index, &key);
                 let got = found.clusters[s.cluster as usize].occurrences;
                 if want != got || want < 2 {
                     return Err(format!("cluster {}: index {got} naive {want}", s.cluster).into());

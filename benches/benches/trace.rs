@@ -388,21 +388,23 @@ fn child(phase: &str) -> BenchResult<()> {
     let index = Index::open(&dir)?;
     match phase {
         "top" => {
-            let rows = top_ngrams(
-                &index,
-                &TopOptions {
-                    lengths: 1..=5,
-                    k: 10,
-                    source: None,
-                },
-            )?;
-            // Checked after the measured part's memory peak: the naive scan holds a copy.
-            let all = streams(&index);
+            let (rows, anon) = peak_anon(|| {
+                top_ngrams(
+                    &index,
+                    &TopOptions {
+                        lengths: 1..=5,
+                        k: 10,
+                        source: None,
+                    },
+                )
+            });
+            let rows = rows?;
+            report("anon", anon);
             let best = rows
                 .iter()
                 .find(|r| r.n == 5 && r.rank == 1)
                 .ok_or("no 5-gram")?;
-            let want = naive_total(&all, &best.tokens);
+            let want = naive_in_index(&index, &best.tokens);
             if want != best.count {
                 return Err(format!(
                     "top 5-gram {:?}: index {} naive {want}",

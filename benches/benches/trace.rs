@@ -238,6 +238,14 @@ fn run(mode: Mode) -> BenchResult<()> {
         options.min_len
     );
 
+    if full {
+        let tokens: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| index.tokenizer().and_then(|k| k.encode(t)))
+            .collect::<familiar::Result<_>>()?;
+        infini_gram(&index, &dir, &tokens)?;
+    }
+
     // --- contamination
     let items = contamination_items(&index, data.as_deref(), full)?;
     let c_options = ContaminationOptions {
@@ -245,22 +253,36 @@ fn run(mode: Mode) -> BenchResult<()> {
         documents: 5,
     };
     let t0 = Instant::now();
-    let rows = contamination(&index, &items, &c_options, &|| {})?;
+    let rows = contamination(&index, &items, &c_options, &|_| {})?;
     let c_wall = t0.elapsed().as_secs_f64();
     let tokenizer = index.tokenizer()?;
     let mut checked = 0;
-    for r in rows.iter().filter(|r| r.occurrences > 0).take(5) {
+    let hits: Vec<_> = rows.iter().filter(|r| r.occurrences > 0).collect();
+    for r in hits.iter().step_by((hits.len() / 8).max(1)).take(8) {
         let item = items
             .iter()
             .find(|i| i.id == r.item_id && i.task == r.task)
             .ok_or("row of no item")?;
-        if r.field == "prompt" {
-            let want = naive_total(&all, &tokenizer.encode(&item.prompt)?);
-            if want != r.occurrences {
-                return Err(format!("{}: index {} naive {want}", r.item_id, r.occurrences).into());
-            }
-            checked += 1;
+        let prompt = tokenizer.encode(&item.prompt)?;
+        let text = match (&item.ask, r.field.strip_prefix("choice_")) {
+            _ if r.field == "prompt" => None,
+            (Ask::Completion(c), _) => Some(c.as_str()),
+            (Ask::Choice { choices, .. }, Some(k)) => Some(choices[k.parse::<usize>()?].as_str()),
+            _ => return Err(format!("field {} of {}", r.field, r.item_id).into()),
+        };
+        let tokens = match text {
+            None => prompt,
+            Some(t) => familiar::items::completion_tokens(tokenizer, &item.prompt, &prompt, t)?,
+        };
+        let want = naive_total(&all, &tokens);
+        if want != r.occurrences {
+            return Err(format!(
+                "{} {}: index {} naive {want}",
+                r.item_id, r.field, r.occurrences
+            )
+            .into());
         }
+        checked += 1;
     }
     // Baseline: a few items' fields, every 13-gram looked up by a scan of the sample.
     let naive_items = mode.pick(2, 3).min(items.len());
@@ -302,8 +324,8 @@ fn run(mode: Mode) -> BenchResult<()> {
     ]);
     table.print();
     println!(
-        "  {dirty} fields share a 13-gram with the corpus; {checked} prompts' counts checked \
-         against naive counts"
+        "  {dirty} fields have a 13-gram in the corpus (or occur whole, if shorter); {checked} \
+         fields' counts checked against naive counts over the whole stream"
     );
 
     // --- top n-grams and duplicates, each in a child for its peak memory
@@ -375,6 +397,151 @@ fn run(mode: Mode) -> BenchResult<()> {
     if !full {
         remove_dir(&dir)?;
     }
+    Ok(())
+}
+
+/// infini-gram's `attribute` on the same tokens and texts (`benches/infini_gram_baseline.py`),
+/// its spans compared with familiar's maximal spans under the same filters.
+fn infini_gram(index: &Index, dir: &Path, texts: &[Vec<u32>]) -> BenchResult<()> {
+    let python = std::env::var("FAMILIAR_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let importable = std::process::Command::new(&python)
+        .args(["-c", "import infini_gram, numpy"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !importable {
+        println!(
+            "infini-gram: SKIPPED — {python} cannot import infini_gram (pip install infini-gram \
+             numpy; FAMILIAR_BENCH_PYTHON names the interpreter)"
+        );
+        return Ok(());
+    }
+    if index.vocab_size() > 65535 {
+        println!("infini-gram: SKIPPED — the vocabulary does not fit its u16 tokens");
+        return Ok(());
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ig = dir.with_file_name(format!("infini-gram-{name}"));
+    if !ig.join("tokenized.0").exists() {
+        // infini-gram's layout: each document opens with 0xFFFF; offset.0 holds the byte offsets
+        // of the documents.
+        std::fs::create_dir_all(&ig)?;
+        let mut data: Vec<u8> = Vec::new();
+        let mut offsets: Vec<u8> = Vec::new();
+        for shard in index.shards() {
+            with_view!(shard, |v| {
+                let mut open = true;
+                for t in v.tokens {
+                    let t = t.to_u32();
+                    if open {
+                        offsets.extend_from_slice(&(data.len() as u64).to_le_bytes());
+                        data.extend_from_slice(&[0xff, 0xff]);
+                        open = false;
+                    }
+                    if t == v.separator {
+                        open = true;
+                    } else {
+                        data.extend_from_slice(&(t as u16).to_le_bytes());
+                    }
+                }
+            });
+        }
+        std::fs::write(ig.join("offset.0"), &offsets)?;
+        std::fs::write(ig.join("tokenized.0"), &data)?;
+    }
+    let queries = ig.join("queries.json");
+    std::fs::write(&queries, serde_json::to_vec(texts)?)?;
+    let out = ig.join("results.json");
+    let min_len = 8;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/infini_gram_baseline.py");
+    let status = std::process::Command::new(&python)
+        .arg(script)
+        .arg(&ig)
+        .arg(&queries)
+        .arg(&out)
+        .arg(min_len.to_string())
+        .arg("8")
+        .arg((index.vocab_size() - 1).to_string())
+        .status()?;
+    if !status.success() {
+        return Err(format!("{script} failed ({status})").into());
+    }
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(&out)?)?;
+    if let Some(b) = results["build_seconds"].as_f64() {
+        println!("infini-gram: its suffix array built in {b:.1} s");
+    }
+    let mut table = Table::new(
+        format!(
+            "trace against infini-gram's attribute ({} texts, min_len {min_len}, no BM25, warm)",
+            texts.len()
+        ),
+        &[
+            "max count",
+            "familiar median",
+            "infini-gram median",
+            "ratio",
+            "texts with equal spans",
+        ],
+    );
+    for max_cnt in [10u64, 1 << 40] {
+        let options = TraceOptions {
+            min_len,
+            max_count: Some(max_cnt),
+            max_span_density: None,
+            docs_per_span: 10,
+            bm25: false,
+            ..TraceOptions::default()
+        };
+        let (mut ours, mut theirs, mut equal) = (Vec::new(), Vec::new(), 0);
+        for (k, t) in texts.iter().enumerate() {
+            let r = &results["attribute"][k][max_cnt.to_string()];
+            theirs.push(r["seconds"].as_f64().ok_or("no seconds")?);
+            familiar_query::trace::trace_tokens(index, t, &options)?;
+            let t0 = Instant::now();
+            let tr = familiar_query::trace::trace_tokens(index, t, &options)?;
+            ours.push(t0.elapsed().as_secs_f64());
+            let mine: Vec<(u64, u64, u64)> = tr
+                .spans
+                .iter()
+                .map(|s| (s.start as u64, s.end as u64, s.count))
+                .collect();
+            let other: Vec<(u64, u64, u64)> = r["spans"]
+                .as_array()
+                .ok_or("no spans")?
+                .iter()
+                .map(|s| {
+                    (
+                        s[0].as_u64().unwrap_or(0),
+                        s[1].as_u64().unwrap_or(0),
+                        s[2].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect();
+            if mine == other {
+                equal += 1;
+            } else if k == 0 {
+                println!(
+                    "  max count {max_cnt}, text 0: familiar {mine:?}\n    infini-gram {other:?}"
+                );
+            }
+        }
+        let (a, b) = (median(&ours), median(&theirs));
+        table.row(vec![
+            if max_cnt == 10 {
+                "10".into()
+            } else {
+                "any".into()
+            },
+            fmt_secs(a),
+            fmt_secs(b),
+            fmt_ratio(b / a),
+            format!("{equal} of {}", texts.len()),
+        ]);
+    }
+    table.print();
     Ok(())
 }
 

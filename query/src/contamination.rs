@@ -10,6 +10,8 @@
 //! longest match from each token ([`crate::trace::longest_matches`]), the n-gram at `i` occurs if
 //! and only if `L(i) ≥ n`, so no n-gram is counted on its own.
 
+use std::collections::HashMap;
+
 use familiar::index::Index;
 use familiar::items::{Ask, Item};
 use familiar::{Error, Result};
@@ -71,13 +73,33 @@ fn fields(item: &Item) -> Vec<(String, &str, bool)> {
     out
 }
 
-/// Measures every field of every item (items in parallel); rows in item order, then field
-/// order.
+/// Progress of [`contamination`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContaminationEvent {
+    /// The fields are tokenized: this many distinct token sequences will be measured.
+    Distinct(u64),
+    /// One distinct token sequence was measured.
+    Measured,
+}
+
+/// What one distinct token sequence measures to.
+struct Measure {
+    longest_match: u64,
+    fractions: Vec<f64>,
+    occurrences: u64,
+    documents: u64,
+    first_documents: Vec<u64>,
+}
+
+/// Measures every field of every item; rows in item order, then field order. Fields are
+/// tokenized in parallel, and each distinct token sequence is measured once (in parallel): the
+/// choices of a benchmark repeat ("True", "4"), and a frequent one is the costliest to count
+/// documents for.
 pub fn contamination(
     index: &Index,
     items: &[Item],
     options: &ContaminationOptions,
-    on_item: &(dyn Fn() + Sync),
+    progress: &(dyn Fn(ContaminationEvent) + Sync),
 ) -> Result<Vec<ContaminationRow>> {
     if options.ngram_sizes.is_empty() || options.ngram_sizes.contains(&0) {
         return Err(Error::Query(
@@ -85,35 +107,66 @@ pub fn contamination(
         ));
     }
     let tokenizer = index.tokenizer()?;
-    let per_item = items
+    // The prompt alone (tokenized once); a completion or choice as it follows it.
+    let tokenized = items
         .par_iter()
-        .map(|item| -> Result<Vec<ContaminationRow>> {
-            let mut rows = Vec::new();
-            // The prompt alone (tokenized once); a completion or choice as it follows it.
+        .map(|item| -> Result<Vec<(String, bool, Vec<u32>)>> {
             let prompt = tokenizer.encode(&item.prompt)?;
-            for (field, text, answer) in fields(item) {
-                let tokens = if field == "prompt" {
-                    prompt.clone()
-                } else {
-                    familiar::items::completion_tokens(tokenizer, &item.prompt, &prompt, text)?
-                };
-                rows.push(measure(index, item, field, answer, &tokens, options)?);
-            }
-            on_item();
-            Ok(rows)
+            fields(item)
+                .into_iter()
+                .map(|(field, text, answer)| {
+                    let tokens = if field == "prompt" {
+                        prompt.clone()
+                    } else {
+                        familiar::items::completion_tokens(tokenizer, &item.prompt, &prompt, text)?
+                    };
+                    Ok((field, answer, tokens))
+                })
+                .collect()
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(per_item.into_iter().flatten().collect())
+    let mut distinct: HashMap<&[u32], usize> = HashMap::new();
+    let mut sequences: Vec<&[u32]> = Vec::new();
+    for fields in &tokenized {
+        for (_, _, tokens) in fields {
+            distinct.entry(tokens.as_slice()).or_insert_with(|| {
+                sequences.push(tokens);
+                sequences.len() - 1
+            });
+        }
+    }
+    progress(ContaminationEvent::Distinct(sequences.len() as u64));
+    let measured = sequences
+        .par_iter()
+        .map(|tokens| {
+            let m = measure(index, tokens, options);
+            progress(ContaminationEvent::Measured);
+            m
+        })
+        .collect::<Result<Vec<Measure>>>()?;
+    let mut rows = Vec::new();
+    for (item, fields) in items.iter().zip(tokenized.iter()) {
+        for (field, answer, tokens) in fields {
+            let m = &measured[distinct[tokens.as_slice()]];
+            rows.push(ContaminationRow {
+                item_id: item.id.clone(),
+                task: item.task.clone(),
+                field: field.clone(),
+                answer: *answer,
+                field_tokens: tokens.len() as u64,
+                longest_match: m.longest_match,
+                ngram_sizes: options.ngram_sizes.iter().map(|&n| n as u64).collect(),
+                ngram_fractions: m.fractions.clone(),
+                occurrences: m.occurrences,
+                documents: m.documents,
+                first_documents: m.first_documents.clone(),
+            });
+        }
+    }
+    Ok(rows)
 }
 
-fn measure(
-    index: &Index,
-    item: &Item,
-    field: String,
-    answer: bool,
-    tokens: &[u32],
-    options: &ContaminationOptions,
-) -> Result<ContaminationRow> {
+fn measure(index: &Index, tokens: &[u32], options: &ContaminationOptions) -> Result<Measure> {
     let m = tokens.len();
     let l = longest_matches(index, tokens)?;
     let fractions = options
@@ -146,15 +199,9 @@ fn measure(
     } else {
         (0, 0, Vec::new())
     };
-    Ok(ContaminationRow {
-        item_id: item.id.clone(),
-        task: item.task.clone(),
-        field,
-        answer,
-        field_tokens: m as u64,
+    Ok(Measure {
         longest_match: l.iter().copied().max().unwrap_or(0) as u64,
-        ngram_sizes: options.ngram_sizes.iter().map(|&n| n as u64).collect(),
-        ngram_fractions: fractions,
+        fractions,
         occurrences,
         documents,
         first_documents,

@@ -126,32 +126,79 @@ fn top_of_length(
     keep: Option<&[bool]>,
 ) -> Result<Vec<(Vec<u32>, u64)>> {
     let parts = runs::pieces_per_shard(index);
+    let shard_keep = |shard: &familiar::index::Shard| -> Result<Option<&[bool]>> {
+        match keep {
+            None => Ok(None),
+            Some(k) => {
+                let first = shard.manifest.first_doc as usize;
+                let docs = shard.manifest.documents as usize;
+                Ok(Some(k.get(first..first + docs).ok_or_else(|| {
+                    Error::Bug(format!(
+                        "shard {} lies past the documents' sources",
+                        shard.manifest.shard
+                    ))
+                })?))
+            }
+        }
+    };
+    if let [shard] = index.shards() {
+        // One shard: every n-gram's run lies whole in one piece, so each piece keeps its own
+        // best K and nothing is merged but those.
+        let keep = shard_keep(shard)?;
+        let len = with_view!(shard, |v| v.len());
+        let heaps = std::thread::scope(|scope| -> Result<Vec<BinaryHeap<Candidate>>> {
+            let threads: Vec<_> = runs::pieces(len, parts)
+                .into_iter()
+                .map(|(from, to)| {
+                    scope.spawn(move || -> Result<BinaryHeap<Candidate>> {
+                        let mut heap = BinaryHeap::with_capacity(k.min(1 << 16) + 1);
+                        with_view!(shard, |v| scan(&v, n, from, to, keep, &mut |g, count| {
+                            offer(&mut heap, k, count, g);
+                            true
+                        }))?;
+                        Ok(heap)
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .map_err(|_| Error::Bug("an n-gram scanner panicked".into()))?
+                })
+                .collect()
+        })?;
+        let mut best: Vec<Candidate> = heaps.into_iter().flat_map(|h| h.into_vec()).collect();
+        best.sort();
+        best.truncate(k);
+        return Ok(best.into_iter().map(|c| (c.tokens, c.count)).collect());
+    }
     std::thread::scope(|scope| -> Result<Vec<(Vec<u32>, u64)>> {
         let mut streams = Vec::new();
         let mut scanners = Vec::new();
         for (s, shard) in index.shards().iter().enumerate() {
-            let keep = match keep {
-                None => None,
-                Some(k) => {
-                    let first = shard.manifest.first_doc as usize;
-                    let docs = shard.manifest.documents as usize;
-                    Some(k.get(first..first + docs).ok_or_else(|| {
-                        Error::Bug(format!(
-                            "shard {} lies past the documents' sources",
-                            shard.manifest.shard
-                        ))
-                    })?)
-                }
-            };
+            let keep = shard_keep(shard)?;
             for (from, to) in runs::pieces(with_view!(shard, |v| v.len()), parts) {
                 let (tx, rx) = sync_channel::<Result<Batch>>(4);
                 scanners.push(scope.spawn(move || {
-                    let result = with_view!(shard, |v| scan(&v, n, from, to, keep, &|b| {
-                        tx.send(Ok(b)).is_ok()
-                    }));
-                    if let Err(e) = result {
-                        let _ = tx.send(Err(e));
-                    }
+                    let mut batch = Batch::with_capacity(n);
+                    let result =
+                        with_view!(shard, |v| scan(&v, n, from, to, keep, &mut |g, count| {
+                            batch.keys.extend(g.iter().map(|t| t.to_u32()));
+                            batch.counts.push(count);
+                            !batch.is_full()
+                                || tx
+                                    .send(Ok(std::mem::replace(
+                                        &mut batch,
+                                        Batch::with_capacity(n),
+                                    )))
+                                    .is_ok()
+                        }));
+                    let last = match result {
+                        Ok(()) => Ok(batch),
+                        Err(e) => Err(e),
+                    };
+                    let _ = tx.send(last);
                 }));
                 streams.push(Stream::new(rx, n, s));
             }
@@ -162,6 +209,24 @@ fn top_of_length(
         runs::join_all(scanners)?;
         best
     })
+}
+
+/// Offers an n-gram to a heap of the best `k` (its top the worst).
+fn offer<T: Token>(heap: &mut BinaryHeap<Candidate>, k: usize, count: u64, g: &[T]) {
+    let better = heap.len() < k
+        || heap.peek().is_some_and(|w| {
+            count > w.count
+                || (count == w.count && g.iter().map(|t| t.to_u32()).lt(w.tokens.iter().copied()))
+        });
+    if better {
+        heap.push(Candidate {
+            count,
+            tokens: g.iter().map(|t| t.to_u32()).collect(),
+        });
+        if heap.len() > k {
+            heap.pop();
+        }
+    }
 }
 
 /// Merges the pieces' runs (each in lexicographic order) and keeps the best `k`.
@@ -194,18 +259,17 @@ fn merge(streams: &mut [Stream], n: usize, k: usize) -> Result<Vec<(Vec<u32>, u6
 }
 
 /// Scans entries `from..to` of one shard's suffix array for the runs of n-grams (counting only
-/// positions in kept documents, with `keep`), sending them in batches until `send` says stop.
+/// positions in kept documents, with `keep`), handing each n-gram with a positive count to
+/// `sink` until it says stop.
 fn scan<T: Token>(
     v: &ShardView<'_, T>,
     n: usize,
     from: u64,
     to: u64,
     keep: Option<&[bool]>,
-    send: &dyn Fn(Batch) -> bool,
+    sink: &mut dyn FnMut(&[T], u64) -> bool,
 ) -> Result<()> {
     let sa_file = || v.dir.join(familiar::manifest::SUFFIX_ARRAY_FILE);
-    let mut batch = Batch::with_capacity(n);
-    let mut open = true;
     runs::scan_runs(v, n, from, to, &mut |g, i, end| {
         let count = match keep {
             None => end - i,
@@ -221,17 +285,6 @@ fn scan<T: Token>(
                 c
             }
         };
-        if count > 0 {
-            batch.keys.extend(g.iter().map(|t| t.to_u32()));
-            batch.counts.push(count);
-            if batch.is_full() {
-                open = send(std::mem::replace(&mut batch, Batch::with_capacity(n)));
-            }
-        }
-        Ok(open)
-    })?;
-    if open && !batch.counts.is_empty() {
-        send(batch);
-    }
-    Ok(())
+        Ok(count == 0 || sink(g, count))
+    })
 }

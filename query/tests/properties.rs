@@ -553,7 +553,7 @@ fn check_contamination(index: &Index, model: &Model, patterns: &[Vec<u32>], alph
         ngram_sizes: vec![1, 2, 3],
         documents: 2,
     };
-    let rows = contamination(index, &items, &options, &|| {})
+    let rows = contamination(index, &items, &options, &|_| {})
         .unwrap_or_else(|e| panic!("contamination: {e}"));
     assert_eq!(rows.len(), items.len() * 3);
     for (r, (item, field)) in rows.iter().zip(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use familiar::items::{read_items, ItemFormat};
 use familiar::table::Format;
-use familiar_query::contamination::{contamination, ContaminationOptions};
+use familiar_query::contamination::{contamination, ContaminationEvent, ContaminationOptions};
 
 use super::TokenList;
 
@@ -45,9 +45,12 @@ pub fn run(a: Args) -> Result<i32> {
         ngram_sizes: a.ngrams.0.iter().map(|&n| n as usize).collect(),
         documents: a.documents,
     };
-    let bar = crate::progress::progress_bar(!a.quiet, items.len() as u64, "items")?;
-    let rows = contamination(&index, &items, &options, &|| bar.inc(1))
-        .with_context(|| format!("measuring the items of {}", a.items.display()))?;
+    let bar = crate::progress::progress_bar(!a.quiet, 0, "distinct fields")?;
+    let rows = contamination(&index, &items, &options, &|e| match e {
+        ContaminationEvent::Distinct(n) => bar.set_length(n),
+        ContaminationEvent::Measured => bar.inc(1),
+    })
+    .with_context(|| format!("measuring the items of {}", a.items.display()))?;
     bar.finish_and_clear();
     familiar::table::from_rows(&rows)?.write(Format::Parquet, Some(&a.out))?;
     let whole = rows.iter().filter(|r| r.documents > 0).count();

@@ -13,6 +13,7 @@ of one call (the second of two).
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -27,7 +28,8 @@ def main():
         subprocess.run(
             [sys.executable, "-m", "infini_gram.indexing", "--data_dir", index_dir,
              "--save_dir", index_dir, "--token_dtype", "u16", "--mem", str(mem),
-             "--cpus", str(os.cpu_count())],
+             "--cpus", str(os.cpu_count()),
+             "--ulimit", str(resource.getrlimit(resource.RLIMIT_NOFILE)[1])],
             check=True, stdout=sys.stderr)
         build_seconds = time.time() - t0
     from infini_gram.engine import InfiniGramEngine

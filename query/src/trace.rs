@@ -177,9 +177,10 @@ pub fn trace_tokens(index: &Index, tokens: &[u32], options: &TraceOptions) -> Re
 
 fn trace_inner(index: &Index, tokens: &[u32], text: &str, options: &TraceOptions) -> Result<Trace> {
     if options.min_len == 0 {
-        return Err(Error::Query(
-            "the shortest span must be at least 1 token".into(),
-        ));
+        return Err(Error::Query(format!(
+            "{} 0: the shortest span must be at least 1 token",
+            familiar::option::name("min_len")
+        )));
     }
     if let Some(d) = options.max_span_density {
         if !(d > 0.0 && d.is_finite()) {

@@ -2410,7 +2410,7 @@ fn trace_reports_maximal_spans_with_their_counts_and_documents() {
     // Bad input.
     familiar(os(&[&"trace", &idx, &"--text", &text, &"--min-len", &"0"]))
         .failure()
-        .stderr_has(&["at least 1 token"]);
+        .stderr_has(&["--min-len 0", "at least 1 token"]);
     familiar(os(&[&"trace", &idx]))
         .failure()
         .stderr_has(&["--text, --tokens or --items"]);

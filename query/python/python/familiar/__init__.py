@@ -1,0 +1,366 @@
+"""familiar: exact n-gram counts, spans and documents of tokenized training corpora.
+
+    >>> import familiar
+    >>> index = familiar.Index("my-index")
+    >>> index.count(" the cat")
+    >>> index.count_many([" the cat", [464, 3797]])      # a numpy array of counts
+
+An index is built by ``familiar index build`` (the command line). Every answer is exact; queries
+take a text (tokenized with the index's tokenizer, as given: ``" cat"`` and ``"cat"`` differ) or
+``tokens=[ids]``. Errors are :class:`FamiliarError` subclasses carrying the library's messages.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _familiar
+from ._familiar import (
+    ConfigError,
+    ConflictError,
+    CorruptIndex,
+    FamiliarBug,
+    FamiliarError,
+    IndexIOError,
+    InputError,
+    QueryError,
+    TokenizerError,
+)
+
+__all__ = [
+    "Index",
+    "FamiliarError",
+    "InputError",
+    "CorruptIndex",
+    "QueryError",
+    "ConfigError",
+    "ConflictError",
+    "TokenizerError",
+    "IndexIOError",
+    "FamiliarBug",
+]
+
+Query = Union[str, Sequence[int]]
+
+
+def _check_ids(ids: Any, vocab_size: int, what: str = "tokens") -> List[int]:
+    """A list of token ids, checked: integers from 0 to below the vocabulary size."""
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"{what} must be a sequence of token ids, not {type(ids).__name__}")
+    if isinstance(ids, np.ndarray):
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"{what} must be a 1-D integer array (got {ids.dtype}, {ids.ndim}-D)")
+        ids = ids.tolist()
+    try:
+        out = list(ids)
+    except TypeError:
+        raise TypeError(f"{what} must be a sequence of token ids, not {type(ids).__name__}") from None
+    for i, t in enumerate(out):
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+            raise TypeError(f"{what}[{i}] is {type(t).__name__}, expected an integer token id")
+        if t < 0 or t >= vocab_size:
+            raise QueryError(
+                f"{what}[{i}] = {t} is not a token id of this index (0 to {vocab_size - 1})"
+            )
+    return [int(t) for t in out]
+
+
+class Index:
+    """An index built by ``familiar index build``, memory-mapped (opening reads only manifests).
+
+    ``preload=True`` asks the kernel to read the token and suffix-array files now (for many
+    queries on a cold index).
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], *, preload: bool = False) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a string or a path, not {type(path).__name__}")
+        self._native = _familiar.NativeIndex(os.fspath(path), bool(preload))
+
+    def __repr__(self) -> str:
+        return (
+            f"familiar.Index({str(self.path)!r}: {self.num_tokens} tokens, "
+            f"{self.num_documents} documents, {self.shards} shards)"
+        )
+
+    # --- properties
+
+    @property
+    def path(self) -> str:
+        """The index directory."""
+        return str(self._native.path)
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens in the index (document separators excluded)."""
+        return self._native.num_tokens
+
+    @property
+    def num_positions(self) -> int:
+        """Token positions: tokens plus one separator per document."""
+        return self._native.num_positions
+
+    @property
+    def num_documents(self) -> int:
+        """Documents in the index."""
+        return self._native.num_documents
+
+    @property
+    def shards(self) -> int:
+        """Shards of the index."""
+        return self._native.shards
+
+    @property
+    def vocab_size(self) -> int:
+        """The tokenizer's vocabulary size (ids are below it; it is also the separator id)."""
+        return self._native.vocab_size
+
+    @property
+    def tokenizer_hash(self) -> str:
+        """The hash of the index's ``tokenizer.json``."""
+        return self._native.tokenizer_hash
+
+    # --- tokens
+
+    def tokenize(self, text: str) -> List[int]:
+        """The token ids of ``text`` with the index's tokenizer (no special tokens)."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, not {type(text).__name__}")
+        return self._native.tokenize(text)
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        """The text of token ids."""
+        return self._native.decode(_check_ids(tokens, self.vocab_size))
+
+    def _ids(self, text: Optional[Query], tokens: Optional[Sequence[int]], what: str = "query") -> List[int]:
+        if text is not None and tokens is not None:
+            raise TypeError(f"give the {what} as a text or as tokens=, not both")
+        if tokens is not None:
+            return _check_ids(tokens, self.vocab_size)
+        if text is None:
+            raise TypeError(f"give the {what} as a text or as tokens=[ids]")
+        if isinstance(text, str):
+            return self.tokenize(text)
+        return _check_ids(text, self.vocab_size)
+
+    # --- counts
+
+    def count(self, text: Optional[Query] = None, *, tokens: Optional[Sequence[int]] = None) -> int:
+        """Exact occurrences of an n-gram (overlapping ones count; none crosses a document)."""
+        return self._native.count(self._ids(text, tokens))
+
+    def count_many(self, queries: Union[Iterable[Query], np.ndarray]) -> np.ndarray:
+        """Counts of many n-grams, computed in parallel: a numpy ``uint64`` array.
+
+        ``queries`` is a list whose items are texts or lists of token ids, or a 2-D integer array
+        (one n-gram per row).
+        """
+        if isinstance(queries, np.ndarray):
+            if queries.ndim != 2 or not np.issubdtype(queries.dtype, np.integer):
+                raise TypeError(
+                    f"an array of queries must be 2-D integers (got {queries.dtype}, {queries.ndim}-D)"
+                )
+            if queries.shape[1] == 0:
+                raise QueryError("queries of no tokens have no count")
+            if queries.size and (queries.min() < 0 or queries.max() >= self.vocab_size):
+                raise QueryError(
+                    f"the array holds ids outside 0 to {self.vocab_size - 1} "
+                    f"(from {queries.min()} to {queries.max()})"
+                )
+            if queries.shape[0] == 0:
+                return np.zeros(0, dtype=np.uint64)
+            data = np.ascontiguousarray(queries, dtype="<u4").tobytes()
+            raw = self._native.count_many_flat(data, int(queries.shape[1]))
+        else:
+            if isinstance(queries, (str, bytes)):
+                raise TypeError("queries must be a list of texts or token lists, not one text")
+            ids = [
+                self.tokenize(q) if isinstance(q, str) else _check_ids(q, self.vocab_size, f"queries[{i}]")
+                for i, q in enumerate(queries)
+            ]
+            raw = self._native.count_many(ids)
+        return np.frombuffer(raw, dtype="<u8").astype(np.uint64)
+
+    def locate(
+        self,
+        text: Optional[Query] = None,
+        *,
+        tokens: Optional[Sequence[int]] = None,
+        offset: int = 0,
+        limit: int = 10,
+    ) -> Dict[str, Any]:
+        """Occurrences, paged: ``{"total", "hits": [{"doc_id", "shard", "position", "offset_in_doc"}]}``
+        (shards in order, suffix-array order within a shard)."""
+        if offset < 0 or limit < 0:
+            raise QueryError("offset and limit must be at least 0")
+        total, hits = self._native.locate(self._ids(text, tokens), int(offset), int(limit))
+        return {
+            "total": total,
+            "hits": [
+                {"doc_id": d, "shard": s, "position": p, "offset_in_doc": o} for d, s, p, o in hits
+            ],
+        }
+
+    def ntd(self, text: Optional[Query] = None, *, tokens: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+        """The exact next-token distribution after a prefix: ``{"prefix_count", "end_of_document",
+        "next": [{"token_id", "count", "probability"}]}``, most frequent first."""
+        prefix_count, eod, nxt = self._native.ntd(self._ids(text, tokens, "prefix") if (text is not None or tokens is not None) else [])
+        return _distribution(prefix_count, eod, nxt)
+
+    def prob(
+        self,
+        prefix: Optional[Query] = None,
+        next: Optional[str] = None,
+        *,
+        tokens: Optional[Sequence[int]] = None,
+        next_id: Optional[int] = None,
+    ) -> Dict[str, Any]:
+        """P(next | prefix) from exact counts: ``{"prefix_count", "count", "probability"}``
+        (``probability`` None when the prefix never occurs)."""
+        ids = self._ids(prefix, tokens, "prefix") if (prefix is not None or tokens is not None) else []
+        nid = self._next_id(next, next_id)
+        prefix_count, count, p = self._native.prob(ids, nid)
+        return {"prefix_count": prefix_count, "count": count, "probability": p}
+
+    def _next_id(self, next: Optional[str], next_id: Optional[int]) -> int:
+        if (next is None) == (next_id is None):
+            raise TypeError("give the next token as next= (a text of one token) or next_id=")
+        if next_id is not None:
+            return _check_ids([next_id], self.vocab_size, "next_id")[0]
+        ids = self.tokenize(next)
+        if len(ids) != 1:
+            raise QueryError(f"next={next!r} is {len(ids)} tokens, expected exactly one")
+        return ids[0]
+
+    def cnf(
+        self,
+        clauses: Sequence[Sequence[Query]],
+        *,
+        max_occurrences: Optional[int] = None,
+        list_documents: int = 10,
+        seed: int = 0,
+    ) -> Dict[str, Any]:
+        """Documents matching every clause, a clause matching when one of its n-grams occurs:
+        ``[[a, b], [c]]`` is (a OR b) AND c. Exact unless ``max_occurrences`` caps the work on very
+        frequent clauses (then ``approximate`` and an ``estimate`` with its 95% interval)."""
+        if isinstance(clauses, (str, bytes)):
+            raise TypeError("clauses must be a list of lists of n-grams")
+        native = []
+        for i, clause in enumerate(clauses):
+            if isinstance(clause, (str, bytes)):
+                raise TypeError(f"clauses[{i}] must be a list of n-grams, not one text")
+            native.append([self._ids(q, None, f"clauses[{i}]") for q in clause])
+        if list_documents < 0 or seed < 0 or (max_occurrences is not None and max_occurrences < 0):
+            raise QueryError("max_occurrences, list_documents and seed must be at least 0")
+        return self._native.cnf(native, max_occurrences, int(list_documents), int(seed))
+
+    # --- the ∞-gram
+
+    def infgram_prob(
+        self,
+        prompt: Optional[Query] = None,
+        next: Optional[str] = None,
+        *,
+        tokens: Optional[Sequence[int]] = None,
+        next_id: Optional[int] = None,
+    ) -> Dict[str, Any]:
+        """P(next | the longest suffix of the prompt that occurs) (Liu et al. 2024), with
+        infini-gram's keys: ``{"prob", "suffix_len", "prompt_cnt", "cont_cnt"}``."""
+        ids = self._ids(prompt, tokens, "prompt") if (prompt is not None or tokens is not None) else []
+        suffix_len, prompt_cnt, cont_cnt, p = self._native.infgram_prob(ids, self._next_id(next, next_id))
+        return {"prob": p, "suffix_len": suffix_len, "prompt_cnt": prompt_cnt, "cont_cnt": cont_cnt}
+
+    def infgram_ntd(
+        self, prompt: Optional[Query] = None, *, tokens: Optional[Sequence[int]] = None
+    ) -> Dict[str, Any]:
+        """The exact next-token distribution after the longest suffix of the prompt that occurs:
+        ``{"suffix_len", "prefix_count", "end_of_document", "next": [...]}``."""
+        ids = self._ids(prompt, tokens, "prompt") if (prompt is not None or tokens is not None) else []
+        suffix_len, prefix_count, eod, nxt = self._native.infgram_ntd(ids)
+        d = _distribution(prefix_count, eod, nxt)
+        d["suffix_len"] = suffix_len
+        return d
+
+    # --- documents
+
+    def doc(self, doc_id: int) -> Dict[str, Any]:
+        """A document: its row of the documents table and its text (decoded from its tokens)."""
+        if isinstance(doc_id, bool) or not isinstance(doc_id, (int, np.integer)):
+            raise TypeError(f"doc_id must be an integer, not {type(doc_id).__name__}")
+        if doc_id < 0 or doc_id >= self.num_documents:
+            raise QueryError(f"no document {doc_id} (the index has {self.num_documents})")
+        return self._native.doc(int(doc_id))
+
+    def docs(self, doc_ids: Iterable[int]) -> List[Dict[str, Any]]:
+        """Several documents, in the order asked."""
+        return [self.doc(d) for d in doc_ids]
+
+    def doc_tokens(self, doc_id: int, start: int = 0, end: Optional[int] = None) -> List[int]:
+        """The token ids of a document from ``start`` to ``end`` (clipped to the document)."""
+        if doc_id < 0 or doc_id >= self.num_documents:
+            raise QueryError(f"no document {doc_id} (the index has {self.num_documents})")
+        if start < 0 or (end is not None and end < 0):
+            raise QueryError("start and end must be at least 0")
+        return self._native.doc_tokens(int(doc_id), int(start), (1 << 64) - 1 if end is None else int(end))
+
+    def documents(self):
+        """The documents table (one row per document: ids, source, input file, lengths, metadata)
+        as a ``pyarrow.Table``."""
+        return self._native.documents()
+
+    # --- tracing
+
+    def trace(
+        self,
+        text: Optional[str] = None,
+        *,
+        tokens: Optional[Sequence[int]] = None,
+        item_id: str = "text",
+        min_len: int = 8,
+        max_count: int = 10,
+        max_span_density: float = 0.05,
+        all_spans: bool = False,
+        docs_per_span: int = 10,
+        whole_words: bool = False,
+        bm25: bool = True,
+        max_tokens: int = 10_000,
+        chunk: bool = False,
+    ):
+        """The maximal spans of a text that occur verbatim in the corpus (OLMoTrace's filters
+        unless ``all_spans``), and up to ``docs_per_span`` documents per span ranked by BM25
+        against the whole text: a pair of ``pyarrow.Table`` (``trace_spans``, ``trace_documents``)."""
+        if (text is None) == (tokens is None):
+            raise TypeError("give the text to trace, or tokens=[ids]")
+        if text is not None and not isinstance(text, str):
+            raise TypeError(f"text must be a string, not {type(text).__name__}")
+        ids = None if tokens is None else _check_ids(tokens, self.vocab_size)
+        for name, v in [("min_len", min_len), ("max_count", max_count), ("docs_per_span", docs_per_span), ("max_tokens", max_tokens)]:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise QueryError(f"{name}={v!r}: expected an integer of at least 0")
+        return self._native.trace(
+            text,
+            ids,
+            str(item_id),
+            int(min_len),
+            None if all_spans else int(max_count),
+            None if all_spans else float(max_span_density),
+            int(docs_per_span),
+            bool(whole_words),
+            bool(bm25),
+            int(max_tokens),
+            bool(chunk),
+        )
+
+
+def _distribution(prefix_count: int, eod: int, nxt: List[Tuple[int, int]]) -> Dict[str, Any]:
+    return {
+        "prefix_count": prefix_count,
+        "end_of_document": eod,
+        "next": [
+            {"token_id": t, "count": c, "probability": c / prefix_count if prefix_count else None}
+            for t, c in nxt
+        ],
+    }

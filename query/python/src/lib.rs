@@ -1,0 +1,523 @@
+//! The native half of the `familiar` Python package (`familiar._familiar`): thin bindings over
+//! `familiar` and `familiar-query`. The Python half (`python/familiar/`) gives them their Python
+//! shape (keyword arguments, dicts, numpy arrays); every answer is computed here, with the GIL
+//! released while the library works.
+//!
+//! Errors keep the library's messages and become the package's exception classes by kind
+//! ([`to_py`]); nothing panics across the boundary (pyo3 turns a panic into `PanicException`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_pyarrow::ToPyArrow;
+use familiar::index::{Index, OpenOptions};
+use familiar_query::{docs, infgram, ngram, trace};
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+use rayon::prelude::*;
+
+create_exception!(
+    _familiar,
+    FamiliarError,
+    PyException,
+    "Base class of familiar's errors."
+);
+create_exception!(
+    _familiar,
+    InputError,
+    FamiliarError,
+    "A file handed to familiar is not what was expected (the message names the file and line)."
+);
+create_exception!(
+    _familiar,
+    CorruptIndex,
+    FamiliarError,
+    "An index file is damaged, truncated or of another format or version."
+);
+create_exception!(
+    _familiar,
+    QueryError,
+    FamiliarError,
+    "A query that cannot be answered: unknown token ids, an empty pattern, a bad option."
+);
+create_exception!(
+    _familiar,
+    ConfigError,
+    FamiliarError,
+    "Options or inputs that do not fit together."
+);
+create_exception!(
+    _familiar,
+    ConflictError,
+    FamiliarError,
+    "An output directory that belongs to another run."
+);
+create_exception!(
+    _familiar,
+    TokenizerError,
+    FamiliarError,
+    "A tokenizer that cannot be loaded or used, or that is not the index's."
+);
+create_exception!(
+    _familiar,
+    IndexIOError,
+    FamiliarError,
+    "A file or directory that cannot be read or written."
+);
+create_exception!(
+    _familiar,
+    FamiliarBug,
+    FamiliarError,
+    "A bug in familiar (please report it with the message)."
+);
+
+/// The package's exception for a library error, with the library's message.
+fn to_py(e: familiar::Error) -> PyErr {
+    use familiar::Error as E;
+    let msg = e.to_string();
+    match e {
+        E::Input { .. } => InputError::new_err(msg),
+        E::Magic { .. }
+        | E::Version { .. }
+        | E::Size { .. }
+        | E::Checksum { .. }
+        | E::Corrupt { .. } => CorruptIndex::new_err(msg),
+        E::Tokenizer { .. } | E::TokenizerMismatch { .. } => TokenizerError::new_err(msg),
+        E::Query(_) => QueryError::new_err(msg),
+        E::Config(_) => ConfigError::new_err(msg),
+        E::Conflict(_) => ConflictError::new_err(msg),
+        E::Io { .. } => IndexIOError::new_err(msg),
+        E::Bug(_) => FamiliarBug::new_err(msg),
+        _ => FamiliarError::new_err(msg),
+    }
+}
+
+/// A pyarrow table of record batches (all of one schema).
+fn pyarrow_table<'py>(
+    py: Python<'py>,
+    batches: Vec<RecordBatch>,
+    schema: &arrow_schema::SchemaRef,
+) -> PyResult<Bound<'py, PyAny>> {
+    let pa = py.import("pyarrow")?;
+    let list = PyList::empty(py);
+    for b in &batches {
+        list.append(b.to_pyarrow(py)?)?;
+    }
+    let schema = schema.as_ref().to_pyarrow(py)?;
+    pa.getattr("Table")?
+        .call_method1("from_batches", (list, schema))
+}
+
+/// A familiar table as a pyarrow table.
+fn table_to_py<'py>(py: Python<'py>, t: &familiar::table::Table) -> PyResult<Bound<'py, PyAny>> {
+    let batch = t.to_record_batch().map_err(to_py)?;
+    let schema = batch.schema();
+    pyarrow_table(py, vec![batch], &schema)
+}
+
+/// A next-token distribution: (prefix count, occurrences at a document's end, [(token id,
+/// count)] most frequent first).
+type Distribution = (u64, u64, Vec<(u32, u64)>);
+
+/// An open index (`familiar.Index` wraps it).
+#[pyclass(module = "familiar._familiar", frozen)]
+struct NativeIndex {
+    inner: Arc<Index>,
+    path: PathBuf,
+}
+
+#[pymethods]
+impl NativeIndex {
+    #[new]
+    #[pyo3(signature = (path, preload = false))]
+    fn new(py: Python<'_>, path: PathBuf, preload: bool) -> PyResult<Self> {
+        let p = path.clone();
+        let inner = py
+            .detach(move || Index::open_with(&p, OpenOptions { preload }))
+            .map_err(to_py)?;
+        Ok(NativeIndex {
+            inner: Arc::new(inner),
+            path,
+        })
+    }
+
+    /// The index directory.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    /// Token positions (tokens and one separator per document).
+    #[getter]
+    fn num_positions(&self) -> u64 {
+        self.inner.shards().iter().map(|s| s.manifest.tokens).sum()
+    }
+
+    /// Tokens, separators excluded.
+    #[getter]
+    fn num_tokens(&self) -> u64 {
+        self.inner
+            .shards()
+            .iter()
+            .map(|s| s.manifest.tokens - s.manifest.documents)
+            .sum()
+    }
+
+    /// Documents.
+    #[getter]
+    fn num_documents(&self) -> u64 {
+        self.inner.documents()
+    }
+
+    /// Shards.
+    #[getter]
+    fn shards(&self) -> usize {
+        self.inner.shards().len()
+    }
+
+    /// The vocabulary size (which is also the separator id).
+    #[getter]
+    fn vocab_size(&self) -> u32 {
+        self.inner.vocab_size()
+    }
+
+    /// The tokenizer's hash.
+    #[getter]
+    fn tokenizer_hash(&self) -> String {
+        self.inner.manifest().tokenizer.hash.clone()
+    }
+
+    fn tokenize(&self, py: Python<'_>, text: String) -> PyResult<Vec<u32>> {
+        let index = Arc::clone(&self.inner);
+        py.detach(move || index.tokenizer()?.encode(&text))
+            .map_err(to_py)
+    }
+
+    fn decode(&self, py: Python<'_>, ids: Vec<u32>) -> PyResult<String> {
+        let index = Arc::clone(&self.inner);
+        py.detach(move || {
+            index.check_ids(&ids)?;
+            index.tokenizer()?.decode(&ids)
+        })
+        .map_err(to_py)
+    }
+
+    fn count(&self, py: Python<'_>, ids: Vec<u32>) -> PyResult<u64> {
+        let index = Arc::clone(&self.inner);
+        py.detach(move || ngram::count(&index, &ids)).map_err(to_py)
+    }
+
+    /// Counts of many queries, in parallel: little-endian u64 values, one per query.
+    fn count_many<'py>(
+        &self,
+        py: Python<'py>,
+        queries: Vec<Vec<u32>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let index = Arc::clone(&self.inner);
+        let counts = py
+            .detach(move || -> familiar::Result<Vec<u8>> {
+                let counts = queries
+                    .par_iter()
+                    .map(|q| ngram::count(&index, q))
+                    .collect::<familiar::Result<Vec<u64>>>()?;
+                Ok(counts.iter().flat_map(|c| c.to_le_bytes()).collect())
+            })
+            .map_err(to_py)?;
+        Ok(PyBytes::new(py, &counts))
+    }
+
+    /// [`NativeIndex::count_many`] of queries of `width` ids each, given as little-endian u32
+    /// values row after row (a C-contiguous 2-D array's bytes).
+    fn count_many_flat<'py>(
+        &self,
+        py: Python<'py>,
+        data: Vec<u8>,
+        width: usize,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        if width == 0 || !data.len().is_multiple_of(4 * width) {
+            return Err(QueryError::new_err(format!(
+                "{} bytes are not rows of {width} u32 token ids",
+                data.len()
+            )));
+        }
+        let index = Arc::clone(&self.inner);
+        let counts = py
+            .detach(move || -> familiar::Result<Vec<u8>> {
+                let counts = data
+                    .par_chunks(4 * width)
+                    .map(|row| {
+                        let ids: Vec<u32> = row
+                            .chunks_exact(4)
+                            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .collect();
+                        ngram::count(&index, &ids)
+                    })
+                    .collect::<familiar::Result<Vec<u64>>>()?;
+                Ok(counts.iter().flat_map(|c| c.to_le_bytes()).collect())
+            })
+            .map_err(to_py)?;
+        Ok(PyBytes::new(py, &counts))
+    }
+
+    /// (total, [(doc_id, shard, position, offset_in_doc)]).
+    #[allow(clippy::type_complexity)]
+    fn locate(
+        &self,
+        py: Python<'_>,
+        ids: Vec<u32>,
+        offset: u64,
+        limit: u64,
+    ) -> PyResult<(u64, Vec<(u64, u32, u64, u64)>)> {
+        let index = Arc::clone(&self.inner);
+        let page = py
+            .detach(move || ngram::locate(&index, &ids, offset, limit))
+            .map_err(to_py)?;
+        Ok((
+            page.total,
+            page.hits
+                .iter()
+                .map(|h| (h.doc_id, h.shard, h.position, h.offset_in_doc))
+                .collect(),
+        ))
+    }
+
+    /// (prefix count, occurrences at a document's end, [(token id, count)] most frequent first).
+    fn ntd(&self, py: Python<'_>, ids: Vec<u32>) -> PyResult<Distribution> {
+        let index = Arc::clone(&self.inner);
+        let n = py
+            .detach(move || ngram::next_tokens(&index, &ids))
+            .map_err(to_py)?;
+        Ok((n.prefix_count, n.end_of_document, n.next))
+    }
+
+    /// (prefix count, count with the next token, probability or None).
+    fn prob(
+        &self,
+        py: Python<'_>,
+        prefix: Vec<u32>,
+        next: u32,
+    ) -> PyResult<(u64, u64, Option<f64>)> {
+        let index = Arc::clone(&self.inner);
+        let p = py
+            .detach(move || ngram::probability(&index, &prefix, next))
+            .map_err(to_py)?;
+        Ok((p.prefix_count, p.count, p.probability))
+    }
+
+    /// The CNF answer as a dict (the library's field names).
+    #[pyo3(signature = (clauses, max_occurrences = None, list_documents = 10, seed = 0))]
+    fn cnf<'py>(
+        &self,
+        py: Python<'py>,
+        clauses: Vec<Vec<Vec<u32>>>,
+        max_occurrences: Option<u64>,
+        list_documents: usize,
+        seed: u64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let index = Arc::clone(&self.inner);
+        let r = py
+            .detach(move || {
+                ngram::cnf(
+                    &index,
+                    &ngram::Cnf { clauses },
+                    &ngram::CnfOptions {
+                        max_occurrences,
+                        list_documents,
+                        seed,
+                    },
+                )
+            })
+            .map_err(to_py)?;
+        let d = PyDict::new(py);
+        d.set_item("documents", r.documents)?;
+        d.set_item("occurrences", r.occurrences)?;
+        d.set_item("clause_occurrences", r.clause_occurrences)?;
+        d.set_item("clause_totals", r.clause_totals)?;
+        d.set_item("approximate", r.approximate)?;
+        d.set_item("doc_ids", r.doc_ids)?;
+        match r.estimate {
+            Some(e) => {
+                let est = PyDict::new(py);
+                est.set_item("documents", e.documents)?;
+                est.set_item("documents_ci95", e.documents_ci95.to_vec())?;
+                est.set_item("clause_occurrences", e.clause_occurrences)?;
+                est.set_item("occurrences", e.occurrences)?;
+                d.set_item("estimate", est)?;
+            }
+            None => d.set_item("estimate", py.None())?,
+        }
+        Ok(d)
+    }
+
+    /// (suffix length, suffix count, count with the next token, probability or None).
+    fn infgram_prob(
+        &self,
+        py: Python<'_>,
+        prompt: Vec<u32>,
+        next: u32,
+    ) -> PyResult<(usize, u64, u64, Option<f64>)> {
+        let index = Arc::clone(&self.inner);
+        let r = py
+            .detach(move || infgram::infgram_prob(&index, &prompt, next))
+            .map_err(to_py)?;
+        Ok((
+            r.suffix_len,
+            r.probability.prefix_count,
+            r.probability.count,
+            r.probability.probability,
+        ))
+    }
+
+    /// (suffix length, suffix count, occurrences at a document's end, [(token id, count)]).
+    #[allow(clippy::type_complexity)]
+    fn infgram_ntd(
+        &self,
+        py: Python<'_>,
+        prompt: Vec<u32>,
+    ) -> PyResult<(usize, u64, u64, Vec<(u32, u64)>)> {
+        let index = Arc::clone(&self.inner);
+        let r = py
+            .detach(move || infgram::infgram_ntd(&index, &prompt))
+            .map_err(to_py)?;
+        Ok((
+            r.suffix_len,
+            r.next.prefix_count,
+            r.next.end_of_document,
+            r.next.next,
+        ))
+    }
+
+    /// A document's row of the documents table, with its text.
+    fn doc<'py>(&self, py: Python<'py>, doc_id: u64) -> PyResult<Bound<'py, PyDict>> {
+        let index = Arc::clone(&self.inner);
+        let (r, text) = py
+            .detach(move || -> familiar::Result<_> {
+                Ok((docs::record(&index, doc_id)?, docs::text(&index, doc_id)?))
+            })
+            .map_err(to_py)?;
+        let d = PyDict::new(py);
+        d.set_item("doc_id", r.doc_id)?;
+        d.set_item("shard", r.shard)?;
+        d.set_item("external_id", r.external_id)?;
+        d.set_item("source", r.source)?;
+        d.set_item("input_file", r.input_file)?;
+        d.set_item("token_count", r.token_count)?;
+        d.set_item("byte_length", r.byte_length)?;
+        let meta = PyDict::new(py);
+        for (k, v) in r.metadata {
+            meta.set_item(k, v)?;
+        }
+        d.set_item("metadata", meta)?;
+        d.set_item("text", text)?;
+        Ok(d)
+    }
+
+    /// The tokens of a document from `start` to `end` (clipped to the document).
+    fn doc_tokens(&self, py: Python<'_>, doc_id: u64, start: u64, end: u64) -> PyResult<Vec<u32>> {
+        let index = Arc::clone(&self.inner);
+        py.detach(move || index.doc_tokens(doc_id, start, end))
+            .map_err(to_py)
+    }
+
+    /// The documents table of every shard, as one pyarrow table.
+    fn documents<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let index = Arc::clone(&self.inner);
+        let batches = py
+            .detach(move || -> familiar::Result<Vec<RecordBatch>> {
+                let mut out = Vec::new();
+                for shard in index.shards() {
+                    let path = shard.dir.join(familiar::manifest::DOCUMENTS_FILE);
+                    let bad =
+                        |e: &dyn std::fmt::Display| familiar::Error::corrupt(&path, e.to_string());
+                    let file =
+                        std::fs::File::open(&path).map_err(|e| familiar::Error::io(&path, e))?;
+                    let reader =
+                        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                            file,
+                        )
+                        .map_err(|e| bad(&e))?
+                        .build()
+                        .map_err(|e| bad(&e))?;
+                    for b in reader {
+                        out.push(b.map_err(|e| bad(&e))?);
+                    }
+                }
+                Ok(out)
+            })
+            .map_err(to_py)?;
+        let schema = Arc::new(familiar::schema::table("documents").map_err(to_py)?);
+        pyarrow_table(py, batches, &schema)
+    }
+
+    /// (spans, documents) pyarrow tables of `trace_spans` and `trace_documents`.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (text, tokens, item_id, min_len, max_count, max_span_density, docs_per_span, whole_words, bm25, max_tokens, chunk))]
+    fn trace<'py>(
+        &self,
+        py: Python<'py>,
+        text: Option<String>,
+        tokens: Option<Vec<u32>>,
+        item_id: String,
+        min_len: usize,
+        max_count: Option<u64>,
+        max_span_density: Option<f64>,
+        docs_per_span: usize,
+        whole_words: bool,
+        bm25: bool,
+        max_tokens: usize,
+        chunk: bool,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let index = Arc::clone(&self.inner);
+        let options = trace::TraceOptions {
+            min_len,
+            max_count,
+            max_span_density,
+            docs_per_span,
+            whole_words,
+            bm25,
+            max_tokens,
+            chunk,
+        };
+        let (spans, documents) = py
+            .detach(move || -> familiar::Result<_> {
+                let t = match (text, tokens) {
+                    (Some(text), None) => trace::trace_text(&index, &text, &options)?,
+                    (None, Some(tokens)) => trace::trace_tokens(&index, &tokens, &options)?,
+                    _ => {
+                        return Err(familiar::Error::Query(
+                            "give either a text or tokens to trace".into(),
+                        ))
+                    }
+                };
+                let (s, d) = t.rows(&item_id);
+                Ok((
+                    familiar::table::from_rows(&s)?,
+                    familiar::table::from_rows(&d)?,
+                ))
+            })
+            .map_err(to_py)?;
+        Ok((table_to_py(py, &spans)?, table_to_py(py, &documents)?))
+    }
+}
+
+/// The extension module.
+#[pymodule]
+fn _familiar(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Messages name options the way Python callers pass them (`min_len=`).
+    familiar::option::set_spelling(familiar::option::Spelling::Keyword);
+    m.add_class::<NativeIndex>()?;
+    let py = m.py();
+    m.add("FamiliarError", py.get_type::<FamiliarError>())?;
+    m.add("InputError", py.get_type::<InputError>())?;
+    m.add("CorruptIndex", py.get_type::<CorruptIndex>())?;
+    m.add("QueryError", py.get_type::<QueryError>())?;
+    m.add("ConfigError", py.get_type::<ConfigError>())?;
+    m.add("ConflictError", py.get_type::<ConflictError>())?;
+    m.add("TokenizerError", py.get_type::<TokenizerError>())?;
+    m.add("IndexIOError", py.get_type::<IndexIOError>())?;
+    m.add("FamiliarBug", py.get_type::<FamiliarBug>())?;
+    Ok(())
+}

@@ -11,7 +11,8 @@ use familiar::token::Token;
 use familiar::{with_view, Error, Result};
 use rayon::prelude::*;
 
-pub(crate) fn convert<T: Token>(ids: &[u32]) -> Result<Vec<T>> {
+/// Token ids (checked against the vocabulary first) as a shard's token type.
+pub fn convert<T: Token>(ids: &[u32]) -> Result<Vec<T>> {
     ids.iter()
         .map(|&id| {
             T::from_u32(id).ok_or_else(|| {

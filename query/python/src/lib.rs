@@ -12,6 +12,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_pyarrow::ToPyArrow;
 use familiar::index::{Index, OpenOptions};
+use familiar::with_view;
 use familiar_query::{docs, infgram, ngram, trace};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -116,6 +117,26 @@ fn table_to_py<'py>(py: Python<'py>, t: &familiar::table::Table) -> PyResult<Bou
     let batch = t.to_record_batch().map_err(to_py)?;
     let schema = batch.schema();
     pyarrow_table(py, vec![batch], &schema)
+}
+
+/// Shard `k` of the index.
+fn shard_at(index: &Index, k: usize) -> familiar::Result<&familiar::index::Shard> {
+    index.shards().get(k).ok_or_else(|| {
+        familiar::Error::Query(format!(
+            "no shard {k} (the index has {})",
+            index.shards().len()
+        ))
+    })
+}
+
+/// (document id, offset in the document) of a position of a shard.
+fn locate_position<T: familiar::token::Token>(
+    v: &familiar::index::ShardView<'_, T>,
+    pos: u64,
+) -> familiar::Result<(u64, u64)> {
+    let doc = v.doc_of(pos)?;
+    let (start, _) = v.doc_span(doc)?;
+    Ok((v.first_doc + doc, pos.saturating_sub(start as u64)))
 }
 
 /// A next-token distribution: (prefix count, occurrences at a document's end, [(token id,
@@ -282,6 +303,119 @@ impl NativeIndex {
                 .map(|h| (h.doc_id, h.shard, h.position, h.offset_in_doc))
                 .collect(),
         ))
+    }
+
+    /// Per shard, the suffix-array range `[start, end)` of the n-gram.
+    fn find(&self, py: Python<'_>, ids: Vec<u32>) -> PyResult<Vec<(u64, u64)>> {
+        let index = Arc::clone(&self.inner);
+        py.detach(move || -> familiar::Result<Vec<(u64, u64)>> {
+            index.check_ids(&ids)?;
+            if ids.is_empty() {
+                return Err(familiar::Error::Query(
+                    "an empty n-gram has no range".into(),
+                ));
+            }
+            index
+                .shards()
+                .iter()
+                .map(|shard| with_view!(shard, |v| v.range(&ngram::convert(&ids)?)))
+                .collect()
+        })
+        .map_err(to_py)
+    }
+
+    /// The token positions of the n-gram's occurrences in shard `shard` (suffix-array order), as
+    /// little-endian u64 values.
+    fn positions<'py>(
+        &self,
+        py: Python<'py>,
+        shard: usize,
+        ids: Vec<u32>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let index = Arc::clone(&self.inner);
+        let bytes = py
+            .detach(move || -> familiar::Result<Vec<u8>> {
+                index.check_ids(&ids)?;
+                let s = shard_at(&index, shard)?;
+                with_view!(s, |v| {
+                    let (lo, hi) = v.range(&ngram::convert(&ids)?)?;
+                    let mut out = Vec::with_capacity(8 * (hi - lo) as usize);
+                    for j in lo..hi {
+                        out.extend_from_slice(&(v.suffix(j)? as u64).to_le_bytes());
+                    }
+                    Ok(out)
+                })
+            })
+            .map_err(to_py)?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// The first token position of every document of shard `shard`, and the shard's length, as
+    /// little-endian u64 values.
+    fn doc_starts<'py>(&self, py: Python<'py>, shard: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let s = shard_at(&self.inner, shard).map_err(to_py)?;
+        let mut out = Vec::new();
+        for k in 0..s.doc_offsets.len() {
+            let off = s
+                .doc_offsets
+                .get(k)
+                .ok_or_else(|| FamiliarBug::new_err("document offset out of range"))?;
+            out.extend_from_slice(&off.to_le_bytes());
+        }
+        Ok(PyBytes::new(py, &out))
+    }
+
+    /// (document id, offset in the document) of suffix-array entry `rank` of shard `shard`.
+    fn doc_at_rank(&self, py: Python<'_>, shard: usize, rank: u64) -> PyResult<(u64, u64)> {
+        let index = Arc::clone(&self.inner);
+        py.detach(move || -> familiar::Result<(u64, u64)> {
+            let s = shard_at(&index, shard)?;
+            with_view!(s, |v| {
+                if rank >= v.len() {
+                    return Err(familiar::Error::Query(format!(
+                        "rank {rank} is past shard {shard}'s {} suffixes",
+                        v.len()
+                    )));
+                }
+                let pos = v.suffix(rank)? as u64;
+                locate_position(&v, pos)
+            })
+        })
+        .map_err(to_py)
+    }
+
+    /// (document id, offset in the document) of token position `position` of shard `shard`.
+    fn doc_at_position(&self, py: Python<'_>, shard: usize, position: u64) -> PyResult<(u64, u64)> {
+        let index = Arc::clone(&self.inner);
+        py.detach(move || -> familiar::Result<(u64, u64)> {
+            let s = shard_at(&index, shard)?;
+            with_view!(s, |v| {
+                if position >= v.len() {
+                    return Err(familiar::Error::Query(format!(
+                        "position {position} is past shard {shard}'s {} positions",
+                        v.len()
+                    )));
+                }
+                locate_position(&v, position)
+            })
+        })
+        .map_err(to_py)
+    }
+
+    /// (shard index, first position, end position) of a document.
+    fn doc_span(&self, py: Python<'_>, doc_id: u64) -> PyResult<(usize, u64, u64)> {
+        let index = Arc::clone(&self.inner);
+        py.detach(move || -> familiar::Result<(usize, u64, u64)> {
+            let (shard, local) = index.locate_doc(doc_id)?;
+            let k = index
+                .shards()
+                .iter()
+                .position(|s| std::ptr::eq(s, shard))
+                .ok_or_else(|| familiar::Error::Bug("a document's shard is not listed".into()))?;
+            let (a, b) = with_view!(shard, |v| v.doc_span(local))?;
+            Ok((k, a as u64, b as u64))
+        })
+        .map_err(to_py)
     }
 
     /// (prefix count, occurrences at a document's end, [(token id, count)] most frequent first).

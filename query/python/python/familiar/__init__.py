@@ -12,11 +12,15 @@ take a text (tokenized with the index's tokenizer, as given: ``" cat"`` and ``"c
 
 from __future__ import annotations
 
+import numbers
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
+# numpy is imported where an array is taken or returned (it costs more to import than opening an
+# index does).
 from . import _familiar
 from ._familiar import (
     ConfigError,
@@ -46,11 +50,21 @@ __all__ = [
 Query = Union[str, Sequence[int]]
 
 
+def _is_array(x: Any) -> bool:
+    return type(x).__module__ == "numpy" and hasattr(x, "ndim")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
 def _check_ids(ids: Any, vocab_size: int, what: str = "tokens") -> List[int]:
     """A list of token ids, checked: integers from 0 to below the vocabulary size."""
     if isinstance(ids, (str, bytes)):
         raise TypeError(f"{what} must be a sequence of token ids, not {type(ids).__name__}")
-    if isinstance(ids, np.ndarray):
+    if _is_array(ids):
+        import numpy as np
+
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
             raise TypeError(f"{what} must be a 1-D integer array (got {ids.dtype}, {ids.ndim}-D)")
         ids = ids.tolist()
@@ -59,7 +73,7 @@ def _check_ids(ids: Any, vocab_size: int, what: str = "tokens") -> List[int]:
     except TypeError:
         raise TypeError(f"{what} must be a sequence of token ids, not {type(ids).__name__}") from None
     for i, t in enumerate(out):
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+        if not _is_int(t):
             raise TypeError(f"{what}[{i}] is {type(t).__name__}, expected an integer token id")
         if t < 0 or t >= vocab_size:
             raise QueryError(
@@ -152,12 +166,14 @@ class Index:
         """Exact occurrences of an n-gram (overlapping ones count; none crosses a document)."""
         return self._native.count(self._ids(text, tokens))
 
-    def count_many(self, queries: Union[Iterable[Query], np.ndarray]) -> np.ndarray:
+    def count_many(self, queries: Union[Iterable[Query], "np.ndarray"]) -> "np.ndarray":
         """Counts of many n-grams, computed in parallel: a numpy ``uint64`` array.
 
         ``queries`` is a list whose items are texts or lists of token ids, or a 2-D integer array
         (one n-gram per row).
         """
+        import numpy as np
+
         if isinstance(queries, np.ndarray):
             if queries.ndim != 2 or not np.issubdtype(queries.dtype, np.integer):
                 raise TypeError(
@@ -288,7 +304,7 @@ class Index:
 
     def doc(self, doc_id: int) -> Dict[str, Any]:
         """A document: its row of the documents table and its text (decoded from its tokens)."""
-        if isinstance(doc_id, bool) or not isinstance(doc_id, (int, np.integer)):
+        if not _is_int(doc_id):
             raise TypeError(f"doc_id must be an integer, not {type(doc_id).__name__}")
         if doc_id < 0 or doc_id >= self.num_documents:
             raise QueryError(f"no document {doc_id} (the index has {self.num_documents})")
@@ -338,7 +354,7 @@ class Index:
             raise TypeError(f"text must be a string, not {type(text).__name__}")
         ids = None if tokens is None else _check_ids(tokens, self.vocab_size)
         for name, v in [("min_len", min_len), ("max_count", max_count), ("docs_per_span", docs_per_span), ("max_tokens", max_tokens)]:
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            if not _is_int(v) or v < 0:
                 raise QueryError(f"{name}={v!r}: expected an integer of at least 0")
         return self._native.trace(
             text,

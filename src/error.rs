@@ -115,6 +115,9 @@ pub enum Error {
     /// An output directory that belongs to another run, or holds something else.
     #[error("{0}")]
     Conflict(String),
+    /// A long job stopped because its caller asked it to (what was finished is kept).
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// A bug in familiar: an invariant that the code itself should have kept.
     #[error("internal error (a bug in familiar, please report it): {0}")]
     Bug(String),

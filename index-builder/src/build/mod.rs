@@ -118,6 +118,11 @@ pub struct BuildOptions {
     /// Stop, as if interrupted, once this run has published this many shards while documents
     /// remain (no `manifest.json`; running again resumes). A testing aid for resumption.
     pub stop_after_shards: Option<usize>,
+    /// Set from elsewhere (another thread, a progress callback) to stop the build as if the
+    /// process had been interrupted: it returns [`Error::Interrupted`] after the current batch
+    /// of documents (or before it finishes the index), the shards published so far stay, and a
+    /// rerun resumes after them.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl BuildOptions {
@@ -139,6 +144,19 @@ impl BuildOptions {
             text_index: true,
             restart: false,
             stop_after_shards: None,
+            cancel: None,
+        }
+    }
+
+    /// [`Error::Interrupted`] if [`BuildOptions::cancel`] is set.
+    fn check_cancel(&self) -> Result<()> {
+        match &self.cancel {
+            Some(c) if c.load(Ordering::Relaxed) => Err(Error::Interrupted(format!(
+                "the build of {} was stopped; the shards published so far are kept, and running \
+                 it again resumes after them",
+                self.out.display()
+            ))),
+            _ => Ok(()),
         }
     }
 }
@@ -377,6 +395,7 @@ fn build_in_pool(job: &Job) -> Result<BuildReport> {
         report.total_time = started.elapsed();
         return Ok(report);
     }
+    options.check_cancel()?;
     finish_plan(out, &plan, &shards, &fingerprints)?;
     finish_index(out, &shards, &tokenizer, &tokenizer_bytes, &mut report)?;
     report.total_time = started.elapsed();
@@ -464,6 +483,7 @@ fn run_shards<T: SaInput>(
         let tokenize_started = Instant::now();
         let result = (|| -> Result<()> {
             for batch in rx.iter() {
+                options.check_cancel()?;
                 let batch = batch?;
                 let ids: Vec<Result<Vec<u32>>> = batch
                     .par_iter()
@@ -500,6 +520,7 @@ fn run_shards<T: SaInput>(
                     tokens_per_second: report.tokens_tokenized as f64 / secs,
                 });
             }
+            options.check_cancel()?;
             sink.cut(report, progress)
         })();
         drop(rx);

@@ -92,6 +92,7 @@ fn to_py(e: familiar::Error) -> PyErr {
         E::Conflict(_) => ConflictError::new_err(msg),
         E::Io { .. } => IndexIOError::new_err(msg),
         E::Bug(_) => FamiliarBug::new_err(msg),
+        E::Interrupted(_) => pyo3::exceptions::PyKeyboardInterrupt::new_err(msg),
         _ => FamiliarError::new_err(msg),
     }
 }
@@ -637,12 +638,147 @@ impl NativeIndex {
     }
 }
 
+/// A build event as the Python side receives it: (kind, input bytes read, input bytes in all,
+/// shard, tokens).
+type Event = (&'static str, u64, u64, u32, u64);
+
+fn event_of(e: familiar_index_builder::build::BuildEvent<'_>) -> Event {
+    use familiar_index_builder::build::BuildEvent as E;
+    match e {
+        E::Read {
+            bytes,
+            total_bytes,
+            shard,
+            tokens,
+            ..
+        } => ("read", bytes, total_bytes, shard, tokens),
+        E::Sorting { shard, tokens, .. } => ("sorting", 0, 0, shard, tokens),
+        E::Oversized { document, .. } => ("oversized", 0, 0, 0, document.tokens),
+        E::Done => ("done", 0, 0, 0, 0),
+    }
+}
+
+/// Builds (or resumes) an index. The build runs on its own thread; this one (Python's) hands
+/// each event to `on_event` and checks for Ctrl-C between events and every 100 ms: either stops
+/// the build cleanly (the build's own interruption: published shards kept, a rerun resumes) and
+/// the exception is raised once it has stopped.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (tokenizer, out, inputs, shard_tokens, text_index, skip_invalid, allow_empty, threads, restart, fields, on_event))]
+fn build_index<'py>(
+    py: Python<'py>,
+    tokenizer: PathBuf,
+    out: PathBuf,
+    inputs: Vec<String>,
+    shard_tokens: Option<u64>,
+    text_index: bool,
+    skip_invalid: bool,
+    allow_empty: bool,
+    threads: Option<usize>,
+    restart: bool,
+    fields: (String, String, String, String),
+    on_event: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    use familiar_index_builder::build::{build_with_progress, BuildOptions};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let options = BuildOptions {
+        fields: familiar::corpus::Fields {
+            text: fields.0,
+            id: fields.1,
+            source: fields.2,
+            metadata: fields.3,
+        },
+        shard_tokens,
+        skip_invalid,
+        allow_empty,
+        threads,
+        text_index,
+        restart,
+        cancel: Some(Arc::clone(&cancel)),
+        ..BuildOptions::new(tokenizer, out, inputs)
+    };
+    // Each event waits for Python to have seen it, so a stop asked for in a callback takes
+    // effect before the build goes on.
+    let (tx, rx) = mpsc::channel::<Event>();
+    let (ack_tx, ack_rx) = mpsc::channel::<()>();
+    let build = std::thread::Builder::new()
+        .name("familiar-build".into())
+        .spawn(move || {
+            let ack = std::sync::Mutex::new(ack_rx);
+            let tx = std::sync::Mutex::new(tx);
+            build_with_progress(&options, &|e| {
+                let sent = tx
+                    .lock()
+                    .map(|t| t.send(event_of(e)).is_ok())
+                    .unwrap_or(false);
+                if sent {
+                    if let Ok(a) = ack.lock() {
+                        let _ = a.recv();
+                    }
+                }
+            })
+        })
+        .map_err(|e| IndexIOError::new_err(format!("cannot start the build thread: {e}")))?;
+    let mut raised: Option<PyErr> = None;
+    let rx = std::sync::Mutex::new(rx);
+    loop {
+        let next = py.detach(|| match rx.lock() {
+            Ok(r) => r.recv_timeout(std::time::Duration::from_millis(100)),
+            Err(_) => Err(mpsc::RecvTimeoutError::Disconnected),
+        });
+        match next {
+            Ok(ev) => {
+                if raised.is_none() {
+                    if let Some(cb) = &on_event {
+                        if let Err(e) = cb.call1(py, ev) {
+                            raised = Some(e);
+                            cancel.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+                let _ = ack_tx.send(());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if raised.is_none() {
+            if let Err(e) = py.check_signals() {
+                raised = Some(e);
+                cancel.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    let result = build
+        .join()
+        .map_err(|_| FamiliarBug::new_err("the build thread panicked"))?;
+    if let Some(e) = raised {
+        return Err(e);
+    }
+    let r = result.map_err(to_py)?;
+    let d = PyDict::new(py);
+    d.set_item("documents", r.documents)?;
+    d.set_item("positions", r.tokens)?;
+    d.set_item("tokens_tokenized", r.tokens_tokenized)?;
+    d.set_item("shards_built", r.shards_built)?;
+    d.set_item("shards_reused", r.shards_reused)?;
+    d.set_item("skipped_records", r.skipped_records)?;
+    d.set_item("oversized_documents", r.oversized_documents)?;
+    d.set_item("already_complete", r.already_complete)?;
+    d.set_item("shard_tokens", r.shard_tokens)?;
+    d.set_item("seconds", r.total_time.as_secs_f64())?;
+    Ok(d)
+}
+
 /// The extension module.
 #[pymodule]
 fn _familiar(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Messages name options the way Python callers pass them (`min_len=`).
     familiar::option::set_spelling(familiar::option::Spelling::Keyword);
     m.add_class::<NativeIndex>()?;
+    m.add_function(wrap_pyfunction!(build_index, m)?)?;
     let py = m.py();
     m.add("FamiliarError", py.get_type::<FamiliarError>())?;
     m.add("InputError", py.get_type::<InputError>())?;

@@ -36,6 +36,7 @@ from ._familiar import (
 
 __all__ = [
     "Index",
+    "build_index",
     "FamiliarError",
     "InputError",
     "CorruptIndex",
@@ -380,3 +381,88 @@ def _distribution(prefix_count: int, eod: int, nxt: List[Tuple[int, int]]) -> Di
             for t, c in nxt
         ],
     }
+
+
+def build_index(
+    inputs: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
+    *,
+    tokenizer: Union[str, os.PathLike],
+    out: Union[str, os.PathLike],
+    shard_tokens: Optional[int] = None,
+    text_index: bool = True,
+    skip_invalid: bool = False,
+    allow_empty: bool = False,
+    threads: Optional[int] = None,
+    restart: bool = False,
+    text_field: str = "text",
+    id_field: str = "id",
+    source_field: str = "source",
+    metadata_field: str = "metadata",
+    progress: Union[bool, Any] = True,
+) -> Dict[str, Any]:
+    """Builds (or resumes) the index of corpus files, directories or glob patterns, as
+    ``familiar index build`` does, and returns what was done (documents, positions, shards
+    built and reused, ...). Open the result with :class:`Index`.
+
+    A progress bar (tqdm's, in notebooks and terminals, when tqdm is installed; else lines on
+    stderr) follows the input bytes read; ``progress`` may instead be a function, called with
+    ``(kind, bytes_read, total_bytes, shard, tokens)`` for each event (``"read"``, ``"sorting"``,
+    ``"oversized"``, ``"done"``); an exception it raises stops the build as Ctrl-C does. Ctrl-C (KeyboardInterrupt) stops the build cleanly: the
+    shards published so far are kept, nothing half-written is published, and calling
+    ``build_index`` again resumes.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    inputs = [os.fspath(i) for i in inputs]
+    if not inputs:
+        raise ConfigError("no inputs given")
+    for name, v in [("shard_tokens", shard_tokens), ("threads", threads)]:
+        if v is not None and (not _is_int(v) or v < 1):
+            raise ConfigError(f"{name}={v!r}: expected a positive integer")
+    reporter = _progress_reporter() if progress is True else None
+    on_event = progress if callable(progress) else reporter
+    try:
+        return _familiar.build_index(
+            os.fspath(tokenizer), os.fspath(out), inputs, shard_tokens, bool(text_index),
+            bool(skip_invalid), bool(allow_empty), threads, bool(restart),
+            (text_field, id_field, source_field, metadata_field), on_event,
+        )
+    finally:
+        if reporter is not None:
+            reporter.close()
+
+
+class _progress_reporter:
+    """Draws a build's progress: a tqdm bar over the input bytes when tqdm is installed (its
+    notebook widget in Jupyter), else a line on stderr every few seconds."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.last = 0.0
+        try:
+            from tqdm.auto import tqdm
+
+            self.tqdm = tqdm
+        except ImportError:
+            self.tqdm = None
+
+    def __call__(self, kind: str, read: int, total: int, shard: int, tokens: int) -> None:
+        import sys
+        import time
+
+        if kind == "read":
+            if self.tqdm is not None:
+                if self.bar is None:
+                    self.bar = self.tqdm(total=total, unit="B", unit_scale=True, desc="indexing")
+                self.bar.update(read - self.bar.n)
+                self.bar.set_postfix(shard=shard, tokens=tokens)
+            elif time.monotonic() - self.last > 2.0:
+                self.last = time.monotonic()
+                print(f"indexing: {read / max(total, 1):.0%} of {total:,} bytes, shard {shard}, "
+                      f"{tokens:,} tokens", file=sys.stderr)
+        elif kind == "sorting" and self.tqdm is None:
+            print(f"indexing: sorting shard {shard} ({tokens:,} positions)", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

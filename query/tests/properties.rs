@@ -1128,3 +1128,39 @@ fn sampled_cnf_estimates_are_unbiased() {
         "95% interval held the truth in {covered} of {runs} runs"
     );
 }
+
+/// Shards large enough that searches start from the sampled top levels of the suffix array
+/// (every 64th entry's first 8 tokens): counts of patterns shorter and longer than the samples'
+/// keys, present and absent, against brute force.
+#[test]
+fn counts_through_the_sampled_top_levels_match_brute_force() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let vocab = 7u32;
+    let tokenizer = support::tokens::write_tokenizer(tmp.path(), vocab);
+    let mut rng = familiar::rng::SplitMix64::new(99);
+    // A few symbols, so that long repeats and ties in the first 8 tokens abound.
+    let docs: Vec<Vec<u32>> = (0..300)
+        .map(|_| {
+            let n = 20 + (rng.next_u64() % 200) as usize;
+            (0..n).map(|_| (rng.next_u64() % 3) as u32).collect()
+        })
+        .collect();
+    for shard_tokens in [1_000_000u64, 20_000] {
+        let dir = tmp.path().join(format!("index-{shard_tokens}"));
+        let index = support::tokens::build_and_open(&tokenizer, &dir, &docs, shard_tokens);
+        let model = Model::new(&docs, vocab, shard_tokens);
+        assert!(index.shards().iter().any(|s| s.manifest.tokens >= 1 << 14));
+        for k in 0..400u64 {
+            let n = 1 + (rng.next_u64() % 14) as usize;
+            let p: Vec<u32> = if k % 5 == 0 {
+                (0..n).map(|_| (rng.next_u64() % 4) as u32).collect()
+            } else {
+                let d = &docs[(rng.next_u64() % docs.len() as u64) as usize];
+                let s = (rng.next_u64() % (d.len() - n) as u64) as usize;
+                d[s..s + n].to_vec()
+            };
+            let got = ngram::count(&index, &p).unwrap_or_else(|e| panic!("count {p:?}: {e}"));
+            assert_eq!(got, model.count(&p), "count of {p:?}");
+        }
+    }
+}

@@ -67,8 +67,11 @@ pub struct Shard {
     pub suffix_array: PackedArray<Mmap>,
     /// Document start positions, then the text length.
     pub doc_offsets: PackedArray<Mmap>,
-    /// The top levels of the suffix array's binary searches, sampled on first use.
+    /// The top levels of the suffix array's binary searches, sampled once the shard has served
+    /// [`SEARCHES_BEFORE_SAMPLING`] searches.
     samples: std::sync::OnceLock<Samples>,
+    /// Searches served without samples.
+    searches: std::sync::atomic::AtomicU32,
 }
 
 /// The first [`SAMPLE_TOKENS`] tokens of every `stride`-th suffix-array entry, contiguous: the
@@ -89,6 +92,9 @@ const SAMPLE_TOKENS: usize = 8;
 const MAX_SAMPLES: u64 = 1 << 17;
 /// Shards of fewer positions are searched without samples.
 const MIN_SAMPLED: u64 = 1 << 14;
+/// Searches a shard serves before it samples itself: sampling reads about as many pages as
+/// 2^17 / 50 searches do, so a one-off query (a command, a cold index) never pays for it.
+const SEARCHES_BEFORE_SAMPLING: u32 = 64;
 
 /// Maps a file read-only after checking that it is a regular file (following symbolic links)
 /// of exactly `expected` bytes, the size its manifest records: a FIFO, `/dev/zero` or a file of
@@ -382,6 +388,7 @@ impl Shard {
             suffix_array,
             doc_offsets,
             samples: std::sync::OnceLock::new(),
+            searches: std::sync::atomic::AtomicU32::new(0),
         };
         shard.check_offsets(&opath)?;
         Ok(shard)
@@ -472,6 +479,7 @@ pub struct ShardView<'a, T> {
     /// The separator id.
     pub separator: u32,
     samples: &'a std::sync::OnceLock<Samples>,
+    searches: &'a std::sync::atomic::AtomicU32,
     _token: std::marker::PhantomData<T>,
 }
 
@@ -521,6 +529,7 @@ impl Shard {
             first_doc: self.manifest.first_doc,
             separator: self.manifest.separator,
             samples: &self.samples,
+            searches: &self.searches,
             _token: std::marker::PhantomData,
         }
     }
@@ -584,8 +593,8 @@ impl<'a, T: Token> ShardView<'a, T> {
         self.range_within(pattern, lo, hi)
     }
 
-    /// Entries `lo..hi` that hold every suffix starting with `pattern`, from the samples (built
-    /// on first use): after the last sampled suffix smaller than the pattern's first
+    /// Entries `lo..hi` that hold every suffix starting with `pattern`, from the samples (once
+    /// the shard has served a few searches without): after the last sampled suffix smaller than the pattern's first
     /// [`SAMPLE_TOKENS`] tokens, up to the first one greater.
     fn bracket(&self, pattern: &[T]) -> Result<(u64, u64)> {
         let n = self.len();
@@ -594,6 +603,13 @@ impl<'a, T: Token> ShardView<'a, T> {
         }
         let samples = match self.samples.get() {
             Some(s) => s,
+            None if self
+                .searches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                < SEARCHES_BEFORE_SAMPLING =>
+            {
+                return Ok((0, n));
+            }
             None => {
                 let built = self.sample()?;
                 // Another thread may have sampled meanwhile: the same samples either way.

@@ -150,12 +150,21 @@ class Index:
         """The text of token ids."""
         return self._native.decode(_check_ids(tokens, self.vocab_size))
 
-    def _ids(self, text: Optional[Query], tokens: Optional[Sequence[int]], what: str = "query") -> List[int]:
+    def _ids(
+        self,
+        text: Optional[Query],
+        tokens: Optional[Sequence[int]],
+        what: str = "query",
+        allow_empty: bool = False,
+    ) -> List[int]:
+        """The query's token ids; with ``allow_empty``, none given is the empty prefix."""
         if text is not None and tokens is not None:
             raise TypeError(f"give the {what} as a text or as tokens=, not both")
         if tokens is not None:
             return _check_ids(tokens, self.vocab_size)
         if text is None:
+            if allow_empty:
+                return []
             raise TypeError(f"give the {what} as a text or as tokens=[ids]")
         if isinstance(text, str):
             return self.tokenize(text)
@@ -224,7 +233,7 @@ class Index:
     def ntd(self, text: Optional[Query] = None, *, tokens: Optional[Sequence[int]] = None) -> Dict[str, Any]:
         """The exact next-token distribution after a prefix: ``{"prefix_count", "end_of_document",
         "next": [{"token_id", "count", "probability"}]}``, most frequent first."""
-        prefix_count, eod, nxt = self._native.ntd(self._ids(text, tokens, "prefix") if (text is not None or tokens is not None) else [])
+        prefix_count, eod, nxt = self._native.ntd(self._ids(text, tokens, "prefix", allow_empty=True))
         return _distribution(prefix_count, eod, nxt)
 
     def prob(
@@ -237,7 +246,7 @@ class Index:
     ) -> Dict[str, Any]:
         """P(next | prefix) from exact counts: ``{"prefix_count", "count", "probability"}``
         (``probability`` None when the prefix never occurs)."""
-        ids = self._ids(prefix, tokens, "prefix") if (prefix is not None or tokens is not None) else []
+        ids = self._ids(prefix, tokens, "prefix", allow_empty=True)
         nid = self._next_id(next, next_id)
         prefix_count, count, p = self._native.prob(ids, nid)
         return {"prefix_count": prefix_count, "count": count, "probability": p}
@@ -286,7 +295,7 @@ class Index:
     ) -> Dict[str, Any]:
         """P(next | the longest suffix of the prompt that occurs) (Liu et al. 2024), with
         infini-gram's keys: ``{"prob", "suffix_len", "prompt_cnt", "cont_cnt"}``."""
-        ids = self._ids(prompt, tokens, "prompt") if (prompt is not None or tokens is not None) else []
+        ids = self._ids(prompt, tokens, "prompt", allow_empty=True)
         suffix_len, prompt_cnt, cont_cnt, p = self._native.infgram_prob(ids, self._next_id(next, next_id))
         return {"prob": p, "suffix_len": suffix_len, "prompt_cnt": prompt_cnt, "cont_cnt": cont_cnt}
 
@@ -295,7 +304,7 @@ class Index:
     ) -> Dict[str, Any]:
         """The exact next-token distribution after the longest suffix of the prompt that occurs:
         ``{"suffix_len", "prefix_count", "end_of_document", "next": [...]}``."""
-        ids = self._ids(prompt, tokens, "prompt") if (prompt is not None or tokens is not None) else []
+        ids = self._ids(prompt, tokens, "prompt", allow_empty=True)
         suffix_len, prefix_count, eod, nxt = self._native.infgram_ntd(ids)
         d = _distribution(prefix_count, eod, nxt)
         d["suffix_len"] = suffix_len

@@ -67,7 +67,7 @@ pub fn read_items(path: &Path, format: ItemFormat, limit: Option<usize>) -> Resu
         .map(|s| s.to_string_lossy().trim_end_matches(".jsonl").to_string())
         .unwrap_or_default();
     let mut items = match format {
-        ItemFormat::Jsonl => read_jsonl(path, &stem)?,
+        ItemFormat::Jsonl => parse_items_jsonl(path, &crate::input::read_utf8(path)?, &stem)?,
         ItemFormat::Mmlu => read_mmlu(path)?,
         ItemFormat::Pararel => read_pararel(path, &stem)?,
         ItemFormat::NqOpen => crate::input::read_jsonl(path)?
@@ -130,9 +130,12 @@ pub fn read_items(path: &Path, format: ItemFormat, limit: Option<usize>) -> Resu
     Ok(items)
 }
 
-fn read_jsonl(path: &Path, stem: &str) -> Result<Vec<Item>> {
+/// The items of generic JSONL `text` read from `path` (see the module documentation); an item
+/// without an `id` is named `{stem}:{line}`. For items that come from elsewhere than a file
+/// (a front end's list), `path` names the source in errors.
+pub fn parse_items_jsonl(path: &Path, text: &str, stem: &str) -> Result<Vec<Item>> {
     let mut out = Vec::new();
-    for (line, v) in crate::input::read_jsonl(path)? {
+    for (line, v) in crate::input::parse_jsonl(path, text)? {
         let Value::Object(obj) = &v else {
             return Err(Error::input(path, line, "expected a JSON object"));
         };

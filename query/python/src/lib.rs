@@ -6,6 +6,11 @@
 //! Errors keep the library's messages and become the package's exception classes by kind
 //! ([`to_py`]); nothing panics across the boundary (pyo3 turns a panic into `PanicException`).
 
+mod concepts;
+mod job;
+mod models;
+mod sql;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -73,6 +78,19 @@ create_exception!(
     FamiliarBug,
     FamiliarError,
     "A bug in familiar (please report it with the message)."
+);
+
+create_exception!(
+    _familiar,
+    ModelError,
+    FamiliarError,
+    "A model that cannot be loaded or run: its device, its memory, or a non-finite value."
+);
+create_exception!(
+    _familiar,
+    SqlError,
+    FamiliarError,
+    "A SQL statement that failed, was refused by the session's policy or ran past its limits."
 );
 
 /// The package's exception for a library error, with the library's message.
@@ -658,10 +676,9 @@ fn event_of(e: familiar_index_builder::build::BuildEvent<'_>) -> Event {
     }
 }
 
-/// Builds (or resumes) an index. The build runs on its own thread; this one (Python's) hands
-/// each event to `on_event` and checks for Ctrl-C between events and every 100 ms: either stops
-/// the build cleanly (the build's own interruption: published shards kept, a rerun resumes) and
-/// the exception is raised once it has stopped.
+/// Builds (or resumes) an index on a worker thread ([`job::run_job`]): Ctrl-C or an exception
+/// from `on_event` stops the build cleanly (the build's own interruption: published shards kept,
+/// a rerun resumes) and is raised once it has stopped.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 #[pyo3(signature = (tokenizer, out, inputs, shard_tokens, text_index, skip_invalid, allow_empty, threads, restart, fields, on_event))]
@@ -680,8 +697,7 @@ fn build_index<'py>(
     on_event: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     use familiar_index_builder::build::{build_with_progress, BuildOptions};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::mpsc;
+    use std::sync::atomic::AtomicBool;
 
     let cancel = Arc::new(AtomicBool::new(false));
     let options = BuildOptions {
@@ -700,64 +716,14 @@ fn build_index<'py>(
         cancel: Some(Arc::clone(&cancel)),
         ..BuildOptions::new(tokenizer, out, inputs)
     };
-    // Each event waits for Python to have seen it, so a stop asked for in a callback takes
-    // effect before the build goes on.
-    let (tx, rx) = mpsc::channel::<Event>();
-    let (ack_tx, ack_rx) = mpsc::channel::<()>();
-    let build = std::thread::Builder::new()
-        .name("familiar-build".into())
-        .spawn(move || {
-            let ack = std::sync::Mutex::new(ack_rx);
-            let tx = std::sync::Mutex::new(tx);
-            build_with_progress(&options, &|e| {
-                let sent = tx
-                    .lock()
-                    .map(|t| t.send(event_of(e)).is_ok())
-                    .unwrap_or(false);
-                if sent {
-                    if let Ok(a) = ack.lock() {
-                        let _ = a.recv();
-                    }
-                }
-            })
-        })
-        .map_err(|e| IndexIOError::new_err(format!("cannot start the build thread: {e}")))?;
-    let mut raised: Option<PyErr> = None;
-    let rx = std::sync::Mutex::new(rx);
-    loop {
-        let next = py.detach(|| match rx.lock() {
-            Ok(r) => r.recv_timeout(std::time::Duration::from_millis(100)),
-            Err(_) => Err(mpsc::RecvTimeoutError::Disconnected),
-        });
-        match next {
-            Ok(ev) => {
-                if raised.is_none() {
-                    if let Some(cb) = &on_event {
-                        if let Err(e) = cb.call1(py, ev) {
-                            raised = Some(e);
-                            cancel.store(true, Ordering::Relaxed);
-                        }
-                    }
-                }
-                let _ = ack_tx.send(());
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        if raised.is_none() {
-            if let Err(e) = py.check_signals() {
-                raised = Some(e);
-                cancel.store(true, Ordering::Relaxed);
-            }
-        }
-    }
-    let result = build
-        .join()
-        .map_err(|_| FamiliarBug::new_err("the build thread panicked"))?;
-    if let Some(e) = raised {
-        return Err(e);
-    }
-    let r = result.map_err(to_py)?;
+    let r = job::run_job(
+        py,
+        &cancel,
+        job::OnStop::Cancel,
+        on_event.as_ref(),
+        move |report| build_with_progress(&options, &|e| report(event_of(e))),
+    )?
+    .map_err(to_py)?;
     let d = PyDict::new(py);
     d.set_item("documents", r.documents)?;
     d.set_item("positions", r.tokens)?;
@@ -779,6 +745,14 @@ fn _familiar(m: &Bound<'_, PyModule>) -> PyResult<()> {
     familiar::option::set_spelling(familiar::option::Spelling::Keyword);
     m.add_class::<NativeIndex>()?;
     m.add_function(wrap_pyfunction!(build_index, m)?)?;
+    m.add_class::<models::NativeModel>()?;
+    m.add_function(wrap_pyfunction!(models::score, m)?)?;
+    m.add_function(wrap_pyfunction!(models::keyword_prob, m)?)?;
+    m.add_function(wrap_pyfunction!(models::density, m)?)?;
+    m.add_function(wrap_pyfunction!(models::attribution_store, m)?)?;
+    m.add_function(wrap_pyfunction!(models::attribution_score, m)?)?;
+    m.add_function(wrap_pyfunction!(concepts::concepts_count, m)?)?;
+    m.add_function(wrap_pyfunction!(sql::sql, m)?)?;
     let py = m.py();
     m.add("FamiliarError", py.get_type::<FamiliarError>())?;
     m.add("InputError", py.get_type::<InputError>())?;
@@ -789,5 +763,7 @@ fn _familiar(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TokenizerError", py.get_type::<TokenizerError>())?;
     m.add("IndexIOError", py.get_type::<IndexIOError>())?;
     m.add("FamiliarBug", py.get_type::<FamiliarBug>())?;
+    m.add("ModelError", py.get_type::<ModelError>())?;
+    m.add("SqlError", py.get_type::<SqlError>())?;
     Ok(())
 }

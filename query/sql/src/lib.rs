@@ -261,6 +261,58 @@ impl Sql {
         Ok(t)
     }
 
+    /// Registers record batches held in memory (a front end's data frame) as table `name`;
+    /// `origin` says where they came from in messages (e.g. "a pyarrow table"). The name must be
+    /// an SQL name (letters, digits and `_`, not starting with a digit) that no other table has.
+    pub fn register_batches(
+        &mut self,
+        name: &str,
+        origin: &str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<()> {
+        let place = PathBuf::from(format!("({origin} `{name}`)"));
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(Error::Table {
+                path: place,
+                message: format!(
+                    "`{name}` is not a table name: use letters, digits and `_`, not starting with a digit"
+                ),
+            });
+        }
+        if let Some(other) = self.tables.iter().find(|o| o.name == name) {
+            return Err(Error::Table {
+                path: place,
+                message: format!(
+                    "a table named `{name}` is already registered (from {})",
+                    other.files[0].display()
+                ),
+            });
+        }
+        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let table = datafusion::datasource::MemTable::try_new(schema.clone(), vec![batches])
+            .map_err(|e| Error::Table {
+                path: place.clone(),
+                message: e.to_string(),
+            })?;
+        self.ctx
+            .register_table(name, Arc::new(table))
+            .map_err(|e| self.sql_error(e))?;
+        self.tables.push(TableInfo {
+            name: name.to_string(),
+            files: vec![place],
+            rows,
+            schema,
+            familiar_table: None,
+        });
+        Ok(())
+    }
+
     fn register(&mut self, t: TableInfo) -> Result<()> {
         if let Some(other) = self.tables.iter().find(|o| o.name == t.name) {
             return Err(Error::Table {

@@ -379,6 +379,20 @@ pub struct CountOptions {
     /// Memory (bytes) for keeping the document sets of paired concepts between the counting pass
     /// and the co-occurrence pass; sets that do not fit are computed again.
     pub pair_cache_bytes: usize,
+    /// Set from elsewhere (another thread, a progress callback) to stop the count with
+    /// [`Error::Interrupted`] before its next concept or pair (nothing is written).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl CountOptions {
+    fn check_cancel(&self) -> Result<()> {
+        match &self.cancel {
+            Some(c) if c.load(std::sync::atomic::Ordering::Relaxed) => {
+                Err(Error::Interrupted("the concept count was stopped".into()))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Progress of [`Counter::run_with_progress`]: each stage (`"concepts"`, then `"pairs"`) starts
@@ -403,6 +417,7 @@ impl Default for CountOptions {
         CountOptions {
             methods: Method::ALL.to_vec(),
             pair_cache_bytes: 2 << 30,
+            cancel: None,
         }
     }
 }
@@ -673,6 +688,7 @@ impl<'a> Counter<'a> {
             .concepts
             .par_iter()
             .map(|c| {
+                options.check_cancel()?;
                 let (rows, docs) = self.concept(c)?;
                 if paired.contains(&c.id) {
                     let mut g = cache
@@ -701,6 +717,7 @@ impl<'a> Counter<'a> {
         let cooccurrences: Vec<Vec<CooccurrenceRow>> = pairs
             .par_iter()
             .map(|&(line, a, b)| {
+                options.check_cancel()?;
                 let get = |id: u64| -> Result<std::borrow::Cow<'_, ConceptDocs>> {
                     match cache.get(&id) {
                         Some(d) => Ok(std::borrow::Cow::Borrowed(d)),

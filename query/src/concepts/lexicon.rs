@@ -171,6 +171,12 @@ impl Lexicon {
         Lexicon::from_rows(path, rows)
     }
 
+    /// A lexicon from JSONL `text` (`{"concept", "aliases"?, "group"?}` per line), checked as
+    /// [`Lexicon::read`] checks a file; `path` names the source in errors (a front end's list).
+    pub fn parse_jsonl(path: &Path, text: &str) -> Result<Lexicon> {
+        Lexicon::from_rows(path, read_jsonl(path, text)?)
+    }
+
     fn from_rows(path: &Path, rows: Vec<Row>) -> Result<Lexicon> {
         let mut concepts: Vec<Concept> = Vec::with_capacity(rows.len());
         // Normalized form → (concept, line, form as written).
@@ -360,6 +366,25 @@ fn read_jsonl(path: &Path, text: &str) -> Result<Vec<Row>> {
 /// to a concept of `lexicon` (by any of its forms). Returns (line, a, b).
 pub fn read_pairs(path: &Path, lexicon: &Lexicon) -> Result<Vec<(u64, u64, u64)>> {
     let (text, format) = read_text(path, "pairs")?;
+    pairs_of(path, &text, format, lexicon)
+}
+
+/// Concept pairs from JSONL `text` (`{"concept_a", "concept_b"}` per line), resolved as
+/// [`read_pairs`] resolves a file's; `path` names the source in errors (a front end's list).
+pub fn parse_pairs_jsonl(
+    path: &Path,
+    text: &str,
+    lexicon: &Lexicon,
+) -> Result<Vec<(u64, u64, u64)>> {
+    pairs_of(path, text, Format::Jsonl, lexicon)
+}
+
+fn pairs_of(
+    path: &Path,
+    text: &str,
+    format: Format,
+    lexicon: &Lexicon,
+) -> Result<Vec<(u64, u64, u64)>> {
     let mut raw: Vec<(u64, String, String)> = Vec::new();
     match format {
         Format::Jsonl => {
@@ -371,7 +396,7 @@ pub fn read_pairs(path: &Path, lexicon: &Lexicon) -> Result<Vec<(u64, u64, u64)>
             }
             let pairs: Vec<(u64, Pair)> = familiar::input::parse_jsonl_records(
                 path,
-                &text,
+                text,
                 "{\"concept_a\": \"…\", \"concept_b\": \"…\"}",
             )?;
             raw.extend(
@@ -383,7 +408,7 @@ pub fn read_pairs(path: &Path, lexicon: &Lexicon) -> Result<Vec<(u64, u64, u64)>
         Format::Delimited(d) => {
             let (columns, records) = delimited(
                 path,
-                &text,
+                text,
                 d,
                 &["concept_a", "concept_b"],
                 "`concept_a` and `concept_b`",

@@ -338,6 +338,7 @@ fn store(a: StoreArgs) -> Result<i32> {
             Dtype::F16 => StoreDtype::F16,
             Dtype::F32 => StoreDtype::F32,
         },
+        cancel: None,
     };
     let factor_bar = crate::progress::progress_bar(!a.quiet, 0, "documents (output-head factor)")?;
     let r = build_store(&index, &options, &|p| match p {

@@ -96,6 +96,7 @@ fn run_count(a: CountArgs) -> Result<i32> {
     let options = CountOptions {
         methods: methods.clone(),
         pair_cache_bytes: a.pair_cache_mib << 20,
+        cancel: None,
     };
     let on_progress = crate::progress::count_bars(!a.quiet);
     let work = || -> Result<_> {

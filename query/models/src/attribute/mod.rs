@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::measure::score::LanguageModel;
-use familiar::input::{read_jsonl, string};
+use familiar::input::string;
 
 /// Opens the gradient store in `store_dir` and the model in `model`, which must be the model the
 /// store was built with (same weights hash and tokenizer): scores of another model against these
@@ -75,9 +75,14 @@ pub struct Query {
 /// Reads queries from JSONL: `{"id", "prompt", "completion", "kind": "factual"|"reasoning",
 /// "task", "answer"?, "intermediate"?: [...]}`; errors name the file and line.
 pub fn read_queries(path: &Path) -> Result<Vec<Query>> {
+    parse_queries(path, &familiar::input::read_utf8(path)?)
+}
+
+/// The queries of JSONL `text` read from `path` (see [`read_queries`]).
+pub fn parse_queries(path: &Path, text: &str) -> Result<Vec<Query>> {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (line, v) in read_jsonl(path)? {
+    for (line, v) in familiar::input::parse_jsonl(path, text)? {
         let obj = v
             .as_object()
             .ok_or_else(|| Error::input(path, line, "expected a JSON object"))?;

@@ -46,6 +46,26 @@ pub struct StoreOptions {
     pub seed: u64,
     /// Storage type.
     pub dtype: StoreDtype,
+    /// Set from elsewhere (another thread, a progress callback) to stop the build after the
+    /// current block of documents with [`familiar::Error::Interrupted`]: shards finished so far
+    /// stay, the unfinished shard's temporary file is removed, and a rerun resumes.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl StoreOptions {
+    /// [`familiar::Error::Interrupted`] if [`StoreOptions::cancel`] is set.
+    fn check_cancel(&self) -> Result<()> {
+        match &self.cancel {
+            Some(c) if c.load(std::sync::atomic::Ordering::Relaxed) => {
+                Err(Error::Core(familiar::Error::Interrupted(format!(
+                    "the gradient store {} was stopped; the shards finished so far are kept, and \
+                     running it again resumes after them",
+                    self.out.display()
+                ))))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What a build reports while it runs.
@@ -154,7 +174,7 @@ pub fn build_store(
                 Ok(f) => f,
                 Err(_) => {
                     let started = std::time::Instant::now();
-                    let f = fit_head_factor(index, &model, &settings, w.max_tokens, progress)?;
+                    let f = fit_head_factor(index, &model, &settings, w.max_tokens, o, progress)?;
                     f.write(&path)?;
                     fitted = Some((f.tokens, started.elapsed().as_secs_f64()));
                     f
@@ -190,7 +210,8 @@ pub fn build_store(
             resumed += 1;
             progress(StoreProgress::Rows(docs));
         } else {
-            write_shard(index, i, &fast, &settings, (&path, &mpath), progress)?;
+            o.check_cancel()?;
+            write_shard(index, i, &fast, &settings, (&path, &mpath), o, progress)?;
             computed += 1;
         }
         let (checksum, bytes) = familiar::checksum::of_file(&path)?;
@@ -228,6 +249,7 @@ fn fit_head_factor(
     model: &Transformer,
     settings: &StoreSettings,
     max_tokens: u64,
+    o: &StoreOptions,
     progress: &(dyn Fn(StoreProgress) + Sync),
 ) -> Result<HeadFactor> {
     let stride = settings.tokens.div_ceil(max_tokens.max(1)).max(1) as usize;
@@ -235,6 +257,7 @@ fn fit_head_factor(
     progress(StoreProgress::FactorStart(picked.len() as u64));
     let mut total = HeadFactor::zero(model.config.vocab_size);
     for block in picked.chunks(BLOCK) {
+        o.check_cancel()?;
         let mut examples = Vec::new();
         // The document of each example, for errors.
         let mut owners = Vec::new();
@@ -278,6 +301,7 @@ fn write_shard(
     fast: &FastGradients,
     settings: &StoreSettings,
     (path, moments_path): (&Path, &Path),
+    o: &StoreOptions,
     progress: &(dyn Fn(StoreProgress) + Sync),
 ) -> Result<()> {
     let shard = &index.shards()[i];
@@ -292,6 +316,7 @@ fn write_shard(
     let mut w = RowWriter::create(path, settings.dtype, dim, docs, shard.first_doc())?;
     let mut from = 0u64;
     while from < docs {
+        o.check_cancel()?;
         let to = (from + BLOCK as u64).min(docs);
         let rows: Vec<Vec<f32>> = (from..to)
             .into_par_iter()

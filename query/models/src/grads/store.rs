@@ -374,7 +374,8 @@ pub fn encode_row(row: &[f32], dtype: StoreDtype, out: &mut Vec<u8>) {
 /// place, so a reader never sees a partial file under the final name.
 #[derive(Debug)]
 pub struct RowWriter {
-    file: std::io::BufWriter<std::fs::File>,
+    /// `None` once finished.
+    file: Option<std::io::BufWriter<std::fs::File>>,
     tmp: PathBuf,
     path: PathBuf,
     dtype: StoreDtype,
@@ -406,7 +407,7 @@ impl RowWriter {
         );
         file.write_all(&header.to_bytes()).at(&tmp)?;
         Ok(RowWriter {
-            file,
+            file: Some(file),
             tmp,
             path: path.to_path_buf(),
             dtype,
@@ -431,26 +432,40 @@ impl RowWriter {
         }
         self.bytes.clear();
         encode_row(row, self.dtype, &mut self.bytes);
-        self.file.write_all(&self.bytes).at(&self.tmp)?;
+        let Some(file) = self.file.as_mut() else {
+            return Err(Error::bug("a row pushed to a finished row file"));
+        };
+        file.write_all(&self.bytes).at(&self.tmp)?;
         self.written += 1;
         Ok(())
     }
 
     /// Syncs the file and moves it into place; every row must have been pushed.
-    pub fn finish(self) -> Result<()> {
+    pub fn finish(mut self) -> Result<()> {
         if self.written != self.rows {
             return Err(Error::bug(format!(
                 "{} of {} rows written",
                 self.written, self.rows
             )));
         }
-        let f = self
-            .file
+        let Some(file) = self.file.take() else {
+            return Err(Error::bug("a row file finished twice"));
+        };
+        let f = file
             .into_inner()
             .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
         f.sync_all().at(&self.tmp)?;
         drop(f);
         Ok(std::fs::rename(&self.tmp, &self.path).at(&self.path)?)
+    }
+}
+
+impl Drop for RowWriter {
+    /// A row file left unfinished (an error or an interruption) leaves no temporary file.
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 

@@ -332,6 +332,11 @@ pub struct Probe {
 /// Reads a probes file (JSONL, `{"id"?, "text", "labels"?}` per line; see [`familiar::input`]);
 /// an empty file is an error.
 pub fn read_probes(path: &std::path::Path) -> familiar::Result<Vec<Probe>> {
+    parse_probes(path, &familiar::input::read_utf8(path)?)
+}
+
+/// The probes of JSONL `text` read from `path` (see [`read_probes`]).
+pub fn parse_probes(path: &std::path::Path, text: &str) -> familiar::Result<Vec<Probe>> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Raw {
@@ -340,7 +345,7 @@ pub fn read_probes(path: &std::path::Path) -> familiar::Result<Vec<Probe>> {
         labels: Option<serde_json::Value>,
     }
     let raw: Vec<(u64, Raw)> =
-        familiar::input::read_jsonl_records(path, "{\"id\", \"text\", \"labels\"}")?;
+        familiar::input::parse_jsonl_records(path, text, "{\"id\", \"text\", \"labels\"}")?;
     if raw.is_empty() {
         return Err(familiar::Error::input(path, 0, "no probes"));
     }

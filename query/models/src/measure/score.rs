@@ -395,6 +395,14 @@ pub struct KeywordItem {
 /// Reads a keyword items file (JSONL, `{"id"?, "context", "keyword"}` per line; see
 /// [`familiar::input`]); an empty keyword or an empty file is an error.
 pub fn read_keyword_items(path: &std::path::Path) -> familiar::Result<Vec<KeywordItem>> {
+    parse_keyword_items(path, &familiar::input::read_utf8(path)?)
+}
+
+/// The keyword items of JSONL `text` read from `path` (see [`read_keyword_items`]).
+pub fn parse_keyword_items(
+    path: &std::path::Path,
+    text: &str,
+) -> familiar::Result<Vec<KeywordItem>> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Raw {
@@ -403,7 +411,7 @@ pub fn read_keyword_items(path: &std::path::Path) -> familiar::Result<Vec<Keywor
         keyword: String,
     }
     let raw: Vec<(u64, Raw)> =
-        familiar::input::read_jsonl_records(path, "{\"id\", \"context\", \"keyword\"}")?;
+        familiar::input::parse_jsonl_records(path, text, "{\"id\", \"context\", \"keyword\"}")?;
     if raw.is_empty() {
         return Err(familiar::Error::input(path, 0, "no items"));
     }

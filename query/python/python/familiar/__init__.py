@@ -30,13 +30,19 @@ from ._familiar import (
     FamiliarError,
     IndexIOError,
     InputError,
+    ModelError,
     QueryError,
+    SqlError,
     TokenizerError,
 )
 
 __all__ = [
     "Index",
     "build_index",
+    "sql",
+    "concepts",
+    "models",
+    "attribution",
     "FamiliarError",
     "InputError",
     "CorruptIndex",
@@ -46,6 +52,8 @@ __all__ = [
     "TokenizerError",
     "IndexIOError",
     "FamiliarBug",
+    "ModelError",
+    "SqlError",
 ]
 
 Query = Union[str, Sequence[int]]
@@ -441,6 +449,119 @@ def build_index(
             reporter.close()
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20,
+               "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
+               "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
+
+
+def _size(value: Union[int, str]) -> int:
+    """Bytes: an integer, or a number with a unit (``"512MiB"``, ``"8GiB"``)."""
+    if _is_int(value):
+        if value < 0:
+            raise ConfigError(f"memory_limit={value!r}: expected a size of 0 or more bytes")
+        return int(value)
+    if isinstance(value, str):
+        import re
+
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", value)
+        if m and m.group(2).lower() in _SIZE_UNITS:
+            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    raise ConfigError(
+        f"memory_limit={value!r}: expected bytes or a size with a unit (B, KiB, MiB, GiB, TiB)"
+    )
+
+
+def _frame(name: str, value: Any) -> Any:
+    """A table held in Python as something with ``__arrow_c_stream__``."""
+    if hasattr(value, "to_dict") and hasattr(value, "columns") and not hasattr(
+        value, "__arrow_c_stream__"
+    ):  # pandas
+        import pyarrow as pa
+
+        return pa.Table.from_pandas(value, preserve_index=False)
+    if type(value).__name__ == "RecordBatch" and type(value).__module__.startswith("pyarrow"):
+        import pyarrow as pa
+
+        return pa.Table.from_batches([value])
+    if hasattr(value, "__arrow_c_stream__"):
+        return value
+    if hasattr(value, "to_arrow"):
+        return value.to_arrow()
+    raise TypeError(
+        f"table {name!r} is {type(value).__name__}: expected a directory, a pyarrow table, or a "
+        f"pandas or polars data frame"
+    )
+
+
+def sql(
+    query: str,
+    tables: Any = None,
+    index: Any = None,
+    *,
+    allow_writes: bool = False,
+    memory_limit: Optional[Union[int, str]] = None,
+    time_limit: Optional[float] = None,
+    all_results: bool = False,
+):
+    """Runs SQL (DataFusion's dialect, with familiar's functions: ``spearman``, ``log_bin``, ...)
+    and returns the last statement's result as a ``pyarrow.Table`` (``all_results=True``: a list
+    of ``(statement, table)``), as ``familiar sql`` does.
+
+    ``tables``: a directory (every Parquet table under it, named after its file), a list of
+    directories, or a dict ``{name: table}`` of pyarrow tables or pandas or polars data frames
+    (queried in place, without copying).
+    ``index``: an :class:`Index` or index path attached as ``documents``, or ``{name: index}``.
+    The session is read-only unless ``allow_writes``; ``memory_limit`` (bytes or ``"8GiB"``; 0:
+    none; default half the machine's memory) and ``time_limit`` (seconds) bound each statement.
+    Errors are :class:`SqlError` naming the registered tables."""
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a string, not {type(query).__name__}")
+    dirs: List[str] = []
+    frames: List[Tuple[str, Any]] = []
+    if isinstance(tables, dict):
+        for name, value in tables.items():
+            if not isinstance(name, str):
+                raise TypeError(f"table names must be strings, not {type(name).__name__}")
+            if isinstance(value, (str, os.PathLike)):
+                raise TypeError(
+                    f"table {name!r}: a directory holds tables of its own names; pass it in "
+                    f"tables=[...] instead"
+                )
+            frames.append((name, _frame(name, value)))
+    elif isinstance(tables, (str, os.PathLike)):
+        dirs.append(os.fspath(tables))
+    elif tables is not None:
+        for t in tables:
+            if not isinstance(t, (str, os.PathLike)):
+                raise TypeError(f"tables: expected directories, got {type(t).__name__}")
+            dirs.append(os.fspath(t))
+    indexes: List[Tuple[str, str]] = []
+    if isinstance(index, dict):
+        items = list(index.items())
+    elif index is None:
+        items = []
+    else:
+        items = [("documents", index)]
+    for name, ix in items:
+        if isinstance(ix, Index):
+            ix = ix.path
+        if not isinstance(ix, (str, os.PathLike)):
+            raise TypeError(f"index {name!r}: expected a familiar.Index or a path")
+        indexes.append((str(name), os.fspath(ix)))
+    limit = None if memory_limit is None else _size(memory_limit)
+    if time_limit is not None and not isinstance(time_limit, (int, float)):
+        raise TypeError(f"time_limit must be seconds, not {type(time_limit).__name__}")
+    results = _familiar.sql(
+        query, dirs, indexes, frames, bool(allow_writes), limit,
+        None if time_limit is None else float(time_limit),
+    )
+    if all_results:
+        return results
+    if not results:
+        raise ConfigError("no SQL statement given")
+    return results[-1][1]
+
+
 class _progress_reporter:
     """Draws a build's progress: a tqdm bar over the input bytes when tqdm is installed (its
     notebook widget in Jupyter), else a line on stderr every few seconds."""
@@ -475,3 +596,6 @@ class _progress_reporter:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+from . import attribution, concepts, models  # noqa: E402  (they use Index and the errors above)

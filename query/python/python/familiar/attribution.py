@@ -1,0 +1,90 @@
+"""Gradient-similarity attribution: which training documents are behind a model's answer.
+
+    >>> from familiar import attribution
+    >>> attribution.store("my-model", index, "my-store")           # once per model and index
+    >>> influence, queries = attribution.score("my-store", "my-model", queries_file)
+
+``store`` computes every document's projected gradient (``familiar attribute store``);
+``score`` ranks the store's documents for each query (``familiar attribute score``) and returns
+the ``influence`` and ``queries`` tables as pyarrow tables.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, NamedTuple, Optional, Union
+
+from . import _familiar
+from ._records import Records, named, records, reporter
+
+__all__ = ["store", "score", "Attribution"]
+
+
+class Attribution(NamedTuple):
+    """The two tables of an attribution run (``pyarrow.Table``)."""
+
+    influence: Any
+    """Documents ranked per query: query_id, doc_id, score, rank."""
+    queries: Any
+    """The queries and their gradients' statistics."""
+
+
+def store(
+    model: Union[str, os.PathLike],
+    index: Any,
+    out: Union[str, os.PathLike],
+    *,
+    layers: str = "all",
+    rank: int = 32,
+    seed: int = 0,
+    dtype: str = "f32",
+    progress: Any = True,
+) -> Dict[str, Any]:
+    """Builds (or finishes) the gradient store ``out``: the projected gradient of every document
+    of ``index`` (a :class:`familiar.Index` or its path) under ``model`` (whose tokenizer must be
+    the index's). ``layers``: ``all``, ``blocks``, ``mlp``, ``attention`` or ``output``;
+    ``rank``: projection rank of each layer's input and output (see ``familiar attribute store
+    --help`` for costs); ``dtype``: ``f32`` or ``f16``. Resumable: Ctrl-C keeps the shards
+    finished so far and calling it again goes on. Returns what was done."""
+    from . import Index
+
+    if not isinstance(index, Index):
+        index = Index(index)
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise _familiar.ConfigError(f"rank={rank!r}: expected a positive integer")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise _familiar.ConfigError(f"seed={seed!r}: expected a non-negative integer")
+    on_event, bars = reporter(progress, "gradient store")
+    try:
+        return _familiar.attribution_store(
+            os.fspath(model), index._native, os.fspath(out), str(layers), rank, seed,
+            str(dtype), on_event,
+        )
+    finally:
+        if bars is not None:
+            bars.close()
+
+
+def score(
+    store: Union[str, os.PathLike],
+    model: Union[str, os.PathLike],
+    queries: Records,
+    *,
+    top_k: Optional[int] = 100,
+    precondition: str = "kfac",
+    damping: float = 0.1,
+) -> Attribution:
+    """Ranks the documents of ``store`` for each query (``{"id", "prompt", "completion", "kind":
+    "factual"|"reasoning", "task", "answer"?, "intermediate"?}``, a file or a list of dicts),
+    keeping the ``top_k`` per query (``None``: every document). ``precondition``: ``kfac``
+    (damped inverse of each layer's gradient second moment, ``damping`` × its mean eigenvalue),
+    ``identity`` (dot product) or ``cosine``. ``model`` must be the one the store was built
+    with. Ctrl-C returns at once (the computation is dropped; nothing is written)."""
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise _familiar.ConfigError(f"top_k={top_k!r}: expected a positive integer or None")
+    path, text = records(queries, "queries")
+    with named("queries", text):
+        influence, table = _familiar.attribution_score(
+            os.fspath(store), os.fspath(model), path, text, str(precondition), float(damping), top_k
+        )
+    return Attribution(influence, table)

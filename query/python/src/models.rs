@@ -258,9 +258,11 @@ pub(crate) fn attribution_store<'py>(
         "mlp" => LinearGroup::Mlp,
         "attention" => LinearGroup::Attention,
         "output" => LinearGroup::Output,
-        other => return Err(crate::ConfigError::new_err(format!(
+        other => {
+            return Err(crate::ConfigError::new_err(format!(
             "layers={other:?}: expected \"all\", \"blocks\", \"mlp\", \"attention\" or \"output\""
-        ))),
+        )))
+        }
     };
     let dtype = match dtype {
         "f32" => StoreDtype::F32,

@@ -21,6 +21,7 @@
 
 #[cfg(feature = "ballista")]
 pub mod ballista;
+mod memory;
 pub mod output;
 pub mod tables;
 pub mod udf;
@@ -176,7 +177,7 @@ impl Sql {
     pub fn with_options(options: SqlOptions) -> Result<Sql> {
         let mut rt = RuntimeEnvBuilder::new();
         if let Some(limit) = options.memory_limit {
-            rt = rt.with_memory_limit(limit, 1.0);
+            rt = rt.with_memory_pool(memory::limited_pool(limit));
         }
         let rt = rt
             .build_arc()

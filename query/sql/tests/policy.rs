@@ -284,3 +284,40 @@ fn tables_of_several_directories_with_one_name_get_their_directory_as_prefix() {
     assert_ne!(found[0].name, found[1].name);
     assert!(found[0].name.ends_with("a_x_hits"), "{}", found[0].name);
 }
+
+/// Runs `query` under a 1 MiB limit on another thread; `None` when it has not finished in time
+/// (a hang).
+fn limited_within(query: &'static str, limit: Duration) -> Option<Result<usize, String>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let sql = Sql::with_options(SqlOptions {
+            memory_limit: Some(1 << 20),
+            ..SqlOptions::default()
+        })
+        .unwrap();
+        let r = sql
+            .run(query)
+            .map(|r| r[0].rows())
+            .map_err(|e| e.to_string());
+        let _ = tx.send(r);
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+#[test]
+fn a_limited_aggregation_never_hangs() {
+    // DataFusion 55's repartition, refused memory, spilled to files its reader could wait on
+    // forever (apache/datafusion#24883): this statement hung in about a third of runs.
+    const QUERY: &str = "SELECT v, COUNT(*) FROM (SELECT value % 1000003 AS v \
+                         FROM generate_series(1, 3000000)) GROUP BY v ORDER BY v";
+    for attempt in 0..12 {
+        match limited_within(QUERY, Duration::from_secs(120)) {
+            None => panic!("attempt {attempt}: the limited statement hung"),
+            Some(Ok(rows)) => assert_eq!(rows, 1_000_003, "attempt {attempt}"),
+            Some(Err(m)) => assert!(
+                m.contains("memory limit of 1 MiB"),
+                "attempt {attempt}: {m}"
+            ),
+        }
+    }
+}

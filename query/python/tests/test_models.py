@@ -1,0 +1,221 @@
+"""familiar.models and familiar.attribution against the reference implementation's answers
+(transformers, recorded in fixtures/models/reference/expected.json), against each other, and
+against the CLI on the same inputs."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import familiar
+from familiar import attribution, models
+from conftest import cli
+
+ROOT = Path(__file__).resolve().parents[3]
+REFERENCE = ROOT / "fixtures" / "models" / "reference"
+TRAINED = ROOT / "fixtures" / "models" / "fixture-gpt2"
+QUERIES = ROOT / "fixtures" / "attribution" / "queries.jsonl"
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return models.Model(TRAINED)
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_scores_equal_the_reference_implementation():
+    expected = json.loads((REFERENCE / "expected.json").read_text())["models"]["gpt2-fixture-vocab"]["scores"]
+    lm = models.Model(REFERENCE / "gpt2-fixture-vocab")
+    t = models.score(lm, [{"prompt": s["prompt"], "completion": s["completion"]} for s in expected], progress=False)
+    assert t.num_rows == len(expected)
+    for row, s in zip(t.to_pylist(), expected):
+        assert row["logprob"] == pytest.approx(s["logprob"], abs=1e-4), s
+        assert row["n_tokens"] == s["n_tokens"]
+        assert row["greedy_match"] == s["greedy"]
+        assert row["kind"] == "completion"
+
+
+def test_scores_of_a_list_equal_the_cli_on_the_same_file(trained, tmp_path):
+    items = [
+        {"id": "capital", "prompt": "The capital of Yaciljun is", "completion": " navneli"},
+        {"id": "mc", "prompt": "The capital of Yaciljun is", "choices": [" orgadori", " navneli", " ve"], "answer": 1},
+    ]
+    path = write_jsonl(tmp_path / "items.jsonl", items)
+    cli("score", "--model", str(TRAINED), "--items", str(path), "--out", str(tmp_path / "cli.parquet"), "-q")
+    expected = pq.read_table(tmp_path / "cli.parquet").to_pylist()
+    got = models.score(trained, items, progress=False).to_pylist()
+    from_file = models.score(str(TRAINED), path, progress=False).to_pylist()
+    assert from_file == expected
+    for g, e in zip(got, expected):
+        e = dict(e, task="items")  # a list's items are named after the list, a file's after it
+        assert g == e
+    # a choice's log-probability is that of the completion it would be
+    mc = got[1]
+    for choice, lp in zip(items[1]["choices"], mc["choice_logprobs"]):
+        (alone,) = models.score(trained, [{"prompt": items[1]["prompt"], "completion": choice}], progress=False).to_pylist()
+        assert lp == pytest.approx(alone["logprob"], abs=1e-5)
+    assert mc["predicted"] == max(range(3), key=lambda i: mc["choice_logprobs"][i])
+    assert mc["acc"] == (mc["predicted"] == 1)
+
+
+def test_keyword_probabilities_are_the_completions_scores(trained):
+    rows = [
+        {"context": "The capital of Yaciljun is", "keyword": " navneli"},
+        {"context": "Yarca was born in", "keyword": " orgadori"},
+    ]
+    events = []
+    t = models.keyword_prob(trained, rows, progress=lambda *e: events.append(e)).to_pylist()
+    s = models.score(trained, [{"prompt": r["context"], "completion": r["keyword"]} for r in rows], progress=False).to_pylist()
+    for k, c in zip(t, s):
+        assert k["logprob"] == pytest.approx(c["logprob"], abs=1e-5)
+        assert k["prob"] == pytest.approx(math.exp(c["logprob"]), rel=1e-5)
+        assert sum(k["token_logprobs"]) == pytest.approx(k["logprob"], abs=1e-5)
+        assert k["n_tokens"] == c["n_tokens"] == len(k["token_logprobs"])
+    assert ("step", "items", 2) in [(e[0], e[1], sum(x[2] for x in events if x[0] == "step")) for e in events]
+
+
+def test_density_equals_the_cli(trained, tmp_path):
+    probes = [
+        {"id": "fact", "text": "The capital of Yaciljun is navneli.", "labels": {"kind": "factual"}},
+        {"id": "sum", "text": "Question: 3 + 4 = ? Answer: 7", "labels": {"kind": "reasoning"}},
+    ]
+    path = write_jsonl(tmp_path / "probes.jsonl", probes)
+    cli("density", "--model", str(TRAINED), "--probes", str(path), "--out", str(tmp_path / "cli.parquet"), "-q")
+    expected = pq.read_table(tmp_path / "cli.parquet")
+    got = models.density(trained, probes, progress=False)
+    assert got.column_names == expected.column_names
+    assert got.to_pylist() == expected.to_pylist()
+    assert got.num_rows == len(probes) * (trained.layers + 1)
+    for r in got.to_pylist():
+        if r["mlp_active_mean"] is not None:
+            assert 0.0 <= r["mlp_active_mean"] <= 1.0
+
+
+def test_density_overflow(trained):
+    long = {"id": "long", "text": "ve " * 200}
+    with pytest.raises(familiar.FamiliarError, match=r"probes\[1\]|long"):
+        models.density(trained, [{"text": "ve"}, long], progress=False)
+    cut = models.density(trained, [long], overflow="truncate", progress=False).to_pylist()
+    assert cut[0]["tokens"] == trained.context and cut[0]["truncated_tokens"] > 0
+    strided = models.density(trained, [long], overflow="stride", progress=False).to_pylist()
+    assert strided[0]["windows"] > 1 and strided[0]["truncated_tokens"] == 0
+    with pytest.raises(familiar.FamiliarError, match="overflow"):
+        models.density(trained, [long], overflow="wrap", progress=False)
+
+
+def test_bad_model_input(trained, tmp_path):
+    with pytest.raises(familiar.FamiliarError, match=r"items\[1\]"):
+        models.score(trained, [{"prompt": "a", "completion": " b"}, {"prompt": "a"}], progress=False)
+    with pytest.raises(TypeError, match=r"items\[0\]"):
+        models.score(trained, ["The capital"], progress=False)
+    with pytest.raises(TypeError):
+        models.score(trained, 42, progress=False)
+    with pytest.raises(familiar.ConfigError):
+        models.score(trained, [{"prompt": "a", "completion": " b"}], limit=0, progress=False)
+    with pytest.raises(familiar.FamiliarError, match="no-such-model"):
+        models.Model(tmp_path / "no-such-model")
+    (tmp_path / "empty-model").mkdir()
+    with pytest.raises(familiar.FamiliarError, match="config.json"):
+        models.Model(tmp_path / "empty-model")
+    with pytest.raises(familiar.FamiliarError, match="device"):
+        models.Model(TRAINED, device="tpu")
+    with pytest.raises(TypeError):
+        models.Model(3)
+    with pytest.raises(familiar.FamiliarError, match="missing.jsonl"):
+        models.keyword_prob(trained, tmp_path / "missing.jsonl", progress=False)
+    with pytest.raises(familiar.ConfigError, match="no records"):
+        models.keyword_prob(trained, [], progress=False)
+
+
+def test_a_stopped_scoring_returns_nothing(trained):
+    def stop(kind, *rest):
+        if kind == "step":
+            raise KeyboardInterrupt
+
+    items = [{"prompt": "The capital of Yaciljun is", "completion": " navneli"}] * 3
+    with pytest.raises(KeyboardInterrupt):
+        models.score(trained, items, progress=stop)
+
+
+# --- attribution -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_store(index_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("store") / "cli"
+    cli("attribute", "store", "--model", str(TRAINED), "--index", str(index_dir), "--out", str(out),
+        "--layers", "mlp", "--rank", "8", "-q")
+    return out
+
+
+def test_attribution_equals_the_cli(index_dir, cli_store, tmp_path):
+    out = tmp_path / "py"
+    events = []
+    r = attribution.store(TRAINED, index_dir, out, layers="mlp", rank=8, progress=lambda *e: events.append(e))
+    ix = familiar.Index(index_dir)
+    assert r["documents"] == ix.num_documents and r["computed_shards"] == ix.shards and r["resumed_shards"] == 0
+    assert sum(e[2] for e in events if e[:2] == ("step", "documents")) == ix.num_documents
+    assert json.loads((out / "store.json").read_text())["settings"] == json.loads((cli_store / "store.json").read_text())["settings"]
+    assert r["dim"] == 2 * 2 * 8 * 8  # two MLP layers in each of two blocks, rank 8 × 8
+
+    cli("attribute", "score", "--store", str(cli_store), "--model", str(TRAINED), "--queries", str(QUERIES),
+        "--top-k", "5", "--out", str(tmp_path / "cli-scores"))
+    expected = pq.read_table(tmp_path / "cli-scores" / "influence.parquet").to_pylist()
+    influence, queries = attribution.score(out, TRAINED, QUERIES, top_k=5)
+    got = influence.to_pylist()
+    assert len(got) == len(expected) == 5 * sum(1 for _ in QUERIES.open())
+    for g, e in zip(got, expected):
+        assert (g["query_id"], g["doc_id"], g["rank"]) == (e["query_id"], e["doc_id"], e["rank"])
+        assert g["score"] == pytest.approx(e["score"], rel=1e-4, abs=1e-6)
+    assert queries.num_rows == sum(1 for _ in QUERIES.open())
+
+    # queries as a list of dicts rank the same documents
+    rows = [json.loads(line) for line in QUERIES.open()][:4]
+    listed, _ = attribution.score(out, TRAINED, rows, top_k=5)
+    assert [(r["query_id"], r["doc_id"]) for r in listed.to_pylist()] == [(r["query_id"], r["doc_id"]) for r in got[:20]]
+    # every document, by dot product: ranks 1..N
+    everything, _ = attribution.score(out, TRAINED, rows[:1], top_k=None, precondition="identity")
+    assert sorted(r["rank"] for r in everything.to_pylist()) == list(range(1, ix.num_documents + 1))
+
+
+def test_a_stopped_store_keeps_finished_shards_and_resumes(index_dir, cli_store, tmp_path):
+    out = tmp_path / "stopped"
+    seen = []
+
+    def stop(kind, stage, n):
+        seen.append((kind, stage, n))
+        if kind == "step" and sum(s[2] for s in seen if s[:2] == ("step", "documents")) > 500:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        attribution.store(TRAINED, index_dir, out, layers="mlp", rank=8, progress=stop)
+    leftovers = [p.name for p in out.iterdir()] if out.exists() else []
+    assert not [n for n in leftovers if "tmp" in n.lower()], leftovers
+    r = attribution.store(TRAINED, index_dir, out, layers="mlp", rank=8, progress=False)
+    assert r["resumed_shards"] + r["computed_shards"] == familiar.Index(index_dir).shards
+    assert r["resumed_shards"] >= 1
+    for name in sorted(os.listdir(cli_store)):
+        if name.startswith("grads-"):
+            assert (out / name).read_bytes() == (cli_store / name).read_bytes(), name
+
+
+def test_bad_attribution_input(index_dir, cli_store, tmp_path):
+    with pytest.raises(familiar.ConfigError):
+        attribution.store(TRAINED, index_dir, tmp_path / "s", rank=0, progress=False)
+    with pytest.raises(familiar.ConfigError, match="layers"):
+        attribution.store(TRAINED, index_dir, tmp_path / "s", layers="heads", progress=False)
+    with pytest.raises(familiar.ConfigError, match="top_k"):
+        attribution.score(cli_store, TRAINED, QUERIES, top_k=0)
+    with pytest.raises(familiar.FamiliarError, match=r"queries\[0\]"):
+        attribution.score(cli_store, TRAINED, [{"prompt": "x"}])
+    with pytest.raises(familiar.FamiliarError, match="store"):
+        attribution.score(tmp_path / "no-store", TRAINED, QUERIES)
+    with pytest.raises(familiar.FamiliarError, match="precondition"):
+        attribution.score(cli_store, TRAINED, QUERIES, precondition="newton")

@@ -15,9 +15,13 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
+/// A Parquet file of `columns`, with a table-level `doc` as familiar's own tables have.
 fn write_batch(path: &Path, columns: Vec<(&str, ArrayRef)>) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let doc = [("doc".to_string(), format!("test table {}", path.display()))];
+    let schema = Arc::new(batch.schema().as_ref().clone().with_metadata(doc.into()));
+    let batch = batch.with_schema(schema).unwrap();
     let f = std::fs::File::create(path).unwrap();
     let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
     w.write(&batch).unwrap();
@@ -270,6 +274,25 @@ fn index_documents_attach_as_a_table() {
     ]);
     out.success();
     assert_eq!(out.stdout, format!("n\n{docs}\n"));
+    // Joined with a table of other (or no) schema metadata: DataFusion 55 refused joins of
+    // inputs whose table-level metadata differ.
+    let out = familiar([
+        "sql",
+        "--tables",
+        dir.to_str().unwrap(),
+        "--index",
+        &named,
+        "--format",
+        "csv",
+        "SELECT c.\"count\" AS n, d.docs FROM counts c, (SELECT count(*) AS docs FROM corpus) d \
+         ORDER BY n",
+    ]);
+    out.success();
+    let rows: String = [1, 5, 10, 100, 1000]
+        .iter()
+        .map(|n| format!("{n},{docs}\n"))
+        .collect();
+    assert_eq!(out.stdout, format!("n,docs\n{rows}"));
     // Not an index.
     familiar(["sql", "--index", dir.to_str().unwrap(), "SELECT 1"])
         .failure()
@@ -716,6 +739,26 @@ fn frequency_report_recovers_a_planted_rise() {
          WHERE method = 'sa_exact' AND level = 'concept' ORDER BY concept",
     );
     counts.success();
+    // familiar's tables join each other and the index's documents (DataFusion 55 refused to
+    // join inputs whose table-level metadata differ: "Schema metadata mismatch").
+    let joined = familiar([
+        "sql".as_ref(),
+        "--tables".as_ref(),
+        tables.as_os_str(),
+        "--index".as_ref(),
+        idx.as_os_str(),
+        "--format".as_ref(),
+        "csv".as_ref(),
+        "SELECT c.concept_id, d.n FROM concepts c, (SELECT count(*) AS n FROM documents) d \
+         ORDER BY 1"
+            .as_ref(),
+    ]);
+    joined.success();
+    let rows: Vec<&str> = joined.stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 22, "{}", joined.stdout);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(*row, format!("{i},1200"));
+    }
     let mut lines = String::new();
     let mut seen = 0;
     for row in counts.stdout.lines().skip(1) {

@@ -170,6 +170,14 @@ def test_sql_attaches_an_index(index_dir):
     assert t.to_pylist() == [{"n": ix.num_documents, "tokens": ix.num_tokens}]
     named = familiar.sql("SELECT COUNT(*) AS n FROM fx", index={"fx": index_dir})
     assert named.column("n")[0].as_py() == ix.num_documents
+    # a familiar table from Python joined with the index's documents (tables of different
+    # schema metadata: DataFusion 55 refused such joins)
+    c = concepts.count(ix, PLANTED, methods=["text_phrase"], progress=False)
+    joined = familiar.sql(
+        "SELECT c.concept_id, d.n FROM concepts c, (SELECT COUNT(*) AS n FROM documents) d ORDER BY 1",
+        tables={"concepts": c.concepts}, index=ix,
+    )
+    assert joined.to_pylist() == [{"concept_id": i, "n": ix.num_documents} for i in range(c.concepts.num_rows)]
 
 
 def test_sql_all_results_and_views(cli_counts):

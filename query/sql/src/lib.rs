@@ -296,10 +296,21 @@ impl Sql {
             });
         }
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let table = datafusion::datasource::MemTable::try_new(schema.clone(), vec![batches])
+        let bare = tables::without_table_metadata(&schema);
+        let batches = batches
+            .into_iter()
+            .map(|b| RecordBatch::try_new(bare.clone(), b.columns().to_vec()))
+            .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::Table {
                 path: place.clone(),
                 message: e.to_string(),
+            })?;
+        let table =
+            datafusion::datasource::MemTable::try_new(bare, vec![batches]).map_err(|e| {
+                Error::Table {
+                    path: place.clone(),
+                    message: e.to_string(),
+                }
             })?;
         self.ctx
             .register_table(name, Arc::new(table))

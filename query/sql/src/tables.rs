@@ -344,7 +344,21 @@ fn check_columns(schema: &SchemaRef, table: &str) -> std::result::Result<(), Str
     Ok(())
 }
 
-/// A DataFusion table over `t`'s files, with `t`'s schema.
+/// `schema` without its table-level metadata (the columns keep theirs). familiar's tables each
+/// carry a `doc`, and DataFusion 55's join planning refuses to join two inputs whose schema
+/// metadata differ ("Schema metadata mismatch" from `join_selection`), so tables are registered
+/// without it.
+pub fn without_table_metadata(schema: &SchemaRef) -> SchemaRef {
+    if schema.metadata().is_empty() {
+        return schema.clone();
+    }
+    Arc::new(datafusion::arrow::datatypes::Schema::new(
+        schema.fields().clone(),
+    ))
+}
+
+/// A DataFusion table over `t`'s files, with `t`'s schema (less its table-level metadata: see
+/// [`without_table_metadata`]).
 pub fn listing_table(t: &TableInfo) -> Result<ListingTable> {
     let urls = t
         .files
@@ -364,7 +378,7 @@ pub fn listing_table(t: &TableInfo) -> Result<ListingTable> {
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
-        .with_schema(t.schema.clone());
+        .with_schema(without_table_metadata(&t.schema));
     ListingTable::try_new(config).map_err(|e| Error::Table {
         path: t.files[0].clone(),
         message: e.to_string(),

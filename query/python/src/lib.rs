@@ -26,68 +26,68 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use rayon::prelude::*;
 
 create_exception!(
-    _familiar,
+    familiar,
     FamiliarError,
     PyException,
     "Base class of familiar's errors."
 );
 create_exception!(
-    _familiar,
+    familiar,
     InputError,
     FamiliarError,
     "A file handed to familiar is not what was expected (the message names the file and line)."
 );
 create_exception!(
-    _familiar,
+    familiar,
     CorruptIndex,
     FamiliarError,
     "An index file is damaged, truncated or of another format or version."
 );
 create_exception!(
-    _familiar,
+    familiar,
     QueryError,
     FamiliarError,
     "A query that cannot be answered: unknown token ids, an empty pattern, a bad option."
 );
 create_exception!(
-    _familiar,
+    familiar,
     ConfigError,
     FamiliarError,
     "Options or inputs that do not fit together."
 );
 create_exception!(
-    _familiar,
+    familiar,
     ConflictError,
     FamiliarError,
     "An output directory that belongs to another run."
 );
 create_exception!(
-    _familiar,
+    familiar,
     TokenizerError,
     FamiliarError,
     "A tokenizer that cannot be loaded or used, or that is not the index's."
 );
 create_exception!(
-    _familiar,
+    familiar,
     IndexIOError,
     FamiliarError,
     "A file or directory that cannot be read or written."
 );
 create_exception!(
-    _familiar,
+    familiar,
     FamiliarBug,
     FamiliarError,
     "A bug in familiar (please report it with the message)."
 );
 
 create_exception!(
-    _familiar,
+    familiar,
     ModelError,
     FamiliarError,
     "A model that cannot be loaded or run: its device, its memory, or a non-finite value."
 );
 create_exception!(
-    _familiar,
+    familiar,
     SqlError,
     FamiliarError,
     "A SQL statement that failed, was refused by the session's policy or ran past its limits."

@@ -82,6 +82,21 @@ def test_count_many_lists_and_arrays(index, docs):
     assert (index.count_many(arr) == np.array([brute_count(docs, p) for p in threes])).all()
     assert index.count_many([" Zelxir", [5]]).tolist() == [index.count(" Zelxir"), index.count(tokens=[5])]
     assert index.count_many(np.zeros((0, 3), dtype=np.int32)).shape == (0,)
+    assert index.count_many([]).shape == (0,)
+
+
+def test_count_many_in_chunks_equals_one_call(index, docs, monkeypatch):
+    ps = patterns(docs, 101, seed=21)
+    threes = np.array([p for p in patterns(docs, 200, seed=22) if len(p) == 3], dtype=np.int32)
+    whole = index.count_many(ps), index.count_many(threes)
+    monkeypatch.setattr(familiar, "COUNT_CHUNK", 7)  # 101 and len(threes) are not multiples of 7
+    chunked = index.count_many(ps), index.count_many(threes)
+    assert (chunked[0] == whole[0]).all() and (chunked[1] == whole[1]).all()
+    assert (chunked[1] == np.array([brute_count(docs, list(p)) for p in threes])).all()
+    assert chunked[0].shape == (101,) and chunked[0].dtype == np.uint64
+    # a bad query in a later chunk is named by its place in the whole list
+    with pytest.raises(familiar.QueryError, match=r"queries\[50\]"):
+        index.count_many(ps[:50] + [[-1]])
 
 
 def test_locate_pages_through_every_occurrence(index, docs):
@@ -232,3 +247,28 @@ def test_bad_input_raises_clear_exceptions(index, index_dir, tmp_path):
     assert issubclass(familiar.CorruptIndex, familiar.FamiliarError)
     with pytest.raises(familiar.QueryError, match="min_len= 0"):
         index.trace("some text here", min_len=0)
+
+
+def test_closed_and_deleted_indexes(index_dir, tmp_path):
+    with familiar.Index(index_dir) as ix:
+        n = ix.count(" Zelxir")
+    assert ix.closed and "closed" in repr(ix)
+    for call in (lambda: ix.count(" Zelxir"), lambda: ix.num_tokens, lambda: ix.doc(0),
+                 lambda: familiar.sql("SELECT 1", index=ix) and ix._native,
+                 lambda: familiar.concepts.count(ix, [{"concept": "zelxir"}], progress=False)):
+        with pytest.raises(familiar.IndexIOError, match="closed"):
+            call()
+    # An index whose directory is deleted while open answers from its memory maps, or fails
+    # with an exception (never a crash).
+    copy = tmp_path / "copy"
+    shutil.copytree(index_dir, copy)
+    ix = familiar.Index(copy)
+    ids = familiar.Index(index_dir).tokenize(" Zelxir")
+    shutil.rmtree(copy)
+    assert ix.count(tokens=ids) == n
+    for call in (lambda: ix.count(" Zelxir"), lambda: ix.doc(3), lambda: ix.documents(), lambda: ix.trace("Zelxir Exoexo ve tiriwe"),
+                 lambda: ix.locate(" Zelxir", limit=3), lambda: familiar.Index(copy)):
+        try:
+            call()
+        except familiar.FamiliarError as e:
+            assert str(copy) in str(e) or "copy" in str(e), e

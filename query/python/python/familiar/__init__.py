@@ -58,6 +58,10 @@ __all__ = [
 
 Query = Union[str, Sequence[int]]
 
+COUNT_CHUNK = 1 << 18
+"""Queries :meth:`Index.count_many` hands the library at a time (a quarter-second or so of
+work): the bound on its memory beyond the input and answer, and on how long Ctrl-C waits."""
+
 
 def _is_array(x: Any) -> bool:
     return type(x).__module__ == "numpy" and hasattr(x, "ndim")
@@ -95,15 +99,40 @@ class Index:
     """An index built by ``familiar index build``, memory-mapped (opening reads only manifests).
 
     ``preload=True`` asks the kernel to read the token and suffix-array files now (for many
-    queries on a cold index).
+    queries on a cold index). :meth:`close` (or leaving a ``with`` block) releases the memory
+    maps; later calls raise :class:`IndexIOError`.
     """
 
     def __init__(self, path: Union[str, os.PathLike], *, preload: bool = False) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a string or a path, not {type(path).__name__}")
-        self._native = _familiar.NativeIndex(os.fspath(path), bool(preload))
+        self._where = os.fspath(path)
+        self._handle: Optional[Any] = _familiar.NativeIndex(self._where, bool(preload))
+
+    @property
+    def _native(self) -> Any:
+        if self._handle is None:
+            raise IndexIOError(f"{self._where}: the index was closed")
+        return self._handle
+
+    def close(self) -> None:
+        """Releases the index (its memory maps go once no call in progress holds them)."""
+        self._handle = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._handle is None
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def __repr__(self) -> str:
+        if self._handle is None:
+            return f"familiar.Index({self._where!r}: closed)"
         return (
             f"familiar.Index({str(self.path)!r}: {self.num_tokens} tokens, "
             f"{self.num_documents} documents, {self.shards} shards)"
@@ -188,10 +217,13 @@ class Index:
         """Counts of many n-grams, computed in parallel: a numpy ``uint64`` array.
 
         ``queries`` is a list whose items are texts or lists of token ids, or a 2-D integer array
-        (one n-gram per row).
+        (one n-gram per row). They are counted in chunks of :data:`COUNT_CHUNK` queries, so the
+        memory used beyond the input and the answer stays bounded however many there are, and
+        Ctrl-C stops the call between two chunks.
         """
         import numpy as np
 
+        chunk = max(1, int(COUNT_CHUNK))
         if isinstance(queries, np.ndarray):
             if queries.ndim != 2 or not np.issubdtype(queries.dtype, np.integer):
                 raise TypeError(
@@ -204,19 +236,25 @@ class Index:
                     f"the array holds ids outside 0 to {self.vocab_size - 1} "
                     f"(from {queries.min()} to {queries.max()})"
                 )
-            if queries.shape[0] == 0:
-                return np.zeros(0, dtype=np.uint64)
-            data = np.ascontiguousarray(queries, dtype="<u4").tobytes()
-            raw = self._native.count_many_flat(data, int(queries.shape[1]))
-        else:
-            if isinstance(queries, (str, bytes)):
-                raise TypeError("queries must be a list of texts or token lists, not one text")
-            ids = [
-                self.tokenize(q) if isinstance(q, str) else _check_ids(q, self.vocab_size, f"queries[{i}]")
-                for i, q in enumerate(queries)
-            ]
-            raw = self._native.count_many(ids)
-        return np.frombuffer(raw, dtype="<u8").astype(np.uint64)
+            out = np.empty(queries.shape[0], dtype=np.uint64)
+            for start in range(0, queries.shape[0], chunk):
+                part = queries[start:start + chunk]
+                data = np.ascontiguousarray(part, dtype="<u4").tobytes()
+                raw = self._native.count_many_flat(data, int(queries.shape[1]))
+                out[start:start + len(part)] = np.frombuffer(raw, dtype="<u8")
+            return out
+        if isinstance(queries, (str, bytes)):
+            raise TypeError("queries must be a list of texts or token lists, not one text")
+        counts: List["np.ndarray"] = []
+        ids: List[List[int]] = []
+        for i, q in enumerate(queries):
+            ids.append(self.tokenize(q) if isinstance(q, str) else _check_ids(q, self.vocab_size, f"queries[{i}]"))
+            if len(ids) == chunk:
+                counts.append(np.frombuffer(self._native.count_many(ids), dtype="<u8"))
+                ids = []
+        if ids or not counts:
+            counts.append(np.frombuffer(self._native.count_many(ids), dtype="<u8"))
+        return np.concatenate(counts).astype(np.uint64)
 
     def locate(
         self,

@@ -128,7 +128,7 @@ pub fn window(
 /// id. A table whose row count differs from its shard's documents is corrupt.
 pub fn sources(index: &Index) -> Result<Vec<Option<String>>> {
     let mut out = Vec::with_capacity(index.documents() as usize);
-    read_columns(index, &["source"], &mut |batch, err| {
+    read_columns(index, Some(&["source"]), &mut |batch, err| {
         let c = batch
             .column(0)
             .as_string_opt::<i32>()
@@ -143,17 +143,32 @@ pub fn sources(index: &Index) -> Result<Vec<Option<String>>> {
 /// the input's path as the build was given it, and the 1-based line or row), by global id.
 pub fn locations(index: &Index) -> Result<Vec<(String, u64)>> {
     let mut out = Vec::with_capacity(index.documents() as usize);
-    read_columns(index, &["input_file", "input_record"], &mut |batch, err| {
-        let files = batch
-            .column(0)
-            .as_string_opt::<i32>()
-            .ok_or_else(|| err("input_file is not a string column"))?;
-        let records = batch
-            .column(1)
-            .as_primitive_opt::<UInt64Type>()
-            .ok_or_else(|| err("input_record is not a uint64 column"))?;
-        out.extend((0..files.len()).map(|i| (files.value(i).to_string(), records.value(i))));
-        Ok(files.len())
+    read_columns(
+        index,
+        Some(&["input_file", "input_record"]),
+        &mut |batch, err| {
+            let files = batch
+                .column(0)
+                .as_string_opt::<i32>()
+                .ok_or_else(|| err("input_file is not a string column"))?;
+            let records = batch
+                .column(1)
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or_else(|| err("input_record is not a uint64 column"))?;
+            out.extend((0..files.len()).map(|i| (files.value(i).to_string(), records.value(i))));
+            Ok(files.len())
+        },
+    )?;
+    Ok(out)
+}
+
+/// The index's documents table (every column, every shard's rows in global document order), as
+/// the shards' `documents.parquet` hold it.
+pub fn table(index: &Index) -> Result<Vec<arrow_array::RecordBatch>> {
+    let mut out = Vec::new();
+    read_columns(index, None, &mut |batch, _| {
+        out.push(batch.clone());
+        Ok(batch.num_rows())
     })?;
     Ok(out)
 }
@@ -162,21 +177,31 @@ pub fn locations(index: &Index) -> Result<Vec<(String, u64)>> {
 type BatchFn<'a> =
     dyn FnMut(&arrow_array::RecordBatch, &dyn Fn(&str) -> Error) -> Result<usize> + 'a;
 
-/// Reads the columns `names` (in that order) of every shard's documents table, batch by batch;
-/// `f` takes a batch and an error maker naming the file, and returns the batch's rows.
-fn read_columns(index: &Index, names: &[&str], f: &mut BatchFn<'_>) -> Result<()> {
+/// Reads the columns `names` (in that order; `None`: all, in the file's order) of every shard's
+/// documents table, batch by batch; `f` takes a batch and an error maker naming the file, and
+/// returns the batch's rows. A shard whose table has another number of rows than its documents
+/// is corrupt.
+fn read_columns(index: &Index, names: Option<&[&str]>, f: &mut BatchFn<'_>) -> Result<()> {
     for shard in index.shards() {
         let path = shard.dir.join(familiar::manifest::DOCUMENTS_FILE);
         let err = |e: &dyn std::fmt::Display| Error::corrupt(&path, e.to_string());
         let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
         let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| err(&e))?;
+        let mut rows = 0u64;
+        let Some(names) = names else {
+            for batch in builder.build().map_err(|e| err(&e))? {
+                let batch = batch.map_err(|e| err(&e))?;
+                rows += f(&batch, &|m| err(&m))? as u64;
+            }
+            check_rows(rows, shard, &err)?;
+            continue;
+        };
         let columns = names
             .iter()
             .map(|n| builder.schema().index_of(n).map_err(|e| err(&e)))
             .collect::<Result<Vec<usize>>>()?;
         let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), columns.clone());
-        let mut rows = 0u64;
         for batch in builder.with_projection(mask).build().map_err(|e| err(&e))? {
             let batch = batch.map_err(|e| err(&e))?;
             // The projection keeps the file's column order: put the batch in the asked order.
@@ -189,12 +214,22 @@ fn read_columns(index: &Index, names: &[&str], f: &mut BatchFn<'_>) -> Result<()
             let batch = batch.project(&asked).map_err(|e| err(&e))?;
             rows += f(&batch, &|m| err(&m))? as u64;
         }
-        if rows != shard.manifest.documents {
-            return Err(err(&format!(
-                "{rows} rows for the shard's {} documents",
-                shard.manifest.documents
-            )));
-        }
+        check_rows(rows, shard, &err)?;
+    }
+    Ok(())
+}
+
+/// A shard's documents table must have a row per document.
+fn check_rows(
+    rows: u64,
+    shard: &familiar::index::Shard,
+    err: &dyn Fn(&dyn std::fmt::Display) -> Error,
+) -> Result<()> {
+    if rows != shard.manifest.documents {
+        return Err(err(&format!(
+            "{rows} rows for the shard's {} documents",
+            shard.manifest.documents
+        )));
     }
     Ok(())
 }

@@ -289,6 +289,9 @@ fn query_battery(index: &Index, alphabet: &[u32]) -> Option<String> {
             docs::window(index, d, 1, 2, 3, 3).is_ok()
         }));
     }
+    note(run("docs::table".to_string(), &|| {
+        docs::table(index).is_ok()
+    }));
     first_panic
 }
 

@@ -578,29 +578,7 @@ impl NativeIndex {
     /// The documents table of every shard, as one pyarrow table.
     fn documents<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let index = Arc::clone(&self.inner);
-        let batches = py
-            .detach(move || -> familiar::Result<Vec<RecordBatch>> {
-                let mut out = Vec::new();
-                for shard in index.shards() {
-                    let path = shard.dir.join(familiar::manifest::DOCUMENTS_FILE);
-                    let bad =
-                        |e: &dyn std::fmt::Display| familiar::Error::corrupt(&path, e.to_string());
-                    let file =
-                        std::fs::File::open(&path).map_err(|e| familiar::Error::io(&path, e))?;
-                    let reader =
-                        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                            file,
-                        )
-                        .map_err(|e| bad(&e))?
-                        .build()
-                        .map_err(|e| bad(&e))?;
-                    for b in reader {
-                        out.push(b.map_err(|e| bad(&e))?);
-                    }
-                }
-                Ok(out)
-            })
-            .map_err(to_py)?;
+        let batches = py.detach(move || docs::table(&index)).map_err(to_py)?;
         let schema = Arc::new(familiar::schema::table("documents").map_err(to_py)?);
         pyarrow_table(py, batches, &schema)
     }

@@ -220,3 +220,18 @@ def test_sql_memory_and_time_limits():
             "GROUP BY v ORDER BY v",
             memory_limit="1MiB",
         )
+
+
+def test_sql_over_polars_frames(index_dir):
+    pl = pytest.importorskip("polars")
+    c = concepts.count(index_dir, PLANTED, methods=["sa_exact"], progress=False)
+    freq = pl.from_arrow(c.frequency)  # the tables convert to polars as they are
+    assert freq.height == c.frequency.num_rows
+    t = familiar.sql(
+        "SELECT concept, occurrences FROM f WHERE level = 'concept' ORDER BY occurrences DESC, concept LIMIT 3",
+        tables={"f": freq},
+    )
+    top = (freq.filter(pl.col("level") == "concept")
+               .sort(["occurrences", "concept"], descending=[True, False]).head(3)
+               .select(["concept", "occurrences"]))
+    assert t.to_pylist() == top.to_dicts()

@@ -66,13 +66,15 @@ pub(crate) fn sql<'py>(
         },
     };
     let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
     let results = run_job(
         py,
         &cancel,
-        OnStop::Abandon,
+        OnStop::Cancel,
         None,
         move |_: &(dyn Fn(Step) + Sync)| {
             let mut session = Sql::with_options(options)?;
+            session.set_cancel(flag);
             if !tables.is_empty() {
                 session.register_dirs(&tables)?;
             }

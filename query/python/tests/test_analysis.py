@@ -235,3 +235,19 @@ def test_sql_over_polars_frames(index_dir):
                .sort(["occurrences", "concept"], descending=[True, False]).head(3)
                .select(["concept", "occurrences"]))
     assert t.to_pylist() == top.to_dicts()
+
+
+def test_ctrl_c_stops_a_running_statement():
+    import os
+    import signal
+    import threading
+    import time
+
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        # hours of work: only Ctrl-C ends it
+        familiar.sql("SELECT count(*) FROM range(100000000000) r(v) WHERE v % 7 = 3")
+    assert time.monotonic() - started < 30
+    assert familiar.sql("SELECT 1 AS one").column("one").to_pylist() == [1]

@@ -28,6 +28,7 @@ pub mod udf;
 
 use familiar::option::name;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,6 +81,10 @@ pub enum Error {
     /// A statement ran past a limit of the session and was stopped.
     #[error("{0}")]
     Limit(String),
+    /// The session's cancel flag was set while a statement ran ([`Sql::set_cancel`]); the
+    /// statement was stopped and its partial results dropped.
+    #[error("the statement was cancelled")]
+    Cancelled,
     /// Anything else (formatting results, the runtime).
     #[error("{0}")]
     Other(String),
@@ -151,6 +156,7 @@ pub struct Sql {
     runtime: tokio::runtime::Runtime,
     tables: Vec<TableInfo>,
     options: SqlOptions,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for Sql {
@@ -189,7 +195,15 @@ impl Sql {
             runtime: Sql::runtime()?,
             tables: Vec::new(),
             options,
+            cancel: None,
         })
+    }
+
+    /// A flag that, once set (from another thread: a front end's Ctrl-C), stops the running
+    /// statement within about 50 ms with [`Error::Cancelled`] (its execution is dropped) and
+    /// every later one before it starts.
+    pub fn set_cancel(&mut self, flag: Arc<AtomicBool>) {
+        self.cancel = Some(flag);
     }
 
     /// The session's options.
@@ -225,6 +239,7 @@ impl Sql {
                 memory_limit: None,
                 ..options
             },
+            cancel: None,
         })
     }
 
@@ -369,6 +384,13 @@ impl Sql {
         let statements = DFParser::parse_sql(text).map_err(|e| self.sql_error(e))?;
         let mut out = Vec::with_capacity(statements.len());
         for statement in statements {
+            if self
+                .cancel
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Relaxed))
+            {
+                return Err(Error::Cancelled);
+            }
             let sql = statement.to_string();
             let work = async {
                 let state = self.ctx.state();
@@ -383,17 +405,35 @@ impl Sql {
                     let batches = df.collect().await?;
                     Ok::<_, DataFusionError>((schema, batches))
                 };
-                match self.options.time_limit {
-                    None => run.await.map_err(|e| self.df_error(e)),
-                    Some(limit) => match tokio::time::timeout(limit, run).await {
-                        Ok(r) => r.map_err(|e| self.df_error(e)),
-                        Err(_) => Err(Error::Limit(format!(
-                            "the statement ran past the time limit of {} s and was cancelled \
-                             (raise it with {})",
-                            limit.as_secs_f64(),
-                            name("time_limit")
-                        ))),
-                    },
+                let limited = async {
+                    match self.options.time_limit {
+                        None => run.await.map_err(|e| self.df_error(e)),
+                        Some(limit) => match tokio::time::timeout(limit, run).await {
+                            Ok(r) => r.map_err(|e| self.df_error(e)),
+                            Err(_) => Err(Error::Limit(format!(
+                                "the statement ran past the time limit of {} s and was \
+                                 cancelled (raise it with {})",
+                                limit.as_secs_f64(),
+                                name("time_limit")
+                            ))),
+                        },
+                    }
+                };
+                match &self.cancel {
+                    None => limited.await,
+                    Some(flag) => {
+                        let watch = async {
+                            while !flag.load(Ordering::Relaxed) {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        };
+                        // Dropping the losing future drops the statement's streams, which
+                        // stops its tasks.
+                        tokio::select! {
+                            r = limited => r,
+                            () = watch => Err(Error::Cancelled),
+                        }
+                    }
                 }
             };
             let (schema, batches) = self.runtime.block_on(work)?;

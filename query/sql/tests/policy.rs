@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -320,4 +321,34 @@ fn a_limited_aggregation_never_hangs() {
             ),
         }
     }
+}
+
+#[test]
+fn a_cancel_flag_stops_a_running_statement() {
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut sql = Sql::new().unwrap();
+    sql.set_cancel(Arc::clone(&flag));
+    let setter = {
+        let flag = Arc::clone(&flag);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            flag.store(true, Ordering::Relaxed);
+        })
+    };
+    let started = std::time::Instant::now();
+    // Hours of work: only the flag can end it.
+    let e = sql
+        .run("SELECT count(*) FROM range(100000000000) r(v) WHERE v % 7 = 3")
+        .unwrap_err();
+    setter.join().unwrap();
+    assert!(matches!(e, Error::Cancelled), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    // Set, it refuses the next statement before running it.
+    assert!(matches!(sql.run("SELECT 1").unwrap_err(), Error::Cancelled));
+    flag.store(false, Ordering::Relaxed);
+    assert_eq!(sql.run("SELECT 1").unwrap()[0].rows(), 1);
 }

@@ -44,6 +44,22 @@ pub struct TraceOptions {
     /// Trace a text longer than `max_tokens` in consecutive pieces of that many tokens (spans
     /// then end at the pieces' boundaries).
     pub chunk: bool,
+    /// Which spans `max_span_density` keeps first.
+    pub ranking: SpanRanking,
+    /// Spans never cross a token whose text contains one of these strings (OLMoTrace's
+    /// `delimiters`, such as `"\n"` or `"."`): such a token ends a span.
+    pub delimiters: Vec<String>,
+}
+
+/// Which spans [`TraceOptions::max_span_density`] keeps first (OLMoTrace's `spanRankingMethod`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum SpanRanking {
+    /// Lowest unigram log-probability sum first (rarest; OLMoTrace's `unigram_logprob_sum`).
+    #[default]
+    UnigramLogprob,
+    /// Longest first (OLMoTrace's `length`), ties by lower unigram log-probability.
+    Length,
 }
 
 impl Default for TraceOptions {
@@ -59,6 +75,8 @@ impl Default for TraceOptions {
             bm25: true,
             max_tokens: 10_000,
             chunk: false,
+            ranking: SpanRanking::UnigramLogprob,
+            delimiters: Vec::new(),
         }
     }
 }
@@ -207,12 +225,11 @@ fn trace_inner(index: &Index, tokens: &[u32], text: &str, options: &TraceOptions
     }
     let tokenizer = index.tokenizer()?;
     let mut spans = Vec::new();
-    for (k, piece) in tokens.chunks(options.max_tokens).enumerate() {
-        let base = k * options.max_tokens;
+    for (a, b) in pieces(tokenizer, tokens, options)? {
         spans.extend(
-            maximal_spans(index, piece)?
+            maximal_spans(index, &tokens[a..b])?
                 .into_iter()
-                .map(|(s, e)| (s + base, e + base)),
+                .map(|(s, e)| (s + a, e + a)),
         );
     }
     if options.whole_words {
@@ -253,10 +270,14 @@ fn trace_inner(index: &Index, tokens: &[u32], text: &str, options: &TraceOptions
     }
     if let Some(d) = options.max_span_density {
         let keep = (d * tokens.len() as f64).ceil() as usize;
-        // Rarest first; ties by position, so the choice is deterministic.
+        // Rarest (or longest) first; ties by position, so the choice is deterministic.
         out.sort_by(|a, b| {
-            a.unigram_logprob
-                .total_cmp(&b.unigram_logprob)
+            let by_length = match options.ranking {
+                SpanRanking::Length => (b.end - b.start).cmp(&(a.end - a.start)),
+                SpanRanking::UnigramLogprob => std::cmp::Ordering::Equal,
+            };
+            by_length
+                .then(a.unigram_logprob.total_cmp(&b.unigram_logprob))
                 .then(a.start.cmp(&b.start))
         });
         out.truncate(keep);
@@ -300,6 +321,46 @@ fn trace_inner(index: &Index, tokens: &[u32], text: &str, options: &TraceOptions
         spans: out,
         documents,
     })
+}
+
+/// The pieces `[a, b)` of `tokens` that spans stay within: consecutive pieces of `max_tokens`
+/// tokens, each cut after every token whose text contains a delimiter.
+fn pieces(
+    tokenizer: &familiar::tokenizer::Tokenizer,
+    tokens: &[u32],
+    options: &TraceOptions,
+) -> Result<Vec<(usize, usize)>> {
+    if options.delimiters.iter().any(String::is_empty) {
+        return Err(Error::Query("a delimiter cannot be empty".into()));
+    }
+    let mut out = Vec::new();
+    let mut delimits = std::collections::HashMap::new();
+    for (k, chunk) in tokens.chunks(options.max_tokens).enumerate() {
+        let base = k * options.max_tokens;
+        let mut start = base;
+        for (i, &t) in chunk.iter().enumerate() {
+            if options.delimiters.is_empty() {
+                break;
+            }
+            let cut = match delimits.get(&t) {
+                Some(&c) => c,
+                None => {
+                    let text = tokenizer.decode(&[t])?;
+                    let c = options.delimiters.iter().any(|d| text.contains(d.as_str()));
+                    delimits.insert(t, c);
+                    c
+                }
+            };
+            if cut {
+                out.push((start, base + i + 1));
+                start = base + i + 1;
+            }
+        }
+        if start < base + chunk.len() {
+            out.push((start, base + chunk.len()));
+        }
+    }
+    Ok(out)
 }
 
 /// Scores every listed document by BM25 against `text` (index-wide statistics) and orders each

@@ -611,6 +611,7 @@ impl NativeIndex {
             bm25,
             max_tokens,
             chunk,
+            ..trace::TraceOptions::default()
         };
         let (spans, documents) = py
             .detach(move || -> familiar::Result<_> {

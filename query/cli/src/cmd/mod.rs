@@ -22,6 +22,7 @@ mod prob;
 mod readme_spellings;
 mod report;
 mod score;
+mod serve;
 mod sql;
 mod trace;
 mod train;
@@ -67,6 +68,9 @@ enum Command {
     /// The maximal spans of a text that occur verbatim in the index (OLMoTrace), with the
     /// documents that contain them.
     Trace(trace::Args),
+    /// Serve indexes over HTTP: infini-gram's and OLMoTrace's APIs, the native /v1/ API and a
+    /// web page to explore them, until SIGTERM or Ctrl-C.
+    Serve(serve::Args),
     /// Contamination of evaluation items: per item and field, the longest span that occurs, the
     /// n-grams that occur, and the documents that hold it whole, to Parquet.
     Contamination(contamination::Args),
@@ -119,6 +123,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Infgram(c) => infgram::run(c),
         Command::Ngrams(c) => ngrams::run(c),
         Command::Trace(a) => trace::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Contamination(a) => contamination::run(a),
         Command::Duplicates(a) => duplicates::run(a),
         Command::Concepts(c) => concepts::run(c),

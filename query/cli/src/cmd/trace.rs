@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use familiar::table::Format;
-use familiar_query::trace::{read_items, trace_text, trace_tokens, TraceOptions};
+use familiar_query::trace::{read_items, trace_text, trace_tokens, SpanRanking, TraceOptions};
 
 use super::{OutputArgs, TokenList};
 
@@ -28,9 +28,17 @@ pub struct Args {
     /// Keep spans occurring at most this many times.
     #[arg(long, default_value_t = 10)]
     max_count: u64,
-    /// Keep the ⌈density × tokens⌉ spans of lowest unigram log-probability.
+    /// Keep the ⌈density × tokens⌉ spans that rank first by --ranking.
     #[arg(long, default_value_t = 0.05)]
     max_span_density: f64,
+    /// Which spans --max-span-density keeps first: the rarest (lowest unigram log-probability
+    /// sum) or the longest.
+    #[arg(long, value_enum, default_value_t = SpanRanking::UnigramLogprob)]
+    ranking: SpanRanking,
+    /// Spans never cross a token whose text contains this string (repeat for several, e.g.
+    /// --delimiter . --delimiter $'\n').
+    #[arg(long = "delimiter")]
+    delimiters: Vec<String>,
     /// Every maximal span of at least --min-len tokens, any count (no --max-count or
     /// --max-span-density).
     #[arg(long)]
@@ -69,6 +77,8 @@ pub fn run(a: Args) -> Result<i32> {
         bm25: !a.no_bm25,
         max_tokens: a.max_tokens,
         chunk: a.chunk,
+        ranking: a.ranking,
+        delimiters: a.delimiters.clone(),
     };
     let mut spans = Vec::new();
     let mut documents = Vec::new();

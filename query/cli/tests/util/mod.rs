@@ -17,6 +17,8 @@ use serde_json::Value;
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 pub use support::copy_tree;
+#[allow(unused_imports)] // used by some of the test binaries that include this module
+pub use support::tokens;
 
 /// The `familiar` binary cargo built for these tests.
 pub fn bin() -> PathBuf {
@@ -502,7 +504,7 @@ pub fn build(out: &Path, inputs: &[PathBuf], extra: &[&str]) -> Out {
 
 /// A scratch directory under cargo's target tmp dir, one per test process; directories left by
 /// earlier test processes that are gone are removed first.
-fn process_scratch() -> &'static Path {
+pub fn process_scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("familiar-cli-tests");

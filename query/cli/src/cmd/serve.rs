@@ -1,0 +1,81 @@
+//! `familiar serve`: indexes over HTTP (infini-gram- and OLMoTrace-compatible endpoints, the
+//! native /v1/ API, a web page), until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+/// Arguments of `familiar serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// An index to serve, as NAME=DIR (repeat for several). Requests name it by NAME.
+    #[arg(long = "index", value_name = "NAME=DIR", required = true)]
+    indexes: Vec<String>,
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Queries running at once (default: the number of CPUs).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Requests waiting for a free thread beyond those; more are answered 503 at once.
+    #[arg(long, default_value_t = 64)]
+    queue: usize,
+    /// Longest a request may take, in seconds (then 503 `timeout`).
+    #[arg(long, default_value_t = 30.0)]
+    time_limit: f64,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_request_bytes: usize,
+    /// Largest response body, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_response_bytes: usize,
+    /// Longest query, in tokens.
+    #[arg(long, default_value_t = 10_000)]
+    max_query_tokens: usize,
+    /// Allow browsers on this origin to call the API (CORS; repeat for several, `*` for any).
+    /// Default: none.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
+    /// No request log on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run(a: Args) -> Result<i32> {
+    let mut indexes = Vec::new();
+    for spec in &a.indexes {
+        let Some((name, dir)) = spec.split_once('=') else {
+            bail!("--index {spec:?}: expected NAME=DIR");
+        };
+        indexes.push((name.to_string(), PathBuf::from(dir)));
+    }
+    if !(a.time_limit > 0.0 && a.time_limit.is_finite()) {
+        bail!(
+            "--time-limit must be a positive number of seconds, not {}",
+            a.time_limit
+        );
+    }
+    let defaults = familiar_serve::Limits::default();
+    let limits = familiar_serve::Limits {
+        concurrency: a.concurrency.unwrap_or(defaults.concurrency),
+        queue: a.queue,
+        time_limit: Duration::from_secs_f64(a.time_limit),
+        max_request_bytes: a.max_request_bytes,
+        max_response_bytes: a.max_response_bytes,
+        max_query_tokens: a.max_query_tokens,
+        cors_origins: a.cors_origins,
+        log_requests: !a.quiet,
+    };
+    let app = familiar_serve::App::open(&indexes, limits)?;
+    let names: Vec<String> = app.indexes().keys().cloned().collect();
+    familiar_serve::run_until_signal(app, &a.addr, |addr| {
+        eprintln!(
+            "familiar serve: listening on http://{addr} (indexes: {})",
+            names.join(", ")
+        );
+    })
+    .with_context(|| format!("serving on {}", a.addr))?;
+    eprintln!("familiar serve: stopped");
+    Ok(0)
+}

@@ -1,0 +1,1285 @@
+//! `familiar serve` over real HTTP on 127.0.0.1 (an ephemeral port): every endpoint against the
+//! library's answers (and, on an index of generated tokens, against a brute-force scan of its
+//! documents), bad requests, overload, the time limit, metrics, logs, CORS and SIGTERM.
+
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use familiar::index::Index;
+use familiar::with_view;
+use familiar_query::{docs, infgram, ngram, trace};
+use serde_json::{json, Value};
+use util::tokens;
+
+/// A running `familiar serve`; killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(indexes: &[(&str, &Path)], extra: &[&str]) -> Server {
+        let mut c = util::command();
+        c.arg("serve").args(["--addr", "127.0.0.1:0"]);
+        for (name, dir) in indexes {
+            c.arg("--index").arg(format!("{name}={}", dir.display()));
+        }
+        c.args(extra).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("familiar serve: listening on http://") {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = tx.send(addr);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the server did not start: {:?}", log.lock().unwrap()));
+        Server { child, addr, log }
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        http(&self.addr, "GET", path, &[], b"")
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Reply {
+        http(
+            &self.addr,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    }
+
+    /// `POST /` (infini-gram) that must succeed.
+    fn ig(&self, body: Value) -> Value {
+        let r = self.post("/", &body);
+        assert_eq!(r.status, 200, "{body}: {}", r.text());
+        r.json()
+    }
+
+    /// A `/v1/` operation that must succeed.
+    fn v1(&self, index: &str, op: &str, body: Value) -> Value {
+        let r = self.post(&format!("/v1/{index}/{op}"), &body);
+        assert_eq!(r.status, 200, "{op} {body}: {}", r.text());
+        r.json()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    /// An error answer: the status, and a problem document with a message in words.
+    fn assert_error(&self, status: u16, what: &str) -> String {
+        assert_eq!(self.status, status, "{what}: {}", self.text());
+        let v = self.json();
+        let msg = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no error: {v}"));
+        assert!(msg.len() > 10, "{what}: a message in words: {msg}");
+        assert_eq!(v["detail"], v["error"]);
+        assert_eq!(v["status"], json!(status));
+        assert!(v["type"].is_string());
+        msg.to_string()
+    }
+}
+
+/// One HTTP/1.1 exchange over a fresh connection (`Connection: close`).
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    // A server may answer (413) before reading all of a large body and close: fine.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_reply(&raw)
+}
+
+fn parse_reply(raw: &[u8]) -> Reply {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let n = usize::from_str_radix(String::from_utf8_lossy(&rest[..nl]).trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[nl + 2..nl + 2 + n]);
+            rest = &rest[nl + 4 + n..];
+        }
+        body = out;
+    }
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Documents of generated tokens (vocabulary 40, so n-grams repeat), and their index.
+fn generated() -> &'static (PathBuf, tokens::Model) {
+    static G: OnceLock<(PathBuf, tokens::Model)> = OnceLock::new();
+    G.get_or_init(|| {
+        let dir = util::process_scratch().join("serve-generated");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let tok = tokens::write_tokenizer(&dir, 40);
+        let mut rng = familiar::rng::SplitMix64::new(7);
+        let docs: Vec<Vec<u32>> = (0..300)
+            .map(|_| {
+                let len = 5 + (rng.next_u64() % 60) as usize;
+                // Skewed: low ids much more frequent (frequent prefixes exist).
+                (0..len)
+                    .map(|_| {
+                        let a = (rng.next_u64() % 40) as u32;
+                        let b = (rng.next_u64() % 40) as u32;
+                        a.min(b)
+                    })
+                    .collect()
+            })
+            .collect();
+        let out = dir.join("index");
+        tokens::build(&tok, &out, &docs, 4000);
+        (out, tokens::Model::new(&docs, 40, 4000))
+    })
+}
+
+/// One server for the tests that do not need their own: the fixture corpus in several shards
+/// (`fx`) and the generated index (`gen`).
+fn shared() -> &'static Server {
+    static S: OnceLock<Server> = OnceLock::new();
+    S.get_or_init(|| {
+        Server::start(
+            &[
+                ("fx", util::fixture_index_sharded()),
+                ("gen", &generated().0),
+            ],
+            &[],
+        )
+    })
+}
+
+fn fx() -> Index {
+    Index::open(util::fixture_index_sharded()).unwrap()
+}
+
+/// JSON values equal but for floats, which may differ in the last place after a text round trip.
+fn assert_close(got: &Value, want: &Value) {
+    fn close(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                (x - y).abs() <= 1e-12 * x.abs().max(y.abs()).max(1.0)
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(a, b)| close(a, b))
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
+            }
+            _ => a == b,
+        }
+    }
+    assert!(close(got, want), "got {got}\nwant {want}");
+}
+
+/// The first document of at least `n` tokens.
+fn doc_of_at_least(index: &Index, n: u64) -> u64 {
+    (0..index.documents())
+        .find(|&d| docs::record(index, d).unwrap().token_count >= n)
+        .unwrap()
+}
+
+fn as_u64s(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
+
+const TEXTS: [&str; 4] = [" ve", " tian ve", " the", " nisi tian ve tiriwe"];
+
+#[test]
+fn infinigram_count_prob_ntd_and_infgram_answer_as_the_library() {
+    let s = shared();
+    let index = fx();
+    let t = index.tokenizer().unwrap();
+    for text in TEXTS {
+        let ids = t.encode(text).unwrap();
+        // count, from the text and from the ids.
+        let by_text = s.ig(json!({"index": "fx", "query_type": "count", "query": text}));
+        let by_ids = s.ig(json!({"corpus": "fx", "query_type": "count", "query_ids": ids}));
+        let want = ngram::count(&index, &ids).unwrap();
+        assert_eq!(by_text["count"], json!(want), "{text}");
+        assert_eq!(by_ids["count"], json!(want), "{text}");
+        assert_eq!(by_text["approx"], json!(false));
+        assert_eq!(by_text["token_ids"], json!(ids));
+        let tokens: Vec<String> = ids.iter().map(|&i| t.id_to_token(i).unwrap()).collect();
+        assert_eq!(by_text["tokens"], json!(tokens));
+        assert!(by_text["latency"].as_f64().unwrap() >= 0.0);
+        // prob of the last token.
+        let p = s.ig(json!({"index": "fx", "query_type": "prob", "query": text}));
+        let lib = ngram::probability(&index, &ids[..ids.len() - 1], ids[ids.len() - 1]).unwrap();
+        assert_eq!(p["prompt_cnt"], json!(lib.prefix_count));
+        assert_eq!(p["cont_cnt"], json!(lib.count));
+        assert_close(&p["prob"], &json!(lib.probability.unwrap_or(-1.0)));
+        // ntd: exact, the most frequent max_support tokens.
+        let n = s.ig(json!({"index": "fx", "query_type": "ntd", "query": text, "max_support": 5}));
+        let lib = ngram::next_tokens(&index, &ids).unwrap();
+        assert_eq!(n["prompt_cnt"], json!(lib.prefix_count));
+        assert_eq!(n["support"], json!(lib.next.len()));
+        let got = n["result_by_token_id"].as_object().unwrap();
+        assert_eq!(got.len(), lib.next.len().min(5));
+        for (id, c) in lib.next.iter().take(5) {
+            let e = &got[&id.to_string()];
+            assert_eq!(e["cont_cnt"], json!(c));
+            assert_eq!(e["token"], json!(t.id_to_token(*id).unwrap()));
+            let prob = *c as f64 / lib.prefix_count as f64;
+            assert!((e["prob"].as_f64().unwrap() - prob).abs() < 1e-12);
+        }
+        // ∞-gram, with an unseen start so the suffix is shorter than the prompt.
+        let mut prompt = [t.encode(" zzqx").unwrap(), ids.clone()].concat();
+        let ip = s.ig(json!({"index": "fx", "query_type": "infgram_prob", "query_ids": prompt}));
+        let cont = prompt.pop().unwrap();
+        let lib = infgram::infgram_prob(&index, &prompt, cont).unwrap();
+        assert_eq!(ip["suffix_len"], json!(lib.suffix_len));
+        assert_eq!(ip["prompt_cnt"], json!(lib.probability.prefix_count));
+        assert_eq!(ip["cont_cnt"], json!(lib.probability.count));
+        assert_eq!(
+            ip["longest_suffix"],
+            json!(t.decode(&prompt[prompt.len() - lib.suffix_len..]).unwrap())
+        );
+        let inn = s.ig(json!({"index": "fx", "query_type": "infgram_ntd", "query_ids": prompt}));
+        let lib = infgram::infgram_ntd(&index, &prompt).unwrap();
+        assert_eq!(inn["suffix_len"], json!(lib.suffix_len));
+        assert_eq!(inn["prompt_cnt"], json!(lib.next.prefix_count));
+        let got = inn["result_by_token_id"].as_object().unwrap();
+        assert_eq!(got.len(), lib.next.next.len().min(1000));
+        for (id, c) in &lib.next.next {
+            assert_eq!(got[&id.to_string()]["cont_cnt"], json!(c));
+        }
+    }
+}
+
+#[test]
+fn infinigram_find_search_docs_and_documents_answer_as_the_library() {
+    let s = shared();
+    let index = fx();
+    let t = index.tokenizer().unwrap();
+    assert!(
+        index.shards().len() > 1,
+        "the sharded fixture has several shards"
+    );
+    // find: each shard's suffix-array range.
+    let ids = t.encode(" tian ve").unwrap();
+    let f = s.ig(json!({"index": "fx", "query_type": "find", "query_ids": ids}));
+    let mut total = 0;
+    for (k, shard) in index.shards().iter().enumerate() {
+        let (lo, hi) = with_view!(shard, |v| v.range(&ngram::convert(&ids).unwrap())).unwrap();
+        assert_eq!(f["segment_by_shard"][k], json!([lo, hi]));
+        total += hi - lo;
+        // get_doc_by_rank of each rank in the range shows the n-gram at its needle.
+        if hi > lo {
+            let d = s.ig(
+                json!({"index": "fx", "query_type": "get_doc_by_rank", "s": k,
+                                "rank": lo, "max_disp_len": 12, "query_ids": ids}),
+            );
+            let pos = with_view!(shard, |v| v.suffix(lo)).unwrap() as u64;
+            let (doc, start) = with_view!(shard, |v| {
+                let d = v.doc_of(pos).unwrap();
+                (v.first_doc + d, v.doc_span(d).unwrap().0 as u64)
+            });
+            assert_eq!(d["doc_ix"], json!(doc));
+            assert_eq!(d["needle_offset"], json!(pos - start));
+            let off = (pos - start - d["disp_offset"].as_u64().unwrap()) as usize;
+            let shown = as_u64s(&d["token_ids"]);
+            let want: Vec<u64> = ids.iter().map(|&i| i as u64).collect();
+            assert_eq!(shown[off..off + ids.len()], want[..]);
+            // The pieces put together are the window's text, and the needle is labeled.
+            let pieces = d["spans"].as_array().unwrap();
+            let joined: String = pieces.iter().map(|p| p[0].as_str().unwrap()).collect();
+            let window: Vec<u32> = shown.iter().map(|&x| x as u32).collect();
+            assert_eq!(joined, t.decode(&window).unwrap());
+            assert!(pieces
+                .iter()
+                .any(|p| p[1] == json!("0") && p[0].as_str().unwrap() == t.decode(&ids).unwrap()));
+            // get_doc_by_ptr of that position shows the same document.
+            let byptr = s.ig(
+                json!({"index": "fx", "query_type": "get_doc_by_ptr", "s": k,
+                                    "ptr": pos, "max_disp_len": 12}),
+            );
+            assert_eq!(byptr["doc_ix"], json!(doc));
+            assert_eq!(byptr["token_ids"], d["token_ids"]);
+            let rec = docs::record(&index, doc).unwrap();
+            assert_eq!(byptr["doc_len"], json!(rec.token_count));
+            assert_eq!(byptr["metadata"]["id"], json!(rec.external_id));
+        }
+    }
+    assert_eq!(f["cnt"], json!(total));
+    assert!(total > 0);
+    // CNF: OR binds tighter than AND, as in infini-gram.
+    let a = t.encode(" tian").unwrap();
+    let b = t.encode(" ve").unwrap();
+    let c = t.encode(" nisi").unwrap();
+    let clauses = vec![vec![a.clone(), c.clone()], vec![b.clone()]];
+    let lib = ngram::cnf(
+        &index,
+        &ngram::Cnf {
+            clauses: clauses.clone(),
+        },
+        &ngram::CnfOptions {
+            max_occurrences: None,
+            list_documents: 3,
+            seed: 0,
+        },
+    )
+    .unwrap();
+    let cnt = s.ig(json!({"index": "fx", "query_type": "count", "query": " tian OR nisi AND ve"}));
+    assert_eq!(cnt["count"], json!(lib.documents));
+    assert_eq!(cnt["token_ids"], json!(clauses));
+    let one = s.ig(json!({"index": "fx", "query_type": "count", "query": " tian OR nisi"}));
+    assert_eq!(
+        one["count"],
+        json!(ngram::count(&index, &a).unwrap() + ngram::count(&index, &c).unwrap())
+    );
+    let sd = s.ig(
+        json!({"index": "fx", "query_type": "search_docs", "query_ids": clauses,
+                         "maxnum": 3, "max_disp_len": 30}),
+    );
+    assert_eq!(sd["cnt"], json!(lib.documents));
+    assert_eq!(sd["idxs"], json!(lib.doc_ids));
+    let shown = sd["documents"].as_array().unwrap();
+    assert_eq!(shown.len(), lib.doc_ids.len());
+    for d in shown {
+        // Each shown document holds a term of every clause, and a labeled piece shows a term.
+        let doc = d["doc_ix"].as_u64().unwrap();
+        let len = docs::record(&index, doc).unwrap().token_count;
+        let all = index.doc_tokens(doc, 0, len).unwrap();
+        for clause in &clauses {
+            assert!(clause
+                .iter()
+                .any(|term| all.windows(term.len()).any(|w| w == &term[..])));
+        }
+        let labeled: Vec<&Value> = d["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| !p[1].is_null())
+            .collect();
+        assert!(!labeled.is_empty(), "{d}");
+        assert!(d["disp_len"].as_u64().unwrap() <= 30);
+    }
+    let fc = s.ig(
+        json!({"index": "fx", "query_type": "find_cnf", "query_ids": clauses,
+                         "maxnum": 3}),
+    );
+    assert_eq!(fc["cnt"], json!(lib.documents));
+    // Every pointer is an occurrence of a first-clause term.
+    let mut n = 0;
+    for (k, ptrs) in fc["ptrs_by_shard"].as_array().unwrap().iter().enumerate() {
+        for p in as_u64s(ptrs) {
+            let shard = &index.shards()[k];
+            let (doc, start) = with_view!(shard, |v| {
+                let d = v.doc_of(p).unwrap();
+                (v.first_doc + d, v.doc_span(d).unwrap().0 as u64)
+            });
+            let ok = clauses[0].iter().any(|term| {
+                let at = p - start;
+                index.doc_tokens(doc, at, at + term.len() as u64).unwrap() == *term
+            });
+            assert!(ok, "pointer {p} of shard {k}");
+            n += 1;
+        }
+    }
+    assert!(n > 0);
+}
+
+#[test]
+fn infinigram_answers_match_a_brute_force_scan_of_generated_documents() {
+    let s = shared();
+    let (_, model) = generated();
+    let mut rng = familiar::rng::SplitMix64::new(99);
+    for _ in 0..40 {
+        let d = &model.docs[(rng.next_u64() % model.docs.len() as u64) as usize];
+        let len = 1 + (rng.next_u64() % 3) as usize;
+        let start = (rng.next_u64() % (d.len() - len + 1) as u64) as usize;
+        let q = d[start..start + len].to_vec();
+        let c = s.ig(json!({"index": "gen", "query_type": "count", "query_ids": q}));
+        assert_eq!(c["count"], json!(model.count(&q)), "{q:?}");
+        let n = s.ig(json!({"index": "gen", "query_type": "ntd", "query_ids": q}));
+        let (total, _end, next) = model.next_tokens(&q);
+        assert_eq!(n["prompt_cnt"], json!(total));
+        let got = n["result_by_token_id"].as_object().unwrap();
+        assert_eq!(got.len(), next.len());
+        for (id, c) in &next {
+            assert_eq!(got[&id.to_string()]["cont_cnt"], json!(c));
+        }
+        // Text queries: the word-level tokenizer's words are `t{id}`.
+        let text: Vec<String> = q.iter().map(|i| format!("t{i}")).collect();
+        let ct = s.ig(json!({"index": "gen", "query_type": "count", "query": text.join(" ")}));
+        assert_eq!(ct["count"], c["count"]);
+    }
+    // The most frequent prefix of all: the empty one (every position).
+    let n = s.ig(json!({"index": "gen", "query_type": "ntd", "query_ids": []}));
+    assert_eq!(n["prompt_cnt"], json!(model.positions()));
+    // CNF documents.
+    let clauses = vec![vec![vec![0, 1]], vec![vec![2], vec![3, 3]]];
+    let c = s.ig(json!({"index": "gen", "query_type": "count", "query_ids": clauses}));
+    assert_eq!(c["count"], json!(model.cnf(&clauses).documents));
+}
+
+#[test]
+fn olmotrace_indexes_documents_and_attribution() {
+    let s = shared();
+    let index = fx();
+    let names = s.get("/indexes").json();
+    assert_eq!(names, json!(["fx", "gen"]));
+    let doc = doc_of_at_least(&index, 40);
+    let d = s
+        .get(&format!(
+            "/fx/documents/{doc}?maximum_document_display_length=20"
+        ))
+        .json();
+    let rec = docs::record(&index, doc).unwrap();
+    assert_eq!(d["documentIndex"], json!(doc));
+    assert_eq!(d["documentLength"], json!(rec.token_count));
+    assert_eq!(d["displayLength"], json!(20));
+    let first = index.doc_tokens(doc, 0, 20).unwrap();
+    assert_eq!(d["tokenIds"], json!(first));
+    assert_eq!(
+        d["text"],
+        json!(index.tokenizer().unwrap().decode(&first).unwrap())
+    );
+    assert_eq!(d["metadata"]["source"], json!(rec.source));
+    // A response made of a document's sentences and words of no document.
+    let text = docs::text(&index, doc_of_at_least(&index, 200)).unwrap();
+    let response = format!(
+        "Zq xv. {}. Wk zz.",
+        text.chars().take(300).collect::<String>()
+    );
+    for ranking in ["length", "unigram_logprob_sum"] {
+        let body = json!({
+            "response": response,
+            "delimiters": ["."],
+            "allowSpansWithPartialWords": false,
+            "minimumSpanLength": 2,
+            "maximumFrequency": 10,
+            "maximumSpanDensity": 0.1,
+            "spanRankingMethod": ranking,
+            "maximumDocumentsPerSpan": 3,
+            "maximumContextLength": 10,
+            "maximumContextLengthSnippet": 4,
+        });
+        let r = s.post("/fx/attribution", &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let a = r.json();
+        let options = trace::TraceOptions {
+            min_len: 2,
+            max_count: Some(10),
+            max_span_density: Some(0.1),
+            docs_per_span: 3,
+            whole_words: true,
+            bm25: true,
+            ranking: if ranking == "length" {
+                trace::SpanRanking::Length
+            } else {
+                trace::SpanRanking::UnigramLogprob
+            },
+            delimiters: vec![".".into()],
+            ..trace::TraceOptions::default()
+        };
+        let lib = trace::trace_text(&index, &response, &options).unwrap();
+        let spans = a["spans"].as_array().unwrap();
+        assert_eq!(spans.len(), lib.spans.len(), "{ranking}");
+        assert!(!spans.is_empty());
+        let t = index.tokenizer().unwrap();
+        for (i, (got, want)) in spans.iter().zip(&lib.spans).enumerate() {
+            assert_eq!(got["left"], json!(want.start));
+            assert_eq!(got["right"], json!(want.end));
+            assert_eq!(got["count"], json!(want.count));
+            assert_eq!(got["text"], json!(want.text));
+            // No span crosses a delimiter token except at its end.
+            let ids = &lib.tokens[want.start..want.end - 1];
+            assert!(
+                ids.iter().all(|&x| !t.decode(&[x]).unwrap().contains('.')),
+                "{got}"
+            );
+            let want_docs: Vec<u64> = lib
+                .documents
+                .iter()
+                .filter(|d| d.span == i)
+                .map(|d| d.doc_id)
+                .collect();
+            let got_docs: Vec<u64> = got["documents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["documentIndex"].as_u64().unwrap())
+                .collect();
+            assert_eq!(got_docs, want_docs);
+            // Each document's display holds the span at its needle.
+            for d in got["documents"].as_array().unwrap() {
+                let off = (d["needleOffset"].as_u64().unwrap()
+                    - d["displayOffset"].as_u64().unwrap()) as usize;
+                let shown = as_u64s(&d["tokenIds"]);
+                let span: Vec<u64> = as_u64s(&got["tokenIds"]);
+                assert_eq!(shown[off..off + span.len()], span[..]);
+                assert!(
+                    d["textSnippet"].as_str().unwrap().len() <= d["text"].as_str().unwrap().len()
+                );
+            }
+        }
+        let keep = (0.1 * lib.tokens.len() as f64).ceil() as usize;
+        assert!(spans.len() <= keep);
+    }
+}
+
+#[test]
+fn v1_endpoints_answer_as_the_library() {
+    let s = shared();
+    let index = fx();
+    let t = index.tokenizer().unwrap();
+    let list = s.get("/v1/indexes").json();
+    assert_eq!(list[0]["name"], json!("fx"));
+    assert_eq!(list[0]["documents"], json!(index.documents()));
+    assert_eq!(list[0]["shards"], json!(index.shards().len()));
+    let ids = t.encode(" tian ve").unwrap();
+    let tok = s.v1("fx", "tokenize", json!({"text": " tian ve"}));
+    assert_eq!(tok["token_ids"], json!(ids));
+    assert_eq!(
+        s.v1("fx", "decode", json!({"token_ids": ids}))["text"],
+        json!(" tian ve")
+    );
+    let want = ngram::count(&index, &ids).unwrap();
+    assert_eq!(
+        s.v1("fx", "count", json!({"text": " tian ve"}))["count"],
+        json!(want)
+    );
+    // Batch counts, as JSON and as an Arrow IPC stream.
+    let queries = json!([" tian ve", ids, " ve", [5, 6, 7]]);
+    let wants: Vec<u64> = [
+        ids.clone(),
+        ids.clone(),
+        t.encode(" ve").unwrap(),
+        vec![5, 6, 7],
+    ]
+    .iter()
+    .map(|q| ngram::count(&index, q).unwrap())
+    .collect();
+    let b = s.v1("fx", "count_batch", json!({"queries": queries}));
+    assert_eq!(b["counts"], json!(wants));
+    let r = http(
+        &s.addr,
+        "POST",
+        "/v1/fx/count_batch",
+        &[
+            ("Content-Type", "application/json"),
+            ("Accept", "application/vnd.apache.arrow.stream"),
+        ],
+        json!({"queries": queries}).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/vnd.apache.arrow.stream")
+    );
+    let batches: Vec<_> = arrow_ipc::reader::StreamReader::try_new(&r.body[..], None)
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    let counts: Vec<u64> = batches
+        .iter()
+        .flat_map(|b| {
+            util::col::<arrow_array::UInt64Array>(b, "count")
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(counts, wants);
+    // locate in pages = locate at once.
+    let all = ngram::locate(&index, &ids, 0, u64::MAX).unwrap();
+    let mut paged = Vec::new();
+    let mut offset = 0;
+    loop {
+        let p = s.v1(
+            "fx",
+            "locate",
+            json!({"token_ids": ids, "offset": offset, "limit": 7}),
+        );
+        assert_eq!(p["total"], json!(all.total));
+        let hits = p["hits"].as_array().unwrap().clone();
+        if hits.is_empty() {
+            break;
+        }
+        offset += hits.len();
+        paged.extend(hits);
+    }
+    assert_eq!(json!(paged), json!(all.hits));
+    // ntd, prob, ∞-gram.
+    let n = s.v1("fx", "ntd", json!({"text": " tian", "limit": 3}));
+    let lib = ngram::next_tokens(&index, &t.encode(" tian").unwrap()).unwrap();
+    assert_eq!(n["prefix_count"], json!(lib.prefix_count));
+    assert_eq!(n["end_of_document"], json!(lib.end_of_document));
+    let got: Vec<(u64, u64)> = n["next"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["token_id"].as_u64().unwrap(),
+                e["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let wantn: Vec<(u64, u64)> = lib
+        .next
+        .iter()
+        .take(3)
+        .map(|&(a, b)| (a as u64, b))
+        .collect();
+    assert_eq!(got, wantn);
+    let p = s.v1("fx", "prob", json!({"text": " tian", "next_text": " ve"}));
+    let lib = ngram::probability(
+        &index,
+        &t.encode(" tian").unwrap(),
+        t.encode(" ve").unwrap()[0],
+    )
+    .unwrap();
+    assert_eq!(p["count"], json!(lib.count));
+    assert_eq!(p["prefix_count"], json!(lib.prefix_count));
+    let ig = s.v1("fx", "infgram", json!({"text": " zzqx tian"}));
+    let lib = infgram::infgram_ntd(&index, &t.encode(" zzqx tian").unwrap()).unwrap();
+    assert_eq!(ig["suffix_len"], json!(lib.suffix_len));
+    // CNF with the library's fields.
+    let c = s.v1(
+        "fx",
+        "cnf",
+        json!({"clauses": [[" tian"], [" ve", " nisi"]], "list_documents": 4}),
+    );
+    let lib = ngram::cnf(
+        &index,
+        &ngram::Cnf {
+            clauses: vec![
+                vec![t.encode(" tian").unwrap()],
+                vec![t.encode(" ve").unwrap(), t.encode(" nisi").unwrap()],
+            ],
+        },
+        &ngram::CnfOptions {
+            list_documents: 4,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(c["documents"], json!(lib.documents));
+    assert_eq!(c["doc_ids"], json!(lib.doc_ids));
+    assert_eq!(c["clause_totals"], json!(lib.clause_totals));
+    // Documents and windows.
+    let doc = doc_of_at_least(&index, 20);
+    let d = s.get(&format!("/v1/fx/docs/{doc}")).json();
+    let rec = docs::record(&index, doc).unwrap();
+    assert_eq!(d["external_id"], json!(rec.external_id));
+    assert_eq!(d["text"], json!(docs::text(&index, doc).unwrap()));
+    assert!(s
+        .get(&format!("/v1/fx/docs/{doc}?text=false"))
+        .json()
+        .get("text")
+        .is_none());
+    let w = s.v1(
+        "fx",
+        "window",
+        json!({"doc_id": doc, "offset": 3, "len": 2, "before": 2, "after": 2}),
+    );
+    let (l, m, r) = docs::window(&index, doc, 3, 2, 2, 2).unwrap();
+    assert_eq!(
+        (w["left"].clone(), w["match"].clone(), w["right"].clone()),
+        (json!(l), json!(m), json!(r))
+    );
+    // Trace, as the library traces.
+    let text = docs::text(&index, doc_of_at_least(&index, 200)).unwrap();
+    let piece: &str = &text.chars().take(200).collect::<String>();
+    let tr = s.v1(
+        "fx",
+        "trace",
+        json!({"text": piece, "min_len": 3, "max_count": null,
+                                         "max_span_density": null, "docs_per_span": 2}),
+    );
+    let lib = trace::trace_text(
+        &index,
+        piece,
+        &trace::TraceOptions {
+            docs_per_span: 2,
+            ..trace::TraceOptions::all_spans(3)
+        },
+    )
+    .unwrap();
+    assert_close(&tr["spans"], &json!(lib.spans));
+    assert_eq!(tr["documents"], json!(lib.documents));
+    // Contamination of posted items, as the library measures it.
+    let items = json!([
+        {"id": "a", "prompt": piece, "completion": " ve"},
+        {"id": "b", "prompt": "Zq xv wk", "choices": [" tian", " zz"], "answer": 0},
+    ]);
+    let cont = s.v1(
+        "fx",
+        "contamination",
+        json!({"items": items, "ngram_sizes": [2, 4]}),
+    );
+    let parsed = familiar::items::parse_items_jsonl(
+        Path::new("items"),
+        &items
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| format!("{i}\n"))
+            .collect::<String>(),
+        "item",
+    )
+    .unwrap();
+    let lib = familiar_query::contamination::contamination(
+        &index,
+        &parsed,
+        &familiar_query::contamination::ContaminationOptions {
+            ngram_sizes: vec![2, 4],
+            documents: 5,
+        },
+        &|_| {},
+    )
+    .unwrap();
+    assert_close(&cont["rows"], &json!(lib));
+    // The OpenAPI file names every operation.
+    let api = s.get("/v1/openapi.json").json();
+    assert!(api["openapi"].as_str().unwrap().starts_with("3."));
+    for op in [
+        "tokenize",
+        "decode",
+        "count",
+        "count_batch",
+        "locate",
+        "ntd",
+        "prob",
+        "infgram",
+        "cnf",
+        "window",
+        "trace",
+        "contamination",
+    ] {
+        assert!(
+            api["paths"].get(format!("/v1/{{index}}/{op}")).is_some(),
+            "openapi.json lacks {op}"
+        );
+    }
+    for path in [
+        "/",
+        "/indexes",
+        "/{index}/documents/{id}",
+        "/{index}/attribution",
+        "/v1/indexes",
+        "/v1/{index}/docs/{id}",
+        "/healthz",
+        "/metrics",
+    ] {
+        assert!(
+            api["paths"].get(path).is_some(),
+            "openapi.json lacks {path}"
+        );
+    }
+}
+
+#[test]
+fn bad_requests_get_4xx_with_a_message_and_the_server_lives_on() {
+    let s = shared();
+    let post_raw = |path: &str, ct: &str, body: &[u8]| {
+        http(&s.addr, "POST", path, &[("Content-Type", ct)], body)
+    };
+    post_raw("/", "application/json", b"{\"index\": \"fx\", ").assert_error(400, "malformed JSON");
+    post_raw("/", "application/json", b"[1, 2]").assert_error(400, "not an object");
+    post_raw("/", "text/plain", b"{}").assert_error(415, "no JSON content type");
+    let cases = [
+        (json!({"query_type": "count", "query": "a"}), "no index"),
+        (json!({"index": "fx", "query": "a"}), "no query type"),
+        (
+            json!({"index": "nope", "query_type": "count", "query": "a"}),
+            "unknown index",
+        ),
+        (
+            json!({"index": "../fx", "query_type": "count", "query": "a"}),
+            "path-like index",
+        ),
+        (
+            json!({"index": "/etc", "query_type": "count", "query": "a"}),
+            "absolute path",
+        ),
+        (
+            json!({"index": "fx", "query_type": "drop", "query": "a"}),
+            "unknown query type",
+        ),
+        (json!({"index": "fx", "query_type": "count"}), "no query"),
+        (
+            json!({"index": "fx", "query_type": "count", "query": "a", "query_ids": [1]}),
+            "both",
+        ),
+        (
+            json!({"index": "fx", "query_type": "count", "query_ids": [99999999]}),
+            "id out of range",
+        ),
+        (
+            json!({"index": "fx", "query_type": "count", "query_ids": [-1]}),
+            "negative id",
+        ),
+        (
+            json!({"index": "fx", "query_type": "count", "query_ids": "1 2"}),
+            "ids as text",
+        ),
+        (
+            json!({"index": "fx", "query_type": "count", "query": 5}),
+            "number query",
+        ),
+        (
+            json!({"index": "fx", "query_type": "prob", "query_ids": []}),
+            "empty prob",
+        ),
+        (
+            json!({"index": "fx", "query_type": "ntd", "query": "a", "max_support": 5000}),
+            "support",
+        ),
+        (
+            json!({"index": "fx", "query_type": "search_docs", "query": "a", "maxnum": 11}),
+            "maxnum",
+        ),
+        (
+            json!({"index": "fx", "query_type": "get_doc_by_rank", "s": 0}),
+            "no rank",
+        ),
+        (
+            json!({"index": "fx", "query_type": "get_doc_by_rank", "s": 99, "rank": 0}),
+            "shard",
+        ),
+        (
+            json!({"index": "fx", "query_type": "get_doc_by_rank", "s": 0, "rank": 1u64 << 60}),
+            "rank",
+        ),
+        (
+            json!({"index": "fx", "query_type": "get_doc_by_ptr", "s": 0, "ptr": 1u64 << 60}),
+            "ptr",
+        ),
+        (
+            json!({"index": "fx", "query_type": "count", "query": "a AND b AND c AND d AND e"}),
+            "clauses",
+        ),
+        (
+            json!({"index": "fx", "query_type": "prob", "query_ids": [[[1]], [[2]]]}),
+            "cnf prob",
+        ),
+    ];
+    for (body, what) in cases {
+        let r = s.post("/", &body);
+        let msg = r.assert_error(400, what);
+        if what == "path-like index" {
+            assert!(msg.contains("unknown index"), "{msg}");
+        }
+    }
+    // OLMoTrace and /v1/ errors.
+    s.get("/nope/documents/1")
+        .assert_error(404, "unknown index in a path");
+    s.get("/..%2Ffx/documents/1")
+        .assert_error(404, "encoded path in a path");
+    s.get("/fx/documents/abc")
+        .assert_error(404, "document id not a number");
+    s.get("/fx/documents/999999999")
+        .assert_error(404, "document out of range");
+    s.get("/fx/documents/1?maximum_document_display_length=-3")
+        .assert_error(400, "display");
+    s.post("/fx/attribution", &json!({}))
+        .assert_error(400, "no response");
+    s.post(
+        "/fx/attribution",
+        &json!({"response": "a", "spanRankingMethod": "x"}),
+    )
+    .assert_error(400, "ranking");
+    s.post(
+        "/fx/attribution",
+        &json!({"response": "a", "maximumSpanDensity": 2}),
+    )
+    .assert_error(400, "density");
+    s.post("/v1/fx/explode", &json!({}))
+        .assert_error(404, "unknown operation");
+    s.post("/v1/fx/count", &json!({}))
+        .assert_error(400, "no query");
+    s.post("/v1/fx/count_batch", &json!({"queries": [" a", {"x": 1}]}))
+        .assert_error(400, "batch");
+    s.post("/v1/fx/locate", &json!({"text": "a", "limit": 0}))
+        .assert_error(400, "limit");
+    s.post(
+        "/v1/fx/contamination",
+        &json!({"items": [{"id": "a", "prompt": "x", "colour": 1}]}),
+    )
+    .assert_error(400, "unknown item key");
+    s.get("/v1/fx/docs/-1")
+        .assert_error(404, "negative document");
+    s.get("/v1/fx/docs/1?text=maybe")
+        .assert_error(400, "text flag");
+    s.get("/static/../../etc/passwd")
+        .assert_error(404, "static path");
+    s.get("/static/secret.txt").assert_error(404, "static file");
+    s.get("/no/such/thing").assert_error(404, "no endpoint");
+    http(&s.addr, "DELETE", "/indexes", &[], b"").assert_error(405, "method");
+    // Too large: the request body, the query.
+    let huge = vec![b'a'; 3 << 20];
+    let mut body = b"{\"index\": \"fx\", \"query_type\": \"count\", \"query\": \"".to_vec();
+    body.extend_from_slice(&huge);
+    body.extend_from_slice(b"\"}");
+    post_raw("/", "application/json", &body).assert_error(413, "huge payload");
+    let long: Vec<u32> = vec![5; 20_000];
+    s.post(
+        "/",
+        &json!({"index": "fx", "query_type": "count", "query_ids": long}),
+    )
+    .assert_error(413, "query too long");
+    // Still alive and answering.
+    assert_eq!(s.get("/healthz").json()["status"], json!("ok"));
+}
+
+#[test]
+fn metrics_logs_cors_and_the_page() {
+    let s = shared();
+    s.ig(json!({"index": "fx", "query_type": "count", "query": " ve"}));
+    let _ = s.post("/", &json!({"index": "fx", "query_type": "count"}));
+    let m = s.get("/metrics");
+    assert_eq!(m.status, 200);
+    let text = m.text();
+    for want in [
+        "familiar_requests_total{query_type=\"count\",status=\"200\"}",
+        "familiar_requests_total{query_type=\"count\",status=\"400\"}",
+        "familiar_request_duration_seconds_bucket{query_type=\"count\",le=\"+Inf\"}",
+        "familiar_request_duration_seconds_count{query_type=\"count\"}",
+        "familiar_errors_total{type=\"bad-request\"}",
+        "familiar_queries_running ",
+    ] {
+        assert!(text.contains(want), "metrics lack {want}:\n{text}");
+    }
+    // One JSON line per request on stderr.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = s.log.lock().unwrap().iter().any(|l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| {
+                v["path"] == json!("/")
+                    && v["query_type"] == json!("count")
+                    && v["status"] == json!(400)
+            })
+        });
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no request log line: {:?}",
+            s.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // CORS is off by default.
+    let r = http(
+        &s.addr,
+        "GET",
+        "/indexes",
+        &[("Origin", "http://elsewhere.example")],
+        b"",
+    );
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    // The page and its files, from the binary.
+    let page = s.get("/");
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(page.text().contains("/static/app.js"));
+    assert_eq!(s.get("/static/app.js").status, 200);
+    assert_eq!(s.get("/static/style.css").status, 200);
+}
+
+#[test]
+fn cors_when_asked_for_one_origin() {
+    let s = Server::start(
+        &[("fx", util::fixture_index())],
+        &["--cors-origin", "http://notebook.example", "--quiet"],
+    );
+    let r = http(
+        &s.addr,
+        "GET",
+        "/indexes",
+        &[("Origin", "http://notebook.example")],
+        b"",
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("http://notebook.example")
+    );
+    let r = http(
+        &s.addr,
+        "OPTIONS",
+        "/",
+        &[("Origin", "http://notebook.example")],
+        b"",
+    );
+    assert_eq!(r.status, 204);
+    let r = http(
+        &s.addr,
+        "GET",
+        "/indexes",
+        &[("Origin", "http://other.example")],
+        b"",
+    );
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert!(
+        s.log.lock().unwrap().iter().all(|l| !l.starts_with('{')),
+        "--quiet logs nothing"
+    );
+}
+
+/// A request that keeps a thread busy for a while: the trace of a long text with every span.
+fn slow_body() -> Value {
+    let index = fx();
+    let mut text = String::new();
+    for d in 0..40 {
+        text.push_str(&docs::text(&index, d).unwrap());
+    }
+    let text: String = text.chars().take(30_000).collect();
+    json!({"text": text, "min_len": 1, "max_count": null, "max_span_density": null,
+           "docs_per_span": 20, "bm25": false})
+}
+
+#[test]
+fn overload_answers_503_with_a_typed_error() {
+    let s = Server::start(
+        &[("fx", util::fixture_index())],
+        &[
+            "--concurrency",
+            "1",
+            "--queue",
+            "0",
+            "--max-query-tokens",
+            "100000",
+            "--quiet",
+        ],
+    );
+    let body = slow_body().to_string();
+    let n = 8;
+    let barrier = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let (addr, body, barrier) = (s.addr.clone(), body.clone(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                http(
+                    &addr,
+                    "POST",
+                    "/v1/fx/trace",
+                    &[("Content-Type", "application/json")],
+                    body.as_bytes(),
+                )
+            })
+        })
+        .collect();
+    let replies: Vec<Reply> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let busy: Vec<&Reply> = replies.iter().filter(|r| r.status == 503).collect();
+    assert!(
+        ok >= 1,
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(
+        !busy.is_empty(),
+        "one thread, no queue, {n} at once: some must be refused"
+    );
+    assert_eq!(ok + busy.len(), n);
+    for r in busy {
+        assert_eq!(r.json()["type"], json!("server-overloaded"));
+        assert_eq!(r.header("retry-after"), Some("1"));
+        r.assert_error(503, "overloaded");
+    }
+    // Once the work is done, it answers again.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(s.get("/healthz").status, 200);
+    assert!(s
+        .get("/metrics")
+        .text()
+        .contains("familiar_errors_total{type=\"server-overloaded\"}"));
+}
+
+#[test]
+fn a_request_past_the_time_limit_answers_503_timeout() {
+    let s = Server::start(
+        &[("fx", util::fixture_index())],
+        &[
+            "--time-limit",
+            "0.001",
+            "--max-query-tokens",
+            "100000",
+            "--quiet",
+        ],
+    );
+    let r = s.post("/v1/fx/trace", &slow_body());
+    r.assert_error(503, "timeout");
+    assert_eq!(r.json()["type"], json!("timeout"));
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let mut s = Server::start(&[("fx", util::fixture_index())], &[]);
+    assert_eq!(s.get("/healthz").status, 200);
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(s.child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 20 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(s
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l == "familiar serve: stopped"));
+}
+
+#[test]
+fn bad_command_lines_are_refused() {
+    let dir = util::fixture_index().display().to_string();
+    for (args, want) in [
+        (
+            vec!["serve".to_string(), "--index".into(), dir.clone()],
+            "NAME=DIR",
+        ),
+        (
+            vec!["serve".into(), "--index".into(), format!("../x={dir}")],
+            "index name",
+        ),
+        (
+            vec!["serve".into(), "--index".into(), "a=/no/such/index".into()],
+            "/no/such/index",
+        ),
+        (
+            vec![
+                "serve".into(),
+                "--index".into(),
+                format!("a={dir}"),
+                "--index".into(),
+                format!("a={dir}"),
+            ],
+            "twice",
+        ),
+        (
+            vec![
+                "serve".into(),
+                "--index".into(),
+                format!("a={dir}"),
+                "--time-limit".into(),
+                "0".into(),
+            ],
+            "time-limit",
+        ),
+        (
+            vec![
+                "serve".into(),
+                "--index".into(),
+                format!("a={dir}"),
+                "--addr".into(),
+                "nonsense".into(),
+            ],
+            "nonsense",
+        ),
+    ] {
+        let out = util::familiar(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(want), "{args:?}: {}", out.stderr);
+    }
+}

@@ -34,7 +34,10 @@ impl Server {
             c.arg("--index").arg(format!("{name}={}", dir.display()));
         }
         c.args(extra).stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
+        // The server dies with the test process (the shared one is never dropped): the kernel
+        // kills it when the thread that started it ends, so start it from a thread that lives
+        // as long as the process.
+        let mut child = spawn_tied_to_process(c);
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -95,6 +98,40 @@ impl Drop for Server {
     }
 }
 
+/// Spawns `c` from a thread that never ends, with PR_SET_PDEATHSIG: the child gets SIGKILL when
+/// the test process exits, whatever happens to it.
+fn spawn_tied_to_process(mut c: std::process::Command) -> Child {
+    use std::os::unix::process::CommandExt;
+    type Job = (
+        std::process::Command,
+        std::sync::mpsc::Sender<std::io::Result<Child>>,
+    );
+    static SPAWNER: OnceLock<Mutex<std::sync::mpsc::Sender<Job>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            for (mut c, reply) in rx {
+                let _ = reply.send(c.spawn());
+            }
+            // The senders live in a static: this thread never gets here.
+            loop {
+                std::thread::park();
+            }
+        });
+        Mutex::new(tx)
+    });
+    // SAFETY: prctl(2) is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    spawner.lock().unwrap().send((c, tx)).unwrap();
+    rx.recv().unwrap().unwrap()
+}
+
 /// An HTTP answer.
 #[derive(Debug)]
 struct Reply {
@@ -144,8 +181,26 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[
     s.write_all(req.as_bytes()).unwrap();
     // A server may answer (413) before reading all of a large body and close: fine.
     let _ = s.write_all(body);
+    // Read until the head and then the body's Content-Length are in (a server may keep the
+    // connection open), or to the end.
     let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
+    let mut buf = [0u8; 65536];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|n| raw.len() >= end + 4 + n) {
+                break;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
     parse_reply(&raw)
 }
 
@@ -1282,4 +1337,311 @@ fn bad_command_lines_are_refused() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains(want), "{args:?}: {}", out.stderr);
     }
+}
+
+// ---- the web page, in a real browser --------------------------------------------------------
+
+/// A WebDriver session of headless Chromium through chromedriver.
+struct Browser {
+    driver: Child,
+    addr: String,
+    session: String,
+}
+
+impl Browser {
+    /// Chromium through chromedriver, or `None` (with a message) where they are not installed —
+    /// unless FAMILIAR_REQUIRE_BROWSER is set (CI sets it), where their absence fails the test.
+    fn start() -> Option<Browser> {
+        let find = |names: &[&str]| {
+            names
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+                .or_else(|| {
+                    names.iter().find_map(|n| {
+                        std::env::var_os("PATH").and_then(|paths| {
+                            std::env::split_paths(&paths)
+                                .map(|d| d.join(n))
+                                .find(|p| p.exists())
+                        })
+                    })
+                })
+        };
+        let chromium = find(&["/usr/bin/chromium", "chromium", "chromium-browser"]);
+        let driver = find(&["/usr/bin/chromedriver", "chromedriver"]);
+        let (Some(chromium), Some(driver)) = (chromium, driver) else {
+            assert!(
+                std::env::var_os("FAMILIAR_REQUIRE_BROWSER").is_none(),
+                "FAMILIAR_REQUIRE_BROWSER is set but chromium or chromedriver is missing"
+            );
+            eprintln!("skipped: the browser test needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut c = std::process::Command::new(driver);
+        c.arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = spawn_tied_to_process(c);
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut b = Browser {
+            driver: child,
+            addr,
+            session: String::new(),
+        };
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1280,1600"]
+            }
+        }}});
+        let v = b.call("POST", "/session", &caps);
+        b.session = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_string();
+        Some(b)
+    }
+
+    fn call(&self, method: &str, path: &str, body: &Value) -> Value {
+        let bytes = if method == "GET" {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        let r = http(
+            &self.addr,
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            &bytes,
+        );
+        let v = r.json();
+        assert_eq!(r.status, 200, "webdriver {method} {path}: {v}");
+        v["value"].clone()
+    }
+
+    fn s(&self, rest: &str) -> String {
+        format!("/session/{}{rest}", self.session)
+    }
+
+    fn goto(&self, url: &str) {
+        self.call("POST", &self.s("/url"), &json!({"url": url}));
+    }
+
+    fn js(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            &self.s("/execute/sync"),
+            &json!({"script": script, "args": []}),
+        )
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            &self.s("/element"),
+            &json!({"using": "css selector", "value": css}),
+        );
+        v.as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.call("POST", &self.s(&format!("/element/{e}/clear")), &json!({}));
+        self.call(
+            "POST",
+            &self.s(&format!("/element/{e}/value")),
+            &json!({"text": text}),
+        );
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.call("POST", &self.s(&format!("/element/{e}/click")), &json!({}));
+    }
+
+    /// Waits until `script` returns something truthy, and returns it.
+    fn wait_for(&self, script: &str, what: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.js(script);
+            if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page never showed {what}; error box: {}",
+                self.js("return document.getElementById('error').textContent")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = http(
+                &self.addr,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                &[],
+                b"",
+            );
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[test]
+fn the_page_counts_shows_next_tokens_documents_and_traces_in_a_browser() {
+    let Some(b) = Browser::start() else { return };
+    let s = shared();
+    let index = fx();
+    let t = index.tokenizer().unwrap();
+    b.goto(&format!("http://{}/", s.addr));
+    b.wait_for("return document.body.dataset.ready", "the index list");
+    let options =
+        b.js("return Array.from(document.querySelectorAll('#index option')).map(o => o.value)");
+    assert_eq!(options, json!(["fx", "gen"]));
+    // Keyboard: type and press Enter in the text field.
+    b.type_into("#query", " tian ve\u{E007}");
+    let shown = b.wait_for(
+        "const r = document.getElementById('docs-box'); return !r.hidden && document.getElementById('count').textContent",
+        "the count",
+    );
+    let ids = t.encode(" tian ve").unwrap();
+    let want = ngram::count(&index, &ids).unwrap();
+    assert_eq!(shown.as_str().unwrap().replace(',', ""), want.to_string());
+    let tokens = b.js(
+        "return Array.from(document.querySelectorAll('#tokens .token')).map(e => e.textContent)",
+    );
+    let want_tokens: Vec<String> = ids.iter().map(|&i| t.id_to_token(i).unwrap()).collect();
+    assert_eq!(tokens, json!(want_tokens));
+    // The next-token bars: the most frequent first, with their counts.
+    let lib = ngram::next_tokens(&index, &ids).unwrap();
+    let bars = b.js("return Array.from(document.querySelectorAll('#ntd li')).map(li => [li.querySelector('.label').textContent, li.querySelector('.value').textContent])");
+    let bars = bars.as_array().unwrap();
+    assert_eq!(bars.len(), lib.next.len().min(15));
+    let (top, top_count) = lib.next[0];
+    assert_eq!(bars[0][0], json!(t.id_to_token(top).unwrap()));
+    assert!(bars[0][1]
+        .as_str()
+        .unwrap()
+        .replace(',', "")
+        .starts_with(&top_count.to_string()));
+    // Occurrences: ten per page, the hit marked, pages that turn.
+    let marks = b.js(
+        "return Array.from(document.querySelectorAll('#docs li mark')).map(m => m.textContent)",
+    );
+    assert_eq!(marks.as_array().unwrap().len() as u64, want.min(10));
+    for m in marks.as_array().unwrap() {
+        assert_eq!(m, &json!(" tian ve"));
+    }
+    let info = b.js("return document.getElementById('page-info').textContent");
+    assert_eq!(
+        info.as_str().unwrap().replace(',', ""),
+        format!("1–10 of {want}")
+    );
+    b.click("#next");
+    b.wait_for(
+        "return document.getElementById('page-info').textContent.startsWith('11')",
+        "the second page",
+    );
+    let first = ngram::locate(&index, &ids, 10, 1).unwrap().hits[0].doc_id;
+    let shown_first = b.js("return document.querySelector('#docs li button').textContent");
+    assert_eq!(shown_first, json!(format!("document {first}")));
+    // The document view with its metadata.
+    b.click("#docs li button");
+    b.wait_for(
+        "return !document.getElementById('doc-view').hidden",
+        "the document",
+    );
+    let rec = docs::record(&index, first).unwrap();
+    let meta = b.js("return document.getElementById('doc-meta').textContent");
+    assert!(meta.as_str().unwrap().contains(&rec.external_id), "{meta}");
+    let text = b.js("return document.getElementById('doc-text').textContent");
+    assert_eq!(text, json!(docs::text(&index, first).unwrap()));
+    // Errors in words: an empty query, and the server's own message for a bad setting.
+    b.type_into("#query", "\u{E007}");
+    let err = b.wait_for(
+        "const e = document.getElementById('error'); return !e.hidden && e.textContent",
+        "an error",
+    );
+    assert_eq!(err, json!("Type a text to count."));
+    // The trace panel: the spans the attribution endpoint finds, highlighted; a span's documents.
+    let doc_text = docs::text(&index, doc_of_at_least(&index, 200)).unwrap();
+    let response: String = format!(
+        "Zq xv wk. {}",
+        doc_text.chars().take(240).collect::<String>()
+    );
+    b.js(&format!(
+        "document.getElementById('trace-input').value = {}; return true",
+        json!(response)
+    ));
+    b.click("#trace-btn");
+    b.wait_for(
+        "return document.querySelectorAll('#trace-output button.span').length",
+        "the spans",
+    );
+    let want = s
+        .post(
+            "/fx/attribution",
+            &json!({"response": response, "minimumSpanLength": 2,
+        "maximumFrequency": 10, "maximumSpanDensity": 0.2, "maximumDocumentsPerSpan": 10,
+        "maximumContextLength": 40}),
+        )
+        .json();
+    let spans = want["spans"].as_array().unwrap();
+    assert!(!spans.is_empty());
+    let marked = b.js("return Array.from(new Set(Array.from(document.querySelectorAll('#trace-output button.span')).map(e => e.dataset.span))).length");
+    assert_eq!(marked, json!(spans.len()));
+    // The whole output is still there, in order.
+    let all = b.js("return document.getElementById('trace-output').textContent");
+    assert_eq!(all, json!(response));
+    b.click("#trace-output button.span");
+    b.wait_for(
+        "return !document.getElementById('span-docs-box').hidden",
+        "a span's documents",
+    );
+    let first_span =
+        b.js("return Number(document.querySelector('#trace-output button.span').dataset.span)");
+    let span = &spans[first_span.as_u64().unwrap() as usize];
+    let listed = b.js("return document.querySelectorAll('#span-docs li').length");
+    assert_eq!(listed, json!(span["documents"].as_array().unwrap().len()));
+    let marks = b.js("return Array.from(document.querySelectorAll('#span-docs li mark')).map(m => m.textContent)");
+    assert!(!marks.as_array().unwrap().is_empty());
+    for m in marks.as_array().unwrap() {
+        assert_eq!(m, &span["text"]);
+    }
+    b.js("document.getElementById('density').value = '5'; return true");
+    b.click("#trace-btn");
+    let err = b.wait_for(
+        "const e = document.getElementById('error'); return !e.hidden && e.textContent",
+        "an error",
+    );
+    assert!(
+        err.as_str().unwrap().contains("maximumSpanDensity"),
+        "{err}"
+    );
 }

@@ -1645,3 +1645,151 @@ fn the_page_counts_shows_next_tokens_documents_and_traces_in_a_browser() {
         "{err}"
     );
 }
+
+// ---- SQL --------------------------------------------------------------------------------------
+
+/// A directory with one Parquet table, `scores(concept, accuracy)`.
+fn tables_dir() -> PathBuf {
+    use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+    let dir = util::process_scratch().join("serve-tables");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let batch = RecordBatch::try_from_iter([
+        (
+            "concept",
+            Arc::new(StringArray::from(vec!["tian", "ve", "nisi"])) as ArrayRef,
+        ),
+        (
+            "accuracy",
+            Arc::new(Float64Array::from(vec![0.25, 0.75, 0.5])) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let file = std::fs::File::create(dir.join("scores.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    dir
+}
+
+#[test]
+fn sql_reads_the_documents_and_the_tables_within_limits_and_refuses_writes() {
+    let tables = tables_dir();
+    let s = Server::start(
+        &[("fx", util::fixture_index_sharded())],
+        &[
+            "--tables",
+            &tables.display().to_string(),
+            "--sql-rows",
+            "5",
+            "--quiet",
+        ],
+    );
+    let index = fx();
+    let sql = |q: &str| s.post("/v1/sql", &json!({ "query": q }));
+    let r = sql("SELECT count(*) AS n FROM fx_documents");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["statements"][0]["rows"][0]["n"],
+        json!(index.documents())
+    );
+    let by_source =
+        sql("SELECT source, count(*) AS n FROM fx_documents GROUP BY source ORDER BY source")
+            .json();
+    let mut want = std::collections::BTreeMap::new();
+    for d in 0..index.documents() {
+        *want
+            .entry(docs::record(&index, d).unwrap().source)
+            .or_insert(0u64) += 1;
+    }
+    let got: Vec<(Value, u64)> = by_source["statements"][0]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["source"].clone(), r["n"].as_u64().unwrap()))
+        .collect();
+    let want: Vec<(Value, u64)> = want.into_iter().map(|(k, v)| (json!(k), v)).collect();
+    assert_eq!(got, want);
+    let scores = sql("SELECT concept, accuracy FROM scores ORDER BY accuracy DESC").json();
+    let st = &scores["statements"][0];
+    assert_eq!(
+        st["rows"],
+        json!([
+            {"concept": "ve", "accuracy": 0.75},
+            {"concept": "nisi", "accuracy": 0.5},
+            {"concept": "tian", "accuracy": 0.25}
+        ])
+    );
+    assert_eq!(st["columns"][0]["name"], json!("concept"));
+    assert_eq!(st["truncated"], json!(false));
+    // The row limit: five rows of an endless result, and the answer says so.
+    let many = sql("SELECT v FROM range(100000000000) r(v)").json();
+    assert_eq!(many["statements"][0]["rows"].as_array().unwrap().len(), 5);
+    assert_eq!(many["statements"][0]["truncated"], json!(true));
+    // Arrow IPC of the last statement.
+    let r = http(
+        &s.addr,
+        "POST",
+        "/v1/sql",
+        &[
+            ("Content-Type", "application/json"),
+            ("Accept", "application/vnd.apache.arrow.stream"),
+        ],
+        json!({"query": "SELECT accuracy FROM scores ORDER BY accuracy"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let batches: Vec<_> = arrow_ipc::reader::StreamReader::try_new(&r.body[..], None)
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    let acc: Vec<f64> = batches
+        .iter()
+        .flat_map(|b| {
+            util::col::<arrow_array::Float64Array>(b, "accuracy")
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(acc, vec![0.25, 0.5, 0.75]);
+    // Writes and files outside the tables are refused, and nothing is written.
+    let outside = util::process_scratch().join("serve-sql-outside.csv");
+    let _ = std::fs::remove_file(&outside);
+    for (q, status) in [
+        (format!("COPY (SELECT 1) TO '{}'", outside.display()), 403),
+        (
+            format!("COPY scores TO '{}'", tables.join("copy.parquet").display()),
+            403,
+        ),
+        ("INSERT INTO scores VALUES ('x', 1.0)".to_string(), 403),
+        (
+            "CREATE EXTERNAL TABLE pw STORED AS CSV LOCATION '/etc/passwd'".to_string(),
+            403,
+        ),
+        ("DROP TABLE scores".to_string(), 403),
+        (
+            "SET datafusion.runtime.memory_limit = '100G'".to_string(),
+            403,
+        ),
+    ] {
+        sql(&q).assert_error(status, &q);
+    }
+    assert!(!outside.exists());
+    assert_eq!(util::entries(&tables), vec!["scores.parquet".to_string()]);
+    for q in [
+        "SELECT * FROM '/etc/passwd'",
+        "SELEKT 1",
+        "SELECT * FROM no_such_table",
+    ] {
+        let r = sql(q);
+        assert!((400..500).contains(&r.status), "{q}: {}", r.text());
+        r.assert_error(r.status, q);
+    }
+    s.post("/v1/sql", &json!({})).assert_error(400, "no query");
+    // Still answering.
+    assert_eq!(
+        sql("SELECT 1 AS one").json()["statements"][0]["rows"][0]["one"],
+        json!(1)
+    );
+}

@@ -37,6 +37,8 @@ pub mod infinigram;
 mod metrics;
 pub mod olmotrace;
 mod show;
+#[cfg(feature = "sql")]
+mod sql;
 pub mod v1;
 mod web;
 
@@ -73,6 +75,9 @@ pub struct Limits {
     pub max_response_bytes: usize,
     /// Longest query text, in tokens.
     pub max_query_tokens: usize,
+    /// Most rows of a SQL statement's answer (`POST /v1/sql`); the rest are left out and the
+    /// answer says so.
+    pub sql_rows: usize,
     /// Origins allowed to call the API from a browser (CORS); empty: none (same-origin only).
     pub cors_origins: Vec<String>,
     /// Write one JSON line per request to stderr.
@@ -88,6 +93,7 @@ impl Default for Limits {
             max_request_bytes: 1 << 20,
             max_response_bytes: 64 << 20,
             max_query_tokens: 10_000,
+            sql_rows: 10_000,
             cors_origins: Vec::new(),
             log_requests: true,
         }
@@ -116,6 +122,9 @@ pub struct App {
     run: Arc<Semaphore>,
     metrics: Metrics,
     started: Instant,
+    /// The SQL session over the documents tables and `--tables`.
+    #[cfg(feature = "sql")]
+    sql: Arc<familiar_sql::Sql>,
 }
 
 /// Whether `name` may name an index: letters, digits, `_`, `-` and `.`, not starting with `.`,
@@ -132,6 +141,21 @@ pub fn valid_index_name(name: &str) -> bool {
 impl App {
     /// Opens the indexes (`(name, directory)` pairs) and checks their names and tokenizers.
     pub fn open(indexes: &[(String, PathBuf)], limits: Limits) -> familiar::Result<Arc<App>> {
+        App::open_with_tables(indexes, None, limits)
+    }
+
+    /// [`App::open`], with SQL over the Parquet tables under `tables` too (the `sql` feature).
+    pub fn open_with_tables(
+        indexes: &[(String, PathBuf)],
+        tables: Option<&std::path::Path>,
+        limits: Limits,
+    ) -> familiar::Result<Arc<App>> {
+        #[cfg(not(feature = "sql"))]
+        if tables.is_some() {
+            return Err(familiar::Error::Config(
+                "this build of familiar-serve has no SQL (the `sql` feature)".into(),
+            ));
+        }
         if indexes.is_empty() {
             return Err(familiar::Error::Config(
                 "give at least one index to serve (NAME=DIR)".into(),
@@ -168,8 +192,23 @@ impl App {
                 },
             );
         }
+        if limits.sql_rows == 0 {
+            return Err(familiar::Error::Config(
+                "the SQL row limit must be at least 1".into(),
+            ));
+        }
+        #[cfg(feature = "sql")]
+        let sql = {
+            let dirs: Vec<(String, &std::path::Path)> = map
+                .values()
+                .map(|s: &Served| (s.name.clone(), s.dir.as_path()))
+                .collect();
+            Arc::new(sql::session(&dirs, tables, &limits)?)
+        };
         let total = limits.concurrency.saturating_add(limits.queue);
         Ok(Arc::new(App {
+            #[cfg(feature = "sql")]
+            sql,
             indexes: map,
             admit: Arc::new(Semaphore::new(total)),
             run: Arc::new(Semaphore::new(limits.concurrency)),
@@ -256,6 +295,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/{index}/documents/{id}", get(olmotrace::document))
         .route("/{index}/attribution", post(olmotrace::attribution))
         .merge(v1::routes())
+        .merge(sql_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -264,6 +304,16 @@ pub fn router(app: Arc<App>) -> Router {
         ))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(app)
+}
+
+#[cfg(feature = "sql")]
+fn sql_routes() -> Router<Arc<App>> {
+    Router::new().route("/v1/sql", post(sql::handle))
+}
+
+#[cfg(not(feature = "sql"))]
+fn sql_routes() -> Router<Arc<App>> {
+    Router::new()
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves; requests under way then finish.

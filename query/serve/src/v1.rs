@@ -42,7 +42,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
 }
 
 /// Whether the client asked for Arrow IPC.
-fn wants_arrow(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_arrow(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -55,7 +55,7 @@ pub(crate) enum Answer {
     Arrow(RecordBatch),
 }
 
-fn respond(kind: &'static str, r: Result<Answer, ApiError>) -> Response {
+pub(crate) fn respond(kind: &'static str, r: Result<Answer, ApiError>) -> Response {
     let mut response = match r {
         Ok(Answer::Json(v)) => Json(v).into_response(),
         Ok(Answer::Arrow(batch)) => match arrow_bytes(&batch) {

@@ -102,6 +102,8 @@ pub struct StatementResult {
     pub schema: SchemaRef,
     /// Its rows.
     pub batches: Vec<RecordBatch>,
+    /// Whether rows past the session's row limit were left out ([`Sql::set_row_limit`]).
+    pub truncated: bool,
 }
 
 impl StatementResult {
@@ -157,6 +159,7 @@ pub struct Sql {
     tables: Vec<TableInfo>,
     options: SqlOptions,
     cancel: Option<Arc<AtomicBool>>,
+    row_limit: Option<usize>,
 }
 
 impl std::fmt::Debug for Sql {
@@ -196,6 +199,7 @@ impl Sql {
             tables: Vec::new(),
             options,
             cancel: None,
+            row_limit: None,
         })
     }
 
@@ -204,6 +208,13 @@ impl Sql {
     /// every later one before it starts.
     pub fn set_cancel(&mut self, flag: Arc<AtomicBool>) {
         self.cancel = Some(flag);
+    }
+
+    /// Keep at most `limit` rows of each statement's result (`None`: all): the statement's
+    /// execution stops once they are read, and [`StatementResult::truncated`] says whether more
+    /// would have followed. A service's answer stays bounded whatever the statement.
+    pub fn set_row_limit(&mut self, limit: Option<usize>) {
+        self.row_limit = limit;
     }
 
     /// The session's options.
@@ -240,6 +251,7 @@ impl Sql {
                 ..options
             },
             cancel: None,
+            row_limit: None,
         })
     }
 
@@ -402,8 +414,24 @@ impl Sql {
                 let run = async {
                     let df = self.ctx.execute_logical_plan(plan).await?;
                     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-                    let batches = df.collect().await?;
-                    Ok::<_, DataFusionError>((schema, batches))
+                    let Some(limit) = self.row_limit else {
+                        return Ok::<_, DataFusionError>((schema, df.collect().await?, false));
+                    };
+                    // Read only as many rows as kept (and one batch more, to tell whether
+                    // there were more); dropping the stream stops the execution.
+                    let mut stream = df.execute_stream().await?;
+                    let (mut batches, mut rows, mut truncated) = (Vec::new(), 0usize, false);
+                    while let Some(batch) = futures::StreamExt::next(&mut stream).await {
+                        let batch = batch?;
+                        if rows + batch.num_rows() > limit {
+                            batches.push(batch.slice(0, limit - rows));
+                            truncated = true;
+                            break;
+                        }
+                        rows += batch.num_rows();
+                        batches.push(batch);
+                    }
+                    Ok((schema, batches, truncated))
                 };
                 let limited = async {
                     match self.options.time_limit {
@@ -436,11 +464,12 @@ impl Sql {
                     }
                 }
             };
-            let (schema, batches) = self.runtime.block_on(work)?;
+            let (schema, batches, truncated) = self.runtime.block_on(work)?;
             out.push(StatementResult {
                 sql,
                 schema,
                 batches,
+                truncated,
             });
         }
         Ok(out)

@@ -352,3 +352,38 @@ fn a_cancel_flag_stops_a_running_statement() {
     flag.store(false, Ordering::Relaxed);
     assert_eq!(sql.run("SELECT 1").unwrap()[0].rows(), 1);
 }
+
+#[test]
+fn a_row_limit_keeps_that_many_rows_and_says_more_were_left() {
+    let mut sql = Sql::new().unwrap();
+    sql.set_row_limit(Some(1000));
+    // Endless without the limit: the execution stops once the rows are read.
+    let r = sql
+        .run("SELECT v FROM range(100000000000) r(v)")
+        .unwrap()
+        .remove(0);
+    assert_eq!(r.rows(), 1000);
+    assert!(r.truncated);
+    let values: Vec<i64> = r
+        .batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(values, (0..1000).collect::<Vec<i64>>());
+    // Exactly the limit, or fewer: all of it, nothing left out.
+    for n in [1000, 7] {
+        let r = sql
+            .run(&format!("SELECT v FROM range({n}) r(v)"))
+            .unwrap()
+            .remove(0);
+        assert_eq!(r.rows(), n);
+        assert!(!r.truncated, "{n} rows");
+    }
+}

@@ -12,6 +12,13 @@ pub struct Args {
     /// An index to serve, as NAME=DIR (repeat for several). Requests name it by NAME.
     #[arg(long = "index", value_name = "NAME=DIR", required = true)]
     indexes: Vec<String>,
+    /// A directory of Parquet tables to query with SQL (`POST /v1/sql`, read-only), beside each
+    /// index's documents table (`NAME_documents`).
+    #[arg(long)]
+    tables: Option<PathBuf>,
+    /// Most rows of a SQL statement's answer (the answer says when rows were left out).
+    #[arg(long, default_value_t = 10_000)]
+    sql_rows: usize,
     /// Address to listen on (port 0: any free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: String,
@@ -64,10 +71,11 @@ pub fn run(a: Args) -> Result<i32> {
         max_request_bytes: a.max_request_bytes,
         max_response_bytes: a.max_response_bytes,
         max_query_tokens: a.max_query_tokens,
+        sql_rows: a.sql_rows,
         cors_origins: a.cors_origins,
         log_requests: !a.quiet,
     };
-    let app = familiar_serve::App::open(&indexes, limits)?;
+    let app = familiar_serve::App::open_with_tables(&indexes, a.tables.as_deref(), limits)?;
     let names: Vec<String> = app.indexes().keys().cloned().collect();
     familiar_serve::run_until_signal(app, &a.addr, |addr| {
         eprintln!(

@@ -908,6 +908,7 @@ fn v1_endpoints_answer_as_the_library() {
         "/{index}/attribution",
         "/v1/indexes",
         "/v1/{index}/docs/{id}",
+        "/v1/sql",
         "/healthz",
         "/metrics",
     ] {

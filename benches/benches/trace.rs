@@ -17,7 +17,6 @@ use familiar::items::{read_items, Ask, Item, ItemFormat};
 use familiar::token::Token;
 use familiar::with_view;
 use familiar_benches::*;
-use familiar_index_builder::build::{build, BuildOptions};
 use familiar_query::contamination::{contamination, ContaminationOptions};
 use familiar_query::duplicates::{duplicates, DuplicateOptions};
 use familiar_query::top::{top_ngrams, TopOptions};
@@ -41,53 +40,13 @@ fn main() {
     }
 }
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
-}
-
 /// Where a child phase finds the parent's index.
 const INDEX_ENV: &str = "FAMILIAR_BENCH_TRACE_INDEX";
 
-/// The index to measure, built if absent, and whether it is the real corpus.
+/// The index to measure (the concepts bench's real-corpus index, built if absent), whether it
+/// is the real corpus, and the real data directory.
 fn index_dir(mode: Mode) -> BenchResult<(PathBuf, bool, Option<PathBuf>)> {
-    let base = bench_dir(env!("CARGO_TARGET_TMPDIR"));
-    let data = shared_data();
-    let full = mode.is_full() && data.is_some();
-    if mode.is_full() && data.is_none() {
-        println!(
-            "real corpus: SKIPPED — ../shared/data not found; measuring on the fixture corpus"
-        );
-    }
-    let (dir, tokenizer, inputs) = match (&data, full) {
-        (Some(data), true) => (
-            base.join("concepts-real-gpt2"),
-            data.join("tokenizers/gpt2.json"),
-            vec![data.join("corpus").display().to_string()],
-        ),
-        _ => (
-            base.join(format!("smoke-trace-{}", std::process::id())),
-            fixtures().join("tokenizer.json"),
-            ["part-0000.jsonl.zst", "part-0001.jsonl.gz"]
-                .iter()
-                .map(|p| fixtures().join("corpus").join(p).display().to_string())
-                .collect(),
-        ),
-    };
-    if !dir.join("manifest.json").exists() {
-        remove_dir(&dir)?;
-        println!("building {} ...", dir.display());
-        let mut options = BuildOptions::new(&tokenizer, &dir, inputs);
-        options.threads = Some(threads());
-        let (r, wall, _) = measure(|| build(&options));
-        let r = r?;
-        println!(
-            "  {} documents, {} tokens in {:.1} s",
-            r.documents,
-            r.tokens,
-            wall.as_secs_f64()
-        );
-    }
-    Ok((dir, full, data))
+    real_corpus_index(mode, env!("CARGO_TARGET_TMPDIR"), "trace")
 }
 
 /// The whole token stream, shard by shard (no pattern crosses a shard: shards end with a
@@ -122,16 +81,7 @@ fn naive_in_index(index: &Index, pattern: &[u32]) -> u64 {
 /// The largest anonymous resident memory (`RssAnon` of `/proc/self/status`: the heap, not the
 /// mapped index files) seen while `f` runs, sampled every 20 ms.
 fn peak_anon<R>(f: impl FnOnce() -> R) -> (R, u64) {
-    let read = || -> u64 {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("RssAnon:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .map_or(0, |kb| kb * 1024)
-    };
+    let read = rss_anon;
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {

@@ -112,6 +112,61 @@ pub fn shared_data() -> Option<PathBuf> {
     dir.join("corpus").is_dir().then_some(dir)
 }
 
+/// The repository's `fixtures/` directory.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// The index a bench measures: in full mode with the real data, the whole real corpus with the
+/// GPT-2 tokenizer (`concepts-real-gpt2`, shared by the concepts, trace and serve benches, built
+/// if absent); otherwise the fixture corpus (`smoke-{smoke_name}-{pid}`). Also whether it is the
+/// real corpus, and the real data directory.
+pub fn real_corpus_index(
+    mode: Mode,
+    target_tmpdir: &str,
+    smoke_name: &str,
+) -> BenchResult<(PathBuf, bool, Option<PathBuf>)> {
+    use familiar_index_builder::build::{build, BuildOptions};
+    let base = bench_dir(target_tmpdir);
+    let data = shared_data();
+    let full = mode.is_full() && data.is_some();
+    if mode.is_full() && data.is_none() {
+        println!(
+            "real corpus: SKIPPED — ../shared/data not found; measuring on the fixture corpus"
+        );
+    }
+    let (dir, tokenizer, inputs) = match (&data, full) {
+        (Some(data), true) => (
+            base.join("concepts-real-gpt2"),
+            data.join("tokenizers/gpt2.json"),
+            vec![data.join("corpus").display().to_string()],
+        ),
+        _ => (
+            base.join(format!("smoke-{smoke_name}-{}", std::process::id())),
+            fixtures_dir().join("tokenizer.json"),
+            ["part-0000.jsonl.zst", "part-0001.jsonl.gz"]
+                .iter()
+                .map(|p| fixtures_dir().join("corpus").join(p).display().to_string())
+                .collect(),
+        ),
+    };
+    if !dir.join("manifest.json").exists() {
+        remove_dir(&dir)?;
+        println!("building {} ...", dir.display());
+        let mut options = BuildOptions::new(&tokenizer, &dir, inputs);
+        options.threads = Some(threads());
+        let (r, wall, _) = measure(|| build(&options));
+        let r = r?;
+        println!(
+            "  {} documents, {} tokens in {:.1} s",
+            r.documents,
+            r.tokens,
+            wall.as_secs_f64()
+        );
+    }
+    Ok((dir, full, data))
+}
+
 /// Where benches keep their data: `FAMILIAR_BENCH_DIR`, else `<target>/bench-data`. Bench binaries
 /// pass `env!("CARGO_TARGET_TMPDIR")` (`<target>/tmp`, known only when compiling them).
 pub fn bench_dir(target_tmpdir: &str) -> PathBuf {
@@ -654,6 +709,19 @@ pub fn sorted(v: &[f64]) -> Vec<f64> {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     s
+}
+
+/// `RssAnon` of this process (its heap, not the mapped index files), in bytes; 0 where
+/// `/proc/self/status` cannot be read.
+pub fn rss_anon() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// Median.

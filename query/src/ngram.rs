@@ -232,6 +232,125 @@ pub fn next_tokens(index: &Index, prefix: &[u32]) -> Result<NextTokens> {
     })
 }
 
+/// Next-token distributions of frequent prefixes, kept once computed (a service's answer to the
+/// prefixes everyone asks for: the empty one, " the", ","). Only prefixes occurring at least
+/// `min_count` times are kept — a rarer one is quick to compute — and at most `max_bytes` of
+/// them (about 16 bytes per listed next token). [`NextTokensCache::warm`] computes the most
+/// frequent prefixes ahead of their first use.
+#[derive(Debug)]
+pub struct NextTokensCache {
+    min_count: u64,
+    max_bytes: usize,
+    entries: std::sync::Mutex<HashMap<Vec<u32>, std::sync::Arc<NextTokens>>>,
+    bytes: std::sync::atomic::AtomicUsize,
+}
+
+impl NextTokensCache {
+    /// A cache of the distributions of prefixes occurring at least `min_count` times, holding
+    /// at most about `max_bytes`.
+    pub fn new(min_count: u64, max_bytes: usize) -> NextTokensCache {
+        NextTokensCache {
+            min_count: min_count.max(1),
+            max_bytes,
+            entries: std::sync::Mutex::new(HashMap::new()),
+            bytes: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn size_of(n: &NextTokens, prefix: &[u32]) -> usize {
+        16 * n.next.len() + 4 * prefix.len() + 96
+    }
+
+    fn lookup(&self, prefix: &[u32]) -> Option<std::sync::Arc<NextTokens>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(prefix)
+            .cloned()
+    }
+
+    /// [`next_tokens`] of `prefix`, from the cache when it is there; kept when the prefix is
+    /// frequent and there is room.
+    pub fn next_tokens(&self, index: &Index, prefix: &[u32]) -> Result<std::sync::Arc<NextTokens>> {
+        index.check_ids(prefix)?;
+        if let Some(hit) = self.lookup(prefix) {
+            return Ok(hit);
+        }
+        let n = std::sync::Arc::new(next_tokens(index, prefix)?);
+        if n.prefix_count >= self.min_count {
+            self.insert(prefix, &n);
+        }
+        Ok(n)
+    }
+
+    fn insert(&self, prefix: &[u32], n: &std::sync::Arc<NextTokens>) {
+        use std::sync::atomic::Ordering;
+        let size = Self::size_of(n, prefix);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.contains_key(prefix)
+            || self.bytes.load(Ordering::Relaxed) + size > self.max_bytes
+        {
+            return;
+        }
+        entries.insert(prefix.to_vec(), std::sync::Arc::clone(n));
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+    }
+
+    /// Computes the distributions of up to `limit` prefixes, the most frequent first (the empty
+    /// prefix, then the most frequent tokens and their most frequent continuations, as long as
+    /// they occur at least `min_count` times), and returns how many are cached. `stop` ends it
+    /// early (a server shutting down).
+    pub fn warm(
+        &self,
+        index: &Index,
+        limit: usize,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<usize> {
+        use std::collections::BinaryHeap;
+        let mut heap: BinaryHeap<(u64, std::cmp::Reverse<Vec<u32>>)> = BinaryHeap::new();
+        heap.push((index.manifest().tokens, std::cmp::Reverse(Vec::new())));
+        let mut done = 0;
+        while let Some((count, std::cmp::Reverse(prefix))) = heap.pop() {
+            if done >= limit || stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            if count < self.min_count {
+                break;
+            }
+            let n = self.next_tokens(index, &prefix)?;
+            done += 1;
+            if self.lookup(&prefix).is_none() {
+                // Full: the rest would not be kept either.
+                break;
+            }
+            for &(t, c) in &n.next {
+                if c < self.min_count {
+                    break;
+                }
+                let mut longer = prefix.clone();
+                longer.push(t);
+                heap.push((c, std::cmp::Reverse(longer)));
+            }
+        }
+        Ok(self.len())
+    }
+
+    /// Prefixes cached.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes the cached distributions take (about).
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// P(next | prefix) from exact counts.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Probability {

@@ -1164,3 +1164,63 @@ fn counts_through_the_sampled_top_levels_match_brute_force() {
         }
     }
 }
+
+/// The next-token cache answers as the library (and so as the brute-force model), keeps only
+/// frequent prefixes, warms the most frequent first and stays within its budget.
+#[test]
+fn the_next_token_cache_answers_as_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = support::tokens::write_tokenizer(dir.path(), 12);
+    let mut rng = familiar::rng::SplitMix64::new(5);
+    let docs: Vec<Vec<u32>> = (0..120)
+        .map(|_| {
+            let len = 1 + rng.below(40) as usize;
+            // Skewed, so that some prefixes are frequent and others rare.
+            (0..len)
+                .map(|_| (rng.below(12).min(rng.below(12))) as u32)
+                .collect()
+        })
+        .collect();
+    let index = support::tokens::build_and_open(&tok, &dir.path().join("i"), &docs, 500);
+    let model = Model::new(&docs, 12, 500);
+    let cache = ngram::NextTokensCache::new(200, 1 << 20);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let cached = cache.warm(&index, 10, &stop).unwrap();
+    assert!((1..=10).contains(&cached), "{cached}");
+    // What warm cached is the most frequent prefixes: every prefix kept occurs at least as often
+    // as any frequent one-token prefix left out, and the empty prefix is first.
+    let mut prefixes: Vec<Vec<u32>> = vec![vec![]];
+    for a in 0..12 {
+        prefixes.push(vec![a]);
+        for b in 0..12 {
+            prefixes.push(vec![a, b]);
+        }
+    }
+    for p in &prefixes {
+        let got = cache.next_tokens(&index, p).unwrap();
+        let (total, end, next) = model.next_tokens(p);
+        assert_eq!(got.prefix_count, total, "{p:?}");
+        assert_eq!(got.end_of_document, end, "{p:?}");
+        let got_next: BTreeMap<u32, u64> = got.next.iter().copied().collect();
+        assert_eq!(got_next, next, "{p:?}");
+        // A second call answers the same (from the cache when frequent).
+        assert_eq!(*cache.next_tokens(&index, p).unwrap(), *got);
+    }
+    // Only prefixes occurring at least 200 times were kept.
+    assert!(
+        cache.len()
+            <= prefixes
+                .iter()
+                .filter(|p| model.next_tokens(p).0 >= 200)
+                .count()
+    );
+    assert!(cache.len() >= cached);
+    // A tiny budget keeps nothing past it.
+    let small = ngram::NextTokensCache::new(1, 200);
+    for p in &prefixes {
+        small.next_tokens(&index, p).unwrap();
+    }
+    assert!(small.bytes() <= 200);
+    // Bad ids are refused as by the library.
+    assert!(cache.next_tokens(&index, &[999]).is_err());
+}

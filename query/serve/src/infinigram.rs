@@ -81,9 +81,10 @@ pub async fn handle(
             .index(name)
             .map_err(|e| ApiError::bad_request(e.message))?;
         let index = Arc::clone(&served.index);
+        let cache = Arc::clone(&served.ntd);
         let max_tokens = app.limits.max_query_tokens;
         let query_type = kind;
-        app.run(move || answer(&index, query_type, &body, max_tokens))
+        app.run(move || answer(&index, &cache, query_type, &body, max_tokens))
             .await
     }
     .await;
@@ -233,6 +234,7 @@ fn read_query(index: &Index, args: &Args, cnf: bool, max_tokens: usize) -> Resul
 
 fn answer(
     index: &Index,
+    cache: &ngram::NextTokensCache,
     query_type: &str,
     body: &Value,
     max_tokens: usize,
@@ -261,7 +263,7 @@ fn answer(
         }
         ("ntd", Some(Query::Ngram(ids))) => {
             let max_support = args.int("max_support", 1000, 1, 1000)? as usize;
-            let n = ngram::next_tokens(index, ids)?;
+            let n = cache.next_tokens(index, ids)?;
             distribution(index, &n, max_support)?
         }
         ("infgram_prob", Some(Query::Ngram(ids))) => {
@@ -278,10 +280,10 @@ fn answer(
         }
         ("infgram_ntd", Some(Query::Ngram(ids))) => {
             let max_support = args.int("max_support", 1000, 1, 1000)? as usize;
-            let r = infgram::infgram_ntd(index, ids)?;
-            let suffix = &ids[ids.len() - r.suffix_len..];
-            let mut v = distribution(index, &r.next, max_support)?;
-            v["suffix_len"] = json!(r.suffix_len);
+            let suffix_len = infgram::longest_suffix(index, ids)?;
+            let suffix = &ids[ids.len() - suffix_len..];
+            let mut v = distribution(index, &*cache.next_tokens(index, suffix)?, max_support)?;
+            v["suffix_len"] = json!(suffix_len);
             v["longest_suffix"] = json!(index.tokenizer()?.decode(suffix)?);
             v
         }

@@ -75,6 +75,14 @@ pub struct Limits {
     pub max_response_bytes: usize,
     /// Longest query text, in tokens.
     pub max_query_tokens: usize,
+    /// Next-token distributions of prefixes occurring at least this many times are kept once
+    /// computed (`ntd`, `infgram_ntd`).
+    pub ntd_cache_min_count: u64,
+    /// At most this many bytes of them per index.
+    pub ntd_cache_bytes: usize,
+    /// Prefixes whose distributions are computed at start (in the background), most frequent
+    /// first.
+    pub ntd_warm: usize,
     /// Most rows of a SQL statement's answer (`POST /v1/sql`); the rest are left out and the
     /// answer says so.
     pub sql_rows: usize,
@@ -94,6 +102,9 @@ impl Default for Limits {
             max_response_bytes: 64 << 20,
             max_query_tokens: 10_000,
             sql_rows: 10_000,
+            ntd_cache_min_count: 100_000,
+            ntd_cache_bytes: 256 << 20,
+            ntd_warm: 1000,
             cors_origins: Vec::new(),
             log_requests: true,
         }
@@ -109,6 +120,8 @@ pub struct Served {
     pub index: Arc<Index>,
     /// Its directory (never shown to clients).
     pub dir: PathBuf,
+    /// Next-token distributions of its frequent prefixes.
+    pub ntd: Arc<familiar_query::ngram::NextTokensCache>,
 }
 
 /// The service: its indexes, limits and counters.
@@ -122,6 +135,8 @@ pub struct App {
     run: Arc<Semaphore>,
     metrics: Metrics,
     started: Instant,
+    /// Set to stop the background warming of the next-token caches.
+    warming: Arc<std::sync::atomic::AtomicBool>,
     /// The SQL session over the documents tables and `--tables`.
     #[cfg(feature = "sql")]
     sql: Arc<familiar_sql::Sql>,
@@ -189,6 +204,10 @@ impl App {
                     name: name.clone(),
                     index: Arc::new(index),
                     dir: dir.clone(),
+                    ntd: Arc::new(familiar_query::ngram::NextTokensCache::new(
+                        limits.ntd_cache_min_count,
+                        limits.ntd_cache_bytes,
+                    )),
                 },
             );
         }
@@ -205,8 +224,35 @@ impl App {
                 .collect();
             Arc::new(sql::session(&dirs, tables, &limits)?)
         };
+        let warming = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if limits.ntd_warm > 0 {
+            for served in map.values() {
+                let (index, cache) = (Arc::clone(&served.index), Arc::clone(&served.ntd));
+                let (n, stop, name) = (limits.ntd_warm, Arc::clone(&warming), served.name.clone());
+                let quiet = !limits.log_requests;
+                std::thread::Builder::new()
+                    .name(format!("familiar-warm-{name}"))
+                    .spawn(move || {
+                        let start = Instant::now();
+                        match cache.warm(&index, n, &stop) {
+                            Ok(k) if !quiet => eprintln!(
+                                "familiar serve: {name}: next-token distributions of {k} frequent \
+                                 prefixes ready ({:.1} MB, {:.1} s)",
+                                cache.bytes() as f64 / 1e6,
+                                start.elapsed().as_secs_f64()
+                            ),
+                            Ok(_) => {}
+                            Err(e) => eprintln!(
+                                "familiar serve: {name}: warming the next-token cache failed: {e}"
+                            ),
+                        }
+                    })
+                    .map_err(|e| familiar::Error::Bug(format!("starting a thread: {e}")))?;
+            }
+        }
         let total = limits.concurrency.saturating_add(limits.queue);
         Ok(Arc::new(App {
+            warming,
             #[cfg(feature = "sql")]
             sql,
             indexes: map,
@@ -343,7 +389,10 @@ pub fn run_until_signal(
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         on_ready(listener.local_addr()?);
-        serve(listener, app, shutdown_signal()).await
+        let warming = Arc::clone(&app.warming);
+        let r = serve(listener, app, shutdown_signal()).await;
+        warming.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
     })?;
     // Calls past their time limit may still be running on blocking threads: do not wait.
     runtime.shutdown_background();

@@ -200,11 +200,12 @@ async fn operation(
                 ))
             })?;
         let Json(body) = body?;
-        let index = Arc::clone(&app.index(&name)?.index);
+        let served = app.index(&name)?;
+        let (index, cache) = (Arc::clone(&served.index), Arc::clone(&served.ntd));
         let arrow = wants_arrow(&headers);
         let max_tokens = app.limits.max_query_tokens;
         let op = kind;
-        app.run(move || run(&index, op, &body, arrow, max_tokens))
+        app.run(move || run(&index, &cache, op, &body, arrow, max_tokens))
             .await
     }
     .await;
@@ -274,6 +275,7 @@ fn next_list(index: &Index, n: &ngram::NextTokens, limit: usize) -> Result<Value
 
 fn run(
     index: &Index,
+    cache: &ngram::NextTokensCache,
     op: &str,
     body: &Value,
     arrow: bool,
@@ -350,7 +352,7 @@ fn run(
         "ntd" => {
             let ids = query(index, &args, max_tokens)?;
             let limit = args.int("limit", 100, 1, u64::from(u32::MAX))? as usize;
-            let n = ngram::next_tokens(index, &ids)?;
+            let n = cache.next_tokens(index, &ids)?;
             if arrow {
                 let shown = &n.next[..n.next.len().min(limit)];
                 return Ok(Answer::Arrow(batch(vec![
@@ -415,10 +417,10 @@ fn run(
         "infgram" => {
             let ids = query(index, &args, max_tokens)?;
             let limit = args.int("limit", 100, 1, u64::from(u32::MAX))? as usize;
-            let r = infgram::infgram_ntd(index, &ids)?;
-            let suffix = &ids[ids.len() - r.suffix_len..];
-            let mut v = next_list(index, &r.next, limit)?;
-            v["suffix_len"] = json!(r.suffix_len);
+            let suffix_len = infgram::longest_suffix(index, &ids)?;
+            let suffix = &ids[ids.len() - suffix_len..];
+            let mut v = next_list(index, &*cache.next_tokens(index, suffix)?, limit)?;
+            v["suffix_len"] = json!(suffix_len);
             v["suffix"] = json!(index.tokenizer()?.decode(suffix)?);
             v["token_ids"] = json!(ids);
             v

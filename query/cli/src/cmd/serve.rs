@@ -19,6 +19,17 @@ pub struct Args {
     /// Most rows of a SQL statement's answer (the answer says when rows were left out).
     #[arg(long, default_value_t = 10_000)]
     sql_rows: usize,
+    /// Keep the next-token distributions of prefixes occurring at least this many times once
+    /// computed (the costly ones: the empty prefix, " the", ",").
+    #[arg(long, default_value_t = 100_000)]
+    ntd_cache_min_count: u64,
+    /// At most this many MB of them per index (in memory).
+    #[arg(long, default_value_t = 256)]
+    ntd_cache_mb: usize,
+    /// Compute the distributions of this many of the most frequent prefixes at start, in the
+    /// background (0: only on first use).
+    #[arg(long, default_value_t = 1000)]
+    ntd_warm: usize,
     /// Address to listen on (port 0: any free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: String,
@@ -72,6 +83,9 @@ pub fn run(a: Args) -> Result<i32> {
         max_response_bytes: a.max_response_bytes,
         max_query_tokens: a.max_query_tokens,
         sql_rows: a.sql_rows,
+        ntd_cache_min_count: a.ntd_cache_min_count,
+        ntd_cache_bytes: a.ntd_cache_mb.saturating_mul(1 << 20),
+        ntd_warm: a.ntd_warm,
         cors_origins: a.cors_origins,
         log_requests: !a.quiet,
     };

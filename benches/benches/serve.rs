@@ -65,6 +65,15 @@ impl Client {
              Content-Length: {}\r\n\r\n{body}",
             body.len()
         );
+        self.exchange(&req)
+    }
+
+    /// GETs `path`; (status, body).
+    fn get(&mut self, path: &str) -> BenchResult<(u16, Vec<u8>)> {
+        self.exchange(&format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n"))
+    }
+
+    fn exchange(&mut self, req: &str) -> BenchResult<(u16, Vec<u8>)> {
         self.stream.write_all(req.as_bytes())?;
         let mut chunk = [0u8; 65536];
         loop {
@@ -269,6 +278,22 @@ fn run(mode: Mode) -> BenchResult<()> {
     );
     let mut client = Client::connect(&addr)?;
     let mut worst_overhead: f64 = 0.0;
+    // The floor: an answer that calls no library and runs on no blocking thread.
+    let mut floor = Vec::new();
+    for _ in 0..mode.pick(200, 2000) {
+        let t = Instant::now();
+        let (status, _) = client.get("/healthz")?;
+        floor.push(t.elapsed().as_secs_f64());
+        if status != 200 {
+            return Err(format!("/healthz: HTTP {status}").into());
+        }
+    }
+    println!(
+        "  {:<12} {:>10} {:>8.1} µs   (GET /healthz: loopback, HTTP, JSON; no library call)",
+        "floor",
+        "",
+        median(&floor) * 1e6
+    );
     for kind in ["count", "prob", "ntd"] {
         let reqs: Vec<&Request> = mix.iter().filter(|r| r.kind == kind).collect();
         let (mut lib, mut web) = (Vec::new(), Vec::new());
@@ -334,21 +359,115 @@ fn run(mode: Mode) -> BenchResult<()> {
         }
     );
 
-    // 3. Load: 32 clients, each through the whole mix in its own order, bounded in time.
+    // 3. Load: 32 clients, one query type at a time (each client through the type's requests
+    // in its own order, again and again, for a bounded time), then all types mixed, twice (the
+    // resident memory after each: flat when the second adds nothing).
     let rss_before = rss_anon();
-    let limit = Duration::from_secs(mode.pick(2, 30));
-    let rounds = mode.pick(1, 3) as usize;
+    let limit = Duration::from_secs(mode.pick(1, 8));
     println!(
-        "\nload: {CLIENTS} clients × up to {rounds} passes over {} requests, at most {} s",
-        mix.len(),
+        "\nload: {CLIENTS} clients, one query type at a time, {} s each",
         limit.as_secs()
     );
+    println!(
+        "  {:<12} {:>8} {:>9} {:>10} {:>10}",
+        "type", "requests", "per s", "p50", "p99"
+    );
+    let mut p99s = std::collections::BTreeMap::new();
+    let mut errors = 0;
+    const KINDS: [&str; 5] = ["count", "prob", "ntd", "infgram_ntd", "search_docs"];
+    for kind in KINDS {
+        let part: Arc<Vec<Request>> =
+            Arc::new(mix.iter().filter(|r| r.kind == kind).cloned().collect());
+        let (lat, failed, wall) = load(&addr, &part, usize::MAX, limit);
+        errors += failed;
+        let lat = sorted(&lat.iter().map(|(_, t)| *t).collect::<Vec<_>>());
+        let (p50, p99) = (percentile(&lat, 0.5) * 1e3, percentile(&lat, 0.99) * 1e3);
+        p99s.insert(kind, p99);
+        println!(
+            "  {kind:<12} {:>8} {:>9.0} {:>7.2} ms {:>7.2} ms",
+            lat.len(),
+            lat.len() as f64 / wall,
+            p50,
+            p99
+        );
+    }
+    println!(
+        "  count p99 ≤ {COUNT_P99_TARGET_MS} ms: {}; ntd p99 ≤ {NTD_P99_TARGET_MS} ms: {}",
+        if p99s["count"] <= COUNT_P99_TARGET_MS {
+            "PASS"
+        } else {
+            "MISS"
+        },
+        if p99s["ntd"] <= NTD_P99_TARGET_MS {
+            "PASS"
+        } else {
+            "MISS"
+        },
+    );
     let mix = Arc::new(mix);
+    let mixed_limit = Duration::from_secs(mode.pick(1, 15));
+    let (_, failed, _) = load(&addr, &mix, usize::MAX, mixed_limit);
+    errors += failed;
+    let rss_first = rss_anon();
+    let (all, failed, wall) = load(&addr, &mix, usize::MAX, mixed_limit);
+    errors += failed;
+    let rss_after = rss_anon();
+    println!(
+        "\nmixed ({} requests of five types, {CLIENTS} clients, {} s, run twice; the second): \
+         {} requests ({:.0}/s)",
+        mix.len(),
+        mixed_limit.as_secs(),
+        all.len(),
+        all.len() as f64 / wall
+    );
+    for kind in KINDS {
+        let lat = sorted(
+            &all.iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, t)| *t)
+                .collect::<Vec<_>>(),
+        );
+        println!(
+            "  {kind:<12} {:>8} {:>9} {:>7.2} ms {:>7.2} ms",
+            lat.len(),
+            "",
+            percentile(&lat, 0.5) * 1e3,
+            percentile(&lat, 0.99) * 1e3
+        );
+    }
+    println!("  errors: {errors}");
+    println!(
+        "  resident heap (RssAnon): before the load {:.1} MB, after the first mixed run {:.1} MB, \
+         after the second {:.1} MB",
+        rss_before as f64 / 1e6,
+        rss_first as f64 / 1e6,
+        rss_after as f64 / 1e6
+    );
+    let _ = stop_tx.send(());
+    runtime.block_on(server)??;
+    if errors > 0 {
+        return Err(format!("{errors} clients failed").into());
+    }
+    if !full {
+        remove_dir(&dir)?;
+    }
+    Ok(())
+}
+
+/// One load run: `CLIENTS` clients, each through the mix in its own order up to `rounds` times,
+/// until `limit`; every answer checked. The latencies by type, the failed clients, the wall time.
+#[allow(clippy::type_complexity)]
+fn load(
+    addr: &str,
+    mix: &Arc<Vec<Request>>,
+    rounds: usize,
+    limit: Duration,
+) -> (Vec<(&'static str, f64)>, usize, f64) {
     let start = Instant::now();
     let results: Vec<BenchResult<Vec<(&'static str, f64)>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..CLIENTS)
             .map(|c| {
-                let (mix, addr) = (Arc::clone(&mix), addr.clone());
+                let (mix, addr) = (Arc::clone(mix), addr.to_string());
                 scope.spawn(move || -> BenchResult<Vec<(&'static str, f64)>> {
                     let mut client = Client::connect(&addr)?;
                     let mut rng = SplitMix64::new(c as u64 + 1);
@@ -400,58 +519,5 @@ fn run(mode: Mode) -> BenchResult<()> {
             }
         }
     }
-    let rss_after = rss_anon();
-    println!(
-        "  {} requests in {wall:.1} s ({:.0}/s), {errors} errors",
-        all.len(),
-        all.len() as f64 / wall
-    );
-    println!(
-        "  {:<12} {:>8} {:>10} {:>10}",
-        "type", "requests", "p50", "p99"
-    );
-    let mut p99s = std::collections::BTreeMap::new();
-    for kind in ["count", "prob", "ntd", "infgram_ntd", "search_docs"] {
-        let lat = sorted(
-            &all.iter()
-                .filter(|(k, _)| *k == kind)
-                .map(|(_, t)| *t)
-                .collect::<Vec<_>>(),
-        );
-        let (p50, p99) = (percentile(&lat, 0.5) * 1e3, percentile(&lat, 0.99) * 1e3);
-        p99s.insert(kind, p99);
-        println!(
-            "  {kind:<12} {:>8} {:>7.2} ms {:>7.2} ms",
-            lat.len(),
-            p50,
-            p99
-        );
-    }
-    println!(
-        "  count p99 ≤ {COUNT_P99_TARGET_MS} ms: {}; ntd p99 ≤ {NTD_P99_TARGET_MS} ms: {}",
-        if p99s["count"] <= COUNT_P99_TARGET_MS {
-            "PASS"
-        } else {
-            "MISS"
-        },
-        if p99s["ntd"] <= NTD_P99_TARGET_MS {
-            "PASS"
-        } else {
-            "MISS"
-        },
-    );
-    println!(
-        "  resident heap (RssAnon) before {:.1} MB, after {:.1} MB",
-        rss_before as f64 / 1e6,
-        rss_after as f64 / 1e6
-    );
-    let _ = stop_tx.send(());
-    runtime.block_on(server)??;
-    if errors > 0 {
-        return Err(format!("{errors} clients failed").into());
-    }
-    if !full {
-        remove_dir(&dir)?;
-    }
-    Ok(())
+    (all, errors, wall)
 }

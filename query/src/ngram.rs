@@ -335,6 +335,11 @@ impl NextTokensCache {
         Ok(self.len())
     }
 
+    /// Whether the distribution of `prefix` is cached (answering it then takes microseconds).
+    pub fn contains(&self, prefix: &[u32]) -> bool {
+        self.lookup(prefix).is_some()
+    }
+
     /// Prefixes cached.
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()

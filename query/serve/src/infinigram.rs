@@ -84,8 +84,12 @@ pub async fn handle(
         let cache = Arc::clone(&served.ntd);
         let max_tokens = app.limits.max_query_tokens;
         let query_type = kind;
-        app.run(move || answer(&index, &cache, query_type, &body, max_tokens))
-            .await
+        if is_quick(query_type, &body, &index, &cache) {
+            app.run_inline(|| answer(&index, &cache, query_type, &body, max_tokens))
+        } else {
+            app.run(move || answer(&index, &cache, query_type, &body, max_tokens))
+                .await
+        }
     }
     .await;
     let mut response = match result {
@@ -102,6 +106,32 @@ pub async fn handle(
     };
     response.extensions_mut().insert(QueryKind(kind));
     response
+}
+
+/// Whether a request takes microseconds whatever the corpus (binary searches of the suffix
+/// arrays: `count` of one n-gram, `prob`, `find`; `ntd` of a cached prefix), so it runs without a
+/// blocking thread.
+fn is_quick(query_type: &str, body: &Value, index: &Index, cache: &ngram::NextTokensCache) -> bool {
+    let cnf_text = body["query"]
+        .as_str()
+        .is_some_and(|q| q.contains(" AND ") || q.contains(" OR "));
+    let cnf_ids = body["query_ids"]
+        .as_array()
+        .and_then(|a| a.first())
+        .is_some_and(Value::is_array);
+    match query_type {
+        "prob" | "find" => true,
+        "count" => !cnf_text && !cnf_ids,
+        // A cached distribution (a frequent prefix) is a lookup.
+        "ntd" => {
+            let ids = match (&body["query"], &body["query_ids"]) {
+                (Value::Null, ids @ Value::Array(_)) => show::ids_of(ids, "query_ids").ok(),
+                _ => None,
+            };
+            ids.is_some_and(|ids| index.check_ids(&ids).is_ok() && cache.contains(&ids))
+        }
+        _ => false,
+    }
 }
 
 /// A query: one n-gram or a CNF of n-grams.

@@ -284,6 +284,31 @@ impl App {
         })
     }
 
+    /// Runs `f`, a library call that takes microseconds (a count, a probability: a few binary
+    /// searches of the suffix arrays), right here on the runtime's thread: no hand-off to a
+    /// blocking thread and no wait behind costly queries. It still counts toward admission (503
+    /// when the server is full), and a panic becomes a 500.
+    pub(crate) fn run_inline<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let _admit = Arc::clone(&self.admit)
+            .try_acquire_owned()
+            .map_err(|_| self.overloaded())?;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+            Err(ApiError::internal(
+                "the query failed unexpectedly (a bug in familiar, please report it)".into(),
+            ))
+        })
+    }
+
+    fn overloaded(&self) -> ApiError {
+        ApiError::overloaded(format!(
+            "the server is busy ({} queries running, {} waiting): try again shortly",
+            self.limits.concurrency, self.limits.queue
+        ))
+    }
+
     /// Runs `f` (a library call) on a blocking thread under the admission, concurrency and time
     /// limits. The permits travel with the work: a call past its time limit keeps its slot until
     /// it really ends, so overload is counted honestly.
@@ -292,12 +317,9 @@ impl App {
         T: Send + 'static,
         F: FnOnce() -> Result<T, ApiError> + Send + 'static,
     {
-        let admit = Arc::clone(&self.admit).try_acquire_owned().map_err(|_| {
-            ApiError::overloaded(format!(
-                "the server is busy ({} queries running, {} waiting): try again shortly",
-                self.limits.concurrency, self.limits.queue
-            ))
-        })?;
+        let admit = Arc::clone(&self.admit)
+            .try_acquire_owned()
+            .map_err(|_| self.overloaded())?;
         let limit = self.limits.time_limit;
         let deadline = tokio::time::Instant::now() + limit;
         let timeout = || {
@@ -368,6 +390,13 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Answers are written in more than one piece (head, body): without TCP_NODELAY, Nagle's
+    // algorithm holds the second until the client's delayed ACK (up to 40 ms) on kept-alive
+    // connections.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown)
         .await
@@ -384,19 +413,19 @@ pub fn run_until_signal(
         .enable_all()
         .thread_name("familiar-serve")
         .build()?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        on_ready(listener.local_addr()?);
-        let warming = Arc::clone(&app.warming);
-        let r = serve(listener, app, shutdown_signal()).await;
-        warming.store(true, std::sync::atomic::Ordering::Relaxed);
-        r
-    })?;
-    // Calls past their time limit may still be running on blocking threads: do not wait.
-    runtime.shutdown_background();
-    Ok(())
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    on_ready(listener.local_addr()?);
+    let served = runtime.block_on(serve(listener, Arc::clone(&app), shutdown_signal()));
+    app.warming
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // Calls past their time limit may still be running on blocking threads: wait a little, not
+    // for them. `app` is dropped here, outside the runtime: the SQL session owns a runtime of its
+    // own, which must not be dropped from within an asynchronous context.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    drop(app);
+    served
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).

@@ -205,8 +205,14 @@ async fn operation(
         let arrow = wants_arrow(&headers);
         let max_tokens = app.limits.max_query_tokens;
         let op = kind;
-        app.run(move || run(&index, &cache, op, &body, arrow, max_tokens))
-            .await
+        // Binary searches of the suffix arrays and the tokenizer: microseconds, no blocking
+        // thread (see `App::run_inline`).
+        if matches!(op, "tokenize" | "decode" | "count" | "prob") {
+            app.run_inline(|| run(&index, &cache, op, &body, arrow, max_tokens))
+        } else {
+            app.run(move || run(&index, &cache, op, &body, arrow, max_tokens))
+                .await
+        }
     }
     .await;
     respond(kind, r)

@@ -31,11 +31,17 @@ const OVERHEAD_TARGET_US: f64 = 100.0;
 const COUNT_P99_TARGET_MS: f64 = 2.0;
 const NTD_P99_TARGET_MS: f64 = 20.0;
 const CLIENTS: usize = 32;
+const KINDS: [&str; 5] = ["count", "prob", "ntd", "infgram_ntd", "search_docs"];
 
 fn main() {
     set_omp_passive();
     let mode = Mode::from_args();
-    if let Err(e) = run(mode) {
+    let result = match child_phase().as_deref() {
+        Some("load") => load_child(),
+        Some(other) => Err(format!("unknown phase {other}").into()),
+        None => run(mode),
+    };
+    if let Err(e) = result {
         eprintln!("serve bench failed: {e}");
         std::process::exit(1);
     }
@@ -374,21 +380,39 @@ fn run(mode: Mode) -> BenchResult<()> {
     );
     let mut p99s = std::collections::BTreeMap::new();
     let mut errors = 0;
-    const KINDS: [&str; 5] = ["count", "prob", "ntd", "infgram_ntd", "search_docs"];
+    let mix_file = dir.with_extension("serve-bench-mix.jsonl");
+    let mut lines = String::new();
+    for r in &mix {
+        lines.push_str(
+            &json!({"kind": r.kind, "body": r.body, "field": r.check.0, "value": r.check.1})
+                .to_string(),
+        );
+        lines.push('\n');
+    }
+    std::fs::write(&mix_file, lines)?;
+    let child = |kind: &str, limit: Duration| {
+        run_child(
+            "load",
+            &[
+                ("FAMILIAR_BENCH_SERVE_ADDR", addr.clone()),
+                ("FAMILIAR_BENCH_SERVE_MIX", mix_file.display().to_string()),
+                ("FAMILIAR_BENCH_SERVE_KIND", kind.to_string()),
+                ("FAMILIAR_BENCH_SERVE_MS", limit.as_millis().to_string()),
+            ],
+        )
+    };
     for kind in KINDS {
-        let part: Arc<Vec<Request>> =
-            Arc::new(mix.iter().filter(|r| r.kind == kind).cloned().collect());
-        let (lat, failed, wall) = load(&addr, &part, usize::MAX, limit);
-        errors += failed;
-        let lat = sorted(&lat.iter().map(|(_, t)| *t).collect::<Vec<_>>());
-        let (p50, p99) = (percentile(&lat, 0.5) * 1e3, percentile(&lat, 0.99) * 1e3);
+        let r = child(kind, limit)?;
+        errors += r.get::<usize>("errors")?;
+        let (n, p50, p99): (usize, f64, f64) = (
+            r.get(&format!("{kind}.n"))?,
+            r.get(&format!("{kind}.p50"))?,
+            r.get(&format!("{kind}.p99"))?,
+        );
         p99s.insert(kind, p99);
         println!(
-            "  {kind:<12} {:>8} {:>9.0} {:>7.2} ms {:>7.2} ms",
-            lat.len(),
-            lat.len() as f64 / wall,
-            p50,
-            p99
+            "  {kind:<12} {n:>8} {:>9.0} {p50:>7.2} ms {p99:>7.2} ms",
+            n as f64 / r.get::<f64>("wall")?,
         );
     }
     println!(
@@ -404,41 +428,34 @@ fn run(mode: Mode) -> BenchResult<()> {
             "MISS"
         },
     );
-    let mix = Arc::new(mix);
     let mixed_limit = Duration::from_secs(mode.pick(1, 15));
-    let (_, failed, _) = load(&addr, &mix, usize::MAX, mixed_limit);
-    errors += failed;
+    let first = child("all", mixed_limit)?;
+    errors += first.get::<usize>("errors")?;
     let rss_first = rss_anon();
-    let (all, failed, wall) = load(&addr, &mix, usize::MAX, mixed_limit);
-    errors += failed;
+    let second = child("all", mixed_limit)?;
+    errors += second.get::<usize>("errors")?;
     let rss_after = rss_anon();
     println!(
         "\nmixed ({} requests of five types, {CLIENTS} clients, {} s, run twice; the second): \
          {} requests ({:.0}/s)",
         mix.len(),
         mixed_limit.as_secs(),
-        all.len(),
-        all.len() as f64 / wall
+        second.get::<usize>("n")?,
+        second.get::<f64>("n")? / second.get::<f64>("wall")?
     );
     for kind in KINDS {
-        let lat = sorted(
-            &all.iter()
-                .filter(|(k, _)| *k == kind)
-                .map(|(_, t)| *t)
-                .collect::<Vec<_>>(),
-        );
         println!(
             "  {kind:<12} {:>8} {:>9} {:>7.2} ms {:>7.2} ms",
-            lat.len(),
+            second.get::<usize>(&format!("{kind}.n"))?,
             "",
-            percentile(&lat, 0.5) * 1e3,
-            percentile(&lat, 0.99) * 1e3
+            second.get::<f64>(&format!("{kind}.p50"))?,
+            second.get::<f64>(&format!("{kind}.p99"))?
         );
     }
     println!("  errors: {errors}");
     println!(
-        "  resident heap (RssAnon): before the load {:.1} MB, after the first mixed run {:.1} MB, \
-         after the second {:.1} MB",
+        "  the server's resident heap (RssAnon; the clients run in child processes): before the \
+         load {:.1} MB, after the first mixed run {:.1} MB, after the second {:.1} MB",
         rss_before as f64 / 1e6,
         rss_first as f64 / 1e6,
         rss_after as f64 / 1e6
@@ -448,6 +465,7 @@ fn run(mode: Mode) -> BenchResult<()> {
     if errors > 0 {
         return Err(format!("{errors} clients failed").into());
     }
+    let _ = std::fs::remove_file(&mix_file);
     if !full {
         remove_dir(&dir)?;
     }
@@ -520,4 +538,54 @@ fn load(
         }
     }
     (all, errors, wall)
+}
+
+/// The clients of one load run, in a child process (so the parent's memory is the server's):
+/// reads the mix the parent wrote, runs [`load`] on the requests of one kind (or `all`), and
+/// reports per kind the requests, p50 and p99 in ms, then the wall time and the failed clients.
+fn load_child() -> BenchResult<()> {
+    let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
+    let addr = var("FAMILIAR_BENCH_SERVE_ADDR")?;
+    let kind = var("FAMILIAR_BENCH_SERVE_KIND")?;
+    let ms: u64 = var("FAMILIAR_BENCH_SERVE_MS")?.parse()?;
+    let mut mix = Vec::new();
+    for line in std::fs::read_to_string(var("FAMILIAR_BENCH_SERVE_MIX")?)?.lines() {
+        let v: Value = serde_json::from_str(line)?;
+        let k = KINDS
+            .iter()
+            .copied()
+            .find(|k| v["kind"] == json!(k))
+            .ok_or("unknown kind in the mix")?;
+        let field = match v["field"].as_str() {
+            Some("count") => "count",
+            Some("cont_cnt") => "cont_cnt",
+            Some("prompt_cnt") => "prompt_cnt",
+            Some("suffix_len") => "suffix_len",
+            Some("cnt") => "cnt",
+            _ => return Err("unknown field in the mix".into()),
+        };
+        if kind == "all" || kind == k {
+            mix.push(Request {
+                kind: k,
+                body: v["body"].as_str().ok_or("no body")?.to_string(),
+                check: (field, v["value"].clone()),
+            });
+        }
+    }
+    let (lat, failed, wall) = load(&addr, &Arc::new(mix), usize::MAX, Duration::from_millis(ms));
+    for k in KINDS {
+        let l = sorted(
+            &lat.iter()
+                .filter(|(x, _)| *x == k)
+                .map(|(_, t)| *t)
+                .collect::<Vec<_>>(),
+        );
+        report(&format!("{k}.n"), l.len());
+        report(&format!("{k}.p50"), percentile(&l, 0.5) * 1e3);
+        report(&format!("{k}.p99"), percentile(&l, 0.99) * 1e3);
+    }
+    report("n", lat.len());
+    report("wall", wall);
+    report("errors", failed);
+    Ok(())
 }

@@ -465,6 +465,34 @@ fn cases(w: &World) -> Vec<Case> {
         v.push(c(os(&[&"trace", idx, &"--text", &text]), o, kind));
     }
     v.push(c(os(&[&"ngrams", &"top", idx, &"--n", &"2"]), "--k", Int));
+    // A server that starts runs until stopped: it must refuse a value with a message or start
+    // (and be stopped by the test), never crash.
+    let spec = format!("fx={}", w.idx.display());
+    for (o, kind) in [
+        ("--concurrency", Int),
+        ("--queue", Int),
+        ("--time-limit", Real),
+        ("--max-request-bytes", Int),
+        ("--max-response-bytes", Int),
+        ("--max-query-tokens", Int),
+        ("--sql-rows", Int),
+        ("--ntd-cache-min-count", Int),
+        ("--ntd-cache-mb", Int),
+        ("--ntd-warm", Int),
+    ] {
+        v.push(c(
+            os(&[
+                &"serve",
+                &"--index",
+                &spec,
+                &"--addr",
+                &"127.0.0.1:0",
+                &"--quiet",
+            ]),
+            o,
+            kind,
+        ));
+    }
     for o in ["--min-len", "--docs-per-cluster"] {
         v.push(c(os(&[&"duplicates", idx, &"-q"]), o, Int));
     }
@@ -522,7 +550,10 @@ fn long_run_allowed(case: &Case, value: &str) -> bool {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let huge = value != "0" && value != "-1";
-    huge && (base[0] == "demo" || matches!(case.option, "--steps" | "--subsets" | "--stop-after"))
+    base[0] == "serve"
+        || huge
+            && (base[0] == "demo"
+                || matches!(case.option, "--steps" | "--subsets" | "--stop-after"))
 }
 
 /// Numeric options declared in `query/cli/src/cmd/*.rs` (fields of integer or real type, as
@@ -623,7 +654,10 @@ fn numeric_options_at_their_extremes_never_crash_or_hang() {
             fresh_output();
             runs += 1;
             let long_ok = long_run_allowed(case, value);
-            let wait = if long_ok {
+            let wait = if case.base[0] == "serve" {
+                // Time to refuse the value or to start (and crash, if it would).
+                Duration::from_secs(3)
+            } else if long_ok {
                 Duration::from_secs(10)
             } else {
                 limit

@@ -585,7 +585,7 @@ impl NativeIndex {
 
     /// (spans, documents) pyarrow tables of `trace_spans` and `trace_documents`.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (text, tokens, item_id, min_len, max_count, max_span_density, docs_per_span, whole_words, bm25, max_tokens, chunk))]
+    #[pyo3(signature = (text, tokens, item_id, min_len, max_count, max_span_density, docs_per_span, whole_words, bm25, max_tokens, chunk, ranking, delimiters))]
     fn trace<'py>(
         &self,
         py: Python<'py>,
@@ -600,7 +600,18 @@ impl NativeIndex {
         bm25: bool,
         max_tokens: usize,
         chunk: bool,
+        ranking: String,
+        delimiters: Vec<String>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let ranking = match ranking.as_str() {
+            "unigram-logprob" => trace::SpanRanking::UnigramLogprob,
+            "length" => trace::SpanRanking::Length,
+            other => {
+                return Err(QueryError::new_err(format!(
+                    "ranking={other:?}: expected \"unigram-logprob\" or \"length\""
+                )))
+            }
+        };
         let index = Arc::clone(&self.inner);
         let options = trace::TraceOptions {
             min_len,
@@ -611,7 +622,8 @@ impl NativeIndex {
             bm25,
             max_tokens,
             chunk,
-            ..trace::TraceOptions::default()
+            ranking,
+            delimiters,
         };
         let (spans, documents) = py
             .detach(move || -> familiar::Result<_> {

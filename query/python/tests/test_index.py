@@ -211,6 +211,34 @@ def test_trace_spans_are_maximal_and_counted(index, docs):
         (s["start"], s["end"], s["count"]) for s in spans.to_pylist()]
 
 
+def test_trace_ranking_and_delimiters_as_the_cli(index, docs):
+    body = index.decode(docs[41][:120])
+    text = body + " qqzx vvq " + body
+    tokens = index.tokenize(text)
+    # A delimiter: the text of a token that occurs inside the document's spans.
+    delimiter = next(d for d in (index.decode([t]).strip() for t in tokens[30:]) if d)
+    spans, _ = index.trace(text, min_len=2, max_count=1000, max_span_density=0.3,
+                           docs_per_span=0, bm25=False, ranking="length", delimiters=[delimiter])
+    rows = spans.to_pylist()
+    assert rows
+    for s in rows:
+        inner = tokens[s["start"]:s["end"] - 1]
+        assert all(delimiter not in index.decode([t]) for t in inner), s
+    cli_rows = [json.loads(l) for l in cli(
+        "trace", str(index.path), "--text", text, "--min-len", "2", "--max-count", "1000",
+        "--max-span-density", "0.3", "--docs-per-span", "0", "--no-bm25", "--ranking", "length",
+        "--delimiter", delimiter, "--format", "jsonl").splitlines()]
+    assert [(r["start"], r["end"]) for r in cli_rows] == [(s["start"], s["end"]) for s in rows]
+    # The defaults (rarest first, no delimiters) trace the same text too.
+    plain, _ = index.trace(text, min_len=2, max_count=1000, max_span_density=0.3,
+                           docs_per_span=0, bm25=False)
+    assert plain.num_rows > 0
+    with pytest.raises(familiar.QueryError, match="ranking"):
+        index.trace(text, ranking="shortest")
+    with pytest.raises(TypeError):
+        index.trace(text, delimiters=".")
+
+
 def test_bad_input_raises_clear_exceptions(index, index_dir, tmp_path):
     with pytest.raises(familiar.QueryError, match="not a token id"):
         index.count(tokens=[-1])

@@ -60,6 +60,13 @@ use tokio::sync::Semaphore;
 pub use error::ApiError;
 use metrics::Metrics;
 
+/// The most queries [`Limits::concurrency`] may allow at once.
+pub const MAX_CONCURRENCY: usize = 65_536;
+/// The longest [`Limits::queue`].
+pub const MAX_QUEUE: usize = 1 << 24;
+/// The longest [`Limits::time_limit`]: a year.
+pub const MAX_TIME_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The service's limits.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -176,10 +183,23 @@ impl App {
                 "give at least one index to serve (NAME=DIR)".into(),
             ));
         }
-        if limits.concurrency == 0 {
-            return Err(familiar::Error::Config(
-                "the concurrency must be at least 1".into(),
-            ));
+        if limits.concurrency == 0 || limits.concurrency > MAX_CONCURRENCY {
+            return Err(familiar::Error::Config(format!(
+                "the concurrency must be from 1 to {MAX_CONCURRENCY}, not {}",
+                limits.concurrency
+            )));
+        }
+        if limits.queue > MAX_QUEUE {
+            return Err(familiar::Error::Config(format!(
+                "the queue must be at most {MAX_QUEUE} requests, not {}",
+                limits.queue
+            )));
+        }
+        if limits.time_limit.is_zero() || limits.time_limit > MAX_TIME_LIMIT {
+            return Err(familiar::Error::Config(format!(
+                "the time limit must be more than 0 and at most {} s",
+                MAX_TIME_LIMIT.as_secs()
+            )));
         }
         let mut map = BTreeMap::new();
         for (name, dir) in indexes {

@@ -68,9 +68,10 @@ pub fn run(a: Args) -> Result<i32> {
         };
         indexes.push((name.to_string(), PathBuf::from(dir)));
     }
-    if !(a.time_limit > 0.0 && a.time_limit.is_finite()) {
+    let max = familiar_serve::MAX_TIME_LIMIT.as_secs_f64();
+    if !(a.time_limit > 0.0 && a.time_limit <= max) {
         bail!(
-            "--time-limit must be a positive number of seconds, not {}",
+            "--time-limit must be a positive number of seconds, at most {max} (a year), not {}",
             a.time_limit
         );
     }

@@ -400,15 +400,23 @@ class Index:
         bm25: bool = True,
         max_tokens: int = 10_000,
         chunk: bool = False,
+        ranking: str = "unigram-logprob",
+        delimiters: Sequence[str] = (),
     ):
         """The maximal spans of a text that occur verbatim in the corpus (OLMoTrace's filters
         unless ``all_spans``), and up to ``docs_per_span`` documents per span ranked by BM25
-        against the whole text: a pair of ``pyarrow.Table`` (``trace_spans``, ``trace_documents``)."""
+        against the whole text: a pair of ``pyarrow.Table`` (``trace_spans``, ``trace_documents``).
+
+        ``ranking`` ("unigram-logprob": the rarest first, or "length": the longest first) says
+        which spans ``max_span_density`` keeps; no span crosses a token whose text contains one
+        of ``delimiters`` (such a token ends a span), as OLMoTrace's ``delimiters``."""
         if (text is None) == (tokens is None):
             raise TypeError("give the text to trace, or tokens=[ids]")
         if text is not None and not isinstance(text, str):
             raise TypeError(f"text must be a string, not {type(text).__name__}")
         ids = None if tokens is None else _check_ids(tokens, self.vocab_size)
+        if isinstance(delimiters, str) or not all(isinstance(d, str) for d in delimiters):
+            raise TypeError("delimiters must be a list of strings")
         for name, v in [("min_len", min_len), ("max_count", max_count), ("docs_per_span", docs_per_span), ("max_tokens", max_tokens)]:
             if not _is_int(v) or v < 0:
                 raise QueryError(f"{name}={v!r}: expected an integer of at least 0")
@@ -424,6 +432,8 @@ class Index:
             bool(bm25),
             int(max_tokens),
             bool(chunk),
+            str(ranking),
+            list(delimiters),
         )
 
 

@@ -264,9 +264,7 @@ fn run(mode: Mode) -> BenchResult<()> {
     }
 
     // The server, in this process.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = familiar_serve::runtime(app.limits())?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?.to_string();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -432,9 +430,11 @@ fn run(mode: Mode) -> BenchResult<()> {
     let first = child("all", mixed_limit)?;
     errors += first.get::<usize>("errors")?;
     let rss_first = rss_anon();
+    let live_first = trimmed_rss();
     let second = child("all", mixed_limit)?;
     errors += second.get::<usize>("errors")?;
     let rss_after = rss_anon();
+    let live_after = trimmed_rss();
     println!(
         "\nmixed ({} requests of five types, {CLIENTS} clients, {} s, run twice; the second): \
          {} requests ({:.0}/s)",
@@ -459,6 +459,13 @@ fn run(mode: Mode) -> BenchResult<()> {
         rss_before as f64 / 1e6,
         rss_first as f64 / 1e6,
         rss_after as f64 / 1e6
+    );
+    println!("  threads of the server process: {}", threads_now());
+    println!(
+        "  the same after malloc_trim (the heap in use, without what the allocator keeps of freed \
+         memory): after the first mixed run {:.1} MB, after the second {:.1} MB",
+        live_first as f64 / 1e6,
+        live_after as f64 / 1e6
     );
     let _ = stop_tx.send(());
     runtime.block_on(server)??;
@@ -588,4 +595,26 @@ fn load_child() -> BenchResult<()> {
     report("wall", wall);
     report("errors", failed);
     Ok(())
+}
+
+/// `RssAnon` once the allocator has returned the freed memory it keeps to the system
+/// (`malloc_trim`, glibc): the heap the server really holds.
+fn trimmed_rss() -> u64 {
+    // SAFETY: malloc_trim only releases free memory of the allocator's arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    rss_anon()
+}
+
+/// Threads of this process (`Threads:` of `/proc/self/status`).
+fn threads_now() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -422,6 +422,17 @@ pub async fn serve(
         .await
 }
 
+/// The runtime a server runs on: a worker per core for the connections and the microsecond
+/// queries, and as many blocking threads as queries may run at once (more would only be idle
+/// threads, each with its own stack and allocator arena).
+pub fn runtime(limits: &Limits) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("familiar-serve")
+        .max_blocking_threads(limits.concurrency.max(1))
+        .build()
+}
+
 /// Serves `app` on `addr` (port 0: any free port) in a runtime of its own until SIGTERM or
 /// Ctrl-C; `on_ready` gets the bound address once the server accepts connections.
 pub fn run_until_signal(
@@ -429,10 +440,7 @@ pub fn run_until_signal(
     addr: &str,
     on_ready: impl FnOnce(std::net::SocketAddr),
 ) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("familiar-serve")
-        .build()?;
+    let runtime = runtime(&app.limits)?;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(addr))
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;

@@ -272,11 +272,17 @@ impl Index {
 
     /// The shard holding global document `doc`, and the document's index within it.
     pub fn locate_doc(&self, doc: u64) -> Result<(&Shard, u64)> {
+        let (k, local) = self.locate_doc_index(doc)?;
+        Ok((&self.shards[k], local))
+    }
+
+    /// [`Index::locate_doc`] with the shard's place in [`Index::shards`].
+    pub fn locate_doc_index(&self, doc: u64) -> Result<(usize, u64)> {
         let i = self
             .shards
             .partition_point(|s| s.manifest.first_doc + s.manifest.documents <= doc);
         match self.shards.get(i) {
-            Some(s) if doc >= s.manifest.first_doc => Ok((s, doc - s.manifest.first_doc)),
+            Some(s) if doc >= s.manifest.first_doc => Ok((i, doc - s.manifest.first_doc)),
             _ => Err(Error::Query(format!(
                 "document {doc} does not exist (the index has {} documents)",
                 self.documents()
@@ -716,6 +722,13 @@ impl<'a, T: Token> ShardView<'a, T> {
             }
         }
         Ok(lo)
+    }
+
+    /// The document holding position `pos` (its global id) and `pos`'s offset in it.
+    pub fn locate(&self, pos: u64) -> Result<(u64, u64)> {
+        let doc = self.doc_of(pos)?;
+        let (start, _) = self.doc_span(doc)?;
+        Ok((self.first_doc + doc, pos.saturating_sub(start as u64)))
     }
 
     /// Token range `start..end` (separator excluded) of local document `doc`.

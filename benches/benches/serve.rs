@@ -460,7 +460,10 @@ fn run(mode: Mode) -> BenchResult<()> {
         rss_first as f64 / 1e6,
         rss_after as f64 / 1e6
     );
-    println!("  threads of the server process: {}", threads_now());
+    println!(
+        "  threads of the server process: {}",
+        proc_status("Threads").unwrap_or(0)
+    );
     println!(
         "  the same after malloc_trim (the heap in use, without what the allocator keeps of freed \
          memory): after the first mixed run {:.1} MB, after the second {:.1} MB",
@@ -605,16 +608,4 @@ fn trimmed_rss() -> u64 {
         libc::malloc_trim(0);
     }
     rss_anon()
-}
-
-/// Threads of this process (`Threads:` of `/proc/self/status`).
-fn threads_now() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -711,17 +711,20 @@ pub fn sorted(v: &[f64]) -> Vec<f64> {
     s
 }
 
+/// The number on line `key:` of `/proc/self/status` (a unit such as `kB` left out), if it can
+/// be read.
+pub fn proc_status(key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?;
+    line.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
 /// `RssAnon` of this process (its heap, not the mapped index files), in bytes; 0 where
 /// `/proc/self/status` cannot be read.
 pub fn rss_anon() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("RssAnon:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    proc_status("RssAnon").map_or(0, |kb| kb * 1024)
 }
 
 /// Median.

@@ -80,13 +80,12 @@ pub struct LocatePage {
 
 fn hit<T: Token>(v: &ShardView<'_, T>, shard: u32, entry: u64) -> Result<Hit> {
     let pos = v.suffix(entry)? as u64;
-    let doc = v.doc_of(pos)?;
-    let (start, _) = v.doc_span(doc)?;
+    let (doc_id, offset_in_doc) = v.locate(pos)?;
     Ok(Hit {
-        doc_id: v.first_doc + doc,
+        doc_id,
         shard,
         position: pos,
-        offset_in_doc: pos - start as u64,
+        offset_in_doc,
     })
 }
 

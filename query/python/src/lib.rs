@@ -148,16 +148,6 @@ fn shard_at(index: &Index, k: usize) -> familiar::Result<&familiar::index::Shard
     })
 }
 
-/// (document id, offset in the document) of a position of a shard.
-fn locate_position<T: familiar::token::Token>(
-    v: &familiar::index::ShardView<'_, T>,
-    pos: u64,
-) -> familiar::Result<(u64, u64)> {
-    let doc = v.doc_of(pos)?;
-    let (start, _) = v.doc_span(doc)?;
-    Ok((v.first_doc + doc, pos.saturating_sub(start as u64)))
-}
-
 /// A next-token distribution: (prefix count, occurrences at a document's end, [(token id,
 /// count)] most frequent first).
 type Distribution = (u64, u64, Vec<(u32, u64)>);
@@ -396,8 +386,7 @@ impl NativeIndex {
                         v.len()
                     )));
                 }
-                let pos = v.suffix(rank)? as u64;
-                locate_position(&v, pos)
+                v.locate(v.suffix(rank)? as u64)
             })
         })
         .map_err(to_py)
@@ -415,7 +404,7 @@ impl NativeIndex {
                         v.len()
                     )));
                 }
-                locate_position(&v, position)
+                v.locate(position)
             })
         })
         .map_err(to_py)
@@ -425,13 +414,8 @@ impl NativeIndex {
     fn doc_span(&self, py: Python<'_>, doc_id: u64) -> PyResult<(usize, u64, u64)> {
         let index = Arc::clone(&self.inner);
         py.detach(move || -> familiar::Result<(usize, u64, u64)> {
-            let (shard, local) = index.locate_doc(doc_id)?;
-            let k = index
-                .shards()
-                .iter()
-                .position(|s| std::ptr::eq(s, shard))
-                .ok_or_else(|| familiar::Error::Bug("a document's shard is not listed".into()))?;
-            let (a, b) = with_view!(shard, |v| v.doc_span(local))?;
+            let (k, local) = index.locate_doc_index(doc_id)?;
+            let (a, b) = with_view!(&index.shards()[k], |v| v.doc_span(local))?;
             Ok((k, a as u64, b as u64))
         })
         .map_err(to_py)

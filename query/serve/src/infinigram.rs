@@ -376,12 +376,7 @@ fn answer(
                 }
                 ptr
             };
-            let located: familiar::Result<(u64, u64)> = with_view!(shard, |v| {
-                let doc = v.doc_of(position)?;
-                let (start, _) = v.doc_span(doc)?;
-                Ok((v.first_doc + doc, position.saturating_sub(start as u64)))
-            });
-            let (doc_id, offset) = located?;
+            let (doc_id, offset) = with_view!(shard, |v| v.locate(position))?;
             let needles = match &query {
                 Some(q) => needles(q),
                 None => Vec::new(),
@@ -569,8 +564,8 @@ fn search_docs(
     let needles = needles(q);
     let mut documents = Vec::new();
     for &doc in &r.doc_ids {
-        let len = docs::record(index, doc)?.token_count;
-        let tokens = index.doc_tokens(doc, 0, len)?;
+        // The whole document (the end is clamped to it); `document` reads its record.
+        let tokens = index.doc_tokens(doc, 0, u64::MAX)?;
         let (at, n) = first_hit(&tokens, &needles);
         documents.push(document(index, doc, at, n, max_disp_len, &needles)?);
     }
@@ -595,14 +590,10 @@ fn find_cnf(index: &Index, q: &Query, maxnum: usize) -> Result<Value, ApiError> 
     let first_clause = q_clauses(q).swap_remove(0);
     let mut ptrs: Vec<Vec<u64>> = vec![Vec::new(); index.shards().len()];
     for &doc in &r.doc_ids {
-        let (shard, local) = index.locate_doc(doc)?;
-        let k = index
-            .shards()
-            .iter()
-            .position(|s| std::ptr::eq(s, shard))
-            .ok_or_else(|| ApiError::internal("a document's shard is not listed".into()))?;
-        let (start, end) = with_view!(shard, |v| v.doc_span(local))?;
-        let tokens = index.doc_tokens(doc, 0, (end - start) as u64)?;
+        let (k, local) = index.locate_doc_index(doc)?;
+        let (start, _) = with_view!(&index.shards()[k], |v| v.doc_span(local))?;
+        // The whole document (the end is clamped to it).
+        let tokens = index.doc_tokens(doc, 0, u64::MAX)?;
         for term in &first_clause {
             if term.len() > tokens.len() {
                 continue;

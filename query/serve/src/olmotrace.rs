@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use familiar::index::Index;
 use familiar_query::docs;
@@ -18,15 +18,11 @@ use familiar_query::trace::{self, SpanRanking, TraceOptions};
 use serde_json::{json, Value};
 
 use crate::show::{self, Args};
-use crate::{ApiError, App, QueryKind};
+use crate::{ApiError, App};
 
+/// The answer, labeled for the metrics and the log.
 fn tagged(kind: &'static str, r: Result<Value, ApiError>) -> Response {
-    let mut response = match r {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => e.into_response(),
-    };
-    response.extensions_mut().insert(QueryKind(kind));
-    response
+    crate::v1::respond(kind, r.map(crate::v1::Answer::Json))
 }
 
 /// `GET /indexes`: the served index names.
@@ -123,10 +119,7 @@ fn attribute(
             )))
         }
     };
-    let text_index = index
-        .shards()
-        .iter()
-        .all(|s| s.manifest.text_index.is_some());
+    let text_index = show::has_text_index(index);
     let options = TraceOptions {
         min_len: args.int("minimumSpanLength", 1, 1, max_tokens as u64)? as usize,
         max_count: Some(args.int("maximumFrequency", 10, 1, u64::MAX)?),

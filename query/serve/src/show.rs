@@ -127,6 +127,14 @@ impl<'a> Args<'a> {
     }
 }
 
+/// Whether every shard of the index has a text index (BM25 ranking needs it).
+pub(crate) fn has_text_index(index: &Index) -> bool {
+    index
+        .shards()
+        .iter()
+        .all(|s| s.manifest.text_index.is_some())
+}
+
 /// A JSON value's kind, for messages.
 pub(crate) fn kind_of(v: &Value) -> &'static str {
     match v {

@@ -115,7 +115,7 @@ async fn indexes(State(app): State<Arc<App>>) -> Response {
                 "shards": i.shards().len(),
                 "vocab_size": i.vocab_size(),
                 "tokenizer_hash": i.manifest().tokenizer.hash,
-                "text_index": i.shards().iter().all(|s| s.manifest.text_index.is_some()),
+                "text_index": show::has_text_index(i),
             })
         })
         .collect();
@@ -497,10 +497,7 @@ fn run(
         }
         "trace" => {
             let ids = query(index, &args, max_tokens)?;
-            let text_index = index
-                .shards()
-                .iter()
-                .all(|s| s.manifest.text_index.is_some());
+            let text_index = show::has_text_index(index);
             let ranking = match args.str("ranking")?.unwrap_or("unigram-logprob") {
                 "unigram-logprob" => SpanRanking::UnigramLogprob,
                 "length" => SpanRanking::Length,

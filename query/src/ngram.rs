@@ -122,7 +122,7 @@ pub fn locate(index: &Index, ids: &[u32], offset: u64, limit: u64) -> Result<Loc
 }
 
 /// The next-token distribution after a prefix.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct NextTokens {
     /// Occurrences of the prefix.
     pub prefix_count: u64,
@@ -133,27 +133,50 @@ pub struct NextTokens {
     pub next: Vec<(u32, u64)>,
 }
 
-/// One shard's distribution (its `next` in token order, not yet sorted by count).
-fn next_in_shard<T: Token>(v: &ShardView<'_, T>, prefix: &[T]) -> Result<NextTokens> {
+/// One shard's distribution (its `next` in token order, not yet sorted by count), or `None` when
+/// it needs more than `reads` reads of the suffix array past the prefix's range (the budget is
+/// spent by what was read).
+fn next_in_shard<T: Token>(
+    v: &ShardView<'_, T>,
+    prefix: &[T],
+    reads: &mut u64,
+) -> Result<Option<NextTokens>> {
     let (lo, hi) = v.range(prefix)?;
     let m = prefix.len();
     // Within lo..hi every suffix starts with the prefix, so the token after it is non-decreasing:
     // the distribution is a sequence of runs. The token after a prefix always exists, because the
     // text ends with a separator and no prefix contains one.
-    let next_at = |j: u64| -> Result<T> {
+    let budget = std::cell::Cell::new(*reads);
+    let next_at = |j: u64| -> Result<Option<T>> {
+        match budget.get().checked_sub(1) {
+            Some(left) => budget.set(left),
+            None => return Ok(None),
+        }
         let pos = v.suffix(j)?;
-        v.tokens.get(pos + m).copied().ok_or_else(|| {
+        v.tokens.get(pos + m).copied().map(Some).ok_or_else(|| {
             Error::corrupt(
                 v.dir.join(familiar::manifest::SUFFIX_ARRAY_FILE),
                 format!("entry {j} points too close to the end of the text"),
             )
         })
     };
+    // `?` for a read that may find the budget spent.
+    macro_rules! read {
+        ($j:expr) => {
+            match next_at($j)? {
+                Some(t) => t,
+                None => {
+                    *reads = 0;
+                    return Ok(None);
+                }
+            }
+        };
+    }
     let mut out = Vec::new();
     let mut end_of_doc = 0;
     let mut i = lo;
     while i < hi {
-        let next = next_at(i)?;
+        let next = read!(i);
         // Gallop to the end of the run (runs are short for most tokens), then bisect.
         let (mut a, mut step) = (i, 1u64);
         let mut b = loop {
@@ -161,7 +184,7 @@ fn next_in_shard<T: Token>(v: &ShardView<'_, T>, prefix: &[T]) -> Result<NextTok
             if probe >= hi {
                 break hi;
             }
-            let t = next_at(probe)?;
+            let t = read!(probe);
             if t < next {
                 return Err(Error::corrupt(
                     v.dir.join(familiar::manifest::SUFFIX_ARRAY_FILE),
@@ -177,7 +200,7 @@ fn next_in_shard<T: Token>(v: &ShardView<'_, T>, prefix: &[T]) -> Result<NextTok
         // Now next_at(a) == next and (b == hi or next_at(b) > next): find the first entry after the run.
         while b - a > 1 {
             let mid = a + (b - a) / 2;
-            if next_at(mid)? == next {
+            if read!(mid) == next {
                 a = mid;
             } else {
                 b = mid;
@@ -191,11 +214,12 @@ fn next_in_shard<T: Token>(v: &ShardView<'_, T>, prefix: &[T]) -> Result<NextTok
         }
         i = end;
     }
-    Ok(NextTokens {
+    *reads = budget.get();
+    Ok(Some(NextTokens {
         prefix_count: hi - lo,
         end_of_document: end_of_doc,
         next: out,
-    })
+    }))
 }
 
 /// The exact distribution of the token that follows `prefix`. An empty prefix gives the unigram
@@ -204,15 +228,44 @@ pub fn next_tokens(index: &Index, prefix: &[u32]) -> Result<NextTokens> {
     index.check_ids(prefix)?;
     let parts = per_shard(index, |shard| {
         with_view!(shard, |v| if v.is_empty() {
-            Ok(NextTokens {
-                prefix_count: 0,
-                end_of_document: 0,
-                next: Vec::new(),
-            })
+            Ok(Some(NextTokens::default()))
         } else {
-            next_in_shard(&v, &convert(prefix)?)
+            let mut unbounded = u64::MAX;
+            next_in_shard(&v, &convert(prefix)?, &mut unbounded)
         })
     })?;
+    Ok(merge_next(parts.into_iter().flatten()))
+}
+
+/// [`next_tokens`] when it takes at most `max_reads` reads of the suffix arrays (beyond the
+/// binary searches for the prefix), `None` when it would take more. Its cost is bounded whatever
+/// the prefix: about the number of distinct next tokens times the logarithm of their counts, so
+/// a rare or predictable prefix fits a small budget and a frequent one does not. The shards are
+/// read one after another, sharing the budget.
+pub fn next_tokens_within(
+    index: &Index,
+    prefix: &[u32],
+    max_reads: u64,
+) -> Result<Option<NextTokens>> {
+    index.check_ids(prefix)?;
+    let mut reads = max_reads;
+    let mut parts = Vec::with_capacity(index.shards().len());
+    for shard in index.shards() {
+        let part = with_view!(shard, |v| if v.is_empty() {
+            Ok(Some(NextTokens::default()))
+        } else {
+            next_in_shard(&v, &convert(prefix)?, &mut reads)
+        })?;
+        match part {
+            Some(p) => parts.push(p),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(merge_next(parts)))
+}
+
+/// Adds the shards' distributions and sorts the next tokens by count (ties by id).
+fn merge_next(parts: impl IntoIterator<Item = NextTokens>) -> NextTokens {
     let mut merged: HashMap<u32, u64> = HashMap::new();
     let (mut prefix_count, mut end_of_document) = (0, 0);
     for part in parts {
@@ -224,11 +277,11 @@ pub fn next_tokens(index: &Index, prefix: &[u32]) -> Result<NextTokens> {
     }
     let mut next: Vec<(u32, u64)> = merged.into_iter().collect();
     next.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    Ok(NextTokens {
+    NextTokens {
         prefix_count,
         end_of_document,
         next,
-    })
+    }
 }
 
 /// Next-token distributions of frequent prefixes, kept once computed (a service's answer to the
@@ -280,6 +333,27 @@ impl NextTokensCache {
             self.insert(prefix, &n);
         }
         Ok(n)
+    }
+
+    /// [`next_tokens_within`] through the cache: a cached prefix costs no read.
+    pub fn next_tokens_within(
+        &self,
+        index: &Index,
+        prefix: &[u32],
+        max_reads: u64,
+    ) -> Result<Option<std::sync::Arc<NextTokens>>> {
+        index.check_ids(prefix)?;
+        if let Some(hit) = self.lookup(prefix) {
+            return Ok(Some(hit));
+        }
+        let Some(n) = next_tokens_within(index, prefix, max_reads)? else {
+            return Ok(None);
+        };
+        let n = std::sync::Arc::new(n);
+        if n.prefix_count >= self.min_count {
+            self.insert(prefix, &n);
+        }
+        Ok(Some(n))
     }
 
     fn insert(&self, prefix: &[u32], n: &std::sync::Arc<NextTokens>) {

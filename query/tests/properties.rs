@@ -1224,3 +1224,84 @@ fn the_next_token_cache_answers_as_the_model() {
     // Bad ids are refused as by the library.
     assert!(cache.next_tokens(&index, &[999]).is_err());
 }
+
+/// A distribution computed within a budget of reads is the library's (the model's) once the
+/// budget suffices and `None` below it; the reads it needs grow with the number of distinct next
+/// tokens times the logarithm of the count, not with the count; a cached prefix needs none.
+#[test]
+fn a_next_token_budget_gives_the_exact_distribution_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = support::tokens::write_tokenizer(dir.path(), 12);
+    let mut rng = familiar::rng::SplitMix64::new(11);
+    let docs: Vec<Vec<u32>> = (0..150)
+        .map(|_| {
+            let len = 1 + rng.below(40) as usize;
+            (0..len)
+                .map(|_| (rng.below(12).min(rng.below(12))) as u32)
+                .collect()
+        })
+        .collect();
+    let index = support::tokens::build_and_open(&tok, &dir.path().join("i"), &docs, 700);
+    assert!(index.shards().len() > 1, "the test wants several shards");
+    let model = Model::new(&docs, 12, 700);
+    let mut prefixes: Vec<Vec<u32>> = vec![vec![]];
+    for a in 0..12 {
+        prefixes.push(vec![a]);
+        for b in 0..12 {
+            prefixes.push(vec![a, b, (a + b) % 12]);
+            prefixes.push(vec![a, b]);
+        }
+    }
+    let shards = index.shards().len() as u64;
+    for p in &prefixes {
+        let exact = ngram::next_tokens(&index, p).unwrap();
+        assert_eq!(
+            ngram::next_tokens_within(&index, p, u64::MAX).unwrap(),
+            Some(exact.clone())
+        );
+        let (total, end, next) = model.next_tokens(p);
+        assert_eq!(exact.prefix_count, total, "{p:?}");
+        assert_eq!(exact.end_of_document, end, "{p:?}");
+        // The smallest budget that gives an answer; every smaller one gives none.
+        let mut need = 0;
+        while ngram::next_tokens_within(&index, p, need)
+            .unwrap()
+            .is_none()
+        {
+            need += 1;
+        }
+        for b in [need, need + 1, need + 7] {
+            assert_eq!(
+                ngram::next_tokens_within(&index, p, b).unwrap().as_ref(),
+                Some(&exact),
+                "{p:?} with {b} reads"
+            );
+        }
+        if need > 0 {
+            assert_eq!(
+                ngram::next_tokens_within(&index, p, need - 1).unwrap(),
+                None
+            );
+        }
+        // Each run of one next token (per shard) costs its first read, a gallop and a bisection.
+        let runs = shards * (next.len() as u64 + u64::from(end > 0));
+        let log = 64 - u64::from(total.max(1).leading_zeros());
+        assert!(
+            need <= runs * (2 + 2 * log),
+            "{p:?}: {need} reads for {runs} runs of {total}"
+        );
+        assert_eq!(need == 0, total == 0, "{p:?}");
+    }
+    // Through the cache: a kept prefix costs no read, an unknown id is refused.
+    let cache = ngram::NextTokensCache::new(1, 1 << 20);
+    cache.next_tokens(&index, &[0]).unwrap();
+    assert_eq!(
+        cache
+            .next_tokens_within(&index, &[0], 0)
+            .unwrap()
+            .as_deref(),
+        Some(&ngram::next_tokens(&index, &[0]).unwrap())
+    );
+    assert_eq!(cache.next_tokens_within(&index, &[1, 2], 0).unwrap(), None);
+    assert!(cache.next_tokens_within(&index, &[999], 5).is_err());
+}

@@ -59,6 +59,11 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// 500: a query run without a budget (see `App::run_within`) gave no answer.
+    pub fn no_answer() -> ApiError {
+        ApiError::internal("a query without a budget gave no answer (a bug in familiar)".into())
+    }
+
     fn title(&self) -> &'static str {
         self.status.canonical_reason().unwrap_or("Error")
     }

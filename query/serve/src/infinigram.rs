@@ -84,11 +84,20 @@ pub async fn handle(
         let cache = Arc::clone(&served.ntd);
         let max_tokens = app.limits.max_query_tokens;
         let query_type = kind;
-        if is_quick(query_type, &body, &index, &cache) {
-            app.run_inline(|| answer(&index, &cache, query_type, &body, max_tokens))
+        if is_quick(query_type, &body) {
+            app.run_inline(|| answer(&index, &cache, query_type, &body, max_tokens, None))?
+                .ok_or_else(ApiError::no_answer)
+        } else if query_type == "ntd" {
+            app.run_within(move |reads| {
+                answer(&index, &cache, query_type, &body, max_tokens, reads)
+            })
+            .await
         } else {
-            app.run(move || answer(&index, &cache, query_type, &body, max_tokens))
-                .await
+            app.run(move || {
+                answer(&index, &cache, query_type, &body, max_tokens, None)?
+                    .ok_or_else(ApiError::no_answer)
+            })
+            .await
         }
     }
     .await;
@@ -109,9 +118,9 @@ pub async fn handle(
 }
 
 /// Whether a request takes microseconds whatever the corpus (binary searches of the suffix
-/// arrays: `count` of one n-gram, `prob`, `find`; `ntd` of a cached prefix), so it runs without a
-/// blocking thread.
-fn is_quick(query_type: &str, body: &Value, index: &Index, cache: &ngram::NextTokensCache) -> bool {
+/// arrays: `count` of one n-gram, `prob`, `find`), so it runs without a blocking thread. (`ntd`
+/// runs here within a budget of reads, see `App::run_within`.)
+fn is_quick(query_type: &str, body: &Value) -> bool {
     let cnf_text = body["query"]
         .as_str()
         .is_some_and(|q| q.contains(" AND ") || q.contains(" OR "));
@@ -122,15 +131,6 @@ fn is_quick(query_type: &str, body: &Value, index: &Index, cache: &ngram::NextTo
     match query_type {
         "prob" | "find" => true,
         "count" => !cnf_text && !cnf_ids,
-        // A cached distribution (a frequent prefix) is a lookup. (Computing even a rare
-        // prefix's here was measured: it lengthens everyone's tail under load.)
-        "ntd" => {
-            let ids = match (&body["query"], &body["query_ids"]) {
-                (Value::Null, ids @ Value::Array(_)) => show::ids_of(ids, "query_ids").ok(),
-                _ => None,
-            };
-            ids.is_some_and(|ids| index.check_ids(&ids).is_ok() && cache.contains(&ids))
-        }
         _ => false,
     }
 }
@@ -263,13 +263,16 @@ fn read_query(index: &Index, args: &Args, cnf: bool, max_tokens: usize) -> Resul
     Ok(q)
 }
 
+/// The answer to a request, or `None` when it needs more than `reads` reads of the suffix arrays
+/// (only `ntd` has a budget; `None` for no budget).
 fn answer(
     index: &Index,
     cache: &ngram::NextTokensCache,
     query_type: &str,
     body: &Value,
     max_tokens: usize,
-) -> Result<Value, ApiError> {
+    reads: Option<u64>,
+) -> Result<Option<Value>, ApiError> {
     let args = Args::new(body)?;
     let cnf = matches!(query_type, "count" | "search_docs" | "find_cnf");
     // infini-gram's ranges for its approximation knobs, which change nothing here.
@@ -294,7 +297,13 @@ fn answer(
         }
         ("ntd", Some(Query::Ngram(ids))) => {
             let max_support = args.int("max_support", 1000, 1, 1000)? as usize;
-            let n = cache.next_tokens(index, ids)?;
+            let n = match reads {
+                None => cache.next_tokens(index, ids)?,
+                Some(r) => match cache.next_tokens_within(index, ids, r)? {
+                    Some(n) => n,
+                    None => return Ok(None),
+                },
+            };
             distribution(index, &n, max_support)?
         }
         ("infgram_prob", Some(Query::Ngram(ids))) => {
@@ -396,7 +405,7 @@ fn answer(
         o.insert("token_ids".into(), q.token_ids());
         o.insert("tokens".into(), q.tokens(index)?);
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// (last id, the ids before it) of a non-empty query.

@@ -208,10 +208,17 @@ async fn operation(
         // Binary searches of the suffix arrays and the tokenizer: microseconds, no blocking
         // thread (see `App::run_inline`).
         if matches!(op, "tokenize" | "decode" | "count" | "prob") {
-            app.run_inline(|| run(&index, &cache, op, &body, arrow, max_tokens))
-        } else {
-            app.run(move || run(&index, &cache, op, &body, arrow, max_tokens))
+            app.run_inline(|| run(&index, &cache, op, &body, arrow, max_tokens, None))?
+                .ok_or_else(ApiError::no_answer)
+        } else if op == "ntd" {
+            app.run_within(move |reads| run(&index, &cache, op, &body, arrow, max_tokens, reads))
                 .await
+        } else {
+            app.run(move || {
+                run(&index, &cache, op, &body, arrow, max_tokens, None)?
+                    .ok_or_else(ApiError::no_answer)
+            })
+            .await
         }
     }
     .await;
@@ -279,6 +286,8 @@ fn next_list(index: &Index, n: &ngram::NextTokens, limit: usize) -> Result<Value
     }))
 }
 
+/// The answer to operation `op`, or `None` when it needs more than `reads` reads of the suffix
+/// arrays (only `ntd` has a budget; `None` for no budget).
 fn run(
     index: &Index,
     cache: &ngram::NextTokensCache,
@@ -286,7 +295,8 @@ fn run(
     body: &Value,
     arrow: bool,
     max_tokens: usize,
-) -> Result<Answer, ApiError> {
+    reads: Option<u64>,
+) -> Result<Option<Answer>, ApiError> {
     let args = Args::new(body)?;
     let v = match op {
         "tokenize" => {
@@ -322,13 +332,13 @@ fn run(
             }
             if arrow {
                 let n = counts.len() as u64;
-                return Ok(Answer::Arrow(batch(vec![
+                return Ok(Some(Answer::Arrow(batch(vec![
                     (
                         "query",
                         Arc::new(UInt64Array::from_iter_values(0..n)) as ArrayRef,
                     ),
                     ("count", Arc::new(UInt64Array::from(counts)) as ArrayRef),
-                ])?));
+                ])?)));
             }
             json!({"counts": counts})
         }
@@ -341,7 +351,7 @@ fn run(
                 let col = |f: &dyn Fn(&ngram::Hit) -> u64| -> ArrayRef {
                     Arc::new(UInt64Array::from_iter_values(page.hits.iter().map(f)))
                 };
-                return Ok(Answer::Arrow(batch(vec![
+                return Ok(Some(Answer::Arrow(batch(vec![
                     ("doc_id", col(&|h| h.doc_id)),
                     (
                         "shard",
@@ -351,17 +361,23 @@ fn run(
                     ),
                     ("position", col(&|h| h.position)),
                     ("offset_in_doc", col(&|h| h.offset_in_doc)),
-                ])?));
+                ])?)));
             }
             json!({"total": page.total, "offset": offset, "hits": page.hits})
         }
         "ntd" => {
             let ids = query(index, &args, max_tokens)?;
             let limit = args.int("limit", 100, 1, u64::from(u32::MAX))? as usize;
-            let n = cache.next_tokens(index, &ids)?;
+            let n = match reads {
+                None => cache.next_tokens(index, &ids)?,
+                Some(r) => match cache.next_tokens_within(index, &ids, r)? {
+                    Some(n) => n,
+                    None => return Ok(None),
+                },
+            };
             if arrow {
                 let shown = &n.next[..n.next.len().min(limit)];
-                return Ok(Answer::Arrow(batch(vec![
+                return Ok(Some(Answer::Arrow(batch(vec![
                     (
                         "token_id",
                         Arc::new(UInt32Array::from_iter_values(shown.iter().map(|p| p.0)))
@@ -372,7 +388,7 @@ fn run(
                         Arc::new(UInt64Array::from_iter_values(shown.iter().map(|p| p.1)))
                             as ArrayRef,
                     ),
-                ])?));
+                ])?)));
             }
             let mut v = next_list(index, &n, limit)?;
             v["token_ids"] = json!(ids);
@@ -567,13 +583,13 @@ fn run(
             };
             let rows = contamination::contamination(index, &parsed, &options, &|_| {})?;
             if arrow {
-                return Ok(Answer::Arrow(
+                return Ok(Some(Answer::Arrow(
                     familiar::table::from_rows(&rows)?.to_record_batch()?,
-                ));
+                )));
             }
             json!({"rows": rows})
         }
         other => return Err(ApiError::not_found(format!("no operation {other:?}"))),
     };
-    Ok(Answer::Json(v))
+    Ok(Some(Answer::Json(v)))
 }

@@ -23,6 +23,8 @@ use util::tokens;
 struct Server {
     child: Child,
     addr: String,
+    /// Where it serves Flight SQL (`--flight-sql`).
+    flight: Option<String>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -43,23 +45,32 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
+            let mut flight = None;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("familiar serve: Flight SQL on grpc://") {
+                    flight = Some(rest.trim().to_string());
+                }
                 if let Some(rest) = line.strip_prefix("familiar serve: listening on http://") {
                     let addr = rest
                         .split_whitespace()
                         .next()
                         .unwrap_or_default()
                         .to_string();
-                    let _ = tx.send(addr);
+                    let _ = tx.send((addr, flight.take()));
                 }
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = rx
+        let (addr, flight) = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("the server did not start: {:?}", log.lock().unwrap()));
-        Server { child, addr, log }
+        Server {
+            child,
+            addr,
+            flight,
+            log,
+        }
     }
 
     fn get(&self, path: &str) -> Reply {
@@ -1658,9 +1669,9 @@ fn the_page_counts_shows_next_tokens_documents_and_traces_in_a_browser() {
 // ---- SQL --------------------------------------------------------------------------------------
 
 /// A directory with one Parquet table, `scores(concept, accuracy)`.
-fn tables_dir() -> PathBuf {
+fn tables_dir(name: &str) -> PathBuf {
     use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
-    let dir = util::process_scratch().join("serve-tables");
+    let dir = util::process_scratch().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let batch = RecordBatch::try_from_iter([
@@ -1683,7 +1694,7 @@ fn tables_dir() -> PathBuf {
 
 #[test]
 fn sql_reads_the_documents_and_the_tables_within_limits_and_refuses_writes() {
-    let tables = tables_dir();
+    let tables = tables_dir("serve-tables");
     let s = Server::start(
         &[("fx", util::fixture_index_sharded())],
         &[
@@ -1801,4 +1812,244 @@ fn sql_reads_the_documents_and_the_tables_within_limits_and_refuses_writes() {
         sql("SELECT 1 AS one").json()["statements"][0]["rows"][0]["one"],
         json!(1)
     );
+}
+
+/// Arrow Flight SQL (`--flight-sql`): the same read-only session as `POST /v1/sql` for Flight
+/// SQL clients — the same rows, the same row limit (said in the `FlightInfo`), refusals as
+/// `PERMISSION_DENIED` with nothing written, bad SQL as `INVALID_ARGUMENT`, a result fetched
+/// once, the catalog listed, unimplemented commands refused in words.
+#[test]
+fn flight_sql_answers_as_the_http_endpoint_and_refuses_writes() {
+    use arrow_array::{Array, RecordBatch, StringArray};
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+    use arrow_flight::sql::{
+        CommandGetTables, CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    };
+    use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
+    use futures::TryStreamExt;
+    use prost::Message;
+
+    let tables = tables_dir("serve-flight-tables");
+    let s = Server::start(
+        &[("fx", util::fixture_index_sharded())],
+        &[
+            "--tables",
+            &tables.display().to_string(),
+            "--sql-rows",
+            "5",
+            "--flight-sql",
+            "127.0.0.1:0",
+            "--quiet",
+        ],
+    );
+    let flight = s
+        .flight
+        .clone()
+        .expect("the server printed its Flight SQL address");
+    let index = fx();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{flight}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = FlightSqlServiceClient::new(channel.clone());
+        let mut raw = FlightServiceClient::new(channel);
+        async fn fetch(
+            client: &mut FlightSqlServiceClient<tonic::transport::Channel>,
+            info: &FlightInfo,
+        ) -> Vec<RecordBatch> {
+            let mut out = Vec::new();
+            for e in &info.endpoint {
+                let ticket = e.ticket.clone().unwrap();
+                let stream = client.do_get(ticket).await.unwrap();
+                out.extend(stream.try_collect::<Vec<_>>().await.unwrap());
+            }
+            out
+        }
+        let mut run = async |q: &str| -> (FlightInfo, Vec<RecordBatch>) {
+            let info = client
+                .execute(q.to_string(), None)
+                .await
+                .unwrap_or_else(|e| panic!("{q}: {e}"));
+            let batches = fetch(&mut client, &info).await;
+            (info, batches)
+        };
+        // The documents table: as many rows as documents, as over HTTP.
+        let (info, b) = run("SELECT count(*) AS n FROM fx_documents").await;
+        assert_eq!(info.total_records, 1);
+        let n = b[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .unwrap()
+            .value(0);
+        assert_eq!(n as u64, index.documents());
+        // A table under --tables, its schema in the FlightInfo and the rows in order.
+        let (info, b) = run("SELECT concept, accuracy FROM scores ORDER BY accuracy DESC").await;
+        let schema = info.clone().try_decode_schema().unwrap();
+        assert_eq!(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>(),
+            ["concept", "accuracy"]
+        );
+        assert_eq!(info.total_records, 3);
+        assert!(info.app_metadata.is_empty());
+        let concepts: Vec<String> = b
+            .iter()
+            .flat_map(|b| {
+                let c = util::col::<StringArray>(b, "concept");
+                (0..c.len())
+                    .map(|i| c.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(concepts, ["ve", "nisi", "tian"]);
+        let http = s
+            .post(
+                "/v1/sql",
+                &json!({"query": "SELECT concept, accuracy FROM scores ORDER BY accuracy DESC"}),
+            )
+            .json();
+        let http_concepts: Vec<&str> = http["statements"][0]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["concept"].as_str().unwrap())
+            .collect();
+        assert_eq!(concepts, http_concepts);
+        // The row limit: five rows of an endless result, and the FlightInfo says so.
+        let (info, b) = run("SELECT v FROM range(100000000000) r(v)").await;
+        assert_eq!(b.iter().map(RecordBatch::num_rows).sum::<usize>(), 5);
+        assert_eq!(info.total_records, 5);
+        assert_eq!(&info.app_metadata[..], br#"{"truncated":true}"#);
+
+        // Errors, with the gRPC code and the session's message.
+        let descriptor = |q: &str| {
+            FlightDescriptor::new_cmd(
+                CommandStatementQuery {
+                    query: q.to_string(),
+                    transaction_id: None,
+                }
+                .as_any()
+                .encode_to_vec(),
+            )
+        };
+        let outside = util::process_scratch().join("serve-flight-outside.csv");
+        let _ = std::fs::remove_file(&outside);
+        for q in [
+            format!("COPY (SELECT 1) TO '{}'", outside.display()),
+            format!("COPY scores TO '{}'", tables.join("copy.parquet").display()),
+            "INSERT INTO scores VALUES ('x', 1.0)".to_string(),
+            "CREATE EXTERNAL TABLE pw STORED AS CSV LOCATION '/etc/passwd'".to_string(),
+            "DROP TABLE scores".to_string(),
+        ] {
+            let e = raw.get_flight_info(descriptor(&q)).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::PermissionDenied, "{q}: {e:?}");
+            assert!(!e.message().is_empty(), "{q}");
+        }
+        assert!(!outside.exists());
+        assert_eq!(util::entries(&tables), vec!["scores.parquet".to_string()]);
+        for q in ["SELEKT 1", "SELECT * FROM no_such_table", ""] {
+            let e = raw.get_flight_info(descriptor(q)).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{q:?}: {e:?}");
+            assert!(!e.message().is_empty(), "{q:?}");
+        }
+        // A result is fetched once; a ticket that is no handle is refused.
+        let info = client
+            .execute("SELECT 1 AS one".into(), None)
+            .await
+            .unwrap();
+        let ticket = info.endpoint[0].ticket.clone().unwrap();
+        assert_eq!(fetch(&mut client, &info).await[0].num_rows(), 1);
+        let e = raw.do_get(ticket).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+        let bad = TicketStatementQuery {
+            statement_handle: vec![1, 2, 3].into(),
+        };
+        let e = raw
+            .do_get(Ticket::new(bad.as_any().encode_to_vec()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        let e = raw
+            .do_get(Ticket::new(b"not a command".to_vec()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e.code(),
+                tonic::Code::InvalidArgument | tonic::Code::Unimplemented
+            ),
+            "{e:?}"
+        );
+        // Updates and prepared statements are not offered.
+        let e = client
+            .execute_update("INSERT INTO scores VALUES ('x', 1.0)".into(), None)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("read-only"), "{e}");
+        assert_eq!(util::entries(&tables), vec!["scores.parquet".to_string()]);
+        let e = client.prepare("SELECT 1".into(), None).await.unwrap_err();
+        assert!(e.to_string().contains("prepared statements"), "{e}");
+
+        // What is there: the tables (with their schemas), the catalog, the server.
+        let info = client
+            .get_tables(CommandGetTables {
+                include_schema: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let b = fetch(&mut client, &info).await;
+        let mut names: Vec<String> = b
+            .iter()
+            .flat_map(|b| {
+                let c = util::col::<StringArray>(b, "table_name");
+                (0..c.len())
+                    .map(|i| c.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        names.sort();
+        assert_eq!(names, ["fx_documents", "scores"]);
+        let info = client.get_catalogs().await.unwrap();
+        let b = fetch(&mut client, &info).await;
+        assert_eq!(
+            util::col::<StringArray>(&b[0], "catalog_name").value(0),
+            "datafusion"
+        );
+        let info = client
+            .get_sql_info(vec![
+                SqlInfo::FlightSqlServerName,
+                SqlInfo::FlightSqlServerReadOnly,
+            ])
+            .await
+            .unwrap();
+        let b = fetch(&mut client, &info).await;
+        let ids = b[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow_array::UInt32Array>()
+            .unwrap();
+        let mut ids: Vec<u32> = ids.values().to_vec();
+        ids.sort();
+        assert_eq!(
+            ids,
+            [
+                SqlInfo::FlightSqlServerName as u32,
+                SqlInfo::FlightSqlServerReadOnly as u32
+            ]
+        );
+    });
+    // The HTTP side still answers.
+    assert_eq!(s.get("/healthz").status, 200);
 }

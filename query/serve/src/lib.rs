@@ -33,6 +33,8 @@
 #![warn(missing_docs)]
 
 mod error;
+#[cfg(feature = "flight-sql")]
+pub mod flight;
 pub mod infinigram;
 mod metrics;
 pub mod olmotrace;
@@ -458,18 +460,58 @@ pub fn runtime(limits: &Limits) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Serves `app` on `addr` (port 0: any free port) in a runtime of its own until SIGTERM or
-/// Ctrl-C; `on_ready` gets the bound address once the server accepts connections.
+/// Ctrl-C, and Arrow Flight SQL on `flight_sql` when given (the `flight-sql` feature);
+/// `on_ready` gets the bound addresses once the servers accept connections.
 pub fn run_until_signal(
     app: Arc<App>,
     addr: &str,
-    on_ready: impl FnOnce(std::net::SocketAddr),
+    flight_sql: Option<&str>,
+    on_ready: impl FnOnce(std::net::SocketAddr, Option<std::net::SocketAddr>),
 ) -> std::io::Result<()> {
     let runtime = runtime(&app.limits)?;
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(addr))
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    on_ready(listener.local_addr()?);
-    let served = runtime.block_on(serve(listener, Arc::clone(&app), shutdown_signal()));
+    let bind = |addr: &str| {
+        runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+    };
+    let listener = bind(addr)?;
+    #[cfg(not(feature = "flight-sql"))]
+    if let Some(f) = flight_sql {
+        return Err(std::io::Error::other(format!(
+            "cannot serve Flight SQL on {f}: this build of familiar-serve has no Flight SQL (the \
+             `flight-sql` feature)"
+        )));
+    }
+    let flight_listener = flight_sql.map(bind).transpose()?;
+    on_ready(
+        listener.local_addr()?,
+        flight_listener
+            .as_ref()
+            .map(tokio::net::TcpListener::local_addr)
+            .transpose()?,
+    );
+    // One signal stops both servers.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    runtime.spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let http = serve(listener, Arc::clone(&app), stopped());
+    let served = runtime.block_on(async {
+        match flight_listener {
+            #[cfg(feature = "flight-sql")]
+            Some(l) => {
+                tokio::try_join!(http, flight::serve(l, Arc::clone(&app), stopped())).map(|_| ())
+            }
+            _ => http.await,
+        }
+    });
     app.warming
         .store(true, std::sync::atomic::Ordering::Relaxed);
     // Calls past their time limit may still be running on blocking threads: wait a little, not

@@ -56,7 +56,7 @@ pub(crate) fn session(
     Ok(sql)
 }
 
-fn sql_error(e: familiar_sql::Error) -> ApiError {
+pub(crate) fn sql_error(e: familiar_sql::Error) -> ApiError {
     use familiar_sql::Error as E;
     let message = e.to_string();
     match e {

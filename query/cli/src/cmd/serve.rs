@@ -16,6 +16,10 @@ pub struct Args {
     /// index's documents table (`NAME_documents`).
     #[arg(long)]
     tables: Option<PathBuf>,
+    /// Also serve the SQL session over Arrow Flight SQL (gRPC) on this address, for ADBC and JDBC
+    /// clients (`grpc://ADDR`; port 0: any free port, printed).
+    #[arg(long, value_name = "ADDR")]
+    flight_sql: Option<String>,
     /// Most rows of a SQL statement's answer (the answer says when rows were left out).
     #[arg(long, default_value_t = 10_000)]
     sql_rows: usize,
@@ -92,7 +96,10 @@ pub fn run(a: Args) -> Result<i32> {
     };
     let app = familiar_serve::App::open_with_tables(&indexes, a.tables.as_deref(), limits)?;
     let names: Vec<String> = app.indexes().keys().cloned().collect();
-    familiar_serve::run_until_signal(app, &a.addr, |addr| {
+    familiar_serve::run_until_signal(app, &a.addr, a.flight_sql.as_deref(), |addr, flight| {
+        if let Some(f) = flight {
+            eprintln!("familiar serve: Flight SQL on grpc://{f}");
+        }
         eprintln!(
             "familiar serve: listening on http://{addr} (indexes: {})",
             names.join(", ")

@@ -1309,6 +1309,9 @@ fn sigterm_stops_the_server_cleanly() {
 #[test]
 fn bad_command_lines_are_refused() {
     let dir = util::fixture_index().display().to_string();
+    // A port already taken, for Flight SQL: refused before the HTTP server starts.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap().to_string();
     for (args, want) in [
         (
             vec!["serve".to_string(), "--index".into(), dir.clone()],
@@ -1351,6 +1354,30 @@ fn bad_command_lines_are_refused() {
                 "nonsense".into(),
             ],
             "nonsense",
+        ),
+        (
+            vec![
+                "serve".into(),
+                "--index".into(),
+                format!("a={dir}"),
+                "--addr".into(),
+                "127.0.0.1:0".into(),
+                "--flight-sql".into(),
+                "flightless".into(),
+            ],
+            "flightless",
+        ),
+        (
+            vec![
+                "serve".into(),
+                "--index".into(),
+                format!("a={dir}"),
+                "--addr".into(),
+                "127.0.0.1:0".into(),
+                "--flight-sql".into(),
+                taken.clone(),
+            ],
+            &taken,
         ),
     ] {
         let out = util::familiar(&args);

@@ -5,7 +5,9 @@
 //!    memory), against the same distributions computed without it (the library call, measured
 //!    here: the baseline of "today about 230 ms").
 //! 2. Overhead: one client, each query sent over HTTP and called on the library directly; the
-//!    server's overhead is the difference of the medians, per query type.
+//!    server's overhead is the difference of the medians, per query type. Also the handler's own
+//!    time (infini-gram's `latency`) and the overhead beyond the floor (a `GET /healthz` after
+//!    each request: loopback and HTTP at the same moment).
 //! 3. Load: 32 concurrent clients, a mix of count, prob, ntd (with the most frequent prefixes),
 //!    infgram_ntd and search_docs, bounded in count and time: p50/p99 per type, errors (none
 //!    allowed), and the resident memory before and after (flat).
@@ -224,13 +226,41 @@ fn run(mode: Mode) -> BenchResult<()> {
             *p = frequent[(i / 10) % frequent.len()].clone();
         }
     }
+    // The answers from the library without the cache (which the server's requests alone fill),
+    // each distinct prefix computed once, timed: what a first request for it costs.
+    let mut uncached: std::collections::HashMap<Vec<u32>, (u64, f64)> = Default::default();
     for p in &prefixes {
-        let want = cache.next_tokens(&index, p)?;
+        if !uncached.contains_key(p) {
+            let (n, t, _) = measure(|| ngram::next_tokens(&index, p));
+            uncached.insert(p.clone(), (n?.prefix_count, t.as_secs_f64()));
+        }
+    }
+    let (mut below, mut above) = (Vec::new(), Vec::new());
+    for &(count, t) in uncached.values() {
+        if count >= min_count {
+            above.push(t);
+        } else {
+            below.push(t);
+        }
+    }
+    println!(
+        "ntd requests: {} distinct prefixes; uncached, the library call takes p50 {} / p99 {} / \
+         max {} for the {} occurring < {min_count} times (never kept), max {} for the {} kept once \
+         computed",
+        uncached.len(),
+        fmt_secs(median(&below)),
+        fmt_secs(percentile(&sorted(&below), 0.99)),
+        fmt_secs(below.iter().copied().fold(0.0, f64::max)),
+        below.len(),
+        fmt_secs(above.iter().copied().fold(0.0, f64::max)),
+        above.len()
+    );
+    for p in &prefixes {
         mix.push(Request {
             kind: "ntd",
             body: json!({"index": "bench", "query_type": "ntd", "query_ids": p, "max_support": 10})
                 .to_string(),
-            check: ("prompt_cnt", json!(want.prefix_count)),
+            check: ("prompt_cnt", json!(uncached[p].0)),
         });
     }
     for q in ngrams(&index, &mut rng, n_each / 4, 8)? {
@@ -277,14 +307,17 @@ fn run(mode: Mode) -> BenchResult<()> {
         "\noverhead (one client, keep-alive): median HTTP − median library call, same queries"
     );
     println!(
-        "  {:<12} {:>10} {:>10} {:>10}",
-        "type", "library", "HTTP", "overhead"
+        "  {:<12} {:>10} {:>10} {:>10} {:>10} {:>12}",
+        "type", "library", "HTTP", "overhead", "handler", "over floor"
     );
     let mut client = Client::connect(&addr)?;
     let mut worst_overhead: f64 = 0.0;
     for kind in ["count", "prob", "ntd"] {
         let reqs: Vec<&Request> = mix.iter().filter(|r| r.kind == kind).collect();
-        let (mut lib, mut web) = (Vec::new(), Vec::new());
+        let (mut lib, mut web, mut handler) = (Vec::new(), Vec::new(), Vec::new());
+        // `GET /healthz` right after each request: the loopback and HTTP floor of the same
+        // moment (it drifts by tens of µs on a VM between runs).
+        let mut floor_here = Vec::new();
         for round in 0..3 {
             for r in &reqs {
                 let body: Value = serde_json::from_str(&r.body)?;
@@ -325,6 +358,15 @@ fn run(mode: Mode) -> BenchResult<()> {
                 if round > 0 {
                     lib.push(l);
                     web.push(w);
+                    // The handler's own time (infini-gram's `latency`, ms): the request parsed,
+                    // answered and its JSON value built, before it is written out.
+                    handler.push(v["latency"].as_f64().unwrap_or(f64::NAN) / 1e3);
+                    let t = Instant::now();
+                    let (status, _) = client.get("/healthz")?;
+                    floor_here.push(t.elapsed().as_secs_f64());
+                    if status != 200 {
+                        return Err(format!("/healthz: HTTP {status}").into());
+                    }
                 }
             }
         }
@@ -332,10 +374,12 @@ fn run(mode: Mode) -> BenchResult<()> {
         let over = (mw - ml) * 1e6;
         worst_overhead = worst_overhead.max(over);
         println!(
-            "  {kind:<12} {:>8.1} µs {:>8.1} µs {:>8.1} µs",
+            "  {kind:<12} {:>8.1} µs {:>8.1} µs {:>8.1} µs {:>8.1} µs {:>10.1} µs",
             ml * 1e6,
             mw * 1e6,
-            over
+            over,
+            median(&handler) * 1e6,
+            (mw - median(&floor_here) - ml) * 1e6
         );
     }
     // The floor: an answer that calls no library and runs on no blocking thread.
@@ -463,6 +507,11 @@ fn run(mode: Mode) -> BenchResult<()> {
     println!(
         "  threads of the server process: {}",
         proc_status("Threads").unwrap_or(0)
+    );
+    println!(
+        "  next-token cache after the runs: {} prefixes, {:.1} MB (at start: {warmed})",
+        cache.len(),
+        cache.bytes() as f64 / 1e6
     );
     println!(
         "  the same after malloc_trim (the heap in use, without what the allocator keeps of freed \

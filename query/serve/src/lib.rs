@@ -117,7 +117,7 @@ impl Default for Limits {
             max_response_bytes: 64 << 20,
             max_query_tokens: 10_000,
             sql_rows: 10_000,
-            ntd_cache_min_count: 100_000,
+            ntd_cache_min_count: 10_000,
             ntd_cache_bytes: 256 << 20,
             ntd_warm: 1000,
             cors_origins: Vec::new(),

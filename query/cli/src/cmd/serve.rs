@@ -25,7 +25,7 @@ pub struct Args {
     sql_rows: usize,
     /// Keep the next-token distributions of prefixes occurring at least this many times once
     /// computed (the costly ones: the empty prefix, " the", ",").
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 10_000)]
     ntd_cache_min_count: u64,
     /// At most this many MB of them per index (in memory).
     #[arg(long, default_value_t = 256)]

@@ -125,9 +125,91 @@ pub fn id_or_line(id: Option<Value>, line: u64) -> String {
     }
 }
 
+/// The edit distance between `a` and `b` counting insertions, deletions, substitutions and
+/// transpositions of adjacent characters as one edit each (optimal string alignment, the
+/// distance of a typing slip), over Unicode scalar values.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // d[i][j]: the distance between a[..i] and b[..j]; three rows kept.
+    let width = b.len() + 1;
+    let mut before: Vec<usize> = vec![0; width];
+    let mut last: Vec<usize> = (0..width).collect();
+    for i in 1..=a.len() {
+        let mut row = vec![i; width];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (last[j] + 1).min(row[j - 1] + 1).min(last[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(before[j - 2] + 1);
+            }
+            row[j] = d;
+        }
+        before = std::mem::replace(&mut last, row);
+    }
+    last[b.len()]
+}
+
+/// The name of `known` that `key` most resembles — within `max` edits ([`edit_distance`],
+/// ignoring case), the closest first, ties in `known`'s order — if any: for an error that says
+/// what a misspelled key was probably meant to be.
+pub fn resembles<'a>(key: &str, known: &[&'a str], max: usize) -> Option<&'a str> {
+    let key = key.to_lowercase();
+    known
+        .iter()
+        .map(|k| (edit_distance(&key, &k.to_lowercase()), *k))
+        .filter(|(d, _)| *d <= max)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The distance by its definition, recursively (exponential: short strings only).
+    fn distance_by_definition(a: &[char], b: &[char]) -> usize {
+        if a.is_empty() || b.is_empty() {
+            return a.len().max(b.len());
+        }
+        let (i, j) = (a.len(), b.len());
+        let mut d = (distance_by_definition(&a[..i - 1], b) + 1)
+            .min(distance_by_definition(a, &b[..j - 1]) + 1)
+            .min(
+                distance_by_definition(&a[..i - 1], &b[..j - 1])
+                    + usize::from(a[i - 1] != b[j - 1]),
+            );
+        if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+            d = d.min(distance_by_definition(&a[..i - 2], &b[..j - 2]) + 1);
+        }
+        d
+    }
+
+    #[test]
+    fn edit_distance_is_its_definition() {
+        let mut rng = crate::rng::SplitMix64::new(3);
+        let alphabet = ['a', 'b', 'c', 'é'];
+        for _ in 0..3000 {
+            let mut word = || -> String {
+                let n = rng.below(7) as usize;
+                (0..n).map(|_| alphabet[rng.below(4) as usize]).collect()
+            };
+            let (a, b) = (word(), word());
+            let (ca, cb): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+            assert_eq!(
+                edit_distance(&a, &b),
+                distance_by_definition(&ca, &cb),
+                "{a:?} {b:?}"
+            );
+            assert_eq!(edit_distance(&a, &b), edit_distance(&b, &a), "{a:?} {b:?}");
+        }
+        assert_eq!(edit_distance("prompt", "promtp"), 1);
+        assert_eq!(edit_distance("completion", "complition"), 1);
+        assert_eq!(edit_distance("", "kind"), 4);
+        assert_eq!(resembles("Promt", &["id", "prompt"], 2), Some("prompt"));
+        assert_eq!(resembles("difficulty", &["id", "prompt", "task"], 2), None);
+        assert_eq!(resembles("ix", &["id", "kind"], 2), Some("id"));
+    }
 
     fn file(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
         let d = tempfile::tempdir().unwrap();

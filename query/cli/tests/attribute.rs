@@ -162,7 +162,7 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         "q.jsonl",
         concat!(
             "{\"id\": \"f1\", \"prompt\": \"An rohi an ve tian\", \"completion\": \" Xirqenoxa qenoxazam\", \"kind\": \"factual\", \"task\": \"planted\", \"answer\": \"Xirqenoxa qenoxazam\"}\n",
-            "{\"id\": \"r1\", \"prompt\": \"Oxazyn oxazam ve\", \"completion\": \" Zelazu xanoxaexo\", \"kind\": \"reasoning\", \"task\": \"planted\", \"intermediate\": [\"Oxazyn\", 4]}\n",
+            "{\"id\": \"r1\", \"prompt\": \"Oxazyn oxazam ve\", \"completion\": \" Zelazu xanoxaexo\", \"kind\": \"reasoning\", \"task\": \"planted\", \"intermediate\": [\"Oxazyn\", 4], \"difficulty\": 3, \"metadata\": {\"source\": \"planted\", \"tags\": [\"a\"]}}\n",
         ),
     );
     let q_grad = |prompt: &str, completion: &str| -> Vec<f32> {
@@ -248,6 +248,14 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
             .unwrap();
         assert!((lp.value(0) - want.logprob).abs() < 1e-3);
         assert!(col::<StringArray>(&qb, "answer").is_null(1));
+        // Keys familiar does not know, and `metadata`, reach the table as one JSON object.
+        let meta = col::<StringArray>(&qb, "metadata");
+        assert_eq!(meta.value(0), "{}");
+        let m: serde_json::Value = serde_json::from_str(meta.value(1)).unwrap();
+        assert_eq!(
+            m,
+            serde_json::json!({"difficulty": 3, "source": "planted", "tags": ["a"]})
+        );
     }
 
     // kfac and --all: every document once per query, ranks 1..=N.
@@ -272,7 +280,10 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
     for (body, needle) in [
         ("{\"prompt\": \"a\", \"completion\": \"b\", \"kind\": \"fact\", \"task\": \"t\"}\n", "q-bad.jsonl:1"),
         ("\n{\"prompt\": \"a\", \"completion\": \"b\", \"task\": \"t\"}\n", "q-bad.jsonl:2"),
-        ("{\"prompt\": \"a\", \"completion\": \"b\", \"kind\": \"factual\", \"task\": \"t\", \"extra\": 1}\n", "unknown key"),
+        ("{\"prompt\": \"a\", \"completion\": \"b\", \"kind\": \"factual\", \"task\": \"t\", \"promt\": 1}\n", "q-bad.jsonl:1: unknown key `promt`: did you mean `prompt`?"),
+        ("{\"prompt\": \"a\", \"completion\": \"b\", \"kind\": \"factual\", \"task\": \"t\", \"Kind\": \"x\"}\n", "did you mean `kind`?"),
+        ("{\"prompt\": \"a\", \"completion\": \"b\", \"kind\": \"factual\", \"task\": \"t\", \"metadata\": 3}\n", "`metadata` must be a JSON object"),
+        ("{\"prompt\": \"a\", \"completion\": \"b\", \"kind\": \"factual\", \"task\": \"t\", \"level\": 1, \"metadata\": {\"level\": 2}}\n", "`level` is given both as a key and under `metadata`"),
         ("{\"id\": 7, \"prompt\": \"a\", \"completion\": \"b\", \"kind\": \"factual\", \"task\": \"t\"}\n{\"id\": \"7\", \"prompt\": \"c\", \"completion\": \"d\", \"kind\": \"factual\", \"task\": \"t\"}\n", "q-bad.jsonl:2: duplicate id `7`"),
         ("{\"prompt\": \"a\", \"completion\": \"\", \"kind\": \"factual\", \"task\": \"t\"}\n", "`completion` is empty"),
         ("", "no queries"),
@@ -555,6 +566,7 @@ fn write_run(dir: &Path, queries: &[RunQuery<'_>], rows: &[(usize, u64, f64)]) {
             "intermediate",
             Column::StrList(queries.iter().map(|q| q.4.clone()).collect()),
         )
+        .column("metadata", s(&|_| Some("{}".into())))
         .column("completion_tokens", Column::U64(vec![Some(1); n]))
         .column("truncated_tokens", Column::U64(vec![Some(0); n]))
         .column("logprob", Column::F64(vec![Some(-2.0); n]))
@@ -747,6 +759,46 @@ fn report_recovers_planted_influence_statistics() {
     assert_eq!(r2["complete"], false);
     assert!(r2["correlations"].as_array().unwrap().is_empty());
     assert!(r2["queries"][0]["concentration"].is_null());
+
+    // A run written before queries had a `metadata` column is still read, and reads the same.
+    let qpath = top_run.join("queries.parquet");
+    let file = std::fs::File::open(&qpath).unwrap();
+    let batches: Vec<arrow_array::RecordBatch> =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+    let keep: Vec<usize> = (0..batches[0].num_columns())
+        .filter(|&i| batches[0].schema().field(i).name() != "metadata")
+        .collect();
+    let old: Vec<_> = batches.iter().map(|b| b.project(&keep).unwrap()).collect();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&qpath).unwrap(),
+        old[0].schema(),
+        None,
+    )
+    .unwrap();
+    for b in &old {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+    let out3 = t.join("report3");
+    familiar([
+        "attribute".as_ref(),
+        "report".as_ref(),
+        top_run.as_os_str(),
+        "--index".as_ref(),
+        idx.as_os_str(),
+        "--out".as_ref(),
+        out3.as_os_str(),
+    ])
+    .success();
+    assert_eq!(
+        std::fs::read(out3.join("summary.json")).unwrap(),
+        std::fs::read(out2.join("summary.json")).unwrap()
+    );
 
     // Bad inputs: a document the index lacks; a table of the wrong kind; no run at all.
     let bad = t.join("bad");

@@ -166,7 +166,8 @@ pub struct ScoreArgs {
     #[arg(long)]
     model: PathBuf,
     /// Queries, JSONL: {"id", "prompt", "completion", "kind": "factual"|"reasoning", "task",
-    /// "answer"?, "intermediate"?: [...]}.
+    /// "answer"?, "intermediate"?: [...], "metadata"?: {...}}; other keys are kept as metadata
+    /// (the `queries` table's `metadata` column), a likely misspelling of a known key refused.
     #[arg(long)]
     queries: PathBuf,
     /// Documents kept per query.

@@ -70,10 +70,28 @@ pub struct Query {
     pub answer: Option<String>,
     /// Intermediate answers of a reasoning query.
     pub intermediate: Vec<String>,
+    /// Everything else the query's line holds (labels such as a difficulty or an expected
+    /// source), as given: the keys familiar does not know and those under `metadata`.
+    pub metadata: serde_json::Map<String, Value>,
 }
 
+/// The keys of a query line familiar reads itself.
+pub const QUERY_KEYS: [&str; 8] = [
+    "id",
+    "prompt",
+    "completion",
+    "kind",
+    "task",
+    "answer",
+    "intermediate",
+    "metadata",
+];
+
 /// Reads queries from JSONL: `{"id", "prompt", "completion", "kind": "factual"|"reasoning",
-/// "task", "answer"?, "intermediate"?: [...]}`; errors name the file and line.
+/// "task", "answer"?, "intermediate"?: [...], "metadata"?: {...}}`; errors name the file and
+/// line. Other keys are kept as the query's metadata (they reach the `queries` table's
+/// `metadata` column), except a key within two edits of a known one (`promt`, `Kind`): that is
+/// an error naming the key it resembles (put it under `metadata` to keep it).
 pub fn read_queries(path: &Path) -> Result<Vec<Query>> {
     parse_queries(path, &familiar::input::read_utf8(path)?)
 }
@@ -86,19 +104,39 @@ pub fn parse_queries(path: &Path, text: &str) -> Result<Vec<Query>> {
         let obj = v
             .as_object()
             .ok_or_else(|| Error::input(path, line, "expected a JSON object"))?;
-        for k in obj.keys() {
-            if ![
-                "id",
-                "prompt",
-                "completion",
-                "kind",
-                "task",
-                "answer",
-                "intermediate",
-            ]
-            .contains(&k.as_str())
-            {
-                return Err(Error::input(path, line, format!("unknown key `{k}`")));
+        let mut metadata = serde_json::Map::new();
+        for (k, value) in obj {
+            if QUERY_KEYS.contains(&k.as_str()) {
+                continue;
+            }
+            if let Some(near) = familiar::input::resembles(k, &QUERY_KEYS, 2) {
+                return Err(Error::input(
+                    path,
+                    line,
+                    format!(
+                        "unknown key `{k}`: did you mean `{near}`? (keys familiar does not know \
+                         are kept as the query's metadata, but this one looks like a slip; put \
+                         it under `metadata` to keep it)"
+                    ),
+                ));
+            }
+            metadata.insert(k.clone(), value.clone());
+        }
+        match obj.get("metadata") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (k, value) in m {
+                    if metadata.insert(k.clone(), value.clone()).is_some() {
+                        return Err(Error::input(
+                            path,
+                            line,
+                            format!("`{k}` is given both as a key and under `metadata`"),
+                        ));
+                    }
+                }
+            }
+            Some(_) => {
+                return Err(Error::input(path, line, "`metadata` must be a JSON object"));
             }
         }
         let id = match v.get("id") {
@@ -164,6 +202,7 @@ pub fn parse_queries(path: &Path, text: &str) -> Result<Vec<Query>> {
             task: string(path, line, &v, "task")?,
             answer,
             intermediate,
+            metadata,
         });
     }
     if out.is_empty() {
@@ -490,6 +529,7 @@ pub struct QueryRow {
     pub completion: String,
     pub answer: Option<String>,
     pub intermediate: Vec<String>,
+    pub metadata: String,
     pub completion_tokens: u64,
     pub truncated_tokens: u64,
     pub logprob: f64,
@@ -557,6 +597,7 @@ pub fn attribute(
             completion: q.completion.clone(),
             answer: q.answer.clone(),
             intermediate: q.intermediate.clone(),
+            metadata: Value::Object(q.metadata.clone()).to_string(),
             completion_tokens: g.completion_tokens as u64,
             truncated_tokens: g.truncated_tokens as u64,
             logprob: g.logprob,

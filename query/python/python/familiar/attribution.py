@@ -75,7 +75,9 @@ def score(
     damping: float = 0.1,
 ) -> Attribution:
     """Ranks the documents of ``store`` for each query (``{"id", "prompt", "completion", "kind":
-    "factual"|"reasoning", "task", "answer"?, "intermediate"?}``, a file or a list of dicts),
+    "factual"|"reasoning", "task", "answer"?, "intermediate"?, "metadata"?}``, a file or a list
+    of dicts; other keys are kept as the query's ``metadata``, except a likely misspelling of a
+    known key, which is an error),
     keeping the ``top_k`` per query (``None``: every document). ``precondition``: ``kfac``
     (damped inverse of each layer's gradient second moment, ``damping`` × its mean eigenvalue),
     ``identity`` (dot product) or ``cosine``. ``model`` must be the one the store was built

@@ -258,7 +258,8 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         );
     }
 
-    // kfac and --all: every document once per query, ranks 1..=N.
+    // fisher, by its former name kfac, and --all: every document once per query, ranks 1..=N;
+    // the table names it fisher.
     let out = t.join("att-kfac");
     attribute_score(
         &s,
@@ -275,6 +276,8 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         (0..b.num_rows()).map(|r| rank.value(r)).max(),
         Some(g.rows())
     );
+    let qb = read_parquet(&out.join("queries.parquet"), "queries");
+    assert_eq!(col::<StringArray>(&qb, "precondition").value(0), "fisher");
 
     // Bad queries name the file and line.
     for (body, needle) in [
@@ -470,7 +473,7 @@ fn planted_facts_rank_their_document_first() {
         serde_json::from_slice(&std::fs::read(fixtures().join("corpus/planted.json")).unwrap())
             .unwrap();
     let facts = truth["facts"].as_array().unwrap();
-    for precondition in ["kfac", "identity", "cosine"] {
+    for precondition in ["fisher", "identity", "cosine"] {
         let out = t.join(precondition);
         attribute_score(
             &s,
@@ -916,7 +919,7 @@ fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
         .stderr_has(&["other settings"]);
     eval(&[])
         .success()
-        .stdout_has(&["4 of 4 subsets measured", "LDS kfac"]);
+        .stdout_has(&["4 of 4 subsets measured", "LDS fisher"]);
     assert_eq!(
         std::fs::read(out.join("subsets/subset-0001.json")).unwrap(),
         first
@@ -961,7 +964,7 @@ fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
         assert!((want - got).abs() < 1e-5, "{want} vs {got}");
     }
     // LDS from the scores of every document.
-    for (j, precondition) in ["identity", "cosine", "kfac"].iter().enumerate() {
+    for (j, precondition) in ["identity", "cosine", "fisher"].iter().enumerate() {
         assert_eq!(lds["lds"][j]["precondition"], *precondition);
         let att = t.join(format!("all-{precondition}"));
         attribute_score(

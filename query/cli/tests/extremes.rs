@@ -427,7 +427,7 @@ fn cases(w: &World) -> Vec<Case> {
                 &"--out",
                 &out("sc2"),
                 &"--precondition",
-                &"kfac",
+                &"fisher",
             ]),
             "--damping",
             Real,

@@ -754,7 +754,7 @@ fn firsts_per_relation(b: &Built, ranks: &[u64]) -> Vec<usize> {
 /// spelled with pieces of other words), on a world that shares nothing with the fixture world;
 /// the old defaults (rank 8, `identity`) find far fewer. Facts whose answer is a common word of
 /// the corpus (occupations) are hard for every configuration measured (1–4 of 20 at rank 32 with
-/// `kfac`): they are only reported.
+/// `fisher`): they are only reported.
 #[test]
 fn defaults_find_the_stating_document_on_an_unseen_world() {
     let started = Instant::now();
@@ -917,10 +917,10 @@ fn sweep() {
         ];
         for d in dampings.split(',') {
             configs.push((
-                format!("kfac λ {d}"),
+                format!("fisher λ {d}"),
                 vec![
                     "--precondition".into(),
-                    "kfac".into(),
+                    "fisher".into(),
                     "--damping".into(),
                     d.into(),
                 ],

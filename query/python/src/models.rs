@@ -331,10 +331,11 @@ pub(crate) fn attribution_score<'py>(
     let precondition = match precondition {
         "identity" => Precondition::Identity,
         "cosine" => Precondition::Cosine,
-        "kfac" => Precondition::Kfac { damping },
+        // `kfac`: its name before it was named for what it is.
+        "fisher" | "kfac" => Precondition::Fisher { damping },
         other => {
             return Err(crate::ConfigError::new_err(format!(
-                "precondition={other:?}: expected \"kfac\", \"identity\" or \"cosine\""
+                "precondition={other:?}: expected \"fisher\" (or its old name \"kfac\"), \"identity\" or \"cosine\""
             )))
         }
     };

@@ -15,7 +15,7 @@ use familiar_models::measure::score::LanguageModel;
 /// worlds unlike it (benches/README.md, "Attribution defaults", and
 /// query/tests/unseen_world.rs); 64 found no more.
 const DEFAULT_RANK: usize = 32;
-/// `--damping` of `kfac` by default (`attribute score` and `attribute eval`): best or within one
+/// `--damping` of `fisher` by default (`attribute score` and `attribute eval`): best or within one
 /// fact of the best of 0.01, 0.1 and 1 on every world measured.
 const DEFAULT_DAMPING: f64 = 0.1;
 
@@ -69,7 +69,7 @@ pub struct EvalArgs {
     /// Train at most this many subsets now; run again to continue.
     #[arg(long)]
     stop_after: Option<usize>,
-    /// kfac damping (as for `attribute score`, and the same default).
+    /// fisher damping (as for `attribute score`, and the same default).
     #[arg(long, default_value_t = DEFAULT_DAMPING)]
     damping: f64,
     /// No progress bar.
@@ -131,7 +131,7 @@ pub struct StoreArgs {
     /// Projection rank of each layer's input and output (a layer's row block is rank × rank).
     ///
     /// 32, the default, ranked the document that states a planted fact first most often of the
-    /// ranks measured (8, 16, 32, 64; with kfac): the fixture world 31 of 32 facts (rank 16: 30,
+    /// ranks measured (8, 16, 32, 64; with fisher, then named kfac): the fixture world 31 of 32 facts (rank 16: 30,
     /// rank 8: 27), three generated English-like worlds 26, 32 and 34 of 60 (rank 16: 16, 30,
     /// 26; rank 8: 7, 24, 18), 420 documents of real text with the GPT-2 tokenizer 17 of 20;
     /// rank 64 found no more (benches/README.md).
@@ -139,7 +139,7 @@ pub struct StoreArgs {
     /// Cost, for a model with L projected layers (4 per block and the output head: 9 for
     /// `familiar train`'s 2 layers): each document's row holds L × rank² values (f32: 2.3 KB at
     /// rank 8, 9.2 KB at 16, 37 KB at 32, 147 KB at 64; half with `--dtype f16`), and each index
-    /// shard adds the second moments kfac reads, L × rank⁴ f64 values (0.3 MB, 4.7 MB, 75 MB,
+    /// shard adds the second moments fisher reads, L × rank⁴ f64 values (0.3 MB, 4.7 MB, 75 MB,
     /// 1.2 GB). Time: the model's forward and backward passes dominate up to rank 32 (1–2.5× the
     /// time of rank 8), the moments above it (rank 64: 6× rank 32); `attribute score` reads every
     /// row, so its scan grows with the row size.
@@ -181,7 +181,8 @@ pub struct ScoreArgs {
     out: PathBuf,
     /// How rows are compared with the query gradient.
     ///
-    /// kfac, the default, ranked the document that states a planted fact first most often at
+    /// fisher, the default (the damped inverse of each layer's empirical Fisher in projected
+    /// space, one full block per layer; `kfac` is its former name, still accepted), ranked the document that states a planted fact first most often at
     /// rank 32 on every world measured but the fixture world, where identity found one more:
     /// three generated English-like worlds 26, 32 and 34 of 60 facts (identity 24, 27, 32;
     /// cosine 24, 25, 31), 420 documents of real text 17 of 20 (cosine 13), the fixture world
@@ -189,9 +190,9 @@ pub struct ScoreArgs {
     /// the store's moments files are read and each projected layer's rank² × rank² matrix is
     /// factorized once (about 2 s for 56 queries at rank 32, minutes at rank 64); the scan costs
     /// what identity's does.
-    #[arg(long, value_enum, default_value = "kfac")]
+    #[arg(long, value_enum, default_value = "fisher")]
     precondition: PreconditionArg,
-    /// kfac: damping λ as a fraction of each layer's mean eigenvalue.
+    /// fisher: damping λ as a fraction of each layer's mean eigenvalue.
     ///
     /// 0.1, the default, was the best or within one fact of the best of 0.01, 0.1 and 1 at rank
     /// 32 on every world measured; the value costs nothing.
@@ -205,8 +206,10 @@ enum PreconditionArg {
     Identity,
     /// The cosine of the angle between them (LESS).
     Cosine,
-    /// The dot product after the damped inverse of each layer's second moment of the rows.
-    Kfac,
+    /// The dot product after the damped inverse of each layer's second moment of the rows (the
+    /// empirical Fisher of the layer's block; `kfac` is its former name).
+    #[value(alias = "kfac")]
+    Fisher,
 }
 
 pub fn run(c: AttributeCommand) -> Result<i32> {
@@ -258,7 +261,7 @@ fn eval(a: EvalArgs) -> Result<i32> {
         preconditioners: vec![
             Precondition::Identity,
             Precondition::Cosine,
-            Precondition::Kfac { damping: a.damping },
+            Precondition::Fisher { damping: a.damping },
         ],
         stop_after: a.stop_after,
     };
@@ -379,7 +382,7 @@ fn score(a: ScoreArgs) -> Result<i32> {
     let precondition = match a.precondition {
         PreconditionArg::Identity => Precondition::Identity,
         PreconditionArg::Cosine => Precondition::Cosine,
-        PreconditionArg::Kfac => Precondition::Kfac { damping: a.damping },
+        PreconditionArg::Fisher => Precondition::Fisher { damping: a.damping },
     };
     let top = if a.all { None } else { Some(a.top_k) };
     let run = attribute(

@@ -88,7 +88,7 @@ pub struct SubsetResult {
 pub struct Lds {
     /// Preconditioner.
     pub precondition: String,
-    /// Its damping (kfac), else null.
+    /// Its damping (fisher), else null.
     pub damping: Option<f64>,
     /// Mean LDS over queries.
     pub mean: f64,
@@ -319,7 +319,7 @@ pub fn evaluate(
             report.lds.push(Lds {
                 precondition: p.name().into(),
                 damping: match p {
-                    Precondition::Kfac { damping } => Some(damping),
+                    Precondition::Fisher { damping } => Some(damping),
                     _ => None,
                 },
                 mean: mean_of(None),

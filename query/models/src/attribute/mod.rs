@@ -4,9 +4,11 @@
 //! Preconditioners (the score of query gradient `q` and document row `g`):
 //! - `identity`: `q · g` (gradient dot product; TracIn with one checkpoint);
 //! - `cosine`: `q · g / (|q| |g|)` (LESS, Xia et al. 2024);
-//! - `kfac`: `Σ_l q_lᵀ (M_l + λ_l I)⁻¹ g_l` over layers `l`, with `M_l` the second moment of the
-//!   store's projected gradients of that layer (`(1/N) Σ g_l g_lᵀ`) and `λ_l = damping · tr(M_l) /
-//!   dim_l` — the block-diagonal, damped inverse Fisher in projected space that LogIX and TRAK use.
+//! - `fisher` (formerly `kfac`, still accepted): `Σ_l q_lᵀ (M_l + λ_l I)⁻¹ g_l` over layers `l`,
+//!   with `M_l` the second moment of the store's projected gradients of that layer
+//!   (`(1/N) Σ g_l g_lᵀ`, the empirical Fisher of one block per layer, full — not Kronecker
+//!   factored) and `λ_l = damping · tr(M_l) / dim_l` — the block-diagonal, damped inverse Fisher
+//!   in projected space that LogIX and TRAK use.
 
 pub mod eval;
 
@@ -218,8 +220,9 @@ pub enum Precondition {
     Identity,
     /// Cosine similarity.
     Cosine,
-    /// Damped inverse of each layer's projected-gradient second moment.
-    Kfac {
+    /// Damped inverse of each layer's projected-gradient second moment (the empirical Fisher of
+    /// the layer's block; `kfac` before it was named for what it is).
+    Fisher {
         /// λ as a fraction of the mean eigenvalue (trace / dim) of each layer's moment.
         damping: f64,
     },
@@ -231,7 +234,7 @@ impl Precondition {
         match self {
             Precondition::Identity => "identity",
             Precondition::Cosine => "cosine",
-            Precondition::Kfac { .. } => "kfac",
+            Precondition::Fisher { .. } => "fisher",
         }
     }
 }
@@ -349,7 +352,7 @@ pub fn preconditioned(
                 g.iter().map(|x| (*x as f64 * s) as f32).collect()
             })
             .collect()),
-        Precondition::Kfac { damping } => {
+        Precondition::Fisher { damping } => {
             if damping.is_nan() || damping <= 0.0 {
                 return Err(Error::query(format!(
                     "{} must be positive",

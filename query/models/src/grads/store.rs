@@ -200,7 +200,7 @@ pub fn moments_file(i: usize) -> String {
 
 /// Per-layer sums of outer products of rows, `Σ g_l g_lᵀ` over `rows` rows (upper triangles; each
 /// layer's block of a row is `block` consecutive values): what the damped inverse second moment
-/// (`kfac`) needs, kept per shard so that scoring never reads every row for it.
+/// (`fisher`) needs, kept per shard so that scoring never reads every row for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Moments {
     /// Values per layer block.

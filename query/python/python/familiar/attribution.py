@@ -71,14 +71,14 @@ def score(
     queries: Records,
     *,
     top_k: Optional[int] = 100,
-    precondition: str = "kfac",
+    precondition: str = "fisher",
     damping: float = 0.1,
 ) -> Attribution:
     """Ranks the documents of ``store`` for each query (``{"id", "prompt", "completion", "kind":
     "factual"|"reasoning", "task", "answer"?, "intermediate"?, "metadata"?}``, a file or a list
     of dicts; other keys are kept as the query's ``metadata``, except a likely misspelling of a
     known key, which is an error),
-    keeping the ``top_k`` per query (``None``: every document). ``precondition``: ``kfac``
+    keeping the ``top_k`` per query (``None``: every document). ``precondition``: ``fisher``
     (damped inverse of each layer's gradient second moment, ``damping`` × its mean eigenvalue),
     ``identity`` (dot product) or ``cosine``. ``model`` must be the one the store was built
     with. Ctrl-C returns at once (the computation is dropped; nothing is written)."""

@@ -1693,6 +1693,104 @@ fn the_page_counts_shows_next_tokens_documents_and_traces_in_a_browser() {
     );
 }
 
+// ---- report charts, in the same browser -------------------------------------------------------
+
+/// The reports' SVG charts (`familiar_reports::svg`) laid out with estimated text widths: in
+/// Chromium, with its real fonts, every text — long titles and axis labels, long, unbreakable
+/// and CJK legend entries, many long category names — lies inside the chart, the legend right of
+/// the plot, and no two category names overlap.
+#[test]
+fn report_charts_hold_their_text_in_a_real_browser() {
+    use familiar_reports::svg::{BarChart, LineChart, Series};
+    let Some(b) = Browser::start() else { return };
+    let dir = util::process_scratch().join("charts");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let series = |name: &str, k: f64| Series {
+        name: name.to_string(),
+        points: (1..40).map(|i| (i as f64, k / i as f64)).collect(),
+        dashed: k > 1.0,
+        markers: false,
+    };
+    let line = LineChart {
+        title: "Ranked influence of the top 10 % of documents, factual against reasoning \
+                queries, with the power-law fits"
+            .into(),
+        x_label: "rank of the document among all training documents (1 = the most influential)"
+            .into(),
+        y_label: "influence relative to the most influential document of the query (s_r / s_1)"
+            .into(),
+        log_x: true,
+        log_y: true,
+        series: vec![
+            series("factual: mean relative influence of the top documents", 1.0),
+            series("reasoning: power-law fit, α = 0.53", 2.0),
+            series(
+                "Unbreakablelegendentrythatnolinebreakcansplitatallinanywayever",
+                0.5,
+            ),
+            series("事实问题：平均相对影响（前十名文档）", 0.7),
+            series("s", 0.3),
+        ],
+    };
+    let bars = BarChart {
+        title: "Mean Spearman correlation of the influence of queries of one task".into(),
+        y_label: "mean Spearman correlation".into(),
+        categories: [
+            "arithmetic word problems",
+            "capital cities of countries",
+            "slopes of linear functions",
+            "x",
+            "chemical symbols of elements",
+            "first names of authors",
+            "mathematical constants",
+            "rivers",
+            "Extraordinarilylongcategorynamewithoutspaces",
+            "units",
+        ]
+        .iter()
+        .map(|c| c.to_string())
+        .collect(),
+        series: vec![
+            ("factual queries of this task".into(), vec![0.5; 10]),
+            (
+                "reasoning queries of this task, intermediate answers included".into(),
+                vec![-0.2; 10],
+            ),
+        ],
+    };
+    for (name, svg) in [("line.svg", line.to_svg()), ("bars.svg", bars.to_svg())] {
+        let path = dir.join(name);
+        std::fs::write(&path, &svg).unwrap();
+        b.goto(&format!("file://{}", path.display()));
+        let v = b.js("const svg = document.documentElement; \
+             const box = svg.getBoundingClientRect(); \
+             const plot = svg.querySelector('rect[stroke]').getBoundingClientRect(); \
+             const bad = []; const cats = []; \
+             for (const t of svg.querySelectorAll('text')) { \
+               const r = t.getBoundingClientRect(); \
+               if (r.width === 0) continue; \
+               if (r.left < box.left - 0.5 || r.right > box.right + 0.5 || \
+                   r.top < box.top - 0.5 || r.bottom > box.bottom + 0.5) \
+                 bad.push('outside: ' + t.textContent); \
+               if (t.querySelector('tspan') && r.top < plot.bottom) { \
+                 if (r.left < plot.right) bad.push('legend over the plot: ' + t.textContent); \
+               } \
+               if (t.querySelector('tspan') && r.top >= plot.bottom) cats.push(r); \
+             } \
+             cats.sort((a, b) => a.left - b.left); \
+             for (let i = 1; i < cats.length; i++) \
+               if (cats[i].left < cats[i - 1].right - 0.5) bad.push('categories overlap'); \
+             return {bad: bad, texts: svg.querySelectorAll('text').length, \
+                     width: box.width, cats: cats.length};");
+        assert_eq!(v["bad"], json!([]), "{name}: {v}\n{svg}");
+        assert!(v["texts"].as_u64().unwrap() > 5, "{name}: {v}");
+        if name == "bars.svg" {
+            assert_eq!(v["cats"], json!(10), "{v}");
+        }
+    }
+}
+
 // ---- SQL --------------------------------------------------------------------------------------
 
 /// A directory with one Parquet table, `scores(concept, accuracy)`.

@@ -3,12 +3,23 @@
 
 use std::fmt::Write;
 
-const WIDTH: f64 = 640.0;
-const HEIGHT: f64 = 400.0;
+/// The plot area: fixed, whatever the text around it; the chart grows to hold its title, axis
+/// labels, legend and category names (measured with [`text_width`]).
+const PLOT_W: f64 = 420.0;
+const PLOT_H: f64 = 305.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 150.0;
 const TOP: f64 = 40.0;
+/// Below the plot: tick labels, then the x axis label.
 const BOTTOM: f64 = 55.0;
+/// The narrowest margin right of the plot.
+const RIGHT_MIN: f64 = 30.0;
+/// Legend text wraps at this width.
+const LEGEND_TEXT_MAX: f64 = 260.0;
+/// From the legend's left edge to its text.
+const LEGEND_TEXT_X: f64 = 35.0;
+const LINE: f64 = 14.0;
+/// The narrowest group of a bar chart.
+const GROUP_MIN: f64 = 76.0;
 const COLORS: &[&str] = &[
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
 ];
@@ -53,6 +64,119 @@ pub struct LineChart {
     pub log_y: bool,
     /// The series.
     pub series: Vec<Series>,
+}
+
+/// The width `s` takes at `size` px in a sans-serif font, estimated on the wide side: per
+/// character, a fraction of the em at least as wide as DejaVu Sans's (Debian's default
+/// sans-serif, wider than Arial's and Helvetica's) — so text laid out by it fits in any of them.
+/// The browser test in query/cli/tests/charts.rs measures the result in Chromium.
+pub fn text_width(s: &str, size: f64) -> f64 {
+    let em = |c: char| match c {
+        ' ' | 'i' | 'j' | 'l' | '.' | ',' | ':' | ';' | '\'' | '|' | '!' => 0.34,
+        'f' | 't' | 'r' | '(' | ')' | '[' | ']' | '{' | '}' | '-' | 'I' | '/' | '"' => 0.5,
+        'm' | 'w' | 'M' | 'W' | '%' | '@' | '—' => 1.0,
+        'A'..='Z' | '&' | '=' | '+' | '<' | '>' | '~' | '#' => 0.8,
+        c if c.is_ascii() => 0.66,
+        // CJK, Hangul, and everything from U+1100 up that fonts draw a full em wide.
+        c if u32::from(c) >= 0x1100 => 1.05,
+        _ => 0.8,
+    };
+    s.chars().map(em).sum::<f64>() * size
+}
+
+/// `s` in lines of at most `max` px at `size` px, broken at spaces, and a word longer than a
+/// line broken between characters.
+fn wrap(s: &str, max: f64, size: f64) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    for word in s.split(' ') {
+        let mut piece = String::new();
+        for c in word.chars() {
+            if !piece.is_empty() && text_width(&format!("{piece}{c}"), size) > max {
+                words.push(std::mem::take(&mut piece));
+            }
+            piece.push(c);
+        }
+        words.push(piece);
+    }
+    let mut lines: Vec<String> = Vec::new();
+    for word in words {
+        match lines.last_mut() {
+            Some(last) if text_width(&format!("{last} {word}"), size) <= max => {
+                last.push(' ');
+                last.push_str(&word);
+            }
+            _ => lines.push(word),
+        }
+    }
+    if lines.is_empty() {
+        lines.push(String::new());
+    }
+    lines
+}
+
+/// Where a chart's parts go: its size, grown for its text.
+struct Layout {
+    /// The plot's width.
+    plot_w: f64,
+    width: f64,
+    height: f64,
+    /// Extra height below the plot for wrapped category names.
+    below: f64,
+    /// Legend entries, wrapped.
+    legend: Vec<Vec<String>>,
+}
+
+impl Layout {
+    fn new(
+        plot_w: f64,
+        title: &str,
+        x_label: &str,
+        y_label: &str,
+        legend: &[String],
+        below: f64,
+    ) -> Layout {
+        let legend: Vec<Vec<String>> = legend
+            .iter()
+            .map(|n| wrap(n, LEGEND_TEXT_MAX, 12.0))
+            .collect();
+        let legend_w = legend
+            .iter()
+            .flatten()
+            .map(|l| LEGEND_TEXT_X + text_width(l, 12.0) + 10.0)
+            .fold(0.0, f64::max);
+        let legend_h = legend
+            .iter()
+            .map(|e| 18.0 + LINE * (e.len() as f64 - 1.0))
+            .sum::<f64>();
+        let width = (LEFT + plot_w + RIGHT_MIN.max(legend_w + 10.0))
+            .max(text_width(title, 14.0) + 20.0)
+            .max(LEFT + text_width(x_label, 12.0) + 20.0)
+            .ceil();
+        let height = (TOP
+            + PLOT_H
+                .max(legend_h + 10.0)
+                .max(text_width(y_label, 12.0) + 10.0)
+            + BOTTOM
+            + below)
+            .ceil();
+        Layout {
+            plot_w,
+            width,
+            height,
+            below,
+            legend,
+        }
+    }
+
+    /// The plot's right edge.
+    fn right(&self) -> f64 {
+        LEFT + self.plot_w
+    }
+
+    /// The plot's bottom edge.
+    fn bottom(&self) -> f64 {
+        self.height - BOTTOM - self.below
+    }
 }
 
 fn escape(s: &str) -> String {
@@ -166,40 +290,46 @@ fn drawable(p: &(f64, f64), log_x: bool, log_y: bool) -> bool {
     p.0.is_finite() && p.1.is_finite() && (!log_x || p.0 > 0.0) && (!log_y || p.1 > 0.0)
 }
 
-fn frame(out: &mut String, title: &str, x_label: &str, y_label: &str) {
+fn frame(out: &mut String, l: &Layout, title: &str, x_label: &str, y_label: &str) {
+    let (w, h) = (l.width, l.height);
+    // The title and the x label centred on the plot when they fit there, else on the chart.
+    let centre = |text: &str, size: f64| {
+        let half = text_width(text, size) / 2.0 + 5.0;
+        (LEFT + l.plot_w / 2.0).clamp(half, (w - half).max(half))
+    };
     let _ = write!(
         out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
-         viewBox=\"0 0 {WIDTH} {HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+         viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{}</text>\n\
-         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n\
+         <text x=\"{:.1}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{}</text>\n\
+         <text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n\
          <text transform=\"translate(16 {}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n",
-        (LEFT + WIDTH - RIGHT) / 2.0,
+        centre(title, 14.0),
         escape(title),
-        (LEFT + WIDTH - RIGHT) / 2.0,
-        HEIGHT - 12.0,
+        centre(x_label, 12.0),
+        h - 12.0,
         escape(x_label),
-        (TOP + HEIGHT - BOTTOM) / 2.0,
+        (TOP + l.bottom()) / 2.0,
         escape(y_label),
     );
     let _ = writeln!(
         out,
         "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#444\"/>",
-        WIDTH - LEFT - RIGHT,
-        HEIGHT - TOP - BOTTOM
+        l.plot_w,
+        l.bottom() - TOP
     );
 }
 
 /// Horizontal grid lines and labels at the y axis's ticks.
-fn y_grid(out: &mut String, y: &Axis) {
+fn y_grid(out: &mut String, l: &Layout, y: &Axis) {
     for t in y.ticks() {
         let py = y.map(t);
         let _ = writeln!(
             out,
             "<line x1=\"{LEFT}\" y1=\"{py:.1}\" x2=\"{}\" y2=\"{py:.1}\" stroke=\"#ddd\"/>\
              <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            WIDTH - RIGHT,
+            l.right(),
             LEFT - 6.0,
             py + 4.0,
             label(t)
@@ -207,24 +337,34 @@ fn y_grid(out: &mut String, y: &Axis) {
     }
 }
 
-fn legend(out: &mut String, entries: &[(String, &str, bool)]) {
-    for (i, (name, color, dashed)) in entries.iter().enumerate() {
-        let y = TOP + 10.0 + 18.0 * i as f64;
-        let x = WIDTH - RIGHT + 10.0;
+fn legend(out: &mut String, l: &Layout, entries: &[(&str, bool)]) {
+    let mut y = TOP + 10.0;
+    let x = l.right() + 10.0;
+    for ((color, dashed), lines) in entries.iter().zip(&l.legend) {
         let dash = if *dashed {
             " stroke-dasharray=\"5 3\""
         } else {
             ""
         };
-        let _ = writeln!(
+        let _ = write!(
             out,
             "<line x1=\"{x}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>\
-             <text x=\"{}\" y=\"{}\">{}</text>",
+             <text x=\"{}\" y=\"{}\">",
             x + 20.0,
-            x + 25.0,
+            x + LEGEND_TEXT_X - 10.0,
             y + 4.0,
-            escape(name)
         );
+        for (i, line) in lines.iter().enumerate() {
+            let dy = if i == 0 { 0.0 } else { LINE };
+            let _ = write!(
+                out,
+                "<tspan x=\"{}\" dy=\"{dy}\">{}</tspan>",
+                x + LEGEND_TEXT_X - 10.0,
+                escape(line)
+            );
+        }
+        out.push_str("</text>\n");
+        y += 18.0 + LINE * (lines.len() as f64 - 1.0);
     }
 }
 
@@ -237,10 +377,19 @@ impl LineChart {
                 .flat_map(|s| s.points.iter())
                 .filter(|p| drawable(p, self.log_x, self.log_y))
         };
-        let x = Axis::new(pts().map(|p| p.0), self.log_x, LEFT, WIDTH - RIGHT);
-        let y = Axis::new(pts().map(|p| p.1), self.log_y, HEIGHT - BOTTOM, TOP);
+        let names: Vec<String> = self.series.iter().map(|s| s.name.clone()).collect();
+        let l = Layout::new(
+            PLOT_W,
+            &self.title,
+            &self.x_label,
+            &self.y_label,
+            &names,
+            0.0,
+        );
+        let x = Axis::new(pts().map(|p| p.0), self.log_x, LEFT, l.right());
+        let y = Axis::new(pts().map(|p| p.1), self.log_y, l.bottom(), TOP);
         let mut out = String::new();
-        frame(&mut out, &self.title, &self.x_label, &self.y_label);
+        frame(&mut out, &l, &self.title, &self.x_label, &self.y_label);
         for t in x.ticks() {
             let px = x.map(t);
             let _ = writeln!(
@@ -248,12 +397,12 @@ impl LineChart {
                 "<line x1=\"{px:.1}\" y1=\"{}\" x2=\"{px:.1}\" y2=\"{}\" stroke=\"#ddd\"/>\
                  <text x=\"{px:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
                 TOP,
-                HEIGHT - BOTTOM,
-                HEIGHT - BOTTOM + 16.0,
+                l.bottom(),
+                l.bottom() + 16.0,
                 label(t)
             );
         }
-        y_grid(&mut out, &y);
+        y_grid(&mut out, &l, &y);
         let mut entries = Vec::new();
         for (i, s) in self.series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
@@ -290,9 +439,9 @@ impl LineChart {
                     path.join(" ")
                 );
             }
-            entries.push((s.name.clone(), color, s.dashed));
+            entries.push((color, s.dashed));
         }
-        legend(&mut out, &entries);
+        legend(&mut out, &l, &entries);
         out.push_str("</svg>\n");
         out
     }
@@ -320,15 +469,32 @@ impl BarChart {
             .flat_map(|s| s.1.iter().copied())
             .filter(|v| v.is_finite())
             .chain([0.0]);
-        let y = Axis::new(values, false, HEIGHT - BOTTOM, TOP);
-        let mut out = String::new();
-        frame(&mut out, &self.title, "", &self.y_label);
-        y_grid(&mut out, &y);
-        let zero = y.map(0.0);
         let groups = self.categories.len().max(1) as f64;
-        let group_w = (WIDTH - LEFT - RIGHT) / groups;
+        // Room for a category name of about ten characters a line: the plot grows with many.
+        let group_w = (PLOT_W / groups).max(GROUP_MIN);
+        // Category names wrap to their group's width; the chart grows below for the lines.
+        let cats: Vec<Vec<String>> = self
+            .categories
+            .iter()
+            .map(|c| wrap(c, group_w - 4.0, 12.0))
+            .collect();
+        let cat_lines = cats.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let names: Vec<String> = self.series.iter().map(|s| s.0.clone()).collect();
+        let l = Layout::new(
+            group_w * groups,
+            &self.title,
+            "",
+            &self.y_label,
+            &names,
+            LINE * (cat_lines as f64 - 1.0),
+        );
+        let y = Axis::new(values, false, l.bottom(), TOP);
+        let mut out = String::new();
+        frame(&mut out, &l, &self.title, "", &self.y_label);
+        y_grid(&mut out, &l, &y);
+        let zero = y.map(0.0);
         let bar_w = 0.8 * group_w / self.series.len().max(1) as f64;
-        for (g, cat) in self.categories.iter().enumerate() {
+        for (g, lines) in cats.iter().enumerate() {
             let gx = LEFT + g as f64 * group_w;
             for (i, (_, vals)) in self.series.iter().enumerate() {
                 let Some(&v) = vals.get(g) else { continue };
@@ -345,26 +511,32 @@ impl BarChart {
                     COLORS[i % COLORS.len()]
                 );
             }
-            let _ = writeln!(
+            let _ = write!(
                 out,
-                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">",
                 gx + group_w / 2.0,
-                HEIGHT - BOTTOM + 16.0,
-                escape(cat)
+                l.bottom() + 16.0,
             );
+            for (i, line) in lines.iter().enumerate() {
+                let _ = write!(
+                    out,
+                    "<tspan x=\"{:.1}\" dy=\"{}\">{}</tspan>",
+                    gx + group_w / 2.0,
+                    if i == 0 { 0.0 } else { LINE },
+                    escape(line)
+                );
+            }
+            out.push_str("</text>\n");
         }
         let _ = writeln!(
             out,
             "<line x1=\"{LEFT}\" y1=\"{zero:.1}\" x2=\"{}\" y2=\"{zero:.1}\" stroke=\"#444\"/>",
-            WIDTH - RIGHT
+            l.right()
         );
-        let entries: Vec<(String, &str, bool)> = self
-            .series
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.0.clone(), COLORS[i % COLORS.len()], false))
+        let entries: Vec<(&str, bool)> = (0..self.series.len())
+            .map(|i| (COLORS[i % COLORS.len()], false))
             .collect();
-        legend(&mut out, &entries);
+        legend(&mut out, &l, &entries);
         out.push_str("</svg>\n");
         out
     }

@@ -87,7 +87,7 @@ pub(super) fn charts(r: &Report, run: &Run) -> Vec<(String, String, String)> {
                 })
                 .collect();
             tail.push(Series {
-                name: format!("{kind}: mean s_r / s_1"),
+                name: format!("{kind}: mean influence relative to the top document"),
                 points: pts.clone(),
                 dashed: false,
                 markers: false,
@@ -95,7 +95,7 @@ pub(super) fn charts(r: &Report, run: &Run) -> Vec<(String, String, String)> {
             let ranked: Vec<f64> = pts.iter().map(|p| p.1).collect();
             if let Some(fit) = fit_power_law(&ranked, ranks) {
                 tail.push(Series {
-                    name: format!("{kind}: fit α = {:.2}", fit.alpha),
+                    name: format!("{kind}: power-law fit, exponent α = {:.2}", fit.alpha),
                     points: [1.0, fit.ranks as f64]
                         .iter()
                         .map(|&x| (x, (fit.log_c - fit.alpha * x.ln()).exp()))
@@ -110,7 +110,7 @@ pub(super) fn charts(r: &Report, run: &Run) -> Vec<(String, String, String)> {
             "Concentration of positive influence".into(),
             LineChart {
                 title: "Share of positive influence in the top documents".into(),
-                x_label: "fraction of documents (top ranked)".into(),
+                x_label: "fraction of the documents, most influential first".into(),
                 y_label: "share of total positive influence".into(),
                 log_x: true,
                 log_y: false,
@@ -123,8 +123,8 @@ pub(super) fn charts(r: &Report, run: &Run) -> Vec<(String, String, String)> {
             "Ranked influence (top 10 %)".into(),
             LineChart {
                 title: "Ranked influence, top 10 % of documents".into(),
-                x_label: "rank".into(),
-                y_label: "score / top score".into(),
+                x_label: "rank of the document (1 = the most influential)".into(),
+                y_label: "influence relative to the top document".into(),
                 log_x: true,
                 log_y: true,
                 series: tail,
@@ -138,7 +138,7 @@ pub(super) fn charts(r: &Report, run: &Run) -> Vec<(String, String, String)> {
             "Correlation of influence between queries".into(),
             BarChart {
                 title: "Mean correlation of influence vectors".into(),
-                y_label: "correlation".into(),
+                y_label: "mean correlation between the queries' influence".into(),
                 categories: r
                     .correlations
                     .iter()

@@ -763,6 +763,90 @@ fn report_recovers_planted_influence_statistics() {
     assert!(r2["correlations"].as_array().unwrap().is_empty());
     assert!(r2["queries"][0]["concentration"].is_null());
 
+    // The top documents shown (3 by default): the run's first three of r1 (documents 0, 1, 2),
+    // their scores and sources, and an excerpt of each document's text.
+    let shown = q("r1")["documents"].as_array().unwrap().clone();
+    assert_eq!(shown.len(), 3);
+    let pieces = |d: &serde_json::Value| -> Vec<(String, Option<String>)> {
+        d["excerpt"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["text"].as_str().unwrap().to_string(),
+                    p["mark"].as_str().map(String::from),
+                )
+            })
+            .collect()
+    };
+    for (i, d) in shown.iter().enumerate() {
+        let doc = i as u64;
+        assert_eq!(d["doc_id"], doc);
+        assert_eq!(d["rank"], i + 1);
+        close(&d["score"], ((doc + 1) as f64).powi(-2));
+        assert_eq!(d["source"], source(doc).as_str());
+        let text: String = pieces(d)
+            .iter()
+            .filter(|p| p.0 != "…")
+            .map(|p| p.0.as_str())
+            .collect();
+        assert!(texts[doc as usize].contains(&text), "{text:?}");
+    }
+    // A run whose first document holds the answer (and the intermediate answer): its excerpt
+    // marks each occurrence, in report.md and in report.html.
+    let d_a = (0..n)
+        .find(|&d| has(d, &answer) && has(d, &inter))
+        .or_else(|| (0..n).find(|&d| has(d, &answer)))
+        .unwrap();
+    let run_a = t.join("run-answer");
+    write_run(
+        &run_a,
+        &queries[..1],
+        &[(0, d_a, 1.0), (0, (d_a + 1) % n, 0.5)],
+    );
+    let out_a = t.join("report-answer");
+    familiar([
+        "attribute".as_ref(),
+        "report".as_ref(),
+        run_a.as_os_str(),
+        "--index".as_ref(),
+        idx.as_os_str(),
+        "--out".as_ref(),
+        out_a.as_os_str(),
+        "--docs".as_ref(),
+        "1".as_ref(),
+    ])
+    .success();
+    let ra: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_a.join("summary.json")).unwrap()).unwrap();
+    let shown = ra["queries"][0]["documents"].as_array().unwrap();
+    assert_eq!(shown.len(), 1);
+    let p = pieces(&shown[0]);
+    let window: String = p
+        .iter()
+        .filter(|x| x.0 != "…")
+        .map(|x| x.0.as_str())
+        .collect();
+    assert!(texts[d_a as usize].contains(&window));
+    // Every occurrence of the answer in the excerpt is a marked piece, and only those.
+    let marked: Vec<&str> = p
+        .iter()
+        .filter(|x| x.1.as_deref() == Some("answer"))
+        .map(|x| x.0.as_str())
+        .collect();
+    assert!(!marked.is_empty());
+    assert!(marked.iter().all(|m| *m == answer));
+    assert_eq!(marked.len(), window.matches(answer.as_str()).count());
+    let md = std::fs::read_to_string(out_a.join("report.md")).unwrap();
+    assert!(md.contains("## Top documents"), "{md}");
+    assert!(md.contains(&format!("⟦{answer}⟧")), "{md}");
+    let html = std::fs::read_to_string(out_a.join("report.html")).unwrap();
+    assert!(
+        html.contains(&format!("<mark class=\"answer\">{answer}</mark>")),
+        "{html}"
+    );
+
     // A run written before queries had a `metadata` column is still read, and reads the same.
     let qpath = top_run.join("queries.parquet");
     let file = std::fs::File::open(&qpath).unwrap();

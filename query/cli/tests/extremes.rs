@@ -36,6 +36,8 @@ struct World {
     idx: PathBuf,
     model: PathBuf,
     store: PathBuf,
+    /// An `attribute score` run on the store.
+    run: PathBuf,
     tables: PathBuf,
     scratch: TestDir,
 }
@@ -61,11 +63,26 @@ fn world() -> World {
         &"-q",
     ]))
     .success();
+    let run = scratch.join("run");
+    familiar(os(&[
+        &"attribute",
+        &"score",
+        &"--store",
+        &store,
+        &"--model",
+        &model,
+        &"--queries",
+        &fixtures().join("attribution/queries.jsonl"),
+        &"--out",
+        &run,
+    ]))
+    .success();
     let tables = scratch.mkdir("tables");
     World {
         idx,
         model,
         store,
+        run,
         tables,
         scratch,
     }
@@ -396,6 +413,19 @@ fn cases(w: &World) -> Vec<Case> {
                 &"-q",
             ]),
             "--seed",
+            Int,
+        ),
+        c(
+            os(&[
+                &"attribute",
+                &"report",
+                &w.run,
+                &"--index",
+                idx,
+                &"--out",
+                &out("ar"),
+            ]),
+            "--docs",
             Int,
         ),
         c(

@@ -1791,6 +1791,64 @@ fn report_charts_hold_their_text_in_a_real_browser() {
     }
 }
 
+/// A report page's quoted corpus text in Chromium: shown as text (markup in it is not
+/// interpreted), the answer and intermediate answers marked, nothing else.
+#[test]
+fn report_excerpts_show_corpus_text_with_the_answers_marked_in_a_real_browser() {
+    use familiar_reports::attribution::Piece;
+    let Some(b) = Browser::start() else { return };
+    let pieces = vec![
+        Piece {
+            text: "…".into(),
+            mark: None,
+        },
+        Piece {
+            text: "a <b>bold</b> & `odd` ⟦text⟧ before ".into(),
+            mark: None,
+        },
+        Piece {
+            text: "Zelxir".into(),
+            mark: Some("answer"),
+        },
+        Piece {
+            text: " then\n".into(),
+            mark: None,
+        },
+        Piece {
+            text: "Exoexo".into(),
+            mark: Some("intermediate"),
+        },
+    ];
+    let md = format!(
+        "# Attribution report\n\n### `q1` (reasoning, sum)\n\n1. document 7\n\n> {}\n",
+        familiar_reports::attribution::quote(&pieces)
+    );
+    let html = familiar_reports::html::page("Attribution report", &md, &[]);
+    let dir = util::process_scratch().join("report-page");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("report.html");
+    std::fs::write(&path, &html).unwrap();
+    b.goto(&format!("file://{}", path.display()));
+    let v = b.js(
+        "const q = document.querySelector('blockquote'); \
+         return {text: q.textContent, bold: q.querySelectorAll('b').length, \
+                 marks: Array.from(q.querySelectorAll('mark')).map(m => [m.className, m.textContent]), \
+                 h3: document.querySelector('h3').textContent};",
+    );
+    assert_eq!(
+        v["text"],
+        json!("…a <b>bold</b> & `odd` [text] before Zelxir then Exoexo"),
+        "{v}\n{html}"
+    );
+    assert_eq!(v["bold"], json!(0));
+    assert_eq!(
+        v["marks"],
+        json!([["answer", "Zelxir"], ["intermediate", "Exoexo"]])
+    );
+    assert_eq!(v["h3"], json!("q1 (reasoning, sum)"));
+}
+
 // ---- SQL --------------------------------------------------------------------------------------
 
 /// A directory with one Parquet table, `scores(concept, accuracy)`.

@@ -27,12 +27,23 @@ pub fn page(title: &str, md: &str, charts: &[(String, String, String)]) -> Strin
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{}</title>\n\
          <style>body{{font-family:sans-serif;max-width:960px;margin:2em auto;padding:0 1em}}\
          table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
-         td:first-child,td:nth-child(2),th{{text-align:left}}</style></head><body>\n",
+         td:first-child,td:nth-child(2),th{{text-align:left}}\
+         blockquote{{margin:0.3em 0 1em 1em;padding-left:0.8em;border-left:3px solid #ccc}}\
+         mark.intermediate{{background:#cde}}</style></head><body>\n",
         esc(title)
     );
     let mut lines = md.lines().peekable();
     while let Some(line) = lines.next() {
-        if let Some(h) = line.strip_prefix("## ") {
+        if let Some(h) = line.strip_prefix("### ") {
+            out.push_str(&format!("<h3>{}</h3>\n", inline(h)));
+        } else if let Some(q) = line.strip_prefix("> ") {
+            // A quoted corpus text: escaped as is (no code spans), with its marks.
+            let marked = esc(q)
+                .replace('⟦', "<mark class=\"answer\">")
+                .replace('⟪', "<mark class=\"intermediate\">")
+                .replace(['⟧', '⟫'], "</mark>");
+            out.push_str(&format!("<blockquote>{marked}</blockquote>\n"));
+        } else if let Some(h) = line.strip_prefix("## ") {
             out.push_str(&format!("<h2>{}</h2>\n", inline(h)));
         } else if let Some(h) = line.strip_prefix("# ") {
             out.push_str(&format!("<h1>{}</h1>\n", inline(h)));

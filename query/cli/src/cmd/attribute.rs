@@ -91,6 +91,9 @@ pub struct ReportArgs {
     /// Top documents per query examined for answers and sources.
     #[arg(long, default_value_t = 10)]
     top_k: usize,
+    /// Top documents per query shown with their text (around the answer, marked).
+    #[arg(long, default_value_t = 3)]
+    docs: usize,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -301,7 +304,7 @@ fn report(a: ReportArgs) -> Result<i32> {
     let index = super::open_index(&a.index, None)?;
     use familiar_reports::attribution::{analyse, write, Run};
     let run = Run::read(&a.dir).with_context(|| format!("reading the run {}", a.dir.display()))?;
-    let r = analyse(&run, &a.dir, &index, a.top_k)
+    let r = analyse(&run, &a.dir, &index, a.top_k, a.docs)
         .with_context(|| format!("reporting on {}", a.dir.display()))?;
     let written = write(&r, &run, &a.out)?;
     if !r.complete {

@@ -231,6 +231,129 @@ pub struct QueryStats {
     pub intermediate_in_top: Option<usize>,
     /// Share of all documents containing an intermediate answer.
     pub intermediate_base_rate: Option<f64>,
+    /// The first top documents, shown: their text around the answer (or an intermediate
+    /// answer) with every occurrence marked.
+    pub documents: Vec<TopDocument>,
+}
+
+/// A top document of a query, as the report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopDocument {
+    /// Rank (1: the most influential).
+    pub rank: usize,
+    /// Global document id.
+    pub doc_id: u64,
+    /// Its score.
+    pub score: f64,
+    /// Its source (`(none)` without one).
+    pub source: String,
+    /// Characters of its text.
+    pub chars: usize,
+    /// An excerpt in pieces: the text around the first occurrence of the answer (else of an
+    /// intermediate answer, else the beginning), each occurrence its own piece, marked.
+    pub excerpt: Vec<Piece>,
+}
+
+/// A piece of an excerpt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Piece {
+    /// The text.
+    pub text: String,
+    /// `answer` or `intermediate` for an occurrence of one, else none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mark: Option<&'static str>,
+}
+
+/// Characters shown around the first occurrence.
+const EXCERPT_BEFORE: usize = 160;
+const EXCERPT_AFTER: usize = 240;
+
+/// The byte offset `n` characters before `at` in `text` (or its start).
+fn chars_before(text: &str, at: usize, n: usize) -> usize {
+    text[..at]
+        .char_indices()
+        .rev()
+        .nth(n.saturating_sub(1))
+        .map_or(0, |(i, _)| i)
+}
+
+/// The byte offset `n` characters after `at` in `text` (or its end).
+fn chars_after(text: &str, at: usize, n: usize) -> usize {
+    text[at..]
+        .char_indices()
+        .nth(n)
+        .map_or(text.len(), |(i, _)| at + i)
+}
+
+/// `text`'s excerpt around the first occurrence of `answer` (else of one of `intermediate`),
+/// with every occurrence of each in it marked (the answer first where they overlap).
+pub fn excerpt(text: &str, answer: Option<&str>, intermediate: &[String]) -> Vec<Piece> {
+    let needles: Vec<(&str, &'static str)> = answer
+        .into_iter()
+        .filter(|a| !a.is_empty())
+        .map(|a| (a, "answer"))
+        .chain(
+            intermediate
+                .iter()
+                .filter(|a| !a.is_empty())
+                .map(|a| (a.as_str(), "intermediate")),
+        )
+        .collect();
+    let first = needles.iter().find_map(|(n, _)| text.find(n));
+    let (start, end) = match first {
+        Some(at) => (
+            chars_before(text, at, EXCERPT_BEFORE),
+            chars_after(text, at, EXCERPT_AFTER),
+        ),
+        None => (0, chars_after(text, 0, EXCERPT_BEFORE + EXCERPT_AFTER)),
+    };
+    let window = &text[start..end];
+    // Occurrences in the window, leftmost first; an occurrence overlapping an earlier one (or
+    // the answer's, tried first at each position) is not marked again.
+    let mut marks: Vec<(usize, usize, &'static str)> = Vec::new();
+    for (needle, mark) in &needles {
+        for (at, _) in window.match_indices(needle) {
+            let end = at + needle.len();
+            if !marks.iter().any(|&(a, b, _)| at < b && a < end) {
+                marks.push((at, end, mark));
+            }
+        }
+    }
+    marks.sort();
+    let mut out = Vec::new();
+    if start > 0 {
+        out.push(Piece {
+            text: "…".into(),
+            mark: None,
+        });
+    }
+    let mut pos = 0;
+    for (a, b, mark) in marks {
+        if a > pos {
+            out.push(Piece {
+                text: window[pos..a].to_string(),
+                mark: None,
+            });
+        }
+        out.push(Piece {
+            text: window[a..b].to_string(),
+            mark: Some(mark),
+        });
+        pos = b;
+    }
+    if pos < window.len() {
+        out.push(Piece {
+            text: window[pos..].to_string(),
+            mark: None,
+        });
+    }
+    if end < text.len() {
+        out.push(Piece {
+            text: "…".into(),
+            mark: None,
+        });
+    }
+    out
 }
 
 /// Mean correlations of one group of query pairs.
@@ -304,7 +427,9 @@ fn sources(index: &Index) -> Result<Vec<String>> {
 }
 
 /// Analyses `run` (read from `dir`) against `index` (the index the store was built from).
-pub fn analyse(run: &Run, dir: &Path, index: &Index, top_k: usize) -> Result<Report> {
+/// Analyses `run` (read from `dir`) against `index` (the index the store was built from); shows
+/// the first `shown` of each query's top documents.
+pub fn analyse(run: &Run, dir: &Path, index: &Index, top_k: usize, shown: usize) -> Result<Report> {
     let n = index.documents();
     for s in &run.scores {
         if let Some(&(d, _)) = s.iter().find(|(d, _)| *d >= n) {
@@ -356,6 +481,18 @@ pub fn analyse(run: &Run, dir: &Path, index: &Index, top_k: usize) -> Result<Rep
             )
         };
         let tail = (ranked.len() / 10).max(10);
+        let mut documents = Vec::new();
+        for (i, &(doc_id, score)) in s.iter().take(shown).enumerate() {
+            let text = familiar_query::docs::text(index, doc_id)?;
+            documents.push(TopDocument {
+                rank: i + 1,
+                doc_id,
+                score,
+                source: source[doc_id as usize].clone(),
+                chars: text.chars().count(),
+                excerpt: excerpt(&text, q.answer.as_deref(), &q.intermediate),
+            });
+        }
         stats.push(QueryStats {
             id: q.id.clone(),
             kind: q.kind.clone(),
@@ -375,6 +512,7 @@ pub fn analyse(run: &Run, dir: &Path, index: &Index, top_k: usize) -> Result<Rep
             answer_base_rate,
             intermediate_in_top,
             intermediate_base_rate,
+            documents,
         });
     }
     let correlations = if complete {
@@ -539,7 +677,7 @@ fn fmt(v: f64) -> String {
 }
 
 mod render;
-pub use render::write;
+pub use render::{quote, write};
 
 #[cfg(test)]
 mod tests {

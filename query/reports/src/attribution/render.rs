@@ -325,6 +325,29 @@ pub(super) fn markdown(r: &Report, charts: &[(String, String, String)]) -> Strin
         ],
         &rows,
     ));
+    if r.queries.iter().any(|q| !q.documents.is_empty()) {
+        s.push_str(
+            "\n## Top documents\n\nThe most influential documents of each query, with the text \
+             around the answer (⟦marked⟧; intermediate answers ⟪marked⟫), else their beginning.\n\n",
+        );
+        for q in &r.queries {
+            if q.documents.is_empty() {
+                continue;
+            }
+            s.push_str(&format!("### `{}` ({}, {})\n\n", q.id, q.kind, q.task));
+            for d in &q.documents {
+                s.push_str(&format!(
+                    "{}. document {} · source `{}` · score {} · {} characters\n\n> {}\n\n",
+                    d.rank,
+                    d.doc_id,
+                    d.source.replace('`', "'"),
+                    fmt(d.score),
+                    d.chars,
+                    quote(&d.excerpt)
+                ));
+            }
+        }
+    }
     if !charts.is_empty() {
         s.push_str("\n## Charts\n\n");
         for (file, title, _) in charts {
@@ -332,6 +355,31 @@ pub(super) fn markdown(r: &Report, charts: &[(String, String, String)]) -> Strin
         }
     }
     s
+}
+
+/// An excerpt as one Markdown quote line: line breaks as spaces, the answer's occurrences in
+/// ⟦ ⟧ and intermediate answers' in ⟪ ⟫ (those brackets in the text itself become plain ones);
+/// `html::page` shows the marks as `<mark class="answer">` and `<mark class="intermediate">`.
+pub fn quote(pieces: &[super::Piece]) -> String {
+    let mut out = String::new();
+    for p in pieces {
+        let text: String = p
+            .text
+            .chars()
+            .map(|c| match c {
+                '\n' | '\r' | '\t' => ' ',
+                '⟦' | '⟪' => '[',
+                '⟧' | '⟫' => ']',
+                c => c,
+            })
+            .collect();
+        match p.mark {
+            Some("answer") => out.push_str(&format!("⟦{text}⟧")),
+            Some(_) => out.push_str(&format!("⟪{text}⟫")),
+            None => out.push_str(&text),
+        }
+    }
+    out
 }
 
 /// Writes `report.md`, `report.html`, `summary.json` and the charts (SVG) of `report` on `run`

@@ -1165,23 +1165,33 @@ fn counts_through_the_sampled_top_levels_match_brute_force() {
     }
 }
 
-/// The next-token cache answers as the library (and so as the brute-force model), keeps only
-/// frequent prefixes, warms the most frequent first and stays within its budget.
-#[test]
-fn the_next_token_cache_answers_as_the_model() {
-    let dir = tempfile::tempdir().unwrap();
+/// `n` documents of 1–40 tokens over 12 ids, skewed (low ids frequent: some prefixes are
+/// frequent, others rare), indexed in shards of `shard_tokens`.
+fn skewed_index(
+    seed: u64,
+    n: usize,
+    shard_tokens: u64,
+) -> (tempfile::TempDir, Vec<Vec<u32>>, familiar::index::Index) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let tok = support::tokens::write_tokenizer(dir.path(), 12);
-    let mut rng = familiar::rng::SplitMix64::new(5);
-    let docs: Vec<Vec<u32>> = (0..120)
+    let mut rng = familiar::rng::SplitMix64::new(seed);
+    let docs: Vec<Vec<u32>> = (0..n)
         .map(|_| {
             let len = 1 + rng.below(40) as usize;
-            // Skewed, so that some prefixes are frequent and others rare.
             (0..len)
                 .map(|_| (rng.below(12).min(rng.below(12))) as u32)
                 .collect()
         })
         .collect();
-    let index = support::tokens::build_and_open(&tok, &dir.path().join("i"), &docs, 500);
+    let index = support::tokens::build_and_open(&tok, &dir.path().join("i"), &docs, shard_tokens);
+    (dir, docs, index)
+}
+
+/// The next-token cache answers as the library (and so as the brute-force model), keeps only
+/// frequent prefixes, warms the most frequent first and stays within its budget.
+#[test]
+fn the_next_token_cache_answers_as_the_model() {
+    let (_dir, docs, index) = skewed_index(5, 120, 500);
     let model = Model::new(&docs, 12, 500);
     let cache = ngram::NextTokensCache::new(200, 1 << 20);
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -1230,18 +1240,7 @@ fn the_next_token_cache_answers_as_the_model() {
 /// tokens times the logarithm of the count, not with the count; a cached prefix needs none.
 #[test]
 fn a_next_token_budget_gives_the_exact_distribution_or_none() {
-    let dir = tempfile::tempdir().unwrap();
-    let tok = support::tokens::write_tokenizer(dir.path(), 12);
-    let mut rng = familiar::rng::SplitMix64::new(11);
-    let docs: Vec<Vec<u32>> = (0..150)
-        .map(|_| {
-            let len = 1 + rng.below(40) as usize;
-            (0..len)
-                .map(|_| (rng.below(12).min(rng.below(12))) as u32)
-                .collect()
-        })
-        .collect();
-    let index = support::tokens::build_and_open(&tok, &dir.path().join("i"), &docs, 700);
+    let (_dir, docs, index) = skewed_index(11, 150, 700);
     assert!(index.shards().len() > 1, "the test wants several shards");
     let model = Model::new(&docs, 12, 700);
     let mut prefixes: Vec<Vec<u32>> = vec![vec![]];

@@ -588,6 +588,20 @@ fn write_run(dir: &Path, queries: &[RunQuery<'_>], rows: &[(usize, u64, f64)]) {
 fn report_recovers_planted_influence_statistics() {
     let t = TestDir::new();
     let idx = index(&t);
+    // `familiar attribute report RUN --index idx --out OUT EXTRA...`
+    let report_of = |run: &Path, out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "attribute".to_string(),
+            "report".into(),
+            run.display().to_string(),
+            "--index".into(),
+            idx.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|e| e.to_string()));
+        familiar(args)
+    };
     let index = Index::open(&idx).unwrap();
     let n = index.documents();
     // A planted concept in at least two documents, as the answer; another as the intermediate.
@@ -632,19 +646,9 @@ fn report_recovers_planted_influence_statistics() {
     let run = t.join("run");
     write_run(&run, &queries, &rows);
     let out = t.join("report");
-    familiar([
-        "attribute".as_ref(),
-        "report".as_ref(),
-        run.as_os_str(),
-        "--index".as_ref(),
-        idx.as_os_str(),
-        "--out".as_ref(),
-        out.as_os_str(),
-        "--top-k".as_ref(),
-        "50".as_ref(),
-    ])
-    .success()
-    .stdout_has(&["report on 4 queries"]);
+    report_of(&run, &out, &["--top-k", "50"])
+        .success()
+        .stdout_has(&["report on 4 queries"]);
     let r: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(r["complete"], true);
@@ -746,17 +750,9 @@ fn report_recovers_planted_influence_statistics() {
         .collect();
     write_run(&top_run, &queries[..1], &top_rows);
     let out2 = t.join("report2");
-    familiar([
-        "attribute".as_ref(),
-        "report".as_ref(),
-        top_run.as_os_str(),
-        "--index".as_ref(),
-        idx.as_os_str(),
-        "--out".as_ref(),
-        out2.as_os_str(),
-    ])
-    .success()
-    .stderr_has(&["--all"]);
+    report_of(&top_run, &out2, &[])
+        .success()
+        .stderr_has(&["--all"]);
     let r2: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out2.join("summary.json")).unwrap()).unwrap();
     assert_eq!(r2["complete"], false);
@@ -806,18 +802,7 @@ fn report_recovers_planted_influence_statistics() {
         &[(0, d_a, 1.0), (0, (d_a + 1) % n, 0.5)],
     );
     let out_a = t.join("report-answer");
-    familiar([
-        "attribute".as_ref(),
-        "report".as_ref(),
-        run_a.as_os_str(),
-        "--index".as_ref(),
-        idx.as_os_str(),
-        "--out".as_ref(),
-        out_a.as_os_str(),
-        "--docs".as_ref(),
-        "1".as_ref(),
-    ])
-    .success();
+    report_of(&run_a, &out_a, &["--docs", "1"]).success();
     let ra: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out_a.join("summary.json")).unwrap()).unwrap();
     let shown = ra["queries"][0]["documents"].as_array().unwrap();
@@ -872,16 +857,7 @@ fn report_recovers_planted_influence_statistics() {
     }
     w.close().unwrap();
     let out3 = t.join("report3");
-    familiar([
-        "attribute".as_ref(),
-        "report".as_ref(),
-        top_run.as_os_str(),
-        "--index".as_ref(),
-        idx.as_os_str(),
-        "--out".as_ref(),
-        out3.as_os_str(),
-    ])
-    .success();
+    report_of(&top_run, &out3, &[]).success();
     assert_eq!(
         std::fs::read(out3.join("summary.json")).unwrap(),
         std::fs::read(out2.join("summary.json")).unwrap()
@@ -890,17 +866,7 @@ fn report_recovers_planted_influence_statistics() {
     // Bad inputs: a document the index lacks; a table of the wrong kind; no run at all.
     let bad = t.join("bad");
     write_run(&bad, &queries[..1], &[(0, n + 5, 1.0)]);
-    let report = |run: &Path| {
-        familiar([
-            "attribute".as_ref(),
-            "report".as_ref(),
-            run.as_os_str(),
-            "--index".as_ref(),
-            idx.as_os_str(),
-            "--out".as_ref(),
-            t.join("r-bad").as_os_str(),
-        ])
-    };
+    let report = |run: &Path| report_of(run, &t.join("r-bad"), &[]);
     report(&bad)
         .failure()
         .stderr_has(&["names document", "not the index the store was built from"]);

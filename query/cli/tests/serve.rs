@@ -1875,19 +1875,33 @@ fn tables_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Statements that write or read outside the tables (a file `outside`, a table copied into
+/// `tables`, the session's settings): every SQL front end refuses them.
+fn writes(outside: &Path, tables: &Path) -> Vec<String> {
+    vec![
+        format!("COPY (SELECT 1) TO '{}'", outside.display()),
+        format!("COPY scores TO '{}'", tables.join("copy.parquet").display()),
+        "INSERT INTO scores VALUES ('x', 1.0)".to_string(),
+        "CREATE EXTERNAL TABLE pw STORED AS CSV LOCATION '/etc/passwd'".to_string(),
+        "DROP TABLE scores".to_string(),
+        "SET datafusion.runtime.memory_limit = '100G'".to_string(),
+    ]
+}
+
+/// A server of the sharded fixture index and the tables of `tables_dir(name)`, five rows per
+/// statement, with `extra` options.
+fn sql_server(name: &str, extra: &[&str]) -> (PathBuf, Server) {
+    let tables = tables_dir(name);
+    let t = tables.display().to_string();
+    let mut args = vec!["--tables", t.as_str(), "--sql-rows", "5", "--quiet"];
+    args.extend_from_slice(extra);
+    let s = Server::start(&[("fx", util::fixture_index_sharded())], &args);
+    (tables, s)
+}
+
 #[test]
 fn sql_reads_the_documents_and_the_tables_within_limits_and_refuses_writes() {
-    let tables = tables_dir("serve-tables");
-    let s = Server::start(
-        &[("fx", util::fixture_index_sharded())],
-        &[
-            "--tables",
-            &tables.display().to_string(),
-            "--sql-rows",
-            "5",
-            "--quiet",
-        ],
-    );
+    let (tables, s) = sql_server("serve-tables", &[]);
     let index = fx();
     let sql = |q: &str| s.post("/v1/sql", &json!({ "query": q }));
     let r = sql("SELECT count(*) AS n FROM fx_documents");
@@ -1959,24 +1973,8 @@ fn sql_reads_the_documents_and_the_tables_within_limits_and_refuses_writes() {
     // Writes and files outside the tables are refused, and nothing is written.
     let outside = util::process_scratch().join("serve-sql-outside.csv");
     let _ = std::fs::remove_file(&outside);
-    for (q, status) in [
-        (format!("COPY (SELECT 1) TO '{}'", outside.display()), 403),
-        (
-            format!("COPY scores TO '{}'", tables.join("copy.parquet").display()),
-            403,
-        ),
-        ("INSERT INTO scores VALUES ('x', 1.0)".to_string(), 403),
-        (
-            "CREATE EXTERNAL TABLE pw STORED AS CSV LOCATION '/etc/passwd'".to_string(),
-            403,
-        ),
-        ("DROP TABLE scores".to_string(), 403),
-        (
-            "SET datafusion.runtime.memory_limit = '100G'".to_string(),
-            403,
-        ),
-    ] {
-        sql(&q).assert_error(status, &q);
+    for q in writes(&outside, &tables) {
+        sql(&q).assert_error(403, &q);
     }
     assert!(!outside.exists());
     assert_eq!(util::entries(&tables), vec!["scores.parquet".to_string()]);
@@ -2013,19 +2011,7 @@ fn flight_sql_answers_as_the_http_endpoint_and_refuses_writes() {
     use futures::TryStreamExt;
     use prost::Message;
 
-    let tables = tables_dir("serve-flight-tables");
-    let s = Server::start(
-        &[("fx", util::fixture_index_sharded())],
-        &[
-            "--tables",
-            &tables.display().to_string(),
-            "--sql-rows",
-            "5",
-            "--flight-sql",
-            "127.0.0.1:0",
-            "--quiet",
-        ],
-    );
+    let (tables, s) = sql_server("serve-flight-tables", &["--flight-sql", "127.0.0.1:0"]);
     let flight = s
         .flight
         .clone()
@@ -2128,13 +2114,7 @@ fn flight_sql_answers_as_the_http_endpoint_and_refuses_writes() {
         };
         let outside = util::process_scratch().join("serve-flight-outside.csv");
         let _ = std::fs::remove_file(&outside);
-        for q in [
-            format!("COPY (SELECT 1) TO '{}'", outside.display()),
-            format!("COPY scores TO '{}'", tables.join("copy.parquet").display()),
-            "INSERT INTO scores VALUES ('x', 1.0)".to_string(),
-            "CREATE EXTERNAL TABLE pw STORED AS CSV LOCATION '/etc/passwd'".to_string(),
-            "DROP TABLE scores".to_string(),
-        ] {
+        for q in writes(&outside, &tables) {
             let e = raw.get_flight_info(descriptor(&q)).await.unwrap_err();
             assert_eq!(e.code(), tonic::Code::PermissionDenied, "{q}: {e:?}");
             assert!(!e.message().is_empty(), "{q}");

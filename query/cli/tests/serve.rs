@@ -2029,6 +2029,18 @@ fn flight_sql_answers_as_the_http_endpoint_and_refuses_writes() {
             .unwrap();
         let mut client = FlightSqlServiceClient::new(channel.clone());
         let mut raw = FlightServiceClient::new(channel);
+        // A string column of all batches.
+        fn strings(batches: &[RecordBatch], name: &str) -> Vec<String> {
+            batches
+                .iter()
+                .flat_map(|b| {
+                    let c = util::col::<StringArray>(b, name);
+                    (0..c.len())
+                        .map(|i| c.value(i).to_string())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        }
         async fn fetch(
             client: &mut FlightSqlServiceClient<tonic::transport::Channel>,
             info: &FlightInfo,
@@ -2072,15 +2084,7 @@ fn flight_sql_answers_as_the_http_endpoint_and_refuses_writes() {
         );
         assert_eq!(info.total_records, 3);
         assert!(info.app_metadata.is_empty());
-        let concepts: Vec<String> = b
-            .iter()
-            .flat_map(|b| {
-                let c = util::col::<StringArray>(b, "concept");
-                (0..c.len())
-                    .map(|i| c.value(i).to_string())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let concepts = strings(&b, "concept");
         assert_eq!(concepts, ["ve", "nisi", "tian"]);
         let http = s
             .post(
@@ -2173,15 +2177,7 @@ fn flight_sql_answers_as_the_http_endpoint_and_refuses_writes() {
             .await
             .unwrap();
         let b = fetch(&mut client, &info).await;
-        let mut names: Vec<String> = b
-            .iter()
-            .flat_map(|b| {
-                let c = util::col::<StringArray>(b, "table_name");
-                (0..c.len())
-                    .map(|i| c.value(i).to_string())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let mut names = strings(&b, "table_name");
         names.sort();
         assert_eq!(names, ["fx_documents", "scores"]);
         let info = client.get_catalogs().await.unwrap();

@@ -73,7 +73,7 @@ pub fn effective_rank_ratio(m: &[f32], rows: usize, cols: usize) -> f64 {
             g[j * n + i] = s;
         }
     }
-    let eig = symmetric_eigenvalues(&mut g, n);
+    let eig = symmetric_eigenvalues(&g, n);
     // Eigenvalues of the Gram matrix below its largest by 1e-12 are rounding noise (their square
     // roots would add spurious singular values of relative size 1e-6).
     let floor = eig.iter().copied().fold(0.0f64, f64::max) * 1e-12;
@@ -94,49 +94,10 @@ pub fn effective_rank_ratio(m: &[f32], rows: usize, cols: usize) -> f64 {
     entropy.exp() / n as f64
 }
 
-/// Eigenvalues of a symmetric `n × n` matrix (row-major, destroyed) by cyclic Jacobi rotations.
-pub fn symmetric_eigenvalues(a: &mut [f64], n: usize) -> Vec<f64> {
-    let scale: f64 = a
-        .iter()
-        .map(|x| x * x)
-        .sum::<f64>()
-        .sqrt()
-        .max(f64::MIN_POSITIVE);
-    for _sweep in 0..100 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * n + j] * a[i * n + j])
-            .sum::<f64>()
-            .sqrt();
-        if off <= 1e-14 * scale {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = a[p * n + q];
-                if apq.abs() <= 1e-300 {
-                    continue;
-                }
-                let (app, aqq) = (a[p * n + p], a[q * n + q]);
-                let theta = (aqq - app) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let (akp, akq) = (a[k * n + p], a[k * n + q]);
-                    a[k * n + p] = c * akp - s * akq;
-                    a[k * n + q] = s * akp + c * akq;
-                }
-                for k in 0..n {
-                    let (apk, aqk) = (a[p * n + k], a[q * n + k]);
-                    a[p * n + k] = c * apk - s * aqk;
-                    a[q * n + k] = s * apk + c * aqk;
-                }
-            }
-        }
-    }
-    (0..n).map(|i| a[i * n + i]).collect()
+/// Eigenvalues of a symmetric `n × n` matrix (row-major), ascending
+/// ([`crate::grads::linalg::symmetric_eigen`]).
+pub fn symmetric_eigenvalues(a: &[f64], n: usize) -> Vec<f64> {
+    crate::grads::linalg::symmetric_eigen(a, n).values
 }
 
 #[cfg(test)]
@@ -184,9 +145,8 @@ mod tests {
     #[test]
     fn jacobi_finds_the_eigenvalues_of_a_symmetric_matrix() {
         // [[2,1,0],[1,2,1],[0,1,2]]: 2 − √2, 2, 2 + √2.
-        let mut a = vec![2.0, 1.0, 0.0, 1.0, 2.0, 1.0, 0.0, 1.0, 2.0];
-        let mut e = symmetric_eigenvalues(&mut a, 3);
-        e.sort_by(f64::total_cmp);
+        let a = vec![2.0, 1.0, 0.0, 1.0, 2.0, 1.0, 0.0, 1.0, 2.0];
+        let e = symmetric_eigenvalues(&a, 3);
         let s = 2f64.sqrt();
         for (got, want) in e.iter().zip([2.0 - s, 2.0, 2.0 + s]) {
             assert!((got - want).abs() < 1e-12, "{e:?}");

@@ -339,11 +339,7 @@ impl NextTokensCache {
         if let Some(hit) = self.lookup(prefix) {
             return Ok(hit);
         }
-        let n = std::sync::Arc::new(next_tokens(index, prefix)?);
-        if n.prefix_count >= self.min_count {
-            self.insert(prefix, &n);
-        }
-        Ok(n)
+        Ok(self.keep(prefix, next_tokens(index, prefix)?))
     }
 
     /// [`next_tokens_within`] through the cache: a cached prefix costs no read.
@@ -357,14 +353,16 @@ impl NextTokensCache {
         if let Some(hit) = self.lookup(prefix) {
             return Ok(Some(hit));
         }
-        let Some(n) = next_tokens_within(index, prefix, max_reads)? else {
-            return Ok(None);
-        };
+        Ok(next_tokens_within(index, prefix, max_reads)?.map(|n| self.keep(prefix, n)))
+    }
+
+    /// `n`, the distribution of `prefix` just computed, shared; kept when the prefix is frequent.
+    fn keep(&self, prefix: &[u32], n: NextTokens) -> std::sync::Arc<NextTokens> {
         let n = std::sync::Arc::new(n);
         if n.prefix_count >= self.min_count {
             self.insert(prefix, &n);
         }
-        Ok(Some(n))
+        n
     }
 
     fn insert(&self, prefix: &[u32], n: &std::sync::Arc<NextTokens>) {

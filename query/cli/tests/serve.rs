@@ -1312,6 +1312,12 @@ fn bad_command_lines_are_refused() {
     // A port already taken, for Flight SQL: refused before the HTTP server starts.
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = holder.local_addr().unwrap().to_string();
+    // `familiar serve --index a=DIR` and `extra`.
+    let serve_a = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec!["serve".to_string(), "--index".into(), format!("a={dir}")];
+        v.extend(extra.iter().map(|e| e.to_string()));
+        v
+    };
     for (args, want) in [
         (
             vec!["serve".to_string(), "--index".into(), dir.clone()],
@@ -1325,58 +1331,15 @@ fn bad_command_lines_are_refused() {
             vec!["serve".into(), "--index".into(), "a=/no/such/index".into()],
             "/no/such/index",
         ),
+        (serve_a(&["--index", &format!("a={dir}")]), "twice"),
+        (serve_a(&["--time-limit", "0"]), "time-limit"),
+        (serve_a(&["--addr", "nonsense"]), "nonsense"),
         (
-            vec![
-                "serve".into(),
-                "--index".into(),
-                format!("a={dir}"),
-                "--index".into(),
-                format!("a={dir}"),
-            ],
-            "twice",
-        ),
-        (
-            vec![
-                "serve".into(),
-                "--index".into(),
-                format!("a={dir}"),
-                "--time-limit".into(),
-                "0".into(),
-            ],
-            "time-limit",
-        ),
-        (
-            vec![
-                "serve".into(),
-                "--index".into(),
-                format!("a={dir}"),
-                "--addr".into(),
-                "nonsense".into(),
-            ],
-            "nonsense",
-        ),
-        (
-            vec![
-                "serve".into(),
-                "--index".into(),
-                format!("a={dir}"),
-                "--addr".into(),
-                "127.0.0.1:0".into(),
-                "--flight-sql".into(),
-                "flightless".into(),
-            ],
+            serve_a(&["--addr", "127.0.0.1:0", "--flight-sql", "flightless"]),
             "flightless",
         ),
         (
-            vec![
-                "serve".into(),
-                "--index".into(),
-                format!("a={dir}"),
-                "--addr".into(),
-                "127.0.0.1:0".into(),
-                "--flight-sql".into(),
-                taken.clone(),
-            ],
+            serve_a(&["--addr", "127.0.0.1:0", "--flight-sql", &taken]),
             &taken,
         ),
     ] {

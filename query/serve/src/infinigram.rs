@@ -306,10 +306,12 @@ fn answer(
                     None => return Ok(None),
                 },
             };
-            let mut reply = NextReply::new(index, &n, max_support)?;
-            reply.token_ids = json!(ids);
-            reply.tokens = json!(show::token_strings(index, ids)?);
-            return Ok(Some(Reply::Next(reply)));
+            return Ok(Some(Reply::Next(NextReply::new(
+                index,
+                &n,
+                max_support,
+                ids,
+            )?)));
         }
         ("infgram_prob", Some(Query::Ngram(ids))) => {
             let (cont, prompt) = split_last(ids)?;
@@ -327,12 +329,10 @@ fn answer(
             let max_support = args.int("max_support", 1000, 1, 1000)? as usize;
             let suffix_len = infgram::longest_suffix(index, ids)?;
             let suffix = &ids[ids.len() - suffix_len..];
-            let mut reply =
-                NextReply::new(index, &*cache.next_tokens(index, suffix)?, max_support)?;
+            let n = cache.next_tokens(index, suffix)?;
+            let mut reply = NextReply::new(index, &n, max_support, ids)?;
             reply.suffix_len = Some(suffix_len);
             reply.longest_suffix = Some(index.tokenizer()?.decode(suffix)?);
-            reply.token_ids = json!(ids);
-            reply.tokens = json!(show::token_strings(index, ids)?);
             return Ok(Some(Reply::Next(reply)));
         }
         ("find", Some(Query::Ngram(ids))) => {
@@ -509,10 +509,12 @@ impl serde::Serialize for NextShown {
 }
 
 impl NextReply {
+    /// The answer for query `ids` whose (suffix's) distribution is `n`.
     fn new(
         index: &Index,
         n: &ngram::NextTokens,
         max_support: usize,
+        ids: &[u32],
     ) -> Result<NextReply, ApiError> {
         let t = index.tokenizer()?;
         let shown = n
@@ -531,8 +533,8 @@ impl NextReply {
             approx: false,
             suffix_len: None,
             longest_suffix: None,
-            token_ids: Value::Null,
-            tokens: Value::Null,
+            token_ids: json!(ids),
+            tokens: json!(show::token_strings(index, ids)?),
             latency: 0.0,
         })
     }

@@ -6,7 +6,7 @@
 //! | bytes  | field                                                         |
 //! |--------|---------------------------------------------------------------|
 //! | 0..8   | magic `FAMILIAR`                                              |
-//! | 8..12  | kind: `TOKS` tokens, `SUFA` suffix array, `DOCO` doc offsets, `GRAD` gradient rows, `MOMS` gradient moments, `HFAC` output-head factor |
+//! | 8..12  | kind: `TOKS` tokens, `SUFA` suffix array, `DOCO` doc offsets, `GRAD` gradient rows, `MOMS` gradient moments, `HFAC` output-head factor, `KRON` Kronecker factors, `EKFC` fitted EK-FAC |
 //! | 12..16 | format version (u32)                                          |
 //! | 16..20 | element width in bits (u32): tokens and gradient rows 16 or 32; moments and the head factor 64; others 1..=57 |
 //! | 20..24 | flags (u32, zero in version 1)                                |
@@ -47,6 +47,12 @@ pub enum FileKind {
     Moments,
     /// Per-token sums of squared output gradients of a gradient store's output head (f64).
     HeadFactor,
+    /// Per-layer token sums of the outer products of a gradient store's projected inputs and
+    /// projected output gradients (f64): EK-FAC's Kronecker factors.
+    KronFactors,
+    /// A gradient store's fitted EK-FAC: per layer the Kronecker eigenbases and corrected
+    /// eigenvalues (f64).
+    Ekfac,
 }
 
 impl FileKind {
@@ -59,6 +65,8 @@ impl FileKind {
             FileKind::Gradients => *b"GRAD",
             FileKind::Moments => *b"MOMS",
             FileKind::HeadFactor => *b"HFAC",
+            FileKind::KronFactors => *b"KRON",
+            FileKind::Ekfac => *b"EKFC",
         }
     }
 
@@ -71,6 +79,8 @@ impl FileKind {
             FileKind::Gradients => "gradient",
             FileKind::Moments => "gradient-moment",
             FileKind::HeadFactor => "output-head factor",
+            FileKind::KronFactors => "Kronecker-factor",
+            FileKind::Ekfac => "EK-FAC",
         }
     }
 }

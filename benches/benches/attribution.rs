@@ -196,6 +196,7 @@ fn synthetic_store(
             checksum: String::new(),
             bytes: std::fs::metadata(&path)?.len(),
             moments: None,
+            kron: None,
         });
         first += n;
     }

@@ -297,6 +297,8 @@ pub(crate) fn attribution_store<'py>(
                 StoreProgress::FactorStart(n) => report(("start", "output-head factor", n)),
                 StoreProgress::Factor(n) => report(("step", "output-head factor", n)),
                 StoreProgress::Rows(n) => report(("step", "documents", n)),
+                StoreProgress::EkfacStart(n) => report(("start", "EK-FAC eigenvalues", n)),
+                StoreProgress::Ekfac(n) => report(("step", "EK-FAC eigenvalues", n)),
             });
             report(("finish", "documents", 0));
             r
@@ -333,9 +335,10 @@ pub(crate) fn attribution_score<'py>(
         "cosine" => Precondition::Cosine,
         // `kfac`: its name before it was named for what it is.
         "fisher" | "kfac" => Precondition::Fisher { damping },
+        "ekfac" => Precondition::Ekfac { damping },
         other => {
             return Err(crate::ConfigError::new_err(format!(
-                "precondition={other:?}: expected \"fisher\" (or its old name \"kfac\"), \"identity\" or \"cosine\""
+                "precondition={other:?}: expected \"fisher\" (or its old name \"kfac\"), \"ekfac\", \"identity\" or \"cosine\""
             )))
         }
     };

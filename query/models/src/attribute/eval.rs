@@ -318,10 +318,7 @@ pub fn evaluate(
             };
             report.lds.push(Lds {
                 precondition: p.name().into(),
-                damping: match p {
-                    Precondition::Fisher { damping } => Some(damping),
-                    _ => None,
-                },
+                damping: p.damping(),
                 mean: mean_of(None),
                 factual: mean_of(Some("factual")),
                 reasoning: mean_of(Some("reasoning")),

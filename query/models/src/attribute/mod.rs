@@ -8,7 +8,11 @@
 //!   with `M_l` the second moment of the store's projected gradients of that layer
 //!   (`(1/N) Σ g_l g_lᵀ`, the empirical Fisher of one block per layer, full — not Kronecker
 //!   factored) and `λ_l = damping · tr(M_l) / dim_l` — the block-diagonal, damped inverse Fisher
-//!   in projected space that LogIX and TRAK use.
+//!   in projected space that LogIX and TRAK use;
+//! - `ekfac`: `Σ_l ⟨P_l, g_l⟩` with `P_l = Q_S [(Q_Sᵀ q_l Q_A) ⊘ (Λ_l + λ_l)] Q_Aᵀ`, the
+//!   eigenvalue-corrected Kronecker-factored inverse Fisher of each layer fitted with the store
+//!   ([`crate::grads::ekfac`]), `λ_l = damping · mean(Λ_l)` (Kronfluence's heuristic damping at
+//!   0.1).
 
 pub mod eval;
 
@@ -226,6 +230,11 @@ pub enum Precondition {
         /// λ as a fraction of the mean eigenvalue (trace / dim) of each layer's moment.
         damping: f64,
     },
+    /// EK-FAC fitted with the store (eigenvalue-corrected Kronecker factors of each layer).
+    Ekfac {
+        /// λ as a fraction of the mean corrected eigenvalue of each layer.
+        damping: f64,
+    },
 }
 
 impl Precondition {
@@ -235,6 +244,15 @@ impl Precondition {
             Precondition::Identity => "identity",
             Precondition::Cosine => "cosine",
             Precondition::Fisher { .. } => "fisher",
+            Precondition::Ekfac { .. } => "ekfac",
+        }
+    }
+
+    /// Its damping, for those that have one.
+    pub fn damping(&self) -> Option<f64> {
+        match *self {
+            Precondition::Fisher { damping } | Precondition::Ekfac { damping } => Some(damping),
+            Precondition::Identity | Precondition::Cosine => None,
         }
     }
 }
@@ -352,13 +370,17 @@ pub fn preconditioned(
                 g.iter().map(|x| (*x as f64 * s) as f32).collect()
             })
             .collect()),
+        Precondition::Ekfac { damping } => {
+            check_damping(damping)?;
+            let fit = store.ekfac()?;
+            let lambdas = fit.lambdas(damping);
+            Ok(gradients
+                .par_iter()
+                .map(|g| fit.precondition(g, &lambdas))
+                .collect())
+        }
         Precondition::Fisher { damping } => {
-            if damping.is_nan() || damping <= 0.0 {
-                return Err(Error::query(format!(
-                    "{} must be positive",
-                    name("damping")
-                )));
-            }
+            check_damping(damping)?;
             let block = store.manifest.settings.projection.block();
             let moments = second_moments(store)?;
             // One factorization per layer, shared by every query.
@@ -395,6 +417,17 @@ pub fn preconditioned(
                 .collect())
         }
     }
+}
+
+/// A damping must be a positive number.
+fn check_damping(damping: f64) -> Result<()> {
+    if damping.is_nan() || damping <= 0.0 {
+        return Err(Error::query(format!(
+            "{} must be positive",
+            name("damping")
+        )));
+    }
+    Ok(())
 }
 
 /// One document's score for one query.

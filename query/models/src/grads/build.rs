@@ -12,16 +12,22 @@
 //! projection) is fitted first, by forward passes over evenly spaced documents, and written to
 //! `head-factor.bin` before any row: the rows depend on it.
 //!
+//! Each shard also keeps the token sums of its projected inputs' and output gradients' outer
+//! products (EK-FAC's Kronecker factors, [`KronSums`]); once every shard is done, EK-FAC is fitted
+//! over the whole store (the factors' eigenbases, then the corrected eigenvalues from the rows,
+//! [`Ekfac`]) and written to `ekfac.bin`, before the manifest that makes the store complete.
+//!
 //! A non-finite logit (while fitting the factor), loss or gradient row is an error naming the
 //! document ([`crate::Error::NonFinite`]); no factor, row file or moments of it are published.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::grads::ekfac::{Ekfac, KronSums};
 use crate::grads::fast::FastGradients;
 use crate::grads::store::{
-    model_hash, moments_file, shard_file, Moments, MomentsEntry, RowFile, RowWriter, StoreDtype,
-    StoreManifest, StoreSettings, StoreShard, HEAD_FACTOR, MANIFEST,
+    kron_file, model_hash, moments_file, shard_file, Moments, MomentsEntry, RowFile, RowWriter,
+    StoreDtype, StoreManifest, StoreSettings, StoreShard, EKFAC, HEAD_FACTOR, MANIFEST,
 };
 use crate::grads::{Example, HeadFactor, Projection, ProjectionSpec};
 use crate::model::finite;
@@ -77,6 +83,10 @@ pub enum StoreProgress {
     Factor(u64),
     /// This many more documents' rows computed (or found done).
     Rows(u64),
+    /// EK-FAC's eigenvalues are being corrected over this many documents' rows.
+    EkfacStart(u64),
+    /// This many more documents' rows of the EK-FAC fit read.
+    Ekfac(u64),
 }
 
 /// What a build did.
@@ -93,10 +103,15 @@ pub struct StoreReport {
     /// Predicted tokens the output head's factor was fitted on now, and the seconds it took
     /// (`None`: no head, or the factor was found from an earlier run).
     pub factor: Option<(u64, f64)>,
+    /// Documents EK-FAC was fitted over now, and the seconds it took (`None`: found from an
+    /// earlier run).
+    pub ekfac: Option<(u64, f64)>,
 }
 
 /// Documents per block written at once.
 const BLOCK: usize = 256;
+/// Documents computed in order by one thread, with their own Kronecker sums.
+const GROUP: usize = 16;
 /// Examples per forward pass when fitting the head factor.
 const FACTOR_BATCH: usize = 16;
 
@@ -203,19 +218,32 @@ pub fn build_store(
             settings.projection.layers.len(),
             settings.projection.block(),
         );
+        let kfile = kron_file(i);
+        let kpath = o.out.join(&kfile);
+        let (rank_in, rank_out) = (settings.projection.rank_in, settings.projection.rank_out);
         let done = path.exists()
             && RowFile::open(&path, dim, o.dtype, first, docs).is_ok()
-            && Moments::read(&mpath, layers, block, docs).is_ok();
+            && Moments::read(&mpath, layers, block, docs).is_ok()
+            && KronSums::read(&kpath, layers, rank_in, rank_out).is_ok();
         if done {
             resumed += 1;
             progress(StoreProgress::Rows(docs));
         } else {
             o.check_cancel()?;
-            write_shard(index, i, &fast, &settings, (&path, &mpath), o, progress)?;
+            write_shard(
+                index,
+                i,
+                &fast,
+                &settings,
+                (&path, &mpath, &kpath),
+                o,
+                progress,
+            )?;
             computed += 1;
         }
         let (checksum, bytes) = familiar::checksum::of_file(&path)?;
         let (mchecksum, _) = familiar::checksum::of_file(&mpath)?;
+        let (kchecksum, _) = familiar::checksum::of_file(&kpath)?;
         manifest.shards.push(StoreShard {
             file,
             first_doc: first,
@@ -226,8 +254,18 @@ pub fn build_store(
                 file: mfile,
                 checksum: mchecksum,
             }),
+            kron: Some(MomentsEntry {
+                file: kfile,
+                checksum: kchecksum,
+            }),
         });
     }
+    let ekfac = fit_ekfac(&manifest, o, progress)?;
+    let (echecksum, _) = familiar::checksum::of_file(&o.out.join(EKFAC))?;
+    manifest.ekfac = Some(MomentsEntry {
+        file: EKFAC.to_string(),
+        checksum: echecksum,
+    });
     familiar::manifest::write_atomic(
         &o.out.join(MANIFEST),
         &familiar::manifest::to_bytes(&manifest)?,
@@ -238,7 +276,51 @@ pub fn build_store(
         computed_shards: computed,
         resumed_shards: resumed,
         factor: fitted,
+        ekfac,
     })
+}
+
+/// Fits EK-FAC over the finished shards of `manifest` and writes `ekfac.bin`, unless an earlier
+/// run left a readable fit of these shards (its file is written only once the fit is complete).
+/// Returns the documents fitted over and the seconds it took, `None` when found.
+fn fit_ekfac(
+    manifest: &StoreManifest,
+    o: &StoreOptions,
+    progress: &(dyn Fn(StoreProgress) + Sync),
+) -> Result<Option<(u64, f64)>> {
+    let spec = &manifest.settings.projection;
+    let (layers, ri, ro) = (spec.layers.len(), spec.rank_in, spec.rank_out);
+    let docs = manifest.settings.documents;
+    let path = o.out.join(EKFAC);
+    // Rows are deterministic (a recomputed shard is byte-identical), so a complete fit of this
+    // run directory is the fit of these shards.
+    if Ekfac::read(&path, layers, ri, ro, docs).is_ok() {
+        progress(StoreProgress::EkfacStart(docs));
+        progress(StoreProgress::Ekfac(docs));
+        return Ok(None);
+    }
+    o.check_cancel()?;
+    let started = std::time::Instant::now();
+    let mut sums = KronSums::zero(layers, ri, ro);
+    let mut files = Vec::with_capacity(manifest.shards.len());
+    for s in &manifest.shards {
+        if let Some(k) = &s.kron {
+            sums.merge(&KronSums::read(&o.out.join(&k.file), layers, ri, ro)?);
+        }
+        files.push(RowFile::open(
+            &o.out.join(&s.file),
+            spec.dim(),
+            manifest.settings.dtype,
+            s.first_doc,
+            s.documents,
+        )?);
+    }
+    progress(StoreProgress::EkfacStart(docs));
+    let fit = Ekfac::fit_files(&sums, &files, spec.dim(), &|n| {
+        progress(StoreProgress::Ekfac(n))
+    });
+    fit.write(&path)?;
+    Ok(Some((docs, started.elapsed().as_secs_f64())))
 }
 
 /// The output head's factor over every k-th document, k the smallest stride that keeps the
@@ -300,7 +382,7 @@ fn write_shard(
     i: usize,
     fast: &FastGradients,
     settings: &StoreSettings,
-    (path, moments_path): (&Path, &Path),
+    (path, moments_path, kron_path): (&Path, &Path, &Path),
     o: &StoreOptions,
     progress: &(dyn Fn(StoreProgress) + Sync),
 ) -> Result<()> {
@@ -313,36 +395,53 @@ fn write_shard(
         settings.projection.block(),
     );
     let mut moments = Moments::zero(layers, block);
+    let (rank_in, rank_out) = (settings.projection.rank_in, settings.projection.rank_out);
+    let mut kron = KronSums::zero(layers, rank_in, rank_out);
     let mut w = RowWriter::create(path, settings.dtype, dim, docs, shard.first_doc())?;
     let mut from = 0u64;
     while from < docs {
         o.check_cancel()?;
         let to = (from + BLOCK as u64).min(docs);
-        let rows: Vec<Vec<f32>> = (from..to)
+        // Groups of documents computed in parallel, each group in order with its own Kronecker
+        // sums, merged in order: the sums do not depend on the threads.
+        let groups: Vec<(Vec<Vec<f32>>, KronSums)> = (from..to)
+            .step_by(GROUP)
+            .collect::<Vec<u64>>()
             .into_par_iter()
-            .map(|local| -> Result<Vec<f32>> {
-                let tokens: Vec<u32> = with_view!(shard, |v| {
-                    let (s, e) = v.doc_span(local)?;
-                    v.tokens[s..e].iter().map(|t| t.to_u32()).collect()
-                });
-                let examples = document_examples(&tokens, settings.start_token, settings.context);
-                let g = fast.compute(&examples)?;
-                let mut row = vec![0.0f32; dim];
-                for chunk in g.rows.chunks_exact(dim) {
-                    row.iter_mut().zip(chunk).for_each(|(r, c)| *r += c);
+            .map(|start| -> Result<(Vec<Vec<f32>>, KronSums)> {
+                let mut sums = KronSums::zero(layers, rank_in, rank_out);
+                let mut rows = Vec::with_capacity(GROUP);
+                for local in start..(start + GROUP as u64).min(to) {
+                    let tokens: Vec<u32> = with_view!(shard, |v| {
+                        let (s, e) = v.doc_span(local)?;
+                        v.tokens[s..e].iter().map(|t| t.to_u32()).collect()
+                    });
+                    let examples =
+                        document_examples(&tokens, settings.start_token, settings.context);
+                    let g = fast.compute_factored(&examples, &mut sums)?;
+                    let mut row = vec![0.0f32; dim];
+                    for chunk in g.rows.chunks_exact(dim) {
+                        row.iter_mut().zip(chunk).for_each(|(r, c)| *r += c);
+                    }
+                    // A NaN row would be stored, and score NaN against every query.
+                    let named = |e| finite::within(e, format!("document {}", first + local));
+                    for (k, &l) in g.losses.iter().enumerate() {
+                        finite::check_value(format!("the loss of chunk {k}"), l).map_err(named)?;
+                    }
+                    finite::check_values("the projected gradient", &row).map_err(named)?;
+                    rows.push(row);
                 }
-                // A NaN row would be stored, and score NaN against every query.
-                let named = |e| finite::within(e, format!("document {}", first + local));
-                for (k, &l) in g.losses.iter().enumerate() {
-                    finite::check_value(format!("the loss of chunk {k}"), l).map_err(named)?;
-                }
-                finite::check_values("the projected gradient", &row).map_err(named)?;
-                Ok(row)
+                Ok((rows, sums))
             })
             // The first error in document order, whichever thread met it first.
             .collect::<Vec<Result<_>>>()
             .into_iter()
             .collect::<Result<_>>()?;
+        let mut rows = Vec::with_capacity((to - from) as usize);
+        for (r, k) in groups {
+            rows.extend(r);
+            kron.merge(&k);
+        }
         for r in &rows {
             w.push(r)?;
         }
@@ -350,8 +449,21 @@ fn write_shard(
         progress(StoreProgress::Rows(to - from));
         from = to;
     }
-    // The moments first: a shard counts as done once its row file is in place.
+    // A non-finite sum (overflow) would be refused when read.
+    if let Some(bad) = kron
+        .inputs
+        .iter()
+        .chain(&kron.outputs)
+        .find_map(|m| finite::scan(m))
+    {
+        return Err(finite::within(
+            finite::values_error("the Kronecker factors' sums", &bad),
+            format!("shard {i}"),
+        ));
+    }
+    // The moments and factors first: a shard counts as done once its row file is in place.
     moments.write(moments_path)?;
+    kron.write(kron_path)?;
     w.finish()
 }
 

@@ -14,6 +14,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use super::ekfac::KronSums;
 use super::{Example, Gradients, Projection};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, Positions};
@@ -412,6 +413,25 @@ impl FastGradients {
 
     /// Projected gradients of `examples` (see [`super::projected_gradients`]), one thread.
     pub fn compute(&self, examples: &[Example]) -> Result<Gradients> {
+        self.compute_with(examples, None)
+    }
+
+    /// [`FastGradients::compute`], also adding the examples' projected inputs' and output
+    /// gradients' outer products to `factors` (EK-FAC's Kronecker factors, [`KronSums`]; one per
+    /// projected layer, every token of every example counted).
+    pub fn compute_factored(
+        &self,
+        examples: &[Example],
+        factors: &mut KronSums,
+    ) -> Result<Gradients> {
+        self.compute_with(examples, Some(factors))
+    }
+
+    fn compute_with(
+        &self,
+        examples: &[Example],
+        mut factors: Option<&mut KronSums>,
+    ) -> Result<Gradients> {
         let c = &self.config;
         for e in examples {
             if e.ids.len() > c.max_positions {
@@ -439,8 +459,27 @@ impl FastGradients {
             n += e.ids.len();
         }
         starts.push(n);
+        if let Some(f) = factors.as_deref_mut() {
+            if f.inputs.len() != self.mats.len()
+                || (f.rank_in, f.rank_out) != (self.rank_in, self.rank_out)
+            {
+                return Err(Error::bug(format!(
+                    "Kronecker sums of {} layers at rank {}×{} for a projection of {} at {}×{}",
+                    f.inputs.len(),
+                    f.rank_in,
+                    f.rank_out,
+                    self.mats.len(),
+                    self.rank_in,
+                    self.rank_out
+                )));
+            }
+        }
         if n == 0 || examples.iter().all(|e| e.targets() == 0) {
+            // Nothing predicted (an empty document): no gradient, and no tokens for the factors.
             return Ok(Gradients { rows, losses });
+        }
+        if let Some(f) = factors.as_deref_mut() {
+            f.count(n);
         }
         let d = c.hidden;
         let hd = c.head_dim();
@@ -605,7 +644,14 @@ impl FastGradients {
         }
         if let Some(slot) = &self.head_slot {
             // The head's δ is the logits' gradient, its input the final normed hidden state.
-            self.project(slot, &hf, d, &logits, vocab, &starts, &mut rows, dim);
+            self.project(
+                slot,
+                (&hf, d),
+                (&logits, vocab),
+                &starts,
+                (&mut rows, dim),
+                factors.as_deref_mut(),
+            );
         }
         let mut dhf = vec![0.0f32; n * d];
         mm(
@@ -624,7 +670,14 @@ impl FastGradients {
 
         // Backward through the blocks, projecting each selected layer's x and δ.
         let mut project = |slot: &Slot, x_in: &[f32], in_dim: usize, delta: &[f32], ld: usize| {
-            self.project(slot, x_in, in_dim, delta, ld, &starts, &mut rows, dim);
+            self.project(
+                slot,
+                (x_in, in_dim),
+                (delta, ld),
+                &starts,
+                (&mut rows, dim),
+                factors.as_deref_mut(),
+            );
         };
         for (li, layer) in self.layers.iter().enumerate().rev() {
             let s = &saved[li];
@@ -760,18 +813,17 @@ impl FastGradients {
         Ok(Gradients { rows, losses })
     }
 
-    /// Adds `Σ_t (P_out δ_t)(P_in x_t)ᵀ` of every example to its row.
-    #[allow(clippy::too_many_arguments)]
+    /// Adds `Σ_t (P_out δ_t)(P_in x_t)ᵀ` of every example to its row (`x`: `[tokens, in_dim]`,
+    /// `delta`: the slot's columns of a `[tokens, ld]` matrix), and the projected vectors' outer
+    /// products to `factors`.
     fn project(
         &self,
         slot: &Slot,
-        x: &[f32],
-        in_dim: usize,
-        delta: &[f32],
-        ld: usize,
+        (x, in_dim): (&[f32], usize),
+        (delta, ld): (&[f32], usize),
         starts: &[usize],
-        rows: &mut [f32],
-        dim: usize,
+        (rows, dim): (&mut [f32], usize),
+        factors: Option<&mut KronSums>,
     ) {
         let n = *starts.last().unwrap_or(&0);
         let (p_in, p_out) = &self.mats[slot.projection];
@@ -798,6 +850,9 @@ impl FastGradients {
             (delta, ld, 1),
             (p_out, ro, 1),
         );
+        if let Some(f) = factors {
+            f.add(slot.projection, &xp, &dp, n);
+        }
         let block = ri * ro;
         for b in 0..starts.len() - 1 {
             let (s, t) = (starts[b], starts[b + 1] - starts[b]);

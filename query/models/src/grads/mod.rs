@@ -27,6 +27,7 @@
 //! attention, and padded positions have no loss).
 
 pub mod build;
+pub mod ekfac;
 pub mod fast;
 pub mod linalg;
 pub mod store;

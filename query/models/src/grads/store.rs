@@ -5,6 +5,9 @@
 //! STORE/plan.json           the settings, written first (a resumed build must match them)
 //! STORE/grads-NNNNN.bin     rows of index shard NNNNN: `GRAD` header + documents × dim values
 //! STORE/moments-NNNNN.bin   Σ g_l g_lᵀ over those rows, per layer block: `MOMS` header + f64
+//! STORE/kron-NNNNN.bin      token sums of the projected inputs' and output gradients' outer
+//!                           products, per layer (EK-FAC's Kronecker factors): `KRON` + f64
+//! STORE/ekfac.bin           EK-FAC fitted over the whole store: `EKFC` + f64
 //! STORE/head-factor.bin     the output head's factor, when the head is projected: `HFAC` + f64
 //! ```
 //!
@@ -101,6 +104,9 @@ pub struct StoreShard {
     /// computed from the rows when needed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moments: Option<MomentsEntry>,
+    /// Its documents' Kronecker-factor sums (stores written before EK-FAC have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kron: Option<MomentsEntry>,
 }
 
 /// `store.json` (and, without shards, `plan.json`).
@@ -117,6 +123,9 @@ pub struct StoreManifest {
     /// The output head's factor (when the projection has the head).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_factor: Option<MomentsEntry>,
+    /// The fitted EK-FAC (stores written before EK-FAC have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ekfac: Option<MomentsEntry>,
 }
 
 impl StoreManifest {
@@ -128,6 +137,7 @@ impl StoreManifest {
             settings,
             shards: Vec::new(),
             head_factor: None,
+            ekfac: None,
         }
     }
 }
@@ -191,6 +201,14 @@ impl HeadFactor {
             tokens: h.aux1,
         })
     }
+}
+
+/// The file name of the fitted EK-FAC.
+pub const EKFAC: &str = "ekfac.bin";
+
+/// The file name of shard `i`'s Kronecker-factor sums.
+pub fn kron_file(i: usize) -> String {
+    format!("kron-{i:05}.bin")
 }
 
 /// The file name of shard `i`'s moments.
@@ -539,6 +557,29 @@ impl RowFile {
     }
 }
 
+/// Checks a store file listed in the manifest: `values` f64 values after the header (its size),
+/// and with `verify` its checksum.
+fn check_file(dir: &Path, entry: &MomentsEntry, values: usize, verify: bool) -> Result<()> {
+    let p = dir.join(&entry.file);
+    if verify {
+        let (sum, _) = familiar::checksum::of_file(&p)?;
+        if sum != entry.checksum {
+            return Err(Error::corrupt(&p, "checksum mismatch"));
+        }
+    }
+    let want = HEADER_LEN as u64 + 8 * values as u64;
+    let got = std::fs::metadata(&p).at(&p)?.len();
+    if got != want {
+        return Err(familiar::Error::Size {
+            path: p,
+            expected: want,
+            actual: got,
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// An open, complete gradient store.
 #[derive(Debug)]
 pub struct GradientStore {
@@ -594,26 +635,21 @@ impl GradientStore {
                 s.first_doc,
                 s.documents,
             )?);
+            let spec = &manifest.settings.projection;
             if let Some(m) = &s.moments {
-                let mp = dir.join(&m.file);
-                if verify {
-                    let (sum, _) = familiar::checksum::of_file(&mp)?;
-                    if sum != m.checksum {
-                        return Err(Error::corrupt(&mp, "checksum mismatch"));
-                    }
-                }
-                let spec = &manifest.settings.projection;
-                let want = HEADER_LEN as u64 + 8 * (spec.layers.len() * spec.block().pow(2)) as u64;
-                let got = std::fs::metadata(&mp).at(&mp)?.len();
-                if got != want {
-                    return Err(familiar::Error::Size {
-                        path: mp,
-                        expected: want,
-                        actual: got,
-                    }
-                    .into());
-                }
+                let values = spec.layers.len() * spec.block().pow(2);
+                check_file(dir, m, values, verify)?;
             }
+            if let Some(k) = &s.kron {
+                let values = spec.layers.len() * (spec.rank_in.pow(2) + spec.rank_out.pow(2));
+                check_file(dir, k, values, verify)?;
+            }
+        }
+        if let Some(e) = &manifest.ekfac {
+            let spec = &manifest.settings.projection;
+            let values =
+                spec.layers.len() * (spec.rank_in.pow(2) + spec.rank_out.pow(2) + spec.block());
+            check_file(dir, e, values, verify)?;
         }
         let spec = &manifest.settings.projection;
         match (&manifest.head_factor, spec.head_whitening.is_some()) {
@@ -683,6 +719,26 @@ impl GradientStore {
             )?);
         }
         Ok(Some(total))
+    }
+
+    /// The fitted EK-FAC; an error naming what to do for a store built before EK-FAC was
+    /// fitted.
+    pub fn ekfac(&self) -> Result<super::ekfac::Ekfac> {
+        let Some(e) = &self.manifest.ekfac else {
+            return Err(Error::query(format!(
+                "the gradient store {} was built before EK-FAC's factors were kept: build it again \
+                 (`familiar attribute store`) to score with ekfac",
+                self.dir.display()
+            )));
+        };
+        let spec = &self.manifest.settings.projection;
+        super::ekfac::Ekfac::read(
+            &self.dir.join(&e.file),
+            spec.layers.len(),
+            spec.rank_in,
+            spec.rank_out,
+            self.rows(),
+        )
     }
 
     /// The output head's factor, when the projection has the head.

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use familiar::rng::SplitMix64;
 use familiar_benches::*;
-use familiar_models::attribute::score_all;
+use familiar_models::attribute::{score_all, RowNorm};
 use familiar_models::grads::fast::FastGradients;
 use familiar_models::grads::store::{
     shard_file, GradientStore, RowWriter, StoreDtype, StoreManifest, StoreSettings, StoreShard,
@@ -220,7 +220,12 @@ fn scoring(mode: Mode, model: &Transformer, dir: &std::path::Path) -> BenchResul
         let mut rng = SplitMix64::new(5);
         let query: Vec<f32> = (0..dim).map(|_| (rng.unit() - 0.5) as f32).collect();
         // Warm the page cache for both methods alike.
-        score_all(&store, std::slice::from_ref(&query), false, Some(1));
+        score_all(
+            &store,
+            std::slice::from_ref(&query),
+            &RowNorm::None,
+            Some(1),
+        );
         let (naive, nwall, ncpu) = measure(|| {
             let mut row = vec![0f32; dim];
             let mut best = (f64::NEG_INFINITY, 0u64);
@@ -248,10 +253,13 @@ fn scoring(mode: Mode, model: &Transformer, dir: &std::path::Path) -> BenchResul
             format!("{:.3e}", rows as f64 / nwall.as_secs_f64()),
             "1.00".into(),
         ]);
-        for (method, cosine) in [("score_all identity", false), ("score_all cosine", true)] {
+        for (method, norm) in [
+            ("score_all identity", RowNorm::None),
+            ("score_all cosine", RowNorm::Euclidean),
+        ] {
             let (top, wall, cpu) =
-                measure(|| score_all(&store, std::slice::from_ref(&query), cosine, Some(100)));
-            if !cosine && top[0].doc != naive.1 {
+                measure(|| score_all(&store, std::slice::from_ref(&query), &norm, Some(100)));
+            if matches!(norm, RowNorm::None) && top[0].doc != naive.1 {
                 return Err(format!(
                     "score_all's top document {} is not the naive scan's {}",
                     top[0].doc, naive.1

@@ -184,7 +184,114 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         q_grad("An rohi an ve tian", " Xirqenoxa qenoxazam"),
         q_grad("Oxazyn oxazam ve", " Zelazu xanoxaexo"),
     ];
-    for (precondition, top) in [("identity", "7"), ("cosine", "5")] {
+    // EK-FAC fitted directly: the Kronecker sums of every document in order, every row.
+    let ekfac_q: Vec<Vec<f32>> = {
+        use familiar_models::grads::ekfac::{Ekfac, KronSums};
+        let spec = &g.manifest.settings.projection;
+        let fast =
+            familiar_models::grads::fast::FastGradients::new(&lm.model, &projection).unwrap();
+        let mut sums = KronSums::zero(spec.layers.len(), spec.rank_in, spec.rank_out);
+        let mut rows = Vec::new();
+        for doc in 0..index.documents() {
+            let tokens = index.doc_tokens(doc, 0, u64::MAX).unwrap();
+            let examples = document_examples(
+                &tokens,
+                g.manifest.settings.start_token,
+                g.manifest.settings.context,
+            );
+            fast.compute_factored(&examples, &mut sums).unwrap();
+            let f = g
+                .files
+                .iter()
+                .find(|f| doc >= f.first_doc && doc < f.first_doc + f.rows)
+                .unwrap();
+            f.row(doc - f.first_doc, &mut row);
+            rows.push(row.clone());
+        }
+        let fit = Ekfac::fit(&sums, &rows);
+        let stored = g.ekfac().unwrap();
+        assert_eq!((stored.rows, stored.tokens), (fit.rows, fit.tokens));
+        let lambdas = fit.lambdas(0.1);
+        qs.iter().map(|q| fit.precondition(q, &lambdas)).collect()
+    };
+    // TrackStar by its definition: per layer the second moment M of every row, the correction
+    // s = 1/√diag(M), R = diag(s) M diag(s), the symmetric R^{-1/2} of R + λI (λ = 0.1 of R's mean
+    // eigenvalue) by eigendecomposition, applied to both sides, then the cosine.
+    let whiten = {
+        use familiar_models::grads::linalg::symmetric_eigen;
+        let block = g.manifest.settings.projection.block();
+        let layers = g.manifest.settings.projection.layers.len();
+        let mut m = vec![vec![0.0f64; block * block]; layers];
+        for f in &g.files {
+            for i in 0..f.rows {
+                f.row(i, &mut row);
+                for (l, m) in m.iter_mut().enumerate() {
+                    let b = &row[l * block..(l + 1) * block];
+                    for x in 0..block {
+                        for y in 0..block {
+                            m[x * block + y] += b[x] as f64 * b[y] as f64 / g.rows() as f64;
+                        }
+                    }
+                }
+            }
+        }
+        let per_layer: Vec<(Vec<f64>, Vec<f64>)> = m
+            .iter()
+            .map(|m| {
+                let s: Vec<f64> = (0..block)
+                    .map(|a| {
+                        let v = m[a * block + a];
+                        if v > 0.0 {
+                            1.0 / v.sqrt()
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let mut r = m.clone();
+                for x in 0..block {
+                    for y in 0..block {
+                        r[x * block + y] *= s[x] * s[y];
+                    }
+                }
+                let lambda = 0.1 * (0..block).map(|i| r[i * block + i]).sum::<f64>() / block as f64;
+                let e = symmetric_eigen(&r, block);
+                let mut half = vec![0.0f64; block * block];
+                for x in 0..block {
+                    for y in 0..block {
+                        half[x * block + y] = (0..block)
+                            .map(|k| {
+                                e.vectors[x * block + k] * e.vectors[y * block + k]
+                                    / (e.values[k] + lambda).sqrt()
+                            })
+                            .sum();
+                    }
+                }
+                (s, half)
+            })
+            .collect();
+        move |v: &[f32]| -> Vec<f64> {
+            let mut out = Vec::with_capacity(v.len());
+            for (l, (s, half)) in per_layer.iter().enumerate() {
+                let c: Vec<f64> = (0..block).map(|a| v[l * block + a] as f64 * s[a]).collect();
+                out.extend(
+                    (0..block).map(|x| (0..block).map(|y| half[x * block + y] * c[y]).sum::<f64>()),
+                );
+            }
+            out
+        }
+    };
+    let cos = |a: &[f64], b: &[f64]| -> f64 {
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let n = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        dot / (n(a) * n(b))
+    };
+    for (precondition, top) in [
+        ("identity", "7"),
+        ("cosine", "5"),
+        ("ekfac", "6"),
+        ("trackstar", "6"),
+    ] {
         let out = t.join(format!("att-{precondition}"));
         attribute_score(
             &s,
@@ -205,13 +312,20 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
             col::<UInt64Array>(&b, "rank"),
         );
         for (qi, q) in qs.iter().enumerate() {
+            let q = if precondition == "ekfac" {
+                &ekfac_q[qi]
+            } else {
+                q
+            };
             let qn: f64 = q.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
             let mut brute: Vec<(f64, u64)> = Vec::new();
             for f in &g.files {
                 for i in 0..f.rows {
                     f.row(i, &mut row);
                     let dot: f64 = row.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum();
-                    let s = if precondition == "cosine" {
+                    let s = if precondition == "trackstar" {
+                        cos(&whiten(q), &whiten(&row))
+                    } else if precondition == "cosine" {
                         let rn: f64 = row.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
                         dot / (rn * qn)
                     } else {
@@ -418,6 +532,66 @@ fn stores_resume_refuse_mismatches_and_fail_cleanly_when_damaged() {
         .success()
         .stdout_has(&["0 shard(s) computed, 2 resumed"]);
     assert_eq!(std::fs::read(&h).unwrap(), hbytes);
+    // EK-FAC: a shard's Kronecker sums truncated are an error naming the file, and the rerun
+    // recomputes that shard to the same bytes; the fit, lost before the manifest, is fitted
+    // again to the same bytes; a damaged fit is caught by its checksum.
+    let k = s.join("kron-00001.bin");
+    let kbytes = std::fs::read(&k).unwrap();
+    let e = s.join("ekfac.bin");
+    let ebytes = std::fs::read(&e).unwrap();
+    std::fs::write(&k, &kbytes[..kbytes.len() - 8]).unwrap();
+    let err = GradientStore::open(&s, false).unwrap_err().to_string();
+    assert!(err.contains("kron-00001.bin"), "{err}");
+    std::fs::remove_file(s.join("store.json")).unwrap();
+    std::fs::remove_file(&e).unwrap();
+    store(&idx, &s, "2")
+        .success()
+        .stdout_has(&["1 shard(s) computed, 1 resumed", "EK-FAC fitted over"]);
+    assert_eq!(std::fs::read(&k).unwrap(), kbytes);
+    assert_eq!(std::fs::read(&e).unwrap(), ebytes);
+    let mut flipped = ebytes.clone();
+    let last = flipped.len() - 3;
+    flipped[last] ^= 0x10;
+    std::fs::write(&e, &flipped).unwrap();
+    let err = GradientStore::open(&s, true).unwrap_err().to_string();
+    assert!(
+        err.contains("ekfac.bin") && err.contains("checksum"),
+        "{err}"
+    );
+    std::fs::write(&e, &ebytes).unwrap();
+    // A store written before EK-FAC (no factors listed) opens and scores, but not with ekfac:
+    // the error says to rebuild it.
+    let manifest_path = s.join("store.json");
+    let kept = std::fs::read(&manifest_path).unwrap();
+    let mut old: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+    old.as_object_mut().unwrap().remove("ekfac");
+    for shard in old["shards"].as_array_mut().unwrap() {
+        shard.as_object_mut().unwrap().remove("kron");
+    }
+    std::fs::write(&manifest_path, serde_json::to_vec(&old).unwrap()).unwrap();
+    let q1 = t.write(
+        "q1.jsonl",
+        "{\"prompt\": \"a\", \"completion\": \" b\", \"kind\": \"factual\", \"task\": \"t\"}\n",
+    );
+    attribute_score(
+        &s,
+        &model(),
+        &q1,
+        &t.join("z"),
+        &["--precondition", "identity"],
+    )
+    .success();
+    attribute_score(
+        &s,
+        &model(),
+        &q1,
+        &t.join("z2"),
+        &["--precondition", "ekfac"],
+    )
+    .failure()
+    .stderr_has(&["built before EK-FAC", "build it again"]);
+    assert!(!t.join("z2").exists());
+    std::fs::write(&manifest_path, &kept).unwrap();
     // Other settings into the same directory are refused.
     store(&idx, &s, "3")
         .failure()
@@ -473,7 +647,7 @@ fn planted_facts_rank_their_document_first() {
         serde_json::from_slice(&std::fs::read(fixtures().join("corpus/planted.json")).unwrap())
             .unwrap();
     let facts = truth["facts"].as_array().unwrap();
-    for precondition in ["fisher", "identity", "cosine"] {
+    for precondition in ["fisher", "ekfac", "trackstar", "identity", "cosine"] {
         let out = t.join(precondition);
         attribute_score(
             &s,

@@ -648,3 +648,74 @@ fn ekfac_files_round_trip_and_refuse_damage() {
     );
     assert!(dot(&fit.precondition(x, &lambdas), x) > 0.0);
 }
+
+/// Token-level contributions: each token's `Σ_l s_tᵀ V_l a_t` equals the same sum over
+/// autograd's per-token vectors, and an example's contributions add up to its row's dot product
+/// with the vector.
+#[test]
+fn token_contributions_split_the_dot_product_by_token() {
+    let mut rng = familiar::rng::SplitMix64::new(12);
+    for (name, group) in [
+        ("gpt2", LinearGroup::All),
+        ("llama-gqa", LinearGroup::Blocks),
+    ] {
+        let model64 = load(name, DType::F64, false);
+        let model = load(name, DType::F32, false);
+        let vocab = model.config.vocab_size;
+        let spec = ProjectionSpec::new(&model, group, 3, 4, 2).unwrap();
+        let factor = HeadFactor {
+            sums: (0..vocab).map(|v| (v % 5) as f64 + 0.5).collect(),
+            tokens: 1,
+        };
+        let head = spec.has_head().then_some(&factor);
+        let projection = Projection::new(spec.clone(), &model, head).unwrap();
+        let projection64 = Projection::new(spec.clone(), &model64, head).unwrap();
+        let fast = FastGradients::new(&model, &projection).unwrap();
+        let vectors: Vec<Vec<f32>> = (0..2).map(|_| rng.normals(spec.dim(), 1.0)).collect();
+        let ex = examples();
+        let (g, contributions) = fast.token_contributions(&ex, &vectors).unwrap();
+        assert_eq!(g, fast.compute(&ex).unwrap());
+        let dim = spec.dim();
+        let block = spec.block();
+        let (ri, ro) = (spec.rank_in, spec.rank_out);
+        for (vi, v) in vectors.iter().enumerate() {
+            let c = &contributions[vi];
+            assert_eq!(c.len(), ex.iter().map(|e| e.ids.len()).sum::<usize>());
+            let mut at = 0;
+            for (k, e) in ex.iter().enumerate() {
+                let t = e.ids.len();
+                let mine = &c[at..at + t];
+                let dot: f64 = g.rows[k * dim..(k + 1) * dim]
+                    .iter()
+                    .zip(v)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum();
+                let sum: f64 = mine.iter().sum();
+                let scale: f64 = mine.iter().map(|x| x.abs()).sum::<f64>().max(1e-12);
+                assert!(
+                    (sum - dot).abs() <= 1e-5 * scale,
+                    "{name} {k}: {sum} vs {dot}"
+                );
+                // Against autograd's per-token vectors.
+                let tok = per_token(&model64, &projection64, e);
+                for (j, got) in mine.iter().enumerate() {
+                    let mut want = 0.0f64;
+                    for (l, (a, s)) in tok.iter().enumerate() {
+                        for o in 0..ro {
+                            for i in 0..ri {
+                                want += s[j * ro + o] as f64
+                                    * v[l * block + o * ri + i] as f64
+                                    * a[j * ri + i] as f64;
+                            }
+                        }
+                    }
+                    assert!(
+                        (got - want).abs() <= 1e-4 * scale,
+                        "{name} example {k} token {j}: {got} vs {want}"
+                    );
+                }
+                at += t;
+            }
+        }
+    }
+}

@@ -336,9 +336,10 @@ pub(crate) fn attribution_score<'py>(
         // `kfac`: its name before it was named for what it is.
         "fisher" | "kfac" => Precondition::Fisher { damping },
         "ekfac" => Precondition::Ekfac { damping },
+        "trackstar" => Precondition::Trackstar { damping },
         other => {
             return Err(crate::ConfigError::new_err(format!(
-                "precondition={other:?}: expected \"fisher\" (or its old name \"kfac\"), \"ekfac\", \"identity\" or \"cosine\""
+                "precondition={other:?}: expected \"fisher\" (or its old name \"kfac\"), \"ekfac\", \"trackstar\", \"identity\" or \"cosine\""
             )))
         }
     };

@@ -285,8 +285,8 @@ pub fn evaluate(
             .map(|(m, _)| subset_members(index.documents(), o.fraction, o.seed, *m))
             .collect();
         for &p in &o.preconditioners {
-            let vectors = preconditioned(store, &gradients, p)?;
-            let scores = score_all(store, &vectors, matches!(p, Precondition::Cosine), None);
+            let prepared = preconditioned(store, &gradients, p)?;
+            let scores = score_all(store, &prepared.vectors, &prepared.norm, None);
             let mut predicted = vec![vec![0.0f64; done.len()]; queries.len()];
             for s in &scores {
                 for (j, keep) in members.iter().enumerate() {

@@ -12,7 +12,15 @@
 //! - `ekfac`: `Σ_l ⟨P_l, g_l⟩` with `P_l = Q_S [(Q_Sᵀ q_l Q_A) ⊘ (Λ_l + λ_l)] Q_Aᵀ`, the
 //!   eigenvalue-corrected Kronecker-factored inverse Fisher of each layer fitted with the store
 //!   ([`crate::grads::ekfac`]), `λ_l = damping · mean(Λ_l)` (Kronfluence's heuristic damping at
-//!   0.1).
+//!   0.1);
+//! - `trackstar` (Chang et al. 2024, "Scalable Influence and Fact Tracing for Large Language
+//!   Model Pretraining"): both gradients corrected by a second moment (`g ⊘ √v`), whitened by
+//!   `R^{-1/2}` with `R` each layer's damped second moment of the corrected rows, and
+//!   unit-normalised: `score = ⟨W q, W g⟩ / (|W q| |W g|)`. The correction `v` is the store's own
+//!   second moment of each projected coordinate (the diagonal of `M_l`): the optimizer's
+//!   `exp_avg_sq` would have to be applied before the projection. Any `W` with
+//!   `WᵀW = (R + λI)⁻¹` gives the same scores; familiar uses the Cholesky factor's inverse. `λ_l =
+//!   damping · tr(R_l) / dim_l`, as bergson's `damping_factor` (0.1 of the mean eigenvalue).
 
 pub mod eval;
 
@@ -235,6 +243,12 @@ pub enum Precondition {
         /// λ as a fraction of the mean corrected eigenvalue of each layer.
         damping: f64,
     },
+    /// TrackStar: second-moment-corrected, whitened, unit-normalised gradients (see the module
+    /// documentation).
+    Trackstar {
+        /// λ as a fraction of the mean eigenvalue of each layer's corrected second moment.
+        damping: f64,
+    },
 }
 
 impl Precondition {
@@ -245,13 +259,16 @@ impl Precondition {
             Precondition::Cosine => "cosine",
             Precondition::Fisher { .. } => "fisher",
             Precondition::Ekfac { .. } => "ekfac",
+            Precondition::Trackstar { .. } => "trackstar",
         }
     }
 
     /// Its damping, for those that have one.
     pub fn damping(&self) -> Option<f64> {
         match *self {
-            Precondition::Fisher { damping } | Precondition::Ekfac { damping } => Some(damping),
+            Precondition::Fisher { damping }
+            | Precondition::Ekfac { damping }
+            | Precondition::Trackstar { damping } => Some(damping),
             Precondition::Identity | Precondition::Cosine => None,
         }
     }
@@ -354,30 +371,174 @@ pub fn second_moments(store: &GradientStore) -> Result<Vec<Vec<f64>>> {
     Ok(m)
 }
 
-/// The vectors each row is multiplied with: the query gradients, preconditioned.
+/// How a row's dot product with a query's vector is divided to give its score.
+#[derive(Debug, Clone)]
+pub enum RowNorm {
+    /// Not at all: the score is the dot product.
+    None,
+    /// By the row's Euclidean norm (cosine).
+    Euclidean,
+    /// By the row's norm under a per-layer metric: `sqrt(Σ_l |L_l⁻¹ (s_l ⊙ g_l)|²)`
+    /// (TrackStar's whitened norm).
+    Whitened(Vec<Whitening>),
+}
+
+/// One layer's whitening `L⁻¹ diag(s)`: `s` a per-coordinate correction, `L` the Cholesky
+/// factor of the damped second moment of the corrected rows.
+#[derive(Debug, Clone)]
+pub struct Whitening {
+    /// The correction of each coordinate of the layer's block.
+    pub scale: Vec<f64>,
+    /// `R + λI = L Lᵀ`.
+    pub factor: Cholesky,
+}
+
+impl Whitening {
+    /// `L⁻¹ (s ⊙ g)` of a layer's block `g`.
+    pub fn apply(&self, g: &[f32]) -> Vec<f64> {
+        let q: Vec<f64> = g
+            .iter()
+            .zip(&self.scale)
+            .map(|(&x, s)| x as f64 * s)
+            .collect();
+        self.factor.forward(&q)
+    }
+}
+
+impl RowNorm {
+    /// The divisor of `row`'s dot products.
+    pub fn of(&self, row: &[f32]) -> f64 {
+        match self {
+            RowNorm::None => 1.0,
+            RowNorm::Euclidean => row.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt(),
+            RowNorm::Whitened(layers) => {
+                let block = row.len() / layers.len().max(1);
+                layers
+                    .iter()
+                    .enumerate()
+                    .map(|(l, w)| {
+                        w.apply(&row[l * block..(l + 1) * block])
+                            .iter()
+                            .map(|y| y * y)
+                            .sum::<f64>()
+                    })
+                    .sum::<f64>()
+                    .sqrt()
+            }
+        }
+    }
+}
+
+/// The query side of a preconditioner: the vectors every row is multiplied with, and how each
+/// row's products are divided.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// One per query.
+    pub vectors: Vec<Vec<f32>>,
+    /// The rows' divisor.
+    pub norm: RowNorm,
+}
+
+/// The query gradients, preconditioned: the vectors each row is multiplied with (and the rows'
+/// norm, for the normalised preconditioners).
 pub fn preconditioned(
     store: &GradientStore,
     gradients: &[Vec<f32>],
     p: Precondition,
-) -> Result<Vec<Vec<f32>>> {
+) -> Result<Prepared> {
+    let vectors = |norm: RowNorm| -> Result<Prepared> {
+        Ok(Prepared {
+            vectors: gradients.to_vec(),
+            norm,
+        })
+    };
+    let unit = |g: &[f32]| -> Vec<f32> {
+        let norm = g.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let s = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+        g.iter().map(|x| (*x as f64 * s) as f32).collect()
+    };
     match p {
-        Precondition::Identity => Ok(gradients.to_vec()),
-        Precondition::Cosine => Ok(gradients
-            .iter()
-            .map(|g| {
-                let norm = g.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-                let s = if norm > 0.0 { 1.0 / norm } else { 0.0 };
-                g.iter().map(|x| (*x as f64 * s) as f32).collect()
+        Precondition::Identity => vectors(RowNorm::None),
+        Precondition::Cosine => Ok(Prepared {
+            vectors: gradients.iter().map(|g| unit(g)).collect(),
+            norm: RowNorm::Euclidean,
+        }),
+        Precondition::Trackstar { damping } => {
+            check_damping(damping)?;
+            let block = store.manifest.settings.projection.block();
+            let moments = second_moments(store)?;
+            let layers = moments
+                .par_iter()
+                .map(|m| {
+                    // The correction: 1/√v of each coordinate's second moment (0 where every
+                    // row is 0 there).
+                    let scale: Vec<f64> = (0..block)
+                        .map(|a| {
+                            let v = m[a * block + a];
+                            if v > 0.0 {
+                                1.0 / v.sqrt()
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect();
+                    let mut r = vec![0.0f64; block * block];
+                    for a in 0..block {
+                        for b in 0..block {
+                            r[a * block + b] = m[a * block + b] * scale[a] * scale[b];
+                        }
+                    }
+                    let trace: f64 = (0..block).map(|i| r[i * block + i]).sum();
+                    let lambda = if trace > 0.0 {
+                        damping * trace / block as f64
+                    } else {
+                        damping
+                    };
+                    let factor = Cholesky::damped(&r, block, lambda).ok_or_else(|| {
+                        Error::query(format!(
+                            "the damped second moment is not positive definite; raise {}",
+                            name("damping")
+                        ))
+                    })?;
+                    Ok(Whitening { scale, factor })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // v = diag(s) L⁻ᵀ L⁻¹ diag(s) q / |L⁻¹ diag(s) q|: its dot product with a row is the
+            // whitened inner product over the query's whitened norm.
+            let vectors = gradients
+                .par_iter()
+                .map(|g| {
+                    let ys: Vec<Vec<f64>> = layers
+                        .iter()
+                        .enumerate()
+                        .map(|(l, w)| w.apply(&g[l * block..(l + 1) * block]))
+                        .collect();
+                    let norm = ys.iter().flatten().map(|y| y * y).sum::<f64>().sqrt();
+                    let inv = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+                    let mut out = Vec::with_capacity(g.len());
+                    for (w, y) in layers.iter().zip(&ys) {
+                        let x = w.factor.backward(y);
+                        out.extend(x.iter().zip(&w.scale).map(|(x, s)| (x * s * inv) as f32));
+                    }
+                    out
+                })
+                .collect();
+            Ok(Prepared {
+                vectors,
+                norm: RowNorm::Whitened(layers),
             })
-            .collect()),
+        }
         Precondition::Ekfac { damping } => {
             check_damping(damping)?;
             let fit = store.ekfac()?;
             let lambdas = fit.lambdas(damping);
-            Ok(gradients
-                .par_iter()
-                .map(|g| fit.precondition(g, &lambdas))
-                .collect())
+            Ok(Prepared {
+                vectors: gradients
+                    .par_iter()
+                    .map(|g| fit.precondition(g, &lambdas))
+                    .collect(),
+                norm: RowNorm::None,
+            })
         }
         Precondition::Fisher { damping } => {
             check_damping(damping)?;
@@ -401,20 +562,23 @@ pub fn preconditioned(
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Ok(gradients
-                .par_iter()
-                .map(|g| {
-                    let mut out = Vec::with_capacity(g.len());
-                    for (l, c) in factors.iter().enumerate() {
-                        let q: Vec<f64> = g[l * block..(l + 1) * block]
-                            .iter()
-                            .map(|&x| x as f64)
-                            .collect();
-                        out.extend(c.solve(&q).into_iter().map(|x| x as f32));
-                    }
-                    out
-                })
-                .collect())
+            Ok(Prepared {
+                vectors: gradients
+                    .par_iter()
+                    .map(|g| {
+                        let mut out = Vec::with_capacity(g.len());
+                        for (l, c) in factors.iter().enumerate() {
+                            let q: Vec<f64> = g[l * block..(l + 1) * block]
+                                .iter()
+                                .map(|&x| x as f64)
+                                .collect();
+                            out.extend(c.solve(&q).into_iter().map(|x| x as f32));
+                        }
+                        out
+                    })
+                    .collect(),
+                norm: RowNorm::None,
+            })
         }
     }
 }
@@ -443,12 +607,12 @@ pub struct Influence {
     pub rank: u64,
 }
 
-/// Scores every row against every vector; keeps the `top_k` best per query (every document with
-/// `None`), ranked.
+/// Scores every row against every vector (each dot product divided by the row's `norm`); keeps
+/// the `top_k` best per query (every document with `None`), ranked.
 pub fn score_all(
     store: &GradientStore,
     vectors: &[Vec<f32>],
-    cosine: bool,
+    norm: &RowNorm,
     top_k: Option<usize>,
 ) -> Vec<Influence> {
     let dim = store.dim();
@@ -480,26 +644,14 @@ pub fn score_all(
             let mut out: Vec<Vec<(f64, u64)>> = vec![Vec::new(); nq];
             for i in s..e {
                 f.row(i, &mut row);
-                let norm = if cosine {
-                    row.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
-                } else {
-                    1.0
-                };
+                let divisor = norm.of(&row);
                 for (q, v) in vectors.iter().enumerate() {
                     let dot: f64 = row
                         .chunks(16)
                         .zip(v.chunks(16))
                         .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() as f64)
                         .sum();
-                    let score = if cosine {
-                        if norm > 0.0 {
-                            dot / norm
-                        } else {
-                            0.0
-                        }
-                    } else {
-                        dot
-                    };
+                    let score = if divisor > 0.0 { dot / divisor } else { 0.0 };
                     out[q].push((score, f.first_doc + i));
                 }
             }
@@ -604,14 +756,9 @@ pub fn attribute(
 ) -> Result<Attribution> {
     let grads = query_gradients(lm, store, queries)?;
     let gradients: Vec<Vec<f32>> = grads.iter().map(|g| g.gradient.clone()).collect();
-    let vectors = preconditioned(store, &gradients, precondition)?;
+    let prepared = preconditioned(store, &gradients, precondition)?;
     let started = std::time::Instant::now();
-    let scores = score_all(
-        store,
-        &vectors,
-        matches!(precondition, Precondition::Cosine),
-        top,
-    );
+    let scores = score_all(store, &prepared.vectors, &prepared.norm, top);
     let scoring_seconds = started.elapsed().as_secs_f64();
     let influence = scores
         .iter()

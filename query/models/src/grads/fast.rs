@@ -221,6 +221,18 @@ struct Layer {
     slots: Vec<Slot>,
 }
 
+/// What a gradient computation adds its projected vectors to, besides the rows.
+struct Sinks<'a> {
+    factors: Option<&'a mut KronSums>,
+    tokens: Option<&'a mut TokenScores>,
+}
+
+/// Per vector, each token's contribution to the rows' dot products with it.
+struct TokenScores {
+    vectors: Vec<Vec<f32>>,
+    scores: Vec<Vec<f64>>,
+}
+
 /// A CPU copy of a model's weights with a projection: computes the rows of
 /// [`super::projected_gradients`] without autograd.
 #[derive(Debug, Clone)]
@@ -413,7 +425,13 @@ impl FastGradients {
 
     /// Projected gradients of `examples` (see [`super::projected_gradients`]), one thread.
     pub fn compute(&self, examples: &[Example]) -> Result<Gradients> {
-        self.compute_with(examples, None)
+        self.compute_with(
+            examples,
+            Sinks {
+                factors: None,
+                tokens: None,
+            },
+        )
     }
 
     /// [`FastGradients::compute`], also adding the examples' projected inputs' and output
@@ -424,14 +442,48 @@ impl FastGradients {
         examples: &[Example],
         factors: &mut KronSums,
     ) -> Result<Gradients> {
-        self.compute_with(examples, Some(factors))
+        self.compute_with(
+            examples,
+            Sinks {
+                factors: Some(factors),
+                tokens: None,
+            },
+        )
     }
 
-    fn compute_with(
+    /// [`FastGradients::compute`], also splitting each row's dot product with each of `vectors`
+    /// (`dim` values each) by token: `⟨v, row⟩ = Σ_t Σ_layers s_tᵀ V_l a_t`, with `a_t`, `s_t` the
+    /// layer's projected input and output gradient at token `t` and `V_l` the vector's block of
+    /// the layer. Returns the gradients and, per vector, one contribution per token of the
+    /// examples, concatenated in order (`Σ` over an example's tokens = its row's dot product).
+    pub fn token_contributions(
         &self,
         examples: &[Example],
-        mut factors: Option<&mut KronSums>,
-    ) -> Result<Gradients> {
+        vectors: &[Vec<f32>],
+    ) -> Result<(Gradients, Vec<Vec<f64>>)> {
+        let dim = self.dim();
+        if let Some(v) = vectors.iter().find(|v| v.len() != dim) {
+            return Err(Error::bug(format!(
+                "a vector of {} values for rows of {dim}",
+                v.len()
+            )));
+        }
+        let n: usize = examples.iter().map(|e| e.ids.len()).sum();
+        let mut tokens = TokenScores {
+            vectors: vectors.to_vec(),
+            scores: vec![vec![0.0; n]; vectors.len()],
+        };
+        let g = self.compute_with(
+            examples,
+            Sinks {
+                factors: None,
+                tokens: Some(&mut tokens),
+            },
+        )?;
+        Ok((g, tokens.scores))
+    }
+
+    fn compute_with(&self, examples: &[Example], mut sinks: Sinks<'_>) -> Result<Gradients> {
         let c = &self.config;
         for e in examples {
             if e.ids.len() > c.max_positions {
@@ -459,7 +511,7 @@ impl FastGradients {
             n += e.ids.len();
         }
         starts.push(n);
-        if let Some(f) = factors.as_deref_mut() {
+        if let Some(f) = sinks.factors.as_deref_mut() {
             if f.inputs.len() != self.mats.len()
                 || (f.rank_in, f.rank_out) != (self.rank_in, self.rank_out)
             {
@@ -478,7 +530,7 @@ impl FastGradients {
             // Nothing predicted (an empty document): no gradient, and no tokens for the factors.
             return Ok(Gradients { rows, losses });
         }
-        if let Some(f) = factors.as_deref_mut() {
+        if let Some(f) = sinks.factors.as_deref_mut() {
             f.count(n);
         }
         let d = c.hidden;
@@ -650,7 +702,7 @@ impl FastGradients {
                 (&logits, vocab),
                 &starts,
                 (&mut rows, dim),
-                factors.as_deref_mut(),
+                &mut sinks,
             );
         }
         let mut dhf = vec![0.0f32; n * d];
@@ -676,7 +728,7 @@ impl FastGradients {
                 (delta, ld),
                 &starts,
                 (&mut rows, dim),
-                factors.as_deref_mut(),
+                &mut sinks,
             );
         };
         for (li, layer) in self.layers.iter().enumerate().rev() {
@@ -815,7 +867,7 @@ impl FastGradients {
 
     /// Adds `Σ_t (P_out δ_t)(P_in x_t)ᵀ` of every example to its row (`x`: `[tokens, in_dim]`,
     /// `delta`: the slot's columns of a `[tokens, ld]` matrix), and the projected vectors' outer
-    /// products to `factors`.
+    /// products and per-token contributions to `sinks`.
     fn project(
         &self,
         slot: &Slot,
@@ -823,7 +875,7 @@ impl FastGradients {
         (delta, ld): (&[f32], usize),
         starts: &[usize],
         (rows, dim): (&mut [f32], usize),
-        factors: Option<&mut KronSums>,
+        sinks: &mut Sinks<'_>,
     ) {
         let n = *starts.last().unwrap_or(&0);
         let (p_in, p_out) = &self.mats[slot.projection];
@@ -850,8 +902,25 @@ impl FastGradients {
             (delta, ld, 1),
             (p_out, ro, 1),
         );
-        if let Some(f) = factors {
+        if let Some(f) = sinks.factors.as_deref_mut() {
             f.add(slot.projection, &xp, &dp, n);
+        }
+        if let Some(t) = sinks.tokens.as_deref_mut() {
+            let block = ri * ro;
+            for (v, scores) in t.vectors.iter().zip(t.scores.iter_mut()) {
+                // Y = A Vᵀ (tokens × r_out), then each token's s_t · y_t.
+                let vl = &v[slot.projection * block..(slot.projection + 1) * block];
+                let mut y = vec![0.0f32; n * ro];
+                mm(n, ro, ri, &mut y, ro, false, (&xp, ri, 1), (vl, 1, ri));
+                for (k, sc) in scores.iter_mut().enumerate().take(n) {
+                    let (s, y) = (&dp[k * ro..(k + 1) * ro], &y[k * ro..(k + 1) * ro]);
+                    *sc += s
+                        .iter()
+                        .zip(y)
+                        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                        .sum::<f64>();
+                }
+            }
         }
         let block = ri * ro;
         for b in 0..starts.len() - 1 {

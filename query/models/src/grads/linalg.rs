@@ -35,12 +35,23 @@ impl Cholesky {
 
     /// Solves `(M + λI) x = q`.
     pub fn solve(&self, q: &[f64]) -> Vec<f64> {
+        self.backward(&self.forward(q))
+    }
+
+    /// Solves `L y = q`: `|y|² = qᵀ (M + λI)⁻¹ q`, and `⟨L⁻¹ a, L⁻¹ b⟩ = aᵀ (M + λI)⁻¹ b`.
+    pub fn forward(&self, q: &[f64]) -> Vec<f64> {
         let (n, l) = (self.n, &self.l);
         let mut y = vec![0.0f64; n];
         for i in 0..n {
             let dot: f64 = l[i * n..i * n + i].iter().zip(&y).map(|(a, b)| a * b).sum();
             y[i] = (q[i] - dot) / l[i * n + i];
         }
+        y
+    }
+
+    /// Solves `Lᵀ x = y`.
+    pub fn backward(&self, y: &[f64]) -> Vec<f64> {
+        let (n, l) = (self.n, &self.l);
         let mut x = vec![0.0f64; n];
         for i in (0..n).rev() {
             let mut s = y[i];

@@ -81,8 +81,9 @@ def score(
     keeping the ``top_k`` per query (``None``: every document). ``precondition``: ``fisher``
     (damped inverse of each layer's gradient second moment, ``damping`` × its mean eigenvalue),
     ``ekfac`` (EK-FAC fitted with the store: each layer's eigenvalue-corrected Kronecker-factored
-    Fisher, damped by ``damping`` × its mean corrected eigenvalue), ``identity`` (dot product) or
-    ``cosine``. ``model`` must be the one the store was built
+    Fisher, damped by ``damping`` × its mean corrected eigenvalue), ``trackstar`` (TrackStar:
+    gradients corrected by the store's second moment, whitened and unit-normalised),
+    ``identity`` (dot product) or ``cosine``. ``model`` must be the one the store was built
     with. Ctrl-C returns at once (the computation is dropped; nothing is written)."""
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise _familiar.ConfigError(f"top_k={top_k!r}: expected a positive integer or None")

@@ -50,6 +50,10 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         include_str!("../schemas/activation_stats.json"),
     ),
     ("influence", include_str!("../schemas/influence.json")),
+    (
+        "influence_tokens",
+        include_str!("../schemas/influence_tokens.json"),
+    ),
     ("queries", include_str!("../schemas/queries.json")),
     ("models", include_str!("../schemas/models.json")),
     ("priming", include_str!("../schemas/priming.json")),

@@ -8,7 +8,9 @@ mod util;
 
 use std::path::{Path, PathBuf};
 
-use arrow_array::{Array, Float64Array, StringArray, UInt64Array};
+use arrow_array::{
+    Array, BooleanArray, Float64Array, Int64Array, StringArray, UInt32Array, UInt64Array,
+};
 use familiar::index::Index;
 use familiar_models::grads::build::document_examples;
 use familiar_models::grads::store::GradientStore;
@@ -371,6 +373,131 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
             serde_json::json!({"difficulty": 3, "source": "planted", "tags": ["a"]})
         );
     }
+
+    // Token-level influence: each of the top 3 documents' token scores (and the query's own
+    // tokens') add up to its score, one per token of the document (the start token at -1) and
+    // of the query as scored, under every preconditioner.
+    for precondition in ["identity", "cosine", "fisher", "ekfac", "trackstar"] {
+        let out = t.join(format!("tokens-{precondition}"));
+        let mut args = vec!["--top-k", "4", "--precondition", precondition];
+        args.extend(["--token-influence", "3", "--query-tokens", "--index"]);
+        args.push(idx.to_str().unwrap());
+        attribute_score(&s, &model(), &queries, &out, &args)
+            .success()
+            .stdout_has(&["token scores to"]);
+        let b = read_parquet(&out.join("influence.parquet"), "influence");
+        let tb = read_parquet(&out.join("influence_tokens.parquet"), "influence_tokens");
+        let (tq, td, side, pos, tid, comp, ts) = (
+            col::<StringArray>(&tb, "query_id"),
+            col::<UInt64Array>(&tb, "doc_id"),
+            col::<StringArray>(&tb, "side"),
+            col::<Int64Array>(&tb, "position"),
+            col::<UInt32Array>(&tb, "token_id"),
+            col::<BooleanArray>(&tb, "completion"),
+            col::<Float64Array>(&tb, "score"),
+        );
+        let (qid, doc, score, rank) = (
+            col::<StringArray>(&b, "query_id"),
+            col::<UInt64Array>(&b, "doc_id"),
+            col::<Float64Array>(&b, "score"),
+            col::<UInt64Array>(&b, "rank"),
+        );
+        let mut pairs = 0;
+        for r in 0..b.num_rows() {
+            let (q, d) = (qid.value(r), doc.value(r));
+            let mine: Vec<usize> = (0..tb.num_rows())
+                .filter(|&i| tq.value(i) == q && td.value(i) == d)
+                .collect();
+            if rank.value(r) > 3 {
+                assert!(
+                    mine.is_empty(),
+                    "{precondition}: rank {} split",
+                    rank.value(r)
+                );
+                continue;
+            }
+            pairs += 1;
+            let tokens = index.doc_tokens(d, 0, u64::MAX).unwrap();
+            for which in ["document", "query"] {
+                let rows: Vec<usize> = mine
+                    .iter()
+                    .copied()
+                    .filter(|&i| side.value(i) == which)
+                    .collect();
+                let sum: f64 = rows.iter().map(|&i| ts.value(i)).sum();
+                let scale: f64 = rows.iter().map(|&i| ts.value(i).abs()).sum::<f64>();
+                assert!(
+                    (sum - score.value(r)).abs() <= 1e-4 * scale.max(score.value(r).abs()) + 1e-9,
+                    "{precondition} {q} doc {d} {which}: tokens sum to {sum}, score {}",
+                    score.value(r)
+                );
+                if which == "document" {
+                    let positions: Vec<i64> = rows.iter().map(|&i| pos.value(i)).collect();
+                    let want: Vec<i64> = (-1..tokens.len() as i64).collect();
+                    assert_eq!(positions, want, "{precondition} {q} doc {d}");
+                    for &i in &rows[1..] {
+                        assert_eq!(tid.value(i), tokens[pos.value(i) as usize]);
+                    }
+                } else {
+                    let completion = rows.iter().filter(|&&i| comp.value(i)).count();
+                    let (ctx, cont) = lm
+                        .split(
+                            if q == "f1" {
+                                "An rohi an ve tian"
+                            } else {
+                                "Oxazyn oxazam ve"
+                            },
+                            if q == "f1" {
+                                " Xirqenoxa qenoxazam"
+                            } else {
+                                " Zelazu xanoxaexo"
+                            },
+                        )
+                        .unwrap();
+                    assert_eq!(completion, cont.len());
+                    assert_eq!(rows.len(), ctx.len() + cont.len());
+                }
+            }
+        }
+        assert_eq!(pairs, 6, "{precondition}");
+    }
+    // Token influence needs the store's own index, and --index.
+    let other_idx = t.join("idx-other");
+    familiar([
+        "index".as_ref(),
+        "build".as_ref(),
+        "--tokenizer".as_ref(),
+        fixtures().join("tokenizer.json").as_os_str(),
+        "--out".as_ref(),
+        other_idx.as_os_str(),
+        "--no-text-index".as_ref(),
+        "-q".as_ref(),
+        fixtures().join("corpus/part-0000.jsonl.zst").as_os_str(),
+    ] as [&std::ffi::OsStr; 9])
+    .success();
+    attribute_score(
+        &s,
+        &model(),
+        &queries,
+        &t.join("x"),
+        &[
+            "--token-influence",
+            "2",
+            "--index",
+            other_idx.to_str().unwrap(),
+        ],
+    )
+    .failure()
+    .stderr_has(&["the store's own index"]);
+    attribute_score(
+        &s,
+        &model(),
+        &queries,
+        &t.join("x"),
+        &["--token-influence", "2"],
+    )
+    .failure()
+    .stderr_has(&["--index"]);
 
     // fisher, by its former name kfac, and --all: every document once per query, ranks 1..=N;
     // the table names it fisher.

@@ -359,6 +359,7 @@ pub(crate) fn attribution_score<'py>(
                 &queries,
                 precondition,
                 top_k,
+                None,
                 &model.display().to_string(),
                 &store.display().to_string(),
             )

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use familiar::table::Format;
-use familiar_models::attribute::{attribute, read_queries, Precondition};
+use familiar_models::attribute::{attribute, read_queries, Precondition, TokenOptions};
 use familiar_models::grads::build::{build_store, StoreOptions, StoreProgress};
 use familiar_models::grads::store::{GradientStore, StoreDtype};
 use familiar_models::measure::score::LanguageModel;
@@ -179,9 +179,24 @@ pub struct ScoreArgs {
     /// Write every document's score instead of the top k.
     #[arg(long)]
     all: bool,
-    /// Output directory (influence.parquet, queries.parquet).
+    /// Output directory (influence.parquet, queries.parquet; influence_tokens.parquet with
+    /// --token-influence).
     #[arg(long)]
     out: PathBuf,
+    /// Split the scores of each query's N best documents by token (influence_tokens.parquet):
+    /// which tokens of a document carry its influence. Needs --index.
+    ///
+    /// Each document's gradient is recomputed (as `attribute store` did), about a store build's
+    /// time per document; a document's token scores add up to its score.
+    #[arg(long, value_name = "N", requires = "index")]
+    token_influence: Option<usize>,
+    /// With --token-influence, split the query's side too: which of the query's tokens (prompt
+    /// and completion) carry its match with each of those documents.
+    #[arg(long, requires = "token_influence")]
+    query_tokens: bool,
+    /// The index the store was built on (for --token-influence: the documents' tokens).
+    #[arg(long)]
+    index: Option<PathBuf>,
     /// How rows are compared with the query gradient.
     ///
     /// fisher, the default (the damped inverse of each layer's empirical Fisher in projected
@@ -423,12 +438,28 @@ fn score(a: ScoreArgs) -> Result<i32> {
         PreconditionArg::Trackstar => Precondition::Trackstar { damping: a.damping },
     };
     let top = if a.all { None } else { Some(a.top_k) };
+    if a.token_influence == Some(0) {
+        bail!("--token-influence must be at least 1");
+    }
+    let index = match &a.index {
+        Some(dir) => Some(super::open_index(dir, None)?),
+        None => None,
+    };
+    let tokens = match (a.token_influence, &index) {
+        (Some(documents), Some(index)) => Some(TokenOptions {
+            index,
+            documents,
+            query_side: a.query_tokens,
+        }),
+        _ => None,
+    };
     let run = attribute(
         &store,
         &lm,
         &queries,
         precondition,
         top,
+        tokens,
         &a.model.display().to_string(),
         &a.store.display().to_string(),
     )?;
@@ -437,6 +468,17 @@ fn score(a: ScoreArgs) -> Result<i32> {
         .write(Format::Parquet, Some(&a.out.join("influence.parquet")))?;
     familiar::table::from_rows(&run.queries)?
         .write(Format::Parquet, Some(&a.out.join("queries.parquet")))?;
+    if tokens.is_some() {
+        familiar::table::from_rows(&run.tokens)?.write(
+            Format::Parquet,
+            Some(&a.out.join("influence_tokens.parquet")),
+        )?;
+        println!(
+            "wrote {} token scores to {}",
+            run.tokens.len(),
+            a.out.join("influence_tokens.parquet").display()
+        );
+    }
     println!(
         "scored {} queries against {} documents ({}) in {:.3} s; wrote {} rows to {}",
         queries.len(),

@@ -28,6 +28,7 @@ use familiar::option::name;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::grads::build::document_examples;
 use crate::grads::fast::FastGradients;
 use crate::grads::linalg::Cholesky;
 use crate::grads::store::{GradientStore, Moments};
@@ -731,26 +732,60 @@ impl familiar::table::TableRow for QueryRow {
     const TABLE: &'static str = "queries";
 }
 
-/// What [`attribute`] found: the two tables of an attribution run.
+/// A row of the `influence_tokens` table: a token's share of a document's score for a query.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[allow(missing_docs)] // the columns are documented in schemas/influence_tokens.json
+pub struct TokenInfluenceRow {
+    pub query_id: String,
+    pub doc_id: u64,
+    pub side: String,
+    pub position: i64,
+    pub token_id: u32,
+    pub token: String,
+    pub completion: bool,
+    pub score: f64,
+}
+
+impl familiar::table::TableRow for TokenInfluenceRow {
+    const TABLE: &'static str = "influence_tokens";
+}
+
+/// Token-level influence to compute with the scores.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenOptions<'a> {
+    /// The store's index (for the documents' tokens).
+    pub index: &'a familiar::index::Index,
+    /// Documents per query (its best ranked).
+    pub documents: usize,
+    /// Also split the query's side.
+    pub query_side: bool,
+}
+
+/// What [`attribute`] found: the tables of an attribution run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attribution {
     /// Documents ranked per query (the top `k`, or all).
     pub influence: Vec<InfluenceRow>,
     /// The queries, with their gradients' statistics.
     pub queries: Vec<QueryRow>,
+    /// Token-level influence, when asked for.
+    pub tokens: Vec<TokenInfluenceRow>,
     /// Seconds spent scoring the store's rows.
     pub scoring_seconds: f64,
 }
 
 /// Scores every document of `store` for each query (its completion's projected gradient under
-/// `precondition`, from `lm`), keeping the `top` documents per query (`None`: all). `model` and
+/// `precondition`, from `lm`), keeping the `top` documents per query (`None`: all), and splits
+/// the scores of each query's best documents by token when `tokens` asks. `model` and
 /// `store_name` label the rows of the queries table.
+#[allow(clippy::too_many_arguments)]
 pub fn attribute(
     store: &GradientStore,
     lm: &LanguageModel,
     queries: &[Query],
     precondition: Precondition,
     top: Option<usize>,
+    tokens: Option<TokenOptions<'_>>,
     model: &str,
     store_name: &str,
 ) -> Result<Attribution> {
@@ -760,6 +795,18 @@ pub fn attribute(
     let started = std::time::Instant::now();
     let scores = score_all(store, &prepared.vectors, &prepared.norm, top);
     let scoring_seconds = started.elapsed().as_secs_f64();
+    let tokens = match tokens {
+        Some(t) => token_influence(
+            store,
+            lm,
+            queries,
+            &gradients,
+            (precondition, &prepared),
+            &scores,
+            t,
+        )?,
+        None => Vec::new(),
+    };
     let influence = scores
         .iter()
         .map(|i| InfluenceRow {
@@ -798,6 +845,137 @@ pub fn attribute(
     Ok(Attribution {
         influence,
         queries,
+        tokens,
         scoring_seconds,
     })
+}
+
+/// Splits the scores of each query's `t.documents` best documents (from `scores`, ranked) by
+/// token: a document's row `Σ_t Σ_l s_t a_tᵀ` is recomputed with each token's term scored as the
+/// row is (its dot product with the query's vector over the row's norm), so a document's token
+/// scores add up to its score. The query side splits the query's gradient against the document's
+/// row preconditioned alike: every preconditioner here is symmetric, `⟨P q, g⟩ = ⟨q, P g⟩`.
+fn token_influence(
+    store: &GradientStore,
+    lm: &LanguageModel,
+    queries: &[Query],
+    gradients: &[Vec<f32>],
+    (precondition, prepared): (Precondition, &Prepared),
+    scores: &[Influence],
+    t: TokenOptions<'_>,
+) -> Result<Vec<TokenInfluenceRow>> {
+    let settings = &store.manifest.settings;
+    if t.index.documents() != settings.documents || t.index.manifest().tokens != settings.tokens {
+        return Err(Error::query(format!(
+            "the index holds {} documents of {} tokens, the store was built on {} of {}: token \
+             influence needs the store's own index",
+            t.index.documents(),
+            t.index.manifest().tokens,
+            settings.documents,
+            settings.tokens
+        )));
+    }
+    let projection = store.projection(&lm.model)?;
+    let fast = FastGradients::new(&lm.model, &projection)?;
+    let picked: Vec<&Influence> = scores
+        .iter()
+        .filter(|i| i.rank <= t.documents as u64)
+        .collect();
+    let decode = |id: u32| -> Result<String> { Ok(lm.tokenizer.decode(&[id])?) };
+    // The documents' rows, for the query side.
+    let dim = store.dim();
+    let row_of = |doc: u64| -> Vec<f32> {
+        let mut row = vec![0.0f32; dim];
+        if let Some(f) = store
+            .files
+            .iter()
+            .find(|f| doc >= f.first_doc && doc < f.first_doc + f.rows)
+        {
+            f.row(doc - f.first_doc, &mut row);
+        }
+        row
+    };
+    let doc_vectors = if t.query_side {
+        let rows: Vec<Vec<f32>> = picked.iter().map(|i| row_of(i.doc)).collect();
+        preconditioned(store, &rows, precondition)?.vectors
+    } else {
+        Vec::new()
+    };
+    let parts = picked
+        .par_iter()
+        .enumerate()
+        .map(|(k, i)| -> Result<Vec<TokenInfluenceRow>> {
+            let q = &queries[i.query];
+            let row = |side: &str, position: i64, id: u32, completion: bool, score: f64| {
+                Ok::<_, Error>(TokenInfluenceRow {
+                    query_id: q.id.clone(),
+                    doc_id: i.doc,
+                    side: side.to_string(),
+                    position,
+                    token_id: id,
+                    token: decode(id)?,
+                    completion,
+                    score,
+                })
+            };
+            let mut out = Vec::new();
+            // The document side.
+            let tokens = t.index.doc_tokens(i.doc, 0, u64::MAX)?;
+            let examples = document_examples(&tokens, settings.start_token, settings.context);
+            let vector = &prepared.vectors[i.query];
+            let (g, contributions) =
+                fast.token_contributions(&examples, std::slice::from_ref(vector))?;
+            let mut doc_row = vec![0.0f32; dim];
+            for chunk in g.rows.chunks_exact(dim) {
+                doc_row.iter_mut().zip(chunk).for_each(|(r, c)| *r += c);
+            }
+            let divisor = prepared.norm.of(&doc_row);
+            let inv = if divisor > 0.0 { 1.0 / divisor } else { 0.0 };
+            // Position in the start-token-prefixed sequence, summed over the chunks' overlaps.
+            let offset = usize::from(settings.start_token.is_some());
+            let mut by_position = vec![0.0f64; tokens.len() + offset];
+            let mut at = 0;
+            let mut from = 0;
+            for e in &examples {
+                for (j, c) in contributions[0][at..at + e.ids.len()].iter().enumerate() {
+                    by_position[from + j] += c * inv;
+                }
+                at += e.ids.len();
+                from += e.ids.len().saturating_sub(1);
+            }
+            for (p, score) in by_position.iter().enumerate() {
+                let position = p as i64 - offset as i64;
+                let id = if position < 0 {
+                    settings.start_token.unwrap_or(0)
+                } else {
+                    tokens[position as usize]
+                };
+                out.push(row("document", position, id, false, *score)?);
+            }
+            // The query side.
+            if t.query_side {
+                let (ctx, cont) = lm.split(&q.prompt, &q.completion)?;
+                let (ids, keep, _) = lm
+                    .fit(&ctx, &cont)
+                    .map_err(|e| Error::query(format!("query {}: {e}", q.id)))?;
+                let example = Example {
+                    ids: ids.clone(),
+                    first_target: keep,
+                };
+                let (_, c) =
+                    fast.token_contributions(std::slice::from_ref(&example), &doc_vectors[k..=k])?;
+                let divisor = prepared.norm.of(&gradients[i.query]);
+                let inv = if divisor > 0.0 { 1.0 / divisor } else { 0.0 };
+                for (p, (&id, c)) in ids.iter().zip(&c[0]).enumerate() {
+                    out.push(row("query", p as i64, id, p >= keep, c * inv)?);
+                }
+            }
+            Ok(out)
+        })
+        .collect::<Vec<Result<_>>>();
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
 }

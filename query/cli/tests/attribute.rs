@@ -8,9 +8,7 @@ mod util;
 
 use std::path::{Path, PathBuf};
 
-use arrow_array::{
-    Array, BooleanArray, Float64Array, Int64Array, StringArray, UInt32Array, UInt64Array,
-};
+use arrow_array::{Array, BooleanArray, Float64Array, StringArray, UInt64Array};
 use familiar::index::Index;
 use familiar_models::grads::build::document_examples;
 use familiar_models::grads::store::GradientStore;
@@ -391,8 +389,8 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
             col::<StringArray>(&tb, "query_id"),
             col::<UInt64Array>(&tb, "doc_id"),
             col::<StringArray>(&tb, "side"),
-            col::<Int64Array>(&tb, "position"),
-            col::<UInt32Array>(&tb, "token_id"),
+            col::<UInt64Array>(&tb, "position"),
+            col::<UInt64Array>(&tb, "token_id"),
             col::<BooleanArray>(&tb, "completion"),
             col::<Float64Array>(&tb, "score"),
         );
@@ -432,11 +430,17 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
                     score.value(r)
                 );
                 if which == "document" {
-                    let positions: Vec<i64> = rows.iter().map(|&i| pos.value(i)).collect();
-                    let want: Vec<i64> = (-1..tokens.len() as i64).collect();
+                    // The start token first (no position), then every token of the document.
+                    let positions: Vec<Option<u64>> = rows
+                        .iter()
+                        .map(|&i| (!pos.is_null(i)).then(|| pos.value(i)))
+                        .collect();
+                    let want: Vec<Option<u64>> = std::iter::once(None)
+                        .chain((0..tokens.len() as u64).map(Some))
+                        .collect();
                     assert_eq!(positions, want, "{precondition} {q} doc {d}");
                     for &i in &rows[1..] {
-                        assert_eq!(tid.value(i), tokens[pos.value(i) as usize]);
+                        assert_eq!(tid.value(i), u64::from(tokens[pos.value(i) as usize]));
                     }
                 } else {
                     let completion = rows.iter().filter(|&&i| comp.value(i)).count();
@@ -460,7 +464,124 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
             }
         }
         assert_eq!(pairs, 6, "{precondition}");
+        if precondition == "ekfac" {
+            // The report shows each top document around its most influential tokens, marked,
+            // and lists them with their shares; summary.json has the same.
+            let report = t.join("tokens-report");
+            familiar([
+                "attribute".as_ref(),
+                "report".as_ref(),
+                out.as_os_str(),
+                "--index".as_ref(),
+                idx.as_os_str(),
+                "--out".as_ref(),
+                report.as_os_str(),
+                "--docs".as_ref(),
+                "2".as_ref(),
+            ] as [&std::ffi::OsStr; 9])
+            .success();
+            let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+            assert_eq!(md.matches("Most influential tokens").count(), 4, "{md}");
+            assert!(md.contains('⦃'), "{md}");
+            let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+            assert!(html.contains("<mark class=\"influence\">"));
+            let r: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(report.join("summary.json")).unwrap())
+                    .unwrap();
+            let first = &r["queries"][0]["documents"][0];
+            let shares = first["influential"].as_array().unwrap();
+            assert!(!shares.is_empty() && shares.len() <= 8, "{first}");
+            let s: Vec<f64> = shares.iter().map(|x| x[1].as_f64().unwrap()).collect();
+            assert!(
+                s.windows(2).all(|w| w[0] >= w[1]) && s[s.len() - 1] > 0.0,
+                "{s:?}"
+            );
+        }
     }
+    // Several runs in one report: their agreement, by the same top-k overlap and first document
+    // computed here from their influence tables; an `attribute eval` lds.json's scores.
+    let top_of = |dir: &Path| -> std::collections::BTreeMap<String, Vec<u64>> {
+        let b = read_parquet(&dir.join("influence.parquet"), "influence");
+        let (q, d) = (
+            col::<StringArray>(&b, "query_id"),
+            col::<UInt64Array>(&b, "doc_id"),
+        );
+        let mut m: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+        for i in 0..b.num_rows() {
+            m.entry(q.value(i).to_string())
+                .or_default()
+                .push(d.value(i));
+        }
+        m
+    };
+    let lds = t.write(
+        "lds.json",
+        r#"{"lds": [{"precondition": "ekfac", "damping": 0.1, "mean": 0.25, "factual": 0.5, "reasoning": 0.0}]}"#,
+    );
+    let cmp = t.join("cmp-report");
+    let runs = ["ekfac", "fisher", "trackstar"].map(|p| t.join(format!("tokens-{p}")));
+    let mut args: Vec<&std::ffi::OsStr> = vec!["attribute".as_ref(), "report".as_ref()];
+    args.extend(runs.iter().map(|r| r.as_os_str()));
+    args.extend([
+        "--index".as_ref(),
+        idx.as_os_str(),
+        "--out".as_ref(),
+        cmp.as_os_str(),
+        "--top-k".as_ref(),
+        "4".as_ref(),
+        "--lds".as_ref(),
+        lds.as_os_str(),
+    ]);
+    familiar(&args).success();
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cmp.join("summary.json")).unwrap()).unwrap();
+    let pairs = r["comparison"].as_array().unwrap();
+    assert_eq!(pairs.len(), 3, "{r}");
+    let tops: Vec<_> = runs.iter().map(|d| top_of(d)).collect();
+    for (pair, (i, j)) in pairs.iter().zip([(0, 1), (0, 2), (1, 2)]) {
+        let (a, b) = (&tops[i], &tops[j]);
+        let overlap = a
+            .iter()
+            .map(|(q, x)| x.iter().filter(|d| b[q].contains(d)).count() as f64 / 4.0)
+            .sum::<f64>()
+            / 2.0;
+        let first = a.iter().filter(|(q, x)| x[0] == b[*q][0]).count() as f64 / 2.0;
+        assert_eq!(pair["queries"], 2);
+        assert!(
+            (pair["top_overlap"].as_f64().unwrap() - overlap).abs() < 1e-12,
+            "{pair}"
+        );
+        assert!(
+            (pair["same_first"].as_f64().unwrap() - first).abs() < 1e-12,
+            "{pair}"
+        );
+        assert!(
+            pair["spearman"].is_null(),
+            "top 4 only: no dense correlation"
+        );
+    }
+    assert_eq!(pairs[0]["a"], "ekfac");
+    assert_eq!(pairs[0]["b"], "fisher");
+    assert_eq!(r["lds"][0]["mean"], 0.25);
+    let md = std::fs::read_to_string(cmp.join("report.md")).unwrap();
+    assert!(
+        md.contains("## Preconditioners compared") && md.contains("## Linear datamodeling score")
+    );
+    let bad = t.write("bad-lds.json", "{\"lds\": 3}");
+    familiar([
+        "attribute".as_ref(),
+        "report".as_ref(),
+        runs[0].as_os_str(),
+        "--index".as_ref(),
+        idx.as_os_str(),
+        "--out".as_ref(),
+        t.join("bad-report").as_os_str(),
+        "--lds".as_ref(),
+        bad.as_os_str(),
+    ] as [&std::ffi::OsStr; 9])
+    .failure()
+    .stderr_has(&["bad-lds.json", "lds.json"]);
+
     // Token influence needs the store's own index, and --index.
     let other_idx = t.join("idx-other");
     familiar([
@@ -489,15 +610,15 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
     )
     .failure()
     .stderr_has(&["the store's own index"]);
-    attribute_score(
+    let o = attribute_score(
         &s,
         &model(),
         &queries,
         &t.join("x"),
         &["--token-influence", "2"],
-    )
-    .failure()
-    .stderr_has(&["--index"]);
+    );
+    assert_eq!(o.code(), Some(2), "a usage error");
+    o.stderr_has(&["--index"]);
 
     // fisher, by its former name kfac, and --all: every document once per query, ranks 1..=N;
     // the table names it fisher.

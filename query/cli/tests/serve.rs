@@ -1755,32 +1755,26 @@ fn report_charts_hold_their_text_in_a_real_browser() {
 }
 
 /// A report page's quoted corpus text in Chromium: shown as text (markup in it is not
-/// interpreted), the answer and intermediate answers marked, nothing else.
+/// interpreted), the answer, intermediate answers and influential tokens marked (a token inside
+/// the answer within its mark), nothing else.
 #[test]
 fn report_excerpts_show_corpus_text_with_the_answers_marked_in_a_real_browser() {
     use familiar_reports::attribution::Piece;
     let Some(b) = Browser::start() else { return };
+    let piece = |text: &str, mark: Option<&'static str>, influential: bool| Piece {
+        text: text.into(),
+        mark,
+        influential,
+    };
     let pieces = vec![
-        Piece {
-            text: "…".into(),
-            mark: None,
-        },
-        Piece {
-            text: "a <b>bold</b> & `odd` ⟦text⟧ before ".into(),
-            mark: None,
-        },
-        Piece {
-            text: "Zelxir".into(),
-            mark: Some("answer"),
-        },
-        Piece {
-            text: " then\n".into(),
-            mark: None,
-        },
-        Piece {
-            text: "Exoexo".into(),
-            mark: Some("intermediate"),
-        },
+        piece("…", None, false),
+        piece("a <b>bold</b> & `odd` ⟦text⟧ ⦃x⦄ before ", None, false),
+        piece("Zel", Some("answer"), true),
+        piece("xir", Some("answer"), false),
+        piece(" then\n", None, false),
+        piece("Exoexo", Some("intermediate"), false),
+        piece(" and ", None, false),
+        piece("tian", None, true),
     ];
     let md = format!(
         "# Attribution report\n\n### `q1` (reasoning, sum)\n\n1. document 7\n\n> {}\n",
@@ -1801,13 +1795,19 @@ fn report_excerpts_show_corpus_text_with_the_answers_marked_in_a_real_browser() 
     );
     assert_eq!(
         v["text"],
-        json!("…a <b>bold</b> & `odd` [text] before Zelxir then Exoexo"),
+        json!("…a <b>bold</b> & `odd` [text] {x} before Zelxir then Exoexo and tian"),
         "{v}\n{html}"
     );
     assert_eq!(v["bold"], json!(0));
     assert_eq!(
         v["marks"],
-        json!([["answer", "Zelxir"], ["intermediate", "Exoexo"]])
+        json!([
+            ["answer", "Zel"],
+            ["influence", "Zel"],
+            ["answer", "xir"],
+            ["intermediate", "Exoexo"],
+            ["influence", "tian"]
+        ])
     );
     assert_eq!(v["h3"], json!("q1 (reasoning, sum)"));
 }

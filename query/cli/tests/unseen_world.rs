@@ -916,15 +916,17 @@ fn sweep() {
             ),
         ];
         for d in dampings.split(',') {
-            configs.push((
-                format!("fisher λ {d}"),
-                vec![
-                    "--precondition".into(),
-                    "fisher".into(),
-                    "--damping".into(),
-                    d.into(),
-                ],
-            ));
+            for p in ["fisher", "ekfac", "trackstar"] {
+                configs.push((
+                    format!("{p} λ {d}"),
+                    vec![
+                        "--precondition".into(),
+                        p.into(),
+                        "--damping".into(),
+                        d.into(),
+                    ],
+                ));
+            }
         }
         for (name, args) in configs {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();

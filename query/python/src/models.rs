@@ -315,11 +315,12 @@ pub(crate) fn attribution_store<'py>(
     Ok(d)
 }
 
-/// (influence, queries) tables of the queries (`{"id", "prompt", "completion", "kind", "task",
-/// ...}`) against a gradient store built with `model`.
+/// (influence, queries, influence_tokens) tables of the queries (`{"id", "prompt",
+/// "completion", "kind", "task", ...}`) against a gradient store built with `model`; the last is
+/// `None` unless `token_documents` asks for token-level influence (with the store's `index`).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (store, model, path, text, precondition, damping, top_k))]
+#[pyo3(signature = (store, model, path, text, precondition, damping, top_k, index, token_documents, query_tokens))]
 pub(crate) fn attribution_score<'py>(
     py: Python<'py>,
     store: PathBuf,
@@ -329,7 +330,15 @@ pub(crate) fn attribution_score<'py>(
     precondition: &str,
     damping: f64,
     top_k: Option<usize>,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    index: Option<&NativeIndex>,
+    token_documents: Option<usize>,
+    query_tokens: bool,
+) -> PyResult<(
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Option<Bound<'py, PyAny>>,
+)> {
+    let index = index.map(|i| Arc::clone(&i.inner));
     let precondition = match precondition {
         "identity" => Precondition::Identity,
         "cosine" => Precondition::Cosine,
@@ -353,13 +362,21 @@ pub(crate) fn attribution_score<'py>(
         move |_: &(dyn Fn(Step) + Sync)| {
             let queries = parsed(&path, text.as_deref(), attribute::parse_queries)?;
             let (gradients, lm) = attribute::open_store_and_model(&store, &model)?;
+            let tokens = match (token_documents, index.as_deref()) {
+                (Some(documents), Some(index)) => Some(attribute::TokenOptions {
+                    index,
+                    documents,
+                    query_side: query_tokens,
+                }),
+                _ => None,
+            };
             attribute::attribute(
                 &gradients,
                 &lm,
                 &queries,
                 precondition,
                 top_k,
-                None,
+                tokens,
                 &model.display().to_string(),
                 &store.display().to_string(),
             )
@@ -368,5 +385,16 @@ pub(crate) fn attribution_score<'py>(
     .map_err(model_err)?;
     let influence = familiar::table::from_rows(&run.influence).map_err(to_py)?;
     let queries = familiar::table::from_rows(&run.queries).map_err(to_py)?;
-    Ok((table_to_py(py, &influence)?, table_to_py(py, &queries)?))
+    let tokens = match token_documents {
+        Some(_) => Some(table_to_py(
+            py,
+            &familiar::table::from_rows(&run.tokens).map_err(to_py)?,
+        )?),
+        None => None,
+    };
+    Ok((
+        table_to_py(py, &influence)?,
+        table_to_py(py, &queries)?,
+        tokens,
+    ))
 }

@@ -184,6 +184,29 @@ def test_attribution_equals_the_cli(index_dir, cli_store, tmp_path):
     everything, _ = attribution.score(out, TRAINED, rows[:1], top_k=None, precondition="identity")
     assert sorted(r["rank"] for r in everything.to_pylist()) == list(range(1, ix.num_documents + 1))
 
+    # EK-FAC and TrackStar, as the command line ranks them; token-level influence whose shares
+    # add up to each top document's score
+    for precondition in ["ekfac", "trackstar"]:
+        cli("attribute", "score", "--store", str(out), "--model", str(TRAINED), "--queries", str(QUERIES),
+            "--top-k", "3", "--precondition", precondition, "--out", str(tmp_path / f"cli-{precondition}"))
+        expected = pq.read_table(tmp_path / f"cli-{precondition}" / "influence.parquet").to_pylist()
+        run = attribution.score(out, TRAINED, QUERIES, top_k=3, precondition=precondition,
+                                token_influence=2, query_tokens=True, index=ix)
+        assert isinstance(run, attribution.TokenAttribution)
+        got = run.influence.to_pylist()
+        assert [(g["query_id"], g["doc_id"]) for g in got] == [(e["query_id"], e["doc_id"]) for e in expected]
+        assert run.queries.column("precondition").to_pylist()[0] == precondition
+        tokens = run.tokens.to_pylist()
+        for g in got:
+            for side in ["document", "query"]:
+                mine = [t["score"] for t in tokens
+                        if (t["query_id"], t["doc_id"], t["side"]) == (g["query_id"], g["doc_id"], side)]
+                if g["rank"] > 2:
+                    assert mine == []
+                else:
+                    scale = max(sum(abs(x) for x in mine), abs(g["score"]))
+                    assert sum(mine) == pytest.approx(g["score"], abs=1e-4 * scale), (precondition, side)
+
 
 def test_a_stopped_store_keeps_finished_shards_and_resumes(index_dir, cli_store, tmp_path):
     out = tmp_path / "stopped"
@@ -219,3 +242,9 @@ def test_bad_attribution_input(index_dir, cli_store, tmp_path):
         attribution.score(tmp_path / "no-store", TRAINED, QUERIES)
     with pytest.raises(familiar.FamiliarError, match="precondition"):
         attribution.score(cli_store, TRAINED, QUERIES, precondition="newton")
+    with pytest.raises(familiar.ConfigError, match="index"):
+        attribution.score(cli_store, TRAINED, QUERIES, token_influence=2)
+    with pytest.raises(familiar.ConfigError, match="token_influence"):
+        attribution.score(cli_store, TRAINED, QUERIES, token_influence=0, index=index_dir)
+    with pytest.raises(familiar.ConfigError, match="token_influence"):
+        attribution.score(cli_store, TRAINED, QUERIES, query_tokens=True)

@@ -29,7 +29,7 @@ pub fn page(title: &str, md: &str, charts: &[(String, String, String)]) -> Strin
          table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
          td:first-child,td:nth-child(2),th{{text-align:left}}\
          blockquote{{margin:0.3em 0 1em 1em;padding-left:0.8em;border-left:3px solid #ccc}}\
-         mark.intermediate{{background:#cde}}</style></head><body>\n",
+         mark.intermediate{{background:#cde}}mark.influence{{background:#fc8;border-bottom:2px solid #c60}}</style></head><body>\n",
         esc(title)
     );
     let mut lines = md.lines().peekable();
@@ -41,7 +41,8 @@ pub fn page(title: &str, md: &str, charts: &[(String, String, String)]) -> Strin
             let marked = esc(q)
                 .replace('⟦', "<mark class=\"answer\">")
                 .replace('⟪', "<mark class=\"intermediate\">")
-                .replace(['⟧', '⟫'], "</mark>");
+                .replace('⦃', "<mark class=\"influence\">")
+                .replace(['⟧', '⟫', '⦄'], "</mark>");
             out.push_str(&format!("<blockquote>{marked}</blockquote>\n"));
         } else if let Some(h) = line.strip_prefix("## ") {
             out.push_str(&format!("<h2>{}</h2>\n", inline(h)));

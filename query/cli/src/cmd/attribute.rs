@@ -80,8 +80,15 @@ pub struct EvalArgs {
 /// Arguments of `familiar attribute report`.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// The output directory of `familiar attribute score` (influence.parquet, queries.parquet).
-    dir: PathBuf,
+    /// The output directory of `familiar attribute score` (influence.parquet, queries.parquet);
+    /// more than one: the report is on the first, with a section comparing them all (say,
+    /// one run per preconditioner on the same queries).
+    #[arg(required = true, num_args = 1..)]
+    dirs: Vec<PathBuf>,
+    /// The lds.json of an `attribute eval` run of the same store: its linear datamodeling scores
+    /// in the report.
+    #[arg(long)]
+    lds: Option<PathBuf>,
     /// The index the gradient store was built from (answers and sources of documents).
     #[arg(long)]
     index: PathBuf,
@@ -339,15 +346,44 @@ fn report(a: ReportArgs) -> Result<i32> {
         bail!("--top-k must be at least 1");
     }
     let index = super::open_index(&a.index, None)?;
-    use familiar_reports::attribution::{analyse, write, Run};
-    let run = Run::read(&a.dir).with_context(|| format!("reading the run {}", a.dir.display()))?;
-    let r = analyse(&run, &a.dir, &index, a.top_k, a.docs)
-        .with_context(|| format!("reporting on {}", a.dir.display()))?;
-    let written = write(&r, &run, &a.out)?;
+    use familiar_reports::attribution::{analyse, compare, read_lds, write, Run};
+    let runs = a
+        .dirs
+        .iter()
+        .map(|d| Run::read(d).with_context(|| format!("reading the run {}", d.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let (dir, run) = (&a.dirs[0], &runs[0]);
+    let mut r = analyse(run, dir, &index, a.top_k, a.docs)
+        .with_context(|| format!("reporting on {}", dir.display()))?;
+    if runs.len() > 1 {
+        let name = |run: &Run| -> String {
+            run.queries
+                .first()
+                .map_or("(no queries)".into(), |q| q.precondition.clone())
+        };
+        let labels: Vec<String> = runs
+            .iter()
+            .zip(&a.dirs)
+            .map(|(run, d)| {
+                let n = name(run);
+                if runs.iter().filter(|o| name(o) == n).count() > 1 {
+                    format!("{n} ({})", d.display())
+                } else {
+                    n
+                }
+            })
+            .collect();
+        let labelled: Vec<(String, &Run)> = labels.into_iter().zip(&runs).collect();
+        r.comparison = compare(&labelled, a.top_k);
+    }
+    if let Some(path) = &a.lds {
+        r.lds = read_lds(path)?;
+    }
+    let written = write(&r, run, &a.out)?;
     if !r.complete {
         eprintln!(
             "note: {} holds only the top documents of each query; run `familiar attribute score --all` for correlations, concentration and the power-law fit",
-            a.dir.display()
+            dir.display()
         );
     }
     println!(

@@ -739,8 +739,8 @@ pub struct TokenInfluenceRow {
     pub query_id: String,
     pub doc_id: u64,
     pub side: String,
-    pub position: i64,
-    pub token_id: u32,
+    pub position: Option<u64>,
+    pub token_id: u64,
     pub token: String,
     pub completion: bool,
     pub score: f64,
@@ -906,18 +906,19 @@ fn token_influence(
         .enumerate()
         .map(|(k, i)| -> Result<Vec<TokenInfluenceRow>> {
             let q = &queries[i.query];
-            let row = |side: &str, position: i64, id: u32, completion: bool, score: f64| {
-                Ok::<_, Error>(TokenInfluenceRow {
-                    query_id: q.id.clone(),
-                    doc_id: i.doc,
-                    side: side.to_string(),
-                    position,
-                    token_id: id,
-                    token: decode(id)?,
-                    completion,
-                    score,
-                })
-            };
+            let row =
+                |side: &str, position: Option<usize>, id: u32, completion: bool, score: f64| {
+                    Ok::<_, Error>(TokenInfluenceRow {
+                        query_id: q.id.clone(),
+                        doc_id: i.doc,
+                        side: side.to_string(),
+                        position: position.map(|p| p as u64),
+                        token_id: u64::from(id),
+                        token: decode(id)?,
+                        completion,
+                        score,
+                    })
+                };
             let mut out = Vec::new();
             // The document side.
             let tokens = t.index.doc_tokens(i.doc, 0, u64::MAX)?;
@@ -944,11 +945,10 @@ fn token_influence(
                 from += e.ids.len().saturating_sub(1);
             }
             for (p, score) in by_position.iter().enumerate() {
-                let position = p as i64 - offset as i64;
-                let id = if position < 0 {
-                    settings.start_token.unwrap_or(0)
-                } else {
-                    tokens[position as usize]
+                // The start token has no position in the document.
+                let (position, id) = match p.checked_sub(offset) {
+                    Some(k) => (Some(k), tokens[k]),
+                    None => (None, settings.start_token.unwrap_or(0)),
                 };
                 out.push(row("document", position, id, false, *score)?);
             }
@@ -967,7 +967,7 @@ fn token_influence(
                 let divisor = prepared.norm.of(&gradients[i.query]);
                 let inv = if divisor > 0.0 { 1.0 / divisor } else { 0.0 };
                 for (p, (&id, c)) in ids.iter().zip(&c[0]).enumerate() {
-                    out.push(row("query", p as i64, id, p >= keep, c * inv)?);
+                    out.push(row("query", Some(p), id, p >= keep, c * inv)?);
                 }
             }
             Ok(out)

@@ -116,20 +116,9 @@ impl KronSums {
 
     /// Reads the sums of `layers` layers of ranks `rank_in` × `rank_out`.
     pub fn read(path: &Path, layers: usize, rank_in: usize, rank_out: usize) -> Result<KronSums> {
-        let bytes = std::fs::read(path).at(path)?;
-        let h = Header::parse(&bytes, FileKind::KronFactors, path)?;
         let want = KronSums::values(layers, rank_in, rank_out) as u64;
-        if h.width != 64 || h.count != want || h.aux0 != layers as u64 {
-            return Err(Error::corrupt(
-                path,
-                format!(
-                    "header says width {}, {} values over {} layers; the store has width 64, \
-                     {want} values over {layers} layers",
-                    h.width, h.count, h.aux0
-                ),
-            ));
-        }
-        let values = finite_values(path, &bytes[HEADER_LEN..])?;
+        let (h, values) =
+            read_values(path, FileKind::KronFactors, want, (layers as u64, "layers"))?;
         let (ni, no) = (rank_in * rank_in, rank_out * rank_out);
         let (inputs, outputs) = values.split_at(layers * ni);
         Ok(KronSums {
@@ -166,6 +155,29 @@ fn outer_sums(m: &mut [f64], v: &[f32], n: usize, r: usize) {
             }
         }
     }
+}
+
+/// The header and f64 values of a factor file of `kind` that must hold `want` values and `aux0`
+/// (what its `aux0` counts, named).
+fn read_values(
+    path: &Path,
+    kind: FileKind,
+    want: u64,
+    (aux0, what): (u64, &str),
+) -> Result<(Header, Vec<f64>)> {
+    let bytes = std::fs::read(path).at(path)?;
+    let h = Header::parse(&bytes, kind, path)?;
+    if h.width != 64 || h.count != want || h.aux0 != aux0 {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "header says width {}, {} values over {} {what}; the store has width 64, \
+                 {want} values over {aux0} {what}",
+                h.width, h.count, h.aux0
+            ),
+        ));
+    }
+    Ok((h, finite_values(path, &bytes[HEADER_LEN..])?))
 }
 
 /// The little-endian f64 values of `bytes`, refusing a non-finite one by its index.
@@ -424,20 +436,8 @@ impl Ekfac {
         rank_out: usize,
         rows: u64,
     ) -> Result<Ekfac> {
-        let bytes = std::fs::read(path).at(path)?;
-        let h = Header::parse(&bytes, FileKind::Ekfac, path)?;
         let want = Ekfac::values(layers, rank_in, rank_out) as u64;
-        if h.width != 64 || h.count != want || h.aux0 != rows {
-            return Err(Error::corrupt(
-                path,
-                format!(
-                    "header says width {}, {} values over {} rows; the store has width 64, \
-                     {want} values over {rows} rows",
-                    h.width, h.count, h.aux0
-                ),
-            ));
-        }
-        let values = finite_values(path, &bytes[HEADER_LEN..])?;
+        let (h, values) = read_values(path, FileKind::Ekfac, want, (rows, "rows"))?;
         let (ni, no, nl) = (rank_in * rank_in, rank_out * rank_out, rank_in * rank_out);
         let mut fitted = Vec::with_capacity(layers);
         for (l, v) in values.chunks(ni + no + nl).enumerate() {

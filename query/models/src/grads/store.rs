@@ -654,24 +654,7 @@ impl GradientStore {
         let spec = &manifest.settings.projection;
         match (&manifest.head_factor, spec.head_whitening.is_some()) {
             (Some(h), true) => {
-                let p = dir.join(&h.file);
-                if verify {
-                    let (sum, _) = familiar::checksum::of_file(&p)?;
-                    if sum != h.checksum {
-                        return Err(Error::corrupt(&p, "checksum mismatch"));
-                    }
-                }
-                let want =
-                    HEADER_LEN as u64 + 8 * spec.layers.last().map_or(0, |l| l.output) as u64;
-                let got = std::fs::metadata(&p).at(&p)?.len();
-                if got != want {
-                    return Err(familiar::Error::Size {
-                        path: p,
-                        expected: want,
-                        actual: got,
-                    }
-                    .into());
-                }
+                check_file(dir, h, spec.layers.last().map_or(0, |l| l.output), verify)?;
             }
             (None, false) => {}
             (h, _) => {

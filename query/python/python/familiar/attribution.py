@@ -17,7 +17,7 @@ from typing import Any, Dict, NamedTuple, Optional, Union
 from . import _familiar
 from ._records import Records, named, records, reporter
 
-__all__ = ["store", "score", "Attribution"]
+__all__ = ["store", "score", "Attribution", "TokenAttribution"]
 
 
 class Attribution(NamedTuple):
@@ -27,6 +27,18 @@ class Attribution(NamedTuple):
     """Documents ranked per query: query_id, doc_id, score, rank."""
     queries: Any
     """The queries and their gradients' statistics."""
+
+
+class TokenAttribution(NamedTuple):
+    """The tables of an attribution run with token-level influence (``pyarrow.Table``)."""
+
+    influence: Any
+    """Documents ranked per query: query_id, doc_id, score, rank."""
+    queries: Any
+    """The queries and their gradients' statistics."""
+    tokens: Any
+    """Each token's share of a top document's score (``influence_tokens``): query_id, doc_id,
+    side, position, token_id, token, completion, score."""
 
 
 def store(
@@ -73,7 +85,10 @@ def score(
     top_k: Optional[int] = 100,
     precondition: str = "fisher",
     damping: float = 0.1,
-) -> Attribution:
+    token_influence: Optional[int] = None,
+    query_tokens: bool = False,
+    index: Any = None,
+) -> Union[Attribution, TokenAttribution]:
     """Ranks the documents of ``store`` for each query (``{"id", "prompt", "completion", "kind":
     "factual"|"reasoning", "task", "answer"?, "intermediate"?, "metadata"?}``, a file or a list
     of dicts; other keys are kept as the query's ``metadata``, except a likely misspelling of a
@@ -84,12 +99,41 @@ def score(
     Fisher, damped by ``damping`` × its mean corrected eigenvalue), ``trackstar`` (TrackStar:
     gradients corrected by the store's second moment, whitened and unit-normalised),
     ``identity`` (dot product) or ``cosine``. ``model`` must be the one the store was built
-    with. Ctrl-C returns at once (the computation is dropped; nothing is written)."""
+    with. ``token_influence=N`` also splits each query's N best documents' scores by token
+    (which tokens carry the influence; ``query_tokens=True``: the query's tokens too), reading
+    the documents from ``index`` (the store's :class:`familiar.Index` or its path), and returns a
+    :class:`TokenAttribution` with the ``tokens`` table. Ctrl-C returns at once (the computation
+    is dropped; nothing is written)."""
+    from . import Index
+
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise _familiar.ConfigError(f"top_k={top_k!r}: expected a positive integer or None")
+    if token_influence is not None:
+        if (
+            not isinstance(token_influence, int)
+            or isinstance(token_influence, bool)
+            or token_influence < 1
+        ):
+            raise _familiar.ConfigError(
+                f"token_influence={token_influence!r}: expected a positive integer or None"
+            )
+        if index is None:
+            raise _familiar.ConfigError(
+                "token_influence needs index= (the index the store was built on)"
+            )
+    elif query_tokens:
+        raise _familiar.ConfigError("query_tokens=True needs token_influence=N")
+    native = None
+    if index is not None:
+        if not isinstance(index, Index):
+            index = Index(index)
+        native = index._native
     path, text = records(queries, "queries")
     with named("queries", text):
-        influence, table = _familiar.attribution_score(
-            os.fspath(store), os.fspath(model), path, text, str(precondition), float(damping), top_k
+        influence, table, tokens = _familiar.attribution_score(
+            os.fspath(store), os.fspath(model), path, text, str(precondition), float(damping),
+            top_k, native, token_influence, bool(query_tokens),
         )
+    if token_influence is not None:
+        return TokenAttribution(influence, table, tokens)
     return Attribution(influence, table)

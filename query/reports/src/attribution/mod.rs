@@ -56,6 +56,10 @@ pub struct Run {
     pub queries: Vec<RunQuery>,
     /// Per query (same order), `(doc_id, score)` by rank.
     pub scores: Vec<Vec<(u64, f64)>>,
+    /// Token-level influence of the run's documents (`influence_tokens.parquet`, when the run
+    /// has it): per (query index, document), `(position, score)` of its tokens (the start token,
+    /// which has no position, left out).
+    pub tokens: HashMap<(usize, u64), Vec<(u64, f64)>>,
 }
 
 /// Columns added to the tables after runs were written without them, and not needed here: a
@@ -180,7 +184,45 @@ impl Run {
                 r.into_iter().map(|(_, d, s)| (d, s)).collect()
             })
             .collect();
-        Ok(Run { queries, scores })
+        let mut tokens: HashMap<(usize, u64), Vec<(u64, f64)>> = HashMap::new();
+        let tpath = dir.join("influence_tokens.parquet");
+        if tpath.exists() {
+            for b in read_table(&tpath, "influence_tokens")? {
+                let ids = strings(&b, "query_id");
+                let sides = strings(&b, "side");
+                let (Some(docs), Some(positions), Some(scores)) = (
+                    b.column_by_name("doc_id")
+                        .map(|c| c.as_primitive::<UInt64Type>().clone()),
+                    b.column_by_name("position")
+                        .map(|c| c.as_primitive::<UInt64Type>().clone()),
+                    b.column_by_name("score")
+                        .map(|c| c.as_primitive::<Float64Type>().clone()),
+                ) else {
+                    return Err(Error::corrupt(&tpath, "columns missing"));
+                };
+                for (i, id) in ids.iter().enumerate() {
+                    if sides[i].as_deref() != Some("document") || positions.is_null(i) {
+                        continue;
+                    }
+                    let id = id.as_deref().unwrap_or_default();
+                    let q = *position.get(id).ok_or_else(|| {
+                        Error::corrupt(
+                            &tpath,
+                            format!("query `{id}` is not in {}", qpath.display()),
+                        )
+                    })?;
+                    tokens
+                        .entry((q, docs.value(i)))
+                        .or_default()
+                        .push((positions.value(i), scores.value(i)));
+                }
+            }
+        }
+        Ok(Run {
+            queries,
+            scores,
+            tokens,
+        })
     }
 }
 
@@ -249,9 +291,15 @@ pub struct TopDocument {
     pub source: String,
     /// Characters of its text.
     pub chars: usize,
-    /// An excerpt in pieces: the text around the first occurrence of the answer (else of an
-    /// intermediate answer, else the beginning), each occurrence its own piece, marked.
+    /// An excerpt in pieces: the text around its most influential token (with token-level
+    /// influence), else the first occurrence of the answer (else of an intermediate answer,
+    /// else the beginning), each occurrence of an answer and each influential token its own
+    /// piece, marked.
     pub excerpt: Vec<Piece>,
+    /// Its most influential tokens (with token-level influence): the token as decoded and its
+    /// share of the score, highest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub influential: Vec<(String, f64)>,
 }
 
 /// A piece of an excerpt.
@@ -262,7 +310,13 @@ pub struct Piece {
     /// `answer` or `intermediate` for an occurrence of one, else none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mark: Option<&'static str>,
+    /// Part of one of the document's most influential tokens.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub influential: bool,
 }
+
+/// Tokens highlighted per shown document.
+pub const INFLUENTIAL_TOKENS: usize = 8;
 
 /// Characters shown around the first occurrence.
 const EXCERPT_BEFORE: usize = 160;
@@ -288,6 +342,17 @@ fn chars_after(text: &str, at: usize, n: usize) -> usize {
 /// `text`'s excerpt around the first occurrence of `answer` (else of one of `intermediate`),
 /// with every occurrence of each in it marked (the answer first where they overlap).
 pub fn excerpt(text: &str, answer: Option<&str>, intermediate: &[String]) -> Vec<Piece> {
+    excerpt_with(text, answer, intermediate, &[])
+}
+
+/// [`excerpt`], centred on the first of `influential` (byte ranges of tokens, most influential
+/// first) when there is one, with the parts of the window they cover marked influential too.
+pub fn excerpt_with(
+    text: &str,
+    answer: Option<&str>,
+    intermediate: &[String],
+    influential: &[(usize, usize)],
+) -> Vec<Piece> {
     let needles: Vec<(&str, &'static str)> = answer
         .into_iter()
         .filter(|a| !a.is_empty())
@@ -299,7 +364,10 @@ pub fn excerpt(text: &str, answer: Option<&str>, intermediate: &[String]) -> Vec
                 .map(|a| (a.as_str(), "intermediate")),
         )
         .collect();
-    let first = needles.iter().find_map(|(n, _)| text.find(n));
+    let first = influential
+        .first()
+        .map(|r| r.0)
+        .or_else(|| needles.iter().find_map(|(n, _)| text.find(n)));
     let (start, end) = match first {
         Some(at) => (
             chars_before(text, at, EXCERPT_BEFORE),
@@ -320,40 +388,77 @@ pub fn excerpt(text: &str, answer: Option<&str>, intermediate: &[String]) -> Vec
         }
     }
     marks.sort();
+    // The influential tokens' ranges within the window.
+    let hot: Vec<(usize, usize)> = influential
+        .iter()
+        .filter(|&&(a, b)| a < end && b > start && a < b)
+        .map(|&(a, b)| (a.max(start) - start, b.min(end) - start))
+        .collect();
+    // Every boundary of either layer splits the window; each piece takes its marks.
+    let mut cuts: Vec<usize> = vec![0, window.len()];
+    for &(a, b, _) in &marks {
+        cuts.extend([a, b]);
+    }
+    for &(a, b) in &hot {
+        cuts.extend([a, b]);
+    }
+    cuts.retain(|&c| window.is_char_boundary(c));
+    cuts.sort_unstable();
+    cuts.dedup();
+    let plain = |text: &str| Piece {
+        text: text.into(),
+        mark: None,
+        influential: false,
+    };
     let mut out = Vec::new();
     if start > 0 {
-        out.push(Piece {
-            text: "…".into(),
-            mark: None,
-        });
+        out.push(plain("…"));
     }
-    let mut pos = 0;
-    for (a, b, mark) in marks {
-        if a > pos {
-            out.push(Piece {
-                text: window[pos..a].to_string(),
-                mark: None,
-            });
-        }
-        out.push(Piece {
+    for w in cuts.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let mark = marks
+            .iter()
+            .find(|&&(x, y, _)| x <= a && b <= y)
+            .map(|m| m.2);
+        let influential = hot.iter().any(|&(x, y)| x <= a && b <= y);
+        let piece = Piece {
             text: window[a..b].to_string(),
-            mark: Some(mark),
-        });
-        pos = b;
-    }
-    if pos < window.len() {
-        out.push(Piece {
-            text: window[pos..].to_string(),
-            mark: None,
-        });
+            mark,
+            influential,
+        };
+        // Neighbours with the same marks are one piece.
+        match out.last_mut() {
+            Some(last)
+                if last.mark == piece.mark
+                    && last.influential == piece.influential
+                    && last.text != "…" =>
+            {
+                last.text.push_str(&piece.text);
+            }
+            _ => out.push(piece),
+        }
     }
     if end < text.len() {
-        out.push(Piece {
-            text: "…".into(),
-            mark: None,
-        });
+        out.push(plain("…"));
     }
     out
+}
+
+/// The byte range of token `k` of `tokens` in `text` (their decoding): the decodings of the
+/// tokens before it and through it, when both are prefixes of `text` (a token inside a
+/// character split across tokens has none).
+fn token_range(
+    tokenizer: &familiar::tokenizer::Tokenizer,
+    tokens: &[u32],
+    text: &str,
+    k: usize,
+) -> Result<Option<(usize, usize)>> {
+    let before = tokenizer.decode(&tokens[..k])?;
+    let through = tokenizer.decode(&tokens[..=k])?;
+    Ok(
+        (text.starts_with(&before) && text.starts_with(&through) && through.len() > before.len())
+            .then_some((before.len(), through.len())),
+    )
 }
 
 /// Mean correlations of one group of query pairs.
@@ -406,6 +511,116 @@ pub struct Report {
     pub correlations: Vec<Correlation>,
     /// Source enrichment by kind.
     pub enrichment: Vec<Enrichment>,
+    /// Agreement between this run and others given with it (preconditioners compared).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub comparison: Vec<Agreement>,
+    /// Linear datamodeling scores of the preconditioners, from an `attribute eval` run's
+    /// `lds.json` given with the report.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lds: Vec<LdsRow>,
+}
+
+/// How two runs (two preconditioners, or the same with other settings) agree on the queries they
+/// share.
+#[derive(Debug, Clone, Serialize)]
+pub struct Agreement {
+    /// One run's label (its preconditioner; with its directory when that repeats).
+    pub a: String,
+    /// The other's.
+    pub b: String,
+    /// Queries both ran.
+    pub queries: usize,
+    /// Mean share of the top `k` documents both rank in their top `k`.
+    pub top_overlap: f64,
+    /// Share of the queries whose first document is the same.
+    pub same_first: f64,
+    /// Mean Spearman correlation of the two runs' scores over every document (only when both
+    /// scored every document, `score --all`).
+    pub spearman: Option<f64>,
+}
+
+/// A preconditioner's linear datamodeling score (a row of `lds.json`'s `lds`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct LdsRow {
+    /// The preconditioner.
+    pub precondition: String,
+    /// Its damping, when it has one.
+    #[serde(default)]
+    pub damping: Option<f64>,
+    /// Mean Spearman correlation over queries.
+    pub mean: f64,
+    /// Over factual queries.
+    pub factual: f64,
+    /// Over reasoning queries.
+    pub reasoning: f64,
+}
+
+/// Reads the per-preconditioner scores of an `attribute eval` run's `lds.json`.
+pub fn read_lds(path: &Path) -> Result<Vec<LdsRow>> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        lds: Vec<LdsRow>,
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let f: File = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::corrupt(
+            path,
+            format!("expected an `attribute eval` lds.json ({{\"lds\": [{{\"precondition\", \"mean\", \"factual\", \"reasoning\"}}]}}): {e}"),
+        )
+    })?;
+    Ok(f.lds)
+}
+
+/// The pairwise agreement of `runs` (label, run), each pair once in order, over the top `k`.
+pub fn compare(runs: &[(String, &Run)], k: usize) -> Vec<Agreement> {
+    let mut out = Vec::new();
+    for (i, (la, a)) in runs.iter().enumerate() {
+        for (lb, b) in &runs[i + 1..] {
+            let at: HashMap<&str, usize> = b
+                .queries
+                .iter()
+                .enumerate()
+                .map(|(j, q)| (q.id.as_str(), j))
+                .collect();
+            let (mut n, mut overlap, mut first) = (0usize, 0.0, 0usize);
+            let mut rhos = Vec::new();
+            for (qa, sa) in a.queries.iter().zip(&a.scores) {
+                let Some(&j) = at.get(qa.id.as_str()) else {
+                    continue;
+                };
+                let sb = &b.scores[j];
+                n += 1;
+                let top_a: HashSet<u64> = sa.iter().take(k).map(|x| x.0).collect();
+                let shared = sb.iter().take(k).filter(|x| top_a.contains(&x.0)).count();
+                overlap += shared as f64 / k.min(sa.len()).min(sb.len()).max(1) as f64;
+                first += usize::from(sa.first().map(|x| x.0) == sb.first().map(|x| x.0));
+                // Every document scored by both: a dense correlation.
+                if sa.len() == sb.len() && !sa.is_empty() {
+                    let by_doc: HashMap<u64, f64> = sb.iter().copied().collect();
+                    let (x, y): (Vec<f64>, Vec<f64>) = sa
+                        .iter()
+                        .filter_map(|(d, s)| by_doc.get(d).map(|t| (*s, *t)))
+                        .unzip();
+                    if x.len() == sa.len() {
+                        rhos.push(familiar::stats::spearman(&x, &y));
+                    }
+                }
+            }
+            let complete = n > 0 && rhos.len() == n;
+            out.push(Agreement {
+                a: la.clone(),
+                b: lb.clone(),
+                queries: n,
+                top_overlap: overlap / n.max(1) as f64,
+                same_first: first as f64 / n.max(1) as f64,
+                spearman: complete.then(|| {
+                    // An undefined correlation (constant scores) counts as none.
+                    rhos.iter().map(|r| r.unwrap_or(0.0)).sum::<f64>() / n as f64
+                }),
+            });
+        }
+    }
+    out
 }
 
 /// The documents of `index` containing the token sequence of `" " + text` (sorted ids).
@@ -452,7 +667,7 @@ pub fn analyse(run: &Run, dir: &Path, index: &Index, top_k: usize, shown: usize)
         }
     }
     let mut stats = Vec::with_capacity(run.queries.len());
-    for (q, s) in run.queries.iter().zip(&run.scores) {
+    for (qi, (q, s)) in run.queries.iter().zip(&run.scores).enumerate() {
         let nats = -q.logprob;
         let ranked: Vec<f64> = s.iter().map(|x| x.1).collect();
         let top_score = ranked.first().copied().unwrap_or(f64::NAN);
@@ -484,13 +699,33 @@ pub fn analyse(run: &Run, dir: &Path, index: &Index, top_k: usize, shown: usize)
         let mut documents = Vec::new();
         for (i, &(doc_id, score)) in s.iter().take(shown).enumerate() {
             let text = familiar_query::docs::text(index, doc_id)?;
+            // Its most influential tokens, when the run split its score by token.
+            let (mut ranges, mut influential) = (Vec::new(), Vec::new());
+            if let Some(t) = run.tokens.get(&(qi, doc_id)) {
+                let ids = index.doc_tokens(doc_id, 0, u64::MAX)?;
+                let tokenizer = index.tokenizer()?;
+                let mut best: Vec<(u64, f64)> = t
+                    .iter()
+                    .copied()
+                    .filter(|&(p, s)| (p as usize) < ids.len() && s > 0.0)
+                    .collect();
+                best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                for &(p, share) in best.iter().take(INFLUENTIAL_TOKENS) {
+                    let p = p as usize;
+                    influential.push((tokenizer.decode(&ids[p..=p])?, share));
+                    if let Some(r) = token_range(tokenizer, &ids, &text, p)? {
+                        ranges.push(r);
+                    }
+                }
+            }
             documents.push(TopDocument {
                 rank: i + 1,
                 doc_id,
                 score,
                 source: source[doc_id as usize].clone(),
                 chars: text.chars().count(),
-                excerpt: excerpt(&text, q.answer.as_deref(), &q.intermediate),
+                excerpt: excerpt_with(&text, q.answer.as_deref(), &q.intermediate, &ranges),
+                influential,
             });
         }
         stats.push(QueryStats {
@@ -569,6 +804,8 @@ pub fn analyse(run: &Run, dir: &Path, index: &Index, top_k: usize, shown: usize)
         queries: stats,
         correlations,
         enrichment,
+        comparison: Vec::new(),
+        lds: Vec::new(),
     })
 }
 
@@ -688,5 +925,51 @@ mod tests {
         // Negative scores do not count in the total.
         let v = [4.0, 3.0, 2.0, 1.0, -5.0, -6.0, -7.0, -8.0, -9.0, -10.0];
         assert_eq!(concentration(&v, &[0.1, 0.2, 1.0]), vec![0.4, 0.7, 1.0]);
+    }
+
+    /// Influential tokens centre the excerpt on the first of them and split the answer's mark
+    /// where they overlap it; the pieces spell the window out in order.
+    #[test]
+    fn excerpts_centre_on_influential_tokens_and_mark_them_within_answers() {
+        let text = format!(
+            "{}The answer is Zelxir here.{}",
+            "a".repeat(600),
+            "b".repeat(600)
+        );
+        let at = text.find("Zelxir").unwrap();
+        // "Zel" and "here": the most influential first.
+        let here = text.find("here").unwrap();
+        let pieces = excerpt_with(
+            &text,
+            Some("Zelxir"),
+            &[],
+            &[(here, here + 4), (at, at + 3)],
+        );
+        let spelled: String = pieces.iter().map(|p| p.text.as_str()).collect();
+        assert!(
+            spelled.starts_with('…') && spelled.ends_with('…'),
+            "{spelled}"
+        );
+        assert!(text.contains(spelled.trim_matches('…')));
+        let marked: Vec<(&str, Option<&str>, bool)> = pieces
+            .iter()
+            .filter(|p| p.mark.is_some() || p.influential)
+            .map(|p| (p.text.as_str(), p.mark, p.influential))
+            .collect();
+        assert_eq!(
+            marked,
+            vec![
+                ("Zel", Some("answer"), true),
+                ("xir", Some("answer"), false),
+                ("here", None, true)
+            ]
+        );
+        assert_eq!(quote(&pieces).matches('⦃').count(), 2, "{}", quote(&pieces));
+        // Centred on `here`, not on the answer: the window reaches further right.
+        let by_answer = excerpt(&text, Some("Zelxir"), &[]);
+        let right = |p: &[Piece]| p.iter().map(|p| p.text.matches('b').count()).sum::<usize>();
+        assert!(right(&pieces) > right(&by_answer));
+        // Without tokens, as before.
+        assert_eq!(excerpt_with(&text, Some("Zelxir"), &[], &[]), by_answer);
     }
 }

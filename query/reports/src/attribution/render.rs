@@ -325,10 +325,63 @@ pub(super) fn markdown(r: &Report, charts: &[(String, String, String)]) -> Strin
         ],
         &rows,
     ));
+    if !r.comparison.is_empty() {
+        s.push_str(&format!(
+            "\n## Preconditioners compared\n\nAgreement between the runs given together: the mean share of each query's top {} documents that both rank in their top {}, the share of queries whose first document is the same, and the mean Spearman correlation of their scores over every document (when both scored every document).\n\n",
+            r.top_k, r.top_k
+        ));
+        let rows: Vec<Vec<String>> = r
+            .comparison
+            .iter()
+            .map(|c| {
+                vec![
+                    format!("`{}`", c.a),
+                    format!("`{}`", c.b),
+                    c.queries.to_string(),
+                    fmt(c.top_overlap),
+                    fmt(c.same_first),
+                    c.spearman.map_or("—".into(), fmt),
+                ]
+            })
+            .collect();
+        s.push_str(&table(
+            &[
+                "run",
+                "run",
+                "queries",
+                "top overlap",
+                "same first",
+                "Spearman",
+            ],
+            &rows,
+        ));
+    }
+    if !r.lds.is_empty() {
+        s.push_str("\n## Linear datamodeling score\n\nSpearman correlation, over retrained random subsets, of each preconditioner's predicted and the measured log-probability of each query (`familiar attribute eval`), averaged over queries.\n\n");
+        let rows: Vec<Vec<String>> = r
+            .lds
+            .iter()
+            .map(|l| {
+                vec![
+                    format!("`{}`", l.precondition),
+                    l.damping.map_or("—".into(), fmt),
+                    fmt(l.mean),
+                    fmt(l.factual),
+                    fmt(l.reasoning),
+                ]
+            })
+            .collect();
+        s.push_str(&table(
+            &["preconditioner", "damping", "LDS", "factual", "reasoning"],
+            &rows,
+        ));
+    }
     if r.queries.iter().any(|q| !q.documents.is_empty()) {
         s.push_str(
             "\n## Top documents\n\nThe most influential documents of each query, with the text \
-             around the answer (⟦marked⟧; intermediate answers ⟪marked⟫), else their beginning.\n\n",
+             around their most influential tokens (⦃marked⦄; when the run split its scores by \
+             token, `attribute score --token-influence`), else around the answer (⟦marked⟧; \
+             intermediate answers ⟪marked⟫), else their beginning.\n\n",
         );
         for q in &r.queries {
             if q.documents.is_empty() {
@@ -345,6 +398,23 @@ pub(super) fn markdown(r: &Report, charts: &[(String, String, String)]) -> Strin
                     d.chars,
                     quote(&d.excerpt)
                 ));
+                if !d.influential.is_empty() {
+                    let shown: Vec<String> = d
+                        .influential
+                        .iter()
+                        .map(|(t, share)| {
+                            format!(
+                                "`{}` {}",
+                                t.replace('`', "'").replace('\n', "⏎"),
+                                fmt(*share)
+                            )
+                        })
+                        .collect();
+                    s.push_str(&format!(
+                        "Most influential tokens (share of the score): {}\n\n",
+                        shown.join(", ")
+                    ));
+                }
             }
         }
     }
@@ -358,8 +428,9 @@ pub(super) fn markdown(r: &Report, charts: &[(String, String, String)]) -> Strin
 }
 
 /// An excerpt as one Markdown quote line: line breaks as spaces, the answer's occurrences in
-/// ⟦ ⟧ and intermediate answers' in ⟪ ⟫ (those brackets in the text itself become plain ones);
-/// `html::page` shows the marks as `<mark class="answer">` and `<mark class="intermediate">`.
+/// ⟦ ⟧, intermediate answers' in ⟪ ⟫ and influential tokens in ⦃ ⦄ (inside the others; those
+/// brackets in the text itself become plain ones); `html::page` shows the marks as
+/// `<mark class="answer">`, `<mark class="intermediate">` and `<mark class="influence">`.
 pub fn quote(pieces: &[super::Piece]) -> String {
     let mut out = String::new();
     for p in pieces {
@@ -370,9 +441,16 @@ pub fn quote(pieces: &[super::Piece]) -> String {
                 '\n' | '\r' | '\t' => ' ',
                 '⟦' | '⟪' => '[',
                 '⟧' | '⟫' => ']',
+                '⦃' => '{',
+                '⦄' => '}',
                 c => c,
             })
             .collect();
+        let text = if p.influential {
+            format!("⦃{text}⦄")
+        } else {
+            text
+        };
         match p.mark {
             Some("answer") => out.push_str(&format!("⟦{text}⟧")),
             Some(_) => out.push_str(&format!("⟪{text}⟫")),

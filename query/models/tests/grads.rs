@@ -486,10 +486,11 @@ fn ekfac_equals_a_dense_kronecker_reference() {
         let n_tokens: usize = docs.iter().map(|d| d.ids.len()).sum();
         let mut want = vec![0.0f64; docs.len()];
         for l in 0..layers {
-            let cov = |pick: &dyn Fn(&(Vec<f32>, Vec<f32>)) -> &Vec<f32>, r: usize| {
+            // Side 0: the inputs (`a`), 1: the output gradients (`s`).
+            let cov = |side: usize, r: usize| {
                 let mut m = vec![0.0f64; r * r];
                 for tok in &tokens {
-                    let v = pick(&tok[l]);
+                    let v = if side == 0 { &tok[l].0 } else { &tok[l].1 };
                     for row in v.chunks_exact(r) {
                         for i in 0..r {
                             for j in 0..r {
@@ -500,8 +501,8 @@ fn ekfac_equals_a_dense_kronecker_reference() {
                 }
                 m
             };
-            let qa = symmetric_eigen(&cov(&|t| &t.0, ri), ri).vectors;
-            let qs = symmetric_eigen(&cov(&|t| &t.1, ro), ro).vectors;
+            let qa = symmetric_eigen(&cov(0, ri), ri).vectors;
+            let qs = symmetric_eigen(&cov(1, ro), ro).vectors;
             let n = ri * ro;
             // K[(o, i), (k, j)] = Q_S[o, k] Q_A[i, j]: vec G = K vec R.
             let mut kron = vec![0.0f64; n * n];

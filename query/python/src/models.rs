@@ -315,6 +315,13 @@ pub(crate) fn attribution_store<'py>(
     Ok(d)
 }
 
+/// The tables `attribution_score` returns: influence, queries and, when asked, influence_tokens.
+type ScoreTables<'py> = (
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Option<Bound<'py, PyAny>>,
+);
+
 /// (influence, queries, influence_tokens) tables of the queries (`{"id", "prompt",
 /// "completion", "kind", "task", ...}`) against a gradient store built with `model`; the last is
 /// `None` unless `token_documents` asks for token-level influence (with the store's `index`).
@@ -333,11 +340,7 @@ pub(crate) fn attribution_score<'py>(
     index: Option<&NativeIndex>,
     token_documents: Option<usize>,
     query_tokens: bool,
-) -> PyResult<(
-    Bound<'py, PyAny>,
-    Bound<'py, PyAny>,
-    Option<Bound<'py, PyAny>>,
-)> {
+) -> PyResult<ScoreTables<'py>> {
     let index = index.map(|i| Arc::clone(&i.inner));
     let precondition = match precondition {
         "identity" => Precondition::Identity,

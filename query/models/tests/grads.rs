@@ -43,6 +43,27 @@ fn examples() -> Vec<Example> {
     ]
 }
 
+/// The summed negative log-likelihood of `e`'s target tokens under `logits` (`[1, tokens, vocab]`).
+fn summed_nll(logits: &Tensor, e: &Example) -> Tensor {
+    let lp = log_softmax_last(logits).unwrap();
+    let terms: Vec<Tensor> = (e.first_target.max(1)..e.ids.len())
+        .map(|j| {
+            lp.narrow(1, j - 1, 1)
+                .unwrap()
+                .narrow(2, e.ids[j] as usize, 1)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+        })
+        .collect();
+    Tensor::cat(&terms, 0)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .neg()
+        .unwrap()
+}
+
 /// The explicit projected full gradient of one example: `P_out Gᵀ P_inᵀ` for each layer's weight
 /// gradient `G` (`[in, out]`) from autograd, with `projection`'s matrices as applied. The output
 /// head's `G` is the gradient of a separate copy of its weight that computes the logits from the
@@ -66,24 +87,7 @@ fn explicit(model: &Transformer, projection: &Projection, e: &Example) -> (Vec<f
         .unwrap()
         .unsqueeze(0)
         .unwrap();
-    let lp = log_softmax_last(&logits).unwrap();
-    let mut terms = Vec::new();
-    for j in e.first_target.max(1)..e.ids.len() {
-        terms.push(
-            lp.narrow(1, j - 1, 1)
-                .unwrap()
-                .narrow(2, e.ids[j] as usize, 1)
-                .unwrap()
-                .flatten_all()
-                .unwrap(),
-        );
-    }
-    let loss = Tensor::cat(&terms, 0)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .neg()
-        .unwrap();
+    let loss = summed_nll(&logits, e);
     let grads = loss.backward().unwrap();
     let layers = model.linear_layers();
     let mut row = Vec::new();
@@ -328,24 +332,7 @@ fn per_token(
             },
         )
         .unwrap();
-    let lp = log_softmax_last(&out.logits).unwrap();
-    let terms: Vec<Tensor> = (e.first_target.max(1)..e.ids.len())
-        .map(|j| {
-            lp.narrow(1, j - 1, 1)
-                .unwrap()
-                .narrow(2, e.ids[j] as usize, 1)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-        })
-        .collect();
-    let loss = Tensor::cat(&terms, 0)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .neg()
-        .unwrap();
-    let grads = loss.backward().unwrap();
+    let grads = summed_nll(&out.logits, e).backward().unwrap();
     let t = e.ids.len();
     let times = |m: &Tensor, p: &[f32], r: usize| -> Vec<f32> {
         let m = m.squeeze(0).unwrap().to_vec2::<f64>().unwrap();

@@ -489,18 +489,7 @@ pub fn preconditioned(
                             r[a * block + b] = m[a * block + b] * scale[a] * scale[b];
                         }
                     }
-                    let trace: f64 = (0..block).map(|i| r[i * block + i]).sum();
-                    let lambda = if trace > 0.0 {
-                        damping * trace / block as f64
-                    } else {
-                        damping
-                    };
-                    let factor = Cholesky::damped(&r, block, lambda).ok_or_else(|| {
-                        Error::query(format!(
-                            "the damped second moment is not positive definite; raise {}",
-                            name("damping")
-                        ))
-                    })?;
+                    let factor = damped_factor(&r, block, damping)?;
                     Ok(Whitening { scale, factor })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -548,20 +537,7 @@ pub fn preconditioned(
             // One factorization per layer, shared by every query.
             let factors = moments
                 .par_iter()
-                .map(|m| {
-                    let trace: f64 = (0..block).map(|i| m[i * block + i]).sum();
-                    let lambda = if trace > 0.0 {
-                        damping * trace / block as f64
-                    } else {
-                        damping
-                    };
-                    Cholesky::damped(m, block, lambda).ok_or_else(|| {
-                        Error::query(format!(
-                            "the damped second moment is not positive definite; raise {}",
-                            name("damping")
-                        ))
-                    })
-                })
+                .map(|m| damped_factor(m, block, damping))
                 .collect::<Result<Vec<_>>>()?;
             Ok(Prepared {
                 vectors: gradients
@@ -582,6 +558,23 @@ pub fn preconditioned(
             })
         }
     }
+}
+
+/// The Cholesky factor of `m + λI` (`block × block`), `λ = damping · tr(m) / block` (a fraction
+/// of the mean eigenvalue; `damping` itself when `m` is zero).
+fn damped_factor(m: &[f64], block: usize, damping: f64) -> Result<Cholesky> {
+    let trace: f64 = (0..block).map(|i| m[i * block + i]).sum();
+    let lambda = if trace > 0.0 {
+        damping * trace / block as f64
+    } else {
+        damping
+    };
+    Cholesky::damped(m, block, lambda).ok_or_else(|| {
+        Error::query(format!(
+            "the damped second moment is not positive definite; raise {}",
+            name("damping")
+        ))
+    })
 }
 
 /// A damping must be a positive number.

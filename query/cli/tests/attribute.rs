@@ -584,18 +584,11 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
 
     // Token influence needs the store's own index, and --index.
     let other_idx = t.join("idx-other");
-    familiar([
-        "index".as_ref(),
-        "build".as_ref(),
-        "--tokenizer".as_ref(),
-        fixtures().join("tokenizer.json").as_os_str(),
-        "--out".as_ref(),
-        other_idx.as_os_str(),
-        "--no-text-index".as_ref(),
-        "-q".as_ref(),
-        fixtures().join("corpus/part-0000.jsonl.zst").as_os_str(),
-    ] as [&std::ffi::OsStr; 9])
-    .success();
+    build(
+        &other_idx,
+        &[fixtures().join("corpus/part-0000.jsonl.zst")],
+        &["--no-text-index"],
+    );
     attribute_score(
         &s,
         &model(),

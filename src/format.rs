@@ -53,6 +53,9 @@ pub enum FileKind {
     /// A gradient store's fitted EK-FAC: per layer the Kronecker eigenbases and corrected
     /// eigenvalues (f64).
     Ekfac,
+    /// A gradient store's optimizer correction: per layer the scales of the inputs and of the
+    /// output gradients from the optimizer's second moment (f64).
+    OptimizerScales,
 }
 
 impl FileKind {
@@ -67,6 +70,7 @@ impl FileKind {
             FileKind::HeadFactor => *b"HFAC",
             FileKind::KronFactors => *b"KRON",
             FileKind::Ekfac => *b"EKFC",
+            FileKind::OptimizerScales => *b"OPTS",
         }
     }
 
@@ -81,6 +85,7 @@ impl FileKind {
             FileKind::HeadFactor => "output-head factor",
             FileKind::KronFactors => "Kronecker-factor",
             FileKind::Ekfac => "EK-FAC",
+            FileKind::OptimizerScales => "optimizer-correction",
         }
     }
 }

@@ -95,6 +95,78 @@ fn attribute_score(store: &Path, model: &Path, queries: &Path, out: &Path, extra
     familiar(args)
 }
 
+/// TrackStar by its definition: per layer the second moment M of every row of `g`, the
+/// correction s = 1/√diag(M) (with `correct`; else none), R = diag(s) M diag(s), the symmetric
+/// R^{-1/2} of R + λI (λ = 0.1 of R's mean eigenvalue) by eigendecomposition; returns the map
+/// applied to both sides before the cosine.
+fn trackstar_whitening(g: &GradientStore, correct: bool) -> impl Fn(&[f32]) -> Vec<f64> {
+    use familiar_models::grads::linalg::symmetric_eigen;
+    let mut row = vec![0.0f32; g.dim()];
+    let block = g.manifest.settings.projection.block();
+    let layers = g.manifest.settings.projection.layers.len();
+    let mut m = vec![vec![0.0f64; block * block]; layers];
+    for f in &g.files {
+        for i in 0..f.rows {
+            f.row(i, &mut row);
+            for (l, m) in m.iter_mut().enumerate() {
+                let b = &row[l * block..(l + 1) * block];
+                for x in 0..block {
+                    for y in 0..block {
+                        m[x * block + y] += b[x] as f64 * b[y] as f64 / g.rows() as f64;
+                    }
+                }
+            }
+        }
+    }
+    let per_layer: Vec<(Vec<f64>, Vec<f64>)> = m
+        .iter()
+        .map(|m| {
+            let s: Vec<f64> = (0..block)
+                .map(|a| {
+                    let v = m[a * block + a];
+                    if !correct {
+                        1.0
+                    } else if v > 0.0 {
+                        1.0 / v.sqrt()
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let mut r = m.clone();
+            for x in 0..block {
+                for y in 0..block {
+                    r[x * block + y] *= s[x] * s[y];
+                }
+            }
+            let lambda = 0.1 * (0..block).map(|i| r[i * block + i]).sum::<f64>() / block as f64;
+            let e = symmetric_eigen(&r, block);
+            let mut half = vec![0.0f64; block * block];
+            for x in 0..block {
+                for y in 0..block {
+                    half[x * block + y] = (0..block)
+                        .map(|k| {
+                            e.vectors[x * block + k] * e.vectors[y * block + k]
+                                / (e.values[k] + lambda).sqrt()
+                        })
+                        .sum();
+                }
+            }
+            (s, half)
+        })
+        .collect();
+    move |v: &[f32]| -> Vec<f64> {
+        let mut out = Vec::with_capacity(v.len());
+        for (l, (s, half)) in per_layer.iter().enumerate() {
+            let c: Vec<f64> = (0..block).map(|a| v[l * block + a] as f64 * s[a]).collect();
+            out.extend(
+                (0..block).map(|x| (0..block).map(|y| half[x * block + y] * c[y]).sum::<f64>()),
+            );
+        }
+        out
+    }
+}
+
 #[test]
 fn store_rows_equal_autograd_and_scores_equal_brute_force() {
     let t = TestDir::new();
@@ -214,73 +286,7 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         let lambdas = fit.lambdas(0.1);
         qs.iter().map(|q| fit.precondition(q, &lambdas)).collect()
     };
-    // TrackStar by its definition: per layer the second moment M of every row, the correction
-    // s = 1/√diag(M), R = diag(s) M diag(s), the symmetric R^{-1/2} of R + λI (λ = 0.1 of R's mean
-    // eigenvalue) by eigendecomposition, applied to both sides, then the cosine.
-    let whiten = {
-        use familiar_models::grads::linalg::symmetric_eigen;
-        let block = g.manifest.settings.projection.block();
-        let layers = g.manifest.settings.projection.layers.len();
-        let mut m = vec![vec![0.0f64; block * block]; layers];
-        for f in &g.files {
-            for i in 0..f.rows {
-                f.row(i, &mut row);
-                for (l, m) in m.iter_mut().enumerate() {
-                    let b = &row[l * block..(l + 1) * block];
-                    for x in 0..block {
-                        for y in 0..block {
-                            m[x * block + y] += b[x] as f64 * b[y] as f64 / g.rows() as f64;
-                        }
-                    }
-                }
-            }
-        }
-        let per_layer: Vec<(Vec<f64>, Vec<f64>)> = m
-            .iter()
-            .map(|m| {
-                let s: Vec<f64> = (0..block)
-                    .map(|a| {
-                        let v = m[a * block + a];
-                        if v > 0.0 {
-                            1.0 / v.sqrt()
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect();
-                let mut r = m.clone();
-                for x in 0..block {
-                    for y in 0..block {
-                        r[x * block + y] *= s[x] * s[y];
-                    }
-                }
-                let lambda = 0.1 * (0..block).map(|i| r[i * block + i]).sum::<f64>() / block as f64;
-                let e = symmetric_eigen(&r, block);
-                let mut half = vec![0.0f64; block * block];
-                for x in 0..block {
-                    for y in 0..block {
-                        half[x * block + y] = (0..block)
-                            .map(|k| {
-                                e.vectors[x * block + k] * e.vectors[y * block + k]
-                                    / (e.values[k] + lambda).sqrt()
-                            })
-                            .sum();
-                    }
-                }
-                (s, half)
-            })
-            .collect();
-        move |v: &[f32]| -> Vec<f64> {
-            let mut out = Vec::with_capacity(v.len());
-            for (l, (s, half)) in per_layer.iter().enumerate() {
-                let c: Vec<f64> = (0..block).map(|a| v[l * block + a] as f64 * s[a]).collect();
-                out.extend(
-                    (0..block).map(|x| (0..block).map(|y| half[x * block + y] * c[y]).sum::<f64>()),
-                );
-            }
-            out
-        }
-    };
+    let whiten = trackstar_whitening(&g, true);
     let cos = |a: &[f64], b: &[f64]| -> f64 {
         let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
         let n = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -877,6 +883,208 @@ fn stores_resume_refuse_mismatches_and_fail_cleanly_when_damaged() {
 /// with tokens of its own): with rank-32 projections of every linear layer and the whitened output
 /// head, a query on a fact ranks the document that states it first, among 1,200 (chance: the
 /// middle), for at least 90 % of the facts under every preconditioner, and in the top 5 for all.
+/// `--optimizer-correction`: a model trained by `familiar train` (with its AdamW state beside
+/// it) gives rows corrected by the optimizer's second moment — those of the same projection with
+/// the optimizer scales computed from the state directly — and trackstar then whitens them
+/// without its own correction (brute force by definition) and says which correction it used;
+/// without the optimizer state the flag is refused, naming the file; the store resumes with the
+/// same bytes, refuses a rerun without the flag, and a damaged scales file fails cleanly.
+#[test]
+fn optimizer_correction_corrects_rows_by_the_optimizer_state() {
+    use familiar_models::grads::optimizer::{OptimizerScales, FLOOR, OPTIMIZER_FILE};
+    let t = TestDir::new();
+    let idx = index(&t);
+    let m = t.join("model");
+    familiar(os(&[
+        &"train",
+        &"--index",
+        &idx,
+        &"--out",
+        &m,
+        &"--steps",
+        &"12",
+        &"--layers",
+        &"1",
+        &"--hidden",
+        &"32",
+        &"--heads",
+        &"2",
+        &"--context",
+        &"32",
+        &"--batch",
+        &"4",
+        &"-q",
+    ]))
+    .success();
+    assert!(m.join(OPTIMIZER_FILE).exists());
+    let s = t.join("store");
+    store_of(&m, &idx, &s, "3", &["--optimizer-correction"])
+        .success()
+        .stdout_has(&["corrected by the optimizer's second moment"]);
+    let g = GradientStore::open(&s, true).unwrap();
+    let spec = &g.manifest.settings.projection;
+    assert!(spec.optimizer.is_some() && spec.head_whitening.is_none());
+    // The rows: the projection corrected by scales computed from the optimizer state here.
+    let lm = LanguageModel::load(&m).unwrap();
+    let scales = OptimizerScales::from_state(&m.join(OPTIMIZER_FILE), spec, FLOOR).unwrap();
+    let projection =
+        familiar_models::grads::Projection::corrected(spec.clone(), &lm.model, None, Some(&scales))
+            .unwrap();
+    let index = Index::open(&idx).unwrap();
+    let mut row = vec![0.0f32; g.dim()];
+    let plain = t.join("store-plain");
+    store_of(&m, &idx, &plain, "3", &[]).success();
+    let p = GradientStore::open(&plain, true).unwrap();
+    let mut plain_row = vec![0.0f32; g.dim()];
+    let mut differ = 0;
+    let docs: Vec<u64> = (0..index.documents())
+        .filter(|&d| index.doc_tokens(d, 0, u64::MAX).unwrap().len() > 3)
+        .collect();
+    for doc in [docs[0], docs[1], docs[docs.len() - 1]] {
+        let tokens = index.doc_tokens(doc, 0, u64::MAX).unwrap();
+        let examples = document_examples(
+            &tokens,
+            g.manifest.settings.start_token,
+            g.manifest.settings.context,
+        );
+        let want = projected_gradients(&lm.model, &projection, &examples).unwrap();
+        let mut sum = vec![0.0f64; g.dim()];
+        for chunk in want.rows.chunks(g.dim()) {
+            sum.iter_mut().zip(chunk).for_each(|(s, c)| *s += *c as f64);
+        }
+        let f = g
+            .files
+            .iter()
+            .find(|f| doc >= f.first_doc && doc < f.first_doc + f.rows)
+            .unwrap();
+        f.row(doc - f.first_doc, &mut row);
+        let num: f64 = row
+            .iter()
+            .zip(&sum)
+            .map(|(a, b)| (*a as f64 - b).powi(2))
+            .sum();
+        let den: f64 = sum.iter().map(|b| b * b).sum();
+        assert!(
+            den > 0.0 && (num / den).sqrt() < 1e-4,
+            "document {doc} ({} tokens): {num} / {den}",
+            tokens.len()
+        );
+        let pf = &p.files[g.files.iter().position(|x| std::ptr::eq(x, f)).unwrap()];
+        pf.row(doc - pf.first_doc, &mut plain_row);
+        differ += usize::from(row != plain_row);
+    }
+    assert_eq!(differ, 3, "the correction changed no row");
+
+    // trackstar on the corrected store: no correction of its own, and it says which it used.
+    let queries = t.write(
+        "q.jsonl",
+        "{\"id\": \"f1\", \"prompt\": \"An rohi an ve tian\", \"completion\": \" Xirqenoxa qenoxazam\", \"kind\": \"factual\", \"task\": \"planted\"}\n",
+    );
+    let out = t.join("att");
+    attribute_score(
+        &s,
+        &m,
+        &queries,
+        &out,
+        &["--precondition", "trackstar", "--all"],
+    )
+    .success()
+    .stdout_has(&["corrected by the optimizer's second moment (optimizer.safetensors"]);
+    let (ctx, cont) = lm
+        .split("An rohi an ve tian", " Xirqenoxa qenoxazam")
+        .unwrap();
+    let mut ids = ctx.clone();
+    ids.extend(&cont);
+    let q = projected_gradients(
+        &lm.model,
+        &projection,
+        &[Example {
+            ids,
+            first_target: ctx.len(),
+        }],
+    )
+    .unwrap()
+    .rows;
+    let whiten = trackstar_whitening(&g, false);
+    let wq = whiten(&q);
+    let b = read_parquet(&out.join("influence.parquet"), "influence");
+    let (doc, score) = (
+        col::<UInt64Array>(&b, "doc_id"),
+        col::<Float64Array>(&b, "score"),
+    );
+    assert_eq!(b.num_rows() as u64, g.rows());
+    let cos = |a: &[f64], b: &[f64]| -> f64 {
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let n = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        dot / (n(a) * n(b))
+    };
+    for r in 0..b.num_rows() {
+        let d = doc.value(r);
+        let f = g
+            .files
+            .iter()
+            .find(|f| d >= f.first_doc && d < f.first_doc + f.rows)
+            .unwrap();
+        f.row(d - f.first_doc, &mut row);
+        if row.iter().all(|&x| x == 0.0) {
+            continue;
+        }
+        let want = cos(&wq, &whiten(&row));
+        assert!(
+            (score.value(r) - want).abs() <= 1e-4 * want.abs().max(1e-2),
+            "document {d}: {} vs {want}",
+            score.value(r)
+        );
+    }
+    // On the uncorrected store it says it fell back to the store's own moment.
+    attribute_score(
+        &plain,
+        &m,
+        &queries,
+        &t.join("att-plain"),
+        &["--precondition", "trackstar"],
+    )
+    .success()
+    .stdout_has(&["the store's own second moment", "--optimizer-correction"]);
+
+    // Resumed: the same bytes; a rerun without the flag is refused (other settings).
+    let scales_file = s.join("optimizer-scales.bin");
+    let before = std::fs::read(&scales_file).unwrap();
+    std::fs::remove_file(s.join("store.json")).unwrap();
+    store_of(&m, &idx, &s, "3", &["--optimizer-correction"])
+        .success()
+        .stdout_has(&["0 shard(s) computed, 2 resumed"]);
+    assert_eq!(std::fs::read(&scales_file).unwrap(), before);
+    std::fs::remove_file(s.join("store.json")).unwrap();
+    store_of(&m, &idx, &s, "3", &[]).failure();
+    store_of(&m, &idx, &s, "3", &["--optimizer-correction"]).success();
+    // A damaged scales file: its checksum, or its size, named.
+    let mut flipped = before.clone();
+    let last = flipped.len() - 3;
+    flipped[last] ^= 0x40;
+    std::fs::write(&scales_file, &flipped).unwrap();
+    let err = GradientStore::open(&s, true).unwrap_err().to_string();
+    assert!(
+        err.contains("optimizer-scales.bin") && err.contains("checksum"),
+        "{err}"
+    );
+    std::fs::write(&scales_file, &before[..before.len() - 8]).unwrap();
+    let err = GradientStore::open(&s, false).unwrap_err().to_string();
+    assert!(err.contains("optimizer-scales.bin"), "{err}");
+    attribute_score(&s, &m, &queries, &t.join("att-bad"), &[])
+        .failure()
+        .stderr_has(&["optimizer-scales.bin"]);
+
+    // Without the optimizer state: refused, naming the file; nothing written.
+    let bare = t.copy_tree(&m, "bare");
+    std::fs::remove_file(bare.join(OPTIMIZER_FILE)).unwrap();
+    let none = t.join("store-none");
+    store_of(&bare, &idx, &none, "3", &["--optimizer-correction"])
+        .failure()
+        .stderr_has(&["optimizer.safetensors", "no optimizer state"]);
+    assert!(!none.exists());
+}
+
 #[test]
 fn planted_facts_rank_their_document_first() {
     let t = TestDir::new();

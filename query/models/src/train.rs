@@ -21,6 +21,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::grads::optimizer::OPTIMIZER_FILE;
 use crate::model::finite;
 use crate::model::transformer::{candle_error, log_softmax_last, LoadOptions};
 use crate::model::{Capture, Transformer};
@@ -104,7 +105,6 @@ impl TrainerState {
 }
 
 const STATE_FILE: &str = "trainer_state.json";
-const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 /// The `config.json` of a GPT-2 of this size.
 pub fn gpt2_config(o: &TrainOptions, vocab: usize, eos: u32) -> serde_json::Value {

@@ -64,12 +64,11 @@ fn summed_nll(logits: &Tensor, e: &Example) -> Tensor {
         .unwrap()
 }
 
-/// The explicit projected full gradient of one example: `P_out Gᵀ P_inᵀ` for each layer's weight
-/// gradient `G` (`[in, out]`) from autograd, with `projection`'s matrices as applied. The output
-/// head's `G` is the gradient of a separate copy of its weight that computes the logits from the
-/// final hidden state (for tied models, the gradient of the weight's use as the head only).
-fn explicit(model: &Transformer, projection: &Projection, e: &Example) -> (Vec<f64>, f64) {
-    let spec = &projection.spec;
+/// Each of `spec`'s layers' full weight gradient `G` (`[in, out]`) of `e`'s summed loss from
+/// autograd, and the loss. The output head's `G` is the gradient of a separate copy of its weight
+/// that computes the logits from the final hidden state (for tied models, the gradient of the
+/// weight's use as the head only).
+fn full_gradients(model: &Transformer, spec: &ProjectionSpec, e: &Example) -> (Vec<Tensor>, f64) {
     let out = model
         .forward(std::slice::from_ref(&e.ids), Capture::default())
         .unwrap();
@@ -90,14 +89,26 @@ fn explicit(model: &Transformer, projection: &Projection, e: &Example) -> (Vec<f
     let loss = summed_nll(&logits, e);
     let grads = loss.backward().unwrap();
     let layers = model.linear_layers();
+    let g = spec
+        .layers
+        .iter()
+        .map(|l| {
+            if l.name == HEAD {
+                grads.get(head.as_tensor()).unwrap().clone()
+            } else {
+                let layer = layers.iter().find(|x| x.name == l.name).unwrap();
+                grads.get(&layer.weight).unwrap().clone() // [in, out]
+            }
+        })
+        .collect();
+    (g, loss.to_scalar::<f64>().unwrap())
+}
+
+/// `P_out Gᵀ P_inᵀ` of each layer's gradient `G` (`[in, out]`) with `matrices` (`P_inᵀ`,
+/// `P_outᵀ` per layer), concatenated.
+fn project(spec: &ProjectionSpec, matrices: &[(Vec<f32>, Vec<f32>)], g: &[Tensor]) -> Vec<f64> {
     let mut row = Vec::new();
-    for (l, (p_in, p_out)) in spec.layers.iter().zip(projection.host_matrices()) {
-        let g = if l.name == HEAD {
-            grads.get(head.as_tensor()).unwrap()
-        } else {
-            let layer = layers.iter().find(|x| x.name == l.name).unwrap();
-            grads.get(&layer.weight).unwrap() // [in, out]
-        };
+    for ((l, (p_in, p_out)), g) in spec.layers.iter().zip(matrices).zip(g) {
         let p_in = Tensor::from_vec(p_in.clone(), (l.input, spec.rank_in), &Device::Cpu)
             .unwrap()
             .to_dtype(DType::F64)
@@ -110,7 +121,7 @@ fn explicit(model: &Transformer, projection: &Projection, e: &Example) -> (Vec<f
         let m = p_in
             .t()
             .unwrap()
-            .matmul(g)
+            .matmul(&g.to_dtype(DType::F64).unwrap())
             .unwrap()
             .matmul(&p_out)
             .unwrap()
@@ -118,7 +129,17 @@ fn explicit(model: &Transformer, projection: &Projection, e: &Example) -> (Vec<f
             .unwrap();
         row.extend(m.flatten_all().unwrap().to_vec1::<f64>().unwrap());
     }
-    (row, loss.to_scalar::<f64>().unwrap())
+    row
+}
+
+/// The explicit projected full gradient of one example: `P_out Gᵀ P_inᵀ` for each layer's weight
+/// gradient `G` from autograd, with `projection`'s matrices as applied.
+fn explicit(model: &Transformer, projection: &Projection, e: &Example) -> (Vec<f64>, f64) {
+    let (g, loss) = full_gradients(model, &projection.spec, e);
+    (
+        project(&projection.spec, projection.host_matrices(), &g),
+        loss,
+    )
 }
 
 fn relative_error(a: &[f32], b: &[f64]) -> f64 {
@@ -706,4 +727,237 @@ fn token_contributions_split_the_dot_product_by_token() {
             }
         }
     }
+}
+
+/// TrackStar's optimizer correction: the rows of a corrected projection equal the explicit full
+/// gradients divided entry by entry by the square root of Adafactor's factored second moment
+/// `V̂[i,o] = r_i c_o / m` (computed here from each variable's `exp_avg_sq` by its definition),
+/// projected with the uncorrected matrices — for tied and untied output heads, and the head's
+/// moment read from the variable it is stored under.
+#[test]
+fn optimizer_correction_divides_the_full_gradient_by_the_factored_moment() {
+    use familiar_models::grads::optimizer::{
+        OptimizerCorrection, OptimizerScales, FLOOR, OPTIMIZER_FILE,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // (model, the variable the head's moment is kept under, stored as [vocab, hidden]).
+    for (name, head_var, head_transposed) in [
+        ("gpt2", "transformer.wte.weight", true),
+        ("pythia", "embed_out.weight", false),
+        ("llama-gqa", "lm_head.weight", false),
+        ("llama-tied", "model.embed_tokens.weight", true),
+    ] {
+        let oracle = load(name, DType::F64, true);
+        // A second moment of every variable, in its own layout, as `familiar train` saves them:
+        // positive, varying by entry and far from rank one.
+        let mut rng = familiar::rng::SplitMix64::new(5);
+        let mut moments = std::collections::HashMap::new();
+        for (n, v) in &oracle.vars {
+            let t = v.as_tensor();
+            let values: Vec<f64> = rng
+                .normals(t.elem_count(), 1.0)
+                .iter()
+                .map(|x| (*x as f64).powi(2) + 0.01)
+                .collect();
+            let m = Tensor::from_vec(values, t.dims(), &Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap();
+            moments.insert(format!("{n}.exp_avg_sq"), m);
+        }
+        let path = dir.path().join(format!("{name}-{OPTIMIZER_FILE}"));
+        candle_core::safetensors::save(&moments, &path).unwrap();
+        let mut spec = ProjectionSpec::new(&oracle, LinearGroup::All, 3, 4, 11).unwrap();
+        spec.head_whitening = None;
+        spec.optimizer = Some(OptimizerCorrection {
+            file: OPTIMIZER_FILE.to_string(),
+            checksum: String::new(),
+            floor: FLOOR,
+        });
+        let scales = OptimizerScales::from_state(&path, &spec, FLOOR).unwrap();
+        // Each layer's V̂ by definition, from the moment of its weight ([in, out]).
+        let factored: Vec<Tensor> = spec
+            .layers
+            .iter()
+            .map(|l| {
+                let (key, transposed) = if l.name == HEAD {
+                    (format!("{head_var}.exp_avg_sq"), head_transposed)
+                } else {
+                    (format!("{}.weight.exp_avg_sq", l.name), false)
+                };
+                let v = moments[&key].to_dtype(DType::F64).unwrap();
+                let v = if transposed { v.t().unwrap() } else { v };
+                let v: Vec<Vec<f64>> = v.to_vec2().unwrap();
+                assert_eq!(
+                    (v.len(), v[0].len()),
+                    (l.input, l.output),
+                    "{name} {}",
+                    l.name
+                );
+                let m = v.iter().flatten().sum::<f64>() / (l.input * l.output) as f64;
+                let r: Vec<f64> = v
+                    .iter()
+                    .map(|row| row.iter().sum::<f64>() / l.output as f64)
+                    .collect();
+                let c: Vec<f64> = (0..l.output)
+                    .map(|o| v.iter().map(|row| row[o]).sum::<f64>() / l.input as f64)
+                    .collect();
+                let hat: Vec<f64> = (0..l.input)
+                    .flat_map(|i| {
+                        let (r, c) = (&r, &c);
+                        (0..l.output).map(move |o| r[i].max(FLOOR * m) * c[o].max(FLOOR * m) / m)
+                    })
+                    .collect();
+                Tensor::from_vec(hat, (l.input, l.output), &Device::Cpu).unwrap()
+            })
+            .collect();
+        let plain = spec.matrices();
+        for dtype in [DType::F64, DType::F32] {
+            let model = load(name, dtype, false);
+            let projection =
+                Projection::corrected(spec.clone(), &model, None, Some(&scales)).unwrap();
+            let batch = projected_gradients(&model, &projection, &examples()).unwrap();
+            let fast = FastGradients::new(&model, &projection)
+                .unwrap()
+                .compute(&examples())
+                .unwrap();
+            let dim = spec.dim();
+            for (k, e) in examples().iter().enumerate() {
+                let (g, _) = full_gradients(&oracle, &spec, e);
+                let corrected: Vec<Tensor> = g
+                    .iter()
+                    .zip(&factored)
+                    .map(|(g, hat)| g.div(&hat.sqrt().unwrap()).unwrap())
+                    .collect();
+                let want = project(&spec, &plain, &corrected);
+                let tol = if dtype == DType::F64 { 1e-6 } else { 1e-5 };
+                let err = relative_error(&batch.rows[k * dim..(k + 1) * dim], &want);
+                assert!(err <= tol, "{name} {dtype:?} example {k}: {err}");
+                let err = relative_error(&fast.rows[k * dim..(k + 1) * dim], &want);
+                assert!(err <= 1e-5, "{name} {dtype:?} fast, example {k}: {err}");
+                // The correction changes the rows: the uncorrected ones are far from them.
+                let uncorrected = project(&spec, &plain, &g);
+                let err = relative_error(
+                    &uncorrected.iter().map(|&x| x as f32).collect::<Vec<_>>(),
+                    &want,
+                );
+                assert!(err > 0.1, "{name}: the correction changed nothing ({err})");
+            }
+        }
+        // A projection with the correction needs its scales, and one without refuses them.
+        let model = load(name, DType::F32, false);
+        assert!(Projection::corrected(spec.clone(), &model, None, None).is_err());
+        let mut without = spec.clone();
+        without.optimizer = None;
+        assert!(Projection::corrected(without, &model, None, Some(&scales)).is_err());
+    }
+}
+
+/// Adafactor's factored moment is exact for a rank-one moment, floored where a mean vanishes,
+/// and the scales' file round-trips and refuses damage; an optimizer state without a layer's
+/// moment, with a misshapen or a negative one, is an error naming the file and the tensor.
+#[test]
+fn optimizer_scales_are_exact_for_rank_one_moments_and_checked() {
+    use familiar_models::grads::optimizer::{factored_scales, OptimizerScales, FLOOR};
+    let (input, output) = (5, 7);
+    let a: Vec<f64> = (0..input).map(|i| 0.5 + i as f64).collect();
+    let b: Vec<f64> = (0..output).map(|o| 2.0 / (1.0 + o as f64)).collect();
+    let v: Vec<f64> = a
+        .iter()
+        .flat_map(|x| b.iter().map(move |y| x * y))
+        .collect();
+    let (s_in, s_out) = factored_scales(&v, input, output, FLOOR);
+    for i in 0..input {
+        for o in 0..output {
+            let want = 1.0 / v[i * output + o].sqrt();
+            let got = s_in[i] * s_out[o];
+            assert!(
+                (got - want).abs() <= 1e-12 * want,
+                "{i} {o}: {got} vs {want}"
+            );
+        }
+    }
+    // A row the optimizer never moved is floored, not infinite; an all-zero moment scales by 1.
+    let mut zero_row = v.clone();
+    zero_row[..output].iter_mut().for_each(|x| *x = 0.0);
+    let (s_in, _) = factored_scales(&zero_row, input, output, FLOOR);
+    assert!(s_in.iter().all(|s| s.is_finite() && *s > 0.0));
+    let (s_in, s_out) = factored_scales(&vec![0.0; input * output], input, output, FLOOR);
+    assert!(s_in.iter().chain(&s_out).all(|s| *s == 1.0));
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = load("gpt2", DType::F32, true);
+    let spec = ProjectionSpec::new(&model, LinearGroup::Attention, 2, 2, 1).unwrap();
+    let save = |f: &dyn Fn(&str, &Tensor) -> Option<Tensor>| {
+        let mut map = std::collections::HashMap::new();
+        for (n, var) in &model.vars {
+            let t = var.as_tensor().ones_like().unwrap();
+            if let Some(t) = f(n, &t) {
+                map.insert(format!("{n}.exp_avg_sq"), t);
+            }
+        }
+        let path = dir.path().join("optimizer.safetensors");
+        candle_core::safetensors::save(&map, &path).unwrap();
+        path
+    };
+    let first = &spec.layers[0].name;
+    let path = save(&|_, t| Some(t.clone()));
+    let scales = OptimizerScales::from_state(&path, &spec, FLOOR).unwrap();
+    // A constant moment scales every gradient by 1/√v, all on the input side.
+    assert!(scales
+        .layers
+        .iter()
+        .all(|(a, b)| a.iter().chain(b).all(|s| (s - 1.0).abs() < 1e-12)));
+    let spath = dir.path().join("optimizer-scales.bin");
+    scales.write(&spath).unwrap();
+    assert_eq!(OptimizerScales::read(&spath, &spec).unwrap(), scales);
+    let bytes = std::fs::read(&spath).unwrap();
+    std::fs::write(&spath, &bytes[..bytes.len() - 8]).unwrap();
+    let err = OptimizerScales::read(&spath, &spec)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("optimizer-scales.bin"), "{err}");
+    let mut bad = bytes.clone();
+    let at = bad.len() - 8;
+    bad[at..].copy_from_slice(&(-1.0f64).to_le_bytes());
+    std::fs::write(&spath, &bad).unwrap();
+    let err = OptimizerScales::read(&spath, &spec)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("positive scale"), "{err}");
+    let other = ProjectionSpec::new(&model, LinearGroup::Mlp, 2, 2, 1).unwrap();
+    std::fs::write(&spath, &bytes).unwrap();
+    assert!(OptimizerScales::read(&spath, &other).is_err());
+
+    let missing = save(&|n, t| (!n.starts_with(first.as_str())).then(|| t.clone()));
+    let err = OptimizerScales::from_state(&missing, &spec, FLOOR)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("optimizer.safetensors")
+            && err.contains(&format!("{first}.weight.exp_avg_sq")),
+        "{err}"
+    );
+    let misshapen = save(&|n, t| {
+        Some(if n.starts_with(first.as_str()) && n.ends_with("weight") {
+            t.narrow(0, 0, 1).unwrap()
+        } else {
+            t.clone()
+        })
+    });
+    let err = OptimizerScales::from_state(&misshapen, &spec, FLOOR)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("inputs and"), "{err}");
+    let negative = save(&|n, t| {
+        Some(if n.starts_with(first.as_str()) {
+            t.neg().unwrap()
+        } else {
+            t.clone()
+        })
+    });
+    let err = OptimizerScales::from_state(&negative, &spec, FLOOR)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("non-negative"), "{err}");
 }

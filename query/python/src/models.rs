@@ -240,7 +240,7 @@ pub(crate) fn density<'py>(
 /// Builds (or finishes) a gradient store of every document of `index`; returns what was done.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (model, index, out, layers, rank, seed, dtype, on_event))]
+#[pyo3(signature = (model, index, out, layers, rank, seed, dtype, optimizer_correction, on_event))]
 pub(crate) fn attribution_store<'py>(
     py: Python<'py>,
     model: PathBuf,
@@ -250,6 +250,7 @@ pub(crate) fn attribution_store<'py>(
     rank: usize,
     seed: u64,
     dtype: &str,
+    optimizer_correction: bool,
     on_event: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let layers = match layers {
@@ -282,6 +283,7 @@ pub(crate) fn attribution_store<'py>(
         rank,
         seed,
         dtype,
+        optimizer_correction,
         cancel: Some(Arc::clone(&cancel)),
     };
     let index = Arc::clone(&index.inner);
@@ -312,14 +314,17 @@ pub(crate) fn attribution_store<'py>(
     d.set_item("resumed_shards", r.resumed_shards)?;
     d.set_item("factor_tokens", r.factor.map(|f| f.0))?;
     d.set_item("factor_seconds", r.factor.map(|f| f.1))?;
+    d.set_item("optimizer_correction", optimizer_correction)?;
     Ok(d)
 }
 
-/// The tables `attribution_score` returns: influence, queries and, when asked, influence_tokens.
+/// What `attribution_score` returns: the influence and queries tables, influence_tokens when
+/// asked, and a warning when trackstar had to correct by the store's own second moment.
 type ScoreTables<'py> = (
     Bound<'py, PyAny>,
     Bound<'py, PyAny>,
     Option<Bound<'py, PyAny>>,
+    Option<String>,
 );
 
 /// (influence, queries, influence_tokens) tables of the queries (`{"id", "prompt",
@@ -395,9 +400,15 @@ pub(crate) fn attribution_score<'py>(
         )?),
         None => None,
     };
+    // TrackStar without the optimizer's moment is not the paper's: the caller warns.
+    let fallback = run
+        .correction
+        .filter(|c| *c == attribute::Correction::Store)
+        .map(|c| format!("trackstar: {c}"));
     Ok((
         table_to_py(py, &influence)?,
         table_to_py(py, &queries)?,
         tokens,
+        fallback,
     ))
 }

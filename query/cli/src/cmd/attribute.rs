@@ -161,6 +161,15 @@ pub struct StoreArgs {
     /// Storage type of the rows.
     #[arg(long, value_enum, default_value = "f32")]
     dtype: Dtype,
+    /// Correct every gradient by the optimizer's second moment (Adam's exp_avg_sq, factored as
+    /// Adafactor does) before projecting it, as TrackStar does (Chang et al. 2024); needs the
+    /// optimizer state `familiar train` saves beside the model (optimizer.safetensors).
+    ///
+    /// Every preconditioner then scores the corrected gradients, and the output head is not
+    /// whitened by its own factor (the optimizer's moment corrects it). Without it, trackstar
+    /// corrects by the store's own second moment of each projected coordinate.
+    #[arg(long)]
+    optimizer_correction: bool,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -240,9 +249,10 @@ enum PreconditionArg {
     /// Kronecker-factored Fisher of the projected gradients (George et al. 2018), damped and
     /// inverted.
     Ekfac,
-    /// TrackStar (Chang et al. 2024): both gradients corrected by the store's second moment of
-    /// each projected coordinate, whitened by each layer's damped second moment and
-    /// unit-normalised (a cosine under the inverse Fisher).
+    /// TrackStar (Chang et al. 2024): both gradients corrected by the optimizer's second moment
+    /// (a store built with --optimizer-correction) or else by the store's second moment of each
+    /// projected coordinate, whitened by each layer's damped second moment and unit-normalised
+    /// (a cosine under the inverse Fisher).
     Trackstar,
 }
 
@@ -418,6 +428,7 @@ fn store(a: StoreArgs) -> Result<i32> {
             Dtype::F16 => StoreDtype::F16,
             Dtype::F32 => StoreDtype::F32,
         },
+        optimizer_correction: a.optimizer_correction,
         cancel: None,
     };
     let factor_bar = crate::progress::progress_bar(!a.quiet, 0, "documents (output-head factor)")?;
@@ -442,12 +453,17 @@ fn store(a: StoreArgs) -> Result<i32> {
     ekfac_bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "stored {} documents × {} values in {} ({} shard(s) computed, {} resumed{}{}) in {secs:.1} s",
+        "stored {} documents × {} values in {} ({} shard(s) computed, {} resumed{}{}{}) in {secs:.1} s",
         r.documents,
         r.dim,
         a.out.display(),
         r.computed_shards,
         r.resumed_shards,
+        if a.optimizer_correction {
+            "; gradients corrected by the optimizer's second moment"
+        } else {
+            ""
+        },
         match r.factor {
             Some((t, secs)) => format!("; output-head factor fitted on {t} tokens in {secs:.1} s"),
             None => String::new(),
@@ -516,10 +532,13 @@ fn score(a: ScoreArgs) -> Result<i32> {
         );
     }
     println!(
-        "scored {} queries against {} documents ({}) in {:.3} s; wrote {} rows to {}",
+        "scored {} queries against {} documents ({}{}) in {:.3} s; wrote {} rows to {}",
         queries.len(),
         store.rows(),
         precondition.name(),
+        run.correction
+            .as_ref()
+            .map_or(String::new(), |c| format!(", {c}")),
         run.scoring_seconds,
         run.influence.len(),
         a.out.join("influence.parquet").display()

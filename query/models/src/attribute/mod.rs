@@ -468,15 +468,19 @@ pub fn preconditioned(
             check_damping(damping)?;
             let block = store.manifest.settings.projection.block();
             let moments = second_moments(store)?;
+            let by_optimizer = matches!(Correction::of(store), Correction::Optimizer(_));
             let layers = moments
                 .par_iter()
                 .map(|m| {
-                    // The correction: 1/√v of each coordinate's second moment (0 where every
-                    // row is 0 there).
+                    // The correction: none when the rows are corrected by the optimizer's
+                    // second moment already, else 1/√v of each coordinate's second moment (0
+                    // where every row is 0 there).
                     let scale: Vec<f64> = (0..block)
                         .map(|a| {
                             let v = m[a * block + a];
-                            if v > 0.0 {
+                            if by_optimizer {
+                                1.0
+                            } else if v > 0.0 {
                                 1.0 / v.sqrt()
                             } else {
                                 0.0
@@ -556,6 +560,44 @@ pub fn preconditioned(
                     .collect(),
                 norm: RowNorm::None,
             })
+        }
+    }
+}
+
+/// What TrackStar's gradients are corrected by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Correction {
+    /// The optimizer's second moment, from this file of the model directory (the store was
+    /// built with `--optimizer-correction`).
+    Optimizer(String),
+    /// The store's own second moment of each projected coordinate (TrackStar corrects by the
+    /// optimizer's; this store was built without it).
+    Store,
+}
+
+impl Correction {
+    /// The correction of `store`'s rows.
+    pub fn of(store: &GradientStore) -> Correction {
+        match &store.manifest.settings.projection.optimizer {
+            Some(o) => Correction::Optimizer(o.file.clone()),
+            None => Correction::Store,
+        }
+    }
+}
+
+impl std::fmt::Display for Correction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Correction::Optimizer(file) => write!(
+                f,
+                "corrected by the optimizer's second moment ({file}, Adafactor-factored)"
+            ),
+            Correction::Store => write!(
+                f,
+                "corrected by the store's own second moment of each projected coordinate, not \
+                 the optimizer's: the store was built without {}",
+                name("optimizer-correction")
+            ),
         }
     }
 }
@@ -765,6 +807,8 @@ pub struct Attribution {
     pub tokens: Vec<TokenInfluenceRow>,
     /// Seconds spent scoring the store's rows.
     pub scoring_seconds: f64,
+    /// What the gradients were corrected by, for trackstar.
+    pub correction: Option<Correction>,
 }
 
 /// Scores every document of `store` for each query (its completion's projected gradient under
@@ -840,6 +884,8 @@ pub fn attribute(
         queries,
         tokens,
         scoring_seconds,
+        correction: matches!(precondition, Precondition::Trackstar { .. })
+            .then(|| Correction::of(store)),
     })
 }
 

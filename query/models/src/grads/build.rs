@@ -8,6 +8,10 @@
 //! summed token loss). Documents are computed in parallel (rayon), in blocks written in order, so
 //! memory stays bounded by one block of rows.
 //!
+//! With the optimizer correction, the scales of each layer's inputs and output gradients
+//! ([`OptimizerScales`]) are computed from the model's optimizer state and written to
+//! `optimizer-scales.bin` before any row.
+//!
 //! When the projection has the output head, its factor ([`HeadFactor`], which whitens the head's
 //! projection) is fitted first, by forward passes over evenly spaced documents, and written to
 //! `head-factor.bin` before any row: the rows depend on it.
@@ -25,6 +29,9 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::grads::ekfac::{Ekfac, KronSums};
 use crate::grads::fast::FastGradients;
+use crate::grads::optimizer::{
+    OptimizerCorrection, OptimizerScales, FLOOR, OPTIMIZER_FILE, SCALES_FILE,
+};
 use crate::grads::store::{
     kron_file, model_hash, moments_file, shard_file, Moments, MomentsEntry, RowFile, RowWriter,
     StoreDtype, StoreManifest, StoreSettings, StoreShard, EKFAC, HEAD_FACTOR, MANIFEST,
@@ -52,6 +59,11 @@ pub struct StoreOptions {
     pub seed: u64,
     /// Storage type.
     pub dtype: StoreDtype,
+    /// Correct every gradient by the optimizer's second moment before projecting it (TrackStar;
+    /// [`crate::grads::optimizer`]), from the optimizer state saved beside the model
+    /// (`optimizer.safetensors`, as `familiar train` keeps it). The output head is then not
+    /// whitened by its own factor: the optimizer's second moment corrects it.
+    pub optimizer_correction: bool,
     /// Set from elsewhere (another thread, a progress callback) to stop the build after the
     /// current block of documents with [`familiar::Error::Interrupted`]: shards finished so far
     /// stay, the unfinished shard's temporary file is removed, and a rerun resumes.
@@ -160,7 +172,29 @@ pub fn build_store(
             model.config.vocab_size
         )));
     }
-    let spec = ProjectionSpec::new(&model, o.layers, o.rank, o.rank, o.seed)?;
+    let mut spec = ProjectionSpec::new(&model, o.layers, o.rank, o.rank, o.seed)?;
+    let scales = if o.optimizer_correction {
+        let path = o.model.join(OPTIMIZER_FILE);
+        if !path.exists() {
+            return Err(Error::config(format!(
+                "{}: no optimizer state beside the model to correct the gradients by (`familiar \
+                 train` saves its AdamW moments there; a checkpoint without them is stored \
+                 without the correction, and trackstar then corrects by the store's own second \
+                 moment)",
+                path.display()
+            )));
+        }
+        let (checksum, _) = familiar::checksum::of_file(&path)?;
+        spec.head_whitening = None;
+        spec.optimizer = Some(OptimizerCorrection {
+            file: OPTIMIZER_FILE.to_string(),
+            checksum,
+            floor: FLOOR,
+        });
+        Some(OptimizerScales::from_state(&path, &spec, FLOOR)?)
+    } else {
+        None
+    };
     let dim = spec.dim();
     let settings = StoreSettings {
         model_hash: model_hash(&o.model)?,
@@ -204,7 +238,28 @@ pub fn build_store(
         }
         None => None,
     };
-    let projection = Projection::new(settings.projection.clone(), &model, head.as_ref())?;
+    if let Some(scales) = &scales {
+        let path = o.out.join(SCALES_FILE);
+        // The scales follow from the plan's optimizer state (its checksum is in the plan).
+        if OptimizerScales::read(&path, &settings.projection)
+            .ok()
+            .as_ref()
+            != Some(scales)
+        {
+            scales.write(&path)?;
+        }
+        let (checksum, _) = familiar::checksum::of_file(&path)?;
+        manifest.optimizer_scales = Some(MomentsEntry {
+            file: SCALES_FILE.to_string(),
+            checksum,
+        });
+    }
+    let projection = Projection::corrected(
+        settings.projection.clone(),
+        &model,
+        head.as_ref(),
+        scales.as_ref(),
+    )?;
     let fast = FastGradients::new(&model, &projection)?;
     let (mut computed, mut resumed) = (0, 0);
     for (i, shard) in index.shards().iter().enumerate() {

@@ -30,6 +30,7 @@ pub mod build;
 pub mod ekfac;
 pub mod fast;
 pub mod linalg;
+pub mod optimizer;
 pub mod store;
 
 use candle_core::{DType, Tensor, D};
@@ -88,6 +89,10 @@ pub struct ProjectionSpec {
     /// The output head's whitening, when the head is projected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_whitening: Option<HeadWhitening>,
+    /// The optimizer correction every gradient is divided by before it is projected
+    /// ([`optimizer`]), when the store was built with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<optimizer::OptimizerCorrection>,
 }
 
 /// The name of a layer group in specs and on the command line.
@@ -169,6 +174,7 @@ impl ProjectionSpec {
             group: group_name(group).to_string(),
             layers,
             head_whitening: head.then(HeadWhitening::default),
+            optimizer: None,
         })
     }
 
@@ -348,6 +354,17 @@ impl Projection {
         model: &Transformer,
         head: Option<&HeadFactor>,
     ) -> Result<Projection> {
+        Projection::corrected(spec, model, head, None)
+    }
+
+    /// [`Projection::new`] for a spec with an optimizer correction: its `scales` fold into the
+    /// matrices (`P_in diag(s_in)`, `P_out diag(s_out)`, see [`optimizer`]).
+    pub fn corrected(
+        spec: ProjectionSpec,
+        model: &Transformer,
+        head: Option<&HeadFactor>,
+        scales: Option<&optimizer::OptimizerScales>,
+    ) -> Result<Projection> {
         let group = parse_group(&spec.group)?;
         let own = ProjectionSpec::new(model, group, spec.rank_in, spec.rank_out, spec.seed)?;
         if own.layers != spec.layers {
@@ -392,6 +409,40 @@ impl Projection {
             (None, Some(_)) => {
                 return Err(Error::config(
                     "an output-head factor was given for a projection without the head",
+                ))
+            }
+            (None, None) => {}
+        }
+        match (&spec.optimizer, scales) {
+            (Some(_), Some(s)) => {
+                if s.layers.len() != spec.layers.len()
+                    || s.layers
+                        .iter()
+                        .zip(&spec.layers)
+                        .any(|((a, b), l)| a.len() != l.input || b.len() != l.output)
+                {
+                    return Err(Error::config(
+                        "the optimizer scales do not match the projection's layers",
+                    ));
+                }
+                for ((p_in, p_out), (s_in, s_out)) in host.iter_mut().zip(&s.layers) {
+                    for (row, s) in p_in.chunks_exact_mut(spec.rank_in).zip(s_in) {
+                        row.iter_mut().for_each(|x| *x = (*x as f64 * s) as f32);
+                    }
+                    for (row, s) in p_out.chunks_exact_mut(spec.rank_out).zip(s_out) {
+                        row.iter_mut().for_each(|x| *x = (*x as f64 * s) as f32);
+                    }
+                }
+            }
+            (Some(_), None) => {
+                return Err(Error::config(
+                    "the projection corrects gradients by the optimizer's second moment: its \
+                     scales are needed",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::config(
+                    "optimizer scales were given for a projection without the correction",
                 ))
             }
             (None, None) => {}

@@ -9,6 +9,8 @@
 //!                           products, per layer (EK-FAC's Kronecker factors): `KRON` + f64
 //! STORE/ekfac.bin           EK-FAC fitted over the whole store: `EKFC` + f64
 //! STORE/head-factor.bin     the output head's factor, when the head is projected: `HFAC` + f64
+//! STORE/optimizer-scales.bin the optimizer correction's scales of each layer's inputs and output
+//!                           gradients, when the store corrects by them: `OPTS` + f64
 //! ```
 //!
 //! A row file has the index format's 64-byte header (kind `GRAD`, element width 16 for f16 or 32
@@ -22,6 +24,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
+use super::optimizer::OptimizerScales;
 use super::{HeadFactor, ProjectionSpec};
 use crate::error::{Error, Result};
 use familiar::error::IoContext;
@@ -126,6 +129,9 @@ pub struct StoreManifest {
     /// The fitted EK-FAC (stores written before EK-FAC have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ekfac: Option<MomentsEntry>,
+    /// The optimizer correction's scales (when the projection has the correction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer_scales: Option<MomentsEntry>,
 }
 
 impl StoreManifest {
@@ -138,6 +144,7 @@ impl StoreManifest {
             shards: Vec::new(),
             head_factor: None,
             ekfac: None,
+            optimizer_scales: None,
         }
     }
 }
@@ -355,7 +362,10 @@ pub fn model_hash(dir: &Path) -> Result<String> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
         // The optimizer state `familiar train` keeps for resuming is not part of the model.
-        .filter(|p| p.file_name().is_none_or(|n| n != "optimizer.safetensors"))
+        .filter(|p| {
+            p.file_name()
+                .is_none_or(|n| n != super::optimizer::OPTIMIZER_FILE)
+        })
         .collect();
     weights.sort();
     if weights.is_empty() {
@@ -668,6 +678,21 @@ impl GradientStore {
                 ))
             }
         }
+        match (&manifest.optimizer_scales, spec.optimizer.is_some()) {
+            (Some(o), true) => check_file(dir, o, OptimizerScales::file_values(spec), verify)?,
+            (None, false) => {}
+            (o, _) => {
+                return Err(Error::corrupt(
+                    &path,
+                    if o.is_some() {
+                        "lists optimizer scales for a projection without the optimizer correction"
+                    } else {
+                        "the projection corrects gradients by the optimizer's second moment but no \
+                         scales are listed"
+                    },
+                ))
+            }
+        }
         if next != manifest.settings.documents {
             return Err(Error::corrupt(
                 &path,
@@ -735,13 +760,27 @@ impl GradientStore {
         }
     }
 
-    /// The store's projection on `model` (its head whitened with the store's factor).
+    /// The optimizer correction's scales, when the store was built with it.
+    pub fn optimizer_scales(&self) -> Result<Option<OptimizerScales>> {
+        match &self.manifest.optimizer_scales {
+            Some(o) => Ok(Some(OptimizerScales::read(
+                &self.dir.join(&o.file),
+                &self.manifest.settings.projection,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The store's projection on `model` (its head whitened with the store's factor, its
+    /// gradients corrected with the store's optimizer scales).
     pub fn projection(&self, model: &crate::model::Transformer) -> Result<super::Projection> {
         let head = self.head_factor()?;
-        super::Projection::new(
+        let scales = self.optimizer_scales()?;
+        super::Projection::corrected(
             self.manifest.settings.projection.clone(),
             model,
             head.as_ref(),
+            scales.as_ref(),
         )
     }
 

@@ -12,6 +12,7 @@ the ``influence`` and ``queries`` tables as pyarrow tables.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Dict, NamedTuple, Optional, Union
 
 from . import _familiar
@@ -50,13 +51,16 @@ def store(
     rank: int = 32,
     seed: int = 0,
     dtype: str = "f32",
+    optimizer_correction: bool = False,
     progress: Any = True,
 ) -> Dict[str, Any]:
     """Builds (or finishes) the gradient store ``out``: the projected gradient of every document
     of ``index`` (a :class:`familiar.Index` or its path) under ``model`` (whose tokenizer must be
     the index's). ``layers``: ``all``, ``blocks``, ``mlp``, ``attention`` or ``output``;
     ``rank``: projection rank of each layer's input and output (see ``familiar attribute store
-    --help`` for costs); ``dtype``: ``f32`` or ``f16``. Resumable: Ctrl-C keeps the shards
+    --help`` for costs); ``dtype``: ``f32`` or ``f16``; ``optimizer_correction=True`` corrects
+    every gradient by the optimizer's second moment before projecting it (TrackStar; needs the
+    ``optimizer.safetensors`` ``familiar train`` saves beside the model). Resumable: Ctrl-C keeps the shards
     finished so far and calling it again goes on. Returns what was done."""
     from . import Index
 
@@ -70,7 +74,7 @@ def store(
     try:
         return _familiar.attribution_store(
             os.fspath(model), index._native, os.fspath(out), str(layers), rank, seed,
-            str(dtype), on_event,
+            str(dtype), bool(optimizer_correction), on_event,
         )
     finally:
         if bars is not None:
@@ -97,7 +101,9 @@ def score(
     (damped inverse of each layer's gradient second moment, ``damping`` × its mean eigenvalue),
     ``ekfac`` (EK-FAC fitted with the store: each layer's eigenvalue-corrected Kronecker-factored
     Fisher, damped by ``damping`` × its mean corrected eigenvalue), ``trackstar`` (TrackStar:
-    gradients corrected by the store's second moment, whitened and unit-normalised),
+    gradients corrected by the optimizer's second moment when the store was built with
+    ``optimizer_correction=True``, else by the store's own, with a warning; whitened and
+    unit-normalised),
     ``identity`` (dot product) or ``cosine``. ``model`` must be the one the store was built
     with. ``token_influence=N`` also splits each query's N best documents' scores by token
     (which tokens carry the influence; ``query_tokens=True``: the query's tokens too), reading
@@ -130,10 +136,12 @@ def score(
         native = index._native
     path, text = records(queries, "queries")
     with named("queries", text):
-        influence, table, tokens = _familiar.attribution_score(
+        influence, table, tokens, fallback = _familiar.attribution_score(
             os.fspath(store), os.fspath(model), path, text, str(precondition), float(damping),
             top_k, native, token_influence, bool(query_tokens),
         )
+    if fallback is not None:
+        warnings.warn(fallback, stacklevel=2)
     if token_influence is not None:
         return TokenAttribution(influence, table, tokens)
     return Attribution(influence, table)

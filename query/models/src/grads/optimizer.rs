@@ -1,0 +1,244 @@
+//! TrackStar's optimizer correction (Chang et al. 2024, "Scalable Influence and Fact Tracing for
+//! Large Language Model Pretraining"): every gradient divided elementwise by the square root of
+//! the optimizer's second moment `v` (Adam's `exp_avg_sq`) before it is projected, so that the
+//! directions the optimizer moves slowly in do not dominate the inner products.
+//!
+//! A projection never forms a layer's full gradient `G = Σ_t x_tᵀ δ_t` (`[in, out]`), so `v` is
+//! factored as Adafactor does (Shazeer & Stern 2018), as bergson does for TrackStar:
+//! `V̂[i,o] = r_i c_o / m`, with `r_i` the mean of `v` over the outputs of input `i`, `c_o` its
+//! mean over the inputs of output `o` and `m` its overall mean (Adafactor's rank-one
+//! approximation, exact for a rank-one `v`). Then `G[i,o] / √V̂[i,o] = s_in[i] · G[i,o] · s_out[o]`
+//! with `s_in = r^{-1/2}` and `s_out = √m · c^{-1/2}`: scaling each layer's inputs `x_t` by
+//! `s_in` and output gradients `δ_t` by `s_out` corrects the gradient exactly under the factored
+//! `v`, and folds into the projections (`P_in diag(s_in)`, `P_out diag(s_out)`). Means are floored
+//! at [`FLOOR`] of `m` (a coordinate the optimizer never moved would otherwise be scaled by
+//! infinity).
+//!
+//! `familiar train` saves its AdamW moments in `optimizer.safetensors` beside the model, each
+//! variable's `{name}.exp_avg_sq` in the layout of the model's variable (`[in, out]` for linear
+//! layers, `[vocab, hidden]` for the embeddings a tied output head shares). A layer's moment is
+//! read as `[in, out]`, or transposed when it is `[out, in]` (and `in ≠ out`); the output head's
+//! is `lm_head.weight`'s or `embed_out.weight`'s, else the input embeddings' it is tied to.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::ProjectionSpec;
+use crate::error::{Error, Result};
+use crate::model::transformer::HEAD;
+use familiar::error::IoContext;
+use familiar::format::{FileKind, Header, HEADER_LEN};
+
+/// The file `familiar train` keeps the optimizer's moments in, beside the model.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+/// The file name of a store's optimizer scales.
+pub const SCALES_FILE: &str = "optimizer-scales.bin";
+
+/// Means of the second moment below this fraction of the overall mean count as this fraction.
+pub const FLOOR: f64 = 1e-8;
+
+/// What a store's gradients were corrected with (recorded in its projection spec: rows corrected
+/// otherwise are not comparable).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerCorrection {
+    /// The optimizer state's file name in the model directory.
+    pub file: String,
+    /// Its checksum.
+    pub checksum: String,
+    /// [`FLOOR`] as applied.
+    pub floor: f64,
+}
+
+/// Per projected layer, the scales of its inputs (`in` values) and of its output gradients (`out`
+/// values).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerScales {
+    /// `(s_in, s_out)` per layer of the spec, in its order.
+    pub layers: Vec<(Vec<f64>, Vec<f64>)>,
+}
+
+/// Adafactor's factored scales of one layer's second moment `v` (`[input, output]`, row-major):
+/// `s_in[i] = (r_i ∨ floor·m)^{-1/2}`, `s_out[o] = √m (c_o ∨ floor·m)^{-1/2}` (see the module
+/// documentation). All ones for an all-zero `v`.
+pub fn factored_scales(v: &[f64], input: usize, output: usize, floor: f64) -> (Vec<f64>, Vec<f64>) {
+    let mut rows = vec![0.0f64; input];
+    let mut cols = vec![0.0f64; output];
+    for (i, r) in v.chunks_exact(output).enumerate() {
+        for (o, &x) in r.iter().enumerate() {
+            rows[i] += x;
+            cols[o] += x;
+        }
+    }
+    rows.iter_mut().for_each(|r| *r /= output as f64);
+    cols.iter_mut().for_each(|c| *c /= input as f64);
+    let m = rows.iter().sum::<f64>() / input as f64;
+    if m <= 0.0 {
+        return (vec![1.0; input], vec![1.0; output]);
+    }
+    let low = floor * m;
+    (
+        rows.iter().map(|r| 1.0 / r.max(low).sqrt()).collect(),
+        cols.iter().map(|c| m.sqrt() / c.max(low).sqrt()).collect(),
+    )
+}
+
+/// Names of the tensor whose second moment corrects layer `name`, in the order they are tried.
+fn moment_names(name: &str) -> Vec<String> {
+    if name == HEAD {
+        [
+            "lm_head.weight",
+            "embed_out.weight",
+            "transformer.wte.weight",
+            "model.embed_tokens.weight",
+            "gpt_neox.embed_in.weight",
+        ]
+        .iter()
+        .map(|n| format!("{n}.exp_avg_sq"))
+        .collect()
+    } else {
+        vec![format!("{name}.weight.exp_avg_sq")]
+    }
+}
+
+impl OptimizerScales {
+    /// The scales of `spec`'s layers from the optimizer state at `path`; an error names the file
+    /// and the tensor that is missing, misshapen or not finite and non-negative.
+    pub fn from_state(path: &Path, spec: &ProjectionSpec, floor: f64) -> Result<OptimizerScales> {
+        let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+            .map_err(|e| Error::corrupt(path, format!("optimizer state: {e}")))?;
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        for l in &spec.layers {
+            let names = moment_names(&l.name);
+            let Some((key, t)) = names
+                .iter()
+                .find_map(|n| tensors.get(n).map(|t| (n.as_str(), t)))
+            else {
+                return Err(Error::corrupt(
+                    path,
+                    format!(
+                        "no second moment of layer {} (expected the tensor `{}`)",
+                        l.name,
+                        names.join("` or `")
+                    ),
+                ));
+            };
+            let dims = t.dims().to_vec();
+            let transpose = if dims == [l.input, l.output] {
+                false
+            } else if dims == [l.output, l.input] {
+                true
+            } else {
+                return Err(Error::corrupt(
+                    path,
+                    format!(
+                        "`{key}` is {dims:?}; layer {} has {} inputs and {} outputs",
+                        l.name, l.input, l.output
+                    ),
+                ));
+            };
+            let t = if transpose {
+                t.t().and_then(|t| t.contiguous())
+            } else {
+                Ok(t.clone())
+            };
+            let v = t
+                .and_then(|t| t.to_dtype(candle_core::DType::F64))
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f64>())
+                .map_err(|e| Error::corrupt(path, format!("`{key}`: {e}")))?;
+            if let Some(i) = v.iter().position(|x| !x.is_finite() || *x < 0.0) {
+                return Err(Error::corrupt(
+                    path,
+                    format!(
+                        "`{key}` holds {} at entry {i}: a second moment is finite and non-negative",
+                        v[i]
+                    ),
+                ));
+            }
+            layers.push(factored_scales(&v, l.input, l.output, floor));
+        }
+        Ok(OptimizerScales { layers })
+    }
+
+    /// Values of the scales file of `spec`: every layer's inputs and outputs.
+    pub fn file_values(spec: &ProjectionSpec) -> usize {
+        spec.layers.iter().map(|l| l.input + l.output).sum()
+    }
+
+    /// Writes the scales (`OPTS` header: width 64, count = Σ (in + out), `aux0` = layers) to a
+    /// temporary file renamed into place.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let count: usize = self.layers.iter().map(|(a, b)| a.len() + b.len()).sum();
+        let mut bytes = Header::new(
+            FileKind::OptimizerScales,
+            64,
+            count as u64,
+            self.layers.len() as u64,
+            0,
+        )
+        .to_bytes()
+        .to_vec();
+        for (a, b) in &self.layers {
+            for v in a.iter().chain(b) {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        Ok(familiar::manifest::write_atomic(path, &bytes)?)
+    }
+
+    /// Reads the scales of `spec`'s layers.
+    pub fn read(path: &Path, spec: &ProjectionSpec) -> Result<OptimizerScales> {
+        let bytes = std::fs::read(path).at(path)?;
+        let h = Header::parse(&bytes, FileKind::OptimizerScales, path)?;
+        let count = OptimizerScales::file_values(spec);
+        if h.width != 64 || h.count != count as u64 || h.aux0 != spec.layers.len() as u64 {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "header says width {}, {} values over {} layers; the store has width 64, \
+                     {count} values over {} layers",
+                    h.width,
+                    h.count,
+                    h.aux0,
+                    spec.layers.len()
+                ),
+            ));
+        }
+        let want = HEADER_LEN as u64 + 8 * count as u64;
+        if bytes.len() as u64 != want {
+            return Err(familiar::Error::Size {
+                path: path.to_path_buf(),
+                expected: want,
+                actual: bytes.len() as u64,
+            }
+            .into());
+        }
+        let values: Vec<f64> = bytes[HEADER_LEN..]
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        if let Some(i) = values.iter().position(|v| !v.is_finite() || *v <= 0.0) {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "value {i} is {}: expected a finite positive scale",
+                    values[i]
+                ),
+            ));
+        }
+        let mut rest = values.as_slice();
+        let layers = spec
+            .layers
+            .iter()
+            .map(|l| {
+                let (a, r) = rest.split_at(l.input);
+                let (b, r) = r.split_at(l.output);
+                rest = r;
+                (a.to_vec(), b.to_vec())
+            })
+            .collect();
+        Ok(OptimizerScales { layers })
+    }
+}

@@ -905,32 +905,55 @@ fn sweep() {
         };
         let size = dir_bytes(&s);
         let rows = std::fs::metadata(s.join("grads-00000.bin")).unwrap().len();
-        let mut configs: Vec<(String, Vec<String>)> = vec![
+        // With the optimizer's state beside the model (a model `familiar train` trained), a
+        // second store whose rows are corrected by it (TrackStar's correction).
+        let corrected = b.model.join("optimizer.safetensors").exists().then(|| {
+            let c = dir.join(format!("store-{rank}-optimizer"));
+            if !c.join("store.json").exists() {
+                store(&b, &c, &["--rank", rank, "--optimizer-correction"]);
+            }
+            c
+        });
+        if corrected.is_none() {
+            eprintln!(
+                "{}: no optimizer state, so no optimizer-corrected store",
+                b.model.display()
+            );
+        }
+        let mut configs: Vec<(String, PathBuf, Vec<String>)> = vec![
             (
                 "identity".into(),
+                s.clone(),
                 vec!["--precondition".into(), "identity".into()],
             ),
             (
                 "cosine".into(),
+                s.clone(),
                 vec!["--precondition".into(), "cosine".into()],
             ),
         ];
         for d in dampings.split(',') {
             for p in ["fisher", "ekfac", "trackstar"] {
-                configs.push((
-                    format!("{p} λ {d}"),
-                    vec![
-                        "--precondition".into(),
-                        p.into(),
-                        "--damping".into(),
-                        d.into(),
-                    ],
-                ));
+                let args = vec![
+                    "--precondition".into(),
+                    p.into(),
+                    "--damping".into(),
+                    d.into(),
+                ];
+                configs.push((format!("{p} λ {d}"), s.clone(), args.clone()));
+                if let Some(c) = &corrected {
+                    configs.push((
+                        format!("{p} λ {d}, optimizer-corrected rows"),
+                        c.clone(),
+                        args,
+                    ));
+                }
             }
         }
-        for (name, args) in configs {
+        for (name, s, args) in configs {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let (r, secs) = ranks(&b, &s, &dir.join(format!("att-{rank}-{name}")), &args);
+            let out = dir.join(format!("att-{rank}-{}", name.replace([' ', ','], "_")));
+            let (r, secs) = ranks(&b, &s, &out, &args);
             // Per task (the query id's prefix), in order of first appearance.
             let mut tasks: Vec<(&str, usize)> = Vec::new();
             for ((q, _), &x) in b.truth.iter().zip(&r) {

@@ -5,6 +5,7 @@ against the CLI on the same inputs."""
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -190,8 +191,16 @@ def test_attribution_equals_the_cli(index_dir, cli_store, tmp_path):
         cli("attribute", "score", "--store", str(out), "--model", str(TRAINED), "--queries", str(QUERIES),
             "--top-k", "3", "--precondition", precondition, "--out", str(tmp_path / f"cli-{precondition}"))
         expected = pq.read_table(tmp_path / f"cli-{precondition}" / "influence.parquet").to_pylist()
-        run = attribution.score(out, TRAINED, QUERIES, top_k=3, precondition=precondition,
-                                token_influence=2, query_tokens=True, index=ix)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run = attribution.score(out, TRAINED, QUERIES, top_k=3, precondition=precondition,
+                                    token_influence=2, query_tokens=True, index=ix)
+        # TrackStar on a store built without the optimizer's moment says what it used instead.
+        said = [str(w.message) for w in caught if "second moment" in str(w.message)]
+        if precondition == "trackstar":
+            assert len(said) == 1 and said[0].startswith("trackstar: ") and "store's own second moment" in said[0]
+        else:
+            assert said == []
         assert isinstance(run, attribution.TokenAttribution)
         got = run.influence.to_pylist()
         assert [(g["query_id"], g["doc_id"]) for g in got] == [(e["query_id"], e["doc_id"]) for e in expected]
@@ -206,6 +215,34 @@ def test_attribution_equals_the_cli(index_dir, cli_store, tmp_path):
                 else:
                     scale = max(sum(abs(x) for x in mine), abs(g["score"]))
                     assert sum(mine) == pytest.approx(g["score"], abs=1e-4 * scale), (precondition, side)
+
+
+def test_optimizer_correction_equals_the_cli(index_dir, tmp_path):
+    model = tmp_path / "model"
+    cli("train", "--index", str(index_dir), "--out", str(model), "--steps", "8", "--layers", "1",
+        "--hidden", "32", "--heads", "2", "--context", "32", "--batch", "4", "-q")
+    out = tmp_path / "py"
+    r = attribution.store(model, index_dir, out, layers="mlp", rank=4, optimizer_correction=True, progress=False)
+    assert r["optimizer_correction"] is True
+    cli("attribute", "store", "--model", str(model), "--index", str(index_dir), "--out", str(tmp_path / "cli"),
+        "--layers", "mlp", "--rank", "4", "--optimizer-correction", "-q")
+    for name in sorted(os.listdir(tmp_path / "cli")):
+        if name.startswith("grads-") or name == "optimizer-scales.bin":
+            assert (out / name).read_bytes() == (tmp_path / "cli" / name).read_bytes(), name
+    settings = json.loads((out / "store.json").read_text())["settings"]
+    assert settings["projection"]["optimizer"]["file"] == "optimizer.safetensors"
+    cli("attribute", "score", "--store", str(out), "--model", str(model), "--queries", str(QUERIES),
+        "--top-k", "3", "--precondition", "trackstar", "--out", str(tmp_path / "cli-scores"))
+    expected = pq.read_table(tmp_path / "cli-scores" / "influence.parquet").to_pylist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # corrected by the optimizer's moment: nothing to say
+        influence, _ = attribution.score(out, model, QUERIES, top_k=3, precondition="trackstar")
+    got = influence.to_pylist()
+    assert [(g["query_id"], g["doc_id"]) for g in got] == [(e["query_id"], e["doc_id"]) for e in expected]
+    # a checkpoint without the optimizer's state is refused, naming the file
+    with pytest.raises(familiar.ConfigError, match="optimizer.safetensors"):
+        attribution.store(TRAINED, index_dir, tmp_path / "none", optimizer_correction=True, progress=False)
+    assert not (tmp_path / "none").exists()
 
 
 def test_a_stopped_store_keeps_finished_shards_and_resumes(index_dir, cli_store, tmp_path):

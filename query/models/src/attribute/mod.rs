@@ -430,78 +430,120 @@ impl RowNorm {
     }
 }
 
-/// The query side of a preconditioner: the vectors every row is multiplied with, and how each
-/// row's products are divided.
+/// The query side of a preconditioner: the vectors every row is multiplied with, how each
+/// row's products are divided, and the operator that made the vectors (to precondition more
+/// gradients alike without fitting it again).
 #[derive(Debug, Clone)]
 pub struct Prepared {
     /// One per query.
     pub vectors: Vec<Vec<f32>>,
     /// The rows' divisor.
     pub norm: RowNorm,
+    /// The fitted preconditioner.
+    pub operator: Operator,
 }
 
-/// The query gradients, preconditioned: the vectors each row is multiplied with (and the rows'
-/// norm, for the normalised preconditioners).
-pub fn preconditioned(
-    store: &GradientStore,
-    gradients: &[Vec<f32>],
-    p: Precondition,
-) -> Result<Prepared> {
-    let vectors = |norm: RowNorm| -> Result<Prepared> {
-        Ok(Prepared {
-            vectors: gradients.to_vec(),
-            norm,
-        })
-    };
-    let unit = |g: &[f32]| -> Vec<f32> {
-        let norm = g.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-        let s = if norm > 0.0 { 1.0 / norm } else { 0.0 };
-        g.iter().map(|x| (*x as f64 * s) as f32).collect()
-    };
-    match p {
-        Precondition::Identity => vectors(RowNorm::None),
-        Precondition::Cosine => Ok(Prepared {
-            vectors: gradients.iter().map(|g| unit(g)).collect(),
-            norm: RowNorm::Euclidean,
-        }),
-        Precondition::Trackstar { damping } => {
-            check_damping(damping)?;
-            let block = store.manifest.settings.projection.block();
-            let moments = second_moments(store)?;
-            let by_optimizer = matches!(Correction::of(store), Correction::Optimizer(_));
-            let layers = moments
-                .par_iter()
-                .map(|m| {
-                    // The correction: none when the rows are corrected by the optimizer's
-                    // second moment already, else 1/√v of each coordinate's second moment (0
-                    // where every row is 0 there).
-                    let scale: Vec<f64> = (0..block)
-                        .map(|a| {
-                            let v = m[a * block + a];
-                            if by_optimizer {
-                                1.0
-                            } else if v > 0.0 {
-                                1.0 / v.sqrt()
-                            } else {
-                                0.0
+/// A preconditioner fitted on a store.
+#[derive(Debug, Clone)]
+pub enum Operator {
+    /// The gradient itself.
+    Identity,
+    /// The unit gradient.
+    Cosine,
+    /// Per layer the Cholesky factor of the damped second moment (solved against).
+    Fisher(Vec<Cholesky>),
+    /// The store's EK-FAC and each layer's damping.
+    Ekfac(Box<crate::grads::ekfac::Ekfac>, Vec<f64>),
+    /// Per layer the correction and whitening.
+    Trackstar(Vec<Whitening>),
+}
+
+impl Operator {
+    /// Fits `p` on `store`.
+    pub fn fit(store: &GradientStore, p: Precondition) -> Result<Operator> {
+        match p {
+            Precondition::Identity => Ok(Operator::Identity),
+            Precondition::Cosine => Ok(Operator::Cosine),
+            Precondition::Trackstar { damping } => {
+                check_damping(damping)?;
+                let block = store.manifest.settings.projection.block();
+                let moments = second_moments(store)?;
+                let by_optimizer = matches!(Correction::of(store), Correction::Optimizer(_));
+                moments
+                    .par_iter()
+                    .map(|m| {
+                        // The correction: none when the rows are corrected by the optimizer's
+                        // second moment already, else 1/√v of each coordinate's second moment (0
+                        // where every row is 0 there).
+                        let scale: Vec<f64> = (0..block)
+                            .map(|a| {
+                                let v = m[a * block + a];
+                                if by_optimizer {
+                                    1.0
+                                } else if v > 0.0 {
+                                    1.0 / v.sqrt()
+                                } else {
+                                    0.0
+                                }
+                            })
+                            .collect();
+                        let mut r = vec![0.0f64; block * block];
+                        for a in 0..block {
+                            for b in 0..block {
+                                r[a * block + b] = m[a * block + b] * scale[a] * scale[b];
                             }
-                        })
-                        .collect();
-                    let mut r = vec![0.0f64; block * block];
-                    for a in 0..block {
-                        for b in 0..block {
-                            r[a * block + b] = m[a * block + b] * scale[a] * scale[b];
                         }
-                    }
-                    let factor = damped_factor(&r, block, damping)?;
-                    Ok(Whitening { scale, factor })
-                })
-                .collect::<Result<Vec<_>>>()?;
+                        let factor = damped_factor(&r, block, damping)?;
+                        Ok(Whitening { scale, factor })
+                    })
+                    .collect::<Result<Vec<_>>>()
+                    .map(Operator::Trackstar)
+            }
+            Precondition::Ekfac { damping } => {
+                check_damping(damping)?;
+                let fit = store.ekfac()?;
+                let lambdas = fit.lambdas(damping);
+                Ok(Operator::Ekfac(Box::new(fit), lambdas))
+            }
+            Precondition::Fisher { damping } => {
+                check_damping(damping)?;
+                let block = store.manifest.settings.projection.block();
+                let moments = second_moments(store)?;
+                // One factorization per layer, shared by every query.
+                moments
+                    .par_iter()
+                    .map(|m| damped_factor(m, block, damping))
+                    .collect::<Result<Vec<_>>>()
+                    .map(Operator::Fisher)
+            }
+        }
+    }
+
+    /// How rows' dot products with the vectors are divided.
+    pub fn norm(&self) -> RowNorm {
+        match self {
+            Operator::Cosine => RowNorm::Euclidean,
+            Operator::Trackstar(layers) => RowNorm::Whitened(layers.clone()),
+            Operator::Identity | Operator::Fisher(_) | Operator::Ekfac(..) => RowNorm::None,
+        }
+    }
+
+    /// The vectors of `gradients` (one per gradient).
+    pub fn apply(&self, gradients: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        let unit = |g: &[f32]| -> Vec<f32> {
+            let norm = g.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            let s = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+            g.iter().map(|x| (*x as f64 * s) as f32).collect()
+        };
+        match self {
+            Operator::Identity => gradients.to_vec(),
+            Operator::Cosine => gradients.iter().map(|g| unit(g)).collect(),
             // v = diag(s) L⁻ᵀ L⁻¹ diag(s) q / |L⁻¹ diag(s) q|: its dot product with a row is the
             // whitened inner product over the query's whitened norm.
-            let vectors = gradients
+            Operator::Trackstar(layers) => gradients
                 .par_iter()
                 .map(|g| {
+                    let block = g.len() / layers.len().max(1);
                     let ys: Vec<Vec<f64>> = layers
                         .iter()
                         .enumerate()
@@ -516,52 +558,43 @@ pub fn preconditioned(
                     }
                     out
                 })
-                .collect();
-            Ok(Prepared {
-                vectors,
-                norm: RowNorm::Whitened(layers),
-            })
-        }
-        Precondition::Ekfac { damping } => {
-            check_damping(damping)?;
-            let fit = store.ekfac()?;
-            let lambdas = fit.lambdas(damping);
-            Ok(Prepared {
-                vectors: gradients
-                    .par_iter()
-                    .map(|g| fit.precondition(g, &lambdas))
-                    .collect(),
-                norm: RowNorm::None,
-            })
-        }
-        Precondition::Fisher { damping } => {
-            check_damping(damping)?;
-            let block = store.manifest.settings.projection.block();
-            let moments = second_moments(store)?;
-            // One factorization per layer, shared by every query.
-            let factors = moments
+                .collect(),
+            Operator::Ekfac(fit, lambdas) => gradients
                 .par_iter()
-                .map(|m| damped_factor(m, block, damping))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Prepared {
-                vectors: gradients
-                    .par_iter()
-                    .map(|g| {
-                        let mut out = Vec::with_capacity(g.len());
-                        for (l, c) in factors.iter().enumerate() {
-                            let q: Vec<f64> = g[l * block..(l + 1) * block]
-                                .iter()
-                                .map(|&x| x as f64)
-                                .collect();
-                            out.extend(c.solve(&q).into_iter().map(|x| x as f32));
-                        }
-                        out
-                    })
-                    .collect(),
-                norm: RowNorm::None,
-            })
+                .map(|g| fit.precondition(g, lambdas))
+                .collect(),
+            Operator::Fisher(factors) => gradients
+                .par_iter()
+                .map(|g| {
+                    let block = g.len() / factors.len().max(1);
+                    let mut out = Vec::with_capacity(g.len());
+                    for (l, c) in factors.iter().enumerate() {
+                        let q: Vec<f64> = g[l * block..(l + 1) * block]
+                            .iter()
+                            .map(|&x| x as f64)
+                            .collect();
+                        out.extend(c.solve(&q).into_iter().map(|x| x as f32));
+                    }
+                    out
+                })
+                .collect(),
         }
     }
+}
+
+/// The query gradients, preconditioned: the vectors each row is multiplied with (and the rows'
+/// norm, for the normalised preconditioners).
+pub fn preconditioned(
+    store: &GradientStore,
+    gradients: &[Vec<f32>],
+    p: Precondition,
+) -> Result<Prepared> {
+    let operator = Operator::fit(store, p)?;
+    Ok(Prepared {
+        vectors: operator.apply(gradients),
+        norm: operator.norm(),
+        operator,
+    })
 }
 
 /// What TrackStar's gradients are corrected by.
@@ -833,15 +866,7 @@ pub fn attribute(
     let scores = score_all(store, &prepared.vectors, &prepared.norm, top);
     let scoring_seconds = started.elapsed().as_secs_f64();
     let tokens = match tokens {
-        Some(t) => token_influence(
-            store,
-            lm,
-            queries,
-            &gradients,
-            (precondition, &prepared),
-            &scores,
-            t,
-        )?,
+        Some(t) => token_influence(store, lm, queries, &gradients, &prepared, &scores, t)?,
         None => Vec::new(),
     };
     let influence = scores
@@ -899,7 +924,7 @@ fn token_influence(
     lm: &LanguageModel,
     queries: &[Query],
     gradients: &[Vec<f32>],
-    (precondition, prepared): (Precondition, &Prepared),
+    prepared: &Prepared,
     scores: &[Influence],
     t: TokenOptions<'_>,
 ) -> Result<Vec<TokenInfluenceRow>> {
@@ -936,7 +961,7 @@ fn token_influence(
     };
     let doc_vectors = if t.query_side {
         let rows: Vec<Vec<f32>> = picked.iter().map(|i| row_of(i.doc)).collect();
-        preconditioned(store, &rows, precondition)?.vectors
+        prepared.operator.apply(&rows)
     } else {
         Vec::new()
     };

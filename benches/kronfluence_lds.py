@@ -402,8 +402,18 @@ def main():
     p.add_argument("--logprobs", action="store_true",
                    help="print each query's log p(completion | prompt) under the full model to "
                         "stderr (to compare with `familiar attribute score`'s queries.parquet)")
+    p.add_argument("--familiar-scores", action="append", default=[], metavar="NAME=DIR",
+                   help="also the LDS of a `familiar attribute score --all` output directory "
+                        "(its influence.parquet), on the same subsets, as row NAME (repeatable: "
+                        "stores of other layers or ranks, other preconditioners); needs pyarrow")
     args = p.parse_args()
     strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]
+    extra_runs = []
+    for spec in args.familiar_scores:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            p.error(f"--familiar-scores {spec}: expected NAME=DIR")
+        extra_runs.append((name, path))
     for s in strategies:
         if s not in ("ekfac", "kfac", "diagonal", "identity"):
             p.error(f"--strategy {s}: one of ekfac, kfac, diagonal, identity")
@@ -575,6 +585,23 @@ def main():
                 damp += ", no head"
             rows.append((f"**Kronfluence {strategy}**{damp}", mean, fact, reas,
                          f"{c2 - c0:.1f} (fit {c1 - c0:.1f}, score {c2 - c1:.1f}; wall {w2 - w0:.1f})"))
+
+    # familiar's own score runs, on the same subsets.
+    for name, path in extra_runs:
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(os.path.join(path, "influence.parquet"),
+                          columns=["query_id", "doc_id", "score"]).to_pydict()
+        row_of = {q["id"]: i for i, q in enumerate(queries)}
+        doc_scores = np.full((len(queries), len(docs)), np.nan)
+        for qid, d, v in zip(t["query_id"], t["doc_id"], t["score"]):
+            if qid in row_of and d < len(docs):
+                doc_scores[row_of[qid], d] = v
+        if np.isnan(doc_scores).any():
+            raise SystemExit(f"{path}: not every (query, document) is scored: run "
+                             f"`familiar attribute score --all` with the run's queries")
+        per_query, mean, fact, reas = lds_of(doc_scores, members, measured, kinds)
+        rows.insert(0, (f"familiar {name} ({path})", mean, fact, reas, "–"))
 
     def cell(x):
         return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"

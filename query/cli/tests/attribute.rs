@@ -95,6 +95,28 @@ fn attribute_score(store: &Path, model: &Path, queries: &Path, out: &Path, extra
     familiar(args)
 }
 
+/// The projected gradient of −log p(completion | prompt) by candle's autograd.
+fn query_gradient(
+    lm: &LanguageModel,
+    projection: &familiar_models::grads::Projection,
+    prompt: &str,
+    completion: &str,
+) -> Vec<f32> {
+    let (ctx, cont) = lm.split(prompt, completion).unwrap();
+    let mut ids = ctx.clone();
+    ids.extend(&cont);
+    projected_gradients(
+        &lm.model,
+        projection,
+        &[Example {
+            ids,
+            first_target: ctx.len(),
+        }],
+    )
+    .unwrap()
+    .rows
+}
+
 /// TrackStar by its definition: per layer the second moment M of every row of `g`, the
 /// correction s = 1/√diag(M) (with `correct`; else none), R = diag(s) M diag(s), the symmetric
 /// R^{-1/2} of R + λI (λ = 0.1 of R's mean eigenvalue) by eigendecomposition; returns the map
@@ -237,21 +259,8 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
             "{\"id\": \"r1\", \"prompt\": \"Oxazyn oxazam ve\", \"completion\": \" Zelazu xanoxaexo\", \"kind\": \"reasoning\", \"task\": \"planted\", \"intermediate\": [\"Oxazyn\", 4], \"difficulty\": 3, \"metadata\": {\"source\": \"planted\", \"tags\": [\"a\"]}}\n",
         ),
     );
-    let q_grad = |prompt: &str, completion: &str| -> Vec<f32> {
-        let (ctx, cont) = lm.split(prompt, completion).unwrap();
-        let mut ids = ctx.clone();
-        ids.extend(&cont);
-        projected_gradients(
-            &lm.model,
-            &projection,
-            &[Example {
-                ids,
-                first_target: ctx.len(),
-            }],
-        )
-        .unwrap()
-        .rows
-    };
+    let q_grad =
+        |prompt: &str, completion: &str| query_gradient(&lm, &projection, prompt, completion);
     let qs = [
         q_grad("An rohi an ve tian", " Xirqenoxa qenoxazam"),
         q_grad("Oxazyn oxazam ve", " Zelazu xanoxaexo"),
@@ -990,21 +999,12 @@ fn optimizer_correction_corrects_rows_by_the_optimizer_state() {
     )
     .success()
     .stdout_has(&["corrected by the optimizer's second moment (optimizer.safetensors"]);
-    let (ctx, cont) = lm
-        .split("An rohi an ve tian", " Xirqenoxa qenoxazam")
-        .unwrap();
-    let mut ids = ctx.clone();
-    ids.extend(&cont);
-    let q = projected_gradients(
-        &lm.model,
+    let q = query_gradient(
+        &lm,
         &projection,
-        &[Example {
-            ids,
-            first_target: ctx.len(),
-        }],
-    )
-    .unwrap()
-    .rows;
+        "An rohi an ve tian",
+        " Xirqenoxa qenoxazam",
+    );
     let whiten = trackstar_whitening(&g, false);
     let wq = whiten(&q);
     let b = read_parquet(&out.join("influence.parquet"), "influence");

@@ -159,7 +159,7 @@ fn outer_sums(m: &mut [f64], v: &[f32], n: usize, r: usize) {
 
 /// The header and f64 values of a factor file of `kind` that must hold `want` values and `aux0`
 /// (what its `aux0` counts, named).
-fn read_values(
+pub(crate) fn read_values(
     path: &Path,
     kind: FileKind,
     want: u64,

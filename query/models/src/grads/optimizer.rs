@@ -27,8 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::ProjectionSpec;
 use crate::error::{Error, Result};
 use crate::model::transformer::HEAD;
-use familiar::error::IoContext;
-use familiar::format::{FileKind, Header, HEADER_LEN};
+use familiar::format::{FileKind, Header};
 
 /// The file `familiar train` keeps the optimizer's moments in, beside the model.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -190,35 +189,13 @@ impl OptimizerScales {
 
     /// Reads the scales of `spec`'s layers.
     pub fn read(path: &Path, spec: &ProjectionSpec) -> Result<OptimizerScales> {
-        let bytes = std::fs::read(path).at(path)?;
-        let h = Header::parse(&bytes, FileKind::OptimizerScales, path)?;
         let count = OptimizerScales::file_values(spec);
-        if h.width != 64 || h.count != count as u64 || h.aux0 != spec.layers.len() as u64 {
-            return Err(Error::corrupt(
-                path,
-                format!(
-                    "header says width {}, {} values over {} layers; the store has width 64, \
-                     {count} values over {} layers",
-                    h.width,
-                    h.count,
-                    h.aux0,
-                    spec.layers.len()
-                ),
-            ));
-        }
-        let want = HEADER_LEN as u64 + 8 * count as u64;
-        if bytes.len() as u64 != want {
-            return Err(familiar::Error::Size {
-                path: path.to_path_buf(),
-                expected: want,
-                actual: bytes.len() as u64,
-            }
-            .into());
-        }
-        let values: Vec<f64> = bytes[HEADER_LEN..]
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-            .collect();
+        let (_, values) = super::ekfac::read_values(
+            path,
+            FileKind::OptimizerScales,
+            count as u64,
+            (spec.layers.len() as u64, "layers"),
+        )?;
         if let Some(i) = values.iter().position(|v| !v.is_finite() || *v <= 0.0) {
             return Err(Error::corrupt(
                 path,

@@ -901,13 +901,16 @@ fn optimizer_scales_are_exact_for_rank_one_moments_and_checked() {
         path
     };
     let first = &spec.layers[0].name;
-    let path = save(&|_, t| Some(t.clone()));
+    let path = save(&|_, t| Some((t * 4.0).unwrap()));
     let scales = OptimizerScales::from_state(&path, &spec, FLOOR).unwrap();
-    // A constant moment scales every gradient by 1/√v, all on the input side.
-    assert!(scales
-        .layers
-        .iter()
-        .all(|(a, b)| a.iter().chain(b).all(|s| (s - 1.0).abs() < 1e-12)));
+    // A constant moment v = 4 scales every gradient entry by 1/√v = 1/2.
+    for (a, b) in &scales.layers {
+        for x in a {
+            for y in b {
+                assert!((x * y - 0.5).abs() < 1e-12, "{x} × {y}");
+            }
+        }
+    }
     let spath = dir.path().join("optimizer-scales.bin");
     scales.write(&spath).unwrap();
     assert_eq!(OptimizerScales::read(&spath, &spec).unwrap(), scales);
@@ -960,4 +963,23 @@ fn optimizer_scales_are_exact_for_rank_one_moments_and_checked() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("non-negative"), "{err}");
+}
+
+/// An f16 row file refuses a value beyond f16's range (it would be stored as infinity), naming
+/// the row, and keeps the values within it.
+#[test]
+fn f16_rows_refuse_values_beyond_its_range() {
+    use familiar_models::grads::store::{RowFile, RowWriter, StoreDtype};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grads-00000.bin");
+    let mut w = RowWriter::create(&path, StoreDtype::F16, 3, 2, 0).unwrap();
+    w.push(&[1.0, -65504.0, 0.5]).unwrap();
+    let err = w.push(&[1.0, 7.0e4, 0.0]).unwrap_err().to_string();
+    assert!(err.contains("row 1") && err.contains("f32"), "{err}");
+    w.push(&[2.0, 3.0, -4.0]).unwrap();
+    w.finish().unwrap();
+    let f = RowFile::open(&path, 3, StoreDtype::F16, 0, 2).unwrap();
+    let mut row = vec![0.0f32; 3];
+    f.row(0, &mut row);
+    assert_eq!(row, [1.0, -65504.0, 0.5]);
 }

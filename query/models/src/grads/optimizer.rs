@@ -16,9 +16,9 @@
 //!
 //! `familiar train` saves its AdamW moments in `optimizer.safetensors` beside the model, each
 //! variable's `{name}.exp_avg_sq` in the layout of the model's variable (`[in, out]` for linear
-//! layers, `[vocab, hidden]` for the embeddings a tied output head shares). A layer's moment is
-//! read as `[in, out]`, or transposed when it is `[out, in]` (and `in ≠ out`); the output head's
-//! is `lm_head.weight`'s or `embed_out.weight`'s, else the input embeddings' it is tied to.
+//! layers, `[vocab, hidden]` for the embeddings a tied output head shares). The output head's
+//! moment is `lm_head.weight`'s or `embed_out.weight`'s (`[hidden, vocab]`), else that of the
+//! input embeddings it is tied to (`[vocab, hidden]`, transposed).
 
 use std::path::Path;
 
@@ -83,21 +83,23 @@ pub fn factored_scales(v: &[f64], input: usize, output: usize, floor: f64) -> (V
     )
 }
 
-/// Names of the tensor whose second moment corrects layer `name`, in the order they are tried.
-fn moment_names(name: &str) -> Vec<String> {
+/// The tensors whose second moment may correct layer `name`, in the order they are tried, each
+/// with whether it is stored `[out, in]` (the embeddings a tied head shares: `[vocab, hidden]`)
+/// rather than as the layer's `[in, out]` variable.
+fn moment_names(name: &str) -> Vec<(String, bool)> {
     if name == HEAD {
         [
-            "lm_head.weight",
-            "embed_out.weight",
-            "transformer.wte.weight",
-            "model.embed_tokens.weight",
-            "gpt_neox.embed_in.weight",
+            ("lm_head.weight", false),
+            ("embed_out.weight", false),
+            ("transformer.wte.weight", true),
+            ("model.embed_tokens.weight", true),
+            ("gpt_neox.embed_in.weight", true),
         ]
         .iter()
-        .map(|n| format!("{n}.exp_avg_sq"))
+        .map(|(n, t)| (format!("{n}.exp_avg_sq"), *t))
         .collect()
     } else {
-        vec![format!("{name}.weight.exp_avg_sq")]
+        vec![(format!("{name}.weight.exp_avg_sq"), false)]
     }
 }
 
@@ -105,42 +107,56 @@ impl OptimizerScales {
     /// The scales of `spec`'s layers from the optimizer state at `path`; an error names the file
     /// and the tensor that is missing, misshapen or not finite and non-negative.
     pub fn from_state(path: &Path, spec: &ProjectionSpec, floor: f64) -> Result<OptimizerScales> {
-        let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+        // SAFETY: as for the model's weights (`Weights::open`): a read-only input the caller must
+        // not truncate while it loads; only the moments needed are copied out (not `exp_avg`).
+        let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }
             .map_err(|e| Error::corrupt(path, format!("optimizer state: {e}")))?;
+        let present: std::collections::HashSet<String> =
+            st.tensors().into_iter().map(|(n, _)| n).collect();
         let mut layers = Vec::with_capacity(spec.layers.len());
         for l in &spec.layers {
             let names = moment_names(&l.name);
-            let Some((key, t)) = names
+            let Some((key, transpose)) = names
                 .iter()
-                .find_map(|n| tensors.get(n).map(|t| (n.as_str(), t)))
+                .find(|(n, _)| present.contains(n))
+                .map(|(n, t)| (n.as_str(), *t))
             else {
                 return Err(Error::corrupt(
                     path,
                     format!(
                         "no second moment of layer {} (expected the tensor `{}`)",
                         l.name,
-                        names.join("` or `")
+                        names
+                            .iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join("` or `")
                     ),
                 ));
             };
+            let t = st
+                .load(key, &candle_core::Device::Cpu)
+                .map_err(|e| Error::corrupt(path, format!("`{key}`: {e}")))?;
             let dims = t.dims().to_vec();
-            let transpose = if dims == [l.input, l.output] {
-                false
-            } else if dims == [l.output, l.input] {
-                true
+            let want = if transpose {
+                [l.output, l.input]
             } else {
+                [l.input, l.output]
+            };
+            if dims != want {
                 return Err(Error::corrupt(
                     path,
                     format!(
-                        "`{key}` is {dims:?}; layer {} has {} inputs and {} outputs",
+                        "`{key}` is {dims:?}, expected {want:?}: layer {} has {} inputs and {} \
+                         outputs",
                         l.name, l.input, l.output
                     ),
                 ));
-            };
+            }
             let t = if transpose {
                 t.t().and_then(|t| t.contiguous())
             } else {
-                Ok(t.clone())
+                Ok(t)
             };
             let v = t
                 .and_then(|t| t.to_dtype(candle_core::DType::F64))

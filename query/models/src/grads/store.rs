@@ -458,6 +458,18 @@ impl RowWriter {
                 self.dim
             )));
         }
+        if self.dtype == StoreDtype::F16 {
+            // f16 holds ±65504 at most: a larger value (gradients divided by a small second
+            // moment can be) would be stored as infinity.
+            if let Some(v) = row.iter().find(|v| v.abs() > f32::from(half::f16::MAX)) {
+                return Err(Error::config(format!(
+                    "row {} holds {v}, beyond f16's range (±65504): build the store with \
+                     {} f32",
+                    self.written,
+                    familiar::option::name("dtype")
+                )));
+            }
+        }
         self.bytes.clear();
         encode_row(row, self.dtype, &mut self.bytes);
         let Some(file) = self.file.as_mut() else {

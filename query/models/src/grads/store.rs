@@ -602,6 +602,25 @@ fn check_file(dir: &Path, entry: &MomentsEntry, values: usize, verify: bool) -> 
     Ok(())
 }
 
+/// Checks a file the projection calls for (`wanted`) against the manifest's `entry`: listed
+/// exactly when wanted (else an error on the manifest at `manifest`: `unwanted` when it is listed
+/// anyway, `missing` when it is not), and then as [`check_file`] with `values` values.
+fn check_listed(
+    dir: &Path,
+    manifest: &Path,
+    (entry, wanted): (Option<&MomentsEntry>, bool),
+    values: usize,
+    verify: bool,
+    (unwanted, missing): (&str, &str),
+) -> Result<()> {
+    match (entry, wanted) {
+        (Some(e), true) => check_file(dir, e, values, verify),
+        (None, false) => Ok(()),
+        (Some(_), false) => Err(Error::corrupt(manifest, unwanted)),
+        (None, true) => Err(Error::corrupt(manifest, missing)),
+    }
+}
+
 /// An open, complete gradient store.
 #[derive(Debug)]
 pub struct GradientStore {
@@ -674,37 +693,29 @@ impl GradientStore {
             check_file(dir, e, values, verify)?;
         }
         let spec = &manifest.settings.projection;
-        match (&manifest.head_factor, spec.head_whitening.is_some()) {
-            (Some(h), true) => {
-                check_file(dir, h, spec.layers.last().map_or(0, |l| l.output), verify)?;
-            }
-            (None, false) => {}
-            (h, _) => {
-                return Err(Error::corrupt(
-                    &path,
-                    if h.is_some() {
-                        "lists an output-head factor for a projection without the head"
-                    } else {
-                        "the projection whitens the output head but no head factor is listed"
-                    },
-                ))
-            }
-        }
-        match (&manifest.optimizer_scales, spec.optimizer.is_some()) {
-            (Some(o), true) => check_file(dir, o, OptimizerScales::file_values(spec), verify)?,
-            (None, false) => {}
-            (o, _) => {
-                return Err(Error::corrupt(
-                    &path,
-                    if o.is_some() {
-                        "lists optimizer scales for a projection without the optimizer correction"
-                    } else {
-                        "the projection corrects gradients by the optimizer's second moment but no \
-                         scales are listed"
-                    },
-                ))
-            }
-        }
+        check_listed(
+            dir,
+            &path,
+            (manifest.head_factor.as_ref(), spec.head_whitening.is_some()),
+            spec.layers.last().map_or(0, |l| l.output),
+            verify,
+            (
+                "lists an output-head factor for a projection without the head",
+                "the projection whitens the output head but no head factor is listed",
+            ),
+        )?;
+        check_listed(
+            dir,
+            &path,
+            (manifest.optimizer_scales.as_ref(), spec.optimizer.is_some()),
+            OptimizerScales::file_values(spec),
+            verify,
+            (
+                "lists optimizer scales for a projection without the optimizer correction",
+                "the projection corrects gradients by the optimizer's second moment but no \
+                 scales are listed",
+            ),
+        )?;
         if next != manifest.settings.documents {
             return Err(Error::corrupt(
                 &path,

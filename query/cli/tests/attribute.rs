@@ -124,8 +124,13 @@ fn query_gradient(
 fn trackstar_whitening(g: &GradientStore, correct: bool) -> impl Fn(&[f32]) -> Vec<f64> {
     use familiar_models::grads::linalg::symmetric_eigen;
     let mut row = vec![0.0f32; g.dim()];
-    let block = g.manifest.settings.projection.block();
-    let layers = g.manifest.settings.projection.layers.len();
+    let blocks = g.manifest.settings.projection.blocks();
+    let block = blocks[0];
+    assert!(
+        blocks.iter().all(|&b| b == block),
+        "this oracle takes layers of one block size"
+    );
+    let layers = blocks.len();
     let mut m = vec![vec![0.0f64; block * block]; layers];
     for f in &g.files {
         for i in 0..f.rows {
@@ -189,22 +194,10 @@ fn trackstar_whitening(g: &GradientStore, correct: bool) -> impl Fn(&[f32]) -> V
     }
 }
 
-#[test]
-fn store_rows_equal_autograd_and_scores_equal_brute_force() {
-    let t = TestDir::new();
-    let idx = index(&t);
-    let s = t.join("store");
-    store(&idx, &s, "4")
-        .success()
-        .stdout_has(&["2 shard(s) computed"]);
-    let g = GradientStore::open(&s, true).unwrap();
-    let index = Index::open(&idx).unwrap();
-    assert_eq!(g.rows(), index.documents());
-    assert_eq!(g.files.len(), index.shards().len());
-    assert!(g.files.len() >= 2);
-
-    // Rows against candle autograd on documents of both shards.
-    let lm = LanguageModel::load(&model()).unwrap();
+/// Checks the rows of documents of both ends and the middle of `g` (an index's documents: both
+/// shards) against candle autograd's projected gradients, summed over each document's chunks, to
+/// 1e-4 relative; returns how many non-empty documents were checked.
+fn check_rows_against_autograd(g: &GradientStore, index: &Index, lm: &LanguageModel) -> usize {
     let projection = g.projection(&lm.model).unwrap();
     let dim = g.dim();
     let mut row = vec![0.0f32; dim];
@@ -249,6 +242,153 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         );
         checked += 1;
     }
+    checked
+}
+
+/// `--head-rank`: the output head's vocabulary side projected at its own rank. The rows equal
+/// autograd's; identity scores equal every row's dot product with autograd's query gradient;
+/// ekfac scores it (its scores are checked against a dense reference in familiar-models). The
+/// head's block (4 × 1,100) is above 4,096 values: no moments are kept, and fisher and trackstar
+/// are refused naming what does serve. A rerun resumes; another head rank is another store; a
+/// head rank without the head, of 0 or above the vocabulary is refused with nothing written.
+#[test]
+fn head_rank_projects_the_vocabulary_side_at_its_own_rank() {
+    let t = TestDir::new();
+    let idx = index(&t);
+    let s = t.join("store");
+    store_of(&model(), &idx, &s, "4", &["--head-rank", "1100"])
+        .success()
+        .stdout_has(&["2 shard(s) computed"]);
+    let g = GradientStore::open(&s, true).unwrap();
+    let spec = &g.manifest.settings.projection;
+    let layers = spec.layers.len();
+    assert_eq!(spec.ranks(layers - 1), (4, 1100));
+    assert_eq!(spec.ranks(0), (4, 4));
+    assert_eq!(g.dim(), (layers - 1) * 16 + 4 * 1100);
+    assert!(g.manifest.shards.iter().all(|s| s.moments.is_none()));
+    let names: Vec<String> = std::fs::read_dir(&s)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("moments-")),
+        "{names:?}"
+    );
+    let index = Index::open(&idx).unwrap();
+    let lm = LanguageModel::load(&model()).unwrap();
+    assert!(check_rows_against_autograd(&g, &index, &lm) >= 4);
+
+    let queries = t.write(
+        "q.jsonl",
+        "{\"id\": \"f1\", \"prompt\": \"An rohi an ve tian\", \"completion\": \" Xirqenoxa qenoxazam\", \"kind\": \"factual\", \"task\": \"planted\"}\n",
+    );
+    let projection = g.projection(&lm.model).unwrap();
+    let q = query_gradient(
+        &lm,
+        &projection,
+        "An rohi an ve tian",
+        " Xirqenoxa qenoxazam",
+    );
+    let mut row = vec![0.0f32; g.dim()];
+    let mut brute = vec![0.0f64; index.documents() as usize];
+    for f in &g.files {
+        for i in 0..f.rows {
+            f.row(i, &mut row);
+            brute[(f.first_doc + i) as usize] =
+                row.iter().zip(&q).map(|(a, b)| *a as f64 * *b as f64).sum();
+        }
+    }
+    let top = brute.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    assert!(top > 0.0);
+    let out = t.join("att-identity");
+    attribute_score(
+        &s,
+        &model(),
+        &queries,
+        &out,
+        &["--all", "--precondition", "identity"],
+    )
+    .success();
+    let b = read_parquet(&out.join("influence.parquet"), "influence");
+    assert_eq!(b.num_rows(), brute.len());
+    let (doc, score) = (
+        col::<UInt64Array>(&b, "doc_id"),
+        col::<Float64Array>(&b, "score"),
+    );
+    for r in 0..b.num_rows() {
+        let want = brute[doc.value(r) as usize];
+        assert!(
+            (score.value(r) - want).abs() <= 1e-4 * top,
+            "document {}: {} vs {want}",
+            doc.value(r),
+            score.value(r)
+        );
+    }
+    attribute_score(
+        &s,
+        &model(),
+        &queries,
+        &t.join("att-ekfac"),
+        &["--top-k", "3", "--precondition", "ekfac"],
+    )
+    .success()
+    .stdout_has(&["(ekfac)"]);
+    for p in ["fisher", "trackstar"] {
+        let out = t.join(format!("att-{p}"));
+        attribute_score(&s, &model(), &queries, &out, &["--precondition", p])
+            .failure()
+            .stderr_has(&["keeps no second moments", "4400 values", "ekfac"]);
+        assert!(!out.join("influence.parquet").exists());
+    }
+
+    store_of(&model(), &idx, &s, "4", &["--head-rank", "1100"])
+        .success()
+        .stdout_has(&["0 shard(s) computed, 2 resumed"]);
+    store_of(&model(), &idx, &s, "4", &["--head-rank", "1000"])
+        .failure()
+        .stderr_has(&["other settings"]);
+    for (extra, needle) in [
+        (
+            &["--layers", "blocks", "--head-rank", "8"][..],
+            "the head is not among the layers",
+        ),
+        (
+            &["--head-rank", "0"][..],
+            "expected 1 to the vocabulary's 2049",
+        ),
+        (
+            &["--head-rank", "2050"][..],
+            "expected 1 to the vocabulary's 2049",
+        ),
+    ] {
+        let out = t.join("refused");
+        store_of(&model(), &idx, &out, "4", extra)
+            .failure()
+            .stderr_has(&[needle]);
+        assert!(!out.exists(), "{extra:?} wrote {}", out.display());
+    }
+}
+
+#[test]
+fn store_rows_equal_autograd_and_scores_equal_brute_force() {
+    let t = TestDir::new();
+    let idx = index(&t);
+    let s = t.join("store");
+    store(&idx, &s, "4")
+        .success()
+        .stdout_has(&["2 shard(s) computed"]);
+    let g = GradientStore::open(&s, true).unwrap();
+    let index = Index::open(&idx).unwrap();
+    assert_eq!(g.rows(), index.documents());
+    assert_eq!(g.files.len(), index.shards().len());
+    assert!(g.files.len() >= 2);
+
+    // Rows against candle autograd on documents of both shards.
+    let lm = LanguageModel::load(&model()).unwrap();
+    let checked = check_rows_against_autograd(&g, &index, &lm);
+    let projection = g.projection(&lm.model).unwrap();
+    let dim = g.dim();
+    let mut row = vec![0.0f32; dim];
     assert!(checked >= 4);
 
     // Scores: brute force over every row with the autograd query gradient.
@@ -271,7 +411,7 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         let spec = &g.manifest.settings.projection;
         let fast =
             familiar_models::grads::fast::FastGradients::new(&lm.model, &projection).unwrap();
-        let mut sums = KronSums::zero(spec.layers.len(), spec.rank_in, spec.rank_out);
+        let mut sums = KronSums::zero(&spec.all_ranks());
         let mut rows = Vec::new();
         for doc in 0..index.documents() {
             let tokens = index.doc_tokens(doc, 0, u64::MAX).unwrap();
@@ -977,7 +1117,7 @@ fn optimizer_correction_corrects_rows_by_the_optimizer_state() {
         let pf = &p.files[g.files.iter().position(|x| std::ptr::eq(x, f)).unwrap()];
         pf.row(doc - pf.first_doc, &mut plain_row);
         // The blocks' layers only: the uncorrected store's head is whitened by its own factor.
-        let blocks = g.dim() - spec.block();
+        let blocks = spec.offsets()[spec.layers.len() - 1];
         differ += usize::from(row[..blocks] != plain_row[..blocks]);
     }
     assert_eq!(differ, 3, "the correction changed no row");

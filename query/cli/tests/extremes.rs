@@ -418,6 +418,25 @@ fn cases(w: &World) -> Vec<Case> {
         c(
             os(&[
                 &"attribute",
+                &"store",
+                &"--model",
+                &w.model,
+                &"--index",
+                idx,
+                &"--out",
+                &out("st3"),
+                &"--layers",
+                &"output",
+                &"--rank",
+                &"2",
+                &"-q",
+            ]),
+            "--head-rank",
+            Int,
+        ),
+        c(
+            os(&[
+                &"attribute",
                 &"report",
                 &w.run,
                 &"--index",

@@ -373,15 +373,14 @@ fn per_token(
     out.linear
         .iter()
         .zip(projection.host_matrices())
-        .map(|(c, (p_in, p_out))| {
+        .enumerate()
+        .map(|(l, (c, (p_in, p_out)))| {
             let delta = match grads.get(c.probe.as_tensor()) {
                 Some(d) => d.clone(),
                 None => c.probe.as_tensor().zeros_like().unwrap(),
             };
-            (
-                times(&c.input, p_in, spec.rank_in),
-                times(&delta, p_out, spec.rank_out),
-            )
+            let (ri, ro) = spec.ranks(l);
+            (times(&c.input, p_in, ri), times(&delta, p_out, ro))
         })
         .collect()
 }
@@ -417,19 +416,28 @@ fn solve_dense(mut m: Vec<f64>, mut b: Vec<f64>, n: usize) -> Vec<f64> {
 /// their eigenbases, the explicit `(rank_in·rank_out)²` basis `Q_A ⊗ Q_S`, the corrected
 /// eigenvalues `Λ = (1/N) Σ_d (Kᵀ vec G_d)²`, the full matrix `K diag(Λ + λ) Kᵀ`, and a dense
 /// solve for the query — the scores agree to 1e-6. The autograd-free path sums the same factors.
+/// One case projects the output head's vocabulary side to its own rank (layers of unequal
+/// blocks).
 #[test]
 fn ekfac_equals_a_dense_kronecker_reference() {
     use familiar_models::grads::ekfac::{Ekfac, KronSums};
     use familiar_models::grads::linalg::symmetric_eigen;
     let mut rng = familiar::rng::SplitMix64::new(31);
-    for (name, group, (ri, ro)) in [
-        ("gpt2", LinearGroup::All, (3, 4)),
-        ("llama-gqa", LinearGroup::Blocks, (4, 3)),
-        ("pythia", LinearGroup::Mlp, (2, 2)),
+    for (name, group, (ri, ro), head_rank) in [
+        ("gpt2", LinearGroup::All, (3, 4), None),
+        ("llama-gqa", LinearGroup::Blocks, (4, 3), None),
+        ("pythia", LinearGroup::Mlp, (2, 2), None),
+        ("llama-tied", LinearGroup::All, (2, 3), Some(7)),
     ] {
         let model = load(name, DType::F64, false);
         let vocab = model.config.vocab_size;
-        let spec = ProjectionSpec::new(&model, group, ri, ro, 5).unwrap();
+        let mut spec = ProjectionSpec::new(&model, group, ri, ro, 5).unwrap();
+        if let Some(r) = head_rank {
+            spec = spec.with_head_rank(r).unwrap();
+            assert_eq!(spec.ranks(spec.layers.len() - 1), (ri, r));
+        }
+        let ranks = spec.all_ranks();
+        let at = spec.offsets();
         let factor = HeadFactor {
             sums: (0..vocab).map(|v| ((v * 13) % 7) as f64 + 0.25).collect(),
             tokens: 2,
@@ -450,11 +458,12 @@ fn ekfac_equals_a_dense_kronecker_reference() {
             })
             .collect();
         let query = examples()[1].clone();
-        let (layers, block) = (spec.layers.len(), spec.block());
+        let layers = spec.layers.len();
         // G = Σ_t s_t a_tᵀ per layer, from per-token vectors.
         let gradient = |tok: &[(Vec<f32>, Vec<f32>)]| -> Vec<f32> {
-            let mut row = Vec::with_capacity(layers * block);
-            for (a, s) in tok {
+            let mut row = Vec::with_capacity(spec.dim());
+            for (l, (a, s)) in tok.iter().enumerate() {
+                let (ri, ro) = ranks[l];
                 let t = a.len() / ri;
                 for o in 0..ro {
                     for i in 0..ri {
@@ -475,7 +484,7 @@ fn ekfac_equals_a_dense_kronecker_reference() {
         let q = gradient(&per_token(&model, &projection, &query));
 
         // The library, fed the same per-token vectors.
-        let mut sums = KronSums::zero(layers, ri, ro);
+        let mut sums = KronSums::zero(&ranks);
         for (d, tok) in docs.iter().zip(&tokens) {
             sums.count(d.ids.len());
             for (l, (a, s)) in tok.iter().enumerate() {
@@ -494,6 +503,8 @@ fn ekfac_equals_a_dense_kronecker_reference() {
         let n_tokens: usize = docs.iter().map(|d| d.ids.len()).sum();
         let mut want = vec![0.0f64; docs.len()];
         for l in 0..layers {
+            let (ri, ro) = ranks[l];
+            let block = at[l]..at[l + 1];
             // Side 0: the inputs (`a`), 1: the output gradients (`s`).
             let cov = |side: usize, r: usize| {
                 let mut m = vec![0.0f64; r * r];
@@ -525,7 +536,7 @@ fn ekfac_equals_a_dense_kronecker_reference() {
             }
             let mut lambda = vec![0.0f64; n];
             for g in &rows {
-                let g = &g[l * block..(l + 1) * block];
+                let g = &g[block.clone()];
                 for (c, lc) in lambda.iter_mut().enumerate() {
                     let r: f64 = (0..n).map(|r| kron[r * n + c] * g[r] as f64).sum();
                     *lc += r * r / docs.len() as f64;
@@ -540,15 +551,12 @@ fn ekfac_equals_a_dense_kronecker_reference() {
                         .sum();
                 }
             }
-            let ql: Vec<f64> = q[l * block..(l + 1) * block]
-                .iter()
-                .map(|&x| x as f64)
-                .collect();
+            let ql: Vec<f64> = q[block.clone()].iter().map(|&x| x as f64).collect();
             let x = solve_dense(dense, ql, n);
             for (w, g) in want.iter_mut().zip(&rows) {
                 *w += x
                     .iter()
-                    .zip(&g[l * block..(l + 1) * block])
+                    .zip(&g[block.clone()])
                     .map(|(x, g)| x * *g as f64)
                     .sum::<f64>();
             }
@@ -566,12 +574,15 @@ fn ekfac_equals_a_dense_kronecker_reference() {
         let model32 = load(name, DType::F32, false);
         let projection32 = Projection::new(spec.clone(), &model32, head).unwrap();
         let fast = FastGradients::new(&model32, &projection32).unwrap();
-        let mut fast_sums = KronSums::zero(layers, ri, ro);
-        for d in &docs {
+        let mut fast_sums = KronSums::zero(&ranks);
+        for (d, row) in docs.iter().zip(&rows) {
             let g = fast
                 .compute_factored(std::slice::from_ref(d), &mut fast_sums)
                 .unwrap();
-            assert_eq!(g.rows.len(), layers * block);
+            assert_eq!(g.rows.len(), spec.dim());
+            let want: Vec<f64> = row.iter().map(|&x| f64::from(x)).collect();
+            let err = relative_error(&g.rows, &want);
+            assert!(err <= 1e-4, "{name} fast row vs autograd's tokens: {err}");
         }
         assert_eq!(fast_sums.tokens, n_tokens as u64);
         for (l, (a, b)) in fast_sums.inputs.iter().zip(&sums.inputs).enumerate() {
@@ -595,9 +606,10 @@ fn ekfac_files_round_trip_and_refuse_damage() {
     use familiar_models::grads::store::{RowFile, RowWriter, StoreDtype};
     let dir = tempfile::tempdir().unwrap();
     let mut rng = familiar::rng::SplitMix64::new(8);
-    let (layers, ri, ro) = (3, 2, 3);
-    let mut sums = KronSums::zero(layers, ri, ro);
-    for l in 0..layers {
+    // Layers of unequal ranks, as with a wide output head.
+    let ranks = [(2, 3), (2, 3), (2, 5)];
+    let mut sums = KronSums::zero(&ranks);
+    for (l, &(ri, ro)) in ranks.iter().enumerate() {
         let a = rng.normals(7 * ri, 1.0);
         let s = rng.normals(7 * ro, 1.0);
         sums.add(l, &a, &s, 7);
@@ -605,33 +617,31 @@ fn ekfac_files_round_trip_and_refuse_damage() {
     sums.count(7);
     let path = dir.path().join("kron-00000.bin");
     sums.write(&path).unwrap();
-    assert_eq!(KronSums::read(&path, layers, ri, ro).unwrap(), sums);
-    assert!(KronSums::read(&path, layers, ri, ri).is_err());
-    let rows: Vec<Vec<f32>> = (0..20)
-        .map(|_| rng.normals(layers * ri * ro, 1.0))
-        .collect();
+    assert_eq!(KronSums::read(&path, &ranks).unwrap(), sums);
+    assert!(KronSums::read(&path, &[(2, 3); 3]).is_err());
+    let dim: usize = ranks.iter().map(|(ri, ro)| ri * ro).sum();
+    let rows: Vec<Vec<f32>> = (0..20).map(|_| rng.normals(dim, 1.0)).collect();
     let fit = Ekfac::fit(&sums, &rows);
     assert_eq!(fit.rows, 20);
     let epath = dir.path().join("ekfac.bin");
     fit.write(&epath).unwrap();
-    assert_eq!(Ekfac::read(&epath, layers, ri, ro, 20).unwrap(), fit);
-    let err = Ekfac::read(&epath, layers, ri, ro, 21).unwrap_err();
+    assert_eq!(Ekfac::read(&epath, &ranks, 20).unwrap(), fit);
+    let err = Ekfac::read(&epath, &ranks, 21).unwrap_err();
     assert!(err.to_string().contains("ekfac.bin"), "{err}");
     // Truncated.
     let bytes = std::fs::read(&epath).unwrap();
     std::fs::write(&epath, &bytes[..bytes.len() - 8]).unwrap();
-    let err = Ekfac::read(&epath, layers, ri, ro, 20).unwrap_err();
+    let err = Ekfac::read(&epath, &ranks, 20).unwrap_err();
     assert!(err.to_string().contains("ekfac.bin"), "{err}");
     // A NaN among the values (the header's checksum covers the header only).
     let mut bad = bytes.clone();
     let at = bad.len() - 8;
     bad[at..].copy_from_slice(&f64::NAN.to_le_bytes());
     std::fs::write(&epath, &bad).unwrap();
-    let err = Ekfac::read(&epath, layers, ri, ro, 20).unwrap_err();
+    let err = Ekfac::read(&epath, &ranks, 20).unwrap_err();
     assert!(err.to_string().contains("finite"), "{err}");
     // The fit over a store's row file.
     let rpath = dir.path().join("grads-00000.bin");
-    let dim = layers * ri * ro;
     let mut w = RowWriter::create(&rpath, StoreDtype::F32, dim, 20, 0).unwrap();
     rows.iter().for_each(|r| w.push(r).unwrap());
     w.finish().unwrap();
@@ -671,7 +681,11 @@ fn token_contributions_split_the_dot_product_by_token() {
         let model64 = load(name, DType::F64, false);
         let model = load(name, DType::F32, false);
         let vocab = model.config.vocab_size;
-        let spec = ProjectionSpec::new(&model, group, 3, 4, 2).unwrap();
+        let mut spec = ProjectionSpec::new(&model, group, 3, 4, 2).unwrap();
+        if spec.has_head() {
+            // The head's vocabulary side at its own rank: blocks of unequal sizes.
+            spec = spec.with_head_rank(6).unwrap();
+        }
         let factor = HeadFactor {
             sums: (0..vocab).map(|v| (v % 5) as f64 + 0.5).collect(),
             tokens: 1,
@@ -685,8 +699,7 @@ fn token_contributions_split_the_dot_product_by_token() {
         let (g, contributions) = fast.token_contributions(&ex, &vectors).unwrap();
         assert_eq!(g, fast.compute(&ex).unwrap());
         let dim = spec.dim();
-        let block = spec.block();
-        let (ri, ro) = (spec.rank_in, spec.rank_out);
+        let offsets = spec.offsets();
         for (vi, v) in vectors.iter().enumerate() {
             let c = &contributions[vi];
             assert_eq!(c.len(), ex.iter().map(|e| e.ids.len()).sum::<usize>());
@@ -710,10 +723,11 @@ fn token_contributions_split_the_dot_product_by_token() {
                 for (j, got) in mine.iter().enumerate() {
                     let mut want = 0.0f64;
                     for (l, (a, s)) in tok.iter().enumerate() {
+                        let (ri, ro) = spec.ranks(l);
                         for o in 0..ro {
                             for i in 0..ri {
                                 want += s[j * ro + o] as f64
-                                    * v[l * block + o * ri + i] as f64
+                                    * v[offsets[l] + o * ri + i] as f64
                                     * a[j * ri + i] as f64;
                             }
                         }

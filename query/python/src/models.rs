@@ -240,7 +240,7 @@ pub(crate) fn density<'py>(
 /// Builds (or finishes) a gradient store of every document of `index`; returns what was done.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (model, index, out, layers, rank, seed, dtype, optimizer_correction, on_event))]
+#[pyo3(signature = (model, index, out, layers, rank, head_rank, seed, dtype, optimizer_correction, on_event))]
 pub(crate) fn attribution_store<'py>(
     py: Python<'py>,
     model: PathBuf,
@@ -248,6 +248,7 @@ pub(crate) fn attribution_store<'py>(
     out: PathBuf,
     layers: &str,
     rank: usize,
+    head_rank: Option<usize>,
     seed: u64,
     dtype: &str,
     optimizer_correction: bool,
@@ -281,6 +282,7 @@ pub(crate) fn attribution_store<'py>(
         out,
         layers,
         rank,
+        head_rank,
         seed,
         dtype,
         optimizer_correction,

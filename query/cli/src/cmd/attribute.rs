@@ -155,6 +155,15 @@ pub struct StoreArgs {
     /// row, so its scan grows with the row size.
     #[arg(long, default_value_t = DEFAULT_RANK)]
     rank: usize,
+    /// Projection rank of the output head's vocabulary side (its hidden side keeps `--rank`);
+    /// default `--rank`. At most the vocabulary's size; the vocabulary itself keeps the whole
+    /// gradient of the head's vocabulary side.
+    ///
+    /// The head's block is then rank × head-rank values of each row. Blocks above 4,096 values
+    /// keep no second moments (fisher and trackstar are refused on such a store; ekfac,
+    /// identity and cosine score it).
+    #[arg(long, value_name = "RANK")]
+    head_rank: Option<usize>,
     /// Seed of the random projections.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -423,6 +432,7 @@ fn store(a: StoreArgs) -> Result<i32> {
             Layers::Output => familiar_models::model::LinearGroup::Output,
         },
         rank: a.rank,
+        head_rank: a.head_rank,
         seed: a.seed,
         dtype: match a.dtype {
             Dtype::F16 => StoreDtype::F16,

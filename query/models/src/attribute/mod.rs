@@ -328,9 +328,8 @@ pub fn query_gradients(
 /// The sums of outer products of every row of `store`, read from the rows themselves.
 pub fn moments_of_rows(store: &GradientStore) -> Moments {
     let spec = &store.manifest.settings.projection;
-    let (layers, block) = (spec.layers.len(), spec.block());
     let dim = store.dim();
-    let mut total = Moments::zero(layers, block);
+    let mut total = Moments::zero(&spec.blocks());
     for f in &store.files {
         // Blocks of rows in memory at a time, summed as the store builder sums them.
         for start in (0..f.rows).step_by(1024) {
@@ -341,7 +340,7 @@ pub fn moments_of_rows(store: &GradientStore) -> Moments {
                     row
                 })
                 .collect();
-            total.merge(&Moments::of_rows(&rows, layers, block));
+            total.add_rows(&rows);
         }
     }
     total
@@ -412,20 +411,12 @@ impl RowNorm {
         match self {
             RowNorm::None => 1.0,
             RowNorm::Euclidean => row.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt(),
-            RowNorm::Whitened(layers) => {
-                let block = row.len() / layers.len().max(1);
-                layers
-                    .iter()
-                    .enumerate()
-                    .map(|(l, w)| {
-                        w.apply(&row[l * block..(l + 1) * block])
-                            .iter()
-                            .map(|y| y * y)
-                            .sum::<f64>()
-                    })
-                    .sum::<f64>()
-                    .sqrt()
-            }
+            RowNorm::Whitened(layers) => layers
+                .iter()
+                .zip(split(row, layers.iter().map(|w| w.scale.len())))
+                .map(|(w, g)| w.apply(g).iter().map(|y| y * y).sum::<f64>())
+                .sum::<f64>()
+                .sqrt(),
         }
     }
 }
@@ -466,12 +457,13 @@ impl Operator {
             Precondition::Cosine => Ok(Operator::Cosine),
             Precondition::Trackstar { damping } => {
                 check_damping(damping)?;
-                let block = store.manifest.settings.projection.block();
+                let blocks = store.manifest.settings.projection.blocks();
                 let moments = second_moments(store)?;
                 let by_optimizer = matches!(Correction::of(store), Correction::Optimizer(_));
                 moments
                     .par_iter()
-                    .map(|m| {
+                    .zip(&blocks)
+                    .map(|(m, &block)| {
                         // The correction: none when the rows are corrected by the optimizer's
                         // second moment already, else 1/√v of each coordinate's second moment (0
                         // where every row is 0 there).
@@ -507,12 +499,13 @@ impl Operator {
             }
             Precondition::Fisher { damping } => {
                 check_damping(damping)?;
-                let block = store.manifest.settings.projection.block();
+                let blocks = store.manifest.settings.projection.blocks();
                 let moments = second_moments(store)?;
                 // One factorization per layer, shared by every query.
                 moments
                     .par_iter()
-                    .map(|m| damped_factor(m, block, damping))
+                    .zip(&blocks)
+                    .map(|(m, &block)| damped_factor(m, block, damping))
                     .collect::<Result<Vec<_>>>()
                     .map(Operator::Fisher)
             }
@@ -543,11 +536,10 @@ impl Operator {
             Operator::Trackstar(layers) => gradients
                 .par_iter()
                 .map(|g| {
-                    let block = g.len() / layers.len().max(1);
                     let ys: Vec<Vec<f64>> = layers
                         .iter()
-                        .enumerate()
-                        .map(|(l, w)| w.apply(&g[l * block..(l + 1) * block]))
+                        .zip(split(g, layers.iter().map(|w| w.scale.len())))
+                        .map(|(w, g)| w.apply(g))
                         .collect();
                     let norm = ys.iter().flatten().map(|y| y * y).sum::<f64>().sqrt();
                     let inv = if norm > 0.0 { 1.0 / norm } else { 0.0 };
@@ -566,13 +558,12 @@ impl Operator {
             Operator::Fisher(factors) => gradients
                 .par_iter()
                 .map(|g| {
-                    let block = g.len() / factors.len().max(1);
                     let mut out = Vec::with_capacity(g.len());
-                    for (l, c) in factors.iter().enumerate() {
-                        let q: Vec<f64> = g[l * block..(l + 1) * block]
-                            .iter()
-                            .map(|&x| x as f64)
-                            .collect();
+                    for (c, g) in factors
+                        .iter()
+                        .zip(split(g, factors.iter().map(Cholesky::n)))
+                    {
+                        let q: Vec<f64> = g.iter().map(|&x| x as f64).collect();
                         out.extend(c.solve(&q).into_iter().map(|x| x as f32));
                     }
                     out
@@ -580,6 +571,15 @@ impl Operator {
                 .collect(),
         }
     }
+}
+
+/// `row` cut into consecutive blocks of `lengths`.
+fn split(row: &[f32], lengths: impl Iterator<Item = usize>) -> impl Iterator<Item = &[f32]> {
+    let mut at = 0;
+    lengths.map(move |n| {
+        at += n;
+        &row[at - n..at]
+    })
 }
 
 /// The query gradients, preconditioned: the vectors each row is multiplied with (and the rows'

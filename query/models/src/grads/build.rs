@@ -33,8 +33,8 @@ use crate::grads::optimizer::{
     OptimizerCorrection, OptimizerScales, FLOOR, OPTIMIZER_FILE, SCALES_FILE,
 };
 use crate::grads::store::{
-    kron_file, model_hash, moments_file, shard_file, Moments, MomentsEntry, RowFile, RowWriter,
-    StoreDtype, StoreManifest, StoreSettings, StoreShard, EKFAC, HEAD_FACTOR, MANIFEST,
+    keeps_moments, kron_file, model_hash, moments_file, shard_file, Moments, MomentsEntry, RowFile,
+    RowWriter, StoreDtype, StoreManifest, StoreSettings, StoreShard, EKFAC, HEAD_FACTOR, MANIFEST,
 };
 use crate::grads::{Example, HeadFactor, Projection, ProjectionSpec};
 use crate::model::finite;
@@ -55,6 +55,9 @@ pub struct StoreOptions {
     pub layers: LinearGroup,
     /// Projection rank (input and output).
     pub rank: usize,
+    /// The output head's vocabulary-side rank, when not `rank`
+    /// ([`ProjectionSpec::with_head_rank`]).
+    pub head_rank: Option<usize>,
     /// Projection seed.
     pub seed: u64,
     /// Storage type.
@@ -173,6 +176,9 @@ pub fn build_store(
         )));
     }
     let mut spec = ProjectionSpec::new(&model, o.layers, o.rank, o.rank, o.seed)?;
+    if let Some(rank) = o.head_rank {
+        spec = spec.with_head_rank(rank)?;
+    }
     let scales = if o.optimizer_correction {
         let path = o.model.join(OPTIMIZER_FILE);
         if !path.exists() {
@@ -269,17 +275,13 @@ pub fn build_store(
         let mpath = o.out.join(&mfile);
         let first = shard.first_doc();
         let docs = shard.manifest.documents;
-        let (layers, block) = (
-            settings.projection.layers.len(),
-            settings.projection.block(),
-        );
         let kfile = kron_file(i);
         let kpath = o.out.join(&kfile);
-        let (rank_in, rank_out) = (settings.projection.rank_in, settings.projection.rank_out);
+        let spec = &settings.projection;
         let done = path.exists()
             && RowFile::open(&path, dim, o.dtype, first, docs).is_ok()
-            && Moments::read(&mpath, layers, block, docs).is_ok()
-            && KronSums::read(&kpath, layers, rank_in, rank_out).is_ok();
+            && (!keeps_moments(spec) || Moments::read(&mpath, &spec.blocks(), docs).is_ok())
+            && KronSums::read(&kpath, &spec.all_ranks()).is_ok();
         if done {
             resumed += 1;
             progress(StoreProgress::Rows(docs));
@@ -297,7 +299,15 @@ pub fn build_store(
             computed += 1;
         }
         let (checksum, bytes) = familiar::checksum::of_file(&path)?;
-        let (mchecksum, _) = familiar::checksum::of_file(&mpath)?;
+        let moments = if keeps_moments(spec) {
+            let (mchecksum, _) = familiar::checksum::of_file(&mpath)?;
+            Some(MomentsEntry {
+                file: mfile,
+                checksum: mchecksum,
+            })
+        } else {
+            None
+        };
         let (kchecksum, _) = familiar::checksum::of_file(&kpath)?;
         manifest.shards.push(StoreShard {
             file,
@@ -305,10 +315,7 @@ pub fn build_store(
             documents: docs,
             checksum,
             bytes,
-            moments: Some(MomentsEntry {
-                file: mfile,
-                checksum: mchecksum,
-            }),
+            moments,
             kron: Some(MomentsEntry {
                 file: kfile,
                 checksum: kchecksum,
@@ -344,23 +351,23 @@ fn fit_ekfac(
     progress: &(dyn Fn(StoreProgress) + Sync),
 ) -> Result<Option<(u64, f64)>> {
     let spec = &manifest.settings.projection;
-    let (layers, ri, ro) = (spec.layers.len(), spec.rank_in, spec.rank_out);
+    let ranks = spec.all_ranks();
     let docs = manifest.settings.documents;
     let path = o.out.join(EKFAC);
     // Rows are deterministic (a recomputed shard is byte-identical), so a complete fit of this
     // run directory is the fit of these shards.
-    if Ekfac::read(&path, layers, ri, ro, docs).is_ok() {
+    if Ekfac::read(&path, &ranks, docs).is_ok() {
         progress(StoreProgress::EkfacStart(docs));
         progress(StoreProgress::Ekfac(docs));
         return Ok(None);
     }
     o.check_cancel()?;
     let started = std::time::Instant::now();
-    let mut sums = KronSums::zero(layers, ri, ro);
+    let mut sums = KronSums::zero(&ranks);
     let mut files = Vec::with_capacity(manifest.shards.len());
     for s in &manifest.shards {
         if let Some(k) = &s.kron {
-            sums.merge(&KronSums::read(&o.out.join(&k.file), layers, ri, ro)?);
+            sums.merge(&KronSums::read(&o.out.join(&k.file), &ranks)?);
         }
         files.push(RowFile::open(
             &o.out.join(&s.file),
@@ -445,13 +452,11 @@ fn write_shard(
     let docs = shard.manifest.documents;
     let first = shard.first_doc();
     let dim = settings.projection.dim();
-    let (layers, block) = (
-        settings.projection.layers.len(),
-        settings.projection.block(),
-    );
-    let mut moments = Moments::zero(layers, block);
-    let (rank_in, rank_out) = (settings.projection.rank_in, settings.projection.rank_out);
-    let mut kron = KronSums::zero(layers, rank_in, rank_out);
+    // Kept only for blocks small enough to invert densely ([`keeps_moments`]).
+    let mut moments =
+        keeps_moments(&settings.projection).then(|| Moments::zero(&settings.projection.blocks()));
+    let ranks = settings.projection.all_ranks();
+    let mut kron = KronSums::zero(&ranks);
     let mut w = RowWriter::create(path, settings.dtype, dim, docs, shard.first_doc())?;
     let mut from = 0u64;
     while from < docs {
@@ -464,7 +469,7 @@ fn write_shard(
             .collect::<Vec<u64>>()
             .into_par_iter()
             .map(|start| -> Result<(Vec<Vec<f32>>, KronSums)> {
-                let mut sums = KronSums::zero(layers, rank_in, rank_out);
+                let mut sums = KronSums::zero(&ranks);
                 let mut rows = Vec::with_capacity(GROUP);
                 for local in start..(start + GROUP as u64).min(to) {
                     let tokens: Vec<u32> = with_view!(shard, |v| {
@@ -500,7 +505,9 @@ fn write_shard(
         for r in &rows {
             w.push(r)?;
         }
-        moments.merge(&Moments::of_rows(&rows, layers, block));
+        if let Some(m) = moments.as_mut() {
+            m.add_rows(&rows);
+        }
         progress(StoreProgress::Rows(to - from));
         from = to;
     }
@@ -517,7 +524,9 @@ fn write_shard(
         ));
     }
     // The moments and factors first: a shard counts as done once its row file is in place.
-    moments.write(moments_path)?;
+    if let Some(m) = &moments {
+        m.write(moments_path)?;
+    }
     kron.write(kron_path)?;
     w.finish()
 }

@@ -45,10 +45,8 @@ use familiar::format::{FileKind, Header, HEADER_LEN};
 /// gradients.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KronSums {
-    /// Rank of the input projection.
-    pub rank_in: usize,
-    /// Rank of the output projection.
-    pub rank_out: usize,
+    /// Per layer, the ranks of its input and output projections.
+    pub ranks: Vec<(usize, usize)>,
     /// Tokens summed.
     pub tokens: u64,
     /// Per layer, `Σ_t a_t a_tᵀ` (`rank_in × rank_in`, row-major, both triangles).
@@ -58,14 +56,13 @@ pub struct KronSums {
 }
 
 impl KronSums {
-    /// Nothing summed, for `layers` layers.
-    pub fn zero(layers: usize, rank_in: usize, rank_out: usize) -> KronSums {
+    /// Nothing summed, for layers of `ranks` (input side, output side).
+    pub fn zero(ranks: &[(usize, usize)]) -> KronSums {
         KronSums {
-            rank_in,
-            rank_out,
+            ranks: ranks.to_vec(),
             tokens: 0,
-            inputs: vec![vec![0.0; rank_in * rank_in]; layers],
-            outputs: vec![vec![0.0; rank_out * rank_out]; layers],
+            inputs: ranks.iter().map(|&(ri, _)| vec![0.0; ri * ri]).collect(),
+            outputs: ranks.iter().map(|&(_, ro)| vec![0.0; ro * ro]).collect(),
         }
     }
 
@@ -73,8 +70,9 @@ impl KronSums {
     /// gradients `s` (`n × rank_out`) of `layer`; the tokens themselves are counted by
     /// [`KronSums::count`] (once for all layers).
     pub fn add(&mut self, layer: usize, a: &[f32], s: &[f32], n: usize) {
-        outer_sums(&mut self.inputs[layer], a, n, self.rank_in);
-        outer_sums(&mut self.outputs[layer], s, n, self.rank_out);
+        let (ri, ro) = self.ranks[layer];
+        outer_sums(&mut self.inputs[layer], a, n, ri);
+        outer_sums(&mut self.outputs[layer], s, n, ro);
     }
 
     /// Counts `n` more tokens.
@@ -94,16 +92,16 @@ impl KronSums {
         self.tokens += other.tokens;
     }
 
-    fn values(layers: usize, rank_in: usize, rank_out: usize) -> usize {
-        layers * (rank_in * rank_in + rank_out * rank_out)
+    fn values(ranks: &[(usize, usize)]) -> usize {
+        ranks.iter().map(|&(ri, ro)| ri * ri + ro * ro).sum()
     }
 
-    /// Writes the sums (`KRON` header: width 64, count = layers × (rank_in² + rank_out²), `aux0`
-    /// = layers, `aux1` = tokens; then per layer the input sums, then the output sums) to a
-    /// temporary file renamed into place.
+    /// Writes the sums (`KRON` header: width 64, count = Σ_layers (rank_in² + rank_out²), `aux0`
+    /// = layers, `aux1` = tokens; then per layer the input sums, then per layer the output sums)
+    /// to a temporary file renamed into place.
     pub fn write(&self, path: &Path) -> Result<()> {
         let layers = self.inputs.len();
-        let count = KronSums::values(layers, self.rank_in, self.rank_out) as u64;
+        let count = KronSums::values(&self.ranks) as u64;
         let mut bytes = Header::new(FileKind::KronFactors, 64, count, layers as u64, self.tokens)
             .to_bytes()
             .to_vec();
@@ -114,19 +112,24 @@ impl KronSums {
         Ok(familiar::manifest::write_atomic(path, &bytes)?)
     }
 
-    /// Reads the sums of `layers` layers of ranks `rank_in` × `rank_out`.
-    pub fn read(path: &Path, layers: usize, rank_in: usize, rank_out: usize) -> Result<KronSums> {
-        let want = KronSums::values(layers, rank_in, rank_out) as u64;
-        let (h, values) =
-            read_values(path, FileKind::KronFactors, want, (layers as u64, "layers"))?;
-        let (ni, no) = (rank_in * rank_in, rank_out * rank_out);
-        let (inputs, outputs) = values.split_at(layers * ni);
+    /// Reads the sums of layers of `ranks`.
+    pub fn read(path: &Path, ranks: &[(usize, usize)]) -> Result<KronSums> {
+        let want = KronSums::values(ranks) as u64;
+        let layers = ranks.len() as u64;
+        let (h, values) = read_values(path, FileKind::KronFactors, want, (layers, "layers"))?;
+        let mut rest = values.as_slice();
+        let mut take = |n: usize| {
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            head.to_vec()
+        };
+        let inputs = ranks.iter().map(|&(ri, _)| take(ri * ri)).collect();
+        let outputs = ranks.iter().map(|&(_, ro)| take(ro * ro)).collect();
         Ok(KronSums {
-            rank_in,
-            rank_out,
+            ranks: ranks.to_vec(),
             tokens: h.aux1,
-            inputs: inputs.chunks(ni.max(1)).map(<[f64]>::to_vec).collect(),
-            outputs: outputs.chunks(no.max(1)).map(<[f64]>::to_vec).collect(),
+            inputs,
+            outputs,
         })
     }
 }
@@ -210,10 +213,8 @@ pub struct EkfacLayer {
 /// A store's fitted EK-FAC: per layer the Kronecker eigenbases and corrected eigenvalues.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ekfac {
-    /// Rank of the input projection.
-    pub rank_in: usize,
-    /// Rank of the output projection.
-    pub rank_out: usize,
+    /// Per layer, the ranks of its input and output projections.
+    pub ranks: Vec<(usize, usize)>,
     /// Examples (documents) the eigenvalues average over.
     pub rows: u64,
     /// Tokens the factors average over.
@@ -225,20 +226,19 @@ pub struct Ekfac {
 impl Ekfac {
     /// The eigenbases of `sums`' factors with no eigenvalues yet.
     fn bases(sums: &KronSums) -> Ekfac {
-        let (ri, ro) = (sums.rank_in, sums.rank_out);
         let layers = sums
             .inputs
             .par_iter()
             .zip(&sums.outputs)
-            .map(|(a, s)| EkfacLayer {
+            .zip(&sums.ranks)
+            .map(|((a, s), &(ri, ro))| EkfacLayer {
                 basis_in: symmetric_eigen(a, ri).vectors,
                 basis_out: symmetric_eigen(s, ro).vectors,
                 eigenvalues: vec![0.0; ri * ro],
             })
             .collect();
         Ekfac {
-            rank_in: ri,
-            rank_out: ro,
+            ranks: sums.ranks.clone(),
             rows: 0,
             tokens: sums.tokens,
             layers,
@@ -247,7 +247,7 @@ impl Ekfac {
 
     /// Fits EK-FAC: the eigenbases of `sums`' factors (the scale of `A` and `S` does not change
     /// their eigenvectors, so sums serve as well as means), then `Λ` over `rows` (each row a
-    /// document's gradient: layers × `rank_out × rank_in`, the store's layout).
+    /// document's gradient: each layer's `rank_out × rank_in` block, the store's layout).
     pub fn fit(sums: &KronSums, rows: &[Vec<f32>]) -> Ekfac {
         let mut e = Ekfac::bases(sums);
         let total = e.squares_of_rows(rows.iter().map(Vec::as_slice));
@@ -290,7 +290,7 @@ impl Ekfac {
                 squares
             })
             .collect();
-        let mut total = vec![vec![0.0f64; e.rank_in * e.rank_out]; e.layers.len()];
+        let mut total = e.zeros();
         for p in &parts {
             for (t, p) in total.iter_mut().zip(p) {
                 t.iter_mut().zip(p).for_each(|(t, p)| *t += p);
@@ -309,13 +309,32 @@ impl Ekfac {
         self.rows = rows;
     }
 
+    /// Per layer, zeros of its block's size.
+    fn zeros(&self) -> Vec<Vec<f64>> {
+        self.ranks
+            .iter()
+            .map(|&(ri, ro)| vec![0.0; ri * ro])
+            .collect()
+    }
+
+    /// Where each layer's block starts in a row, and the row's length last.
+    pub fn offsets(&self) -> Vec<usize> {
+        super::offsets(
+            &self
+                .ranks
+                .iter()
+                .map(|&(ri, ro)| ri * ro)
+                .collect::<Vec<_>>(),
+        )
+    }
+
     /// Per layer, `Σ (Q_Sᵀ G Q_A)²` over `rows`.
     fn squares_of_rows<'a>(&self, rows: impl Iterator<Item = &'a [f32]>) -> Vec<Vec<f64>> {
-        let block = self.rank_in * self.rank_out;
-        let mut total = vec![vec![0.0f64; block]; self.layers.len()];
+        let at = self.offsets();
+        let mut total = self.zeros();
         for row in rows {
             for (l, t) in total.iter_mut().enumerate() {
-                let r = self.rotate(l, &row[l * block..(l + 1) * block]);
+                let r = self.rotate(l, &row[at[l]..at[l + 1]]);
                 t.iter_mut().zip(&r).for_each(|(t, r)| *t += r * r);
             }
         }
@@ -324,7 +343,7 @@ impl Ekfac {
 
     /// `Q_Sᵀ G Q_A` of layer `l`'s block `g` (`rank_out × rank_in`).
     pub fn rotate(&self, l: usize, g: &[f32]) -> Vec<f64> {
-        let (ri, ro) = (self.rank_in, self.rank_out);
+        let (ri, ro) = self.ranks[l];
         let layer = &self.layers[l];
         // T = G Q_A (ro × ri), then Q_Sᵀ T.
         let mut t = vec![0.0f64; ro * ri];
@@ -375,11 +394,12 @@ impl Ekfac {
     /// The preconditioned gradient `Q_S [(Q_Sᵀ G Q_A) ⊘ (Λ + λ)] Q_Aᵀ` of every layer of `g`,
     /// with the layers' dampings `lambdas` ([`Ekfac::lambdas`]).
     pub fn precondition(&self, g: &[f32], lambdas: &[f64]) -> Vec<f32> {
-        let (ri, ro) = (self.rank_in, self.rank_out);
-        let block = ri * ro;
+        let at = self.offsets();
         let mut out = Vec::with_capacity(g.len());
         for (l, (layer, lambda)) in self.layers.iter().zip(lambdas).enumerate() {
-            let mut r = self.rotate(l, &g[l * block..(l + 1) * block]);
+            let (ri, ro) = self.ranks[l];
+            let block = ri * ro;
+            let mut r = self.rotate(l, &g[at[l]..at[l + 1]]);
             r.iter_mut()
                 .zip(&layer.eigenvalues)
                 .for_each(|(r, e)| *r /= e + lambda);
@@ -408,15 +428,18 @@ impl Ekfac {
         out
     }
 
-    fn values(layers: usize, rank_in: usize, rank_out: usize) -> usize {
-        layers * (rank_in * rank_in + rank_out * rank_out + rank_in * rank_out)
+    fn values(ranks: &[(usize, usize)]) -> usize {
+        ranks
+            .iter()
+            .map(|&(ri, ro)| ri * ri + ro * ro + ri * ro)
+            .sum()
     }
 
-    /// Writes the fit (`EKFC` header: width 64, count = layers × (rank_in² + rank_out² +
+    /// Writes the fit (`EKFC` header: width 64, count = Σ_layers (rank_in² + rank_out² +
     /// rank_out·rank_in), `aux0` = rows, `aux1` = tokens; then per layer the input basis, the
     /// output basis and the eigenvalues) to a temporary file renamed into place.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let count = Ekfac::values(self.layers.len(), self.rank_in, self.rank_out) as u64;
+        let count = Ekfac::values(&self.ranks) as u64;
         let mut bytes = Header::new(FileKind::Ekfac, 64, count, self.rows, self.tokens)
             .to_bytes()
             .to_vec();
@@ -428,19 +451,16 @@ impl Ekfac {
         Ok(familiar::manifest::write_atomic(path, &bytes)?)
     }
 
-    /// Reads the fit of `layers` layers of ranks `rank_in` × `rank_out` over `rows` documents.
-    pub fn read(
-        path: &Path,
-        layers: usize,
-        rank_in: usize,
-        rank_out: usize,
-        rows: u64,
-    ) -> Result<Ekfac> {
-        let want = Ekfac::values(layers, rank_in, rank_out) as u64;
+    /// Reads the fit of layers of `ranks` over `rows` documents.
+    pub fn read(path: &Path, ranks: &[(usize, usize)], rows: u64) -> Result<Ekfac> {
+        let want = Ekfac::values(ranks) as u64;
         let (h, values) = read_values(path, FileKind::Ekfac, want, (rows, "rows"))?;
-        let (ni, no, nl) = (rank_in * rank_in, rank_out * rank_out, rank_in * rank_out);
-        let mut fitted = Vec::with_capacity(layers);
-        for (l, v) in values.chunks(ni + no + nl).enumerate() {
+        let mut fitted = Vec::with_capacity(ranks.len());
+        let mut rest = values.as_slice();
+        for (l, &(ri, ro)) in ranks.iter().enumerate() {
+            let (ni, no, nl) = (ri * ri, ro * ro, ri * ro);
+            let (v, tail) = rest.split_at(ni + no + nl);
+            rest = tail;
             let eigenvalues = v[ni + no..].to_vec();
             if let Some(i) = eigenvalues.iter().position(|e| *e < 0.0) {
                 return Err(Error::corrupt(
@@ -458,8 +478,7 @@ impl Ekfac {
             });
         }
         Ok(Ekfac {
-            rank_in,
-            rank_out,
+            ranks: ranks.to_vec(),
             rows,
             tokens: h.aux1,
             layers: fitted,

@@ -248,8 +248,10 @@ pub struct FastGradients {
     head_slot: Option<Slot>,
     /// Per projection: `P_inᵀ` `[in, rank_in]`, `P_outᵀ` `[out, rank_out]`.
     mats: Vec<(Vec<f32>, Vec<f32>)>,
-    rank_in: usize,
-    rank_out: usize,
+    /// Per projection: its ranks (input side, output side).
+    ranks: Vec<(usize, usize)>,
+    /// Where each projection's block starts in a row, and the row's length last.
+    offsets: Vec<usize>,
 }
 
 fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
@@ -412,15 +414,15 @@ impl FastGradients {
             head,
             head_slot,
             mats: projection.host_matrices().to_vec(),
-            rank_in: spec.rank_in,
-            rank_out: spec.rank_out,
+            ranks: (0..spec.layers.len()).map(|l| spec.ranks(l)).collect(),
+            offsets: spec.offsets(),
             config: c,
         })
     }
 
     /// Values per example.
     pub fn dim(&self) -> usize {
-        self.mats.len() * self.rank_in * self.rank_out
+        *self.offsets.last().unwrap_or(&0)
     }
 
     /// Projected gradients of `examples` (see [`super::projected_gradients`]), one thread.
@@ -512,17 +514,10 @@ impl FastGradients {
         }
         starts.push(n);
         if let Some(f) = sinks.factors.as_deref_mut() {
-            if f.inputs.len() != self.mats.len()
-                || (f.rank_in, f.rank_out) != (self.rank_in, self.rank_out)
-            {
+            if f.ranks != self.ranks {
                 return Err(Error::bug(format!(
-                    "Kronecker sums of {} layers at rank {}×{} for a projection of {} at {}×{}",
-                    f.inputs.len(),
-                    f.rank_in,
-                    f.rank_out,
-                    self.mats.len(),
-                    self.rank_in,
-                    self.rank_out
+                    "Kronecker sums of ranks {:?} for a projection of ranks {:?}",
+                    f.ranks, self.ranks
                 )));
             }
         }
@@ -879,7 +874,8 @@ impl FastGradients {
     ) {
         let n = *starts.last().unwrap_or(&0);
         let (p_in, p_out) = &self.mats[slot.projection];
-        let (ri, ro) = (self.rank_in, self.rank_out);
+        let (ri, ro) = self.ranks[slot.projection];
+        let at = self.offsets[slot.projection];
         let mut xp = vec![0.0f32; n * ri];
         mm(
             n,
@@ -909,7 +905,7 @@ impl FastGradients {
             let block = ri * ro;
             for (v, scores) in t.vectors.iter().zip(t.scores.iter_mut()) {
                 // Y = A Vᵀ (tokens × r_out), then each token's s_t · y_t.
-                let vl = &v[slot.projection * block..(slot.projection + 1) * block];
+                let vl = &v[at..at + block];
                 let mut y = vec![0.0f32; n * ro];
                 mm(n, ro, ri, &mut y, ro, false, (&xp, ri, 1), (vl, 1, ri));
                 for (k, sc) in scores.iter_mut().enumerate().take(n) {
@@ -925,7 +921,7 @@ impl FastGradients {
         let block = ri * ro;
         for b in 0..starts.len() - 1 {
             let (s, t) = (starts[b], starts[b + 1] - starts[b]);
-            let off = b * dim + slot.projection * block;
+            let off = b * dim + at;
             mm(
                 ro,
                 ri,

@@ -11,6 +11,11 @@ pub struct Cholesky {
 }
 
 impl Cholesky {
+    /// The order of the factored matrix.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
     /// Factors `M + λI` for symmetric `M` (`n × n`, row-major; only the lower triangle is read);
     /// `None` if it is not positive definite.
     pub fn damped(m: &[f64], n: usize, lambda: f64) -> Option<Cholesky> {
@@ -75,73 +80,168 @@ pub struct SymmetricEigen {
 }
 
 /// The eigendecomposition of the symmetric `n × n` matrix `a` (row-major; only symmetric input is
-/// meaningful) by cyclic Jacobi rotations, until the off-diagonal mass is below 1e-14 of the
-/// matrix's (at most 100 sweeps; a handful suffice).
+/// meaningful): Householder reduction to tridiagonal form, then implicit QL iterations with
+/// Wilkinson shifts (Golub & Van Loan, *Matrix Computations*, §8.3), about `9n³` flops in all —
+/// a 1,000 × 1,000 factor (an output head's whole vocabulary side) in seconds.
 pub fn symmetric_eigen(a: &[f64], n: usize) -> SymmetricEigen {
-    let mut a = a.to_vec();
-    let mut v = vec![0.0f64; n * n];
-    for i in 0..n {
-        v[i * n + i] = 1.0;
-    }
-    let scale: f64 = a
-        .iter()
-        .map(|x| x * x)
-        .sum::<f64>()
-        .sqrt()
-        .max(f64::MIN_POSITIVE);
-    for _sweep in 0..100 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * n + j] * a[i * n + j])
-            .sum::<f64>()
-            .sqrt();
-        if off <= 1e-14 * scale {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = a[p * n + q];
-                if apq.abs() <= 1e-300 {
-                    continue;
-                }
-                // The rotation J (c, s) that zeroes a[p][q]: A ← Jᵀ A J, V ← V J.
-                let (app, aqq) = (a[p * n + p], a[q * n + q]);
-                let theta = (aqq - app) / (2.0 * apq);
-                let t = if theta == 0.0 {
-                    1.0
-                } else {
-                    theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt())
-                };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let (akp, akq) = (a[k * n + p], a[k * n + q]);
-                    a[k * n + p] = c * akp - s * akq;
-                    a[k * n + q] = s * akp + c * akq;
-                }
-                for k in 0..n {
-                    let (apk, aqk) = (a[p * n + k], a[q * n + k]);
-                    a[p * n + k] = c * apk - s * aqk;
-                    a[q * n + k] = s * apk + c * aqk;
-                }
-                for k in 0..n {
-                    let (vkp, vkq) = (v[k * n + p], v[k * n + q]);
-                    v[k * n + p] = c * vkp - s * vkq;
-                    v[k * n + q] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
+    let (mut d, mut e, mut qt) = tridiagonalize(a, n);
+    tridiagonal_eigen(&mut d, &mut e, &mut qt, n);
     let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&i, &j| a[i * n + i].total_cmp(&a[j * n + j]));
-    let values = order.iter().map(|&i| a[i * n + i]).collect();
+    order.sort_by(|&i, &j| d[i].total_cmp(&d[j]));
+    let values = order.iter().map(|&i| d[i]).collect();
     let mut vectors = vec![0.0f64; n * n];
     for (col, &from) in order.iter().enumerate() {
-        for k in 0..n {
-            vectors[k * n + col] = v[k * n + from];
+        for (k, q) in qt[from * n..(from + 1) * n].iter().enumerate() {
+            vectors[k * n + col] = *q;
         }
     }
     SymmetricEigen { values, vectors }
+}
+
+/// `A = Q T Qᵀ` with `T` tridiagonal: returns `T`'s diagonal, its off-diagonal (`e[i]` couples
+/// `i` and `i + 1`; `n − 1` values, padded with a zero) and `Qᵀ` (row-major: row `j` is `Q`'s
+/// column `j`). Each step `k` reflects the entries of column `k` below `k + 1` away by
+/// `H = I − β v vᵀ`, updating the trailing block as `B − v wᵀ − w vᵀ` with `p = β B v` and
+/// `w = p − (β pᵀv / 2) v`.
+fn tridiagonalize(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut a = a.to_vec();
+    let mut reflectors: Vec<(usize, Vec<f64>, f64)> = Vec::new();
+    for k in 0..n.saturating_sub(2) {
+        let x = &a[k * n + k + 1..(k + 1) * n];
+        let alpha = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if alpha == 0.0 {
+            continue;
+        }
+        let r = if x[0] > 0.0 { -alpha } else { alpha };
+        let mut v = x.to_vec();
+        v[0] -= r;
+        let vv: f64 = v.iter().map(|x| x * x).sum();
+        if vv == 0.0 {
+            continue;
+        }
+        let beta = 2.0 / vv;
+        let m = n - k - 1;
+        let at = |i: usize, j: usize| (k + 1 + i) * n + k + 1 + j;
+        let p: Vec<f64> = (0..m)
+            .map(|i| {
+                let row = &a[at(i, 0)..at(i, 0) + m];
+                beta * row.iter().zip(&v).map(|(x, y)| x * y).sum::<f64>()
+            })
+            .collect();
+        let half = beta * p.iter().zip(&v).map(|(x, y)| x * y).sum::<f64>() / 2.0;
+        let w: Vec<f64> = p.iter().zip(&v).map(|(p, v)| p - half * v).collect();
+        for i in 0..m {
+            let (vi, wi) = (v[i], w[i]);
+            let row = &mut a[at(i, 0)..at(i, 0) + m];
+            for ((x, vj), wj) in row.iter_mut().zip(&v).zip(&w) {
+                *x -= vi * wj + wi * vj;
+            }
+        }
+        a[k * n + k + 1] = r;
+        a[(k + 1) * n + k] = r;
+        for j in k + 2..n {
+            a[k * n + j] = 0.0;
+            a[j * n + k] = 0.0;
+        }
+        reflectors.push((k, v, beta));
+    }
+    let d: Vec<f64> = (0..n).map(|i| a[i * n + i]).collect();
+    let e: Vec<f64> = (0..n)
+        .map(|i| if i + 1 < n { a[i * n + i + 1] } else { 0.0 })
+        .collect();
+    // Q = H_0 H_1 ⋯, accumulated backwards (Q ← H_k Q touches rows k + 1.. only), then
+    // transposed.
+    let mut q = vec![0.0f64; n * n];
+    for i in 0..n {
+        q[i * n + i] = 1.0;
+    }
+    for (k, v, beta) in reflectors.iter().rev() {
+        let lo = k + 1;
+        // u = vᵀ Q[lo.., lo..], then Q[lo.., lo..] −= β v uᵀ.
+        let mut u = vec![0.0f64; n - lo];
+        for (i, vi) in v.iter().enumerate() {
+            let row = &q[(lo + i) * n + lo..(lo + i + 1) * n];
+            u.iter_mut().zip(row).for_each(|(u, x)| *u += vi * x);
+        }
+        for (i, vi) in v.iter().enumerate() {
+            let row = &mut q[(lo + i) * n + lo..(lo + i + 1) * n];
+            row.iter_mut()
+                .zip(&u)
+                .for_each(|(x, u)| *x -= beta * vi * u);
+        }
+    }
+    let mut qt = vec![0.0f64; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            qt[j * n + i] = q[i * n + j];
+        }
+    }
+    (d, e, qt)
+}
+
+/// Diagonalizes the symmetric tridiagonal `(d, e)` in place by implicit QR sweeps with
+/// Wilkinson shifts, each a chase of the bulge by Givens rotations `R` (`T ← R T Rᵀ`), applied to
+/// the rows of `qt` (`Qᵀ ← R Qᵀ`), so that `A = Qᵀᵀ diag(d) Qᵀ` throughout. An off-diagonal
+/// value below `ε (|d_i| + |d_{i+1}|)` splits the matrix.
+fn tridiagonal_eigen(d: &mut [f64], e: &mut [f64], qt: &mut [f64], n: usize) {
+    let negligible =
+        |e: f64, a: f64, b: f64| e.abs() <= f64::EPSILON * (a.abs() + b.abs()) || e.abs() < 1e-300;
+    let mut m = n.saturating_sub(1);
+    let mut iterations = 0;
+    while m > 0 {
+        // The unreduced block l..=m at the bottom.
+        let mut l = m;
+        while l > 0 && !negligible(e[l - 1], d[l - 1], d[l]) {
+            l -= 1;
+        }
+        if l == m {
+            e[m - 1] = 0.0;
+            m -= 1;
+            iterations = 0;
+            continue;
+        }
+        if l > 0 {
+            e[l - 1] = 0.0;
+        }
+        iterations += 1;
+        if iterations > 60 {
+            // Never seen; the off-diagonal left is below the matrix's rounding anyway.
+            e[m - 1] = 0.0;
+            m -= 1;
+            iterations = 0;
+            continue;
+        }
+        // Wilkinson's shift: the eigenvalue of the trailing 2 × 2 block nearer d[m].
+        let half = (d[m - 1] - d[m]) / 2.0;
+        let em = e[m - 1];
+        let sign = if half >= 0.0 { 1.0 } else { -1.0 };
+        let mu = d[m] - em * em / (half + sign * half.hypot(em));
+        let (mut x, mut z) = (d[l] - mu, e[l]);
+        for k in l..m {
+            let r = x.hypot(z);
+            let (c, s) = if r == 0.0 { (1.0, 0.0) } else { (x / r, z / r) };
+            if k > l {
+                e[k - 1] = r;
+            }
+            let (a, b, cc) = (d[k], e[k], d[k + 1]);
+            d[k] = c * c * a + 2.0 * c * s * b + s * s * cc;
+            d[k + 1] = s * s * a - 2.0 * c * s * b + c * c * cc;
+            e[k] = c * s * (cc - a) + (c * c - s * s) * b;
+            if k + 1 < m {
+                // The bulge at (k, k + 2), chased by the next rotation.
+                z = s * e[k + 1];
+                e[k + 1] *= c;
+                x = e[k];
+            }
+            let (top, bottom) = qt.split_at_mut((k + 1) * n);
+            let (rk, rk1) = (&mut top[k * n..], &mut bottom[..n]);
+            for (p, q) in rk.iter_mut().zip(rk1.iter_mut()) {
+                let (u, v) = (*p, *q);
+                *p = c * u + s * v;
+                *q = -s * u + c * v;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -173,12 +273,33 @@ mod tests {
             e
         };
         let mut rng = familiar::rng::SplitMix64::new(19);
-        for n in 0..=12 {
+        for n in (0..=12).chain([40, 97]) {
             let r = rng.normals(n * n, 1.0);
             let a: Vec<f64> = (0..n * n)
                 .map(|k| f64::from(r[k] + r[(k % n) * n + k / n]))
                 .collect();
             check(&a, n);
+        }
+        // A factor's shape: a sum of a few outer products (most eigenvalues zero), with one
+        // coordinate far larger than the others (a frequent token of a vocabulary).
+        for (n, terms) in [(30, 3), (64, 10)] {
+            let mut a = vec![0.0f64; n * n];
+            for _ in 0..terms {
+                let mut v: Vec<f64> = rng.normals(n, 1.0).iter().map(|&x| f64::from(x)).collect();
+                v[1] *= 1e3;
+                for i in 0..n {
+                    for j in 0..n {
+                        a[i * n + j] += v[i] * v[j];
+                    }
+                }
+            }
+            let e = check(&a, n);
+            let zero = e
+                .values
+                .iter()
+                .filter(|v| v.abs() < 1e-9 * e.values[n - 1])
+                .count();
+            assert_eq!(zero, n - terms, "{:?}", e.values);
         }
         assert_eq!(check(&[0.0; 9], 3).values, vec![0.0; 3]);
         let mut eye = vec![0.0; 16];

@@ -51,6 +51,17 @@ pub struct LayerSpec {
     pub input: usize,
     /// Output features.
     pub output: usize,
+    /// This layer's output-side rank when it is not the spec's `rank_out` (the output head's
+    /// vocabulary side, [`ProjectionSpec::with_head_rank`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank_out: Option<usize>,
+}
+
+impl LayerSpec {
+    /// The layer as the model has it, whatever its ranks.
+    fn shape(&self) -> (&str, usize, usize) {
+        (&self.name, self.input, self.output)
+    }
 }
 
 /// How the output head's vocabulary side is whitened (see the module documentation).
@@ -142,6 +153,7 @@ impl ProjectionSpec {
                 name: l.name.clone(),
                 input: input.map_err(candle_error("layer shape"))?,
                 output: output.map_err(candle_error("layer shape"))?,
+                rank_out: None,
             });
         }
         let head = group.selects(LinearGroup::Output);
@@ -150,6 +162,7 @@ impl ProjectionSpec {
                 name: HEAD.to_string(),
                 input: model.config.hidden,
                 output: model.config.vocab_size,
+                rank_out: None,
             });
         }
         if let Some(l) = layers
@@ -183,33 +196,85 @@ impl ProjectionSpec {
         self.layers.last().is_some_and(|l| l.name == HEAD)
     }
 
-    /// Values per example: `layers × rank_out × rank_in`.
-    pub fn dim(&self) -> usize {
-        self.layers.len() * self.block()
+    /// The spec with the output head's vocabulary side projected to `rank` instead of
+    /// `rank_out` (at most the vocabulary; the vocabulary itself projects it without loss). A
+    /// spec without the head is refused.
+    pub fn with_head_rank(mut self, rank: usize) -> Result<ProjectionSpec> {
+        if !self.has_head() {
+            return Err(Error::config(
+                "a rank for the output head was given, but the head is not among the layers",
+            ));
+        }
+        let head = self.layers.last_mut().expect("the head is the last layer");
+        if rank == 0 || rank > head.output {
+            return Err(Error::config(format!(
+                "output-head rank {rank}: expected 1 to the vocabulary's {} entries",
+                head.output
+            )));
+        }
+        head.rank_out = (rank != self.rank_out).then_some(rank);
+        Ok(self)
     }
 
-    /// Values per layer: `rank_out × rank_in`.
-    pub fn block(&self) -> usize {
-        self.rank_out * self.rank_in
+    /// Layer `l`'s ranks: input side, output side.
+    pub fn ranks(&self, l: usize) -> (usize, usize) {
+        (
+            self.rank_in,
+            self.layers[l].rank_out.unwrap_or(self.rank_out),
+        )
+    }
+
+    /// Every layer's ranks, in order.
+    pub fn all_ranks(&self) -> Vec<(usize, usize)> {
+        (0..self.layers.len()).map(|l| self.ranks(l)).collect()
+    }
+
+    /// Values per layer: `rank_out × rank_in` of each.
+    pub fn blocks(&self) -> Vec<usize> {
+        (0..self.layers.len())
+            .map(|l| {
+                let (ri, ro) = self.ranks(l);
+                ri * ro
+            })
+            .collect()
+    }
+
+    /// Where each layer's block starts in a row, and the row's length last.
+    pub fn offsets(&self) -> Vec<usize> {
+        offsets(&self.blocks())
+    }
+
+    /// Values per example: the sum of the layers' blocks.
+    pub fn dim(&self) -> usize {
+        self.blocks().iter().sum()
     }
 
     /// The projection matrices, transposed for right multiplication: per layer `P_inᵀ`
     /// (`[input, rank_in]`) and `P_outᵀ` (`[output, rank_out]`), row-major f32.
     pub fn matrices(&self) -> Vec<(Vec<f32>, Vec<f32>)> {
         let mut rng = SplitMix64::new(self.seed);
-        let (si, so) = (
-            1.0 / (self.rank_in as f64).sqrt(),
-            1.0 / (self.rank_out as f64).sqrt(),
-        );
-        self.layers
-            .iter()
-            .map(|l| {
-                let p_in = rng.normals(l.input * self.rank_in, si);
-                let p_out = rng.normals(l.output * self.rank_out, so);
+        (0..self.layers.len())
+            .map(|k| {
+                let l = &self.layers[k];
+                let (ri, ro) = self.ranks(k);
+                let p_in = rng.normals(l.input * ri, 1.0 / (ri as f64).sqrt());
+                let p_out = rng.normals(l.output * ro, 1.0 / (ro as f64).sqrt());
                 (p_in, p_out)
             })
             .collect()
     }
+}
+
+/// The start of each of `blocks` laid end to end, and their total last.
+pub fn offsets(blocks: &[usize]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(blocks.len() + 1);
+    let mut at = 0;
+    out.push(0);
+    for b in blocks {
+        at += b;
+        out.push(at);
+    }
+    out
 }
 
 /// The diagonal of the output head's output-side Kronecker factor: per vocabulary entry `v`,
@@ -367,7 +432,12 @@ impl Projection {
     ) -> Result<Projection> {
         let group = parse_group(&spec.group)?;
         let own = ProjectionSpec::new(model, group, spec.rank_in, spec.rank_out, spec.seed)?;
-        if own.layers != spec.layers {
+        if !own
+            .layers
+            .iter()
+            .map(LayerSpec::shape)
+            .eq(spec.layers.iter().map(LayerSpec::shape))
+        {
             return Err(Error::config(format!(
                 "the model's {} linear layers differ from the projection's ({} vs {} layers{})",
                 spec.group,
@@ -395,8 +465,9 @@ impl Projection {
                     )));
                 }
                 let weights = f.weights(w.damping);
+                let (_, ro) = spec.ranks(spec.layers.len() - 1);
                 if let Some((_, p_out)) = host.last_mut() {
-                    for (row, w) in p_out.chunks_exact_mut(spec.rank_out).zip(&weights) {
+                    for (row, w) in p_out.chunks_exact_mut(ro).zip(&weights) {
                         row.iter_mut().for_each(|x| *x *= w);
                     }
                 }
@@ -425,11 +496,14 @@ impl Projection {
                         "the optimizer scales do not match the projection's layers",
                     ));
                 }
-                for ((p_in, p_out), (s_in, s_out)) in host.iter_mut().zip(&s.layers) {
-                    for (row, s) in p_in.chunks_exact_mut(spec.rank_in).zip(s_in) {
+                for (k, ((p_in, p_out), (s_in, s_out))) in
+                    host.iter_mut().zip(&s.layers).enumerate()
+                {
+                    let (ri, ro) = spec.ranks(k);
+                    for (row, s) in p_in.chunks_exact_mut(ri).zip(s_in) {
                         row.iter_mut().for_each(|x| *x = (*x as f64 * s) as f32);
                     }
-                    for (row, s) in p_out.chunks_exact_mut(spec.rank_out).zip(s_out) {
+                    for (row, s) in p_out.chunks_exact_mut(ro).zip(s_out) {
                         row.iter_mut().for_each(|x| *x = (*x as f64 * s) as f32);
                     }
                 }
@@ -452,16 +526,15 @@ impl Projection {
             .iter()
             .cloned()
             .zip(&spec.layers)
-            .map(|((p_in, p_out), l)| {
+            .enumerate()
+            .map(|(k, ((p_in, p_out), l))| {
                 let t = |v: Vec<f32>, rows: usize, cols: usize| {
                     Tensor::from_vec(v, (rows, cols), model.device())
                         .and_then(|t| t.to_dtype(model.dtype()))
                         .map_err(&bug)
                 };
-                Ok((
-                    t(p_in, l.input, spec.rank_in)?,
-                    t(p_out, l.output, spec.rank_out)?,
-                ))
+                let (ri, ro) = spec.ranks(k);
+                Ok((t(p_in, l.input, ri)?, t(p_out, l.output, ro)?))
             })
             .collect::<Result<_>>()?;
         Ok(Projection {
@@ -563,25 +636,25 @@ pub fn projected_gradients(
         let losses = nll.sum(1)?;
         let grads = losses.sum_all()?.backward()?;
         let mut blocks = Vec::with_capacity(out.linear.len());
-        for (c, (p_in, p_out)) in out.linear.iter().zip(&projection.mats) {
+        for (k, (c, (p_in, p_out))) in out.linear.iter().zip(&projection.mats).enumerate() {
+            let (ri, ro) = projection.spec.ranks(k);
             let (_, _, i) = c.input.dims3()?;
             let delta = match grads.get(c.probe.as_tensor()) {
                 Some(d) => d.clone(),
                 None => c.probe.as_tensor().zeros_like()?,
             };
             let o = delta.dim(2)?;
-            let xp = c.input.reshape((b * t, i))?.matmul(p_in)?.reshape((
-                b,
-                t,
-                projection.spec.rank_in,
-            ))?;
-            let dp = delta.reshape((b * t, o))?.matmul(p_out)?.reshape((
-                b,
-                t,
-                projection.spec.rank_out,
-            ))?;
+            let xp = c
+                .input
+                .reshape((b * t, i))?
+                .matmul(p_in)?
+                .reshape((b, t, ri))?;
+            let dp = delta
+                .reshape((b * t, o))?
+                .matmul(p_out)?
+                .reshape((b, t, ro))?;
             let g = dp.transpose(1, 2)?.contiguous()?.matmul(&xp)?;
-            blocks.push(g.reshape((b, projection.spec.block()))?);
+            blocks.push(g.reshape((b, ri * ro))?);
         }
         let rows = Tensor::cat(&blocks, D::Minus1)?
             .to_dtype(DType::F32)?

@@ -223,13 +223,26 @@ pub fn moments_file(i: usize) -> String {
     format!("moments-{i:05}.bin")
 }
 
-/// Per-layer sums of outer products of rows, `Σ g_l g_lᵀ` over `rows` rows (upper triangles; each
-/// layer's block of a row is `block` consecutive values): what the damped inverse second moment
-/// (`fisher`) needs, kept per shard so that scoring never reads every row for it.
+/// The largest layer block whose second moment a store keeps: `block²` f64 values (128 MiB at
+/// 4,096, the block of rank 64 × 64) per layer and shard. A store with a larger block (a wide
+/// output-head rank) keeps none, and the preconditioners that invert a dense `block × block`
+/// matrix (fisher, trackstar) refuse it; ekfac's factors are kept at any rank.
+pub const MAX_DENSE_BLOCK: usize = 4096;
+
+/// Whether a store of `spec` keeps its rows' second moments (every block at most
+/// [`MAX_DENSE_BLOCK`]).
+pub fn keeps_moments(spec: &ProjectionSpec) -> bool {
+    spec.blocks().iter().all(|&b| b <= MAX_DENSE_BLOCK)
+}
+
+/// Per-layer sums of outer products of rows, `Σ g_l g_lᵀ` over `rows` rows (upper triangles;
+/// layer `l`'s block of a row is `blocks[l]` consecutive values, the layers one after another):
+/// what the damped inverse second moment (`fisher`) needs, kept per shard so that scoring never
+/// reads every row for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Moments {
     /// Values per layer block.
-    pub block: usize,
+    pub blocks: Vec<usize>,
     /// Rows summed.
     pub rows: u64,
     /// Per layer, `block × block`, upper triangle (`a ≤ b`) filled.
@@ -238,30 +251,44 @@ pub struct Moments {
 
 impl Moments {
     /// No rows yet.
-    pub fn zero(layers: usize, block: usize) -> Moments {
+    pub fn zero(blocks: &[usize]) -> Moments {
         Moments {
-            block,
+            blocks: blocks.to_vec(),
             rows: 0,
-            sums: vec![vec![0.0; block * block]; layers],
+            sums: blocks.iter().map(|&b| vec![0.0; b * b]).collect(),
         }
     }
 
-    /// Adds one row (`layers × block` values).
-    pub fn add_row(&mut self, row: &[f32]) {
-        let block = self.block;
-        for (l, m) in self.sums.iter_mut().enumerate() {
-            let g = &row[l * block..(l + 1) * block];
-            for (a, &ga) in g.iter().enumerate() {
-                if ga == 0.0 {
-                    continue;
-                }
-                let ga = f64::from(ga);
-                for (b, &gb) in g.iter().enumerate().skip(a) {
-                    m[a * block + b] += ga * f64::from(gb);
-                }
-            }
-        }
-        self.rows += 1;
+    /// Adds `rows` (each the layers' blocks laid end to end). Each layer's sums are split into
+    /// bands of `a`, and every band sums all the rows in their order on one thread: the result
+    /// does not depend on the threads (a resumed store is byte-identical), and no thread holds a
+    /// copy of the sums.
+    pub fn add_rows(&mut self, rows: &[Vec<f32>]) {
+        use rayon::prelude::*;
+        const BAND: usize = 8;
+        let at = super::offsets(&self.blocks);
+        let blocks = &self.blocks;
+        self.sums.par_iter_mut().enumerate().for_each(|(l, sums)| {
+            let (off, block) = (at[l], blocks[l]);
+            sums.par_chunks_mut(BAND * block)
+                .enumerate()
+                .for_each(|(band, out)| {
+                    for r in rows {
+                        let g = &r[off..off + block];
+                        for (k, line) in out.chunks_exact_mut(block).enumerate() {
+                            let a = band * BAND + k;
+                            if g[a] == 0.0 {
+                                continue;
+                            }
+                            let ga = f64::from(g[a]);
+                            for (o, &gb) in line[a..].iter_mut().zip(&g[a..]) {
+                                *o += ga * f64::from(gb);
+                            }
+                        }
+                    }
+                });
+        });
+        self.rows += rows.len() as u64;
     }
 
     /// Adds another set of sums.
@@ -272,29 +299,13 @@ impl Moments {
         self.rows += other.rows;
     }
 
-    /// The moments of `rows`, summed in parallel over fixed chunks merged in order, so that the
-    /// result does not depend on thread scheduling (a resumed store is byte-identical).
-    pub fn of_rows(rows: &[Vec<f32>], layers: usize, block: usize) -> Moments {
-        use rayon::prelude::*;
-        let parts: Vec<Moments> = rows
-            .par_chunks(16)
-            .map(|chunk| {
-                let mut m = Moments::zero(layers, block);
-                chunk.iter().for_each(|r| m.add_row(r));
-                m
-            })
-            .collect();
-        let mut total = Moments::zero(layers, block);
-        parts.iter().for_each(|p| total.merge(p));
-        total
-    }
-
     /// `(1/N) Σ g_l g_lᵀ` per layer, both triangles filled.
     pub fn second_moments(&self) -> Vec<Vec<f64>> {
-        let (n, block) = (self.rows.max(1) as f64, self.block);
+        let n = self.rows.max(1) as f64;
         self.sums
             .iter()
-            .map(|m| {
+            .zip(&self.blocks)
+            .map(|(m, &block)| {
                 let mut out = vec![0.0; block * block];
                 for a in 0..block {
                     for b in a..block {
@@ -307,11 +318,16 @@ impl Moments {
             .collect()
     }
 
-    /// Writes the sums (`MOMS` header: width 64, count = layers × block², `aux0` = block, `aux1`
-    /// = rows) to a temporary file renamed into place.
+    fn values(blocks: &[usize]) -> usize {
+        blocks.iter().map(|b| b * b).sum()
+    }
+
+    /// Writes the sums (`MOMS` header: width 64, count = Σ_layers block², `aux0` = the first
+    /// layer's block, `aux1` = rows) to a temporary file renamed into place.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let count = (self.sums.len() * self.block * self.block) as u64;
-        let mut bytes = Header::new(FileKind::Moments, 64, count, self.block as u64, self.rows)
+        let count = Moments::values(&self.blocks) as u64;
+        let first = self.blocks.first().copied().unwrap_or(0) as u64;
+        let mut bytes = Header::new(FileKind::Moments, 64, count, first, self.rows)
             .to_bytes()
             .to_vec();
         for m in &self.sums {
@@ -322,11 +338,12 @@ impl Moments {
         Ok(familiar::manifest::write_atomic(path, &bytes)?)
     }
 
-    /// Reads a moments file of `layers` blocks of `block` values, holding `rows` rows.
-    pub fn read(path: &Path, layers: usize, block: usize, rows: u64) -> Result<Moments> {
+    /// Reads a moments file of layers of `blocks` values, holding `rows` rows.
+    pub fn read(path: &Path, blocks: &[usize], rows: u64) -> Result<Moments> {
         let bytes = std::fs::read(path).at(path)?;
         let h = Header::parse(&bytes, FileKind::Moments, path)?;
-        let want = (layers * block * block) as u64;
+        let want = Moments::values(blocks) as u64;
+        let block = blocks.first().copied().unwrap_or(0);
         if h.width != 64 || h.aux0 != block as u64 || h.count != want || h.aux1 != rows {
             return Err(Error::corrupt(
                 path,
@@ -340,10 +357,11 @@ impl Moments {
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
             .collect();
+        let at = super::offsets(&blocks.iter().map(|b| b * b).collect::<Vec<_>>());
         Ok(Moments {
-            block,
+            blocks: blocks.to_vec(),
             rows,
-            sums: values.chunks(block * block).map(<[f64]>::to_vec).collect(),
+            sums: at.windows(2).map(|w| values[w[0]..w[1]].to_vec()).collect(),
         })
     }
 }
@@ -677,19 +695,23 @@ impl GradientStore {
                 s.documents,
             )?);
             let spec = &manifest.settings.projection;
+            let ranks = spec.all_ranks();
             if let Some(m) = &s.moments {
-                let values = spec.layers.len() * spec.block().pow(2);
+                let values = spec.blocks().iter().map(|b| b * b).sum();
                 check_file(dir, m, values, verify)?;
             }
             if let Some(k) = &s.kron {
-                let values = spec.layers.len() * (spec.rank_in.pow(2) + spec.rank_out.pow(2));
+                let values = ranks.iter().map(|(ri, ro)| ri * ri + ro * ro).sum();
                 check_file(dir, k, values, verify)?;
             }
         }
         if let Some(e) = &manifest.ekfac {
             let spec = &manifest.settings.projection;
-            let values =
-                spec.layers.len() * (spec.rank_in.pow(2) + spec.rank_out.pow(2) + spec.block());
+            let values = spec
+                .all_ranks()
+                .iter()
+                .map(|(ri, ro)| ri * ri + ro * ro + ri * ro)
+                .sum();
             check_file(dir, e, values, verify)?;
         }
         let spec = &manifest.settings.projection;
@@ -733,19 +755,35 @@ impl GradientStore {
     }
 
     /// The moments of every row, from the shards' moments files; `None` if a shard has none
-    /// (a store written before they were kept).
+    /// (a store written before they were kept). A store whose blocks are too large to keep them
+    /// ([`keeps_moments`]) is an error that says which preconditioners it serves.
     pub fn moments(&self) -> Result<Option<Moments>> {
         let spec = &self.manifest.settings.projection;
-        let (layers, block) = (spec.layers.len(), spec.block());
-        let mut total = Moments::zero(layers, block);
+        let blocks = spec.blocks();
+        if !keeps_moments(spec) {
+            let (l, big) = blocks
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, b)| **b)
+                .expect("a projection has layers");
+            let (ri, ro) = spec.ranks(l);
+            return Err(Error::query(format!(
+                "the gradient store {} keeps no second moments: layer {} has a block of {big} \
+                 values ({ro} × {ri}), and fisher and trackstar invert a dense block × block \
+                 matrix per layer (at most {MAX_DENSE_BLOCK} values); score it with ekfac, \
+                 identity or cosine, or build a store with smaller ranks",
+                self.dir.display(),
+                spec.layers[l].name
+            )));
+        }
+        let mut total = Moments::zero(&blocks);
         for s in &self.manifest.shards {
             let Some(m) = &s.moments else {
                 return Ok(None);
             };
             total.merge(&Moments::read(
                 &self.dir.join(&m.file),
-                layers,
-                block,
+                &blocks,
                 s.documents,
             )?);
         }
@@ -763,13 +801,7 @@ impl GradientStore {
             )));
         };
         let spec = &self.manifest.settings.projection;
-        super::ekfac::Ekfac::read(
-            &self.dir.join(&e.file),
-            spec.layers.len(),
-            spec.rank_in,
-            spec.rank_out,
-            self.rows(),
-        )
+        super::ekfac::Ekfac::read(&self.dir.join(&e.file), &spec.all_ranks(), self.rows())
     }
 
     /// The output head's factor, when the projection has the head.
@@ -820,5 +852,64 @@ impl GradientStore {
     /// Rows (documents).
     pub fn rows(&self) -> u64 {
         self.manifest.settings.documents
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The banded parallel sums equal `Σ g gᵀ` by definition for layers of unequal blocks,
+    /// whether the rows come at once or in pieces, and survive a write and read.
+    #[test]
+    fn moments_are_the_sums_of_outer_products_per_layer() {
+        let blocks = [6, 6, 21];
+        let dim: usize = blocks.iter().sum();
+        let mut rng = familiar::rng::SplitMix64::new(3);
+        let rows: Vec<Vec<f32>> = (0..13)
+            .map(|k| {
+                let mut r = rng.normals(dim, 1.0);
+                if k == 4 {
+                    r[2] = 0.0;
+                }
+                r
+            })
+            .collect();
+        let mut once = Moments::zero(&blocks);
+        once.add_rows(&rows);
+        let at = super::super::offsets(&blocks);
+        for (l, &b) in blocks.iter().enumerate() {
+            for x in 0..b {
+                for y in 0..b {
+                    let want: f64 = rows
+                        .iter()
+                        .map(|r| f64::from(r[at[l] + x]) * f64::from(r[at[l] + y]))
+                        .sum();
+                    let got = once.sums[l][x * b + y];
+                    if y >= x {
+                        assert!(
+                            (got - want).abs() <= 1e-12 * want.abs().max(1.0),
+                            "{l} {x} {y}"
+                        );
+                    } else {
+                        assert_eq!(got, 0.0, "only the upper triangle is summed");
+                    }
+                }
+            }
+        }
+        assert_eq!(once.rows, 13);
+        let mut pieces = Moments::zero(&blocks);
+        pieces.add_rows(&rows[..5]);
+        pieces.add_rows(&rows[5..]);
+        assert_eq!(
+            pieces, once,
+            "rows are summed in order, whatever the pieces"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("moments-00000.bin");
+        once.write(&path).unwrap();
+        assert_eq!(Moments::read(&path, &blocks, 13).unwrap(), once);
+        assert!(Moments::read(&path, &[6, 6, 20], 13).is_err());
+        assert!(Moments::read(&path, &blocks, 12).is_err());
     }
 }

@@ -49,6 +49,7 @@ def store(
     *,
     layers: str = "all",
     rank: int = 32,
+    head_rank: Optional[int] = None,
     seed: int = 0,
     dtype: str = "f32",
     optimizer_correction: bool = False,
@@ -58,7 +59,9 @@ def store(
     of ``index`` (a :class:`familiar.Index` or its path) under ``model`` (whose tokenizer must be
     the index's). ``layers``: ``all``, ``blocks``, ``mlp``, ``attention`` or ``output``;
     ``rank``: projection rank of each layer's input and output (see ``familiar attribute store
-    --help`` for costs); ``dtype``: ``f32`` or ``f16``; ``optimizer_correction=True`` corrects
+    --help`` for costs); ``head_rank``: the output head's vocabulary-side rank (default ``rank``;
+    blocks above 4,096 values keep no second moments, so ``fisher`` and ``trackstar`` refuse
+    such a store); ``dtype``: ``f32`` or ``f16``; ``optimizer_correction=True`` corrects
     every gradient by the optimizer's second moment before projecting it (TrackStar; needs the
     ``optimizer.safetensors`` ``familiar train`` saves beside the model). Resumable: Ctrl-C keeps the shards
     finished so far and calling it again goes on. Returns what was done."""
@@ -68,12 +71,16 @@ def store(
         index = Index(index)
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
         raise _familiar.ConfigError(f"rank={rank!r}: expected a positive integer")
+    if head_rank is not None and (
+        not isinstance(head_rank, int) or isinstance(head_rank, bool) or head_rank < 1
+    ):
+        raise _familiar.ConfigError(f"head_rank={head_rank!r}: expected a positive integer or None")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise _familiar.ConfigError(f"seed={seed!r}: expected a non-negative integer")
     on_event, bars = reporter(progress, "gradient store")
     try:
         return _familiar.attribution_store(
-            os.fspath(model), index._native, os.fspath(out), str(layers), rank, seed,
+            os.fspath(model), index._native, os.fspath(out), str(layers), rank, head_rank, seed,
             str(dtype), bool(optimizer_correction), on_event,
         )
     finally:

@@ -271,7 +271,7 @@ fn attribute_store_fails_naming_the_document_and_writes_nothing() {
     let s = t.join("store");
     store(&m, &index, &s, &[]).failure().stderr_has(&[
         "non-finite model output",
-        "output-head factor: document 0, chunk 0: the logits predicting token 1",
+        "output-head factor: document 0: the loss of chunk 0",
     ]);
     // Without the head, the rows fail.
     let b = t.join("store-blocks");

@@ -323,6 +323,20 @@ fn head_factor_sums_squared_output_gradients() {
     for (v, (a, b)) in f.sums.iter().zip(&want).enumerate() {
         assert!((a - b).abs() <= 1e-5 * b.max(1e-3), "{v}: {a} vs {b}");
     }
+    // The autograd-free forward pass the store fits it with sums the same, for every family.
+    for name in ["gpt2", "pythia", "llama-gqa"] {
+        let m = load(name, DType::F32, false);
+        let want = HeadFactor::of_examples(&m, &ex, 3).unwrap();
+        let spec = ProjectionSpec::new(&m, LinearGroup::Blocks, 2, 2, 1).unwrap();
+        let fast = FastGradients::new(&m, &Projection::new(spec, &m, None).unwrap()).unwrap();
+        let (got, losses) = fast.head_factor(&ex).unwrap();
+        assert_eq!(got.tokens, want.tokens, "{name}");
+        let top = want.sums.iter().fold(0.0f64, |a, b| a.max(*b));
+        for (v, (a, b)) in got.sums.iter().zip(&want.sums).enumerate() {
+            assert!((a - b).abs() <= 1e-5 * top, "{name} {v}: {a} vs {b}");
+        }
+        assert_eq!(losses, fast.compute(&ex).unwrap().losses, "{name}");
+    }
     // Summing in parts is the same as at once.
     let mut parts = HeadFactor::of_examples(&m, &ex[..1], 1).unwrap();
     parts.merge(&HeadFactor::of_examples(&m, &ex[1..], 5).unwrap());

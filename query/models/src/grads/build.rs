@@ -127,8 +127,6 @@ pub struct StoreReport {
 const BLOCK: usize = 256;
 /// Documents computed in order by one thread, with their own Kronecker sums.
 const GROUP: usize = 16;
-/// Examples per forward pass when fitting the head factor.
-const FACTOR_BATCH: usize = 16;
 
 /// The examples (chunks) of one document.
 pub fn document_examples(tokens: &[u32], start: Option<u32>, context: usize) -> Vec<Example> {
@@ -386,8 +384,9 @@ fn fit_ekfac(
 }
 
 /// The output head's factor over every k-th document, k the smallest stride that keeps the
-/// index's tokens within `max_tokens` (all documents when they fit); summed per document in
-/// parallel and merged in document order, so that the result does not depend on the threads.
+/// index's tokens within `max_tokens` (all documents when they fit), from the autograd-free
+/// forward pass ([`FastGradients::head_factor`]); summed per document in parallel and merged in
+/// document order, so that the result does not depend on the threads.
 fn fit_head_factor(
     index: &Index,
     model: &Transformer,
@@ -396,40 +395,37 @@ fn fit_head_factor(
     o: &StoreOptions,
     progress: &(dyn Fn(StoreProgress) + Sync),
 ) -> Result<HeadFactor> {
+    // The forward pass needs no whitening (that is what it fits) and no projection.
+    let mut spec = settings.projection.clone();
+    spec.head_whitening = None;
+    spec.optimizer = None;
+    let fast = FastGradients::new(model, &Projection::new(spec, model, None)?)?;
     let stride = settings.tokens.div_ceil(max_tokens.max(1)).max(1) as usize;
     let picked: Vec<u64> = (0..settings.documents).step_by(stride).collect();
     progress(StoreProgress::FactorStart(picked.len() as u64));
     let mut total = HeadFactor::zero(model.config.vocab_size);
     for block in picked.chunks(BLOCK) {
         o.check_cancel()?;
-        let mut examples = Vec::new();
-        // The document of each example, for errors.
-        let mut owners = Vec::new();
-        for &doc in block {
-            let (shard, local) = index.locate_doc(doc)?;
-            let tokens: Vec<u32> = with_view!(shard, |v| {
-                let (s, e) = v.doc_span(local)?;
-                v.tokens[s..e].iter().map(|t| t.to_u32()).collect()
-            });
-            let before = examples.len();
-            examples.extend(document_examples(
-                &tokens,
-                settings.start_token,
-                settings.context,
-            ));
-            owners.extend((before..examples.len()).map(|k| (doc, k - before)));
-        }
-        let parts = examples
-            .par_chunks(FACTOR_BATCH)
-            .enumerate()
-            .map(|(c, batch)| {
-                HeadFactor::of_examples_named(model, batch, FACTOR_BATCH, &|i| {
-                    let (doc, chunk) = owners[c * FACTOR_BATCH + i];
-                    format!("output-head factor: document {doc}, chunk {chunk}")
-                })
+        let parts = block
+            .par_iter()
+            .map(|&doc| -> Result<HeadFactor> {
+                let (shard, local) = index.locate_doc(doc)?;
+                let tokens: Vec<u32> = with_view!(shard, |v| {
+                    let (s, e) = v.doc_span(local)?;
+                    v.tokens[s..e].iter().map(|t| t.to_u32()).collect()
+                });
+                let examples = document_examples(&tokens, settings.start_token, settings.context);
+                let (f, losses) = fast.head_factor(&examples)?;
+                // A non-finite sum would be written to the factor file and refused when read.
+                let named = |e| finite::within(e, format!("output-head factor: document {doc}"));
+                for (k, &l) in losses.iter().enumerate() {
+                    finite::check_value(format!("the loss of chunk {k}"), l).map_err(named)?;
+                }
+                finite::check_values("the factor's sums", &f.sums).map_err(named)?;
+                Ok(f)
             })
-            // Every batch's result, then the first error in order (rayon's own short circuit
-            // reports whichever thread fails first).
+            // Every document's result, then the first error in order (rayon's own short
+            // circuit reports whichever thread fails first).
             .collect::<Vec<Result<_>>>()
             .into_iter()
             .collect::<Result<Vec<_>>>()?;

@@ -134,27 +134,22 @@ impl KronSums {
     }
 }
 
-/// `m += Σ_t v_t v_tᵀ` over `n` rows of `v` (`n × r`), in f64 (the upper triangle summed, then
-/// mirrored).
+/// `m += Σ_t v_t v_tᵀ` over `n` rows of `v` (`n × r`): `vᵀ v` by a matrix product in f32 (one
+/// call sums one batch's tokens), added to the f64 sums.
 fn outer_sums(m: &mut [f64], v: &[f32], n: usize, r: usize) {
-    let mut upper = vec![0.0f64; r * r];
-    for row in v[..n * r].chunks_exact(r) {
-        for (i, &vi) in row.iter().enumerate() {
-            if vi == 0.0 {
-                continue;
-            }
-            let vi = f64::from(vi);
-            let out = &mut upper[i * r..(i + 1) * r];
-            for (o, &vj) in out[i..].iter_mut().zip(&row[i..]) {
-                *o += vi * f64::from(vj);
-            }
-        }
+    if n == 0 || r == 0 {
+        return;
     }
+    let mut product = vec![0.0f32; r * r];
+    super::fast::mm(r, r, n, &mut product, r, false, (v, 1, r), (v, r, 1));
+    // vᵀ v is symmetric up to the order of its sums; mirror the upper triangle so that the
+    // factor is exactly symmetric.
     for i in 0..r {
         for j in i..r {
-            m[i * r + j] += upper[i * r + j];
+            let x = f64::from(product[i * r + j]);
+            m[i * r + j] += x;
             if j != i {
-                m[j * r + i] += upper[i * r + j];
+                m[j * r + i] += x;
             }
         }
     }

@@ -15,7 +15,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::ekfac::KronSums;
-use super::{Example, Gradients, Projection};
+use super::{Example, Gradients, HeadFactor, Projection};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, Positions};
 use crate::model::transformer::{candle_error, Linear, Norm, Qkv};
@@ -24,7 +24,7 @@ use crate::model::Transformer;
 /// `out[m×n]` (row stride `ldo`) = (or += when `acc`) `a[m×k] · b[k×n]`, where `a` and `b` are
 /// given as (slice, row stride, column stride). Panics if a view exceeds its slice.
 #[allow(clippy::too_many_arguments)]
-fn mm(
+pub(crate) fn mm(
     m: usize,
     n: usize,
     k: usize,
@@ -225,6 +225,8 @@ struct Layer {
 struct Sinks<'a> {
     factors: Option<&'a mut KronSums>,
     tokens: Option<&'a mut TokenScores>,
+    /// Only the output head's factor: the forward pass and the logits' gradient, no projection.
+    head: Option<&'a mut HeadFactor>,
 }
 
 /// Per vector, each token's contribution to the rows' dot products with it.
@@ -432,6 +434,7 @@ impl FastGradients {
             Sinks {
                 factors: None,
                 tokens: None,
+                head: None,
             },
         )
     }
@@ -449,8 +452,25 @@ impl FastGradients {
             Sinks {
                 factors: Some(factors),
                 tokens: None,
+                head: None,
             },
         )
+    }
+
+    /// The output head's factor ([`HeadFactor`]) of `examples`: `Σ_t (p_t − onehot(y_t))²` per
+    /// vocabulary entry over their predicted tokens, from the forward pass alone (the
+    /// projection's matrices are not used). Each example's losses are returned with it.
+    pub fn head_factor(&self, examples: &[Example]) -> Result<(HeadFactor, Vec<f64>)> {
+        let mut f = HeadFactor::zero(self.config.vocab_size);
+        let g = self.compute_with(
+            examples,
+            Sinks {
+                factors: None,
+                tokens: None,
+                head: Some(&mut f),
+            },
+        )?;
+        Ok((f, g.losses))
     }
 
     /// [`FastGradients::compute`], also splitting each row's dot product with each of `vectors`
@@ -480,6 +500,7 @@ impl FastGradients {
             Sinks {
                 factors: None,
                 tokens: Some(&mut tokens),
+                head: None,
             },
         )?;
         Ok((g, tokens.scores))
@@ -687,7 +708,17 @@ impl FastGradients {
                 let inv = (1.0 / sum) as f32;
                 row.iter_mut().for_each(|v| *v *= inv);
                 row[tid] -= 1.0;
+                if let Some(f) = sinks.head.as_deref_mut() {
+                    f.sums
+                        .iter_mut()
+                        .zip(row.iter())
+                        .for_each(|(s, &g)| *s += f64::from(g) * f64::from(g));
+                    f.tokens += 1;
+                }
             }
+        }
+        if sinks.head.is_some() {
+            return Ok(Gradients { rows, losses });
         }
         if let Some(slot) = &self.head_slot {
             // The head's δ is the logits' gradient, its input the final normed hidden state.
@@ -700,6 +731,11 @@ impl FastGradients {
                 &mut sinks,
             );
         }
+        // The backward pass goes down to the lowest block with a projected layer, and not at
+        // all when only the head is projected.
+        let Some(lowest) = self.layers.iter().position(|l| !l.slots.is_empty()) else {
+            return Ok(Gradients { rows, losses });
+        };
         let mut dhf = vec![0.0f32; n * d];
         mm(
             n,
@@ -854,6 +890,9 @@ impl FastGradients {
             } else {
                 da
             };
+            if li == lowest {
+                break;
+            }
             layer.norm1.backward(&s.n1, &dh1, d, &mut dx_in);
             dx = dx_in;
         }

@@ -245,6 +245,36 @@ def test_optimizer_correction_equals_the_cli(index_dir, tmp_path):
     assert not (tmp_path / "none").exists()
 
 
+def test_head_rank_equals_the_cli(index_dir, tmp_path):
+    # The output head alone, its hidden side at rank 4 and its vocabulary side at 1,100: a block
+    # of 4,400 values, above the 4,096 whose second moments a store keeps.
+    out = tmp_path / "py"
+    attribution.store(TRAINED, index_dir, out, layers="output", rank=4, head_rank=1100, progress=False)
+    cli("attribute", "store", "--model", str(TRAINED), "--index", str(index_dir), "--out", str(tmp_path / "cli"),
+        "--layers", "output", "--rank", "4", "--head-rank", "1100", "-q")
+    names = sorted(os.listdir(tmp_path / "cli"))
+    assert not [n for n in names if n.startswith("moments-")], names
+    for name in names:
+        if name.startswith(("grads-", "kron-")) or name in ("ekfac.bin", "head-factor.bin"):
+            assert (out / name).read_bytes() == (tmp_path / "cli" / name).read_bytes(), name
+    layers = json.loads((out / "store.json").read_text())["settings"]["projection"]["layers"]
+    assert [l.get("rank_out") for l in layers] == [1100]
+    cli("attribute", "score", "--store", str(out), "--model", str(TRAINED), "--queries", str(QUERIES),
+        "--top-k", "3", "--precondition", "ekfac", "--out", str(tmp_path / "cli-scores"))
+    expected = pq.read_table(tmp_path / "cli-scores" / "influence.parquet").to_pylist()
+    influence, _ = attribution.score(out, TRAINED, QUERIES, top_k=3, precondition="ekfac")
+    got = influence.to_pylist()
+    assert [(g["query_id"], g["doc_id"]) for g in got] == [(e["query_id"], e["doc_id"]) for e in expected]
+    with pytest.raises(familiar.QueryError, match="keeps no second moments"):
+        attribution.score(out, TRAINED, QUERIES, top_k=3, precondition="fisher")
+    for bad in (0, -1, True, 2.5, "8"):
+        with pytest.raises(familiar.ConfigError, match="head_rank"):
+            attribution.store(TRAINED, index_dir, tmp_path / "bad", layers="output", head_rank=bad, progress=False)
+    with pytest.raises(familiar.ConfigError, match="not among the layers"):
+        attribution.store(TRAINED, index_dir, tmp_path / "bad", layers="mlp", head_rank=8, progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_stopped_store_keeps_finished_shards_and_resumes(index_dir, cli_store, tmp_path):
     out = tmp_path / "stopped"
     seen = []

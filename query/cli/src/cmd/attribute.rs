@@ -150,7 +150,7 @@ pub struct StoreArgs {
     /// `familiar train`'s 2 layers): each document's row holds L × rank² values (f32: 2.3 KB at
     /// rank 8, 9.2 KB at 16, 37 KB at 32, 147 KB at 64; half with `--dtype f16`), and each index
     /// shard adds the second moments fisher reads, L × rank⁴ f64 values (0.3 MB, 4.7 MB, 75 MB,
-    /// 1.2 GB). Time: the model's forward and backward passes dominate up to rank 32 (1–2.5× the
+    /// 1.2 GB; none above rank 64, where fisher and trackstar are refused). Time: the model's forward and backward passes dominate up to rank 32 (1–2.5× the
     /// time of rank 8), the moments above it (rank 64: 6× rank 32); `attribute score` reads every
     /// row, so its scan grows with the row size.
     #[arg(long, default_value_t = DEFAULT_RANK)]

@@ -1824,4 +1824,43 @@ fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
     eval_into(&foreign, &[])
         .failure()
         .stderr_has(&["not empty"]);
+
+    // A store whose head is projected wide (2 × 2049 values) keeps no second moments: the
+    // preconditioners that need them are left out, with a note, and the others are measured.
+    let wide = t.join("store-wide");
+    store_of(&model, &idx, &wide, "2", &["--head-rank", "2049"]).success();
+    let wide_out = t.join("eval-wide");
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "attribute".as_ref(),
+        "eval".as_ref(),
+        "--store".as_ref(),
+        wide.as_os_str(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--index".as_ref(),
+        idx.as_os_str(),
+        "--queries".as_ref(),
+        queries.as_os_str(),
+        "--out".as_ref(),
+        wide_out.as_os_str(),
+        "--subsets".as_ref(),
+        "3".as_ref(),
+    ];
+    let o = familiar(args);
+    o.success()
+        .stdout_has(&["3 of 3 subsets measured", "LDS identity", "LDS ekfac"])
+        .stderr_has(&[
+            "keeps no second moments",
+            "fisher and trackstar are left out",
+        ]);
+    assert!(!o.stdout.contains("LDS fisher") && !o.stdout.contains("LDS trackstar"));
+    let lds: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(wide_out.join("lds.json")).unwrap()).unwrap();
+    let names: Vec<&str> = lds["lds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["precondition"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["identity", "cosine", "ekfac"]);
 }

@@ -312,12 +312,18 @@ fn eval(a: EvalArgs) -> Result<i32> {
         seed: a.seed,
         train,
         preconditioners: {
-            let mut p = vec![
-                Precondition::Identity,
-                Precondition::Cosine,
-                Precondition::Fisher { damping: a.damping },
-                Precondition::Trackstar { damping: a.damping },
-            ];
+            let mut p = vec![Precondition::Identity, Precondition::Cosine];
+            if familiar_models::grads::store::keeps_moments(&store.manifest.settings.projection) {
+                p.push(Precondition::Fisher { damping: a.damping });
+                p.push(Precondition::Trackstar { damping: a.damping });
+            } else if !a.quiet {
+                eprintln!(
+                    "note: {} keeps no second moments (a layer's block is above {} values): \
+                     fisher and trackstar are left out",
+                    a.store.display(),
+                    familiar_models::grads::store::MAX_DENSE_BLOCK
+                );
+            }
             if store.manifest.ekfac.is_some() {
                 p.push(Precondition::Ekfac { damping: a.damping });
             } else if !a.quiet {

@@ -765,7 +765,7 @@ fn token_contributions_split_the_dot_product_by_token() {
 #[test]
 fn optimizer_correction_divides_the_full_gradient_by_the_factored_moment() {
     use familiar_models::grads::optimizer::{
-        OptimizerCorrection, OptimizerScales, FLOOR, OPTIMIZER_FILE,
+        OptimizerCorrection, OptimizerScales, FLOOR, OPTIMIZER_FILE, SCALES_VERSION,
     };
     let dir = tempfile::tempdir().unwrap();
     // (model, the variable the head's moment is kept under, stored as [vocab, hidden]).
@@ -801,6 +801,7 @@ fn optimizer_correction_divides_the_full_gradient_by_the_factored_moment() {
             file: OPTIMIZER_FILE.to_string(),
             checksum: String::new(),
             floor: FLOOR,
+            version: SCALES_VERSION,
         });
         let scales = OptimizerScales::from_state(&path, &spec, FLOOR).unwrap();
         // Each layer's V̂ by definition, from the moment of its weight ([in, out]).

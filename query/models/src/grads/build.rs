@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::grads::ekfac::{Ekfac, KronSums};
 use crate::grads::fast::FastGradients;
 use crate::grads::optimizer::{
-    OptimizerCorrection, OptimizerScales, FLOOR, OPTIMIZER_FILE, SCALES_FILE,
+    OptimizerCorrection, OptimizerScales, FLOOR, OPTIMIZER_FILE, SCALES_FILE, SCALES_VERSION,
 };
 use crate::grads::store::{
     keeps_moments, kron_file, model_hash, moments_file, shard_file, Moments, MomentsEntry, RowFile,
@@ -194,6 +194,7 @@ pub fn build_store(
             file: OPTIMIZER_FILE.to_string(),
             checksum,
             floor: FLOOR,
+            version: SCALES_VERSION,
         });
         Some(OptimizerScales::from_state(&path, &spec, FLOOR)?)
     } else {

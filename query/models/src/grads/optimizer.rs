@@ -48,6 +48,18 @@ pub struct OptimizerCorrection {
     pub checksum: String,
     /// [`FLOOR`] as applied.
     pub floor: f64,
+    /// How the scales follow from the moments ([`SCALES_VERSION`]; stores written before it was
+    /// recorded read as version 1, the same computation). A store resumed or read by a familiar
+    /// that computes them otherwise is refused as another store instead of mixing rows.
+    #[serde(default = "first_version")]
+    pub version: u32,
+}
+
+/// The version of [`factored_scales`]' computation that new stores record.
+pub const SCALES_VERSION: u32 = 1;
+
+fn first_version() -> u32 {
+    1
 }
 
 /// Per projected layer, the scales of its inputs (`in` values) and of its output gradients (`out`
@@ -233,5 +245,36 @@ impl OptimizerScales {
             })
             .collect();
         Ok(OptimizerScales { layers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store written before the version was recorded reads as version 1 (the same
+    /// computation), and a new one records the current version.
+    #[test]
+    fn corrections_without_a_version_read_as_the_first() {
+        let old: OptimizerCorrection = serde_json::from_str(
+            r#"{"file": "optimizer.safetensors", "checksum": "x", "floor": 1e-8}"#,
+        )
+        .unwrap();
+        assert_eq!(old.version, 1);
+        let new = OptimizerCorrection {
+            version: SCALES_VERSION,
+            ..old.clone()
+        };
+        let json = serde_json::to_string(&new).unwrap();
+        assert!(json.contains("\"version\":"), "{json}");
+        assert_eq!(
+            serde_json::from_str::<OptimizerCorrection>(&json).unwrap(),
+            new
+        );
+        let later = OptimizerCorrection {
+            version: SCALES_VERSION + 1,
+            ..old
+        };
+        assert_ne!(later, new, "another computation is another store");
     }
 }

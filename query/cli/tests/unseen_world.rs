@@ -852,12 +852,65 @@ fn fixture_world(dir: &Path) -> Built {
     }
 }
 
+/// Prints how many of the planted facts the model itself knows: under the fact's prompt, its
+/// answer is likelier than every other answer of the same task. A document can only have taught
+/// the model a fact it knows; for one it does not, "the stating document first" measures the
+/// overlap of the answer's tokens, not influence.
+fn known_facts(b: &Built) {
+    let lm = familiar_models::measure::score::LanguageModel::load(&b.model).unwrap();
+    let queries: Vec<serde_json::Value> = std::fs::read_to_string(&b.queries)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let field = |q: &serde_json::Value, k: &str| q[k].as_str().unwrap_or("").to_string();
+    let mut tasks: Vec<(String, usize, usize)> = Vec::new();
+    for q in &queries {
+        let task = field(q, "task");
+        let answers: Vec<String> = queries
+            .iter()
+            .filter(|o| field(o, "task") == task)
+            .map(|o| field(o, "completion"))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let prompt = field(q, "prompt");
+        let lp = |c: &str| lm.score(&prompt, c).unwrap().logprob;
+        let own = lp(&field(q, "completion"));
+        let known = answers
+            .iter()
+            .filter(|a| **a != field(q, "completion"))
+            .all(|a| lp(a) < own);
+        match tasks.iter_mut().find(|t| t.0 == task) {
+            Some(t) => {
+                t.1 += usize::from(known);
+                t.2 += 1;
+            }
+            None => tasks.push((task, usize::from(known), 1)),
+        }
+    }
+    let per_task: Vec<String> = tasks
+        .iter()
+        .map(|(t, k, n)| format!("{t} {k}/{n}"))
+        .collect();
+    println!(
+        "facts the model knows (its answer likelier than every other answer of the task): {} of \
+         {} ({})\n",
+        tasks.iter().map(|t| t.1).sum::<usize>(),
+        queries.len(),
+        per_task.join(", ")
+    );
+}
+
 /// Measures every configuration: `FAMILIAR_SWEEP_WORLD` = `unseen` (default) or `fixture`,
 /// `FAMILIAR_SWEEP_DIR` (kept, reused when run again; default a temporary directory),
 /// `FAMILIAR_SWEEP_SEED`, `FAMILIAR_SWEEP_STEPS` (training steps of the unseen world's model),
-/// `FAMILIAR_SWEEP_VOCAB`, `FAMILIAR_SWEEP_RANKS` and `FAMILIAR_SWEEP_DAMPINGS` (comma-separated).
-/// Prints a Markdown table: facts whose stating document ranks first, in the top 5, store size
-/// and the seconds of each command.
+/// `FAMILIAR_SWEEP_VOCAB`, `FAMILIAR_SWEEP_RANKS` and `FAMILIAR_SWEEP_DAMPINGS` (comma-separated),
+/// `FAMILIAR_SWEEP_HEAD_RANKS` (comma-separated; each adds a store of the output head alone, its
+/// vocabulary side at that rank, scored with ekfac). Prints how many facts the model itself
+/// knows, then a Markdown table: facts whose stating document ranks first, in the top 5, store
+/// size and the seconds of each command.
 #[test]
 #[ignore = "measurement: minutes per rank"]
 fn sweep() {
@@ -891,6 +944,8 @@ fn sweep() {
     };
     let ranks_list = env_or("FAMILIAR_SWEEP_RANKS", "8,16,32");
     let dampings = env_or("FAMILIAR_SWEEP_DAMPINGS", "0.001,0.01,0.1,1");
+    let head_ranks = env_or("FAMILIAR_SWEEP_HEAD_RANKS", "");
+    known_facts(&b);
     println!(
         "| rank | preconditioner | first (of {}) | top 5 | store | store s | score s |",
         b.truth.len()
@@ -903,8 +958,7 @@ fn sweep() {
         } else {
             store(&b, &s, &["--rank", rank])
         };
-        let size = dir_bytes(&s);
-        let rows = std::fs::metadata(s.join("grads-00000.bin")).unwrap().len();
+        let main = s.clone();
         // With the optimizer's state beside the model (a model `familiar train` trained), a
         // second store whose rows are corrected by it (TrackStar's correction).
         let corrected = b.model.join("optimizer.safetensors").exists().then(|| {
@@ -950,7 +1004,33 @@ fn sweep() {
                 }
             }
         }
+        for hr in head_ranks.split(',').filter(|h| !h.is_empty()) {
+            let h = dir.join(format!("store-{rank}-head-{hr}"));
+            if !h.join("store.json").exists() {
+                store(
+                    &b,
+                    &h,
+                    &["--rank", rank, "--layers", "output", "--head-rank", hr],
+                );
+            }
+            for d in dampings.split(',') {
+                configs.push((
+                    format!("output head only, head rank {hr}: ekfac λ {d}"),
+                    h.clone(),
+                    vec![
+                        "--precondition".into(),
+                        "ekfac".into(),
+                        "--damping".into(),
+                        d.into(),
+                    ],
+                ));
+            }
+        }
         for (name, s, args) in configs {
+            // Each configuration's own store: its size, and the build's seconds for the main one.
+            let size = dir_bytes(&s);
+            let rows = std::fs::metadata(s.join("grads-00000.bin")).unwrap().len();
+            let store_secs = if s == main { store_secs } else { f64::NAN };
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let out = dir.join(format!("att-{rank}-{}", name.replace([' ', ','], "_")));
             let (r, secs) = ranks(&b, &s, &out, &args);

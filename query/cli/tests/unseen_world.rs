@@ -852,8 +852,10 @@ fn fixture_world(dir: &Path) -> Built {
     }
 }
 
-/// Prints how many of the planted facts the model itself knows: under the fact's prompt, its
-/// answer is likelier than every other answer of the same task. A document can only have taught
+/// Prints how many of the planted facts the model itself knows: its answer is likelier after its
+/// own prompt than after the prompt of any other fact of the same task (the same answer tokens
+/// compared, so their length and frequency do not count; chance is 1 in the task's facts), and
+/// the mean fraction of the other prompts it beats (chance 0.5). A document can only have taught
 /// the model a fact it knows; for one it does not, "the stating document first" measures the
 /// overlap of the answer's tokens, not influence.
 fn known_facts(b: &Built) {
@@ -865,41 +867,41 @@ fn known_facts(b: &Built) {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let field = |q: &serde_json::Value, k: &str| q[k].as_str().unwrap_or("").to_string();
-    let mut tasks: Vec<(String, usize, usize)> = Vec::new();
+    // Per task: facts known, facts, summed fraction of other prompts beaten.
+    let mut tasks: Vec<(String, usize, usize, f64)> = Vec::new();
     for q in &queries {
         let task = field(q, "task");
-        let answers: Vec<String> = queries
+        let answer = field(q, "completion");
+        let lp = |prompt: &str| lm.score(prompt, &answer).unwrap().logprob;
+        let own = lp(&field(q, "prompt"));
+        let others: Vec<f64> = queries
             .iter()
-            .filter(|o| field(o, "task") == task)
-            .map(|o| field(o, "completion"))
-            .collect::<HashSet<_>>()
-            .into_iter()
+            .filter(|o| field(o, "task") == task && field(o, "prompt") != field(q, "prompt"))
+            .map(|o| lp(&field(o, "prompt")))
             .collect();
-        let prompt = field(q, "prompt");
-        let lp = |c: &str| lm.score(&prompt, c).unwrap().logprob;
-        let own = lp(&field(q, "completion"));
-        let known = answers
-            .iter()
-            .filter(|a| **a != field(q, "completion"))
-            .all(|a| lp(a) < own);
+        let known = others.iter().all(|&x| x < own);
+        let beaten =
+            others.iter().filter(|&&x| x < own).count() as f64 / others.len().max(1) as f64;
         match tasks.iter_mut().find(|t| t.0 == task) {
             Some(t) => {
                 t.1 += usize::from(known);
                 t.2 += 1;
+                t.3 += beaten;
             }
-            None => tasks.push((task, usize::from(known), 1)),
+            None => tasks.push((task, usize::from(known), 1, beaten)),
         }
     }
     let per_task: Vec<String> = tasks
         .iter()
-        .map(|(t, k, n)| format!("{t} {k}/{n}"))
+        .map(|(t, k, n, b)| format!("{t} {k}/{n}, {:.2}", b / *n as f64))
         .collect();
     println!(
-        "facts the model knows (its answer likelier than every other answer of the task): {} of \
-         {} ({})\n",
+        "facts the model knows (its answer likelier after its own prompt than after every other \
+         prompt of the task): {} of {}; per task known/facts, mean fraction of prompts beaten: \
+         {}\n",
         tasks.iter().map(|t| t.1).sum::<usize>(),
         queries.len(),
-        per_task.join(", ")
+        per_task.join("; ")
     );
 }
 

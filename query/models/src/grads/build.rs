@@ -410,11 +410,7 @@ fn fit_head_factor(
         let parts = block
             .par_iter()
             .map(|&doc| -> Result<HeadFactor> {
-                let (shard, local) = index.locate_doc(doc)?;
-                let tokens: Vec<u32> = with_view!(shard, |v| {
-                    let (s, e) = v.doc_span(local)?;
-                    v.tokens[s..e].iter().map(|t| t.to_u32()).collect()
-                });
+                let tokens = index.doc_tokens(doc, 0, u64::MAX)?;
                 let examples = document_examples(&tokens, settings.start_token, settings.context);
                 let (f, losses) = fast.head_factor(&examples)?;
                 // A non-finite sum would be written to the factor file and refused when read.

@@ -92,7 +92,8 @@ impl KronSums {
         self.tokens += other.tokens;
     }
 
-    fn values(ranks: &[(usize, usize)]) -> usize {
+    /// Values in a file of the sums of layers of `ranks`.
+    pub(crate) fn values(ranks: &[(usize, usize)]) -> usize {
         ranks.iter().map(|&(ri, ro)| ri * ri + ro * ro).sum()
     }
 
@@ -423,7 +424,8 @@ impl Ekfac {
         out
     }
 
-    fn values(ranks: &[(usize, usize)]) -> usize {
+    /// Values in a fit file of layers of `ranks`.
+    pub(crate) fn values(ranks: &[(usize, usize)]) -> usize {
         ranks
             .iter()
             .map(|&(ri, ro)| ri * ri + ro * ro + ri * ro)

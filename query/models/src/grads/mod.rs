@@ -307,22 +307,12 @@ impl HeadFactor {
 
     /// The factor over `examples`' predicted tokens under `model`: one forward pass per batch of
     /// `batch` examples (right-padded, which causal attention leaves exact). Non-finite logits
-    /// are an error ([`Error::NonFinite`]) naming the example's index.
+    /// are an error ([`Error::NonFinite`]) naming the example's index. Candle's forward pass: the
+    /// reference of [`fast::FastGradients::head_factor`], which stores fit it with.
     pub fn of_examples(
         model: &Transformer,
         examples: &[Example],
         batch: usize,
-    ) -> Result<HeadFactor> {
-        HeadFactor::of_examples_named(model, examples, batch, &|i| format!("example {i}"))
-    }
-
-    /// [`HeadFactor::of_examples`], errors naming example `i` (its index in `examples`) as
-    /// `name(i)`.
-    pub fn of_examples_named(
-        model: &Transformer,
-        examples: &[Example],
-        batch: usize,
-        name: &dyn Fn(usize) -> String,
     ) -> Result<HeadFactor> {
         let vocab = model.config.vocab_size;
         let mut f = HeadFactor::zero(vocab);
@@ -356,7 +346,7 @@ impl HeadFactor {
                     if let Some(bad) = finite::scan(row) {
                         return Err(finite::within(
                             finite::values_error(format!("the logits predicting token {j}"), &bad),
-                            name(*i),
+                            format!("example {i}"),
                         ));
                     }
                     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
+use super::ekfac::{Ekfac, KronSums};
 use super::optimizer::OptimizerScales;
 use super::{HeadFactor, ProjectionSpec};
 use crate::error::{Error, Result};
@@ -318,7 +319,8 @@ impl Moments {
             .collect()
     }
 
-    fn values(blocks: &[usize]) -> usize {
+    /// Values in a moments file of layers of `blocks` values.
+    pub(crate) fn values(blocks: &[usize]) -> usize {
         blocks.iter().map(|b| b * b).sum()
     }
 
@@ -695,24 +697,16 @@ impl GradientStore {
                 s.documents,
             )?);
             let spec = &manifest.settings.projection;
-            let ranks = spec.all_ranks();
             if let Some(m) = &s.moments {
-                let values = spec.blocks().iter().map(|b| b * b).sum();
-                check_file(dir, m, values, verify)?;
+                check_file(dir, m, Moments::values(&spec.blocks()), verify)?;
             }
             if let Some(k) = &s.kron {
-                let values = ranks.iter().map(|(ri, ro)| ri * ri + ro * ro).sum();
-                check_file(dir, k, values, verify)?;
+                check_file(dir, k, KronSums::values(&spec.all_ranks()), verify)?;
             }
         }
         if let Some(e) = &manifest.ekfac {
-            let spec = &manifest.settings.projection;
-            let values = spec
-                .all_ranks()
-                .iter()
-                .map(|(ri, ro)| ri * ri + ro * ro + ri * ro)
-                .sum();
-            check_file(dir, e, values, verify)?;
+            let ranks = manifest.settings.projection.all_ranks();
+            check_file(dir, e, Ekfac::values(&ranks), verify)?;
         }
         let spec = &manifest.settings.projection;
         check_listed(
@@ -792,7 +786,7 @@ impl GradientStore {
 
     /// The fitted EK-FAC; an error naming what to do for a store built before EK-FAC was
     /// fitted.
-    pub fn ekfac(&self) -> Result<super::ekfac::Ekfac> {
+    pub fn ekfac(&self) -> Result<Ekfac> {
         let Some(e) = &self.manifest.ekfac else {
             return Err(Error::query(format!(
                 "the gradient store {} was built before EK-FAC's factors were kept: build it again \
@@ -801,7 +795,7 @@ impl GradientStore {
             )));
         };
         let spec = &self.manifest.settings.projection;
-        super::ekfac::Ekfac::read(&self.dir.join(&e.file), &spec.all_ranks(), self.rows())
+        Ekfac::read(&self.dir.join(&e.file), &spec.all_ranks(), self.rows())
     }
 
     /// The output head's factor, when the projection has the head.

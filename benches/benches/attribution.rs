@@ -8,6 +8,12 @@
 //! single-threaded scan of the same rows in the same run (which must find the same top document).
 //! `FAMILIAR_BENCH_ROWS` changes the row count.
 //!
+//! Then the dense algebra of `fisher` and `trackstar` on one layer's block of 4,096 values (the
+//! output head at the default rank 32 × head rank 128): the Cholesky factor of a damped second
+//! moment, and the whitened norms of 1,024 rows, by `familiar_models::grads::linalg` against the
+//! textbook unblocked factorization and one triangular solve per row, in the same run (whose
+//! results must agree).
+//!
 //! `cargo bench -p familiar-benches --bench attribution`; `cargo test --benches` runs a smoke
 //! version on a smaller model and store.
 
@@ -17,6 +23,7 @@ use familiar::rng::SplitMix64;
 use familiar_benches::*;
 use familiar_models::attribute::{score_all, RowNorm};
 use familiar_models::grads::fast::FastGradients;
+use familiar_models::grads::linalg::Cholesky;
 use familiar_models::grads::store::{
     shard_file, GradientStore, RowWriter, StoreDtype, StoreManifest, StoreSettings, StoreShard,
     MANIFEST,
@@ -146,6 +153,7 @@ fn run(mode: Mode) -> BenchResult<()> {
     }
     t.print();
     scoring(mode, &model, &dir)?;
+    dense_algebra(mode)?;
     remove_dir(&dir)?;
     println!("peak memory: {}", fmt_bytes(peak_rss()));
     println!("total: {}", fmt_secs(started.elapsed().as_secs_f64()));
@@ -277,6 +285,118 @@ fn scoring(mode: Mode, model: &Transformer, dir: &std::path::Path) -> BenchResul
         }
         drop(store);
         remove_dir(&sdir)?;
+    }
+    t.print();
+    Ok(())
+}
+
+/// The textbook Cholesky factor of `m + λI` (row by row, one dot product per entry): the
+/// baseline.
+fn unblocked_cholesky(m: &[f64], n: usize, lambda: f64) -> Vec<f64> {
+    let mut l = vec![0.0f64; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            let dot: f64 = (0..j).map(|p| l[i * n + p] * l[j * n + p]).sum();
+            let s = m[i * n + j] + if i == j { lambda } else { 0.0 } - dot;
+            l[i * n + j] = if i == j { s.sqrt() } else { s / l[j * n + j] };
+        }
+    }
+    l
+}
+
+fn dense_algebra(mode: Mode) -> BenchResult<()> {
+    let n = mode.pick(300usize, 4096);
+    let rows = mode.pick(64usize, 1024);
+    let mut t = Table::new(
+        format!("fisher and trackstar's dense algebra on a block of {n} values ({rows} rows' whitened norms)"),
+        &["step", "method", "wall", "CPU", "vs baseline"],
+    );
+    // A second moment of rank n/16 (a sum of outer products, as a store's rows give one), damped.
+    let mut rng = SplitMix64::new(9);
+    let k = (n / 16).max(8);
+    let g: Vec<f64> = (0..n * k).map(|_| rng.unit() - 0.5).collect();
+    let mut m = vec![0.0f64; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            let v: f64 = (0..k).map(|p| g[i * k + p] * g[j * k + p]).sum();
+            m[i * n + j] = v;
+            m[j * n + i] = v;
+        }
+    }
+    let lambda = 0.1 * (0..n).map(|i| m[i * n + i]).sum::<f64>() / n as f64;
+    let (base, bwall, bcpu) = measure(|| unblocked_cholesky(&m, n, lambda));
+    let (fast, wall, cpu) = measure(|| Cholesky::damped(&m, n, lambda));
+    let fast = fast.ok_or("the damped moment is positive definite")?;
+    // Both factors solve the same system.
+    let q: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
+    let mut y = vec![0.0f64; n];
+    for i in 0..n {
+        let dot: f64 = (0..i).map(|p| base[i * n + p] * y[p]).sum();
+        y[i] = (q[i] - dot) / base[i * n + i];
+    }
+    let err = fast
+        .forward(&q)
+        .iter()
+        .zip(&y)
+        .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
+        .fold(0.0f64, f64::max);
+    if err > 1e-8 {
+        return Err(format!("the blocked factor differs from the textbook one: {err}").into());
+    }
+    for (method, w, c, ratio) in [
+        ("unblocked (1 thread)", bwall, bcpu, 1.0),
+        (
+            "Cholesky::damped",
+            wall,
+            cpu,
+            bwall.as_secs_f64() / wall.as_secs_f64(),
+        ),
+    ] {
+        t.row(vec![
+            "factor".into(),
+            method.into(),
+            fmt_secs(w.as_secs_f64()),
+            fmt_secs(c),
+            format!("{ratio:.2}"),
+        ]);
+    }
+    let batch: Vec<f64> = (0..rows * n).map(|_| rng.unit() - 0.5).collect();
+    let (one, owall, ocpu) = measure(|| {
+        batch
+            .chunks(n)
+            .map(|r| fast.forward(r).iter().map(|v| v * v).sum::<f64>())
+            .collect::<Vec<f64>>()
+    });
+    let (many, mwall, mcpu) = measure(|| {
+        fast.forward_rows(&batch)
+            .chunks(n)
+            .map(|y| y.iter().map(|v| v * v).sum::<f64>())
+            .collect::<Vec<f64>>()
+    });
+    let worst = one
+        .iter()
+        .zip(&many)
+        .map(|(a, b)| (a - b).abs() / a.abs().max(1e-300))
+        .fold(0.0f64, f64::max);
+    if worst > 1e-9 {
+        return Err(format!("batched whitened norms differ from per-row ones: {worst}").into());
+    }
+    for (method, w, c, ratio) in [
+        ("one solve per row (1 thread)", owall, ocpu, 1.0),
+        (
+            "Cholesky::forward_rows (1 thread)",
+            mwall,
+            mcpu,
+            owall.as_secs_f64() / mwall.as_secs_f64(),
+        ),
+    ] {
+        t.row(vec![
+            "whitened norms".into(),
+            method.into(),
+            fmt_secs(w.as_secs_f64()),
+            fmt_secs(c),
+            format!("{ratio:.2}"),
+        ]);
     }
     t.print();
     Ok(())

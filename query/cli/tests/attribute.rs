@@ -124,19 +124,15 @@ fn query_gradient(
 fn trackstar_whitening(g: &GradientStore, correct: bool) -> impl Fn(&[f32]) -> Vec<f64> {
     use familiar_models::grads::linalg::symmetric_eigen;
     let mut row = vec![0.0f32; g.dim()];
-    let blocks = g.manifest.settings.projection.blocks();
-    let block = blocks[0];
-    assert!(
-        blocks.iter().all(|&b| b == block),
-        "this oracle takes layers of one block size"
-    );
-    let layers = blocks.len();
-    let mut m = vec![vec![0.0f64; block * block]; layers];
+    let spec = &g.manifest.settings.projection;
+    // Each layer's (offset, block): blocks differ when the head has its own rank.
+    let layers: Vec<(usize, usize)> = spec.offsets().into_iter().zip(spec.blocks()).collect();
+    let mut m: Vec<Vec<f64>> = layers.iter().map(|&(_, b)| vec![0.0f64; b * b]).collect();
     for f in &g.files {
         for i in 0..f.rows {
             f.row(i, &mut row);
-            for (l, m) in m.iter_mut().enumerate() {
-                let b = &row[l * block..(l + 1) * block];
+            for (m, &(at, block)) in m.iter_mut().zip(&layers) {
+                let b = &row[at..at + block];
                 for x in 0..block {
                     for y in 0..block {
                         m[x * block + y] += b[x] as f64 * b[y] as f64 / g.rows() as f64;
@@ -147,7 +143,8 @@ fn trackstar_whitening(g: &GradientStore, correct: bool) -> impl Fn(&[f32]) -> V
     }
     let per_layer: Vec<(Vec<f64>, Vec<f64>)> = m
         .iter()
-        .map(|m| {
+        .zip(&layers)
+        .map(|(m, &(_, block))| {
             let s: Vec<f64> = (0..block)
                 .map(|a| {
                     let v = m[a * block + a];
@@ -184,8 +181,8 @@ fn trackstar_whitening(g: &GradientStore, correct: bool) -> impl Fn(&[f32]) -> V
         .collect();
     move |v: &[f32]| -> Vec<f64> {
         let mut out = Vec::with_capacity(v.len());
-        for (l, (s, half)) in per_layer.iter().enumerate() {
-            let c: Vec<f64> = (0..block).map(|a| v[l * block + a] as f64 * s[a]).collect();
+        for ((s, half), &(at, block)) in per_layer.iter().zip(&layers) {
+            let c: Vec<f64> = (0..block).map(|a| v[at + a] as f64 * s[a]).collect();
             out.extend(
                 (0..block).map(|x| (0..block).map(|y| half[x * block + y] * c[y]).sum::<f64>()),
             );

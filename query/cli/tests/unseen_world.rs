@@ -908,6 +908,7 @@ fn known_facts(b: &Built) {
 /// Measures every configuration: `FAMILIAR_SWEEP_WORLD` = `unseen` (default) or `fixture`,
 /// `FAMILIAR_SWEEP_DIR` (kept, reused when run again; default a temporary directory),
 /// `FAMILIAR_SWEEP_SEED`, `FAMILIAR_SWEEP_STEPS` (training steps of the unseen world's model),
+/// `FAMILIAR_SWEEP_DOCUMENTS`, `FAMILIAR_SWEEP_SENTENCES` (`LO,HI` per document),
 /// `FAMILIAR_SWEEP_VOCAB`, `FAMILIAR_SWEEP_RANKS` and `FAMILIAR_SWEEP_DAMPINGS` (comma-separated),
 /// `FAMILIAR_SWEEP_HEAD_RANKS` (comma-separated; each adds a store of the output head alone, its
 /// vocabulary side at that rank, scored with ekfac). Prints how many facts the model itself
@@ -925,10 +926,22 @@ fn sweep() {
     let b = if world == "fixture" {
         fixture_world(&dir)
     } else {
+        let d = WorldSpec::default();
+        let sentences = env_or(
+            "FAMILIAR_SWEEP_SENTENCES",
+            &format!("{},{}", d.sentences.0, d.sentences.1),
+        );
+        let (lo, hi) = sentences
+            .split_once(',')
+            .expect("FAMILIAR_SWEEP_SENTENCES: LO,HI");
         let spec = WorldSpec {
             seed: env_or("FAMILIAR_SWEEP_SEED", "7").parse().unwrap(),
             tokenizer_vocab: env_or("FAMILIAR_SWEEP_VOCAB", "1000").parse().unwrap(),
-            ..WorldSpec::default()
+            documents: env_or("FAMILIAR_SWEEP_DOCUMENTS", &d.documents.to_string())
+                .parse()
+                .unwrap(),
+            sentences: (lo.parse().unwrap(), hi.parse().unwrap()),
+            ..d
         };
         let steps = env_or("FAMILIAR_SWEEP_STEPS", "300");
         let w = dir.join("world");

@@ -15,8 +15,8 @@ use familiar_models::measure::score::LanguageModel;
 /// worlds unlike it (benches/README.md, "Attribution defaults", and
 /// query/tests/unseen_world.rs); 64 found no more.
 const DEFAULT_RANK: usize = 32;
-/// `--damping` of `fisher` by default (`attribute score` and `attribute eval`): best or within one
-/// fact of the best of 0.01, 0.1 and 1 on every world measured.
+/// `--damping` of `ekfac`, `fisher` and `trackstar` by default (`attribute score` and `attribute
+/// eval`): best or within one fact of the best of 0.01, 0.1 and 1 on every world measured.
 const DEFAULT_DAMPING: f64 = 0.1;
 
 /// Gradient-similarity attribution.
@@ -69,7 +69,7 @@ pub struct EvalArgs {
     /// Train at most this many subsets now; run again to continue.
     #[arg(long)]
     stop_after: Option<usize>,
-    /// fisher damping (as for `attribute score`, and the same default).
+    /// ekfac, fisher and trackstar damping (as for `attribute score`, and the same default).
     #[arg(long, default_value_t = DEFAULT_DAMPING)]
     damping: f64,
     /// No progress bar.
@@ -147,17 +147,27 @@ pub struct StoreArgs {
     /// rank 64 found no more (benches/README.md).
     ///
     /// Cost, for a model with L projected layers (4 per block and the output head: 9 for
-    /// `familiar train`'s 2 layers): each document's row holds L × rank² values (f32: 2.3 KB at
-    /// rank 8, 9.2 KB at 16, 37 KB at 32, 147 KB at 64; half with `--dtype f16`), and each index
-    /// shard adds the second moments fisher reads, L × rank⁴ f64 values (0.3 MB, 4.7 MB, 75 MB,
-    /// 1.2 GB; none above rank 64, where fisher and trackstar are refused). Time: the model's forward and backward passes dominate up to rank 32 (1–2.5× the
-    /// time of rank 8), the moments above it (rank 64: 6× rank 32); `attribute score` reads every
-    /// row, so its scan grows with the row size.
+    /// `familiar train`'s 2 layers), with the default `--head-rank`: each document's row holds
+    /// (L − 1) × rank² values and rank × head-rank for the head (f32: 3 KB at rank 8, 12 KB at
+    /// 16, 49 KB at 32, 147 KB at 64; half with `--dtype f16`), and each index shard adds the
+    /// second moments fisher and trackstar read, the square of each layer's block in f64 (0.8 MB,
+    /// 13 MB, 201 MB, 1.2 GB; none for a block above 4,096 values, where fisher and trackstar are
+    /// refused). Time: the model's forward and backward passes dominate up to rank 32 (1–2.5×
+    /// the time of rank 8), the moments above it (rank 64: 6× rank 32); `attribute score` reads
+    /// every row, so its scan grows with the row size.
     #[arg(long, default_value_t = DEFAULT_RANK)]
     rank: usize,
-    /// Projection rank of the output head's vocabulary side (its hidden side keeps `--rank`);
-    /// default `--rank`. At most the vocabulary's size; the vocabulary itself keeps the whole
-    /// gradient of the head's vocabulary side.
+    /// Projection rank of the output head's vocabulary side (its hidden side keeps `--rank`).
+    /// At most the vocabulary's size; the vocabulary itself keeps the whole gradient of the
+    /// head's vocabulary side.
+    ///
+    /// Default: 4 × `--rank`, narrowed so that the head's block stays within 4,096 values (and
+    /// so keeps second moments), never below `--rank`: 128 at the default rank 32. That raised
+    /// the LDS on generated worlds from 0.35 to 0.51 and from 0.33 to 0.45 (ekfac), and with
+    /// ekfac found 56, 55 and 53 of 60 planted facts' documents first on worlds whose models
+    /// know them (56, 53 and 51 with the head at 32); `--head-rank 32` gives the former store.
+    /// Wider heads predict retraining better still (`--layers output --rank 16 --head-rank 384`:
+    /// LDS 0.633, above Kronfluence's EK-FAC) but keep no second moments.
     ///
     /// The head's block is then rank × head-rank values of each row. Blocks above 4,096 values
     /// keep no second moments (fisher and trackstar are refused on such a store; ekfac,
@@ -224,22 +234,29 @@ pub struct ScoreArgs {
     index: Option<PathBuf>,
     /// How rows are compared with the query gradient.
     ///
-    /// fisher, the default (the damped inverse of each layer's empirical Fisher in projected
-    /// space, one full block per layer; `kfac` is its former name, still accepted), ranked the document that states a planted fact first most often at
-    /// rank 32 on every world measured but the fixture world, where identity found one more:
-    /// three generated English-like worlds 26, 32 and 34 of 60 facts (identity 24, 27, 32;
-    /// cosine 24, 25, 31), 420 documents of real text 17 of 20 (cosine 13), the fixture world
-    /// 31 of 32 (identity 32, cosine 30) (benches/README.md). Its cost: before the scan,
-    /// the store's moments files are read and each projected layer's rank² × rank² matrix is
-    /// factorized once (about 2 s for 56 queries at rank 32, minutes at rank 64); the scan costs
-    /// what identity's does.
-    #[arg(long, value_enum, default_value = "fisher")]
+    /// ekfac, the default (EK-FAC fitted with the store: each layer's eigenvalue-corrected
+    /// Kronecker-factored Fisher, damped and inverted), ranked the document that states a planted
+    /// fact first most often on every generated world whose model knows its facts: 56, 53 and 51
+    /// of 60 on three worlds trained 3,000 steps, against 41–47 for fisher, 40–45 for trackstar
+    /// and 39–44 for identity and cosine. It had the best LDS of the five (on a generated world's
+    /// default store 0.331, against 0.249 for fisher, 0.246 cosine, 0.226 identity and 0.210
+    /// trackstar), and of them only it, identity and cosine score a wide `--head-rank` store; it
+    /// finds all 32 of the fixture world's facts
+    /// (fisher 31) (benches/README.md). Its cost: the store's ekfac.bin is read once
+    /// (fitted when the store was built); the scan costs what identity's does.
+    ///
+    /// fisher (the damped inverse of each layer's empirical Fisher in projected space, one full
+    /// block per layer; `kfac` is its former name, still accepted) factorizes each layer's
+    /// rank² × rank² second moment once before the scan (about 2 s for 56 queries at rank 32,
+    /// minutes at rank 64).
+    #[arg(long, value_enum, default_value = "ekfac")]
     precondition: PreconditionArg,
     /// fisher, ekfac and trackstar: damping λ as a fraction of each layer's mean eigenvalue
     /// (ekfac: of its corrected eigenvalues, Kronfluence's heuristic damping).
     ///
     /// 0.1, the default, was the best or within one fact of the best of 0.01, 0.1 and 1 at rank
-    /// 32 on every world measured; the value costs nothing.
+    /// 32 on every world measured (with ekfac on the three worlds trained 3,000 steps: 56, 53 and
+    /// 51 of 60 at 0.01 and 0.1, 56, 51 and 51 at 1); the value costs nothing.
     #[arg(long, default_value_t = DEFAULT_DAMPING)]
     damping: f64,
 }

@@ -501,7 +501,7 @@ pub fn run(a: Args) -> Result<i32> {
     ])?;
 
     println!(
-        "\n== 9. attribution: which documents drive the model's answers (gradient store, fisher)"
+        "\n== 9. attribution: which documents drive the model's answers (gradient store, ekfac)"
     );
     let store = out.join("store");
     let attribution = tables_dir.join("attribution");
@@ -532,7 +532,7 @@ pub fn run(a: Args) -> Result<i32> {
         queries.as_os_str(),
         "--all".as_ref(),
         "--precondition".as_ref(),
-        "fisher".as_ref(),
+        "ekfac".as_ref(),
         "--out".as_ref(),
         attribution.as_os_str(),
     ])?;

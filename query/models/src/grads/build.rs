@@ -55,8 +55,8 @@ pub struct StoreOptions {
     pub layers: LinearGroup,
     /// Projection rank (input and output).
     pub rank: usize,
-    /// The output head's vocabulary-side rank, when not `rank`
-    /// ([`ProjectionSpec::with_head_rank`]).
+    /// The output head's vocabulary-side rank ([`ProjectionSpec::with_head_rank`]); `None`:
+    /// [`ProjectionSpec::default_head_rank`].
     pub head_rank: Option<usize>,
     /// Projection seed.
     pub seed: u64,
@@ -174,7 +174,7 @@ pub fn build_store(
         )));
     }
     let mut spec = ProjectionSpec::new(&model, o.layers, o.rank, o.rank, o.seed)?;
-    if let Some(rank) = o.head_rank {
+    if let Some(rank) = o.head_rank.or_else(|| spec.default_head_rank()) {
         spec = spec.with_head_rank(rank)?;
     }
     let scales = if o.optimizer_correction {

@@ -34,6 +34,24 @@ pub(crate) fn mm(
     a: (&[f32], usize, usize),
     b: (&[f32], usize, usize),
 ) {
+    gemm_view(m, n, k, out, ldo, acc, a, b, 1.0);
+}
+
+/// `out[m×n]` (row stride `ldo`) = (or, when `acc`, `out +`) `beta · a[m×k] · b[k×n]`, where `a`
+/// and `b` are given as (slice, row stride, column stride); f32 or f64. Panics if a view exceeds
+/// its slice.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_view<T: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    out: &mut [T],
+    ldo: usize,
+    acc: bool,
+    a: (&[T], usize, usize),
+    b: (&[T], usize, usize),
+    beta: T,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -41,7 +59,7 @@ pub(crate) fn mm(
     if k == 0 {
         if !acc {
             for r in 0..m {
-                out[r * ldo..r * ldo + n].fill(0.0);
+                out[r * ldo..r * ldo + n].fill(T::default());
             }
         }
         return;
@@ -49,7 +67,8 @@ pub(crate) fn mm(
     assert!((m - 1) * a.1 + (k - 1) * a.2 < a.0.len(), "mm: left view");
     assert!((k - 1) * b.1 + (n - 1) * b.2 < b.0.len(), "mm: right view");
     // SAFETY: the asserts above keep every element the views address inside their slices; `out`
-    // is a unique borrow, so it aliases neither input.
+    // is a unique borrow, so it aliases neither input. `T` is f32 or f64 ([`Real`]), which
+    // `gemm` multiplies natively.
     unsafe {
         gemm::gemm(
             m,
@@ -65,14 +84,28 @@ pub(crate) fn mm(
             b.0.as_ptr(),
             b.2 as isize,
             b.1 as isize,
-            1.0,
-            1.0,
+            T::ONE,
+            beta,
             false,
             false,
             false,
             gemm::Parallelism::None,
         );
     }
+}
+
+/// The element types [`gemm_view`] multiplies.
+pub(crate) trait Real: Copy + Default + 'static {
+    /// 1: the scale the output keeps when accumulating.
+    const ONE: Self;
+}
+
+impl Real for f32 {
+    const ONE: f32 = 1.0;
+}
+
+impl Real for f64 {
+    const ONE: f64 = 1.0;
 }
 
 /// A linear layer as `[in, out]` weights.

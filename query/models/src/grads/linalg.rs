@@ -125,7 +125,7 @@ impl Cholesky {
             0,
             "Cholesky::forward_rows: rows of n values"
         );
-        let rows = if n == 0 { 0 } else { q.len() / n };
+        let rows = q.len().checked_div(n).unwrap_or(0);
         let panels: Vec<(usize, usize)> = (0..n)
             .step_by(PANEL)
             .map(|k0| (k0, (k0 + PANEL).min(n)))

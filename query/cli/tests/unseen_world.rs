@@ -1056,15 +1056,16 @@ fn sweep() {
         } else {
             store(&b, &s, &["--rank", rank])
         };
-        let main = s.clone();
         // With the optimizer's state beside the model (a model `familiar train` trained), a
         // second store whose rows are corrected by it (TrackStar's correction).
         let corrected = b.model.join("optimizer.safetensors").exists().then(|| {
             let c = dir.join(format!("store-{rank}-optimizer"));
-            if !c.join("store.json").exists() {
-                store(&b, &c, &["--rank", rank, "--optimizer-correction"]);
-            }
-            c
+            let secs = if c.join("store.json").exists() {
+                f64::NAN
+            } else {
+                store(&b, &c, &["--rank", rank, "--optimizer-correction"])
+            };
+            (c, secs)
         });
         if corrected.is_none() {
             eprintln!(
@@ -1093,7 +1094,7 @@ fn sweep() {
                     d.into(),
                 ];
                 configs.push((format!("{p} λ {d}"), s.clone(), args.clone()));
-                if let Some(c) = &corrected {
+                if let Some((c, _)) = &corrected {
                     configs.push((
                         format!("{p} λ {d}, optimizer-corrected rows"),
                         c.clone(),
@@ -1128,7 +1129,16 @@ fn sweep() {
             // Each configuration's own store: its size, and the build's seconds for the main one.
             let size = dir_bytes(&s);
             let rows = std::fs::metadata(s.join("grads-00000.bin")).unwrap().len();
-            let store_secs = if s == main { store_secs } else { f64::NAN };
+            let store_secs = match &corrected {
+                Some((c, secs)) if *c == s => *secs,
+                _ => store_secs,
+            };
+            // A store found from an earlier run was not timed.
+            let store_secs = if store_secs.is_nan() {
+                "–".to_string()
+            } else {
+                format!("{store_secs:.1}")
+            };
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let out = dir.join(format!("att-{rank}-{}", name.replace([' ', ','], "_")));
             let (r, secs) = ranks(&b, &s, &out, &args);
@@ -1143,7 +1153,7 @@ fn sweep() {
             }
             let per_task: Vec<String> = tasks.iter().map(|t| t.1.to_string()).collect();
             println!(
-                "| {rank} | {name} | {} ({}) | {} | {} | {:.1} MB (rows {:.1} MB) | {store_secs:.1} | {secs:.1} |",
+                "| {rank} | {name} | {} ({}) | {} | {} | {:.1} MB (rows {:.1} MB) | {store_secs} | {secs:.1} |",
                 firsts(&r),
                 per_task.join(" / "),
                 r.iter().zip(&known).filter(|(&x, &k)| k && x == 1).count(),

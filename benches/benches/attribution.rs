@@ -343,23 +343,12 @@ fn dense_algebra(mode: Mode) -> BenchResult<()> {
     if err > 1e-8 {
         return Err(format!("the blocked factor differs from the textbook one: {err}").into());
     }
-    for (method, w, c, ratio) in [
-        ("unblocked (1 thread)", bwall, bcpu, 1.0),
-        (
-            "Cholesky::damped",
-            wall,
-            cpu,
-            bwall.as_secs_f64() / wall.as_secs_f64(),
-        ),
-    ] {
-        t.row(vec![
-            "factor".into(),
-            method.into(),
-            fmt_secs(w.as_secs_f64()),
-            fmt_secs(c),
-            format!("{ratio:.2}"),
-        ]);
-    }
+    baseline_and_method(
+        &mut t,
+        "factor",
+        ("unblocked (1 thread)", bwall, bcpu),
+        ("Cholesky::damped", wall, cpu),
+    );
     let batch: Vec<f64> = (0..rows * n).map(|_| rng.unit() - 0.5).collect();
     let (one, owall, ocpu) = measure(|| {
         batch
@@ -381,25 +370,34 @@ fn dense_algebra(mode: Mode) -> BenchResult<()> {
     if worst > 1e-9 {
         return Err(format!("batched whitened norms differ from per-row ones: {worst}").into());
     }
-    for (method, w, c, ratio) in [
-        ("one solve per row (1 thread)", owall, ocpu, 1.0),
-        (
-            "Cholesky::forward_rows (1 thread)",
-            mwall,
-            mcpu,
-            owall.as_secs_f64() / mwall.as_secs_f64(),
-        ),
-    ] {
+    baseline_and_method(
+        &mut t,
+        "whitened norms",
+        ("one solve per row (1 thread)", owall, ocpu),
+        ("Cholesky::forward_rows (1 thread)", mwall, mcpu),
+    );
+    t.print();
+    Ok(())
+}
+
+/// Two rows of `t` for `step`: the baseline, and the method with its speed-up over the baseline's
+/// wall time. Each side is `(name, wall, CPU seconds)`.
+fn baseline_and_method(
+    t: &mut Table,
+    step: &str,
+    baseline: (&str, std::time::Duration, f64),
+    method: (&str, std::time::Duration, f64),
+) {
+    let speedup = baseline.1.as_secs_f64() / method.1.as_secs_f64();
+    for ((name, wall, cpu), ratio) in [(baseline, 1.0), (method, speedup)] {
         t.row(vec![
-            "whitened norms".into(),
-            method.into(),
-            fmt_secs(w.as_secs_f64()),
-            fmt_secs(c),
+            step.into(),
+            name.into(),
+            fmt_secs(wall.as_secs_f64()),
+            fmt_secs(cpu),
             format!("{ratio:.2}"),
         ]);
     }
-    t.print();
-    Ok(())
 }
 
 fn relative_error(a: &[f32], b: &[f32]) -> f64 {

@@ -767,14 +767,7 @@ fn defaults_find_the_stating_document_on_an_unseen_world() {
     let s = t.join("store");
     let store_secs = store(&b, &s, &[]);
     let (new, score_secs) = ranks(&b, &s, &t.join("att"), &[]);
-    let old_store = t.join("store-old");
-    store(&b, &old_store, &["--rank", "8", "--head-rank", "8"]);
-    let (old, _) = ranks(
-        &b,
-        &old_store,
-        &t.join("att-old"),
-        &["--precondition", "identity"],
-    );
+    let old = old_default_ranks(&b, &t);
     let (new_by, old_by) = (firsts_per_relation(&b, &new), firsts_per_relation(&b, &old));
     eprintln!(
         "defaults: first for {} of {} {new_by:?} (store {store_secs:.1} s, score {score_secs:.1} s); rank 8 + identity: {} {old_by:?}; {:.1} s in all",
@@ -806,6 +799,20 @@ fn defaults_find_the_stating_document_on_an_unseen_world() {
         .filter(|((q, _), &r)| new_word(q) && r <= 5)
         .count();
     assert!(top5 * 10 >= n * 8, "{top5} of {n} in the top 5: {new:?}");
+}
+
+/// The planted documents' ranks under the old defaults: a store at rank 8 with the head at 8,
+/// scored with `identity`.
+fn old_default_ranks(b: &Built, t: &TestDir) -> Vec<u64> {
+    let old_store = t.join("store-old");
+    store(b, &old_store, &["--rank", "8", "--head-rank", "8"]);
+    ranks(
+        b,
+        &old_store,
+        &t.join("att-old"),
+        &["--precondition", "identity"],
+    )
+    .0
 }
 
 /// Training steps of the world whose model learns its facts (about 50 passes over its corpus).
@@ -849,14 +856,7 @@ fn defaults_find_the_documents_of_facts_the_model_knows() {
     let s = t.join("store");
     store(&b, &s, &[]);
     let (new, _) = ranks(&b, &s, &t.join("att"), &[]);
-    let old_store = t.join("store-old");
-    store(&b, &old_store, &["--rank", "8", "--head-rank", "8"]);
-    let (old, _) = ranks(
-        &b,
-        &old_store,
-        &t.join("att-old"),
-        &["--precondition", "identity"],
-    );
+    let old = old_default_ranks(&b, &t);
     let of_known = |r: &[u64]| r.iter().zip(&known).filter(|(&x, &k)| k && x == 1).count();
     let (first, first_known) = (firsts(&new), of_known(&new));
     eprintln!(

@@ -236,13 +236,14 @@ pub struct ScoreArgs {
     ///
     /// ekfac, the default (EK-FAC fitted with the store: each layer's eigenvalue-corrected
     /// Kronecker-factored Fisher, damped and inverted), ranked the document that states a planted
-    /// fact first most often on every generated world whose model knows its facts: 56, 53 and 51
-    /// of 60 on three worlds trained 3,000 steps, against 41–47 for fisher, 40–45 for trackstar
-    /// and 39–44 for identity and cosine. It had the best LDS of the five (on a generated world's
-    /// default store 0.331, against 0.249 for fisher, 0.246 cosine, 0.226 identity and 0.210
-    /// trackstar), and of them only it, identity and cosine score a wide `--head-rank` store; it
-    /// finds all 32 of the fixture world's facts
-    /// (fisher 31) (benches/README.md). Its cost: the store's ekfac.bin is read once
+    /// fact first most often on every generated world whose model knows its facts: on the
+    /// default store 56, 55 and 53 of 60 on three worlds trained 3,000 steps, against 40–48 for
+    /// fisher and 41–47 for trackstar (on the former store, the head at rank 32: 56, 53 and 51,
+    /// against 39–44 for identity and cosine). It had the best LDS of the five (on a generated
+    /// world's default store 0.508, against 0.371 for fisher and 0.326 trackstar; on the former
+    /// store 0.331, against 0.249 fisher, 0.246 cosine, 0.226 identity and 0.210 trackstar), and
+    /// of them only it, identity and cosine score a wide `--head-rank` store; it finds all 32 of
+    /// the fixture world's facts (fisher 31) (benches/README.md). Its cost: the store's ekfac.bin is read once
     /// (fitted when the store was built); the scan costs what identity's does.
     ///
     /// fisher (the damped inverse of each layer's empirical Fisher in projected space, one full

@@ -9,6 +9,18 @@ use super::fast::gemm_view;
 /// Columns per panel of [`Cholesky::damped`].
 const PANEL: usize = 64;
 
+/// Solves `L[k0.., k0..] y = b` in place (`y` holds `b`, `y.len()` unknowns) by forward
+/// substitution, `l` row-major with rows of `n` values; only its lower triangle from row and
+/// column `k0` is read. The one triangular solve of [`Cholesky::forward`] and of the panels of
+/// [`Cholesky::damped`] and [`Cholesky::forward_rows`].
+fn solve_lower(y: &mut [f64], l: &[f64], n: usize, k0: usize) {
+    for j in 0..y.len() {
+        let lj = &l[(k0 + j) * n + k0..];
+        let dot: f64 = y[..j].iter().zip(lj).map(|(a, b)| a * b).sum();
+        y[j] = (y[j] - dot) / lj[j];
+    }
+}
+
 /// The lower-triangular factor `L` of `M + λI = L Lᵀ`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cholesky {
@@ -57,15 +69,10 @@ impl Cholesky {
                 break;
             }
             let (top, below) = a.split_at_mut(k1 * n);
-            let diag = &top[k0 * n..];
             // The rows below: L[i, k0..k1] solves L[i, k0..k1] · L[k0..k1, k0..k1]ᵀ = A[i, k0..k1].
-            below.par_chunks_mut(n).for_each(|row| {
-                for j in k0..k1 {
-                    let lj = &diag[(j - k0) * n..];
-                    let dot: f64 = (k0..j).map(|p| row[p] * lj[p]).sum();
-                    row[j] = (row[j] - dot) / lj[j];
-                }
-            });
+            below
+                .par_chunks_mut(n)
+                .for_each(|row| solve_lower(&mut row[k0..k1], top, n, k0));
             // The trailing lower triangle: A[i, k1..=i] −= L[i, k0..k1] · L[j, k0..k1]ᵀ, a block
             // of rows at a time through its own diagonal block (the entries above the diagonal
             // it also changes are never read, and cleared at the end).
@@ -106,12 +113,8 @@ impl Cholesky {
 
     /// Solves `L y = q`: `|y|² = qᵀ (M + λI)⁻¹ q`, and `⟨L⁻¹ a, L⁻¹ b⟩ = aᵀ (M + λI)⁻¹ b`.
     pub fn forward(&self, q: &[f64]) -> Vec<f64> {
-        let (n, l) = (self.n, &self.l);
-        let mut y = vec![0.0f64; n];
-        for i in 0..n {
-            let dot: f64 = l[i * n..i * n + i].iter().zip(&y).map(|(a, b)| a * b).sum();
-            y[i] = (q[i] - dot) / l[i * n + i];
-        }
+        let mut y = q.to_vec();
+        solve_lower(&mut y, &self.l, self.n, 0);
         y
     }
 
@@ -150,13 +153,8 @@ impl Cholesky {
                     -1.0,
                 );
             }
-            for r in 0..rows {
-                let y = &mut cur[r * w..(r + 1) * w];
-                for j in 0..w {
-                    let lj = &self.l[(k0 + j) * n + k0..];
-                    let dot: f64 = (0..j).map(|p| y[p] * lj[p]).sum();
-                    y[j] = (y[j] - dot) / lj[j];
-                }
+            for y in cur.chunks_mut(w) {
+                solve_lower(y, &self.l, n, k0);
             }
             done.push(cur);
         }

@@ -232,6 +232,7 @@ fn scoring(mode: Mode, model: &Transformer, dir: &std::path::Path) -> BenchResul
             &store,
             std::slice::from_ref(&query),
             &RowNorm::None,
+            None,
             Some(1),
         );
         let (naive, nwall, ncpu) = measure(|| {
@@ -266,7 +267,7 @@ fn scoring(mode: Mode, model: &Transformer, dir: &std::path::Path) -> BenchResul
             ("score_all cosine", RowNorm::Euclidean),
         ] {
             let (top, wall, cpu) =
-                measure(|| score_all(&store, std::slice::from_ref(&query), &norm, Some(100)));
+                measure(|| score_all(&store, std::slice::from_ref(&query), &norm, None, Some(100)));
             if matches!(norm, RowNorm::None) && top[0].doc != naive.1 {
                 return Err(format!(
                     "score_all's top document {} is not the naive scan's {}",

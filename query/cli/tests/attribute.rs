@@ -191,6 +191,106 @@ fn trackstar_whitening(g: &GradientStore, correct: bool) -> impl Fn(&[f32]) -> V
     }
 }
 
+/// The scores of `docs` of `g` for query gradient `q` under each layer's second moment refitted
+/// without the document's row, by their definition: per layer `M` (the mean outer product of
+/// every row), `M − g gᵀ / N` without the row, damped by the full moment's `λ` (0.1 of its mean
+/// eigenvalue), and solved densely by Gaussian elimination. fisher: `Σ_l q_lᵀ A_l⁻¹ g_l`;
+/// trackstar: both sides corrected by `s = 1/√diag(M)` and the cosine under `Σ_l A_l⁻¹` of the
+/// corrected moment without the row.
+fn leave_one_out_scores(g: &GradientStore, q: &[f32], trackstar: bool, docs: &[u64]) -> Vec<f64> {
+    let spec = &g.manifest.settings.projection;
+    let layers: Vec<(usize, usize)> = spec.offsets().into_iter().zip(spec.blocks()).collect();
+    let mut rows: Vec<Vec<f32>> = Vec::new();
+    for f in &g.files {
+        for i in 0..f.rows {
+            let mut row = vec![0.0f32; g.dim()];
+            f.row(i, &mut row);
+            rows.push(row);
+        }
+    }
+    let n = rows.len() as f64;
+    // Per layer: the correction and the (corrected) moment, and its λ.
+    let fitted: Vec<(Vec<f64>, Vec<f64>, f64)> = layers
+        .iter()
+        .map(|&(at, b)| {
+            let mut m = vec![0.0f64; b * b];
+            for r in &rows {
+                for x in 0..b {
+                    for y in 0..b {
+                        m[x * b + y] += r[at + x] as f64 * r[at + y] as f64 / n;
+                    }
+                }
+            }
+            let s: Vec<f64> = (0..b)
+                .map(|a| match m[a * b + a] {
+                    v if trackstar && v > 0.0 => 1.0 / v.sqrt(),
+                    _ if trackstar => 0.0,
+                    _ => 1.0,
+                })
+                .collect();
+            for x in 0..b {
+                for y in 0..b {
+                    m[x * b + y] *= s[x] * s[y];
+                }
+            }
+            let lambda = 0.1 * (0..b).map(|i| m[i * b + i]).sum::<f64>() / b as f64;
+            (s, m, lambda)
+        })
+        .collect();
+    docs.iter()
+        .map(|&d| {
+            let row = &rows[d as usize];
+            let (mut num, mut qq, mut cc) = (0.0, 0.0, 0.0);
+            for (&(at, b), (s, m, lambda)) in layers.iter().zip(&fitted) {
+                let c: Vec<f64> = (0..b).map(|a| row[at + a] as f64 * s[a]).collect();
+                let qh: Vec<f64> = (0..b).map(|a| q[at + a] as f64 * s[a]).collect();
+                // [A | q̂ ĉ], A = M − ĉ ĉᵀ / N + λI, reduced in place.
+                let w = b + 2;
+                let mut a = vec![0.0f64; b * w];
+                for x in 0..b {
+                    for y in 0..b {
+                        a[x * w + y] = m[x * b + y] - c[x] * c[y] / n;
+                    }
+                    a[x * w + x] += lambda;
+                    a[x * w + b] = qh[x];
+                    a[x * w + b + 1] = c[x];
+                }
+                for k in 0..b {
+                    let p = (k..b)
+                        .max_by(|&i, &j| a[i * w + k].abs().total_cmp(&a[j * w + k].abs()))
+                        .unwrap();
+                    for y in 0..w {
+                        a.swap(k * w + y, p * w + y);
+                    }
+                    for i in (k + 1)..b {
+                        let f = a[i * w + k] / a[k * w + k];
+                        for y in k..w {
+                            a[i * w + y] -= f * a[k * w + y];
+                        }
+                    }
+                }
+                let mut x = vec![[0.0f64; 2]; b];
+                for k in (0..b).rev() {
+                    for r in 0..2 {
+                        let rest: f64 = ((k + 1)..b).map(|j| a[k * w + j] * x[j][r]).sum();
+                        x[k][r] = (a[k * w + b + r] - rest) / a[k * w + k];
+                    }
+                }
+                num += (0..b).map(|i| qh[i] * x[i][1]).sum::<f64>();
+                qq += (0..b).map(|i| qh[i] * x[i][0]).sum::<f64>();
+                cc += (0..b).map(|i| c[i] * x[i][1]).sum::<f64>();
+            }
+            if !trackstar {
+                num
+            } else if cc > 0.0 {
+                num / (qq * cc).sqrt()
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
 /// Checks the rows of documents of both ends and the middle of `g` (an index's documents: both
 /// shards) against candle autograd's projected gradients, summed over each document's chunks, to
 /// 1e-4 relative; returns how many non-empty documents were checked.
@@ -524,12 +624,96 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         );
     }
 
+    // --leave-one-out: every document's fisher and trackstar score under the moments refitted
+    // without its row, for documents across both shards (every 7th, and the plain and the
+    // corrected run's best).
+    for precondition in ["fisher", "trackstar"] {
+        let out = t.join(format!("att-{precondition}-loo"));
+        attribute_score(
+            &s,
+            &model(),
+            &queries,
+            &out,
+            &["--all", "--precondition", precondition, "--leave-one-out"],
+        )
+        .success()
+        .stdout_has(&[&format!("({precondition}-loo")]);
+        let b = read_parquet(&out.join("influence.parquet"), "influence");
+        let (qid, doc, score, rank) = (
+            col::<StringArray>(&b, "query_id"),
+            col::<UInt64Array>(&b, "doc_id"),
+            col::<Float64Array>(&b, "score"),
+            col::<UInt64Array>(&b, "rank"),
+        );
+        let qb = read_parquet(&out.join("queries.parquet"), "queries");
+        assert_eq!(
+            col::<StringArray>(&qb, "precondition").value(0),
+            format!("{precondition}-loo")
+        );
+        for (qi, q) in qs.iter().enumerate() {
+            let mine: Vec<usize> = (0..b.num_rows())
+                .filter(|&r| qid.value(r) == ["f1", "r1"][qi])
+                .collect();
+            assert_eq!(mine.len() as u64, g.rows());
+            let mut docs: Vec<u64> = (0..g.rows()).step_by(7).collect();
+            docs.extend(
+                mine.iter()
+                    .filter(|&&r| rank.value(r) <= 3)
+                    .map(|&r| doc.value(r)),
+            );
+            let want = leave_one_out_scores(&g, q, precondition == "trackstar", &docs);
+            let top = mine
+                .iter()
+                .map(|&r| score.value(r).abs())
+                .fold(0.0, f64::max);
+            for (d, want) in docs.iter().zip(want) {
+                let r = *mine.iter().find(|&&r| doc.value(r) == *d).unwrap();
+                assert!(
+                    (score.value(r) - want).abs() <= 1e-4 * want.abs().max(top * 1e-3),
+                    "{precondition}-loo {} doc {d}: {} vs {want}",
+                    ["f1", "r1"][qi],
+                    score.value(r)
+                );
+            }
+        }
+    }
+    for precondition in ["ekfac", "identity", "cosine"] {
+        attribute_score(
+            &s,
+            &model(),
+            &queries,
+            &t.join("x"),
+            &["--precondition", precondition, "--leave-one-out"],
+        )
+        .failure()
+        .stderr_has(&[
+            "--leave-one-out applies to fisher and trackstar",
+            precondition,
+        ]);
+    }
+    assert!(!t.join("x").exists(), "nothing written");
+
     // Token-level influence: each of the top 3 documents' token scores (and the query's own
     // tokens') add up to its score, one per token of the document (the start token at -1) and
     // of the query as scored, under every preconditioner.
-    for precondition in ["identity", "cosine", "fisher", "ekfac", "trackstar"] {
-        let out = t.join(format!("tokens-{precondition}"));
+    for run in [
+        "identity",
+        "cosine",
+        "fisher",
+        "ekfac",
+        "trackstar",
+        "fisher-loo",
+        "trackstar-loo",
+    ] {
+        let out = t.join(format!("tokens-{run}"));
+        let (precondition, loo) = match run.strip_suffix("-loo") {
+            Some(p) => (p, true),
+            None => (run, false),
+        };
         let mut args = vec!["--top-k", "4", "--precondition", precondition];
+        if loo {
+            args.push("--leave-one-out");
+        }
         args.extend(["--token-influence", "3", "--query-tokens", "--index"]);
         args.push(idx.to_str().unwrap());
         attribute_score(&s, &model(), &queries, &out, &args)
@@ -559,11 +743,7 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
                 .filter(|&i| tq.value(i) == q && td.value(i) == d)
                 .collect();
             if rank.value(r) > 3 {
-                assert!(
-                    mine.is_empty(),
-                    "{precondition}: rank {} split",
-                    rank.value(r)
-                );
+                assert!(mine.is_empty(), "{run}: rank {} split", rank.value(r));
                 continue;
             }
             pairs += 1;
@@ -578,7 +758,7 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
                 let scale: f64 = rows.iter().map(|&i| ts.value(i).abs()).sum::<f64>();
                 assert!(
                     (sum - score.value(r)).abs() <= 1e-4 * scale.max(score.value(r).abs()) + 1e-9,
-                    "{precondition} {q} doc {d} {which}: tokens sum to {sum}, score {}",
+                    "{run} {q} doc {d} {which}: tokens sum to {sum}, score {}",
                     score.value(r)
                 );
                 if which == "document" {
@@ -590,7 +770,7 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
                     let want: Vec<Option<u64>> = std::iter::once(None)
                         .chain((0..tokens.len() as u64).map(Some))
                         .collect();
-                    assert_eq!(positions, want, "{precondition} {q} doc {d}");
+                    assert_eq!(positions, want, "{run} {q} doc {d}");
                     for &i in &rows[1..] {
                         assert_eq!(tid.value(i), u64::from(tokens[pos.value(i) as usize]));
                     }
@@ -615,7 +795,7 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
                 }
             }
         }
-        assert_eq!(pairs, 6, "{precondition}");
+        assert_eq!(pairs, 6, "{run}");
         if precondition == "ekfac" {
             // The report shows each top document around its most influential tokens, marked,
             // and lists them with their shares; summary.json has the same.
@@ -1776,17 +1956,34 @@ fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
         assert!((want - got).abs() < 1e-5, "{want} vs {got}");
     }
     // LDS from the scores of every document.
-    for (j, precondition) in ["identity", "cosine", "fisher"].iter().enumerate() {
-        assert_eq!(lds["lds"][j]["precondition"], *precondition);
+    let names: Vec<&str> = lds["lds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["precondition"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "identity",
+            "cosine",
+            "fisher",
+            "trackstar",
+            "fisher-loo",
+            "trackstar-loo",
+            "ekfac"
+        ]
+    );
+    for (j, precondition) in ["identity", "cosine", "fisher", "trackstar-loo"]
+        .iter()
+        .map(|p| (names.iter().position(|n| n == p).unwrap(), p))
+    {
         let att = t.join(format!("all-{precondition}"));
-        attribute_score(
-            &s,
-            &model,
-            &queries,
-            &att,
-            &["--all", "--precondition", precondition],
-        )
-        .success();
+        let mut args = vec!["--all", "--precondition", precondition];
+        if let Some(p) = precondition.strip_suffix("-loo") {
+            args = vec!["--all", "--precondition", p, "--leave-one-out"];
+        }
+        attribute_score(&s, &model, &queries, &att, &args).success();
         let b = read_parquet(&att.join("influence.parquet"), "influence");
         let ids = col::<StringArray>(&b, "query_id");
         let docs = col::<UInt64Array>(&b, "doc_id");

@@ -1093,13 +1093,23 @@ fn sweep() {
                     "--damping".into(),
                     d.into(),
                 ];
+                // fisher and trackstar also under the moments without each document's term.
+                let loo = (p != "ekfac").then(|| {
+                    let mut a = args.clone();
+                    a.push("--leave-one-out".into());
+                    (format!("{p}-loo λ {d}"), a)
+                });
                 configs.push((format!("{p} λ {d}"), s.clone(), args.clone()));
+                configs.extend(loo.iter().map(|(n, a)| (n.clone(), s.clone(), a.clone())));
                 if let Some((c, _)) = &corrected {
                     configs.push((
                         format!("{p} λ {d}, optimizer-corrected rows"),
                         c.clone(),
                         args,
                     ));
+                    configs.extend(
+                        loo.map(|(n, a)| (format!("{n}, optimizer-corrected rows"), c.clone(), a)),
+                    );
                 }
             }
         }

@@ -334,7 +334,7 @@ type ScoreTables<'py> = (
 /// `None` unless `token_documents` asks for token-level influence (with the store's `index`).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (store, model, path, text, precondition, damping, top_k, index, token_documents, query_tokens))]
+#[pyo3(signature = (store, model, path, text, precondition, damping, leave_one_out, top_k, index, token_documents, query_tokens))]
 pub(crate) fn attribution_score<'py>(
     py: Python<'py>,
     store: PathBuf,
@@ -343,6 +343,7 @@ pub(crate) fn attribution_score<'py>(
     text: Option<String>,
     precondition: &str,
     damping: f64,
+    leave_one_out: bool,
     top_k: Option<usize>,
     index: Option<&NativeIndex>,
     token_documents: Option<usize>,
@@ -353,15 +354,27 @@ pub(crate) fn attribution_score<'py>(
         "identity" => Precondition::Identity,
         "cosine" => Precondition::Cosine,
         // `kfac`: its name before it was named for what it is.
-        "fisher" | "kfac" => Precondition::Fisher { damping },
+        "fisher" | "kfac" => Precondition::Fisher {
+            damping,
+            leave_one_out,
+        },
         "ekfac" => Precondition::Ekfac { damping },
-        "trackstar" => Precondition::Trackstar { damping },
+        "trackstar" => Precondition::Trackstar {
+            damping,
+            leave_one_out,
+        },
         other => {
             return Err(crate::ConfigError::new_err(format!(
                 "precondition={other:?}: expected \"fisher\" (or its old name \"kfac\"), \"ekfac\", \"trackstar\", \"identity\" or \"cosine\""
             )))
         }
     };
+    if leave_one_out && !precondition.leave_one_out() {
+        return Err(crate::ConfigError::new_err(format!(
+            "leave_one_out=True applies to \"fisher\" and \"trackstar\" (their second moments are means over the store's rows), not to {precondition:?}",
+            precondition = precondition.name()
+        )));
+    }
     familiar_models::measure::prepare_cpu();
     let cancel = Arc::new(AtomicBool::new(false));
     let run = run_job(

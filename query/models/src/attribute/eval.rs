@@ -286,7 +286,13 @@ pub fn evaluate(
             .collect();
         for &p in &o.preconditioners {
             let prepared = preconditioned(store, &gradients, p)?;
-            let scores = score_all(store, &prepared.vectors, &prepared.norm, None);
+            let scores = score_all(
+                store,
+                &prepared.vectors,
+                &prepared.norm,
+                prepared.leave_one_out.as_ref(),
+                None,
+            );
             let mut predicted = vec![vec![0.0f64; done.len()]; queries.len()];
             for s in &scores {
                 for (j, keep) in members.iter().enumerate() {

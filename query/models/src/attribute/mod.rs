@@ -238,6 +238,8 @@ pub enum Precondition {
     Fisher {
         /// λ as a fraction of the mean eigenvalue (trace / dim) of each layer's moment.
         damping: f64,
+        /// Score each row under the moment without its own term ([`LeaveOneOut`]).
+        leave_one_out: bool,
     },
     /// EK-FAC fitted with the store (eigenvalue-corrected Kronecker factors of each layer).
     Ekfac {
@@ -249,6 +251,8 @@ pub enum Precondition {
     Trackstar {
         /// λ as a fraction of the mean eigenvalue of each layer's corrected second moment.
         damping: f64,
+        /// Whiten each row by the moment without its own term ([`LeaveOneOut`]).
+        leave_one_out: bool,
     },
 }
 
@@ -258,20 +262,48 @@ impl Precondition {
         match self {
             Precondition::Identity => "identity",
             Precondition::Cosine => "cosine",
-            Precondition::Fisher { .. } => "fisher",
+            Precondition::Fisher {
+                leave_one_out: false,
+                ..
+            } => "fisher",
+            Precondition::Fisher {
+                leave_one_out: true,
+                ..
+            } => "fisher-loo",
             Precondition::Ekfac { .. } => "ekfac",
-            Precondition::Trackstar { .. } => "trackstar",
+            Precondition::Trackstar {
+                leave_one_out: false,
+                ..
+            } => "trackstar",
+            Precondition::Trackstar {
+                leave_one_out: true,
+                ..
+            } => "trackstar-loo",
         }
     }
 
     /// Its damping, for those that have one.
     pub fn damping(&self) -> Option<f64> {
         match *self {
-            Precondition::Fisher { damping }
+            Precondition::Fisher { damping, .. }
             | Precondition::Ekfac { damping }
-            | Precondition::Trackstar { damping } => Some(damping),
+            | Precondition::Trackstar { damping, .. } => Some(damping),
             Precondition::Identity | Precondition::Cosine => None,
         }
+    }
+
+    /// Whether each row is scored under the moment without its own term.
+    pub fn leave_one_out(&self) -> bool {
+        matches!(
+            self,
+            Precondition::Fisher {
+                leave_one_out: true,
+                ..
+            } | Precondition::Trackstar {
+                leave_one_out: true,
+                ..
+            }
+        )
     }
 }
 
@@ -460,6 +492,108 @@ impl RowNorm {
     }
 }
 
+/// The exact leave-one-out correction of fisher and trackstar (`--leave-one-out`): each row is
+/// scored under its layers' second moments without its own term, `M_l − g_l g_lᵀ / N` (the
+/// other rows' outer products over the same `N`, with the same damping `λ_l` and, for trackstar,
+/// the same correction `s`).
+///
+/// The moment of a store of few documents is dominated by each document's own term, so the
+/// plain preconditioners whiten a distinctive document (one that states a fact no other does)
+/// against itself and rank it low; leaving it out asks what removing the document changes, as
+/// the influence function means to. By Sherman–Morrison, with `A_l = M_l + λ_l I` and the
+/// row's leverage `h_l = g_lᵀ A_l⁻¹ g_l / N` of each layer (Cook 1977; Pregibon 1981's one-step
+/// leave-one-out estimate):
+///
+/// - fisher: `score = Σ_l d_l / (1 − h_l)`, `d_l = q_lᵀ A_l⁻¹ g_l` the plain score's term;
+/// - trackstar (both sides whitened by the corrected moment without the row, `c = s ⊙ g`, `d_l`
+///   the plain term over the query's whitened norm `|W q|`):
+///   `score = Σ_l d_l/(1 − h_l) / sqrt(Σ_l N h_l/(1 − h_l) · (1 + Σ_l d_l² / (N (1 − h_l))))` —
+///   the row's whitened norm and the query's both change with the moment.
+///
+/// The leverages are the rows' whitened squared norms over `N` (trackstar's divisor already
+/// needs them; fisher solves its layers' factors against every row, as trackstar does).
+#[derive(Debug, Clone)]
+pub struct LeaveOneOut {
+    /// Per layer, the metric whose squared norm of a row's block, over `rows`, is the block's
+    /// leverage (fisher: no correction and `A_l`'s factor; trackstar: its whitening).
+    pub layers: Vec<Whitening>,
+    /// The rows the second moments are the mean of (`N`).
+    pub rows: f64,
+    /// trackstar's unit normalisation of both sides (else fisher's plain dot product).
+    pub normalised: bool,
+}
+
+impl LeaveOneOut {
+    /// Each row's whitened squared norm of each layer (`[row][layer]`), for `rows` of `dim`
+    /// values each, solved for all rows at once.
+    pub fn squared_norms(&self, rows: &[f32], dim: usize) -> Vec<Vec<f64>> {
+        let n = rows.len() / dim.max(1);
+        let mut out = vec![Vec::with_capacity(self.layers.len()); n];
+        let mut offset = 0;
+        for w in &self.layers {
+            for (o, v) in out.iter_mut().zip(w.squared_norms(rows, dim, offset)) {
+                o.push(v);
+            }
+            offset += w.scale.len();
+        }
+        out
+    }
+
+    /// The weights `w_l` of a row's per-layer terms such that its leave-one-out score is
+    /// `Σ_l w_l d_l / divisor`: `dots` are the row's dot products with the query's vector per
+    /// layer (`d_l`), `squared` its whitened squared norms per layer (`N h_l`), `divisor` the
+    /// plain score's divisor of the row (trackstar's whitened norm, 1 for fisher).
+    pub fn weights(&self, dots: &[f64], squared: &[f64], divisor: f64) -> Vec<f64> {
+        let n = self.rows.max(1.0);
+        // 1 − h_l: positive whenever the row is one of the moment's (h_l < 1 for λ_l > 0); kept
+        // positive should rounding of a half-precision store push it past.
+        let rest: Vec<f64> = squared
+            .iter()
+            .map(|s| (1.0 - s / n).max(f64::EPSILON))
+            .collect();
+        if !self.normalised {
+            return rest.iter().map(|r| 1.0 / r).collect();
+        }
+        let row: f64 = squared.iter().zip(&rest).map(|(s, r)| s / r).sum();
+        let query: f64 = 1.0
+            + dots
+                .iter()
+                .zip(&rest)
+                .map(|(d, r)| d * d / (n * r))
+                .sum::<f64>();
+        let norm = (row * query).sqrt();
+        if norm > 0.0 && norm.is_finite() {
+            rest.iter().map(|r| divisor / (r * norm)).collect()
+        } else {
+            vec![0.0; rest.len()]
+        }
+    }
+
+    /// The leave-one-out score of a row from its per-layer `dots` and `squared` norms (see
+    /// [`LeaveOneOut::weights`]).
+    pub fn score(&self, dots: &[f64], squared: &[f64]) -> f64 {
+        let divisor = if self.normalised {
+            squared.iter().sum::<f64>().sqrt()
+        } else {
+            1.0
+        };
+        if divisor <= 0.0 {
+            return 0.0;
+        }
+        self.weights(dots, squared, divisor)
+            .iter()
+            .zip(dots)
+            .map(|(w, d)| w * d)
+            .sum::<f64>()
+            / divisor
+    }
+
+    /// Each layer's length in a row.
+    fn blocks(&self) -> impl Iterator<Item = usize> + '_ {
+        self.layers.iter().map(|w| w.scale.len())
+    }
+}
+
 /// The query side of a preconditioner: the vectors every row is multiplied with, how each
 /// row's products are divided, and the operator that made the vectors (to precondition more
 /// gradients alike without fitting it again).
@@ -469,6 +603,8 @@ pub struct Prepared {
     pub vectors: Vec<Vec<f32>>,
     /// The rows' divisor.
     pub norm: RowNorm,
+    /// The leave-one-out correction, when asked for.
+    pub leave_one_out: Option<LeaveOneOut>,
     /// The fitted preconditioner.
     pub operator: Operator,
 }
@@ -494,7 +630,7 @@ impl Operator {
         match p {
             Precondition::Identity => Ok(Operator::Identity),
             Precondition::Cosine => Ok(Operator::Cosine),
-            Precondition::Trackstar { damping } => {
+            Precondition::Trackstar { damping, .. } => {
                 check_damping(damping)?;
                 let blocks = store.manifest.settings.projection.blocks();
                 let moments = second_moments(store)?;
@@ -536,7 +672,7 @@ impl Operator {
                 let lambdas = fit.lambdas(damping);
                 Ok(Operator::Ekfac(Box::new(fit), lambdas))
             }
-            Precondition::Fisher { damping } => {
+            Precondition::Fisher { damping, .. } => {
                 check_damping(damping)?;
                 let blocks = store.manifest.settings.projection.blocks();
                 let moments = second_moments(store)?;
@@ -548,6 +684,32 @@ impl Operator {
                     .collect::<Result<Vec<_>>>()
                     .map(Operator::Fisher)
             }
+        }
+    }
+
+    /// The leave-one-out correction of this operator's scores over a store of `rows` rows: for
+    /// fisher and trackstar, whose moments are means over the store's rows; `None` for the
+    /// others.
+    pub fn leave_one_out(&self, rows: u64) -> Option<LeaveOneOut> {
+        let rows = rows as f64;
+        match self {
+            Operator::Fisher(factors) => Some(LeaveOneOut {
+                layers: factors
+                    .iter()
+                    .map(|c| Whitening {
+                        scale: vec![1.0; c.n()],
+                        factor: c.clone(),
+                    })
+                    .collect(),
+                rows,
+                normalised: false,
+            }),
+            Operator::Trackstar(layers) => Some(LeaveOneOut {
+                layers: layers.clone(),
+                rows,
+                normalised: true,
+            }),
+            Operator::Identity | Operator::Cosine | Operator::Ekfac(..) => None,
         }
     }
 
@@ -632,6 +794,11 @@ pub fn preconditioned(
     Ok(Prepared {
         vectors: operator.apply(gradients),
         norm: operator.norm(),
+        leave_one_out: if p.leave_one_out() {
+            operator.leave_one_out(store.rows())
+        } else {
+            None
+        },
         operator,
     })
 }
@@ -715,12 +882,14 @@ pub struct Influence {
     pub rank: u64,
 }
 
-/// Scores every row against every vector (each dot product divided by the row's `norm`); keeps
-/// the `top_k` best per query (every document with `None`), ranked.
+/// Scores every row against every vector (each dot product divided by the row's `norm`, or
+/// under `leave_one_out`'s correction); keeps the `top_k` best per query (every document with
+/// `None`), ranked.
 pub fn score_all(
     store: &GradientStore,
     vectors: &[Vec<f32>],
     norm: &RowNorm,
+    leave_one_out: Option<&LeaveOneOut>,
     top_k: Option<usize>,
 ) -> Vec<Influence> {
     let dim = store.dim();
@@ -748,9 +917,10 @@ pub fn score_all(
         .par_iter()
         .map(|&(fi, s, e)| {
             let f = &store.files[fi];
-            // TrackStar's whitened norms first, a batch of rows at a time (matrix products
-            // then, instead of a triangular solve per row).
-            let whitened = matches!(norm, RowNorm::Whitened(_)).then(|| {
+            // TrackStar's whitened norms, or each layer's whitened squared norm for the
+            // leave-one-out correction, first, a batch of rows at a time (matrix products then,
+            // instead of a triangular solve per row).
+            let batched = |solve: &(dyn Fn(&[f32]) -> Vec<Vec<f64>> + Sync)| {
                 let starts: Vec<u64> = (s..e).step_by(NORM_BATCH).collect();
                 starts
                     .par_iter()
@@ -760,26 +930,38 @@ pub fn score_all(
                         for (i, row) in (b..end).zip(rows.chunks_mut(dim.max(1))) {
                             f.row(i, row);
                         }
-                        norm.of_rows(&rows, dim)
+                        solve(&rows)
                     })
-                    .collect::<Vec<f64>>()
-            });
+                    .collect::<Vec<Vec<f64>>>()
+            };
+            let squared = leave_one_out.map(|l| batched(&|rows| l.squared_norms(rows, dim)));
+            let whitened = (leave_one_out.is_none() && matches!(norm, RowNorm::Whitened(_)))
+                .then(|| batched(&|rows| vec![norm.of_rows(rows, dim)]))
+                .map(|d| d.concat());
             let mut row = vec![0.0f32; dim];
             let mut out: Vec<Vec<(f64, u64)>> = vec![Vec::new(); nq];
             for i in s..e {
                 f.row(i, &mut row);
+                let doc = f.first_doc + i;
+                if let (Some(l), Some(squared)) = (leave_one_out, &squared) {
+                    let squared = &squared[(i - s) as usize];
+                    for (q, v) in vectors.iter().enumerate() {
+                        let dots: Vec<f64> = split(&row, l.blocks())
+                            .zip(split(v, l.blocks()))
+                            .map(|(a, b)| dot(a, b))
+                            .collect();
+                        out[q].push((l.score(&dots, squared), doc));
+                    }
+                    continue;
+                }
                 let divisor = match &whitened {
                     Some(d) => d[(i - s) as usize],
                     None => norm.of(&row),
                 };
                 for (q, v) in vectors.iter().enumerate() {
-                    let dot: f64 = row
-                        .chunks(16)
-                        .zip(v.chunks(16))
-                        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() as f64)
-                        .sum();
+                    let dot = dot(&row, v);
                     let score = if divisor > 0.0 { dot / divisor } else { 0.0 };
-                    out[q].push((score, f.first_doc + i));
+                    out[q].push((score, doc));
                 }
             }
             for v in &mut out {
@@ -812,6 +994,14 @@ pub fn score_all(
         );
     }
     out
+}
+
+/// `a · b`, summed in f32 over runs of 16 and in f64 over the runs.
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.chunks(16)
+        .zip(b.chunks(16))
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() as f64)
+        .sum()
 }
 
 /// Rows whose divisors [`score_all`] computes together.
@@ -924,7 +1114,13 @@ pub fn attribute(
     let gradients: Vec<Vec<f32>> = grads.iter().map(|g| g.gradient.clone()).collect();
     let prepared = preconditioned(store, &gradients, precondition)?;
     let started = std::time::Instant::now();
-    let scores = score_all(store, &prepared.vectors, &prepared.norm, top);
+    let scores = score_all(
+        store,
+        &prepared.vectors,
+        &prepared.norm,
+        prepared.leave_one_out.as_ref(),
+        top,
+    );
     let scoring_seconds = started.elapsed().as_secs_f64();
     let tokens = match tokens {
         Some(t) => token_influence(store, lm, queries, &gradients, &prepared, &scores, t)?,
@@ -1049,13 +1245,44 @@ fn token_influence(
             let tokens = t.index.doc_tokens(i.doc, 0, u64::MAX)?;
             let examples = document_examples(&tokens, settings.start_token, settings.context);
             let vector = &prepared.vectors[i.query];
-            let (g, contributions) =
-                fast.token_contributions(&examples, std::slice::from_ref(vector))?;
-            let mut doc_row = vec![0.0f32; dim];
-            for chunk in g.rows.chunks_exact(dim) {
-                doc_row.iter_mut().zip(chunk).for_each(|(r, c)| *r += c);
-            }
-            let divisor = prepared.norm.of(&doc_row);
+            let sum_rows = |g: &crate::grads::Gradients| {
+                let mut doc_row = vec![0.0f32; dim];
+                for chunk in g.rows.chunks_exact(dim) {
+                    doc_row.iter_mut().zip(chunk).for_each(|(r, c)| *r += c);
+                }
+                doc_row
+            };
+            // With the leave-one-out correction, the document's row first: its layers'
+            // weights scale the query's vector layer by layer (and the row's, on the query
+            // side), and the score's divisor is the row's plain one.
+            let weights = match &prepared.leave_one_out {
+                Some(l) => {
+                    let doc_row = sum_rows(&fast.compute(&examples)?);
+                    let squared = l.squared_norms(&doc_row, dim).remove(0);
+                    let dots: Vec<f64> = split(&doc_row, l.blocks())
+                        .zip(split(vector, l.blocks()))
+                        .map(|(a, b)| dot(a, b))
+                        .collect();
+                    let divisor = if l.normalised {
+                        squared.iter().sum::<f64>().sqrt()
+                    } else {
+                        1.0
+                    };
+                    Some((l.weights(&dots, &squared, divisor), divisor))
+                }
+                None => None,
+            };
+            let (g, contributions) = match &weights {
+                Some((w, _)) => fast.token_contributions(
+                    &examples,
+                    &[by_layer(vector, prepared.leave_one_out.as_ref(), w)],
+                )?,
+                None => fast.token_contributions(&examples, std::slice::from_ref(vector))?,
+            };
+            let divisor = match &weights {
+                Some((_, divisor)) => *divisor,
+                None => prepared.norm.of(&sum_rows(&g)),
+            };
             let inv = if divisor > 0.0 { 1.0 / divisor } else { 0.0 };
             // Position in the start-token-prefixed sequence, summed over the chunks' overlaps.
             let offset = usize::from(settings.start_token.is_some());
@@ -1087,8 +1314,14 @@ fn token_influence(
                     ids: ids.clone(),
                     first_target: keep,
                 };
-                let (_, c) =
-                    fast.token_contributions(std::slice::from_ref(&example), &doc_vectors[k..=k])?;
+                let doc_vector = match &weights {
+                    Some((w, _)) => by_layer(&doc_vectors[k], prepared.leave_one_out.as_ref(), w),
+                    None => doc_vectors[k].clone(),
+                };
+                let (_, c) = fast.token_contributions(
+                    std::slice::from_ref(&example),
+                    std::slice::from_ref(&doc_vector),
+                )?;
                 let divisor = prepared.norm.of(&gradients[i.query]);
                 let inv = if divisor > 0.0 { 1.0 / divisor } else { 0.0 };
                 for (p, (&id, c)) in ids.iter().zip(&c[0]).enumerate() {
@@ -1103,4 +1336,13 @@ fn token_influence(
         out.extend(p?);
     }
     Ok(out)
+}
+
+/// `v` with each layer's block scaled by its weight in `w` (the layers of `l`).
+fn by_layer(v: &[f32], l: Option<&LeaveOneOut>, w: &[f64]) -> Vec<f32> {
+    let Some(l) = l else { return v.to_vec() };
+    split(v, l.blocks())
+        .zip(w)
+        .flat_map(|(b, w)| b.iter().map(move |x| (*x as f64 * w) as f32))
+        .collect()
 }

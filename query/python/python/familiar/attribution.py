@@ -97,6 +97,7 @@ def score(
     top_k: Optional[int] = 100,
     precondition: str = "ekfac",
     damping: float = 0.1,
+    leave_one_out: bool = False,
     token_influence: Optional[int] = None,
     query_tokens: bool = False,
     index: Any = None,
@@ -114,8 +115,11 @@ def score(
     gradients corrected by the optimizer's second moment when the store was built with
     ``optimizer_correction=True``, else by the store's own, with a warning; whitened and
     unit-normalised),
-    ``identity`` (dot product) or ``cosine``. ``model`` must be the one the store was built
-    with. ``token_influence=N`` also splits each query's N best documents' scores by token
+    ``identity`` (dot product) or ``cosine``. ``leave_one_out=True`` (fisher and trackstar
+    only) scores each document under the second moments without its own term, exactly (the
+    tables name the run ``fisher-loo`` or ``trackstar-loo``): on stores of few documents it
+    finds the documents that state planted facts far more often (``familiar attribute score
+    --help``). ``model`` must be the one the store was built with. ``token_influence=N`` also splits each query's N best documents' scores by token
     (which tokens carry the influence; ``query_tokens=True``: the query's tokens too), reading
     the documents from ``index`` (the store's :class:`familiar.Index` or its path), and returns a
     :class:`TokenAttribution` with the ``tokens`` table. Ctrl-C returns at once (the computation
@@ -139,6 +143,8 @@ def score(
             )
     elif query_tokens:
         raise _familiar.ConfigError("query_tokens=True needs token_influence=N")
+    if not isinstance(leave_one_out, bool):
+        raise _familiar.ConfigError(f"leave_one_out={leave_one_out!r}: expected True or False")
     native = None
     if index is not None:
         if not isinstance(index, Index):
@@ -148,7 +154,7 @@ def score(
     with named("queries", text):
         influence, table, tokens, fallback = _familiar.attribution_score(
             os.fspath(store), os.fspath(model), path, text, str(precondition), float(damping),
-            top_k, native, token_influence, bool(query_tokens),
+            leave_one_out, top_k, native, token_influence, bool(query_tokens),
         )
     if fallback is not None:
         warnings.warn(fallback, stacklevel=2)

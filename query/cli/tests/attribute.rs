@@ -503,7 +503,7 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         q_grad("Oxazyn oxazam ve", " Zelazu xanoxaexo"),
     ];
     // EK-FAC fitted directly: the Kronecker sums of every document in order, every row.
-    let ekfac_q: Vec<Vec<f32>> = {
+    let (ekfac_fit, kron_sums, stored_rows, ekfac_q) = {
         use familiar_models::grads::ekfac::{Ekfac, KronSums};
         let spec = &g.manifest.settings.projection;
         let fast =
@@ -530,7 +530,8 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         let stored = g.ekfac().unwrap();
         assert_eq!((stored.rows, stored.tokens), (fit.rows, fit.tokens));
         let lambdas = fit.lambdas(0.1);
-        qs.iter().map(|q| fit.precondition(q, &lambdas)).collect()
+        let q: Vec<Vec<f32>> = qs.iter().map(|q| fit.precondition(q, &lambdas)).collect();
+        (fit, sums, rows, q)
     };
     let whiten = trackstar_whitening(&g, true);
     let cos = |a: &[f64], b: &[f64]| -> f64 {
@@ -625,9 +626,43 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
     }
 
     // --leave-one-out: every document's fisher and trackstar score under the moments refitted
-    // without its row, for documents across both shards (every 7th, and the plain and the
-    // corrected run's best).
-    for precondition in ["fisher", "trackstar"] {
+    // without its row, and its ekfac score under the eigenvalues refitted without it (scaled
+    // back to the mean over N; the same token sums, so the same eigenbasis; the full fit's damping), for
+    // documents across both shards (every 7th, and the corrected run's best).
+    let ekfac_loo = |q: &[f32], docs: &[u64]| -> Vec<f64> {
+        use familiar_models::grads::ekfac::Ekfac;
+        let n = stored_rows.len() as f64;
+        let lambdas = ekfac_fit.lambdas(0.1);
+        docs.iter()
+            .map(|&d| {
+                let others: Vec<Vec<f32>> = stored_rows
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i as u64 != d)
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                let mut without = ekfac_fit.clone();
+                for (l, refit) in without
+                    .layers
+                    .iter_mut()
+                    .zip(Ekfac::fit(&kron_sums, &others).layers)
+                {
+                    l.eigenvalues = refit
+                        .eigenvalues
+                        .iter()
+                        .map(|e| e * (n - 1.0) / n)
+                        .collect();
+                }
+                let v = without.precondition(q, &lambdas);
+                stored_rows[d as usize]
+                    .iter()
+                    .zip(&v)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum()
+            })
+            .collect()
+    };
+    for precondition in ["fisher", "trackstar", "ekfac"] {
         let out = t.join(format!("att-{precondition}-loo"));
         attribute_score(
             &s,
@@ -661,7 +696,11 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
                     .filter(|&&r| rank.value(r) <= 3)
                     .map(|&r| doc.value(r)),
             );
-            let want = leave_one_out_scores(&g, q, precondition == "trackstar", &docs);
+            let want = if precondition == "ekfac" {
+                ekfac_loo(q, &docs)
+            } else {
+                leave_one_out_scores(&g, q, precondition == "trackstar", &docs)
+            };
             let top = mine
                 .iter()
                 .map(|&r| score.value(r).abs())
@@ -677,7 +716,7 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
             }
         }
     }
-    for precondition in ["ekfac", "identity", "cosine"] {
+    for precondition in ["identity", "cosine"] {
         attribute_score(
             &s,
             &model(),
@@ -687,7 +726,7 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         )
         .failure()
         .stderr_has(&[
-            "--leave-one-out applies to fisher and trackstar",
+            "--leave-one-out applies to ekfac, fisher and trackstar",
             precondition,
         ]);
     }
@@ -704,6 +743,7 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         "trackstar",
         "fisher-loo",
         "trackstar-loo",
+        "ekfac-loo",
     ] {
         let out = t.join(format!("tokens-{run}"));
         let (precondition, loo) = match run.strip_suffix("-loo") {
@@ -1403,7 +1443,8 @@ fn optimizer_correction_corrects_rows_by_the_optimizer_state() {
 /// The planted facts of the fixture world (each stated in exactly one document, its answer spelled
 /// with tokens of its own): with rank-32 projections of every linear layer and the whitened output
 /// head, a query on a fact ranks the document that states it first, among 1,200 (chance: the
-/// middle), for at least 90 % of the facts under every preconditioner, and in the top 5 for all.
+/// middle), for at least 90 % of the facts under every preconditioner (and ekfac, fisher and
+/// trackstar with `--leave-one-out`), and in the top 5 for all.
 #[test]
 fn planted_facts_rank_their_document_first() {
     let t = TestDir::new();
@@ -1415,14 +1456,28 @@ fn planted_facts_rank_their_document_first() {
         serde_json::from_slice(&std::fs::read(fixtures().join("corpus/planted.json")).unwrap())
             .unwrap();
     let facts = truth["facts"].as_array().unwrap();
-    for precondition in ["fisher", "ekfac", "trackstar", "identity", "cosine"] {
+    for precondition in [
+        "fisher",
+        "ekfac",
+        "trackstar",
+        "identity",
+        "cosine",
+        "fisher-loo",
+        "trackstar-loo",
+        "ekfac-loo",
+    ] {
         let out = t.join(precondition);
+        let mut args = vec!["--all", "--precondition", precondition, "--damping", "0.1"];
+        if let Some(p) = precondition.strip_suffix("-loo") {
+            args[2] = p;
+            args.push("--leave-one-out");
+        }
         attribute_score(
             &s,
             &model(),
             &fixtures().join("attribution/queries.jsonl"),
             &out,
-            &["--all", "--precondition", precondition, "--damping", "0.1"],
+            &args,
         )
         .success();
         let b = read_parquet(&out.join("influence.parquet"), "influence");
@@ -1971,10 +2026,11 @@ fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
             "trackstar",
             "fisher-loo",
             "trackstar-loo",
-            "ekfac"
+            "ekfac",
+            "ekfac-loo"
         ]
     );
-    for (j, precondition) in ["identity", "cosine", "fisher", "trackstar-loo"]
+    for (j, precondition) in ["identity", "cosine", "fisher", "trackstar-loo", "ekfac-loo"]
         .iter()
         .map(|p| (names.iter().position(|n| n == p).unwrap(), p))
     {
@@ -2056,5 +2112,5 @@ fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
         .iter()
         .map(|l| l["precondition"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["identity", "cosine", "ekfac"]);
+    assert_eq!(names, ["identity", "cosine", "ekfac", "ekfac-loo"]);
 }

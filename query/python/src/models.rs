@@ -358,7 +358,10 @@ pub(crate) fn attribution_score<'py>(
             damping,
             leave_one_out,
         },
-        "ekfac" => Precondition::Ekfac { damping },
+        "ekfac" => Precondition::Ekfac {
+            damping,
+            leave_one_out,
+        },
         "trackstar" => Precondition::Trackstar {
             damping,
             leave_one_out,
@@ -371,7 +374,7 @@ pub(crate) fn attribution_score<'py>(
     };
     if leave_one_out && !precondition.leave_one_out() {
         return Err(crate::ConfigError::new_err(format!(
-            "leave_one_out=True applies to \"fisher\" and \"trackstar\" (their second moments are means over the store's rows), not to {precondition:?}",
+            "leave_one_out=True applies to \"ekfac\", \"fisher\" and \"trackstar\" (their curvature is a mean over the store's rows), not to {precondition:?}",
             precondition = precondition.name()
         )));
     }

@@ -187,14 +187,17 @@ def test_attribution_equals_the_cli(index_dir, cli_store, tmp_path):
 
     # EK-FAC and TrackStar, as the command line ranks them; token-level influence whose shares
     # add up to each top document's score
-    for precondition in ["ekfac", "trackstar"]:
+    # (and TrackStar's leave-one-out correction, named trackstar-loo in the tables)
+    for precondition, loo in [("ekfac", False), ("trackstar", False), ("trackstar", True), ("ekfac", True)]:
+        name = precondition + ("-loo" if loo else "")
         cli("attribute", "score", "--store", str(out), "--model", str(TRAINED), "--queries", str(QUERIES),
-            "--top-k", "3", "--precondition", precondition, "--out", str(tmp_path / f"cli-{precondition}"))
-        expected = pq.read_table(tmp_path / f"cli-{precondition}" / "influence.parquet").to_pylist()
+            "--top-k", "3", "--precondition", precondition, "--out", str(tmp_path / f"cli-{name}"),
+            *(["--leave-one-out"] if loo else []))
+        expected = pq.read_table(tmp_path / f"cli-{name}" / "influence.parquet").to_pylist()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             run = attribution.score(out, TRAINED, QUERIES, top_k=3, precondition=precondition,
-                                    token_influence=2, query_tokens=True, index=ix)
+                                    leave_one_out=loo, token_influence=2, query_tokens=True, index=ix)
         # TrackStar on a store built without the optimizer's moment says what it used instead.
         said = [str(w.message) for w in caught if "second moment" in str(w.message)]
         if precondition == "trackstar":
@@ -204,7 +207,8 @@ def test_attribution_equals_the_cli(index_dir, cli_store, tmp_path):
         assert isinstance(run, attribution.TokenAttribution)
         got = run.influence.to_pylist()
         assert [(g["query_id"], g["doc_id"]) for g in got] == [(e["query_id"], e["doc_id"]) for e in expected]
-        assert run.queries.column("precondition").to_pylist()[0] == precondition
+        assert [g["score"] for g in got] == pytest.approx([e["score"] for e in expected], rel=1e-9)
+        assert run.queries.column("precondition").to_pylist()[0] == name
         tokens = run.tokens.to_pylist()
         for g in got:
             for side in ["document", "query"]:
@@ -309,6 +313,10 @@ def test_bad_attribution_input(index_dir, cli_store, tmp_path):
         attribution.score(tmp_path / "no-store", TRAINED, QUERIES)
     with pytest.raises(familiar.FamiliarError, match="precondition"):
         attribution.score(cli_store, TRAINED, QUERIES, precondition="newton")
+    with pytest.raises(familiar.ConfigError, match="leave_one_out=True applies to"):
+        attribution.score(cli_store, TRAINED, QUERIES, precondition="cosine", leave_one_out=True)
+    with pytest.raises(familiar.ConfigError, match="leave_one_out"):
+        attribution.score(cli_store, TRAINED, QUERIES, precondition="fisher", leave_one_out="yes")
     with pytest.raises(familiar.ConfigError, match="index"):
         attribution.score(cli_store, TRAINED, QUERIES, token_influence=2)
     with pytest.raises(familiar.ConfigError, match="token_influence"):

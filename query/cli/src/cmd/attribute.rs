@@ -365,7 +365,12 @@ fn eval(a: EvalArgs) -> Result<i32> {
                 );
             }
             if store.manifest.ekfac.is_some() {
-                p.push(Precondition::Ekfac { damping: a.damping });
+                for leave_one_out in [false, true] {
+                    p.push(Precondition::Ekfac {
+                        damping: a.damping,
+                        leave_one_out,
+                    });
+                }
             } else if !a.quiet {
                 eprintln!(
                     "note: {} was built before EK-FAC was fitted with stores: ekfac is left out \
@@ -545,7 +550,10 @@ fn score(a: ScoreArgs) -> Result<i32> {
             damping: a.damping,
             leave_one_out: a.leave_one_out,
         },
-        PreconditionArg::Ekfac => Precondition::Ekfac { damping: a.damping },
+        PreconditionArg::Ekfac => Precondition::Ekfac {
+            damping: a.damping,
+            leave_one_out: a.leave_one_out,
+        },
         PreconditionArg::Trackstar => Precondition::Trackstar {
             damping: a.damping,
             leave_one_out: a.leave_one_out,
@@ -553,7 +561,7 @@ fn score(a: ScoreArgs) -> Result<i32> {
     };
     if a.leave_one_out && !precondition.leave_one_out() {
         bail!(
-            "--leave-one-out applies to fisher and trackstar (their second moments are means \
+            "--leave-one-out applies to ekfac, fisher and trackstar (their curvature is a mean \
              over the store's rows), not to {}",
             precondition.name()
         );

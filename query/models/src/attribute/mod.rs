@@ -21,6 +21,10 @@
 //!   `exp_avg_sq` would have to be applied before the projection. Any `W` with
 //!   `WᵀW = (R + λI)⁻¹` gives the same scores; familiar uses the Cholesky factor's inverse. `λ_l =
 //!   damping · tr(R_l) / dim_l`, as bergson's `damping_factor` (0.1 of the mean eigenvalue).
+//!
+//! fisher, trackstar and ekfac can score each document under the curvature without its own term
+//! (`fisher-loo`, `trackstar-loo`, `ekfac-loo`: [`LeaveOneOut`]), exactly, from each row's
+//! leverage.
 
 pub mod eval;
 
@@ -245,6 +249,8 @@ pub enum Precondition {
     Ekfac {
         /// λ as a fraction of the mean corrected eigenvalue of each layer.
         damping: f64,
+        /// Score each row under the eigenvalues without its own term ([`LeaveOneOut`]).
+        leave_one_out: bool,
     },
     /// TrackStar: second-moment-corrected, whitened, unit-normalised gradients (see the module
     /// documentation).
@@ -270,7 +276,14 @@ impl Precondition {
                 leave_one_out: true,
                 ..
             } => "fisher-loo",
-            Precondition::Ekfac { .. } => "ekfac",
+            Precondition::Ekfac {
+                leave_one_out: false,
+                ..
+            } => "ekfac",
+            Precondition::Ekfac {
+                leave_one_out: true,
+                ..
+            } => "ekfac-loo",
             Precondition::Trackstar {
                 leave_one_out: false,
                 ..
@@ -286,24 +299,20 @@ impl Precondition {
     pub fn damping(&self) -> Option<f64> {
         match *self {
             Precondition::Fisher { damping, .. }
-            | Precondition::Ekfac { damping }
+            | Precondition::Ekfac { damping, .. }
             | Precondition::Trackstar { damping, .. } => Some(damping),
             Precondition::Identity | Precondition::Cosine => None,
         }
     }
 
-    /// Whether each row is scored under the moment without its own term.
+    /// Whether each row is scored under the curvature without its own term.
     pub fn leave_one_out(&self) -> bool {
-        matches!(
-            self,
-            Precondition::Fisher {
-                leave_one_out: true,
-                ..
-            } | Precondition::Trackstar {
-                leave_one_out: true,
-                ..
-            }
-        )
+        match *self {
+            Precondition::Fisher { leave_one_out, .. }
+            | Precondition::Ekfac { leave_one_out, .. }
+            | Precondition::Trackstar { leave_one_out, .. } => leave_one_out,
+            Precondition::Identity | Precondition::Cosine => false,
+        }
     }
 }
 
@@ -492,12 +501,13 @@ impl RowNorm {
     }
 }
 
-/// The exact leave-one-out correction of fisher and trackstar (`--leave-one-out`): each row is
-/// scored under its layers' second moments without its own term, `M_l − g_l g_lᵀ / N` (the
-/// other rows' outer products over the same `N`, with the same damping `λ_l` and, for trackstar,
-/// the same correction `s`).
+/// The exact leave-one-out correction (`--leave-one-out`): each row is scored under its layers'
+/// curvature without its own term — for fisher and trackstar the second moment
+/// `M_l − g_l g_lᵀ / N` (the other rows' outer products over the same `N`, with the same damping
+/// `λ_l` and, for trackstar, the same correction `s`), for ekfac the corrected eigenvalues
+/// `Λ_l − (Q_Sᵀ G_l Q_A)² / N` (in the same eigenbasis).
 ///
-/// The moment of a store of few documents is dominated by each document's own term, so the
+/// The curvature of a store of few documents is dominated by each document's own term, so the
 /// plain preconditioners whiten a distinctive document (one that states a fact no other does)
 /// against itself and rank it low; leaving it out asks what removing the document changes, as
 /// the influence function means to. By Sherman–Morrison, with `A_l = M_l + λ_l I` and the
@@ -508,52 +518,156 @@ impl RowNorm {
 /// - trackstar (both sides whitened by the corrected moment without the row, `c = s ⊙ g`, `d_l`
 ///   the plain term over the query's whitened norm `|W q|`):
 ///   `score = Σ_l d_l/(1 − h_l) / sqrt(Σ_l N h_l/(1 − h_l) · (1 + Σ_l d_l² / (N (1 − h_l))))` —
-///   the row's whitened norm and the query's both change with the moment.
+///   the row's whitened norm and the query's both change with the moment;
+/// - ekfac, elementwise in the eigenbasis (`q̃ = Q_Sᵀ Q Q_A`, `g̃` likewise):
+///   `score = Σ_l Σ_ij q̃_ij g̃_ij / (Λ_ij + λ_l − g̃_ij² / N)`.
 ///
-/// The leverages are the rows' whitened squared norms over `N` (trackstar's divisor already
-/// needs them; fisher solves its layers' factors against every row, as trackstar does).
+/// fisher's and trackstar's leverages are the rows' whitened squared norms over `N` (trackstar's
+/// divisor already needs them; fisher solves its layers' factors against every row, as trackstar
+/// does); ekfac's need each row rotated into the eigenbasis (`rank_out · rank_in · (rank_out +
+/// rank_in)` multiply-adds per layer).
 #[derive(Debug, Clone)]
 pub struct LeaveOneOut {
-    /// Per layer, the metric whose squared norm of a row's block, over `rows`, is the block's
-    /// leverage (fisher: no correction and `A_l`'s factor; trackstar: its whitening).
-    pub layers: Vec<Whitening>,
-    /// The rows the second moments are the mean of (`N`).
+    /// The rows the curvature is the mean of (`N`).
     pub rows: f64,
-    /// trackstar's unit normalisation of both sides (else fisher's plain dot product).
-    pub normalised: bool,
+    /// Whose curvature.
+    pub kind: LeaveOneOutKind,
+}
+
+/// The curvature [`LeaveOneOut`] leaves a row's term out of.
+#[derive(Debug, Clone)]
+pub enum LeaveOneOutKind {
+    /// fisher's (`normalised` false) or trackstar's per-layer second moment.
+    Whitened {
+        /// Per layer, the metric whose squared norm of a row's block, over `N`, is the block's
+        /// leverage (fisher: no correction and `A_l`'s factor; trackstar: its whitening).
+        layers: Vec<Whitening>,
+        /// trackstar's unit normalisation of both sides (else fisher's plain dot product).
+        normalised: bool,
+    },
+    /// ekfac's corrected eigenvalues.
+    Ekfac {
+        /// The store's fit.
+        fit: Box<crate::grads::ekfac::Ekfac>,
+        /// Each layer's damping.
+        lambdas: Vec<f64>,
+        /// Per query, its gradient rotated into each layer's eigenbasis and divided by `Λ + λ`
+        /// (the plain score is its dot product with the rotated row).
+        queries: Vec<Vec<f64>>,
+    },
+}
+
+/// What [`LeaveOneOut::token_vectors`] gives a (query, document) pair.
+#[derive(Debug, Clone)]
+pub struct TokenVectors {
+    /// The vector the document's token terms are multiplied with.
+    pub document: Vec<f32>,
+    /// What those products are divided by.
+    pub divisor: f64,
+    /// The vector the query's token terms are multiplied with (before the query's own divisor).
+    pub query: Vec<f32>,
 }
 
 impl LeaveOneOut {
-    /// Each row's whitened squared norm of each layer (`[row][layer]`), for `rows` of `dim`
-    /// values each, solved for all rows at once.
-    pub fn squared_norms(&self, rows: &[f32], dim: usize) -> Vec<Vec<f64>> {
-        let n = rows.len() / dim.max(1);
-        let mut out = vec![Vec::with_capacity(self.layers.len()); n];
-        let mut offset = 0;
-        for w in &self.layers {
-            for (o, v) in out.iter_mut().zip(w.squared_norms(rows, dim, offset)) {
-                o.push(v);
-            }
-            offset += w.scale.len();
-        }
-        out
+    /// 1 − h: positive whenever the row is one of the curvature's (h < 1 for λ > 0); kept
+    /// positive should rounding of a half-precision store push it past.
+    fn rest(h: f64) -> f64 {
+        (1.0 - h).max(f64::EPSILON)
     }
 
-    /// The weights `w_l` of a row's per-layer terms such that its leave-one-out score is
-    /// `Σ_l w_l d_l / divisor`: `dots` are the row's dot products with the query's vector per
-    /// layer (`d_l`), `squared` its whitened squared norms per layer (`N h_l`), `divisor` the
-    /// plain score's divisor of the row (trackstar's whitened norm, 1 for fisher).
-    pub fn weights(&self, dots: &[f64], squared: &[f64], divisor: f64) -> Vec<f64> {
-        let n = self.rows.max(1.0);
-        // 1 − h_l: positive whenever the row is one of the moment's (h_l < 1 for λ_l > 0); kept
-        // positive should rounding of a half-precision store push it past.
-        let rest: Vec<f64> = squared
-            .iter()
-            .map(|s| (1.0 - s / n).max(f64::EPSILON))
-            .collect();
-        if !self.normalised {
-            return rest.iter().map(|r| 1.0 / r).collect();
+    /// What scoring needs of each row of `rows` (`dim` values each), computed for all of them at
+    /// once: fisher and trackstar each layer's whitened squared norm (`N h_l`), ekfac the row
+    /// rotated into the eigenbasis over `1 − h` elementwise.
+    pub fn row_terms(&self, rows: &[f32], dim: usize) -> Vec<Vec<f64>> {
+        let count = rows.len() / dim.max(1);
+        match &self.kind {
+            LeaveOneOutKind::Whitened { layers, .. } => {
+                let mut out = vec![Vec::with_capacity(layers.len()); count];
+                let mut offset = 0;
+                for w in layers {
+                    for (o, v) in out.iter_mut().zip(w.squared_norms(rows, dim, offset)) {
+                        o.push(v);
+                    }
+                    offset += w.scale.len();
+                }
+                out
+            }
+            LeaveOneOutKind::Ekfac { .. } => rows
+                .chunks(dim.max(1))
+                .map(|row| {
+                    self.rotated_parts(row)
+                        .into_iter()
+                        .flat_map(|(g, rest)| g.into_iter().zip(rest).map(|(g, r)| g / r))
+                        .collect()
+                })
+                .collect(),
         }
+    }
+
+    /// ekfac: per layer the row rotated into the eigenbasis, `g̃`, and `1 − h` of each element.
+    fn rotated_parts(&self, row: &[f32]) -> Vec<(Vec<f64>, Vec<f64>)> {
+        let LeaveOneOutKind::Ekfac { fit, lambdas, .. } = &self.kind else {
+            return Vec::new();
+        };
+        let n = self.rows.max(1.0);
+        let at = fit.offsets();
+        fit.layers
+            .iter()
+            .zip(lambdas)
+            .enumerate()
+            .map(|(l, (layer, lambda))| {
+                let g = fit.rotate(l, &row[at[l]..at[l + 1]]);
+                let rest = g
+                    .iter()
+                    .zip(&layer.eigenvalues)
+                    .map(|(g, e)| Self::rest(g * g / (n * (e + lambda))))
+                    .collect();
+                (g, rest)
+            })
+            .collect()
+    }
+
+    /// The leave-one-out score of `row` (its [`LeaveOneOut::row_terms`] `terms`) for query `q`,
+    /// whose plain vector is `vector`.
+    pub fn score(&self, row: &[f32], terms: &[f64], q: usize, vector: &[f32]) -> f64 {
+        match &self.kind {
+            LeaveOneOutKind::Whitened { layers, normalised } => {
+                let dots = layer_dots(row, vector, layers);
+                let divisor = if *normalised {
+                    terms.iter().sum::<f64>().sqrt()
+                } else {
+                    1.0
+                };
+                if divisor <= 0.0 {
+                    return 0.0;
+                }
+                self.weights(&dots, terms, divisor)
+                    .iter()
+                    .zip(&dots)
+                    .map(|(w, d)| w * d)
+                    .sum::<f64>()
+                    / divisor
+            }
+            LeaveOneOutKind::Ekfac { queries, .. } => {
+                queries[q].iter().zip(terms).map(|(a, b)| a * b).sum()
+            }
+        }
+    }
+
+    /// fisher and trackstar: the weights `w_l` of a row's per-layer terms such that its
+    /// leave-one-out score is `Σ_l w_l d_l / divisor`: `dots` are the row's dot products with
+    /// the query's vector per layer (`d_l`), `squared` its whitened squared norms per layer
+    /// (`N h_l`), `divisor` the plain score's divisor of the row (trackstar's whitened norm, 1
+    /// for fisher).
+    fn weights(&self, dots: &[f64], squared: &[f64], divisor: f64) -> Vec<f64> {
+        let n = self.rows.max(1.0);
+        let rest: Vec<f64> = squared.iter().map(|s| Self::rest(s / n)).collect();
+        let LeaveOneOutKind::Whitened {
+            normalised: true, ..
+        } = &self.kind
+        else {
+            return rest.iter().map(|r| 1.0 / r).collect();
+        };
         let row: f64 = squared.iter().zip(&rest).map(|(s, r)| s / r).sum();
         let query: f64 = 1.0
             + dots
@@ -569,29 +683,78 @@ impl LeaveOneOut {
         }
     }
 
-    /// The leave-one-out score of a row from its per-layer `dots` and `squared` norms (see
-    /// [`LeaveOneOut::weights`]).
-    pub fn score(&self, dots: &[f64], squared: &[f64]) -> f64 {
-        let divisor = if self.normalised {
-            squared.iter().sum::<f64>().sqrt()
-        } else {
-            1.0
-        };
-        if divisor <= 0.0 {
-            return 0.0;
+    /// For token influence, the vectors of query `q` (plain vector `vector`) and the document
+    /// whose row is `row`: the document's token terms dotted with `document` over `divisor` add
+    /// up to its leave-one-out score, and so do the query's token terms dotted with `query`
+    /// over the query's plain divisor. `preconditioned` is the plain operator's vector of the
+    /// row (fisher and trackstar scale it layer by layer).
+    pub fn token_vectors(
+        &self,
+        row: &[f32],
+        q: usize,
+        vector: &[f32],
+        preconditioned: &[f32],
+    ) -> TokenVectors {
+        let dim = row.len();
+        match &self.kind {
+            LeaveOneOutKind::Whitened { layers, normalised } => {
+                let squared = self.row_terms(row, dim).remove(0);
+                let dots = layer_dots(row, vector, layers);
+                let divisor = if *normalised {
+                    squared.iter().sum::<f64>().sqrt()
+                } else {
+                    1.0
+                };
+                let w = self.weights(&dots, &squared, divisor);
+                let scale = |v: &[f32]| -> Vec<f32> {
+                    split(v, layers.iter().map(|l| l.scale.len()))
+                        .zip(&w)
+                        .flat_map(|(b, w)| b.iter().map(move |x| (*x as f64 * w) as f32))
+                        .collect()
+                };
+                TokenVectors {
+                    document: scale(vector),
+                    divisor,
+                    query: scale(preconditioned),
+                }
+            }
+            LeaveOneOutKind::Ekfac {
+                fit,
+                lambdas,
+                queries,
+            } => {
+                let at = fit.offsets();
+                let (mut document, mut query) = (Vec::with_capacity(dim), Vec::with_capacity(dim));
+                for (l, (g, rest)) in self.rotated_parts(row).into_iter().enumerate() {
+                    let u = &queries[q][at[l]..at[l + 1]];
+                    let d: Vec<f64> = u.iter().zip(&rest).map(|(u, r)| u / r).collect();
+                    document.extend(fit.unrotate(l, &d).into_iter().map(|x| x as f32));
+                    let e = &fit.layers[l].eigenvalues;
+                    let p: Vec<f64> = g
+                        .iter()
+                        .zip(&rest)
+                        .zip(e)
+                        .map(|((g, r), e)| g / ((e + lambdas[l]) * r))
+                        .collect();
+                    query.extend(fit.unrotate(l, &p).into_iter().map(|x| x as f32));
+                }
+                TokenVectors {
+                    document,
+                    divisor: 1.0,
+                    query,
+                }
+            }
         }
-        self.weights(dots, squared, divisor)
-            .iter()
-            .zip(dots)
-            .map(|(w, d)| w * d)
-            .sum::<f64>()
-            / divisor
     }
+}
 
-    /// Each layer's length in a row.
-    fn blocks(&self) -> impl Iterator<Item = usize> + '_ {
-        self.layers.iter().map(|w| w.scale.len())
-    }
+/// `row · vector` of each layer's block.
+fn layer_dots(row: &[f32], vector: &[f32], layers: &[Whitening]) -> Vec<f64> {
+    let blocks = || layers.iter().map(|w| w.scale.len());
+    split(row, blocks())
+        .zip(split(vector, blocks()))
+        .map(|(a, b)| dot(a, b))
+        .collect()
 }
 
 /// The query side of a preconditioner: the vectors every row is multiplied with, how each
@@ -666,7 +829,7 @@ impl Operator {
                     .collect::<Result<Vec<_>>>()
                     .map(Operator::Trackstar)
             }
-            Precondition::Ekfac { damping } => {
+            Precondition::Ekfac { damping, .. } => {
                 check_damping(damping)?;
                 let fit = store.ekfac()?;
                 let lambdas = fit.lambdas(damping);
@@ -687,29 +850,53 @@ impl Operator {
         }
     }
 
-    /// The leave-one-out correction of this operator's scores over a store of `rows` rows: for
-    /// fisher and trackstar, whose moments are means over the store's rows; `None` for the
-    /// others.
-    pub fn leave_one_out(&self, rows: u64) -> Option<LeaveOneOut> {
-        let rows = rows as f64;
+    /// The leave-one-out correction of this operator's scores for query `gradients` over a
+    /// store of `rows` rows: for fisher, trackstar and ekfac, whose curvature is a mean over the
+    /// store's rows; `None` for identity and cosine.
+    pub fn leave_one_out(&self, rows: u64, gradients: &[Vec<f32>]) -> Option<LeaveOneOut> {
+        let whitened = |layers: Vec<Whitening>, normalised| LeaveOneOut {
+            rows: rows as f64,
+            kind: LeaveOneOutKind::Whitened { layers, normalised },
+        };
         match self {
-            Operator::Fisher(factors) => Some(LeaveOneOut {
-                layers: factors
+            Operator::Fisher(factors) => Some(whitened(
+                factors
                     .iter()
                     .map(|c| Whitening {
                         scale: vec![1.0; c.n()],
                         factor: c.clone(),
                     })
                     .collect(),
-                rows,
-                normalised: false,
-            }),
-            Operator::Trackstar(layers) => Some(LeaveOneOut {
-                layers: layers.clone(),
-                rows,
-                normalised: true,
-            }),
-            Operator::Identity | Operator::Cosine | Operator::Ekfac(..) => None,
+                false,
+            )),
+            Operator::Trackstar(layers) => Some(whitened(layers.clone(), true)),
+            Operator::Ekfac(fit, lambdas) => {
+                let at = fit.offsets();
+                let queries = gradients
+                    .par_iter()
+                    .map(|g| {
+                        let mut u = Vec::with_capacity(g.len());
+                        for (l, (layer, lambda)) in fit.layers.iter().zip(lambdas).enumerate() {
+                            let r = fit.rotate(l, &g[at[l]..at[l + 1]]);
+                            u.extend(
+                                r.iter()
+                                    .zip(&layer.eigenvalues)
+                                    .map(|(r, e)| r / (e + lambda)),
+                            );
+                        }
+                        u
+                    })
+                    .collect();
+                Some(LeaveOneOut {
+                    rows: fit.rows as f64,
+                    kind: LeaveOneOutKind::Ekfac {
+                        fit: fit.clone(),
+                        lambdas: lambdas.clone(),
+                        queries,
+                    },
+                })
+            }
+            Operator::Identity | Operator::Cosine => None,
         }
     }
 
@@ -795,7 +982,7 @@ pub fn preconditioned(
         vectors: operator.apply(gradients),
         norm: operator.norm(),
         leave_one_out: if p.leave_one_out() {
-            operator.leave_one_out(store.rows())
+            operator.leave_one_out(store.rows(), gradients)
         } else {
             None
         },
@@ -934,7 +1121,7 @@ pub fn score_all(
                     })
                     .collect::<Vec<Vec<f64>>>()
             };
-            let squared = leave_one_out.map(|l| batched(&|rows| l.squared_norms(rows, dim)));
+            let terms = leave_one_out.map(|l| batched(&|rows| l.row_terms(rows, dim)));
             let whitened = (leave_one_out.is_none() && matches!(norm, RowNorm::Whitened(_)))
                 .then(|| batched(&|rows| vec![norm.of_rows(rows, dim)]))
                 .map(|d| d.concat());
@@ -943,14 +1130,10 @@ pub fn score_all(
             for i in s..e {
                 f.row(i, &mut row);
                 let doc = f.first_doc + i;
-                if let (Some(l), Some(squared)) = (leave_one_out, &squared) {
-                    let squared = &squared[(i - s) as usize];
+                if let (Some(l), Some(terms)) = (leave_one_out, &terms) {
+                    let terms = &terms[(i - s) as usize];
                     for (q, v) in vectors.iter().enumerate() {
-                        let dots: Vec<f64> = split(&row, l.blocks())
-                            .zip(split(v, l.blocks()))
-                            .map(|(a, b)| dot(a, b))
-                            .collect();
-                        out[q].push((l.score(&dots, squared), doc));
+                        out[q].push((l.score(&row, terms, q, v), doc));
                     }
                     continue;
                 }
@@ -1252,35 +1435,24 @@ fn token_influence(
                 }
                 doc_row
             };
-            // With the leave-one-out correction, the document's row first: its layers'
-            // weights scale the query's vector layer by layer (and the row's, on the query
-            // side), and the score's divisor is the row's plain one.
-            let weights = match &prepared.leave_one_out {
+            // With the leave-one-out correction, the document's row first: the vectors its
+            // token terms and the query's are dotted with depend on it.
+            let loo = match &prepared.leave_one_out {
                 Some(l) => {
                     let doc_row = sum_rows(&fast.compute(&examples)?);
-                    let squared = l.squared_norms(&doc_row, dim).remove(0);
-                    let dots: Vec<f64> = split(&doc_row, l.blocks())
-                        .zip(split(vector, l.blocks()))
-                        .map(|(a, b)| dot(a, b))
-                        .collect();
-                    let divisor = if l.normalised {
-                        squared.iter().sum::<f64>().sqrt()
-                    } else {
-                        1.0
-                    };
-                    Some((l.weights(&dots, &squared, divisor), divisor))
+                    let plain = doc_vectors.get(k).map_or(&[][..], Vec::as_slice);
+                    Some(l.token_vectors(&doc_row, i.query, vector, plain))
                 }
                 None => None,
             };
-            let (g, contributions) = match &weights {
-                Some((w, _)) => fast.token_contributions(
-                    &examples,
-                    &[by_layer(vector, prepared.leave_one_out.as_ref(), w)],
-                )?,
+            let (g, contributions) = match &loo {
+                Some(v) => {
+                    fast.token_contributions(&examples, std::slice::from_ref(&v.document))?
+                }
                 None => fast.token_contributions(&examples, std::slice::from_ref(vector))?,
             };
-            let divisor = match &weights {
-                Some((_, divisor)) => *divisor,
+            let divisor = match &loo {
+                Some(v) => v.divisor,
                 None => prepared.norm.of(&sum_rows(&g)),
             };
             let inv = if divisor > 0.0 { 1.0 / divisor } else { 0.0 };
@@ -1314,8 +1486,8 @@ fn token_influence(
                     ids: ids.clone(),
                     first_target: keep,
                 };
-                let doc_vector = match &weights {
-                    Some((w, _)) => by_layer(&doc_vectors[k], prepared.leave_one_out.as_ref(), w),
+                let doc_vector = match &loo {
+                    Some(v) => v.query.clone(),
                     None => doc_vectors[k].clone(),
                 };
                 let (_, c) = fast.token_contributions(
@@ -1336,13 +1508,4 @@ fn token_influence(
         out.extend(p?);
     }
     Ok(out)
-}
-
-/// `v` with each layer's block scaled by its weight in `w` (the layers of `l`).
-fn by_layer(v: &[f32], l: Option<&LeaveOneOut>, w: &[f64]) -> Vec<f32> {
-    let Some(l) = l else { return v.to_vec() };
-    split(v, l.blocks())
-        .zip(w)
-        .flat_map(|(b, w)| b.iter().map(move |x| (*x as f64 * w) as f32))
-        .collect()
 }

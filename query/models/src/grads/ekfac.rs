@@ -393,35 +393,42 @@ impl Ekfac {
         let at = self.offsets();
         let mut out = Vec::with_capacity(g.len());
         for (l, (layer, lambda)) in self.layers.iter().zip(lambdas).enumerate() {
-            let (ri, ro) = self.ranks[l];
-            let block = ri * ro;
             let mut r = self.rotate(l, &g[at[l]..at[l + 1]]);
             r.iter_mut()
                 .zip(&layer.eigenvalues)
                 .for_each(|(r, e)| *r /= e + lambda);
-            // Back: T = R Q_Aᵀ (ro × ri), then Q_S T.
-            let mut t = vec![0.0f64; block];
-            for o in 0..ro {
-                let rrow = &r[o * ri..(o + 1) * ri];
-                let trow = &mut t[o * ri..(o + 1) * ri];
-                for (i, tv) in trow.iter_mut().enumerate() {
-                    let q = &layer.basis_in[i * ri..(i + 1) * ri];
-                    *tv = rrow.iter().zip(q).map(|(r, q)| r * q).sum();
-                }
-            }
-            let mut p = vec![0.0f64; block];
-            for o in 0..ro {
-                let prow = &mut p[o * ri..(o + 1) * ri];
-                for k in 0..ro {
-                    let q = layer.basis_out[o * ro + k];
-                    prow.iter_mut()
-                        .zip(&t[k * ri..(k + 1) * ri])
-                        .for_each(|(p, t)| *p += q * t);
-                }
-            }
-            out.extend(p.into_iter().map(|x| x as f32));
+            out.extend(self.unrotate(l, &r).into_iter().map(|x| x as f32));
         }
         out
+    }
+
+    /// `Q_S R Q_Aᵀ` of layer `l`'s rotated block `r` (`rank_out × rank_in`): back from the
+    /// eigenbasis ([`Ekfac::rotate`]'s inverse).
+    pub fn unrotate(&self, l: usize, r: &[f64]) -> Vec<f64> {
+        let (ri, ro) = self.ranks[l];
+        let layer = &self.layers[l];
+        let block = ri * ro;
+        // T = R Q_Aᵀ (ro × ri), then Q_S T.
+        let mut t = vec![0.0f64; block];
+        for o in 0..ro {
+            let rrow = &r[o * ri..(o + 1) * ri];
+            let trow = &mut t[o * ri..(o + 1) * ri];
+            for (i, tv) in trow.iter_mut().enumerate() {
+                let q = &layer.basis_in[i * ri..(i + 1) * ri];
+                *tv = rrow.iter().zip(q).map(|(r, q)| r * q).sum();
+            }
+        }
+        let mut p = vec![0.0f64; block];
+        for o in 0..ro {
+            let prow = &mut p[o * ri..(o + 1) * ri];
+            for k in 0..ro {
+                let q = layer.basis_out[o * ro + k];
+                prow.iter_mut()
+                    .zip(&t[k * ri..(k + 1) * ri])
+                    .for_each(|(p, t)| *p += q * t);
+            }
+        }
+        p
     }
 
     /// Values in a fit file of layers of `ranks`.

@@ -115,9 +115,9 @@ def score(
     gradients corrected by the optimizer's second moment when the store was built with
     ``optimizer_correction=True``, else by the store's own, with a warning; whitened and
     unit-normalised),
-    ``identity`` (dot product) or ``cosine``. ``leave_one_out=True`` (fisher and trackstar
-    only) scores each document under the second moments without its own term, exactly (the
-    tables name the run ``fisher-loo`` or ``trackstar-loo``): on stores of few documents it
+    ``identity`` (dot product) or ``cosine``. ``leave_one_out=True`` (ekfac, fisher and
+    trackstar) scores each document under the curvature without its own term, exactly (the
+    tables name the run ``ekfac-loo``, ``fisher-loo`` or ``trackstar-loo``): on stores of few documents it
     finds the documents that state planted facts far more often (``familiar attribute score
     --help``). ``model`` must be the one the store was built with. ``token_influence=N`` also splits each query's N best documents' scores by token
     (which tokens carry the influence; ``query_tokens=True``: the query's tokens too), reading

@@ -260,18 +260,20 @@ pub struct ScoreArgs {
     /// 51 of 60 at 0.01 and 0.1, 56, 51 and 51 at 1); the value costs nothing.
     #[arg(long, default_value_t = DEFAULT_DAMPING)]
     damping: f64,
-    /// fisher and trackstar: score each document under the second moments without its own
-    /// term (the exact leave-one-out of each layer's moment, by Sherman–Morrison; the tables
-    /// name the run fisher-loo or trackstar-loo).
+    /// ekfac, fisher and trackstar: score each document under the curvature without its own
+    /// term (exactly: fisher's and trackstar's second moments less the row's outer product, by
+    /// Sherman–Morrison from its leverage; ekfac's corrected eigenvalues less the row's squares
+    /// in the same eigenbasis). The tables name the run ekfac-loo, fisher-loo or trackstar-loo.
     ///
-    /// A store of few documents has moments dominated by each document's own term, so the
+    /// A store of few documents has a curvature dominated by each document's own term, so the
     /// plain preconditioners whiten a document that states a fact no other states against
     /// itself and rank it low. With it, on worlds whose models know their facts (120 documents,
-    /// 600 steps), fisher found the stating document first for 56, 56 and 53 of 60 facts
-    /// (without: 45, 54, 39) and trackstar for 56, 56 and 53 (45, 53, 41), ekfac 56, 57 and
-    /// 54; on the fixture world fisher 32 of 32 (31) and trackstar 31 (31, its worst rank 5 → 2)
-    /// (benches/README.md). Cost: each row's triangular solves, as trackstar's norms already
-    /// need.
+    /// 600 steps, seeds 7, 11 and 12), the stating document came first for 56, 56 and 53 of 60
+    /// facts with fisher (without: 45, 54, 39), 56, 55 and 53 with trackstar (45, 53, 41) and
+    /// 56, 58 and 54 with ekfac (56, 57, 54); on the fixture world fisher 32 of 32 (31),
+    /// trackstar 31 (31), ekfac 32 (32) (benches/README.md). Cost: fisher's and trackstar's
+    /// rows' triangular solves (trackstar's norms need them anyway), a rotation of each row into
+    /// ekfac's eigenbasis.
     #[arg(long)]
     leave_one_out: bool,
 }
@@ -404,7 +406,7 @@ fn eval(a: EvalArgs) -> Result<i32> {
     }
     for l in &r.lds {
         println!(
-            "LDS {:<8} mean {:.4}  factual {:.4}  reasoning {:.4}",
+            "LDS {:<13} mean {:.4}  factual {:.4}  reasoning {:.4}",
             l.precondition, l.mean, l.factual, l.reasoning
         );
     }

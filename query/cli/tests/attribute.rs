@@ -1513,6 +1513,16 @@ fn planted_facts_rank_their_document_first() {
     }
 }
 
+/// The preconditioners of an `attribute eval` lds.json, in its order.
+fn lds_names(lds: &serde_json::Value) -> Vec<&str> {
+    lds["lds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["precondition"].as_str().unwrap())
+        .collect()
+}
+
 /// A hand-made query: `(id, kind, task, answer, intermediate answers)`.
 type RunQuery<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Vec<String>);
 
@@ -2011,12 +2021,7 @@ fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
         assert!((want - got).abs() < 1e-5, "{want} vs {got}");
     }
     // LDS from the scores of every document.
-    let names: Vec<&str> = lds["lds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["precondition"].as_str().unwrap())
-        .collect();
+    let names = lds_names(&lds);
     assert_eq!(
         names,
         [
@@ -2106,11 +2111,6 @@ fn eval_lds_is_recomputable_from_scores_and_retrained_models() {
     assert!(!o.stdout.contains("LDS fisher") && !o.stdout.contains("LDS trackstar"));
     let lds: serde_json::Value =
         serde_json::from_slice(&std::fs::read(wide_out.join("lds.json")).unwrap()).unwrap();
-    let names: Vec<&str> = lds["lds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["precondition"].as_str().unwrap())
-        .collect();
+    let names = lds_names(&lds);
     assert_eq!(names, ["identity", "cosine", "ekfac", "ekfac-loo"]);
 }

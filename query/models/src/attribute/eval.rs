@@ -22,7 +22,7 @@ use familiar::index::Index;
 use familiar::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
-use super::{preconditioned, query_gradients, score_all, Precondition, Query};
+use super::{preconditioned, query_gradients, Precondition, Query};
 use crate::measure::score::LanguageModel;
 use crate::train::{train_on, TrainOptions};
 use familiar::rundir::{read_json, write_json};
@@ -286,13 +286,7 @@ pub fn evaluate(
             .collect();
         for &p in &o.preconditioners {
             let prepared = preconditioned(store, &gradients, p)?;
-            let scores = score_all(
-                store,
-                &prepared.vectors,
-                &prepared.norm,
-                prepared.leave_one_out.as_ref(),
-                None,
-            );
+            let scores = prepared.scores(store, None);
             let mut predicted = vec![vec![0.0f64; done.len()]; queries.len()];
             for s in &scores {
                 for (j, keep) in members.iter().enumerate() {

@@ -772,6 +772,20 @@ pub struct Prepared {
     pub operator: Operator,
 }
 
+impl Prepared {
+    /// Every row of `store` scored against every query ([`score_all`] with this preconditioner's
+    /// norm and leave-one-out correction), the `top_k` best kept per query.
+    pub fn scores(&self, store: &GradientStore, top_k: Option<usize>) -> Vec<Influence> {
+        score_all(
+            store,
+            &self.vectors,
+            &self.norm,
+            self.leave_one_out.as_ref(),
+            top_k,
+        )
+    }
+}
+
 /// A preconditioner fitted on a store.
 #[derive(Debug, Clone)]
 pub enum Operator {
@@ -1297,13 +1311,7 @@ pub fn attribute(
     let gradients: Vec<Vec<f32>> = grads.iter().map(|g| g.gradient.clone()).collect();
     let prepared = preconditioned(store, &gradients, precondition)?;
     let started = std::time::Instant::now();
-    let scores = score_all(
-        store,
-        &prepared.vectors,
-        &prepared.norm,
-        prepared.leave_one_out.as_ref(),
-        top,
-    );
+    let scores = prepared.scores(store, top);
     let scoring_seconds = started.elapsed().as_secs_f64();
     let tokens = match tokens {
         Some(t) => token_influence(store, lm, queries, &gradients, &prepared, &scores, t)?,

@@ -1135,17 +1135,40 @@ pub fn score_all(
                     })
                     .collect::<Vec<Vec<f64>>>()
             };
-            let terms = leave_one_out.map(|l| batched(&|rows| l.row_terms(rows, dim)));
+            // fisher's and trackstar's leverages a batch at a time; ekfac's terms (a row's size
+            // each) below, a batch at a time as the rows are scored, so that a block's are not
+            // all held at once.
+            let terms = leave_one_out
+                .filter(|l| matches!(l.kind, LeaveOneOutKind::Whitened { .. }))
+                .map(|l| batched(&|rows| l.row_terms(rows, dim)));
             let whitened = (leave_one_out.is_none() && matches!(norm, RowNorm::Whitened(_)))
                 .then(|| batched(&|rows| vec![norm.of_rows(rows, dim)]))
                 .map(|d| d.concat());
             let mut row = vec![0.0f32; dim];
             let mut out: Vec<Vec<(f64, u64)>> = vec![Vec::new(); nq];
+            let mut batch: Vec<Vec<f64>> = Vec::new();
             for i in s..e {
                 f.row(i, &mut row);
                 let doc = f.first_doc + i;
-                if let (Some(l), Some(terms)) = (leave_one_out, &terms) {
-                    let terms = &terms[(i - s) as usize];
+                if let Some(l) = leave_one_out {
+                    let k = (i - s) as usize;
+                    let terms = match &terms {
+                        Some(t) => &t[k],
+                        None => {
+                            if k % NORM_BATCH == 0 {
+                                let end = (i + NORM_BATCH as u64).min(e);
+                                batch = (i..end)
+                                    .into_par_iter()
+                                    .map(|j| {
+                                        let mut r = vec![0.0f32; dim];
+                                        f.row(j, &mut r);
+                                        l.row_terms(&r, dim).remove(0)
+                                    })
+                                    .collect();
+                            }
+                            &batch[k % NORM_BATCH]
+                        }
+                    };
                     for (q, v) in vectors.iter().enumerate() {
                         out[q].push((l.score(&row, terms, q, v), doc));
                     }

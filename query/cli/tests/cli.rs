@@ -1715,19 +1715,17 @@ fn plain_fixture_inputs(t: &TestDir) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Changes one ASCII lowercase letter inside the `text` of record `record` of a JSONL file (same
-/// size, still valid JSON, a different text). Returns what changed, for the report.
-fn edit_record_text(path: &Path, record: usize, rng: &mut Rng) -> String {
-    let mut bytes = std::fs::read(path).unwrap();
+/// Where record `record` of a JSONL file starts and ends, and the offsets (in its line) of the
+/// ASCII lowercase letters its `text` begins with (up to the first quote or escape).
+fn record_letters(bytes: &[u8], record: usize) -> (usize, usize, Vec<usize>) {
     let mut start = 0;
     for _ in 0..record {
         start += bytes[start..].iter().position(|&b| b == b'\n').unwrap() + 1;
     }
     let end = start + bytes[start..].iter().position(|&b| b == b'\n').unwrap();
-    let line = std::str::from_utf8(&bytes[start..end]).unwrap().to_string();
-    let before: Value = serde_json::from_str(&line).unwrap();
+    let line = std::str::from_utf8(&bytes[start..end]).unwrap();
     let text_at = line.find("\"text\"").expect("a text field");
-    let letters: Vec<usize> = line
+    let letters = line
         .bytes()
         .enumerate()
         .skip(text_at + 8)
@@ -1735,6 +1733,21 @@ fn edit_record_text(path: &Path, record: usize, rng: &mut Rng) -> String {
         .filter(|&(_, b)| b.is_ascii_lowercase())
         .map(|(i, _)| i)
         .collect();
+    (start, end, letters)
+}
+
+/// The letters [`edit_record_text`] could change in record `record` of a JSONL file.
+fn text_letters(path: &Path, record: usize) -> Vec<usize> {
+    record_letters(&std::fs::read(path).unwrap(), record).2
+}
+
+/// Changes one ASCII lowercase letter inside the `text` of record `record` of a JSONL file (same
+/// size, still valid JSON, a different text). Returns what changed, for the report.
+fn edit_record_text(path: &Path, record: usize, rng: &mut Rng) -> String {
+    let mut bytes = std::fs::read(path).unwrap();
+    let (start, end, letters) = record_letters(&bytes, record);
+    let line = std::str::from_utf8(&bytes[start..end]).unwrap().to_string();
+    let before: Value = serde_json::from_str(&line).unwrap();
     assert!(!letters.is_empty(), "no letter to edit in {line}");
     let at = letters[rng.range(0, letters.len() as u64 - 1) as usize];
     let old = bytes[start + at];
@@ -1797,36 +1810,49 @@ fn killed_builds_with_an_input_edited_before_the_resume_refuse_or_read_the_new_t
         let at = KillAt::Shards(k, Duration::from_millis(rng.range(0, 20)));
         let kill = build_and_kill(&out, &inputs, &extra, at);
         let cursor = resume_cursor(&out);
-        // Even rounds edit the text the kept shards hold, odd rounds the text after the cursor.
-        let (file, record) = match cursor {
-            Some((f, r)) if round % 2 == 0 => {
-                let file = rng.range(0, f) as usize;
-                let limit = if file as u64 == f {
-                    r
-                } else {
-                    lines[file] as u64
-                };
-                if limit == 0 {
-                    (f as usize, r as usize)
-                } else {
-                    (file, rng.range(0, limit - 1) as usize)
+        // Even rounds edit the text the kept shards hold, odd rounds the text after the cursor;
+        // a record whose text has no letter to edit (the fixture has empty texts) is drawn
+        // again.
+        let mut choice = None;
+        for _ in 0..100 {
+            let (file, record) = match cursor {
+                Some((f, r)) if round % 2 == 0 => {
+                    let file = rng.range(0, f) as usize;
+                    let limit = if file as u64 == f {
+                        r
+                    } else {
+                        lines[file] as u64
+                    };
+                    if limit == 0 {
+                        (f as usize, r as usize)
+                    } else {
+                        (file, rng.range(0, limit - 1) as usize)
+                    }
                 }
-            }
-            Some((f, r)) => {
-                let file = rng.range(f, inputs.len() as u64 - 1) as usize;
-                let from = if file as u64 == f { r as usize } else { 0 };
-                if from >= lines[file] {
-                    continue; // the cursor lies at the end of the last input: nothing unread
+                Some((f, r)) => {
+                    let file = rng.range(f, inputs.len() as u64 - 1) as usize;
+                    let from = if file as u64 == f { r as usize } else { 0 };
+                    if from >= lines[file] {
+                        break; // the cursor lies at the end of the last input: nothing unread
+                    }
+                    (
+                        file,
+                        rng.range(from as u64, lines[file] as u64 - 1) as usize,
+                    )
                 }
-                (
-                    file,
-                    rng.range(from as u64, lines[file] as u64 - 1) as usize,
-                )
+                None => {
+                    let file = rng.range(0, inputs.len() as u64 - 1) as usize;
+                    (file, rng.range(0, lines[file] as u64 - 1) as usize)
+                }
+            };
+            if !text_letters(&inputs[file], record).is_empty() {
+                choice = Some((file, record));
+                break;
             }
-            None => {
-                let file = rng.range(0, inputs.len() as u64 - 1) as usize;
-                (file, rng.range(0, lines[file] as u64 - 1) as usize)
-            }
+        }
+        let Some((file, record)) = choice else {
+            report.push(format!("round {round}: no record to edit; skipped"));
+            continue;
         };
         let edit = edit_record_text(&inputs[file], record, &mut rng);
         let consumed =

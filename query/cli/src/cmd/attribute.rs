@@ -271,8 +271,9 @@ pub struct ScoreArgs {
     /// 600 steps, seeds 7, 11 and 12), the stating document came first for 56, 56 and 53 of 60
     /// facts with fisher (without: 45, 54, 39), 56, 55 and 53 with trackstar (45, 53, 41) and
     /// 56, 58 and 54 with ekfac (56, 57, 54); on the fixture world fisher 32 of 32 (31),
-    /// trackstar 31 (31), ekfac 32 (32). It raised fisher's LDS on a generated world from 0.351 to
-    /// 0.439 and trackstar's from 0.324 to 0.425 (ekfac 0.507 → 0.508) (benches/README.md).
+    /// trackstar 31 (31), ekfac 32 (32). On two generated worlds it raised fisher's LDS from
+    /// 0.351 and 0.266 to 0.439 and 0.408, trackstar's from 0.324 and 0.208 to 0.425 and 0.344
+    /// (ekfac 0.507 and 0.443 → 0.508 and 0.441) (benches/README.md).
     /// Cost: fisher's and trackstar's rows' triangular solves (trackstar's norms need them
     /// anyway), a rotation of each row into ekfac's eigenbasis.
     #[arg(long)]

@@ -1155,7 +1155,7 @@ pub fn score_all(
                     let terms = match &terms {
                         Some(t) => &t[k],
                         None => {
-                            if k % NORM_BATCH == 0 {
+                            if k.is_multiple_of(NORM_BATCH) {
                                 let end = (i + NORM_BATCH as u64).min(e);
                                 batch = (i..end)
                                     .into_par_iter()

@@ -247,7 +247,8 @@ def test_ctrl_c_stops_a_running_statement():
     started = time.monotonic()
     timer.start()
     with pytest.raises(KeyboardInterrupt):
-        # hours of work: only Ctrl-C ends it
-        familiar.sql("SELECT count(*) FROM range(100000000000) r(v) WHERE v % 7 = 3")
+        # hours of work: only Ctrl-C ends it (were it missed, the time limit's SqlError would fail
+        # the test after 5 minutes instead of running for hours: a CI check saw it hang once)
+        familiar.sql("SELECT count(*) FROM range(100000000000) r(v) WHERE v % 7 = 3", time_limit=300)
     assert time.monotonic() - started < 30
     assert familiar.sql("SELECT 1 AS one").column("one").to_pylist() == [1]

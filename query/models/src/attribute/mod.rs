@@ -471,17 +471,10 @@ impl RowNorm {
     /// [`RowNorm::of`] gives them; TrackStar's whitened norms are solved for all rows at once.
     pub fn of_rows(&self, rows: &[f32], dim: usize) -> Vec<f64> {
         match self {
-            RowNorm::Whitened(layers) => {
-                let mut sums = vec![0.0f64; rows.len() / dim.max(1)];
-                let mut offset = 0;
-                for w in layers {
-                    for (s, v) in sums.iter_mut().zip(w.squared_norms(rows, dim, offset)) {
-                        *s += v;
-                    }
-                    offset += w.scale.len();
-                }
-                sums.into_iter().map(f64::sqrt).collect()
-            }
+            RowNorm::Whitened(layers) => layer_squared_norms(layers, rows, dim)
+                .into_iter()
+                .map(|l| l.iter().sum::<f64>().sqrt())
+                .collect(),
             _ => rows.chunks(dim.max(1)).map(|r| self.of(r)).collect(),
         }
     }
@@ -579,19 +572,8 @@ impl LeaveOneOut {
     /// once: fisher and trackstar each layer's whitened squared norm (`N h_l`), ekfac the row
     /// rotated into the eigenbasis over `1 − h` elementwise.
     pub fn row_terms(&self, rows: &[f32], dim: usize) -> Vec<Vec<f64>> {
-        let count = rows.len() / dim.max(1);
         match &self.kind {
-            LeaveOneOutKind::Whitened { layers, .. } => {
-                let mut out = vec![Vec::with_capacity(layers.len()); count];
-                let mut offset = 0;
-                for w in layers {
-                    for (o, v) in out.iter_mut().zip(w.squared_norms(rows, dim, offset)) {
-                        o.push(v);
-                    }
-                    offset += w.scale.len();
-                }
-                out
-            }
+            LeaveOneOutKind::Whitened { layers, .. } => layer_squared_norms(layers, rows, dim),
             LeaveOneOutKind::Ekfac { .. } => rows
                 .chunks(dim.max(1))
                 .map(|row| {
@@ -631,13 +613,9 @@ impl LeaveOneOut {
     /// whose plain vector is `vector`.
     pub fn score(&self, row: &[f32], terms: &[f64], q: usize, vector: &[f32]) -> f64 {
         match &self.kind {
-            LeaveOneOutKind::Whitened { layers, normalised } => {
+            LeaveOneOutKind::Whitened { layers, .. } => {
                 let dots = layer_dots(row, vector, layers);
-                let divisor = if *normalised {
-                    terms.iter().sum::<f64>().sqrt()
-                } else {
-                    1.0
-                };
+                let divisor = self.divisor(terms);
                 if divisor <= 0.0 {
                     return 0.0;
                 }
@@ -651,6 +629,17 @@ impl LeaveOneOut {
             LeaveOneOutKind::Ekfac { queries, .. } => {
                 queries[q].iter().zip(terms).map(|(a, b)| a * b).sum()
             }
+        }
+    }
+
+    /// fisher and trackstar: the plain score's divisor of a row whose whitened squared norms per
+    /// layer are `squared` (trackstar's whitened norm; 1 for fisher).
+    fn divisor(&self, squared: &[f64]) -> f64 {
+        match self.kind {
+            LeaveOneOutKind::Whitened {
+                normalised: true, ..
+            } => squared.iter().sum::<f64>().sqrt(),
+            _ => 1.0,
         }
     }
 
@@ -697,14 +686,10 @@ impl LeaveOneOut {
     ) -> TokenVectors {
         let dim = row.len();
         match &self.kind {
-            LeaveOneOutKind::Whitened { layers, normalised } => {
+            LeaveOneOutKind::Whitened { layers, .. } => {
                 let squared = self.row_terms(row, dim).remove(0);
                 let dots = layer_dots(row, vector, layers);
-                let divisor = if *normalised {
-                    squared.iter().sum::<f64>().sqrt()
-                } else {
-                    1.0
-                };
+                let divisor = self.divisor(&squared);
                 let w = self.weights(&dots, &squared, divisor);
                 let scale = |v: &[f32]| -> Vec<f32> {
                     split(v, layers.iter().map(|l| l.scale.len()))
@@ -746,6 +731,20 @@ impl LeaveOneOut {
             }
         }
     }
+}
+
+/// Each row's whitened squared norm of each layer (`[row][layer]`), for `rows` of `dim` values
+/// each, solved for all rows at once.
+fn layer_squared_norms(layers: &[Whitening], rows: &[f32], dim: usize) -> Vec<Vec<f64>> {
+    let mut out = vec![Vec::with_capacity(layers.len()); rows.len() / dim.max(1)];
+    let mut offset = 0;
+    for w in layers {
+        for (o, v) in out.iter_mut().zip(w.squared_norms(rows, dim, offset)) {
+            o.push(v);
+        }
+        offset += w.scale.len();
+    }
+    out
 }
 
 /// `row · vector` of each layer's block.

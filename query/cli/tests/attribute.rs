@@ -118,10 +118,15 @@ fn query_gradient(
 }
 
 /// TrackStar by its definition: per layer the second moment M of every row of `g`, the
-/// correction s = 1/√diag(M) (with `correct`; else none), R = diag(s) M diag(s), the symmetric
-/// R^{-1/2} of R + λI (λ = 0.1 of R's mean eigenvalue) by eigendecomposition; returns the map
-/// applied to both sides before the cosine.
-fn trackstar_whitening(g: &GradientStore, correct: bool) -> impl Fn(&[f32]) -> Vec<f64> {
+/// correction s = 1/√diag(M) (with `correct`; else none), R = diag(s) M diag(s) — with `mix`
+/// (queries, α) the task-specific (1 − α) R + α E, E the mean of (s ⊙ q)(s ⊙ q)ᵀ over the
+/// queries — the symmetric R^{-1/2} of R + λI (λ = 0.1 of R's mean eigenvalue) by
+/// eigendecomposition; returns the map applied to both sides before the cosine.
+fn trackstar_whitening(
+    g: &GradientStore,
+    correct: bool,
+    mix: Option<(&[Vec<f32>], f64)>,
+) -> impl Fn(&[f32]) -> Vec<f64> {
     use familiar_models::grads::linalg::symmetric_eigen;
     let mut row = vec![0.0f32; g.dim()];
     let spec = &g.manifest.settings.projection;
@@ -144,7 +149,7 @@ fn trackstar_whitening(g: &GradientStore, correct: bool) -> impl Fn(&[f32]) -> V
     let per_layer: Vec<(Vec<f64>, Vec<f64>)> = m
         .iter()
         .zip(&layers)
-        .map(|(m, &(_, block))| {
+        .map(|(m, &(at, block))| {
             let s: Vec<f64> = (0..block)
                 .map(|a| {
                     let v = m[a * block + a];
@@ -162,6 +167,9 @@ fn trackstar_whitening(g: &GradientStore, correct: bool) -> impl Fn(&[f32]) -> V
                 for y in 0..block {
                     r[x * block + y] *= s[x] * s[y];
                 }
+            }
+            if let Some((qs, alpha)) = mix {
+                mix_queries(&mut r, &s, qs, at, alpha);
             }
             let lambda = 0.1 * (0..block).map(|i| r[i * block + i]).sum::<f64>() / block as f64;
             let e = symmetric_eigen(&r, block);
@@ -191,13 +199,35 @@ fn trackstar_whitening(g: &GradientStore, correct: bool) -> impl Fn(&[f32]) -> V
     }
 }
 
+/// `r` (a layer's corrected second moment, its block at `at`) as TrackStar's task-specific
+/// Hessian: `(1 − α) r + α E`, `E` the mean of `(s ⊙ q)(s ⊙ q)ᵀ` over the queries `qs`.
+fn mix_queries(r: &mut [f64], s: &[f64], qs: &[Vec<f32>], at: usize, alpha: f64) {
+    let b = s.len();
+    r.iter_mut().for_each(|x| *x *= 1.0 - alpha);
+    for q in qs {
+        let c: Vec<f64> = (0..b).map(|a| q[at + a] as f64 * s[a]).collect();
+        for x in 0..b {
+            for y in 0..b {
+                r[x * b + y] += alpha * c[x] * c[y] / qs.len() as f64;
+            }
+        }
+    }
+}
+
 /// The scores of `docs` of `g` for query gradient `q` under each layer's second moment refitted
 /// without the document's row, by their definition: per layer `M` (the mean outer product of
 /// every row), `M − g gᵀ / N` without the row, damped by the full moment's `λ` (0.1 of its mean
 /// eigenvalue), and solved densely by Gaussian elimination. fisher: `Σ_l q_lᵀ A_l⁻¹ g_l`;
 /// trackstar: both sides corrected by `s = 1/√diag(M)` and the cosine under `Σ_l A_l⁻¹` of the
-/// corrected moment without the row.
-fn leave_one_out_scores(g: &GradientStore, q: &[f32], trackstar: bool, docs: &[u64]) -> Vec<f64> {
+/// corrected moment without the row; with `mix` (queries, α), trackstar's task-specific Hessian
+/// (1 − α) M + α E without the row's (1 − α) ĉ ĉᵀ / N, damped by the full mix's λ.
+fn leave_one_out_scores(
+    g: &GradientStore,
+    q: &[f32],
+    trackstar: bool,
+    docs: &[u64],
+    mix: Option<(&[Vec<f32>], f64)>,
+) -> Vec<f64> {
     let spec = &g.manifest.settings.projection;
     let layers: Vec<(usize, usize)> = spec.offsets().into_iter().zip(spec.blocks()).collect();
     let mut rows: Vec<Vec<f32>> = Vec::new();
@@ -209,6 +239,7 @@ fn leave_one_out_scores(g: &GradientStore, q: &[f32], trackstar: bool, docs: &[u
         }
     }
     let n = rows.len() as f64;
+    let alpha = mix.map_or(0.0, |m| m.1);
     // Per layer: the correction and the (corrected) moment, and its λ.
     let fitted: Vec<(Vec<f64>, Vec<f64>, f64)> = layers
         .iter()
@@ -233,6 +264,9 @@ fn leave_one_out_scores(g: &GradientStore, q: &[f32], trackstar: bool, docs: &[u
                     m[x * b + y] *= s[x] * s[y];
                 }
             }
+            if let Some((qs, alpha)) = mix {
+                mix_queries(&mut m, &s, qs, at, alpha);
+            }
             let lambda = 0.1 * (0..b).map(|i| m[i * b + i]).sum::<f64>() / b as f64;
             (s, m, lambda)
         })
@@ -249,7 +283,7 @@ fn leave_one_out_scores(g: &GradientStore, q: &[f32], trackstar: bool, docs: &[u
                 let mut a = vec![0.0f64; b * w];
                 for x in 0..b {
                     for y in 0..b {
-                        a[x * w + y] = m[x * b + y] - c[x] * c[y] / n;
+                        a[x * w + y] = m[x * b + y] - (1.0 - alpha) * c[x] * c[y] / n;
                     }
                     a[x * w + x] += lambda;
                     a[x * w + b] = qh[x];
@@ -533,7 +567,8 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         let q: Vec<Vec<f32>> = qs.iter().map(|q| fit.precondition(q, &lambdas)).collect();
         (fit, sums, rows, q)
     };
-    let whiten = trackstar_whitening(&g, true);
+    let whiten = trackstar_whitening(&g, true, None);
+    let mixed = trackstar_whitening(&g, true, Some((&qs, 0.5)));
     let cos = |a: &[f64], b: &[f64]| -> f64 {
         let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
         let n = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -544,17 +579,17 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         ("cosine", "5"),
         ("ekfac", "6"),
         ("trackstar", "6"),
+        ("trackstar-mix", "6"),
     ] {
         let out = t.join(format!("att-{precondition}"));
-        attribute_score(
-            &s,
-            &model(),
-            &queries,
-            &out,
-            &["--top-k", top, "--precondition", precondition],
-        )
-        .success()
-        .stdout_has(&["scored 2 queries"]);
+        let mut args = vec!["--top-k", top, "--precondition"];
+        match precondition.strip_suffix("-mix") {
+            Some(p) => args.extend([p, "--query-mix", "0.5"]),
+            None => args.push(precondition),
+        }
+        attribute_score(&s, &model(), &queries, &out, &args)
+            .success()
+            .stdout_has(&["scored 2 queries", &format!("({precondition}")]);
         let b = read_parquet(&out.join("influence.parquet"), "influence");
         let k: usize = top.parse().unwrap();
         assert_eq!(b.num_rows(), 2 * k);
@@ -578,6 +613,8 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
                     let dot: f64 = row.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum();
                     let s = if precondition == "trackstar" {
                         cos(&whiten(q), &whiten(&row))
+                    } else if precondition == "trackstar-mix" {
+                        cos(&mixed(q), &mixed(&row))
                     } else if precondition == "cosine" {
                         let rn: f64 = row.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
                         dot / (rn * qn)
@@ -609,6 +646,10 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         }
         let qb = read_parquet(&out.join("queries.parquet"), "queries");
         assert_eq!(qb.num_rows(), 2);
+        assert_eq!(
+            col::<StringArray>(&qb, "precondition").value(1),
+            precondition
+        );
         let lp = col::<Float64Array>(&qb, "logprob");
         let want = lm
             .score("An rohi an ve tian", " Xirqenoxa qenoxazam")
@@ -662,17 +703,23 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
             })
             .collect()
     };
-    for precondition in ["fisher", "trackstar", "ekfac"] {
+    // trackstar-mix: the task-specific Hessian at α 0.5, without the row's (1 − α)/N share.
+    for precondition in ["fisher", "trackstar", "ekfac", "trackstar-mix"] {
         let out = t.join(format!("att-{precondition}-loo"));
-        attribute_score(
-            &s,
-            &model(),
-            &queries,
-            &out,
-            &["--all", "--precondition", precondition, "--leave-one-out"],
-        )
-        .success()
-        .stdout_has(&[&format!("({precondition}-loo")]);
+        let mut args = vec!["--all", "--leave-one-out", "--precondition"];
+        let mix = match precondition.strip_suffix("-mix") {
+            Some(p) => {
+                args.extend([p, "--query-mix", "0.5"]);
+                Some((&qs[..], 0.5))
+            }
+            None => {
+                args.push(precondition);
+                None
+            }
+        };
+        attribute_score(&s, &model(), &queries, &out, &args)
+            .success()
+            .stdout_has(&[&format!("({precondition}-loo")]);
         let b = read_parquet(&out.join("influence.parquet"), "influence");
         let (qid, doc, score, rank) = (
             col::<StringArray>(&b, "query_id"),
@@ -699,7 +746,7 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
             let want = if precondition == "ekfac" {
                 ekfac_loo(q, &docs)
             } else {
-                leave_one_out_scores(&g, q, precondition == "trackstar", &docs)
+                leave_one_out_scores(&g, q, precondition.starts_with("trackstar"), &docs, mix)
             };
             let top = mine
                 .iter()
@@ -707,8 +754,10 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
                 .fold(0.0, f64::max);
             for (d, want) in docs.iter().zip(want) {
                 let r = *mine.iter().find(|&&r| doc.value(r) == *d).unwrap();
+                // Scores near 0 are differences of f32 sums: 1e-4 of a hundredth of the top
+                // score is their floor.
                 assert!(
-                    (score.value(r) - want).abs() <= 1e-4 * want.abs().max(top * 1e-3),
+                    (score.value(r) - want).abs() <= 1e-4 * want.abs().max(top * 1e-2),
                     "{precondition}-loo {} doc {d}: {} vs {want}",
                     ["f1", "r1"][qi],
                     score.value(r)
@@ -730,6 +779,39 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
             precondition,
         ]);
     }
+    // --query-mix: trackstar's alone, a share in [0, 1).
+    for (precondition, mix, says) in [
+        ("ekfac", "0.5", "--query-mix applies to trackstar"),
+        (
+            "trackstar",
+            "1",
+            "--query-mix must be at least 0 and below 1",
+        ),
+        (
+            "trackstar",
+            "-0.25",
+            "--query-mix must be at least 0 and below 1",
+        ),
+        (
+            "trackstar",
+            "NaN",
+            "--query-mix must be at least 0 and below 1",
+        ),
+    ] {
+        attribute_score(
+            &s,
+            &model(),
+            &queries,
+            &t.join("x"),
+            &[
+                "--precondition",
+                precondition,
+                &format!("--query-mix={mix}"),
+            ],
+        )
+        .failure()
+        .stderr_has(&[says]);
+    }
     assert!(!t.join("x").exists(), "nothing written");
 
     // Token-level influence: each of the top 3 documents' token scores (and the query's own
@@ -744,15 +826,23 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         "fisher-loo",
         "trackstar-loo",
         "ekfac-loo",
+        "trackstar-mix-loo",
     ] {
         let out = t.join(format!("tokens-{run}"));
         let (precondition, loo) = match run.strip_suffix("-loo") {
             Some(p) => (p, true),
             None => (run, false),
         };
+        let (precondition, mix) = match precondition.strip_suffix("-mix") {
+            Some(p) => (p, true),
+            None => (precondition, false),
+        };
         let mut args = vec!["--top-k", "4", "--precondition", precondition];
         if loo {
             args.push("--leave-one-out");
+        }
+        if mix {
+            args.extend(["--query-mix", "0.5"]);
         }
         args.extend(["--token-influence", "3", "--query-tokens", "--index"]);
         args.push(idx.to_str().unwrap());
@@ -1360,7 +1450,7 @@ fn optimizer_correction_corrects_rows_by_the_optimizer_state() {
         "An rohi an ve tian",
         " Xirqenoxa qenoxazam",
     );
-    let whiten = trackstar_whitening(&g, false);
+    let whiten = trackstar_whitening(&g, false, None);
     let wq = whiten(&q);
     let b = read_parquet(&out.join("influence.parquet"), "influence");
     let (doc, score) = (

@@ -259,6 +259,10 @@ pub enum Precondition {
         damping: f64,
         /// Whiten each row by the moment without its own term ([`LeaveOneOut`]).
         leave_one_out: bool,
+        /// α of TrackStar's task-specific Hessian: each layer's `R` is `α R_queries + (1 − α)
+        /// R_store`, `R_queries` the second moment of the corrected query gradients scored
+        /// together (Chang et al. 2024, §3 and A.1.3); 0: the store's alone.
+        query_mix: f64,
     },
 }
 
@@ -285,13 +289,23 @@ impl Precondition {
                 ..
             } => "ekfac-loo",
             Precondition::Trackstar {
-                leave_one_out: false,
+                leave_one_out,
+                query_mix,
                 ..
-            } => "trackstar",
-            Precondition::Trackstar {
-                leave_one_out: true,
-                ..
-            } => "trackstar-loo",
+            } => match (*query_mix > 0.0, leave_one_out) {
+                (false, false) => "trackstar",
+                (false, true) => "trackstar-loo",
+                (true, false) => "trackstar-mix",
+                (true, true) => "trackstar-mix-loo",
+            },
+        }
+    }
+
+    /// TrackStar's α of the queries' second moment (0 for the others).
+    pub fn query_mix(&self) -> f64 {
+        match *self {
+            Precondition::Trackstar { query_mix, .. } => query_mix,
+            _ => 0.0,
         }
     }
 
@@ -801,46 +815,17 @@ pub enum Operator {
 }
 
 impl Operator {
-    /// Fits `p` on `store`.
-    pub fn fit(store: &GradientStore, p: Precondition) -> Result<Operator> {
+    /// Fits `p` on `store`; TrackStar's task-specific Hessian also on the query `gradients`.
+    pub fn fit(store: &GradientStore, p: Precondition, gradients: &[Vec<f32>]) -> Result<Operator> {
         match p {
             Precondition::Identity => Ok(Operator::Identity),
             Precondition::Cosine => Ok(Operator::Cosine),
-            Precondition::Trackstar { damping, .. } => {
+            Precondition::Trackstar {
+                damping, query_mix, ..
+            } => {
                 check_damping(damping)?;
-                let blocks = store.manifest.settings.projection.blocks();
-                let moments = second_moments(store)?;
-                let by_optimizer = matches!(Correction::of(store), Correction::Optimizer(_));
-                moments
-                    .par_iter()
-                    .zip(&blocks)
-                    .map(|(m, &block)| {
-                        // The correction: none when the rows are corrected by the optimizer's
-                        // second moment already, else 1/√v of each coordinate's second moment (0
-                        // where every row is 0 there).
-                        let scale: Vec<f64> = (0..block)
-                            .map(|a| {
-                                let v = m[a * block + a];
-                                if by_optimizer {
-                                    1.0
-                                } else if v > 0.0 {
-                                    1.0 / v.sqrt()
-                                } else {
-                                    0.0
-                                }
-                            })
-                            .collect();
-                        let mut r = vec![0.0f64; block * block];
-                        for a in 0..block {
-                            for b in 0..block {
-                                r[a * block + b] = m[a * block + b] * scale[a] * scale[b];
-                            }
-                        }
-                        let factor = damped_factor(&r, block, damping)?;
-                        Ok(Whitening { scale, factor })
-                    })
-                    .collect::<Result<Vec<_>>>()
-                    .map(Operator::Trackstar)
+                check_query_mix(query_mix)?;
+                trackstar_layers(store, damping, query_mix, gradients).map(Operator::Trackstar)
             }
             Precondition::Ekfac { damping, .. } => {
                 check_damping(damping)?;
@@ -866,9 +851,9 @@ impl Operator {
     /// The leave-one-out correction of this operator's scores for query `gradients` over a
     /// store of `rows` rows: for fisher, trackstar and ekfac, whose curvature is a mean over the
     /// store's rows; `None` for identity and cosine.
-    pub fn leave_one_out(&self, rows: u64, gradients: &[Vec<f32>]) -> Option<LeaveOneOut> {
+    pub fn leave_one_out(&self, rows: f64, gradients: &[Vec<f32>]) -> Option<LeaveOneOut> {
         let whitened = |layers: Vec<Whitening>, normalised| LeaveOneOut {
-            rows: rows as f64,
+            rows,
             kind: LeaveOneOutKind::Whitened { layers, normalised },
         };
         match self {
@@ -974,6 +959,90 @@ impl Operator {
     }
 }
 
+/// TrackStar's per-layer correction `s` and whitening by the damped `R`: the corrected second
+/// moment of the store's rows, or with `query_mix` α > 0 Chang et al.'s task-specific Hessian
+/// `α R_queries + (1 − α) R_store`, `R_queries` the corrected second moment of `queries`.
+fn trackstar_layers(
+    store: &GradientStore,
+    damping: f64,
+    query_mix: f64,
+    queries: &[Vec<f32>],
+) -> Result<Vec<Whitening>> {
+    let blocks = store.manifest.settings.projection.blocks();
+    let moments = second_moments(store)?;
+    let by_optimizer = matches!(Correction::of(store), Correction::Optimizer(_));
+    // The correction: none when the rows are corrected by the optimizer's second moment
+    // already, else 1/√v of each coordinate's second moment (0 where every row is 0 there).
+    let scales: Vec<Vec<f64>> = moments
+        .iter()
+        .zip(&blocks)
+        .map(|(m, &block)| {
+            (0..block)
+                .map(|a| {
+                    let v = m[a * block + a];
+                    if by_optimizer {
+                        1.0
+                    } else if v > 0.0 {
+                        1.0 / v.sqrt()
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let corrected = |m: &[f64], scale: &[f64]| -> Vec<f64> {
+        let block = scale.len();
+        let mut r = vec![0.0f64; block * block];
+        for a in 0..block {
+            for b in 0..block {
+                r[a * block + b] = m[a * block + b] * scale[a] * scale[b];
+            }
+        }
+        r
+    };
+    let train: Vec<Vec<f64>> = moments
+        .par_iter()
+        .zip(&scales)
+        .map(|(m, s)| corrected(m, s))
+        .collect();
+    let rs = if query_mix > 0.0 && !queries.is_empty() {
+        let offsets = store.manifest.settings.projection.offsets();
+        let n = queries.len() as f64;
+        train
+            .into_par_iter()
+            .enumerate()
+            .map(|(l, t)| {
+                let block = blocks[l];
+                let mut r: Vec<f64> = t.iter().map(|x| (1.0 - query_mix) * x).collect();
+                for q in queries {
+                    let c: Vec<f64> = q[offsets[l]..offsets[l] + block]
+                        .iter()
+                        .zip(&scales[l])
+                        .map(|(&x, s)| x as f64 * s)
+                        .collect();
+                    for a in 0..block {
+                        let ca = query_mix * c[a] / n;
+                        for b in 0..block {
+                            r[a * block + b] += ca * c[b];
+                        }
+                    }
+                }
+                r
+            })
+            .collect()
+    } else {
+        train
+    };
+    rs.par_iter()
+        .zip(scales)
+        .map(|(r, scale)| {
+            let factor = damped_factor(r, scale.len(), damping)?;
+            Ok(Whitening { scale, factor })
+        })
+        .collect()
+}
+
 /// `row` cut into consecutive blocks of `lengths`.
 fn split(row: &[f32], lengths: impl Iterator<Item = usize>) -> impl Iterator<Item = &[f32]> {
     let mut at = 0;
@@ -990,12 +1059,14 @@ pub fn preconditioned(
     gradients: &[Vec<f32>],
     p: Precondition,
 ) -> Result<Prepared> {
-    let operator = Operator::fit(store, p)?;
+    let operator = Operator::fit(store, p, gradients)?;
+    // The weight of a row in the curvature is 1/N, (1 − α)/N in TrackStar's mixed one.
+    let rows = store.rows() as f64 / (1.0 - p.query_mix());
     Ok(Prepared {
         vectors: operator.apply(gradients),
         norm: operator.norm(),
         leave_one_out: if p.leave_one_out() {
-            operator.leave_one_out(store.rows(), gradients)
+            operator.leave_one_out(rows, gradients)
         } else {
             None
         },
@@ -1056,6 +1127,19 @@ fn damped_factor(m: &[f64], block: usize, damping: f64) -> Result<Cholesky> {
             name("damping")
         ))
     })
+}
+
+/// TrackStar's α of the queries' second moment: in [0, 1) (1 would leave the store's rows out of
+/// the curvature).
+pub fn check_query_mix(query_mix: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&query_mix) {
+        return Err(Error::query(format!(
+            "{} must be at least 0 and below 1 (the queries' share of TrackStar's curvature), \
+             not {query_mix}",
+            name("query_mix")
+        )));
+    }
+    Ok(())
 }
 
 /// A damping must be a positive number.

@@ -334,7 +334,7 @@ type ScoreTables<'py> = (
 /// `None` unless `token_documents` asks for token-level influence (with the store's `index`).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (store, model, path, text, precondition, damping, leave_one_out, top_k, index, token_documents, query_tokens))]
+#[pyo3(signature = (store, model, path, text, precondition, damping, leave_one_out, query_mix, top_k, index, token_documents, query_tokens))]
 pub(crate) fn attribution_score<'py>(
     py: Python<'py>,
     store: PathBuf,
@@ -344,6 +344,7 @@ pub(crate) fn attribution_score<'py>(
     precondition: &str,
     damping: f64,
     leave_one_out: bool,
+    query_mix: f64,
     top_k: Option<usize>,
     index: Option<&NativeIndex>,
     token_documents: Option<usize>,
@@ -365,6 +366,7 @@ pub(crate) fn attribution_score<'py>(
         "trackstar" => Precondition::Trackstar {
             damping,
             leave_one_out,
+            query_mix,
         },
         other => {
             return Err(crate::ConfigError::new_err(format!(
@@ -378,6 +380,13 @@ pub(crate) fn attribution_score<'py>(
             precondition = precondition.name()
         )));
     }
+    if query_mix != 0.0 && !matches!(precondition, Precondition::Trackstar { .. }) {
+        return Err(crate::ConfigError::new_err(format!(
+            "query_mix applies to \"trackstar\" (its task-specific curvature), not to {:?}",
+            precondition.name()
+        )));
+    }
+    attribute::check_query_mix(query_mix).map_err(model_err)?;
     familiar_models::measure::prepare_cpu();
     let cancel = Arc::new(AtomicBool::new(false));
     let run = run_job(

@@ -187,17 +187,20 @@ def test_attribution_equals_the_cli(index_dir, cli_store, tmp_path):
 
     # EK-FAC and TrackStar, as the command line ranks them; token-level influence whose shares
     # add up to each top document's score
-    # (and TrackStar's leave-one-out correction, named trackstar-loo in the tables)
-    for precondition, loo in [("ekfac", False), ("trackstar", False), ("trackstar", True), ("ekfac", True)]:
-        name = precondition + ("-loo" if loo else "")
+    # (and TrackStar's leave-one-out correction, named trackstar-loo in the tables, and its
+    # task-specific Hessian, trackstar-mix)
+    for precondition, loo, mix in [("ekfac", False, 0.0), ("trackstar", False, 0.0), ("trackstar", True, 0.0),
+                                   ("ekfac", True, 0.0), ("trackstar", True, 0.5)]:
+        name = precondition + ("-mix" if mix else "") + ("-loo" if loo else "")
         cli("attribute", "score", "--store", str(out), "--model", str(TRAINED), "--queries", str(QUERIES),
             "--top-k", "3", "--precondition", precondition, "--out", str(tmp_path / f"cli-{name}"),
-            *(["--leave-one-out"] if loo else []))
+            *(["--leave-one-out"] if loo else []), "--query-mix", str(mix))
         expected = pq.read_table(tmp_path / f"cli-{name}" / "influence.parquet").to_pylist()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             run = attribution.score(out, TRAINED, QUERIES, top_k=3, precondition=precondition,
-                                    leave_one_out=loo, token_influence=2, query_tokens=True, index=ix)
+                                    leave_one_out=loo, query_mix=mix, token_influence=2, query_tokens=True,
+                                    index=ix)
         # TrackStar on a store built without the optimizer's moment says what it used instead.
         said = [str(w.message) for w in caught if "second moment" in str(w.message)]
         if precondition == "trackstar":
@@ -317,6 +320,13 @@ def test_bad_attribution_input(index_dir, cli_store, tmp_path):
         attribution.score(cli_store, TRAINED, QUERIES, precondition="cosine", leave_one_out=True)
     with pytest.raises(familiar.ConfigError, match="leave_one_out"):
         attribution.score(cli_store, TRAINED, QUERIES, precondition="fisher", leave_one_out="yes")
+    with pytest.raises(familiar.ConfigError, match="query_mix applies to"):
+        attribution.score(cli_store, TRAINED, QUERIES, precondition="ekfac", query_mix=0.5)
+    for bad in [1.0, -0.5, float("nan")]:
+        with pytest.raises(familiar.FamiliarError, match="query_mix= must be at least 0 and below 1"):
+            attribution.score(cli_store, TRAINED, QUERIES, precondition="trackstar", query_mix=bad)
+    with pytest.raises(familiar.ConfigError, match="query_mix"):
+        attribution.score(cli_store, TRAINED, QUERIES, precondition="trackstar", query_mix="0.5")
     with pytest.raises(familiar.ConfigError, match="index"):
         attribution.score(cli_store, TRAINED, QUERIES, token_influence=2)
     with pytest.raises(familiar.ConfigError, match="token_influence"):

@@ -98,6 +98,7 @@ def score(
     precondition: str = "ekfac",
     damping: float = 0.1,
     leave_one_out: bool = False,
+    query_mix: float = 0.0,
     token_influence: Optional[int] = None,
     query_tokens: bool = False,
     index: Any = None,
@@ -119,7 +120,11 @@ def score(
     trackstar) scores each document under the curvature without its own term, exactly (the
     tables name the run ``ekfac-loo``, ``fisher-loo`` or ``trackstar-loo``): on stores of few documents it
     finds the documents that state planted facts far more often (``familiar attribute score
-    --help``). ``model`` must be the one the store was built with. ``token_influence=N`` also splits each query's N best documents' scores by token
+    --help``). ``query_mix=α`` (trackstar, in [0, 1)) whitens by TrackStar's task-specific
+    curvature, α × the second moment of these queries' gradients + (1 − α) × the store's (Chang
+    et al. 2024): a query's scores then depend on the others scored with it (the tables name the
+    run ``trackstar-mix``; not the default: measured in ``familiar attribute score --help``).
+    ``model`` must be the one the store was built with. ``token_influence=N`` also splits each query's N best documents' scores by token
     (which tokens carry the influence; ``query_tokens=True``: the query's tokens too), reading
     the documents from ``index`` (the store's :class:`familiar.Index` or its path), and returns a
     :class:`TokenAttribution` with the ``tokens`` table. Ctrl-C returns at once (the computation
@@ -145,6 +150,8 @@ def score(
         raise _familiar.ConfigError("query_tokens=True needs token_influence=N")
     if not isinstance(leave_one_out, bool):
         raise _familiar.ConfigError(f"leave_one_out={leave_one_out!r}: expected True or False")
+    if isinstance(query_mix, bool) or not isinstance(query_mix, (int, float)):
+        raise _familiar.ConfigError(f"query_mix={query_mix!r}: expected a number in [0, 1)")
     native = None
     if index is not None:
         if not isinstance(index, Index):
@@ -154,7 +161,7 @@ def score(
     with named("queries", text):
         influence, table, tokens, fallback = _familiar.attribution_score(
             os.fspath(store), os.fspath(model), path, text, str(precondition), float(damping),
-            leave_one_out, top_k, native, token_influence, bool(query_tokens),
+            leave_one_out, float(query_mix), top_k, native, token_influence, bool(query_tokens),
         )
     if fallback is not None:
         warnings.warn(fallback, stacklevel=2)

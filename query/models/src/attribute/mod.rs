@@ -21,6 +21,10 @@
 //!   `exp_avg_sq` would have to be applied before the projection. Any `W` with
 //!   `WᵀW = (R + λI)⁻¹` gives the same scores; familiar uses the Cholesky factor's inverse. `λ_l =
 //!   damping · tr(R_l) / dim_l`, as bergson's `damping_factor` (0.1 of the mean eigenvalue).
+//!   With `query_mix` α > 0 (`trackstar-mix`), `R_l` is the paper's task-specific Hessian
+//!   `α R_queries + (1 − α) R_store`, `R_queries` the corrected second moment of the gradients of
+//!   the queries scored together (their §A.1.3 chooses α by where the two eigenvalue curves
+//!   cross; it is given here).
 //!
 //! fisher, trackstar and ekfac can score each document under the curvature without its own term
 //! (`fisher-loo`, `trackstar-loo`, `ekfac-loo`: [`LeaveOneOut`]), exactly, from each row's

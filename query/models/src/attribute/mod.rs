@@ -972,76 +972,49 @@ fn trackstar_layers(
     query_mix: f64,
     queries: &[Vec<f32>],
 ) -> Result<Vec<Whitening>> {
-    let blocks = store.manifest.settings.projection.blocks();
-    let moments = second_moments(store)?;
+    let offsets = store.manifest.settings.projection.offsets();
     let by_optimizer = matches!(Correction::of(store), Correction::Optimizer(_));
-    // The correction: none when the rows are corrected by the optimizer's second moment
-    // already, else 1/√v of each coordinate's second moment (0 where every row is 0 there).
-    let scales: Vec<Vec<f64>> = moments
-        .iter()
-        .zip(&blocks)
-        .map(|(m, &block)| {
-            (0..block)
-                .map(|a| {
-                    let v = m[a * block + a];
-                    if by_optimizer {
-                        1.0
-                    } else if v > 0.0 {
-                        1.0 / v.sqrt()
-                    } else {
-                        0.0
-                    }
-                })
-                .collect()
-        })
-        .collect();
-    let corrected = |m: &[f64], scale: &[f64]| -> Vec<f64> {
-        let block = scale.len();
-        let mut r = vec![0.0f64; block * block];
-        for a in 0..block {
-            for b in 0..block {
-                r[a * block + b] = m[a * block + b] * scale[a] * scale[b];
-            }
-        }
-        r
+    let (alpha, n) = match queries.len() {
+        0 => (0.0, 1.0),
+        n => (query_mix, n as f64),
     };
-    let train: Vec<Vec<f64>> = moments
+    second_moments(store)?
         .par_iter()
-        .zip(&scales)
-        .map(|(m, s)| corrected(m, s))
-        .collect();
-    let rs = if query_mix > 0.0 && !queries.is_empty() {
-        let offsets = store.manifest.settings.projection.offsets();
-        let n = queries.len() as f64;
-        train
-            .into_par_iter()
-            .enumerate()
-            .map(|(l, t)| {
-                let block = blocks[l];
-                let mut r: Vec<f64> = t.iter().map(|x| (1.0 - query_mix) * x).collect();
+        .enumerate()
+        .map(|(l, m)| {
+            let (at, block) = (offsets[l], offsets[l + 1] - offsets[l]);
+            // The correction: none when the rows are corrected by the optimizer's second moment
+            // already, else 1/√v of each coordinate's second moment (0 where every row is 0
+            // there).
+            let scale: Vec<f64> = (0..block)
+                .map(|a| match m[a * block + a] {
+                    _ if by_optimizer => 1.0,
+                    v if v > 0.0 => 1.0 / v.sqrt(),
+                    _ => 0.0,
+                })
+                .collect();
+            let mut r = vec![0.0f64; block * block];
+            for a in 0..block {
+                for b in 0..block {
+                    r[a * block + b] = (1.0 - alpha) * m[a * block + b] * scale[a] * scale[b];
+                }
+            }
+            if alpha > 0.0 {
                 for q in queries {
-                    let c: Vec<f64> = q[offsets[l]..offsets[l] + block]
+                    let c: Vec<f64> = q[at..at + block]
                         .iter()
-                        .zip(&scales[l])
+                        .zip(&scale)
                         .map(|(&x, s)| x as f64 * s)
                         .collect();
                     for a in 0..block {
-                        let ca = query_mix * c[a] / n;
+                        let ca = alpha * c[a] / n;
                         for b in 0..block {
                             r[a * block + b] += ca * c[b];
                         }
                     }
                 }
-                r
-            })
-            .collect()
-    } else {
-        train
-    };
-    rs.par_iter()
-        .zip(scales)
-        .map(|(r, scale)| {
-            let factor = damped_factor(r, scale.len(), damping)?;
+            }
+            let factor = damped_factor(&r, block, damping)?;
             Ok(Whitening { scale, factor })
         })
         .collect()

@@ -812,7 +812,88 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
         .failure()
         .stderr_has(&[says]);
     }
+    // --device: an unknown one, and CUDA in a build without it, refused by name.
+    let mut devices = vec![("tpu", "expected cpu, cuda or cuda:N")];
+    if !candle_core::utils::cuda_is_available() {
+        devices.push(("cuda", "--features cuda"));
+    }
+    for (device, says) in devices {
+        attribute_score(&s, &model(), &queries, &t.join("x"), &["--device", device])
+            .failure()
+            .stderr_has(&[says]);
+    }
     assert!(!t.join("x").exists(), "nothing written");
+
+    // The device path (`--device cuda`: the rows' dot products as matrix products on the
+    // device, the norms on the CPU), run on the CPU device: every document's score equals the
+    // CPU path's, under each preconditioner whose rows' divisors differ (none, Euclidean,
+    // whitened).
+    {
+        use familiar_models::attribute::{preconditioned, score_all_on, Precondition};
+        let grads: Vec<Vec<f32>> = qs.to_vec();
+        for p in [
+            Precondition::Identity,
+            Precondition::Cosine,
+            Precondition::Ekfac {
+                damping: 0.1,
+                leave_one_out: false,
+            },
+            Precondition::Trackstar {
+                damping: 0.1,
+                leave_one_out: false,
+                query_mix: 0.0,
+            },
+        ] {
+            let prepared = preconditioned(&g, &grads, p).unwrap();
+            let want = prepared.scores(&g, None);
+            let got = score_all_on(
+                &g,
+                &prepared.vectors,
+                &prepared.norm,
+                &candle_core::Device::Cpu,
+                None,
+            )
+            .unwrap();
+            assert_eq!(got.len(), want.len());
+            let top = want.iter().map(|i| i.score.abs()).fold(0.0, f64::max);
+            let by_doc: std::collections::HashMap<(usize, u64), f64> =
+                got.iter().map(|i| ((i.query, i.doc), i.score)).collect();
+            for w in &want {
+                let s = by_doc[&(w.query, w.doc)];
+                assert!(
+                    (s - w.score).abs() <= 1e-4 * w.score.abs().max(top * 1e-2),
+                    "{} q{} doc {}: {s} vs {}",
+                    p.name(),
+                    w.query,
+                    w.doc,
+                    w.score
+                );
+            }
+            // The top 3 of each query, as `--top-k 3` keeps them, are the same documents.
+            let top3 = score_all_on(
+                &g,
+                &prepared.vectors,
+                &prepared.norm,
+                &candle_core::Device::Cpu,
+                Some(3),
+            )
+            .unwrap();
+            assert_eq!(top3.len(), 2 * 3);
+            for i in &top3 {
+                let w = want
+                    .iter()
+                    .find(|w| (w.query, w.doc) == (i.query, i.doc))
+                    .unwrap();
+                assert!(
+                    w.rank <= 4,
+                    "{}: doc {} ranked {} on the CPU",
+                    p.name(),
+                    i.doc,
+                    w.rank
+                );
+            }
+        }
+    }
 
     // Token-level influence: each of the top 3 documents' token scores (and the query's own
     // tokens') add up to its score, one per token of the document (the start token at -1) and

@@ -334,7 +334,7 @@ type ScoreTables<'py> = (
 /// `None` unless `token_documents` asks for token-level influence (with the store's `index`).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (store, model, path, text, precondition, damping, leave_one_out, query_mix, top_k, index, token_documents, query_tokens))]
+#[pyo3(signature = (store, model, path, text, precondition, damping, leave_one_out, query_mix, top_k, index, token_documents, query_tokens, device))]
 pub(crate) fn attribution_score<'py>(
     py: Python<'py>,
     store: PathBuf,
@@ -349,6 +349,7 @@ pub(crate) fn attribution_score<'py>(
     index: Option<&NativeIndex>,
     token_documents: Option<usize>,
     query_tokens: bool,
+    device: String,
 ) -> PyResult<ScoreTables<'py>> {
     let index = index.map(|i| Arc::clone(&i.inner));
     let precondition = match precondition {
@@ -387,6 +388,7 @@ pub(crate) fn attribution_score<'py>(
         )));
     }
     attribute::check_query_mix(query_mix).map_err(model_err)?;
+    let device = familiar_models::model::device(&device).map_err(model_err)?;
     familiar_models::measure::prepare_cpu();
     let cancel = Arc::new(AtomicBool::new(false));
     let run = run_job(
@@ -414,6 +416,7 @@ pub(crate) fn attribution_score<'py>(
                 tokens,
                 &model.display().to_string(),
                 &store.display().to_string(),
+                &device,
             )
         },
     )?

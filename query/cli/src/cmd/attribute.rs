@@ -293,6 +293,11 @@ pub struct ScoreArgs {
     /// trackstar found 31 of 32, with α 0.9 23 (benches/README.md).
     #[arg(long, default_value_t = 0.0)]
     query_mix: f64,
+    /// Where the store's rows are multiplied with the queries' vectors: cpu, cuda or cuda:N
+    /// (CUDA needs a build with `--features cuda`). The query gradients, the preconditioners'
+    /// fits, the rows' norms and --leave-one-out (refused with a GPU) stay on the CPU.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -561,6 +566,7 @@ fn score(a: ScoreArgs) -> Result<i32> {
     if a.top_k == 0 && !a.all {
         bail!("--top-k must be at least 1");
     }
+    let device = familiar_models::model::device(&a.device)?;
     let (store, lm) = open_store_and_model(&a.store, &a.model)?;
     let queries = read_queries(&a.queries)?;
     let precondition = match a.precondition {
@@ -618,6 +624,7 @@ fn score(a: ScoreArgs) -> Result<i32> {
         tokens,
         &a.model.display().to_string(),
         &a.store.display().to_string(),
+        &device,
     )?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     familiar::table::from_rows(&run.influence)?

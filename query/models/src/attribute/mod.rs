@@ -801,6 +801,32 @@ impl Prepared {
             top_k,
         )
     }
+    /// [`Prepared::scores`] with the rows' dot products on `device` ([`score_all_on`]; the CPU
+    /// path for a CPU device). The leave-one-out correction is scored on the CPU only.
+    pub fn scores_on(
+        &self,
+        store: &GradientStore,
+        top_k: Option<usize>,
+        device: &candle_core::Device,
+    ) -> Result<Vec<Influence>> {
+        if device.is_cpu() {
+            return Ok(self.scores(store, top_k));
+        }
+        Prepared::check_device(device, self.leave_one_out.is_some())?;
+        score_all_on(store, &self.vectors, &self.norm, device, top_k)
+    }
+
+    /// Refuses the leave-one-out correction on a device other than the CPU.
+    fn check_device(device: &candle_core::Device, leave_one_out: bool) -> Result<()> {
+        if leave_one_out && !device.is_cpu() {
+            return Err(Error::query(format!(
+                "the leave-one-out correction is scored on the CPU only: drop {} or {}",
+                name("device"),
+                name("leave_one_out")
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A preconditioner fitted on a store.
@@ -1166,14 +1192,7 @@ pub fn score_all(
                 .map(move |s| (fi, s, (s + 4096).min(f.rows)))
         })
         .collect();
-    let keep = |v: &mut Vec<(f64, u64)>| {
-        if let Some(k) = top_k {
-            if v.len() > k {
-                v.select_nth_unstable_by(k, |a, b| better(*a, *b));
-                v.truncate(k);
-            }
-        }
-    };
+    let keep = |v: &mut Vec<(f64, u64)>| keep_top(v, top_k);
     let per_query: Vec<Vec<(f64, u64)>> = blocks
         .par_iter()
         .map(|&(fi, s, e)| {
@@ -1259,6 +1278,11 @@ pub fn score_all(
                 a
             },
         );
+    ranked(per_query)
+}
+
+/// Each query's kept (score, document) pairs ranked, best first.
+fn ranked(per_query: Vec<Vec<(f64, u64)>>) -> Vec<Influence> {
     let mut out = Vec::new();
     for (q, mut v) in per_query.into_iter().enumerate() {
         v.sort_by(|a, b| better(*a, *b));
@@ -1275,6 +1299,73 @@ pub fn score_all(
     }
     out
 }
+
+/// Keeps the `top_k` best of `v` (all with `None`), unordered.
+fn keep_top(v: &mut Vec<(f64, u64)>, top_k: Option<usize>) {
+    if let Some(k) = top_k {
+        if v.len() > k {
+            v.select_nth_unstable_by(k, |a, b| better(*a, *b));
+            v.truncate(k);
+        }
+    }
+}
+
+/// [`score_all`] without the leave-one-out correction, the rows' dot products with the vectors
+/// computed on `device` (a GPU: `--device cuda`) — blocks of rows copied there and multiplied
+/// with all the vectors at once, in f32 — and the divisors (norms) on the CPU as
+/// [`score_all`] computes them. The same scores to f32 rounding on any device.
+pub fn score_all_on(
+    store: &GradientStore,
+    vectors: &[Vec<f32>],
+    norm: &RowNorm,
+    device: &candle_core::Device,
+    top_k: Option<usize>,
+) -> Result<Vec<Influence>> {
+    use crate::model::transformer::candle_error;
+    use candle_core::Tensor;
+    let (dim, nq) = (store.dim(), vectors.len());
+    let mut per_query: Vec<Vec<(f64, u64)>> = vec![Vec::new(); nq];
+    if nq == 0 || dim == 0 {
+        return Ok(ranked(per_query));
+    }
+    let err = candle_error("scoring the store's rows");
+    let v = Tensor::from_vec(vectors.concat(), (nq, dim), device)
+        .and_then(|v| v.t())
+        .map_err(&err)?;
+    for f in &store.files {
+        for s in (0..f.rows).step_by(DEVICE_BLOCK) {
+            let n = ((s + DEVICE_BLOCK as u64).min(f.rows) - s) as usize;
+            let mut rows = vec![0.0f32; n * dim];
+            rows.par_chunks_mut(dim)
+                .enumerate()
+                .for_each(|(k, r)| f.row(s + k as u64, r));
+            let divisors: Vec<f64> = rows
+                .par_chunks(NORM_BATCH * dim)
+                .flat_map_iter(|c| norm.of_rows(c, dim))
+                .collect();
+            let dots = Tensor::from_vec(rows, (n, dim), device)
+                .and_then(|x| x.matmul(&v))
+                .and_then(|d| d.to_vec2::<f32>())
+                .map_err(&err)?;
+            for (k, (row, divisor)) in dots.iter().zip(divisors).enumerate() {
+                let doc = f.first_doc + s + k as u64;
+                for (out, &d) in per_query.iter_mut().zip(row) {
+                    let score = if divisor > 0.0 {
+                        d as f64 / divisor
+                    } else {
+                        0.0
+                    };
+                    out.push((score, doc));
+                }
+            }
+            per_query.iter_mut().for_each(|v| keep_top(v, top_k));
+        }
+    }
+    Ok(ranked(per_query))
+}
+
+/// Rows [`score_all_on`] copies to the device at once.
+const DEVICE_BLOCK: usize = 4096;
 
 /// `a · b`, summed in f32 over runs of 16 and in f64 over the runs.
 fn dot(a: &[f32], b: &[f32]) -> f64 {
@@ -1389,12 +1480,15 @@ pub fn attribute(
     tokens: Option<TokenOptions<'_>>,
     model: &str,
     store_name: &str,
+    device: &candle_core::Device,
 ) -> Result<Attribution> {
+    // Refused before the queries' gradients are computed.
+    Prepared::check_device(device, precondition.leave_one_out())?;
     let grads = query_gradients(lm, store, queries)?;
     let gradients: Vec<Vec<f32>> = grads.iter().map(|g| g.gradient.clone()).collect();
     let prepared = preconditioned(store, &gradients, precondition)?;
     let started = std::time::Instant::now();
-    let scores = prepared.scores(store, top);
+    let scores = prepared.scores_on(store, top, device)?;
     let scoring_seconds = started.elapsed().as_secs_f64();
     let tokens = match tokens {
         Some(t) => token_influence(store, lm, queries, &gradients, &prepared, &scores, t)?,

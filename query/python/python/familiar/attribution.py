@@ -99,6 +99,7 @@ def score(
     damping: float = 0.1,
     leave_one_out: bool = False,
     query_mix: float = 0.0,
+    device: str = "cpu",
     token_influence: Optional[int] = None,
     query_tokens: bool = False,
     index: Any = None,
@@ -124,6 +125,8 @@ def score(
     curvature, α × the second moment of these queries' gradients + (1 − α) × the store's (Chang
     et al. 2024): a query's scores then depend on the others scored with it (the tables name the
     run ``trackstar-mix``; not the default: measured in ``familiar attribute score --help``).
+    ``device="cuda"`` (or ``"cuda:N"``; a build with CUDA) multiplies the store's rows with the
+    queries' vectors on that GPU (everything else, and ``leave_one_out``, stays on the CPU).
     ``model`` must be the one the store was built with. ``token_influence=N`` also splits each query's N best documents' scores by token
     (which tokens carry the influence; ``query_tokens=True``: the query's tokens too), reading
     the documents from ``index`` (the store's :class:`familiar.Index` or its path), and returns a
@@ -162,6 +165,7 @@ def score(
         influence, table, tokens, fallback = _familiar.attribution_score(
             os.fspath(store), os.fspath(model), path, text, str(precondition), float(damping),
             leave_one_out, float(query_mix), top_k, native, token_influence, bool(query_tokens),
+            str(device),
         )
     if fallback is not None:
         warnings.warn(fallback, stacklevel=2)

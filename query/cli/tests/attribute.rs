@@ -522,6 +522,77 @@ fn store_rows_equal_autograd_and_scores_equal_brute_force() {
     let mut row = vec![0.0f32; dim];
     assert!(checked >= 4);
 
+    // The device path (`attribute store --device cuda`: candle's autograd, a document at a time,
+    // the output head's factor by candle's forward pass), run on the CPU device: the same rows,
+    // head factor, Kronecker sums and EK-FAC as the CPU's backward pass, to f32 rounding.
+    {
+        use familiar_models::grads::build::{build_store, StoreOptions};
+        use familiar_models::grads::ekfac::KronSums;
+        use familiar_models::grads::store::{kron_file, StoreDtype};
+        let d = t.join("store-device");
+        let options = StoreOptions {
+            model: model(),
+            out: d.clone(),
+            layers: familiar_models::model::LinearGroup::All,
+            rank: 4,
+            head_rank: None,
+            seed: 0,
+            dtype: StoreDtype::F32,
+            optimizer_correction: false,
+            device: Some(candle_core::Device::Cpu),
+            cancel: None,
+        };
+        build_store(&index, &options, &|_| {}).unwrap();
+        let h = GradientStore::open(&d, true).unwrap();
+        assert_eq!((h.rows(), h.dim()), (g.rows(), dim));
+        let close = |a: &[f64], b: &[f64], what: &str| {
+            let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
+            let den: f64 = b.iter().map(|y| y * y).sum();
+            assert!(
+                num <= 1e-8 * den.max(1e-30),
+                "{what}: relative error {}",
+                (num / den).sqrt()
+            );
+        };
+        let (mut a, mut b) = (vec![0.0f32; dim], vec![0.0f32; dim]);
+        for (hf, gf) in h.files.iter().zip(&g.files) {
+            for i in 0..gf.rows {
+                hf.row(i, &mut a);
+                gf.row(i, &mut b);
+                let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+                close(&f(&a), &f(&b), &format!("row {}", gf.first_doc + i));
+            }
+        }
+        let (hh, gh) = (
+            h.head_factor().unwrap().unwrap(),
+            g.head_factor().unwrap().unwrap(),
+        );
+        assert_eq!(hh.tokens, gh.tokens);
+        close(&hh.sums, &gh.sums, "the output head's factor");
+        let ranks = g.manifest.settings.projection.all_ranks();
+        for i in 0..g.files.len() {
+            let hk = KronSums::read(&d.join(kron_file(i)), &ranks).unwrap();
+            let gk = KronSums::read(&s.join(kron_file(i)), &ranks).unwrap();
+            assert_eq!(hk.tokens, gk.tokens, "shard {i}'s tokens");
+            for (x, y) in hk
+                .inputs
+                .iter()
+                .chain(&hk.outputs)
+                .zip(gk.inputs.iter().chain(&gk.outputs))
+            {
+                close(x, y, &format!("shard {i}'s Kronecker sums"));
+            }
+        }
+        let (he, ge) = (h.ekfac().unwrap(), g.ekfac().unwrap());
+        for (x, y) in he.layers.iter().zip(&ge.layers) {
+            close(
+                &x.eigenvalues,
+                &y.eigenvalues,
+                "EK-FAC's corrected eigenvalues",
+            );
+        }
+    }
+
     // Scores: brute force over every row with the autograd query gradient.
     let queries = t.write(
         "q.jsonl",

@@ -240,7 +240,7 @@ pub(crate) fn density<'py>(
 /// Builds (or finishes) a gradient store of every document of `index`; returns what was done.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (model, index, out, layers, rank, head_rank, seed, dtype, optimizer_correction, on_event))]
+#[pyo3(signature = (model, index, out, layers, rank, head_rank, seed, dtype, optimizer_correction, device, on_event))]
 pub(crate) fn attribution_store<'py>(
     py: Python<'py>,
     model: PathBuf,
@@ -252,6 +252,7 @@ pub(crate) fn attribution_store<'py>(
     seed: u64,
     dtype: &str,
     optimizer_correction: bool,
+    device: String,
     on_event: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let layers = match layers {
@@ -286,6 +287,10 @@ pub(crate) fn attribution_store<'py>(
         seed,
         dtype,
         optimizer_correction,
+        device: match familiar_models::model::device(&device).map_err(model_err)? {
+            d if d.is_cpu() => None,
+            d => Some(d),
+        },
         cancel: Some(Arc::clone(&cancel)),
     };
     let index = Arc::clone(&index.inner);

@@ -189,6 +189,12 @@ pub struct StoreArgs {
     /// corrects by the store's own second moment of each projected coordinate.
     #[arg(long)]
     optimizer_correction: bool,
+    /// Compute device: cpu (the autograd-free backward pass, documents in parallel), cuda or
+    /// cuda:N (candle's autograd on the GPU, one document at a time; needs a build with
+    /// `--features cuda`). The same rows and factors to f32 rounding, so a store may be resumed
+    /// on either.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -515,6 +521,10 @@ fn store(a: StoreArgs) -> Result<i32> {
             Dtype::F32 => StoreDtype::F32,
         },
         optimizer_correction: a.optimizer_correction,
+        device: match familiar_models::model::device(&a.device)? {
+            d if d.is_cpu() => None,
+            d => Some(d),
+        },
         cancel: None,
     };
     let factor_bar = crate::progress::progress_bar(!a.quiet, 0, "documents (output-head factor)")?;

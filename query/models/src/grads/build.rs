@@ -36,7 +36,9 @@ use crate::grads::store::{
     keeps_moments, kron_file, model_hash, moments_file, shard_file, Moments, MomentsEntry, RowFile,
     RowWriter, StoreDtype, StoreManifest, StoreSettings, StoreShard, EKFAC, HEAD_FACTOR, MANIFEST,
 };
-use crate::grads::{Example, HeadFactor, Projection, ProjectionSpec};
+use crate::grads::{
+    projected_gradients_factored, Example, Gradients, HeadFactor, Projection, ProjectionSpec,
+};
 use crate::model::finite;
 use crate::model::{LinearGroup, Transformer};
 use familiar::index::Index;
@@ -67,6 +69,12 @@ pub struct StoreOptions {
     /// (`optimizer.safetensors`, as `familiar train` keeps it). The output head is then not
     /// whitened by its own factor: the optimizer's second moment corrects it.
     pub optimizer_correction: bool,
+    /// Where the gradients are computed: `None`, the CPU's autograd-free backward pass
+    /// ([`FastGradients`]); a device (a GPU: `--device cuda`), candle's autograd on it
+    /// ([`crate::grads::projected_gradients_factored`], the output head's factor by
+    /// [`HeadFactor::of_examples`]), one document at a time. Both give the same rows and sums to
+    /// f32 rounding.
+    pub device: Option<candle_core::Device>,
     /// Set from elsewhere (another thread, a progress callback) to stop the build after the
     /// current block of documents with [`familiar::Error::Interrupted`]: shards finished so far
     /// stay, the unfinished shard's temporary file is removed, and a rerun resumes.
@@ -156,7 +164,16 @@ pub fn build_store(
     o: &StoreOptions,
     progress: &(dyn Fn(StoreProgress) + Sync),
 ) -> Result<StoreReport> {
-    let model = Transformer::load(&o.model)?;
+    let model = match &o.device {
+        None => Transformer::load(&o.model)?,
+        Some(device) => Transformer::load_with(
+            &o.model,
+            &crate::model::transformer::LoadOptions {
+                device: device.clone(),
+                ..Default::default()
+            },
+        )?,
+    };
     let tpath = crate::model::tokenizer_file(&o.model)?;
     let (thash, _) = familiar::checksum::of_file(&tpath)?;
     let ihash = &index.manifest().tokenizer.hash;
@@ -265,7 +282,10 @@ pub fn build_store(
         head.as_ref(),
         scales.as_ref(),
     )?;
-    let fast = FastGradients::new(&model, &projection)?;
+    let backend = match &o.device {
+        None => Backend::Fast(Box::new(FastGradients::new(&model, &projection)?)),
+        Some(_) => Backend::Autograd(&model, &projection),
+    };
     let (mut computed, mut resumed) = (0, 0);
     for (i, shard) in index.shards().iter().enumerate() {
         let file = shard_file(i);
@@ -289,7 +309,7 @@ pub fn build_store(
             write_shard(
                 index,
                 i,
-                &fast,
+                &backend,
                 &settings,
                 (&path, &mpath, &kpath),
                 o,
@@ -386,8 +406,9 @@ fn fit_ekfac(
 
 /// The output head's factor over every k-th document, k the smallest stride that keeps the
 /// index's tokens within `max_tokens` (all documents when they fit), from the autograd-free
-/// forward pass ([`FastGradients::head_factor`]); summed per document in parallel and merged in
-/// document order, so that the result does not depend on the threads.
+/// forward pass ([`FastGradients::head_factor`]; on a device candle's,
+/// [`HeadFactor::of_examples`]); summed per document in parallel and merged in document order, so
+/// that the result does not depend on the threads.
 fn fit_head_factor(
     index: &Index,
     model: &Transformer,
@@ -400,42 +421,84 @@ fn fit_head_factor(
     let mut spec = settings.projection.clone();
     spec.head_whitening = None;
     spec.optimizer = None;
-    let fast = FastGradients::new(model, &Projection::new(spec, model, None)?)?;
+    let fast = match o.device {
+        None => Some(FastGradients::new(
+            model,
+            &Projection::new(spec, model, None)?,
+        )?),
+        Some(_) => None,
+    };
     let stride = settings.tokens.div_ceil(max_tokens.max(1)).max(1) as usize;
     let picked: Vec<u64> = (0..settings.documents).step_by(stride).collect();
     progress(StoreProgress::FactorStart(picked.len() as u64));
     let mut total = HeadFactor::zero(model.config.vocab_size);
     for block in picked.chunks(BLOCK) {
         o.check_cancel()?;
-        let parts = block
-            .par_iter()
-            .map(|&doc| -> Result<HeadFactor> {
-                let tokens = index.doc_tokens(doc, 0, u64::MAX)?;
-                let examples = document_examples(&tokens, settings.start_token, settings.context);
-                let (f, losses) = fast.head_factor(&examples)?;
-                // A non-finite sum would be written to the factor file and refused when read.
-                let named = |e| finite::within(e, format!("output-head factor: document {doc}"));
-                for (k, &l) in losses.iter().enumerate() {
-                    finite::check_value(format!("the loss of chunk {k}"), l).map_err(named)?;
-                }
+        let one = |&doc: &u64| -> Result<HeadFactor> {
+            let tokens = index.doc_tokens(doc, 0, u64::MAX)?;
+            let examples = document_examples(&tokens, settings.start_token, settings.context);
+            let named = |e| finite::within(e, format!("output-head factor: document {doc}"));
+            let Some(fast) = &fast else {
+                // On the device: candle's forward pass, which refuses non-finite logits.
+                let f = HeadFactor::of_examples(model, &examples, DEVICE_BATCH).map_err(named)?;
                 finite::check_values("the factor's sums", &f.sums).map_err(named)?;
-                Ok(f)
-            })
-            // Every document's result, then the first error in order (rayon's own short
-            // circuit reports whichever thread fails first).
-            .collect::<Vec<Result<_>>>()
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?;
+                return Ok(f);
+            };
+            let (f, losses) = fast.head_factor(&examples)?;
+            // A non-finite sum would be written to the factor file and refused when read.
+            for (k, &l) in losses.iter().enumerate() {
+                finite::check_value(format!("the loss of chunk {k}"), l).map_err(named)?;
+            }
+            finite::check_values("the factor's sums", &f.sums).map_err(named)?;
+            Ok(f)
+        };
+        // Every document's result, then the first error in order (rayon's own short circuit
+        // reports whichever thread fails first); on a device one document at a time.
+        let parts: Vec<Result<HeadFactor>> = match &fast {
+            Some(_) => block.par_iter().map(one).collect(),
+            None => block.iter().map(one).collect(),
+        };
+        let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
         parts.iter().for_each(|p| total.merge(p));
         progress(StoreProgress::Factor(block.len() as u64));
     }
     Ok(total)
 }
 
+/// Where a store's gradients are computed.
+enum Backend<'a> {
+    /// The CPU's autograd-free backward pass, documents in parallel.
+    Fast(Box<FastGradients>),
+    /// candle's autograd on the model's device, one document at a time.
+    Autograd(&'a Transformer, &'a Projection),
+}
+
+impl Backend<'_> {
+    /// The projected gradients of `examples`, their Kronecker sums added to `sums`.
+    fn compute_factored(&self, examples: &[Example], sums: &mut KronSums) -> Result<Gradients> {
+        match self {
+            Backend::Fast(fast) => fast.compute_factored(examples, sums),
+            Backend::Autograd(model, projection) => {
+                let mut g = Gradients::default();
+                // Chunks a batch at a time (one forward and backward pass each).
+                for batch in examples.chunks(DEVICE_BATCH) {
+                    let b = projected_gradients_factored(model, projection, batch, Some(sums))?;
+                    g.rows.extend(b.rows);
+                    g.losses.extend(b.losses);
+                }
+                Ok(g)
+            }
+        }
+    }
+}
+
+/// Chunks of a document in one forward and backward pass on a device.
+const DEVICE_BATCH: usize = 8;
+
 fn write_shard(
     index: &Index,
     i: usize,
-    fast: &FastGradients,
+    backend: &Backend<'_>,
     settings: &StoreSettings,
     (path, moments_path, kron_path): (&Path, &Path, &Path),
     o: &StoreOptions,
@@ -457,39 +520,37 @@ fn write_shard(
         let to = (from + BLOCK as u64).min(docs);
         // Groups of documents computed in parallel, each group in order with its own Kronecker
         // sums, merged in order: the sums do not depend on the threads.
-        let groups: Vec<(Vec<Vec<f32>>, KronSums)> = (from..to)
-            .step_by(GROUP)
-            .collect::<Vec<u64>>()
-            .into_par_iter()
-            .map(|start| -> Result<(Vec<Vec<f32>>, KronSums)> {
-                let mut sums = KronSums::zero(&ranks);
-                let mut rows = Vec::with_capacity(GROUP);
-                for local in start..(start + GROUP as u64).min(to) {
-                    let tokens: Vec<u32> = with_view!(shard, |v| {
-                        let (s, e) = v.doc_span(local)?;
-                        v.tokens[s..e].iter().map(|t| t.to_u32()).collect()
-                    });
-                    let examples =
-                        document_examples(&tokens, settings.start_token, settings.context);
-                    let g = fast.compute_factored(&examples, &mut sums)?;
-                    let mut row = vec![0.0f32; dim];
-                    for chunk in g.rows.chunks_exact(dim) {
-                        row.iter_mut().zip(chunk).for_each(|(r, c)| *r += c);
-                    }
-                    // A NaN row would be stored, and score NaN against every query.
-                    let named = |e| finite::within(e, format!("document {}", first + local));
-                    for (k, &l) in g.losses.iter().enumerate() {
-                        finite::check_value(format!("the loss of chunk {k}"), l).map_err(named)?;
-                    }
-                    finite::check_values("the projected gradient", &row).map_err(named)?;
-                    rows.push(row);
+        let starts: Vec<u64> = (from..to).step_by(GROUP).collect();
+        let group = |&start: &u64| -> Result<(Vec<Vec<f32>>, KronSums)> {
+            let mut sums = KronSums::zero(&ranks);
+            let mut rows = Vec::with_capacity(GROUP);
+            for local in start..(start + GROUP as u64).min(to) {
+                let tokens: Vec<u32> = with_view!(shard, |v| {
+                    let (s, e) = v.doc_span(local)?;
+                    v.tokens[s..e].iter().map(|t| t.to_u32()).collect()
+                });
+                let examples = document_examples(&tokens, settings.start_token, settings.context);
+                let g = backend.compute_factored(&examples, &mut sums)?;
+                let mut row = vec![0.0f32; dim];
+                for chunk in g.rows.chunks_exact(dim) {
+                    row.iter_mut().zip(chunk).for_each(|(r, c)| *r += c);
                 }
-                Ok((rows, sums))
-            })
-            // The first error in document order, whichever thread met it first.
-            .collect::<Vec<Result<_>>>()
-            .into_iter()
-            .collect::<Result<_>>()?;
+                // A NaN row would be stored, and score NaN against every query.
+                let named = |e| finite::within(e, format!("document {}", first + local));
+                for (k, &l) in g.losses.iter().enumerate() {
+                    finite::check_value(format!("the loss of chunk {k}"), l).map_err(named)?;
+                }
+                finite::check_values("the projected gradient", &row).map_err(named)?;
+                rows.push(row);
+            }
+            Ok((rows, sums))
+        };
+        // The first error in document order, whichever thread met it first.
+        let groups: Vec<Result<_>> = match backend {
+            Backend::Fast(_) => starts.par_iter().map(group).collect(),
+            Backend::Autograd(..) => starts.iter().map(group).collect(),
+        };
+        let groups: Vec<(Vec<Vec<f32>>, KronSums)> = groups.into_iter().collect::<Result<_>>()?;
         let mut rows = Vec::with_capacity((to - from) as usize);
         for (r, k) in groups {
             rows.extend(r);

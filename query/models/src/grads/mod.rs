@@ -593,7 +593,29 @@ pub fn projected_gradients(
     projection: &Projection,
     examples: &[Example],
 ) -> Result<Gradients> {
+    projected_gradients_factored(model, projection, examples, None)
+}
+
+/// [`projected_gradients`], also adding the examples' projected inputs' and output gradients'
+/// outer products to `factors` when given (EK-FAC's Kronecker sums, every position of every
+/// example counted, as [`fast::FastGradients::compute_factored`] counts them; the padding is
+/// not): the path of a store built on a device other than the CPU (`--device cuda`).
+pub fn projected_gradients_factored(
+    model: &Transformer,
+    projection: &Projection,
+    examples: &[Example],
+    factors: Option<&mut ekfac::KronSums>,
+) -> Result<Gradients> {
     let dim = projection.spec.dim();
+    if let Some(f) = &factors {
+        if f.ranks != projection.spec.all_ranks() {
+            return Err(Error::bug(format!(
+                "Kronecker sums of ranks {:?} for a projection of ranks {:?}",
+                f.ranks,
+                projection.spec.all_ranks()
+            )));
+        }
+    }
     if examples.is_empty() {
         return Ok(Gradients::default());
     }
@@ -630,7 +652,11 @@ pub fn projected_gradients(
         }
     }
     let device = model.device();
-    let f = || -> candle_core::Result<(Vec<f32>, Vec<f64>)> {
+    let taps = factors.is_some();
+    // Rows, losses and, for the factors, each layer's projected inputs and output gradients
+    // (`b × t × rank`, padding included).
+    type Taps = Vec<(Vec<f32>, Vec<f32>)>;
+    let f = || -> candle_core::Result<(Vec<f32>, Vec<f64>, Taps)> {
         let v = out.logits.dim(2)?;
         let lp = log_softmax_last(&out.logits.narrow(1, 0, t - 1)?.reshape((b * (t - 1), v))?)?;
         let idx = Tensor::from_vec(targets, (b * (t - 1), 1), device)?;
@@ -639,6 +665,7 @@ pub fn projected_gradients(
         let losses = nll.sum(1)?;
         let grads = losses.sum_all()?.backward()?;
         let mut blocks = Vec::with_capacity(out.linear.len());
+        let mut tapped = Vec::new();
         for (k, (c, (p_in, p_out))) in out.linear.iter().zip(&projection.mats).enumerate() {
             let (ri, ro) = projection.spec.ranks(k);
             let (_, _, i) = c.input.dims3()?;
@@ -658,14 +685,33 @@ pub fn projected_gradients(
                 .reshape((b, t, ro))?;
             let g = dp.transpose(1, 2)?.contiguous()?.matmul(&xp)?;
             blocks.push(g.reshape((b, ri * ro))?);
+            if taps {
+                let host = |x: &Tensor| x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
+                tapped.push((host(&xp)?, host(&dp)?));
+            }
         }
         let rows = Tensor::cat(&blocks, D::Minus1)?
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
         let losses = losses.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        Ok((rows, losses))
+        Ok((rows, losses, tapped))
     };
-    let (rows, losses) = f().map_err(candle_error("projected gradients"))?;
+    let (rows, losses, tapped) = f().map_err(candle_error("projected gradients"))?;
+    if let Some(sums) = factors {
+        sums.count(examples.iter().map(|e| e.ids.len()).sum());
+        for (k, (xp, dp)) in tapped.iter().enumerate() {
+            let (ri, ro) = projection.spec.ranks(k);
+            for (i, e) in examples.iter().enumerate() {
+                let (at, n) = (i * t, e.ids.len());
+                sums.add(
+                    k,
+                    &xp[at * ri..(at + n) * ri],
+                    &dp[at * ro..(at + n) * ro],
+                    n,
+                );
+            }
+        }
+    }
     Ok(Gradients { rows, losses })
 }

@@ -53,6 +53,7 @@ def store(
     seed: int = 0,
     dtype: str = "f32",
     optimizer_correction: bool = False,
+    device: str = "cpu",
     progress: Any = True,
 ) -> Dict[str, Any]:
     """Builds (or finishes) the gradient store ``out``: the projected gradient of every document
@@ -64,7 +65,8 @@ def store(
     rank 32; blocks above 4,096 values keep no second moments, so ``fisher`` and ``trackstar``
     refuse such a store); ``dtype``: ``f32`` or ``f16``; ``optimizer_correction=True`` corrects
     every gradient by the optimizer's second moment before projecting it (TrackStar; needs the
-    ``optimizer.safetensors`` ``familiar train`` saves beside the model). Resumable: Ctrl-C keeps the shards
+    ``optimizer.safetensors`` ``familiar train`` saves beside the model); ``device``: ``"cpu"``,
+    ``"cuda"`` or ``"cuda:N"`` (candle's autograd on the GPU; a build with CUDA). Resumable: Ctrl-C keeps the shards
     finished so far and calling it again goes on. Returns what was done."""
     from . import Index
 
@@ -82,7 +84,7 @@ def store(
     try:
         return _familiar.attribution_store(
             os.fspath(model), index._native, os.fspath(out), str(layers), rank, head_rank, seed,
-            str(dtype), bool(optimizer_correction), on_event,
+            str(dtype), bool(optimizer_correction), str(device), on_event,
         )
     finally:
         if bars is not None:

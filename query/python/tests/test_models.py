@@ -329,6 +329,9 @@ def test_bad_attribution_input(index_dir, cli_store, tmp_path):
         attribution.score(cli_store, TRAINED, QUERIES, precondition="trackstar", query_mix="0.5")
     with pytest.raises(familiar.FamiliarError, match="expected cpu, cuda or cuda:N"):
         attribution.score(cli_store, TRAINED, QUERIES, device="tpu")
+    with pytest.raises(familiar.FamiliarError, match="expected cpu, cuda or cuda:N"):
+        attribution.store(TRAINED, index_dir, tmp_path / "s", device="tpu", progress=False)
+    assert not (tmp_path / "s").exists()
     with pytest.raises(familiar.ConfigError, match="index"):
         attribution.score(cli_store, TRAINED, QUERIES, token_influence=2)
     with pytest.raises(familiar.ConfigError, match="token_influence"):

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use familiar::rng::SplitMix64;
 use familiar_benches::*;
-use familiar_models::attribute::{score_all, RowNorm};
+use familiar_models::attribute::{score_all, score_all_on, RowNorm};
 use familiar_models::grads::fast::FastGradients;
 use familiar_models::grads::linalg::Cholesky;
 use familiar_models::grads::store::{
@@ -284,6 +284,31 @@ fn scoring(mode: Mode, model: &Transformer, dir: &std::path::Path) -> BenchResul
                 format!("{:.2}", nwall.as_secs_f64() / wall.as_secs_f64()),
             ]);
         }
+        // `attribute score --device`'s path: the rows' products as matrix products on the GPU
+        // of a build with CUDA (`--features cuda`), else on candle's CPU device.
+        let (device, on) = match candle_core::utils::cuda_is_available() {
+            true => (candle_core::Device::new_cuda(0)?, "cuda"),
+            false => (candle_core::Device::Cpu, "candle cpu"),
+        };
+        let one = std::slice::from_ref(&query);
+        let (top, wall, cpu) =
+            measure(|| score_all_on(&store, one, &RowNorm::None, &device, Some(100)));
+        let top = top?;
+        if top[0].doc != naive.1 {
+            return Err(format!(
+                "score_all_on's top document {} is not the naive scan's {}",
+                top[0].doc, naive.1
+            )
+            .into());
+        }
+        t.row(vec![
+            name.clone(),
+            format!("score_all_on identity ({on})"),
+            fmt_secs(wall.as_secs_f64()),
+            fmt_secs(cpu),
+            format!("{:.3e}", rows as f64 / wall.as_secs_f64()),
+            format!("{:.2}", nwall.as_secs_f64() / wall.as_secs_f64()),
+        ]);
         drop(store);
         remove_dir(&sdir)?;
     }

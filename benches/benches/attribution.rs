@@ -262,27 +262,37 @@ fn scoring(mode: Mode, model: &Transformer, dir: &std::path::Path) -> BenchResul
             format!("{:.3e}", rows as f64 / nwall.as_secs_f64()),
             "1.00".into(),
         ]);
-        for (method, norm) in [
-            ("score_all identity", RowNorm::None),
-            ("score_all cosine", RowNorm::Euclidean),
-        ] {
-            let (top, wall, cpu) =
-                measure(|| score_all(&store, std::slice::from_ref(&query), &norm, None, Some(100)));
-            if matches!(norm, RowNorm::None) && top[0].doc != naive.1 {
-                return Err(format!(
-                    "score_all's top document {} is not the naive scan's {}",
-                    top[0].doc, naive.1
-                )
-                .into());
-            }
-            t.row(vec![
+        // A method's row, and the check that it found the naive scan's best document.
+        let timed = |method: String, wall: std::time::Duration, cpu: f64| {
+            vec![
                 name.clone(),
-                method.into(),
+                method,
                 fmt_secs(wall.as_secs_f64()),
                 fmt_secs(cpu),
                 format!("{:.3e}", rows as f64 / wall.as_secs_f64()),
                 format!("{:.2}", nwall.as_secs_f64() / wall.as_secs_f64()),
-            ]);
+            ]
+        };
+        let same_top = |what: &str, doc: u64| -> BenchResult<()> {
+            if doc != naive.1 {
+                return Err(format!(
+                    "{what}'s top document {doc} is not the naive scan's {}",
+                    naive.1
+                )
+                .into());
+            }
+            Ok(())
+        };
+        let one = std::slice::from_ref(&query);
+        for (method, norm) in [
+            ("score_all identity", RowNorm::None),
+            ("score_all cosine", RowNorm::Euclidean),
+        ] {
+            let (top, wall, cpu) = measure(|| score_all(&store, one, &norm, None, Some(100)));
+            if matches!(norm, RowNorm::None) {
+                same_top("score_all", top[0].doc)?;
+            }
+            t.row(timed(method.into(), wall, cpu));
         }
         // `attribute score --device`'s path: the rows' products as matrix products on the GPU
         // of a build with CUDA (`--features cuda`), else on candle's CPU device.
@@ -290,25 +300,10 @@ fn scoring(mode: Mode, model: &Transformer, dir: &std::path::Path) -> BenchResul
             true => (candle_core::Device::new_cuda(0)?, "cuda"),
             false => (candle_core::Device::Cpu, "candle cpu"),
         };
-        let one = std::slice::from_ref(&query);
         let (top, wall, cpu) =
             measure(|| score_all_on(&store, one, &RowNorm::None, &device, Some(100)));
-        let top = top?;
-        if top[0].doc != naive.1 {
-            return Err(format!(
-                "score_all_on's top document {} is not the naive scan's {}",
-                top[0].doc, naive.1
-            )
-            .into());
-        }
-        t.row(vec![
-            name.clone(),
-            format!("score_all_on identity ({on})"),
-            fmt_secs(wall.as_secs_f64()),
-            fmt_secs(cpu),
-            format!("{:.3e}", rows as f64 / wall.as_secs_f64()),
-            format!("{:.2}", nwall.as_secs_f64() / wall.as_secs_f64()),
-        ]);
+        same_top("score_all_on", top?[0].doc)?;
+        t.row(timed(format!("score_all_on identity ({on})"), wall, cpu));
         drop(store);
         remove_dir(&sdir)?;
     }

@@ -287,10 +287,7 @@ pub(crate) fn attribution_store<'py>(
         seed,
         dtype,
         optimizer_correction,
-        device: match familiar_models::model::device(&device).map_err(model_err)? {
-            d if d.is_cpu() => None,
-            d => Some(d),
-        },
+        device: StoreOptions::device_named(&device).map_err(model_err)?,
         cancel: Some(Arc::clone(&cancel)),
     };
     let index = Arc::clone(&index.inner);

@@ -521,10 +521,7 @@ fn store(a: StoreArgs) -> Result<i32> {
             Dtype::F32 => StoreDtype::F32,
         },
         optimizer_correction: a.optimizer_correction,
-        device: match familiar_models::model::device(&a.device)? {
-            d if d.is_cpu() => None,
-            d => Some(d),
-        },
+        device: StoreOptions::device_named(&a.device)?,
         cancel: None,
     };
     let factor_bar = crate::progress::progress_bar(!a.quiet, 0, "documents (output-head factor)")?;

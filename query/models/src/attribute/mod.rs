@@ -809,10 +809,10 @@ impl Prepared {
         top_k: Option<usize>,
         device: &candle_core::Device,
     ) -> Result<Vec<Influence>> {
+        Prepared::check_device(device, self.leave_one_out.is_some())?;
         if device.is_cpu() {
             return Ok(self.scores(store, top_k));
         }
-        Prepared::check_device(device, self.leave_one_out.is_some())?;
         score_all_on(store, &self.vectors, &self.norm, device, top_k)
     }
 

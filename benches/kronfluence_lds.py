@@ -159,6 +159,18 @@ def document_chunks(tokens, start, context):
         begin = end - 1
 
 
+def training_chunks(docs, start, context):
+    """Every document's chunks (`document_chunks`) with at least one predicted token, and the
+    document of each."""
+    chunks, chunk_doc = [], []
+    for d, tokens in enumerate(docs):
+        for c in document_chunks(tokens, start, context):
+            if len(c) >= 2:  # a lone start token predicts nothing: its gradient is 0
+                chunks.append(c)
+                chunk_doc.append(d)
+    return chunks, chunk_doc
+
+
 # ---------------------------------------------------------------------------------------------
 # familiar's subsets and LDS (attribute/eval.rs, src/rng.rs, src/stats.rs)
 
@@ -239,6 +251,99 @@ def lds_of(doc_scores, members, measured, kinds):
         return sum(v) / len(v) if v else float("nan")
 
     return per_query, mean(None), mean("factual"), mean("reasoning")
+
+
+# ---------------------------------------------------------------------------------------------
+# the run: `attribute eval`'s plan, its measured subsets, familiar's LDS, the queries and documents
+
+
+def add_run_arguments(p):
+    """The arguments that name the run: --model, --index, --queries, --eval."""
+    p.add_argument("--model", required=True,
+                   help="familiar's checkpoint directory (Hugging Face GPT-2 layout)")
+    p.add_argument("--index", required=True, help="the index the model and store were built from")
+    p.add_argument("--queries", required=True, help="queries JSONL (id, prompt, completion, kind)")
+    p.add_argument("--eval", required=True, help="the `familiar attribute eval` run directory")
+
+
+def load_run(args, tool):
+    """The plan, the measured subsets, familiar's lds.json, the queries (plan order), the
+    documents, the subsets' membership matrix and the measured log p (subsets × queries); `tool`
+    names the reference tool in a note."""
+    import numpy as np
+
+    with open(os.path.join(args.eval, "plan.json")) as f:
+        plan = json.load(f)
+    if plan.get("format") != "familiar-lds-eval":
+        raise SystemExit(f"{args.eval}/plan.json is not an `attribute eval` plan")
+    results = []
+    for m in range(plan["subsets"]):
+        path = os.path.join(args.eval, "subsets", f"subset-{m:04d}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                r = json.load(f)
+            if r["subset"] != m or len(r["logprobs"]) != len(plan["queries"]):
+                raise SystemExit(f"{path}: not this plan's subset")
+            results.append(r)
+    if len(results) < 3:
+        raise SystemExit(f"{args.eval}: {len(results)} subsets measured; the LDS needs 3")
+    familiar_lds = {}
+    lds_path = os.path.join(args.eval, "lds.json")
+    if os.path.exists(lds_path):
+        with open(lds_path) as f:
+            familiar_lds = json.load(f)
+        if familiar_lds.get("done") != len(results):
+            print(f"note: lds.json was written with {familiar_lds.get('done')} subsets measured, "
+                  f"{len(results)} are now: {tool}'s LDS uses all {len(results)}", file=sys.stderr)
+
+    by_id = {q["id"]: q for q in read_queries(args.queries)}
+    queries = []
+    for qid, prompt, completion in plan["queries"]:
+        q = by_id.get(qid)
+        if q is None or q["prompt"] != prompt or q["completion"] != completion:
+            raise SystemExit(f"{args.queries}: query {qid} is not the plan's")
+        queries.append(q)
+
+    with open(os.path.join(args.index, "tokenizer.json"), "rb") as f:
+        index_tok = f.read()
+    with open(os.path.join(args.model, "tokenizer.json"), "rb") as f:
+        model_tok = f.read()
+    if index_tok != model_tok:
+        raise SystemExit(f"{args.model}/tokenizer.json is not the index's tokenizer")
+    docs = read_documents(args.index)
+    if len(docs) != plan["documents"]:
+        raise SystemExit(f"the index has {len(docs)} documents, the run's plan {plan['documents']}")
+    members = np.stack([subset_members(len(docs), plan["fraction"], plan["seed"], r["subset"])
+                        for r in results])
+    for r, keep in zip(results, members):
+        if int(keep.sum()) != r["documents"]:
+            raise SystemExit(f"subset {r['subset']}: {keep.sum()} members, the run says {r['documents']}")
+    measured = np.array([r["logprobs"] for r in results])
+    return plan, results, familiar_lds, queries, docs, members, measured
+
+
+def print_table(familiar_lds, rows, has_kinds, cpu_note):
+    """One Markdown table: familiar's rows from lds.json, then `rows` (name, mean, factual,
+    reasoning, CPU cell); `cpu_note` says what the reference tool's CPU time covers."""
+
+    def cell(x):
+        return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+    head = "| method | mean LDS |" + (" factual | reasoning |" if has_kinds else "") + " CPU s |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for entry in familiar_lds.get("lds", []):
+        damp = f", λ {entry['damping']:g}" if entry.get("damping") is not None else ""
+        cells = [cell(entry["mean"])] + ([cell(entry["factual"]), cell(entry["reasoning"])]
+                                         if has_kinds else [])
+        print(f"| familiar {entry['precondition']}{damp} | " + " | ".join(cells) + " | – |")
+    for name, mean, fact, reas, cpu in rows:
+        cells = [cell(mean)] + ([cell(fact), cell(reas)] if has_kinds else [])
+        print(f"| {name} | " + " | ".join(cells) + f" | {cpu} |")
+    if familiar_lds.get("lds"):
+        print()
+        print("familiar's CPU time is not in lds.json (`attribute store` and `attribute score` "
+              "report theirs); " + cpu_note)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,10 +484,7 @@ def build(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="Hugging Face model dir (familiar's checkpoint)")
-    p.add_argument("--index", required=True, help="the index the model and store were built from")
-    p.add_argument("--queries", required=True, help="queries JSONL (id, prompt, completion, kind)")
-    p.add_argument("--eval", required=True, help="the `familiar attribute eval` run directory")
+    add_run_arguments(p)
     p.add_argument("--damping", default="heuristic",
                    help="'heuristic' (0.1 × mean corrected eigenvalue per module) or Kronfluence's "
                         "absolute damping_factor")
@@ -455,58 +557,8 @@ def main():
         logging.getLogger().setLevel(logging.WARNING)
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
 
-    # The run: its plan, the measured subsets and familiar's LDS.
-    with open(os.path.join(args.eval, "plan.json")) as f:
-        plan = json.load(f)
-    if plan.get("format") != "familiar-lds-eval":
-        raise SystemExit(f"{args.eval}/plan.json is not an `attribute eval` plan")
-    subsets_dir = os.path.join(args.eval, "subsets")
-    results = []
-    for m in range(plan["subsets"]):
-        path = os.path.join(subsets_dir, f"subset-{m:04d}.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                r = json.load(f)
-            if r["subset"] != m or len(r["logprobs"]) != len(plan["queries"]):
-                raise SystemExit(f"{path}: not this plan's subset")
-            results.append(r)
-    if len(results) < 3:
-        raise SystemExit(f"{args.eval}: {len(results)} subsets measured; the LDS needs 3")
-    lds_path = os.path.join(args.eval, "lds.json")
-    familiar_lds = {}
-    if os.path.exists(lds_path):
-        with open(lds_path) as f:
-            familiar_lds = json.load(f)
-        if familiar_lds.get("done") != len(results):
-            log(f"note: lds.json was written with {familiar_lds.get('done')} subsets measured, "
-                f"{len(results)} are now: Kronfluence's LDS uses all {len(results)}")
-
-    # The queries, in the plan's order, with their kinds.
-    by_id = {q["id"]: q for q in read_queries(args.queries)}
-    queries = []
-    for qid, prompt, completion in plan["queries"]:
-        q = by_id.get(qid)
-        if q is None or q["prompt"] != prompt or q["completion"] != completion:
-            raise SystemExit(f"{args.queries}: query {qid} is not the plan's")
-        queries.append(q)
+    plan, results, familiar_lds, queries, docs, members, measured = load_run(args, "Kronfluence")
     kinds = [q.get("kind") for q in queries]
-
-    # Documents, from the index's own files.
-    with open(os.path.join(args.index, "tokenizer.json"), "rb") as f:
-        index_tok = f.read()
-    with open(os.path.join(args.model, "tokenizer.json"), "rb") as f:
-        model_tok = f.read()
-    if index_tok != model_tok:
-        raise SystemExit(f"{args.model}/tokenizer.json is not the index's tokenizer")
-    docs = read_documents(args.index)
-    if len(docs) != plan["documents"]:
-        raise SystemExit(f"the index has {len(docs)} documents, the run's plan {plan['documents']}")
-    members = np.stack([subset_members(len(docs), plan["fraction"], plan["seed"], r["subset"])
-                        for r in results])
-    for r, keep in zip(results, members):
-        if int(keep.sum()) != r["documents"]:
-            raise SystemExit(f"subset {r['subset']}: {keep.sum()} members, the run says {r['documents']}")
-    measured = np.array([r["logprobs"] for r in results])  # subsets × queries
 
     # The model, its tokenizer, its chunks.
     model = GPT2LMHeadModel.from_pretrained(args.model).float()
@@ -516,12 +568,7 @@ def main():
     context = config.n_positions
     tokenizer = Tokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
 
-    chunk_seqs, chunk_doc = [], []
-    for d, tokens in enumerate(docs):
-        for c in document_chunks(tokens, start, context):
-            if len(c) >= 2:  # a lone start token predicts nothing: its gradient is 0
-                chunk_seqs.append(c)
-                chunk_doc.append(d)
+    chunk_seqs, chunk_doc = training_chunks(docs, start, context)
     chunk_doc = np.array(chunk_doc)
     q_seqs, q_first = zip(*(query_ids(tokenizer, q["prompt"], q["completion"], start, context)
                             for q in queries))
@@ -603,9 +650,6 @@ def main():
         per_query, mean, fact, reas = lds_of(doc_scores, members, measured, kinds)
         rows.insert(0, (f"familiar {name} ({path})", mean, fact, reas, "–"))
 
-    def cell(x):
-        return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
-
     has_kinds = any(k is not None for k in kinds)
     print(f"LDS on `{args.eval}`: {len(results)} of {plan['subsets']} subsets measured "
           f"(fraction {plan['fraction']}, seed {plan['seed']}, {plan['train']['steps']} steps), "
@@ -619,22 +663,8 @@ def main():
           f"; {'empirical' if args.empirical_fisher else 'true (sampled-label)'} Fisher; no projection."
           f" Mean query log p under the full model: {sum(query_logprobs) / len(query_logprobs):.4f}.")
     print()
-    head = "| method | mean LDS |" + (" factual | reasoning |" if has_kinds else "") + " CPU s |"
-    print(head)
-    print("|" + "---|" * (head.count("|") - 1))
-    for entry in familiar_lds.get("lds", []):
-        damp = f", λ {entry['damping']:g}" if entry.get("damping") is not None else ""
-        cells = [cell(entry["mean"])] + ([cell(entry["factual"]), cell(entry["reasoning"])]
-                                         if has_kinds else [])
-        print(f"| familiar {entry['precondition']}{damp} | " + " | ".join(cells)
-              + " | – |")
-    for name, mean, fact, reas, cpu in rows:
-        cells = [cell(mean)] + ([cell(fact), cell(reas)] if has_kinds else [])
-        print(f"| {name} | " + " | ".join(cells) + f" | {cpu} |")
-    if familiar_lds.get("lds"):
-        print()
-        print("familiar's CPU time is not in lds.json (`attribute store` and `attribute score` "
-              "report theirs); Kronfluence's is process time, all threads, of fitting + scoring.")
+    print_table(familiar_lds, rows, has_kinds,
+                "Kronfluence's is process time, all threads, of fitting + scoring.")
     if args.logprobs:
         for q, v in zip(queries, query_logprobs):
             print(f"logprob\t{q['id']}\t{v:.6f}", file=sys.stderr)

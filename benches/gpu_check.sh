@@ -8,10 +8,11 @@
 #
 # `prepare` fetches CUDA 13.0's compiler from PyPI wheels (nvcc, cicc, the runtime's and CCCL's
 # headers) into .gpu/cuda, builds `familiar` and the attribution bench in release with
-# `--features cuda` (kernels compiled to PTX for CUDA_COMPUTE_CAP, default 90: the H100 and H200;
-# the driver compiles PTX for newer chips), strips both and compresses them into .gpu/bin (about
-# 40 MB; .gpu is ignored by git). The GPU machine needs neither Rust nor CUDA's compiler, only its
+# `--features cuda` (candle's kernels for compute capability CUDA_COMPUTE_CAP, default 90: the
+# H100 and H200), strips both and compresses them into .gpu/bin (.gpu is ignored by git). The GPU machine needs neither Rust nor CUDA's compiler, only its
 # driver (libcuda; CUDA 13.0 or newer), `python3` with pyarrow, and .gpu/bin beside the checkout.
+# (With this workplace's device tool: `run` with the command `bash benches/gpu_check.sh run`,
+# carrying `.gpu/bin`, about 10 minutes at most; the files come back from $OUT.)
 #
 # `run` writes its log and tables to $OUT (else .gpu/out):
 # 1. `familiar demo` on the embedded fixtures (CPU): the index of 1,200 documents and the checked-in
@@ -74,6 +75,13 @@ run() {
   trap 'rm -rf "${tmp:-}"' EXIT
   # FAMILIAR_BIN and FAMILIAR_BENCH_BIN: other builds (to try the script without `prepare`).
   local f="${FAMILIAR_BIN:-}" bench="${FAMILIAR_BENCH_BIN:-}"
+  local need
+  for need in "familiar:$f" "attribution-bench:$bench"; do
+    if [ -z "${need#*:}" ] && [ ! -f "$gpu_dir/bin/${need%%:*}.gz" ]; then
+      echo "gpu_check: no $gpu_dir/bin/${need%%:*}.gz: run 'bash benches/gpu_check.sh prepare' first and carry .gpu/bin" >&2
+      exit 1
+    fi
+  done
   if [ -z "$f" ]; then
     f="$tmp/familiar"
     gzip -dc "$gpu_dir/bin/familiar.gz" > "$f"

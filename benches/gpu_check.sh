@@ -6,11 +6,15 @@
 #   bash benches/gpu_check.sh prepare   # here: no GPU and no CUDA toolkit needed
 #   bash benches/gpu_check.sh run       # on the GPU machine, from the repository root
 #
-# `prepare` fetches CUDA 13.0's compiler from PyPI wheels (nvcc, cicc, the runtime's and CCCL's
-# headers) into .gpu/cuda, builds `familiar` and the attribution bench in release with
-# `--features cuda` (candle's kernels for compute capability CUDA_COMPUTE_CAP, default 90: the
-# H100 and H200), strips both and compresses them into .gpu/bin (.gpu is ignored by git). The GPU machine needs neither Rust nor CUDA's compiler, only its
-# driver (libcuda; CUDA 13.0 or newer), `python3` with pyarrow, and .gpu/bin beside the checkout.
+# `prepare` fetches CUDA 13.0 from PyPI wheels (nvcc, cicc, the headers; cuBLAS, cuRAND and
+# NVRTC to link against) into .gpu/cuda, builds `familiar` and the attribution bench in release
+# with `--features cuda` (candle's kernels for compute capability CUDA_COMPUTE_CAP, default 90:
+# the H100 and H200; about an hour on a 2-core machine from an empty target directory), strips both and
+# compresses them into .gpu/bin (.gpu is ignored by git). The binaries load libcuda.so.1,
+# libcublas.so.13, libcurand.so.10 and libcudart.so.13 when they start, so they run only where
+# CUDA is (not here). The GPU machine needs neither Rust nor CUDA's compiler: its driver
+# (CUDA 13.0 or newer), `python3` with pyarrow and NVIDIA's library packages (whose lib folders
+# `run` puts on LD_LIBRARY_PATH), and .gpu/bin beside the checkout.
 # (With this workplace's device tool: `run` with the command `bash benches/gpu_check.sh run`,
 # carrying `.gpu/bin`, about 10 minutes at most; the files come back from $OUT.)
 #
@@ -37,17 +41,35 @@ prepare() {
   root="$cuda/nvidia/cu13"
   if [ ! -x "$root/bin/nvcc" ]; then
     # 13.0 matches the GPU machines' driver (580, CUDA 13.0): PTX from a newer nvcc may be a
-    # version that driver cannot compile.
+    # version that driver cannot compile. cuBLAS, cuRAND and NVRTC are only linked against here;
+    # the GPU machine's own copies are loaded there.
     python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$gpu_dir/wheels" \
       nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-runtime==13.0.96 \
-      nvidia-cuda-cccl==13.0.85 nvidia-cuda-crt==13.0.88
+      nvidia-cuda-cccl==13.0.85 nvidia-cuda-crt==13.0.88 nvidia-cublas==13.0.2.14 \
+      nvidia-cuda-nvrtc==13.0.88 nvidia-curand==10.4.5.25
     mkdir -p "$cuda"
     for w in "$gpu_dir"/wheels/*.whl; do python3 -m zipfile -e "$w" "$cuda"; done
     chmod +x "$root"/bin/* "$root"/nvvm/bin/*
+    local lib
+    for lib in "$root"/lib/lib*.so.[0-9]*; do
+      case "$lib" in *.alt.so* | *builtins*) continue ;; esac
+      ln -sf "$(basename "$lib")" "${lib%%.so.*}.so"
+    done
   fi
   export CUDA_ROOT="$root" CUDA_PATH="$root" PATH="$root/bin:$PATH"
   export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/cuda}" CARGO_INCREMENTAL=0
+  # The library first (candle's kernels, cudarc); then a stand-in libcuda.so to link against:
+  # the driver API's functions cudarc calls, empty, under the driver's soname, so that the
+  # binaries load the GPU machine's real libcuda.so.1. Never put it on a library path.
+  cargo build --release -p familiar-models --features cuda
+  if [ ! -f "$root/lib/libcuda.so" ]; then
+    local cudarc
+    for cudarc in "$CARGO_TARGET_DIR"/release/deps/libcudarc-*.rlib; do
+      nm "$cudarc" 2>/dev/null | awk '$1 == "U" && $2 ~ /^cu[A-Z]/ { print "void " $2 "(void) {}" }'
+    done | sort -u > "$gpu_dir/libcuda-stand-in.c"
+    cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$root/lib/libcuda.so" "$gpu_dir/libcuda-stand-in.c"
+  fi
   cargo build --release -p familiar-cli --features cuda
   local bench
   bench=$(cargo bench --no-run -p familiar-benches --bench attribution --features cuda \
@@ -94,6 +116,14 @@ run() {
     gzip -dc "$gpu_dir/bin/attribution-bench.gz" > "$bench"
     chmod +x "$bench"
   fi
+  # cuBLAS, cuRAND and CUDA's runtime: the GPU machine's Python packages hold them (nvidia/*/lib).
+  local libs
+  libs=$(python3 -c '
+import glob, os, sys
+dirs = {os.path.dirname(p) for d in sys.path
+        for p in glob.glob(os.path.join(d, "nvidia", "*", "lib", "lib*.so*"))}
+print(":".join(sorted(dirs)))' 2>/dev/null || true)
+  export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   local model=fixtures/models/fixture-gpt2 queries=fixtures/attribution/queries.jsonl
   export OMP_WAIT_POLICY=PASSIVE
   TIMEFORMAT='%R s wall, %U s user, %S s sys'

@@ -10,7 +10,7 @@
 # NVRTC to link against) into .gpu/cuda, builds `familiar` and the attribution bench in release
 # with `--features cuda` (candle's kernels for compute capability CUDA_COMPUTE_CAP, default 90:
 # the H100 and H200; about an hour on a 2-core machine from an empty target directory), strips both and
-# compresses them into .gpu/bin (.gpu is ignored by git). The binaries load libcuda.so.1,
+# compresses them (xz) into .gpu/bin (.gpu is ignored by git). The binaries load libcuda.so.1,
 # libcublas.so.13, libcurand.so.10 and libcudart.so.13 when they start, so they run only where
 # CUDA is (not here). The GPU machine needs neither Rust nor CUDA's compiler: its driver
 # (CUDA 13.0 or newer), `python3` with pyarrow and NVIDIA's library packages (whose lib folders
@@ -82,8 +82,10 @@ for line in sys.stdin:
   mkdir -p "$gpu_dir/bin"
   for pair in "familiar:$CARGO_TARGET_DIR/release/familiar" "attribution-bench:$bench"; do
     local name="${pair%%:*}" path="${pair#*:}"
+    # xz: the stripped familiar is about 190 MB, 60 MB gzipped, 30 MB here (carried trees are
+    # limited to 64 MiB).
     strip -o "$gpu_dir/bin/$name" "$path"
-    gzip -9 -f "$gpu_dir/bin/$name"
+    xz -9 -T0 -f "$gpu_dir/bin/$name"
   done
   ls -l "$gpu_dir/bin"
   echo "prepared: run 'bash benches/gpu_check.sh run' on the GPU machine with $gpu_dir/bin beside the checkout"
@@ -99,21 +101,21 @@ run() {
   local f="${FAMILIAR_BIN:-}" bench="${FAMILIAR_BENCH_BIN:-}"
   local need
   for need in "familiar:$f" "attribution-bench:$bench"; do
-    if [ -z "${need#*:}" ] && [ ! -f "$gpu_dir/bin/${need%%:*}.gz" ]; then
-      echo "gpu_check: no $gpu_dir/bin/${need%%:*}.gz: run 'bash benches/gpu_check.sh prepare' first and carry .gpu/bin" >&2
+    if [ -z "${need#*:}" ] && [ ! -f "$gpu_dir/bin/${need%%:*}.xz" ]; then
+      echo "gpu_check: no $gpu_dir/bin/${need%%:*}.xz: run 'bash benches/gpu_check.sh prepare' first and carry .gpu/bin" >&2
       exit 1
     fi
   done
   if [ -z "$f" ]; then
     f="$tmp/familiar"
-    gzip -dc "$gpu_dir/bin/familiar.gz" > "$f"
+    unxz_to "$gpu_dir/bin/familiar.xz" "$f"
     chmod +x "$f"
   fi
   if [ "$bench" = skip ]; then
     :
   elif [ -z "$bench" ]; then
     bench="$tmp/attribution-bench"
-    gzip -dc "$gpu_dir/bin/attribution-bench.gz" > "$bench"
+    unxz_to "$gpu_dir/bin/attribution-bench.xz" "$bench"
     chmod +x "$bench"
   fi
   # cuBLAS, cuRAND and CUDA's runtime: the GPU machine's Python packages hold them (nvidia/*/lib).
@@ -162,6 +164,13 @@ print(":".join(sorted(dirs)))' 2>/dev/null || true)
   echo "== 4. the attribution bench (full mode)"
   if [ "$bench" = skip ]; then echo "skipped (FAMILIAR_BENCH_BIN=skip)"; else "$bench" --bench; fi
   echo "gpu_check: every check passed"
+}
+
+# Decompresses an .xz file with Python's lzma (the GPU machine may have no xz).
+unxz_to() {
+  python3 -c 'import lzma, shutil, sys
+with lzma.open(sys.argv[1]) as a, open(sys.argv[2], "wb") as b:
+    shutil.copyfileobj(a, b)' "$1" "$2"
 }
 
 # Every query's scores of two runs (`--all`) must agree to `tol` relative to the query's largest

@@ -98,26 +98,9 @@ run() {
   tmp=$(mktemp -d)
   trap 'rm -rf "${tmp:-}"' EXIT
   # FAMILIAR_BIN and FAMILIAR_BENCH_BIN: other builds (to try the script without `prepare`).
-  local f="${FAMILIAR_BIN:-}" bench="${FAMILIAR_BENCH_BIN:-}"
-  local need
-  for need in "familiar:$f" "attribution-bench:$bench"; do
-    if [ -z "${need#*:}" ] && [ ! -f "$gpu_dir/bin/${need%%:*}.xz" ]; then
-      echo "gpu_check: no $gpu_dir/bin/${need%%:*}.xz: run 'bash benches/gpu_check.sh prepare' first and carry .gpu/bin" >&2
-      exit 1
-    fi
-  done
-  if [ -z "$f" ]; then
-    f="$tmp/familiar"
-    unxz_to "$gpu_dir/bin/familiar.xz" "$f"
-    chmod +x "$f"
-  fi
-  if [ "$bench" = skip ]; then
-    :
-  elif [ -z "$bench" ]; then
-    bench="$tmp/attribution-bench"
-    unxz_to "$gpu_dir/bin/attribution-bench.xz" "$bench"
-    chmod +x "$bench"
-  fi
+  local f bench
+  f=$(binary familiar "${FAMILIAR_BIN:-}")
+  bench=$(binary attribution-bench "${FAMILIAR_BENCH_BIN:-}")
   # cuBLAS, cuRAND and CUDA's runtime: the GPU machine's Python packages hold them (nvidia/*/lib).
   local libs
   libs=$(python3 -c '
@@ -166,11 +149,23 @@ print(":".join(sorted(dirs)))' 2>/dev/null || true)
   echo "gpu_check: every check passed"
 }
 
-# Decompresses an .xz file with Python's lzma (the GPU machine may have no xz).
-unxz_to() {
+# The path of the prepared binary NAME: OVERRIDE when given, else .gpu/bin/NAME.xz unpacked
+# into $tmp (with Python's lzma: the GPU machine may have no xz).
+binary() {
+  local name="$1" override="$2" packed="$gpu_dir/bin/$1.xz"
+  if [ -n "$override" ]; then
+    echo "$override"
+    return
+  fi
+  if [ ! -f "$packed" ]; then
+    echo "gpu_check: no $packed: run 'bash benches/gpu_check.sh prepare' first and carry .gpu/bin" >&2
+    return 1
+  fi
   python3 -c 'import lzma, shutil, sys
 with lzma.open(sys.argv[1]) as a, open(sys.argv[2], "wb") as b:
-    shutil.copyfileobj(a, b)' "$1" "$2"
+    shutil.copyfileobj(a, b)' "$packed" "$tmp/$name"
+  chmod +x "$tmp/$name"
+  echo "$tmp/$name"
 }
 
 # Every query's scores of two runs (`--all`) must agree to `tol` relative to the query's largest

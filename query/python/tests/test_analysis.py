@@ -250,6 +250,10 @@ def test_ctrl_c_stops_a_running_statement():
         os.kill(os.getpid(), signal.SIGINT)
         sent.append(time.monotonic() - started)
 
+    # Python installs its Ctrl-C handler only where SIGINT was not ignored at start-up, and a
+    # shell ignores it in the commands it starts in the background (a CI run found the handler
+    # SIG_IGN): install it here, as an interactive session has it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.5, interrupt)
     started = time.monotonic()
     timer.start()
@@ -270,5 +274,6 @@ def test_ctrl_c_stops_a_running_statement():
         pytest.fail("the statement ended without Ctrl-C")
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - started < 30, sent
     assert familiar.sql("SELECT 1 AS one").column("one").to_pylist() == [1]

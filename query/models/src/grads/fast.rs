@@ -1022,14 +1022,16 @@ fn exp(x: f32) -> f32 {
     let shifted = x * LOG2E + ROUND;
     let k = shifted - ROUND;
     // `shifted`'s low mantissa bits are k in two's complement: no float-to-int conversion.
-    let ki = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
+    // Wrapping operations, as |k| ≤ 127 cannot overflow: an overflow check (the release
+    // profile keeps them) is a branch that stops every loop over `exp` from vectorizing.
+    let ki = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let r = (x - k * LN2_HI) - k * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    p * f32::from_bits(((ki + 127) as u32) << 23)
+    p * f32::from_bits((ki.wrapping_add(127) as u32) << 23)
 }
 
 /// Defines `$name` calling `$inner` (an `#[inline(always)]` function) compiled for AVX2 and FMA

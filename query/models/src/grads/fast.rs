@@ -1056,6 +1056,7 @@ macro_rules! vectorized {
         }
     };
 }
+pub(crate) use vectorized;
 
 vectorized! {
     /// The activation and its derivative at every element of `x`.

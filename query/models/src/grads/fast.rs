@@ -1035,8 +1035,9 @@ fn exp(x: f32) -> f32 {
 }
 
 /// Defines `$name` calling `$inner` (an `#[inline(always)]` function) compiled for AVX2 and FMA
-/// when the CPU has them, so that its loops vectorize 8-wide; the default target (x86-64) only
-/// allows SSE2.
+/// when the CPU has them, so that its loops vectorize 8-wide (f32; 4-wide f64); the default target
+/// (x86-64) only allows SSE2. Integer steps inside such loops must not be overflow-checked (both
+/// profiles keep the checks): a check's panic branch keeps the loop scalar.
 macro_rules! vectorized {
     ($(#[$doc:meta])* fn $name:ident = $inner:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         $(#[$doc])*

@@ -135,6 +135,51 @@ impl KronSums {
     }
 }
 
+super::fast::vectorized! {
+    /// `Q_Sᵀ G Q_A` of a block `g` (`ro × ri`) with the bases `Q_A` (`basis_in`, `ri × ri`) and
+    /// `Q_S` (`basis_out`, `ro × ro`).
+    fn rotate_block = rotate_block_inner(g: &[f32], basis_in: &[f64], basis_out: &[f64], ri: usize, ro: usize) -> Vec<f64>
+}
+
+#[inline(always)]
+fn rotate_block_inner(
+    g: &[f32],
+    basis_in: &[f64],
+    basis_out: &[f64],
+    ri: usize,
+    ro: usize,
+) -> Vec<f64> {
+    // T = G Q_A (ro × ri), then Q_Sᵀ T.
+    let mut t = vec![0.0f64; ro * ri];
+    for o in 0..ro {
+        let grow = &g[o * ri..(o + 1) * ri];
+        let trow = &mut t[o * ri..(o + 1) * ri];
+        for (k, &gk) in grow.iter().enumerate() {
+            if gk == 0.0 {
+                continue;
+            }
+            let gk = f64::from(gk);
+            let q = &basis_in[k * ri..(k + 1) * ri];
+            trow.iter_mut().zip(q).for_each(|(t, q)| *t += gk * q);
+        }
+    }
+    let mut out = vec![0.0f64; ro * ri];
+    for k in 0..ro {
+        let trow = &t[k * ri..(k + 1) * ri];
+        for o in 0..ro {
+            let q = basis_out[k * ro + o];
+            if q == 0.0 {
+                continue;
+            }
+            out[o * ri..(o + 1) * ri]
+                .iter_mut()
+                .zip(trow)
+                .for_each(|(x, t)| *x += q * t);
+        }
+    }
+    out
+}
+
 /// `m += Σ_t v_t v_tᵀ` over `n` rows of `v` (`n × r`): `vᵀ v` by a matrix product in f32 (one
 /// call sums one batch's tokens), added to the f64 sums.
 fn outer_sums(m: &mut [f64], v: &[f32], n: usize, r: usize) {
@@ -341,35 +386,7 @@ impl Ekfac {
     pub fn rotate(&self, l: usize, g: &[f32]) -> Vec<f64> {
         let (ri, ro) = self.ranks[l];
         let layer = &self.layers[l];
-        // T = G Q_A (ro × ri), then Q_Sᵀ T.
-        let mut t = vec![0.0f64; ro * ri];
-        for o in 0..ro {
-            let grow = &g[o * ri..(o + 1) * ri];
-            let trow = &mut t[o * ri..(o + 1) * ri];
-            for (k, &gk) in grow.iter().enumerate() {
-                if gk == 0.0 {
-                    continue;
-                }
-                let gk = f64::from(gk);
-                let q = &layer.basis_in[k * ri..(k + 1) * ri];
-                trow.iter_mut().zip(q).for_each(|(t, q)| *t += gk * q);
-            }
-        }
-        let mut out = vec![0.0f64; ro * ri];
-        for k in 0..ro {
-            let trow = &t[k * ri..(k + 1) * ri];
-            for o in 0..ro {
-                let q = layer.basis_out[k * ro + o];
-                if q == 0.0 {
-                    continue;
-                }
-                out[o * ri..(o + 1) * ri]
-                    .iter_mut()
-                    .zip(trow)
-                    .for_each(|(x, t)| *x += q * t);
-            }
-        }
-        out
+        rotate_block(g, &layer.basis_in, &layer.basis_out, ri, ro)
     }
 
     /// Each layer's damping: `damping · mean(Λ)` (`damping` itself where `Λ` is zero).

@@ -246,8 +246,8 @@ super::fast::vectorized! {
 fn add_band_inner(out: &mut [f64], rows: &[Vec<f32>], off: usize, block: usize, first: usize) {
     // Four rows per pass over the band, so that its lines are loaded and stored once for the
     // four: each sum still adds the rows' products one at a time in the rows' order. (A row
-    // whose value at a line is 0 adds ±0, which leaves the sum as it is: a sum starts at +0 and
-    // never becomes −0.)
+    // whose value at a line is 0 adds ±0, its values being finite, which leaves the sum as it
+    // is: a sum starts at +0 and never becomes −0.)
     let mut quads = rows.chunks_exact(4);
     for quad in quads.by_ref() {
         let [g0, g1, g2, g3] = [0, 1, 2, 3].map(|i| &quad[i][off..off + block]);
